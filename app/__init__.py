@@ -1,0 +1,1 @@
+"""The MICRec recommendation service (FastAPI). Depends on ``model``; never the reverse."""

@@ -1,0 +1,18 @@
+"""Console entry point ``micrec``: library subcommands plus the service's ``serve``/``demo``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from model.cli import run
+
+SERVICE_COMMANDS: tuple[str, ...] = ()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(argv, extra=SERVICE_COMMANDS)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``micrec`` subcommand; each defines ``register(subparsers)``."""

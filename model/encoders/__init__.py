@@ -1,0 +1,1 @@
+"""Frozen content encoders (text, image) and the on-disk feature cache."""
