@@ -1,0 +1,1 @@
+"""Durable service state: one ``Store`` interface, Redis and embedded SQLite implementations."""

@@ -1,0 +1,98 @@
+"""The state store contract shared by the Redis and the embedded (SQLite) implementations.
+
+What lives here is what must survive a restart or be shared by replicas: cold-start items
+registered through the API (with their encoded content, so a restart replays them without
+re-encoding), user interaction histories (capped) and per-domain popularity counts.
+Every write method returns only once the write is durable (acknowledged); a write either
+happens whole or not at all.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class StoreUnavailable(RuntimeError):
+    """The backing store cannot be reached; callers answer 503 + Retry-After for writes."""
+
+
+@dataclass
+class StoredItem:
+    """A cold-start item registered through the API.
+
+    ``content`` maps modality ("text", "image") to the encoder output (float32 vector);
+    ``version`` increases on every put (replicas use it to apply changes in order).
+    """
+
+    item_id: str
+    domain: str
+    title: str = ""
+    categories: str = ""
+    description: str = ""
+    content: dict[str, np.ndarray] = field(default_factory=dict)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Interaction:
+    user_id: str
+    item_id: str
+    domain: str
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class ItemChange:
+    """One entry of the item change feed: ``deleted`` False means upsert of ``item_id``."""
+
+    seq: int
+    item_id: str
+    deleted: bool
+
+
+class Store(ABC):
+    @abstractmethod
+    def ping(self) -> bool:
+        """True when the store answers."""
+
+    # --- cold-start items -------------------------------------------------------------
+    @abstractmethod
+    def put_item(self, item: StoredItem) -> int:
+        """Insert or replace; returns the change-feed sequence number of this write."""
+
+    @abstractmethod
+    def get_item(self, item_id: str) -> StoredItem | None: ...
+
+    @abstractmethod
+    def delete_item(self, item_id: str) -> int | None:
+        """Delete; returns the change sequence number, or None when the item did not exist."""
+
+    @abstractmethod
+    def list_items(self) -> list[StoredItem]:
+        """Every registered item (start-up replay)."""
+
+    @abstractmethod
+    def item_changes(self, after_seq: int, limit: int = 1000) -> list[ItemChange]:
+        """Item changes with seq > after_seq in order (how replicas follow each other)."""
+
+    # --- interactions -----------------------------------------------------------------
+    @abstractmethod
+    def add_interactions(self, rows: Sequence[Interaction], history_cap: int) -> None:
+        """Append rows atomically to user histories (keeping the newest ``history_cap`` per
+        user and domain) and increment per-domain item popularity."""
+
+    @abstractmethod
+    def get_history(self, user_id: str) -> dict[str, list[str]]:
+        """domain -> item ids, oldest first (capped)."""
+
+    @abstractmethod
+    def popularity(self, domain: str) -> dict[str, int]:
+        """item id -> number of interactions posted through the API in ``domain``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
