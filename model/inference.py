@@ -1,26 +1,32 @@
 """Inductive inference: the library API the service (and offline evaluation) call.
 
-Interface contract (implementation in progress; signatures are stable):
-
     bundle = load_bundle(path)                  # model.bundle; never unpickles
     engine = InferenceEngine.from_bundle(bundle)
-    engine.model_version, engine.domains, engine.dim, engine.encoders_info
-    cat = engine.catalogue("office")            # DomainCatalogue: ids, vectors, popularity...
+    cat = engine.catalogue("office")            # ids, vectors [n, d], popularity, ...
     emb = engine.embed_user("office", {"office": ["i1", "i2"], "arts": ["i9"]})
-    emb.vector  # float32 [dim]; score(item) = emb.vector @ item_vector
-    emb.method  # "inductive" | "cross_domain" | "none"
+    emb.vector @ cat.vectors.T                  # scores; emb.method says how it was embedded
     content = engine.encode_content(text="red mug", image=None)   # {"text": [384] float32}
-    vec = engine.add_item("new-1", "kitchen", content)            # float32 [dim]
+    vec = engine.add_item("new-1", "kitchen", content)            # [d]; usable in histories
     engine.remove_item("new-1")
+
+User and item vectors come from the same fold-in code that ``micrec evaluate`` scores
+with (model.nn.foldin), so offline numbers describe what the service answers.
+Thread safety: reads are safe concurrently; ``add_item``/``remove_item`` must come from a
+single writer (the service serialises them).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
+
+from model.bundle import Bundle
+from model.nn.foldin import MultiDomainEmbedder, project_content
 
 USER_METHODS = ("inductive", "cross_domain", "none")
 
@@ -29,9 +35,8 @@ USER_METHODS = ("inductive", "cross_domain", "none")
 class UserEmbedding:
     """A user's serving vector in one domain and how it was obtained.
 
-    method: "inductive" (history in the target domain, possibly plus content),
-    "cross_domain" (history only in other domains), "none" (no usable history: the
-    caller must fall back, e.g. to popularity).
+    method: "inductive" (history in the target domain), "cross_domain" (history only in
+    other domains), "none" (no usable history: the caller must fall back).
     """
 
     vector: np.ndarray
@@ -41,11 +46,9 @@ class UserEmbedding:
 
 @dataclass
 class DomainCatalogue:
-    """The servable items of one domain as the bundle ships them.
-
-    ``vectors`` float32 [n_items, dim] (inner product = score); ``popularity`` int64
-    training degree; ``categories``/``titles`` for filters and display.
-    """
+    """The servable bundle items of one domain: ``vectors`` float32 [n_items, dim] (inner
+    product = score), ``popularity`` int64 training degree, titles/categories for display
+    and filters."""
 
     domain: str
     item_ids: list[str]
@@ -55,36 +58,177 @@ class DomainCatalogue:
     titles: list[str]
 
 
+@dataclass
+class _AddedItem:
+    domain: str
+    content: torch.Tensor | None  # h, [d]
+    vector: np.ndarray
+
+
 class InferenceEngine:
     """Serves a trained MICRec bundle: user and item embeddings without retraining."""
 
-    model_version: str
-    domains: list[str]
-    dim: int
-    encoders_info: dict[str, dict[str, Any]]
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self.model_version = bundle.model_version
+        self.domains = sorted(bundle.domains)
+        self.dim = bundle.model.config.dim
+        self.encoders_info: dict[str, dict[str, Any]] = dict(bundle.manifest.get("encoders", {}))
+        self._md = MultiDomainEmbedder(
+            {d: s.embedder for d, s in bundle.domains.items()},
+            bundle.model.config.cross_domain_rule,
+        )
+        self._item_pos: dict[str, tuple[str, int]] = {}
+        self._user_pos: dict[str, dict[str, int]] = {}
+        for d, s in bundle.domains.items():
+            self._item_pos.update({iid: (d, k) for k, iid in enumerate(s.item_ids)})
+            self._user_pos[d] = {u: k for k, u in enumerate(s.user_ids)}
+        self._catalogues = {
+            d: DomainCatalogue(
+                domain=d,
+                item_ids=s.item_ids,
+                vectors=s.embedder.item_vectors().cpu().numpy().astype(np.float32),
+                popularity=s.popularity,
+                categories=s.categories,
+                titles=s.titles,
+            )
+            for d, s in bundle.domains.items()
+        }
+        self._added: dict[str, _AddedItem] = {}
+        self._encoders: dict[str, Any] = {}
+        self._enc_lock = threading.Lock()
 
     @classmethod
-    def from_bundle(cls, bundle: Any, *, device: str = "cpu") -> InferenceEngine:
-        raise NotImplementedError
+    def from_bundle(cls, bundle: Bundle, *, device: str = "cpu") -> InferenceEngine:
+        return cls(bundle)
 
+    # --- catalogue --------------------------------------------------------------------
     def catalogue(self, domain: str) -> DomainCatalogue:
-        raise NotImplementedError
+        self._check_domain(domain)
+        return self._catalogues[domain]
 
     def item_domain(self, item_id: str) -> str | None:
-        """Domain of a bundle or added item, None when unknown."""
-        raise NotImplementedError
+        if item_id in self._item_pos:
+            return self._item_pos[item_id][0]
+        added = self._added.get(item_id)
+        return added.domain if added else None
 
+    def is_bundle_item(self, item_id: str) -> bool:
+        return item_id in self._item_pos
+
+    def bundle_history(self, user_id: str) -> dict[str, list[str]]:
+        """The user's training-input items per domain as shipped in the bundle ({} if unknown)."""
+        out = {}
+        for d, pos in self._user_pos.items():
+            k = pos.get(user_id)
+            if k is not None:
+                s = self.bundle.domains[d]
+                items = s.history(k)
+                if len(items):
+                    out[d] = [s.item_ids[i] for i in items]
+        return out
+
+    def _check_domain(self, domain: str) -> None:
+        if domain not in self.bundle.domains:
+            raise KeyError(f"unknown domain {domain!r}; known: {', '.join(self.domains)}")
+
+    # --- users ------------------------------------------------------------------------
+    @torch.no_grad()
     def embed_user(self, domain: str, history: Mapping[str, Sequence[str]]) -> UserEmbedding:
-        """Embed a user in ``domain`` from item ids per domain (unknown ids are ignored)."""
-        raise NotImplementedError
+        """Embed a user in ``domain`` from item ids (any domain; unknown ids are ignored).
+
+        The domain an id belongs to is looked up, so ``history`` may be keyed loosely (the
+        key is ignored); registered items contribute their content.
+        """
+        self._check_domain(domain)
+        local: dict[str, list[int]] = {}
+        extra: dict[str, list[torch.Tensor]] = {}
+        seen: set[str] = set()
+        for ids in history.values():
+            for iid in ids:
+                if iid in seen:
+                    continue
+                seen.add(iid)
+                if iid in self._item_pos:
+                    d, k = self._item_pos[iid]
+                    local.setdefault(d, []).append(k)
+                elif iid in self._added:
+                    a = self._added[iid]
+                    if a.content is not None:
+                        extra.setdefault(a.domain, []).append(a.content)
+                    else:  # a registered item without content still counts as history
+                        extra.setdefault(a.domain, [])
+        hist = {d: np.asarray(v, dtype=np.int64) for d, v in local.items()}
+        ex = {d: (torch.stack(v) if v else torch.zeros(0, self.dim)) for d, v in extra.items()}
+        vec, method = self._md.embed(domain, hist, ex)
+        n = sum(len(v) for v in local.values()) + sum(len(v) for v in extra.values())
+        return UserEmbedding(
+            vector=vec.cpu().numpy().astype(np.float32), method=method, n_history=n
+        )
+
+    # --- items ------------------------------------------------------------------------
+    def _encoder(self, modality: str) -> Any:
+        from model.encoders.factory import create_encoder
+
+        with self._enc_lock:
+            if modality not in self._encoders:
+                info = self.encoders_info[modality]
+                self._encoders[modality] = create_encoder(info["name"])
+            return self._encoders[modality]
+
+    def content_modalities(self) -> list[str]:
+        return [m for m in self.bundle.model.modalities if m in self.encoders_info]
 
     def encode_content(self, *, text: str | None, image: Any | None) -> dict[str, np.ndarray]:
-        """Raw encoder outputs per modality (L2-normalised) for a new item's content."""
-        raise NotImplementedError
+        """Raw encoder outputs per modality (L2-normalised) for a new item's content.
 
+        Only the modalities the model uses are encoded; an absent input is left out.
+        """
+        out: dict[str, np.ndarray] = {}
+        mods = self.content_modalities()
+        if text and "text" in mods:
+            out["text"] = self._encoder("text").encode([text])[0].astype(np.float32)
+        if image is not None and "image" in mods:
+            out["image"] = self._encoder("image").encode([image])[0].astype(np.float32)
+        return out
+
+    @torch.no_grad()
     def add_item(self, item_id: str, domain: str, content: Mapping[str, np.ndarray]) -> np.ndarray:
         """Register a new item (content only); returns its serving vector [dim]."""
-        raise NotImplementedError
+        self._check_domain(domain)
+        if item_id in self._item_pos:
+            raise ValueError(f"item {item_id!r} is part of the bundle")
+        model = self.bundle.model
+        feats = {
+            m: torch.as_tensor(np.asarray(v, dtype=np.float32)).reshape(1, -1)
+            for m, v in content.items()
+            if m in model.modalities
+        }
+        for m, f in feats.items():
+            expected = model.content.proj[m].in_features  # type: ignore[union-attr]
+            if f.shape[1] != expected:
+                raise ValueError(
+                    f"{m} features have dim {f.shape[1]}, the model expects {expected}"
+                )
+        h = None
+        if feats:
+            h = project_content(
+                model.content, feats, {m: torch.ones(1, dtype=torch.bool) for m in feats}
+            )
+        hv = None if h is None else h[0]
+        vec = (
+            self.bundle.domains[domain]
+            .embedder.new_item_vector(hv)
+            .cpu()
+            .numpy()
+            .astype(np.float32)
+        )
+        self._added[item_id] = _AddedItem(domain, hv, vec)
+        return vec
 
     def remove_item(self, item_id: str) -> None:
-        raise NotImplementedError
+        self._added.pop(item_id, None)
+
+    def added_item_vector(self, item_id: str) -> np.ndarray | None:
+        a = self._added.get(item_id)
+        return None if a is None else a.vector

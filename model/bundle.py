@@ -1,0 +1,252 @@
+"""The trained-model bundle: a directory that loads without unpickling anything.
+
+Layout::
+
+    manifest.json              format version, model version, config, domains, encoders,
+                               data fingerprint, training metrics, sha256 of every file
+    weights.safetensors        model parameters (template tables, projections, head, alpha)
+    domain-<k>.safetensors     per-domain serving state: template rows, item layer states,
+                               degrees, content vectors, users' input histories (CSR)
+    catalogue.json             per-domain user/item ids, titles, categories, popularity
+
+Loading verifies the format version and the sha256 of every listed file before parsing
+anything but the manifest; a missing, mismatched or tampered file raises ``BundleError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.nn.config import MICRecConfig
+from model.nn.foldin import DomainEmbedder
+from model.nn.graph import TemplateMap
+from model.nn.micrec import MICRec
+
+FORMAT_VERSION = 1
+
+
+class BundleError(RuntimeError):
+    """A bundle cannot be used (missing file, checksum mismatch, wrong format version)."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class DomainState:
+    """What the service needs of one domain (all arrays, no graph)."""
+
+    domain: str
+    user_ids: list[str]
+    item_ids: list[str]
+    titles: list[str]
+    categories: list[str]
+    popularity: np.ndarray
+    embedder: DomainEmbedder
+    history_ptr: np.ndarray
+    history_items: np.ndarray
+
+    def history(self, user: int) -> np.ndarray:
+        return self.history_items[self.history_ptr[user] : self.history_ptr[user + 1]]
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict[str, Any]
+    model: MICRec
+    domains: dict[str, DomainState]
+
+    @property
+    def model_version(self) -> str:
+        return str(self.manifest["model_version"])
+
+
+def _csr(pairs: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
+    p = pairs[order]
+    ptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.add.at(ptr, p[:, 0] + 1, 1)
+    return np.cumsum(ptr), p[:, 1].astype(np.int64)
+
+
+def save_bundle(
+    out_dir: Path,
+    *,
+    model: MICRec,
+    embedders: dict[str, DomainEmbedder],
+    catalogue: dict[str, dict[str, Any]],
+    histories: dict[str, np.ndarray],
+    encoders: dict[str, dict[str, Any]],
+    data: dict[str, Any],
+    metrics: dict[str, Any],
+) -> Path:
+    """Write a bundle atomically (to a temp dir, then rename).
+
+    catalogue[d]: {"user_ids", "item_ids", "titles", "categories", "popularity"};
+    histories[d]: the input pairs [n, 2] the embedders were built on (users' histories).
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out_dir.parent))
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp / "weights.safetensors"))
+    domain_files = {}
+    cat_json: dict[str, Any] = {}
+    for k, d in enumerate(model.domains):
+        emb = embedders[d]
+        tmap = model.templates[d]
+        ptr, items = _csr(histories[d], len(catalogue[d]["user_ids"]))
+        tensors = {
+            "user_rows": torch.from_numpy(tmap.user_rows),
+            "item_rows": torch.from_numpy(tmap.item_rows),
+            "item_layers": emb.item_layers.cpu(),
+            "item_degree": emb.item_degree.cpu(),
+            "history_ptr": torch.from_numpy(ptr),
+            "history_items": torch.from_numpy(items),
+        }
+        if emb.item_content is not None:
+            tensors["item_content"] = emb.item_content.cpu()
+        name = f"domain-{k}.safetensors"
+        save_file({n: t.contiguous() for n, t in tensors.items()}, str(tmp / name))
+        domain_files[d] = name
+        c = catalogue[d]
+        cat_json[d] = {
+            "user_ids": list(c["user_ids"]),
+            "item_ids": list(c["item_ids"]),
+            "titles": list(c["titles"]),
+            "categories": list(c["categories"]),
+            "popularity": [int(x) for x in c["popularity"]],
+        }
+    (tmp / "catalogue.json").write_text(json.dumps(cat_json))
+    files = ["weights.safetensors", "catalogue.json", *domain_files.values()]
+    digest = hashlib.sha256("".join(sha256_file(tmp / f) for f in files).encode()).hexdigest()
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "model_version": f"micrec-{time.strftime('%Y%m%d')}-{digest[:10]}",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model_config": model.config.to_dict(),
+        "domains": model.domains,
+        "domain_files": domain_files,
+        "feature_dims": {m: int(model.content.proj[m].in_features) for m in model.modalities}
+        if model.content
+        else {},  # type: ignore[union-attr]
+        "alpha": float(model.alpha),
+        "encoders": encoders,
+        "data": data,
+        "metrics": metrics,
+        "sha256": {f: sha256_file(tmp / f) for f in files},
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=float))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    mpath = Path(path) / "manifest.json"
+    if not mpath.is_file():
+        raise BundleError(f"{path}: not a bundle (manifest.json missing)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BundleError(f"{mpath}: unreadable manifest ({err})") from err
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        got = manifest.get("format_version") if isinstance(manifest, dict) else None
+        raise BundleError(
+            f"{mpath}: bundle format version {got!r}, this code reads {FORMAT_VERSION}"
+        )
+    return manifest
+
+
+def verify_bundle(path: Path) -> dict[str, Any]:
+    """Manifest after checking every listed file's sha256 (raises BundleError)."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    sums = manifest.get("sha256")
+    required = {"weights.safetensors", "catalogue.json", *manifest.get("domain_files", {}).values()}
+    if not isinstance(sums, dict) or not required <= set(sums):
+        raise BundleError(
+            f"{path}: manifest does not list checksums for {sorted(required - set(sums or {}))}"
+        )
+    for name, expected in sums.items():
+        f = path / name
+        if Path(name).name != name or not f.is_file():
+            raise BundleError(f"{path}: missing file {name}")
+        if sha256_file(f) != expected:
+            raise BundleError(
+                f"{path}: {name} does not match its sha256 in manifest.json (tampered or truncated)"
+            )
+    return manifest
+
+
+def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
+    path = Path(path)
+    manifest = verify_bundle(path)
+    try:
+        config = MICRecConfig.from_dict(manifest["model_config"])
+        cat = json.loads((path / "catalogue.json").read_text())
+        templates: dict[str, TemplateMap] = {}
+        raw: dict[str, dict[str, torch.Tensor]] = {}
+        for d in manifest["domains"]:
+            raw[d] = load_file(str(path / manifest["domain_files"][d]), device=device)
+            templates[d] = TemplateMap(
+                raw[d]["user_rows"].cpu().numpy(), raw[d]["item_rows"].cpu().numpy()
+            )
+        model = MICRec(config, templates, manifest.get("feature_dims") or {}).to(device)
+        model.load_state_dict(
+            load_file(str(path / "weights.safetensors"), device=device), strict=True
+        )
+        model.eval()
+    except (KeyError, ValueError, RuntimeError, json.JSONDecodeError) as err:
+        raise BundleError(f"{path}: bundle does not match this model code ({err})") from err
+    domains: dict[str, DomainState] = {}
+    for d in manifest["domains"]:
+        t = raw[d]
+        tmap = templates[d]
+        table = model.table(d).detach()
+        rows = torch.as_tensor(tmap.item_rows, device=table.device)
+        is_tpl = (rows >= 0).float()
+        emb = DomainEmbedder(
+            domain=d,
+            alpha=float(model.alpha),
+            gamma=float(model.gamma),
+            item_layers=t["item_layers"],
+            item_degree=t["item_degree"],
+            item_template=table[rows.clamp_min(0)] * is_tpl.unsqueeze(1),
+            is_template=is_tpl,
+            user_token=table[tmap.user_token].clone(),
+            item_token=table[tmap.item_token].clone(),
+            item_content=t.get("item_content"),
+        )
+        c = cat[d]
+        domains[d] = DomainState(
+            domain=d,
+            user_ids=c["user_ids"],
+            item_ids=c["item_ids"],
+            titles=c["titles"],
+            categories=c["categories"],
+            popularity=np.asarray(c["popularity"], dtype=np.int64),
+            embedder=emb,
+            history_ptr=t["history_ptr"].cpu().numpy(),
+            history_items=t["history_items"].cpu().numpy(),
+        )
+    return Bundle(path=path, manifest=manifest, model=model, domains=domains)

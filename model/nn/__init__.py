@@ -1,0 +1,1 @@
+"""MICRec network modules: INMO backbone, modality aggregation, cross-domain alignment."""

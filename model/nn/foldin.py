@@ -1,0 +1,252 @@
+"""Fold-in: embed users and items of a domain without the training graph.
+
+After a forward pass over a domain's input graph, the per-layer item states E^(l)_i, item
+degrees and content vectors h_i are all a new user needs: its layer-0 is built from its
+template items and content (exactly as in training) and its layer l+1 is
+sum_i E^(l)_i / sqrt(d_u d_i) over its items. For a user that is already a node of the
+graph this is *exactly* the full forward pass; for an online user it is the full rebuild
+minus the user's own (tiny) effect on the item states and degrees (measured in
+tests/model/test_foldin.py). These tensors are what a bundle ships per domain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from model.nn.micrec import DomainInputs, MICRec
+from model.nn.modules import ModalityAggregator
+
+
+@dataclass
+class DomainEmbedder:
+    """Serving state of one domain.
+
+    item_layers: [L+1, n_items, d]; item_degree: [n_items]; item_content: [n_items, d] or
+    None (no content); item_template: [n_items, d] = T row of template items, 0 elsewhere;
+    is_template: [n_items] float; user_token / item_token: [d].
+    """
+
+    domain: str
+    alpha: float
+    gamma: float
+    item_layers: torch.Tensor
+    item_degree: torch.Tensor
+    item_template: torch.Tensor
+    is_template: torch.Tensor
+    user_token: torch.Tensor
+    item_token: torch.Tensor
+    item_content: torch.Tensor | None
+
+    @property
+    def n_layers(self) -> int:
+        return self.item_layers.shape[0] - 1
+
+    @property
+    def n_items(self) -> int:
+        return self.item_layers.shape[1]
+
+    @property
+    def dim(self) -> int:
+        return self.item_layers.shape[2]
+
+    def item_vectors(self) -> torch.Tensor:
+        """z_i = mean of the item's layers: [n_items, d]."""
+        return self.item_layers.mean(dim=0)
+
+    def _scale(self, c: torch.Tensor) -> torch.Tensor:
+        return c.clamp_min(1.0).pow(self.alpha / 2 - 1)
+
+    def embed_users(
+        self,
+        histories: Sequence[np.ndarray],
+        extra_content: Sequence[torch.Tensor | None] | None = None,
+    ) -> torch.Tensor:
+        """Users from their items in this domain: [b, d].
+
+        histories[k]: local item ids (int64, duplicates ignored); extra_content[k]: [m, d]
+        content vectors h of items that are not nodes of the graph (registered after
+        training) or None. A user with neither gets only the user token.
+        """
+        b = len(histories)
+        rows = (
+            np.concatenate([np.full(len(np.unique(h)), k) for k, h in enumerate(histories)])
+            if b
+            else np.array([])
+        )
+        cols = (
+            np.concatenate([np.unique(np.asarray(h, dtype=np.int64)) for h in histories])
+            if b
+            else np.array([])
+        )
+        dev = self.item_layers.device
+        idx = torch.as_tensor(np.stack([rows, cols]).astype(np.int64), device=dev).reshape(2, -1)
+        hist = torch.sparse_coo_tensor(
+            idx, torch.ones(idx.shape[1], device=dev), (b, self.n_items)
+        ).coalesce()
+        n_hist = (
+            torch.sparse.sum(hist, dim=1).to_dense() if idx.shape[1] else torch.zeros(b, device=dev)
+        )
+        c = hist_mv(hist, self.is_template) + 1
+        e0 = self._scale(c).unsqueeze(1) * (
+            torch.sparse.mm(hist, self.item_template) + self.user_token
+        )
+        if self.item_content is not None:
+            psum = torch.sparse.mm(hist, self.item_content)
+            n_all = n_hist.clone()
+            if extra_content is not None:
+                for k, ex in enumerate(extra_content):
+                    if ex is not None and len(ex):
+                        psum[k] = psum[k] + ex.sum(dim=0)
+                        n_all[k] += len(ex)
+            e0 = e0 + self.gamma * self._scale(n_all + 1).unsqueeze(1) * psum
+        # LightGCN rows of A_hat for the user: 1/sqrt(d_u d_i) over its graph items
+        inv_du = n_hist.clamp_min(1.0).rsqrt().unsqueeze(1)
+        inv_di = self.item_degree.clamp_min(1.0).rsqrt().unsqueeze(1)
+        layers = [e0]
+        for layer in range(self.n_layers):
+            layers.append(inv_du * torch.sparse.mm(hist, self.item_layers[layer] * inv_di))
+        return torch.stack(layers).mean(dim=0)
+
+    def content_only_user(self, h: torch.Tensor) -> torch.Tensor:
+        """A user with no graph items in this domain whose content comes from items ``h``
+        ([m, d], e.g. their items in other domains, since projections are shared): [d]."""
+        p = torch.zeros(self.dim, device=self.item_layers.device)
+        if len(h) and self.item_content is not None:
+            p = self._scale(torch.tensor(float(len(h) + 1))) * h.sum(dim=0)
+        e0 = self.user_token + self.gamma * p
+        return e0 / (self.n_layers + 1)  # no edges: layers 1..L are zero
+
+    def new_item_vector(self, h: torch.Tensor | None) -> torch.Tensor:
+        """A registered item with no interactions yet: token (c = 1) plus content, [d]."""
+        e0 = self.item_token.clone()
+        if h is not None and self.item_content is not None:
+            e0 = e0 + self.gamma * h
+        return e0 / (self.n_layers + 1)
+
+
+def hist_mv(hist: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Sparse [b, n] @ dense [n] -> [b]."""
+    return torch.sparse.mm(hist, v.unsqueeze(1)).squeeze(1)
+
+
+@torch.no_grad()
+def build_embedder(model: MICRec, domain: str, inp: DomainInputs) -> DomainEmbedder:
+    """Run the full forward pass on ``inp`` and keep what fold-in needs."""
+    model.eval()
+    _, _, layers = model(domain, inp)
+    item_layers = torch.stack([layer[inp.n_users :] for layer in layers])
+    tmap = model.templates[domain]
+    table = model.table(domain).detach()
+    rows = torch.as_tensor(tmap.item_rows, device=table.device)
+    is_tpl = (rows >= 0).float()
+    item_template = table[rows.clamp_min(0)] * is_tpl.unsqueeze(1)
+    h = model.item_content(inp)
+    return DomainEmbedder(
+        domain=domain,
+        alpha=float(model.alpha),
+        gamma=float(model.gamma),
+        item_layers=item_layers.detach(),
+        item_degree=torch.as_tensor(
+            np.bincount(inp.pairs[:, 1], minlength=inp.n_items),
+            dtype=torch.float32,
+            device=table.device,
+        ),
+        item_template=item_template,
+        is_template=is_tpl,
+        user_token=table[tmap.user_token].clone(),
+        item_token=table[tmap.item_token].clone(),
+        item_content=None if h is None else h.detach(),
+    )
+
+
+@torch.no_grad()
+def project_content(
+    aggregator: ModalityAggregator | None,
+    features: dict[str, torch.Tensor],
+    masks: dict[str, torch.Tensor],
+) -> torch.Tensor | None:
+    """h for new items from raw encoder outputs ([m, dim_m] per modality): [m, d] or None."""
+    if aggregator is None:
+        return None
+    n = next(iter(features.values())).shape[0] if features else 0
+    feats, ms = {}, {}
+    for mod in aggregator.modalities:
+        lin = aggregator.proj[mod]
+        assert isinstance(lin, torch.nn.Linear)
+        feats[mod] = features.get(mod, torch.zeros(n, lin.in_features))
+        ms[mod] = masks.get(mod, torch.zeros(n, dtype=torch.bool))
+    return aggregator(feats, ms)
+
+
+class MultiDomainEmbedder:
+    """Embeds a user in any domain from item histories in all domains.
+
+    In-domain history -> fold-in ("inductive"); history only elsewhere -> the cross-domain
+    rule ("cross_domain"); nothing -> user token only ("none", callers fall back).
+    """
+
+    def __init__(self, embedders: dict[str, DomainEmbedder], rule: str = "content+aligned") -> None:
+        self.embedders = embedders
+        self.rule = rule
+
+    def embed(
+        self,
+        domain: str,
+        histories: dict[str, np.ndarray],
+        extra_content: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, str]:
+        """histories: domain -> local item ids; extra_content: domain -> [m, d] content of
+        registered (non-graph) items in the history. Returns ([d], method)."""
+        extra_content = extra_content or {}
+        own = histories.get(domain, np.empty(0, dtype=np.int64))
+        own_extra = extra_content.get(domain)
+        if len(own) or (own_extra is not None and len(own_extra)):
+            return self.embedders[domain].embed_users([own], [own_extra])[0], "inductive"
+        others = [
+            d
+            for d in self.embedders
+            if d != domain and (len(histories.get(d, ())) or d in extra_content)
+        ]
+        if not others:
+            return self.embedders[domain].embed_users([np.empty(0, dtype=np.int64)])[0], "none"
+        return self.cross_domain(
+            domain,
+            [{d: histories.get(d, np.empty(0, dtype=np.int64)) for d in others}],
+            [extra_content],
+        )[0], "cross_domain"
+
+    def cross_domain(
+        self,
+        domain: str,
+        histories: list[dict[str, np.ndarray]],
+        extra_content: list[dict[str, torch.Tensor]] | None = None,
+    ) -> torch.Tensor:
+        """Batch of users served in ``domain`` from their other domains only: [b, d]."""
+        target = self.embedders[domain]
+        out = torch.zeros(len(histories), target.dim, device=target.item_layers.device)
+        for d, emb in self.embedders.items():
+            if d == domain:
+                continue
+            idx = [k for k, h in enumerate(histories) if len(h.get(d, ()))]
+            if not idx:
+                continue
+            hs = [histories[k][d] for k in idx]
+            if "aligned" in self.rule:
+                # the other domain's representation, pulled toward this domain's by L_CD
+                out[idx] += emb.embed_users(hs)
+        if "content" in self.rule:
+            for k, h in enumerate(histories):
+                parts = [
+                    self.embedders[d].item_content[torch.as_tensor(np.unique(items))]  # type: ignore[index]
+                    for d, items in h.items()
+                    if d != domain and len(items) and self.embedders[d].item_content is not None
+                ]
+                if extra_content:
+                    parts += [v for d, v in extra_content[k].items() if d != domain]
+                h_all = torch.cat(parts) if parts else torch.zeros(0, target.dim)
+                out[k] += target.content_only_user(h_all)
+        return out

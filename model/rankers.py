@@ -1,0 +1,241 @@
+"""Rankers for the evaluation pipeline: MICRec (and ablations), INMO, LightGCN, popular,
+content kNN. Each implements ``model.evaluation.Ranker``."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.data.split import InductiveSplit
+from model.encoders.base import ItemFeatures
+from model.evaluation import Scorer, _group
+from model.nn.config import MICRecConfig
+from model.nn.foldin import MultiDomainEmbedder, build_embedder
+from model.nn.graph import TemplateMap
+from model.nn.micrec import DomainInputs, MICRec, domain_key
+from model.nn.modules import propagate
+from model.training import domain_features
+
+
+def _local_maps(split: InductiveSplit) -> dict[str, dict[str, int]]:
+    return {d: {u: k for k, u in enumerate(s.user_ids)} for d, s in split.domains.items()}
+
+
+def other_domain_histories(
+    split: InductiveSplit,
+    domain: str,
+    users: np.ndarray,
+    inputs: dict[str, np.ndarray],
+    maps: dict[str, dict[str, int]],
+) -> list[dict[str, np.ndarray]]:
+    """For users of ``domain`` (local ids): their input items in every other domain."""
+    raw = [split.domains[domain].user_ids[u] for u in users]
+    out: list[dict[str, np.ndarray]] = [{} for _ in users]
+    for d in split.domains:
+        if d == domain:
+            continue
+        local = np.array([maps[d].get(r, -1) for r in raw])
+        ok = np.flatnonzero(local >= 0)
+        if not len(ok):
+            continue
+        for k, items in zip(ok, _group(inputs[d], local[ok]), strict=True):
+            if len(items):
+                out[k][d] = items
+    return out
+
+
+class MICRecRanker:
+    """A trained MICRec (any ablation, INMO included) scored through fold-in."""
+
+    def __init__(
+        self, name: str, model: MICRec, split: InductiveSplit, features: ItemFeatures | None
+    ) -> None:
+        self.name = name
+        self.model = model
+        self.split = split
+        self.maps = _local_maps(split)
+        self.feats = {
+            d: domain_features(features, split.domains[d].item_ids, tuple(model.modalities))
+            for d in model.domains
+        }
+
+    def serves(self, slice_name: str) -> bool:
+        return True
+
+    def bind(self, inputs: dict[str, np.ndarray]) -> Scorer:
+        m = self.model
+        dev = next(m.parameters()).device
+        embedders = {}
+        for d in m.domains:
+            ds = self.split.domains[d]
+            inp = DomainInputs.build(
+                m.templates[d], ds.n_users, ds.n_items, inputs[d], *self.feats[d], device=dev
+            )
+            embedders[d] = build_embedder(m, d, inp)
+        md = MultiDomainEmbedder(embedders, m.config.cross_domain_rule)
+        return _FoldInScorer(self, md, inputs)
+
+
+class _FoldInScorer:
+    def __init__(
+        self, ranker: MICRecRanker, md: MultiDomainEmbedder, inputs: dict[str, np.ndarray]
+    ) -> None:
+        self.r, self.md, self.inputs = ranker, md, inputs
+        self.items = {d: e.item_vectors() for d, e in md.embedders.items()}
+
+    @torch.no_grad()
+    def scores(self, domain: str, users: np.ndarray, *, cross_domain: bool) -> torch.Tensor:
+        if cross_domain:
+            hist = other_domain_histories(self.r.split, domain, users, self.inputs, self.r.maps)
+            zu = self.md.cross_domain(domain, hist)
+        else:
+            zu = self.md.embedders[domain].embed_users(_group(self.inputs[domain], users))
+        return zu @ self.items[domain].T
+
+
+class PopularRanker:
+    """Most popular items by input-graph degree (the same list for every user)."""
+
+    name = "popular"
+
+    def __init__(self, split: InductiveSplit) -> None:
+        self.n_items = {d: s.n_items for d, s in split.domains.items()}
+
+    def serves(self, slice_name: str) -> bool:
+        return True
+
+    def bind(self, inputs: dict[str, np.ndarray]) -> Scorer:
+        return _PopularScorer(inputs, self.n_items)
+
+
+class _PopularScorer:
+    def __init__(self, inputs: dict[str, np.ndarray], n_items: dict[str, int]) -> None:
+        self.inputs = inputs
+        self.n_items = n_items
+
+    def scores(self, domain: str, users: np.ndarray, *, cross_domain: bool) -> torch.Tensor:
+        n = self.n_items[domain]
+        deg = np.bincount(self.inputs[domain][:, 1], minlength=n).astype(np.float32)
+        return torch.from_numpy(deg).expand(len(users), n)
+
+
+class ContentKNNRanker:
+    """User history vs item text vectors: score = cos(mean of history vectors, item vector).
+
+    Uses the frozen encoder space directly (no training); cross-domain users are served
+    from their other-domain history since the encoder is shared. Text modality only
+    (METHOD.md); items without text score 0.
+    """
+
+    name = "content-knn"
+
+    def __init__(
+        self, split: InductiveSplit, features: ItemFeatures, modality: str = "text"
+    ) -> None:
+        self.split = split
+        self.maps = _local_maps(split)
+        self.vecs = {}
+        for d, ds in split.domains.items():
+            rows = features.rows(ds.item_ids)
+            self.vecs[d] = (
+                torch.from_numpy(rows.modalities[modality].vectors)
+                if modality in rows.modalities
+                else None
+            )
+
+    def serves(self, slice_name: str) -> bool:
+        return True
+
+    def bind(self, inputs: dict[str, np.ndarray]) -> Scorer:
+        return _ContentScorer(self, inputs)
+
+
+class _ContentScorer:
+    def __init__(self, r: ContentKNNRanker, inputs: dict[str, np.ndarray]) -> None:
+        self.r, self.inputs = r, inputs
+
+    def scores(self, domain: str, users: np.ndarray, *, cross_domain: bool) -> torch.Tensor | None:
+        items = self.r.vecs[domain]
+        if items is None:
+            return None
+        profiles = torch.zeros(len(users), items.shape[1])
+        if cross_domain:
+            hist = other_domain_histories(self.r.split, domain, users, self.inputs, self.r.maps)
+            for k, h in enumerate(hist):
+                parts = [self.r.vecs[d][v] for d, v in h.items() if self.r.vecs[d] is not None]  # type: ignore[index]
+                if parts:
+                    profiles[k] = torch.cat(parts).mean(0)
+        else:
+            for k, h in enumerate(_group(self.inputs[domain], users)):
+                if len(h):
+                    profiles[k] = items[torch.as_tensor(h)].mean(0)
+        return F.normalize(profiles, dim=1) @ items.T
+
+
+class LightGCN(nn.Module):
+    """Transductive LightGCN: one ID embedding per user and item, same propagation.
+
+    Signature-compatible with MICRec for the Trainer (``templates`` only give sizes).
+    """
+
+    def __init__(
+        self, config: MICRecConfig, templates: dict[str, TemplateMap], feature_dims: object = None
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.domains = sorted(templates)
+        self.sizes = {d: (len(t.user_rows), len(t.item_rows)) for d, t in templates.items()}
+        self.tables = nn.ModuleDict()
+        for d in self.domains:
+            e = nn.Embedding(sum(self.sizes[d]), config.dim)
+            nn.init.normal_(e.weight, std=config.init_std)
+            self.tables[domain_key(d)] = e
+
+    def forward(
+        self,
+        domain: str,
+        inp: DomainInputs,
+        *,
+        drop: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        emb = self.tables[domain_key(domain)]
+        assert isinstance(emb, nn.Embedding)
+        layers = propagate(inp.adjacency, emb.weight, self.config.n_layers)
+        z = torch.stack(layers).mean(0)
+        return z[: inp.n_users], z[inp.n_users :], layers
+
+
+class LightGCNRanker:
+    """Serves only old users x old items: new entities have no ID embedding (n/a)."""
+
+    name = "lightgcn"
+
+    def __init__(
+        self, model: LightGCN, split: InductiveSplit, templates: dict[str, TemplateMap]
+    ) -> None:
+        self.model, self.split, self.templates = model, split, templates
+
+    def serves(self, slice_name: str) -> bool:
+        return slice_name == "old_users_old_items"
+
+    def bind(self, inputs: dict[str, np.ndarray]) -> Scorer:
+        return _LightGCNScorer(self, inputs)
+
+
+class _LightGCNScorer:
+    def __init__(self, r: LightGCNRanker, inputs: dict[str, np.ndarray]) -> None:
+        self.r, self.inputs = r, inputs
+
+    @torch.no_grad()
+    def scores(self, domain: str, users: np.ndarray, *, cross_domain: bool) -> torch.Tensor | None:
+        ds = self.r.split.domains[domain]
+        if cross_domain or (users >= ds.n_old_users).any():
+            return None
+        pairs = ds.old_pairs(self.inputs[domain])
+        inp = DomainInputs.build(self.r.templates[domain], ds.n_users, ds.n_items, pairs)
+        self.r.model.eval()
+        zu, zi, _ = self.r.model(domain, inp)
+        return zu[torch.as_tensor(users)] @ zi.T
