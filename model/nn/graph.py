@@ -96,7 +96,9 @@ class TemplateIncidence:
         if drop > 0:
             keep = torch.rand(values.shape, generator=generator, device=values.device) >= drop
             values = values * keep / (1.0 - drop)
-        return torch.sparse_coo_tensor(self.indices, values, self.shape).coalesce()
+        # indices were coalesced once at build time; dropped entries stay as explicit zeros,
+        # which saves a sort of every non-zero at every training step
+        return torch.sparse_coo_tensor(self.indices, values, self.shape, is_coalesced=True)
 
     def to(self, device: torch.device | str) -> TemplateIncidence:
         return TemplateIncidence(
@@ -108,8 +110,11 @@ def template_incidence(
     tmap: TemplateMap, n_users: int, n_items: int, pairs: np.ndarray
 ) -> TemplateIncidence:
     u, i = pairs[:, 0], pairs[:, 1]
-    ti = tmap.item_rows[i]
-    tu = tmap.user_rows[u]
+    # entities added after training (ids past the maps) are never templates
+    user_rows = np.concatenate([tmap.user_rows, np.full(max(0, n_users - len(tmap.user_rows)), -1)])
+    item_rows = np.concatenate([tmap.item_rows, np.full(max(0, n_items - len(tmap.item_rows)), -1)])
+    ti = item_rows[i]
+    tu = user_rows[u]
     ok_u, ok_i = ti >= 0, tu >= 0
     rows = np.concatenate(
         [u[ok_u], np.arange(n_users), n_users + i[ok_i], n_users + np.arange(n_items)]
@@ -119,9 +124,14 @@ def template_incidence(
     )
     n_nodes = n_users + n_items
     counts = np.bincount(rows, minlength=n_nodes).astype(np.float32)
+    coo = torch.sparse_coo_tensor(
+        torch.from_numpy(np.stack([rows, cols]).astype(np.int64)),
+        torch.ones(len(rows)),
+        (n_nodes, tmap.n_rows),
+    ).coalesce()  # duplicates (repeated interactions) are summed, as in INMO's scipy matrix
     return TemplateIncidence(
-        indices=torch.from_numpy(np.stack([rows, cols]).astype(np.int64)),
-        values=torch.ones(len(rows)),
+        indices=coo.indices(),
+        values=coo.values(),
         counts=torch.from_numpy(counts),
         shape=(n_nodes, tmap.n_rows),
     )

@@ -1,0 +1,234 @@
+"""Dataset folder -> split -> features -> trained model -> test metrics -> bundle.
+
+The one function the ``train`` command, the demo builder and the benchmarks share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.bundle import save_bundle
+from model.data.dataset import Dataset
+from model.data.loading import load_dataset
+from model.data.split import InductiveSplit, build_split
+from model.encoders.base import ItemFeatures
+from model.evaluation import evaluate
+from model.nn.foldin import build_embedder
+from model.nn.micrec import DomainInputs, MICRec
+from model.rankers import MICRecRanker
+from model.runconfig import RunConfig
+from model.training import Trainer, TrainResult, domain_features, plot_history
+
+log = logging.getLogger(__name__)
+
+
+def data_fingerprint(dataset_dir: Path, split_config: dict[str, Any]) -> str:
+    """sha256 over the dataset files and the split config: a bundle's data identity."""
+    h = hashlib.sha256()
+    for name in ("interactions.csv", "items.csv"):
+        with open(Path(dataset_dir) / name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    h.update(json.dumps(split_config, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def restrict(split: InductiveSplit, domains: list[str]) -> InductiveSplit:
+    if not domains:
+        return split
+    missing = sorted(set(domains) - set(split.domains))
+    if missing:
+        raise ValueError(f"domains {missing} not in the dataset (has {sorted(split.domains)})")
+    return InductiveSplit(split.config, {d: split.domains[d] for d in domains})
+
+
+def load_features(
+    dataset: Dataset, cfg: RunConfig, *, progress: bool = True
+) -> ItemFeatures | None:
+    """Encode (or read from cache) the modalities the model uses; None if it uses none."""
+    wanted = {"text": cfg.features.text, "image": cfg.features.image}
+    mods = {m: n for m, n in wanted.items() if n != "none" and m in cfg.model_config().modalities}
+    if not mods:
+        return None
+    from model.encoders.cache import encode_dataset
+    from model.encoders.factory import create_encoder
+
+    encoders = {m: create_encoder(n, device=cfg.features.device) for m, n in mods.items()}
+    features, _report = encode_dataset(
+        dataset,
+        encoders,
+        Path(cfg.features.cache_dir),
+        batch_size=cfg.features.batch_size,
+        progress=progress,
+    )
+    # drop modalities no item has (e.g. images of a text-only dataset): graceful degradation
+    features.modalities = {m: f for m, f in features.modalities.items() if f.mask.any()}
+    return features
+
+
+@dataclass
+class RunOutput:
+    bundle_dir: Path
+    result: TrainResult
+    test_metrics: dict[str, Any]
+
+
+def build_bundle_from_model(
+    out_dir: Path,
+    *,
+    model: MICRec,
+    split: InductiveSplit,
+    dataset: Dataset,
+    features: ItemFeatures | None,
+    cfg: RunConfig,
+    encoders: dict[str, dict[str, Any]],
+    metrics: dict[str, Any],
+) -> Path:
+    """Serving state on the split's full training input (the graph evaluation reads)."""
+    dev = next(model.parameters()).device
+    embedders, catalogue, histories = {}, {}, {}
+    for d in model.domains:
+        ds = split.domains[d]
+        feats, masks = domain_features(features, ds.item_ids, tuple(model.modalities))
+        inp = DomainInputs.build(
+            model.templates[d], ds.n_users, ds.n_items, ds.train, feats, masks, device=dev
+        )
+        embedders[d] = build_embedder(model, d, inp)
+        catalogue[d] = {
+            "user_ids": ds.user_ids,
+            "item_ids": ds.item_ids,
+            "titles": [dataset.items[i].title for i in ds.item_ids],
+            "categories": [dataset.items[i].categories for i in ds.item_ids],
+            "popularity": np.bincount(ds.train[:, 1], minlength=ds.n_items),
+        }
+        histories[d] = ds.train
+    split_cfg = {**asdict(split.config)}
+    data = {
+        "dataset": str(Path(dataset.root).resolve()),
+        "name": dataset.name or Path(dataset.root).name,
+        "split_config": split_cfg,
+        "domains": list(model.domains),
+        "fingerprint": data_fingerprint(Path(dataset.root), split_cfg),
+        "run_config": cfg.to_dict(),
+    }
+    return save_bundle(
+        out_dir,
+        model=model,
+        embedders=embedders,
+        catalogue=catalogue,
+        histories=histories,
+        encoders=encoders,
+        data=data,
+        metrics=metrics,
+    )
+
+
+def train_run(
+    dataset_dir: str | Path,
+    cfg: RunConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    run_test: bool = True,
+    dataset: Dataset | None = None,
+    split: InductiveSplit | None = None,
+    features: ItemFeatures | None = None,
+) -> RunOutput:
+    """Train ``cfg`` on ``dataset_dir``; writes the bundle, the curve PNG and history JSON."""
+    dataset_dir = Path(dataset_dir)
+    out_dir = Path(out_dir)
+    torch.manual_seed(cfg.train.seed)
+    dataset = dataset or load_dataset(dataset_dir, min_rating=cfg.data.min_rating)
+    split = restrict(split or build_split(dataset, cfg.data), cfg.domains)
+    if features is None:
+        features = load_features(dataset, cfg, progress=progress)
+    mc = cfg.model_config()
+    trainer = Trainer(split, features, mc, cfg.train)
+    log.info(
+        "training %s on %s: domains %s, modalities %s, %d steps/epoch",
+        cfg.variant,
+        dataset_dir,
+        trainer.domains,
+        trainer.model.modalities if isinstance(trainer.model, MICRec) else [],
+        trainer.steps_per_epoch(),
+    )
+    result = trainer.fit(progress=progress)
+    model = result.model
+    assert isinstance(model, MICRec)
+    test_metrics: dict[str, Any] = {}
+    if run_test:
+        test_metrics = evaluate(MICRecRanker(cfg.variant, model, split, features), split)
+    encoders = {}
+    if features is not None:
+        for m in model.modalities:
+            encoders[m] = {
+                "name": features.modalities[m].encoder,
+                "dim": features.modalities[m].dim,
+            }
+    metrics = {
+        "best_epoch": result.best_epoch,
+        "best_val_ndcg@20": result.best_val,
+        "epochs_run": len(result.history),
+        "seconds_per_epoch": result.seconds_per_epoch,
+        "peak_memory_mb": result.peak_memory_mb,
+        "device": cfg.train.device,
+        "test": test_metrics,
+    }
+    bundle = build_bundle_from_model(
+        out_dir,
+        model=model,
+        split=split,
+        dataset=dataset,
+        features=features,
+        cfg=cfg,
+        encoders=encoders,
+        metrics=metrics,
+    )
+    (out_dir / "history.json").write_text(json.dumps(result.history, indent=1))
+    plot_history(
+        result.history, out_dir / "training_curve.png", title=f"{cfg.variant} on {dataset_dir.name}"
+    )
+    return RunOutput(bundle, result, test_metrics)
+
+
+def evaluate_bundle(
+    bundle_dir: str | Path,
+    *,
+    dataset_dir: str | Path | None = None,
+    baselines: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Every slice for the bundle's model (and optionally popular / content kNN), on the
+    exact split it was trained on (rebuilt from the recorded config, fingerprint-checked)."""
+    from model.bundle import load_bundle
+    from model.rankers import ContentKNNRanker, PopularRanker
+    from model.runconfig import run_config_from_dict
+
+    bundle = load_bundle(bundle_dir)
+    data = bundle.manifest["data"]
+    root = Path(dataset_dir or data["dataset"])
+    cfg = run_config_from_dict(data["run_config"])
+    fp = data_fingerprint(root, data["split_config"])
+    if fp != data["fingerprint"]:
+        raise ValueError(
+            f"{root} is not the data this bundle was trained on (fingerprint mismatch)"
+        )
+    dataset = load_dataset(root, min_rating=cfg.data.min_rating)
+    split = restrict(build_split(dataset, cfg.data), list(bundle.model.domains))
+    features = load_features(dataset, cfg, progress=progress)
+    results: dict[str, Any] = {
+        cfg.variant: evaluate(MICRecRanker(cfg.variant, bundle.model, split, features), split)
+    }
+    if baselines:
+        results["popular"] = evaluate(PopularRanker(split), split)
+        if features is not None and "text" in features.modalities:
+            results["content-knn"] = evaluate(ContentKNNRanker(split, features), split)
+    return results

@@ -1,0 +1,75 @@
+"""Result tables (markdown) and per-slice bar charts for evaluation output.
+
+``results`` everywhere is {method: {domain: {slice: {"recall@20": ..., "ndcg@20": ...}}}},
+metric values are fractions (printed in %) or None for n/a.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Results = dict[str, dict[str, dict[str, dict[str, Any]]]]
+
+
+def _fmt(v: Any, spread: Any = None) -> str:
+    if v is None:
+        return "n/a"
+    s = f"{100 * v:.2f}"
+    return s + (f" ± {100 * spread:.2f}" if spread is not None else "")
+
+
+def markdown_table(
+    results: Results,
+    domain: str,
+    metrics: Sequence[str] = ("ndcg@20", "recall@20"),
+    spreads: Results | None = None,
+) -> str:
+    methods = list(results)
+    slices = list(next(iter(results.values()))[domain])
+    lines = []
+    for metric in metrics:
+        lines.append(f"\n**{domain}: {metric} (%)**\n")
+        lines.append("| slice | users | " + " | ".join(methods) + " |")
+        lines.append("|---|---|" + "---|" * len(methods))
+        for s in slices:
+            n = results[methods[0]][domain][s].get("n_users")
+            cells = []
+            for m in methods:
+                v = results[m][domain].get(s, {}).get(metric)
+                sp = spreads[m][domain].get(s, {}).get(metric) if spreads else None
+                cells.append(_fmt(v, sp))
+            lines.append(f"| {s} | {int(n) if n is not None else ''} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(
+    results: Results, domain: str, path: Path, metric: str = "ndcg@20", title: str | None = None
+) -> Path:
+    """Grouped bars: one group per slice, one bar per method (n/a slices left empty)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(results)
+    slices = list(next(iter(results.values()))[domain])
+    x = np.arange(len(slices))
+    w = 0.8 / max(1, len(methods))
+    fig, ax = plt.subplots(figsize=(max(8, len(slices) * 0.9), 4))
+    for k, m in enumerate(methods):
+        vals = [results[m][domain].get(s, {}).get(metric) for s in slices]
+        ax.bar(x + k * w, [100 * v if v is not None else 0 for v in vals], w, label=m)
+    ax.set_xticks(x + w * (len(methods) - 1) / 2)
+    ax.set_xticklabels(slices, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_title(title or f"{domain}: {metric} per slice")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
