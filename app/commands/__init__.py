@@ -1,0 +1,1 @@
+"""Service subcommands of ``micrec`` (registered through ``app.cli.SERVICE_COMMANDS``)."""

@@ -1,0 +1,64 @@
+"""``micrec serve``: run the HTTP service with uvicorn.
+
+Flags override the matching ``MICREC_*`` settings; they are passed to the app (and to
+every worker process) through the environment, so ``--workers N`` processes all see the
+same configuration. Settings are validated here first so a bad value is one line on
+stderr, not a traceback from each worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from model.cli import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the recommendation HTTP service",
+        description="Serve the MICRec HTTP API (settings: MICREC_* environment variables, "
+        "see configs/service.example.env).",
+    )
+    p.add_argument("--host", help="bind address (MICREC_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (MICREC_PORT, default 8000)")
+    p.add_argument("--workers", type=int, help="worker processes (MICREC_WORKERS, default 1)")
+    p.add_argument("--bundle", help="model bundle directory (MICREC_BUNDLE_PATH)")
+    p.add_argument("--env-file", help="read MICREC_* settings from this file")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.settings import SettingsError, load_settings
+
+    overrides = {
+        "MICREC_BUNDLE_PATH": args.bundle,
+        "MICREC_HOST": args.host,
+        "MICREC_PORT": None if args.port is None else str(args.port),
+        "MICREC_WORKERS": None if args.workers is None else str(args.workers),
+        "MICREC_ENV_FILE": args.env_file,
+    }
+    for key, value in overrides.items():
+        if value is not None:
+            os.environ[key] = value
+    try:
+        settings = load_settings(env_file=args.env_file)
+    except SettingsError as err:
+        raise UserError(str(err)) from None
+    if not (settings.bundle_path / "manifest.json").is_file():
+        raise UserError(
+            f"no model bundle at {settings.bundle_path} (set --bundle or MICREC_BUNDLE_PATH; "
+            "`micrec demo build` makes a demo bundle)"
+        )
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+    )
+    return 0

@@ -1,0 +1,107 @@
+"""Decoding and checking a new item's content (image bytes, base64, text) before encoding.
+
+Every check runs *before* the expensive step it protects: base64 length before decoding,
+byte size before opening, the header's pixel count before decompressing (decompression
+bombs), and the full decode inside a guard so truncated or corrupt files are a 422, not a
+500 from deep inside PIL.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+
+from PIL import Image, UnidentifiedImageError
+
+from app.errors import InvalidInput, PayloadTooLarge
+
+CATEGORY_SEPARATOR = "|"
+
+
+def decode_base64_image(data: str, *, max_bytes: int) -> bytes:
+    """Bytes of a base64 image (a ``data:image/...;base64,`` prefix is accepted)."""
+    text = data.strip()
+    if text.startswith("data:"):
+        _, _, text = text.partition(",")
+    # 4 base64 characters carry 3 bytes: refuse oversized input before allocating it.
+    if len(text) * 3 // 4 > max_bytes + 3:
+        raise PayloadTooLarge(f"image is larger than max_image_bytes={max_bytes} bytes")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise InvalidInput(f"image_base64 is not valid base64 ({err})") from None
+    if not raw:
+        raise InvalidInput("image_base64 is empty")
+    return raw
+
+
+def open_image(raw: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
+    """A fully decoded RGB image, or a 413/422 saying what is wrong with ``raw``."""
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(
+            f"image is {len(raw)} bytes; the limit is max_image_bytes={max_bytes}"
+        )
+    try:
+        with warnings.catch_warnings():
+            # PIL warns (not raises) between 1x and 2x MAX_IMAGE_PIXELS; our own check
+            # below is the authoritative one, so keep the warning out of the logs.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(raw))
+    except Image.DecompressionBombError:
+        raise _too_many_pixels(max_pixels) from None
+    except UnidentifiedImageError:
+        raise InvalidInput("image is not in a recognised image format") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        raise InvalidInput(f"image data is truncated or corrupt ({err})") from None
+    width, height = img.size
+    # Image.open only parsed the header: reject bombs before decompressing any pixel.
+    if width * height > max_pixels:
+        raise PayloadTooLarge(
+            f"image is {width}x{height} = {width * height} pixels; "
+            f"the limit is max_image_pixels={max_pixels}"
+        )
+    if width == 0 or height == 0:
+        raise InvalidInput("image has no pixels")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img.load()
+            return img.convert("RGB")
+    except Image.DecompressionBombError:
+        raise _too_many_pixels(max_pixels) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        raise InvalidInput(f"image data is truncated or corrupt ({err})") from None
+
+
+def _too_many_pixels(max_pixels: int) -> PayloadTooLarge:
+    # PIL's own bomb check (MAX_IMAGE_PIXELS) fired first: same answer as ours.
+    return PayloadTooLarge(f"image has too many pixels; the limit is max_image_pixels={max_pixels}")
+
+
+def join_categories(categories: list[str]) -> str:
+    """Stored form of a category list (the store keeps one string per item)."""
+    return CATEGORY_SEPARATOR.join(c.strip() for c in categories if c.strip())
+
+
+def split_categories(categories: str) -> list[str]:
+    return [c.strip() for c in categories.split(CATEGORY_SEPARATOR) if c.strip()]
+
+
+def item_text(title: str, categories: str, description: str) -> str:
+    """What the text encoder sees; same composition as ``model.data.dataset.ItemRecord``."""
+    cats = ", ".join(split_categories(categories))
+    parts = [p.strip() for p in (title, cats, description)]
+    return ". ".join(p for p in parts if p)
+
+
+def category_matches(categories: str, prefix: str) -> bool:
+    """Case-insensitive prefix match on the whole category string or any ``|`` part.
+
+    ``prefix`` must already be lower-cased and stripped.
+    """
+    text = categories.lower()
+    if text.startswith(prefix):
+        return True
+    return any(part.strip().startswith(prefix) for part in text.split(CATEGORY_SEPARATOR))

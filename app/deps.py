@@ -1,0 +1,41 @@
+"""Typed FastAPI dependencies shared by the routers.
+
+Handlers declare what they need (``service: ServiceDep``) and never reach into
+``request.app.state`` themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.metrics import Metrics
+from app.security import require_read_key, require_write_key
+from app.service import RecommendationService
+from app.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_service(request: Request) -> RecommendationService:
+    service: RecommendationService = request.app.state.service
+    return service
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ServiceDep = Annotated[RecommendationService, Depends(get_service)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+ReadAccess = Depends(require_read_key)
+"""Router/endpoint dependency: API key when ``require_key_for_reads``."""
+WriteAccess = Depends(require_write_key)
+"""Router/endpoint dependency: API key whenever keys are configured."""

@@ -1,0 +1,225 @@
+"""The FastAPI application: ``create_app()`` factory, lifespan, middleware, error mapping.
+
+``uvicorn app.main:create_app --factory`` (or ``micrec serve``) builds the app from
+``MICREC_*`` settings. Start-up validates the settings, opens the store and starts
+loading the model in a background thread, so ``/healthz`` answers at once and
+``/readyz`` turns 200 when the model serves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import ServiceError
+from app.metrics import Metrics, MetricsMiddleware
+from app.routers import admin, health, interactions, items, model, recommend
+from app.service import EngineFactory, RecommendationService, load_engine
+from app.settings import Settings, load_settings
+from app.store.base import Store
+
+log = logging.getLogger("micrec.app")
+
+API_DESCRIPTION = """\
+Inductive, cross-domain, multimodal recommendations.
+
+* Writes need an `X-API-Key` header (reads too when `MICREC_REQUIRE_KEY_FOR_READS`).
+* Every error is JSON `{"detail": "..."}` saying what is wrong.
+* Every recommended item says where it came from (`source`: model, popular, latest).
+"""
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """Raised from ``receive`` when a body outgrows the limit.
+
+    An ``HTTPException`` so FastAPI's body parsing passes it through unchanged (it turns
+    other exceptions raised while reading the body into a generic 400).
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than max_body_bytes={limit} bytes")
+
+
+class BodySizeLimitMiddleware:
+    """413 for bodies over ``max_bytes``: by Content-Length before reading anything, and by
+    counting streamed bytes for chunked uploads that declare no length."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > self.max_bytes:
+                    await _send_json(send, 413, BodyTooLarge(self.max_bytes).detail)
+                    return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge as err:
+            # Reached only when no handler turned it into a response already.
+            if started:
+                raise
+            await _send_json(send, 413, err.detail)
+
+
+async def _send_json(send: Send, status: int, detail: str) -> None:
+    response = JSONResponse({"detail": detail}, status_code=status)
+    await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+def _validation_message(err: RequestValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, err: ServiceError) -> JSONResponse:
+        return JSONResponse({"detail": err.detail}, err.status_code, headers=err.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
+        # One readable message plus the structured list for programs.
+        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in err.errors()]
+        return JSONResponse({"detail": _validation_message(err), "errors": errors}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(err.detail)}, err.status_code, headers=getattr(err, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception) -> JSONResponse:
+        # Only genuine bugs get here: every expected failure is a ServiceError.
+        log.exception("unhandled error in %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal server error"}, 500)
+
+
+def _configure_runtime(settings: Settings) -> None:
+    """Thread counts and image limits: process-wide, so set once at start-up."""
+    from PIL import Image
+
+    # PIL raises DecompressionBombError above 2x this; our own header check (app.content)
+    # rejects anything above 1x before decoding.
+    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    if settings.faiss_threads:
+        import faiss
+
+        faiss.omp_set_num_threads(settings.faiss_threads)
+    logging.getLogger("micrec").setLevel(settings.log_level.upper())
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine_factory: EngineFactory | None = None,
+    store: Store | None = None,
+) -> FastAPI:
+    """Build the app. Without arguments (uvicorn ``--factory``) everything comes from the
+    environment; tests pass settings, a test engine factory and/or a store."""
+    if settings is None:
+        settings = load_settings(env_file=os.environ.get("MICREC_ENV_FILE"))
+    factory: EngineFactory = engine_factory or partial(load_engine, device=settings.device)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _configure_runtime(settings)
+        if not settings.auth_enabled:
+            log.warning(
+                "AUTHENTICATION DISABLED: MICREC_API_KEYS is empty, anyone can write. "
+                "Set MICREC_API_KEYS for any deployment beyond local development."
+            )
+        own_store = store is None
+        if store is None:
+            from app.store.factory import create_store
+
+            the_store = create_store(settings.store_url)
+        else:
+            the_store = store
+        service = RecommendationService(settings, the_store, factory, metrics)
+        app.state.service = service
+        metrics.watch_state(lambda: service.state)
+        service.start()
+        try:
+            yield
+        finally:
+            service.stop()
+            if own_store:
+                the_store.close()
+
+    app = FastAPI(
+        title="MICRec",
+        version="1",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    for router in (
+        recommend.router,
+        items.router,
+        interactions.router,
+        model.router,
+        admin.router,
+        health.router,
+    ):
+        app.include_router(router)
+    _install_error_handlers(app)
+
+    # Added last = outermost: metrics see every response, including 413s and CORS.
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Content-Type", "X-API-Key"],
+        )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

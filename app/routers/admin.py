@@ -1,0 +1,31 @@
+"""Model hot reload: ``POST /v1/admin/reload`` (202) and ``GET /v1/admin/reload``.
+
+The reload is asynchronous: the POST returns 202 at once and the new bundle is loaded,
+indexed and replayed in a background thread while the current model keeps serving; the
+swap is one reference assignment, so requests in flight finish on the model they started
+with. Poll ``GET /v1/admin/reload`` for the outcome. A failed load (missing or tampered
+bundle) leaves the old model serving and is reported there (and in /readyz).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from app.deps import ServiceDep, WriteAccess
+from app.routers.common import AUTH, CONFLICT
+from app.schemas import ReloadRequest, ReloadStatus
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[WriteAccess])
+
+
+@router.post("/reload", status_code=status.HTTP_202_ACCEPTED, responses={**AUTH, **CONFLICT})
+def start_reload(service: ServiceDep, body: ReloadRequest | None = None) -> ReloadStatus:
+    """Start loading ``bundle_path`` (default: the current bundle again). 409 if a
+    reload is already running."""
+    return service.start_reload(body.bundle_path if body else None)
+
+
+@router.get("/reload", responses=AUTH)
+def reload_status(service: ServiceDep) -> ReloadStatus:
+    """State of the last reload: idle, loading, succeeded or failed (with the error)."""
+    return service.reload_status()

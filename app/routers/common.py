@@ -1,0 +1,33 @@
+"""OpenAPI descriptions of the error responses the routers share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.schemas import ErrorBody
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+def _err(code: int, description: str) -> Responses:
+    return {code: {"model": ErrorBody, "description": description}}
+
+
+AUTH: Responses = _err(401, "Missing or invalid X-API-Key")
+NOT_READY: Responses = _err(
+    503, "Model not loaded yet, or the state store is unavailable (Retry-After)"
+)
+INVALID: Responses = _err(422, "A value is not acceptable (the message says which and why)")
+TOO_LARGE: Responses = _err(413, "Body, image, batch or list larger than its configured limit")
+NOT_FOUND: Responses = _err(404, "No such item")
+CONFLICT: Responses = _err(409, "Exists already, read-only bundle item, or reload in progress")
+
+ERRORS_READ: Responses = {**AUTH, **INVALID, **TOO_LARGE, **NOT_READY}
+ERRORS_WRITE: Responses = {
+    **AUTH,
+    **INVALID,
+    **TOO_LARGE,
+    **NOT_FOUND,
+    **CONFLICT,
+    **NOT_READY,
+}

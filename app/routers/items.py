@@ -1,0 +1,181 @@
+"""Items: register cold-start items (JSON or multipart), read, replace, delete, similar.
+
+``POST /v1/items`` and ``PUT /v1/items/{id}`` accept either ``application/json``
+(image as ``image_base64``) or ``multipart/form-data`` (the same fields as form fields,
+``categories`` repeated or "a|b", and the image as a file part named ``image``).
+Bundle items are read-only: GET works, PUT/DELETE answer 409.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+
+from app.deps import ReadAccess, ServiceDep, SettingsDep, WriteAccess
+from app.errors import InvalidInput, PayloadTooLarge
+from app.routers.common import ERRORS_READ, ERRORS_WRITE, NOT_FOUND
+from app.schemas import (
+    ITEM_ID_PATTERN,
+    MAX_ID_CHARS,
+    ItemIn,
+    ItemOut,
+    ItemUpdate,
+    SimilarResponse,
+)
+
+router = APIRouter(prefix="/v1/items", tags=["items"])
+
+ItemId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=ITEM_ID_PATTERN)]
+FORM_FIELDS = ("item_id", "domain", "title", "description", "image_base64")
+
+
+@dataclass
+class ItemPayload:
+    """A parsed item body: the fields plus the raw bytes of an uploaded image file."""
+
+    item: ItemIn
+    image_bytes: bytes | None
+
+
+def _request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI requestBody listing both accepted content types (parsed by hand below)."""
+    schema = model.model_json_schema()
+    form = {
+        "type": "object",
+        "properties": {
+            **{k: v for k, v in schema["properties"].items() if k != "categories"},
+            "categories": {"type": "array", "items": {"type": "string"}},
+            "image": {"type": "string", "format": "binary", "description": "Image file"},
+        },
+        "required": schema.get("required", []),
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": schema},
+                "multipart/form-data": {"schema": form},
+            },
+        }
+    }
+
+
+async def _read_upload(upload: UploadFile, max_bytes: int) -> bytes:
+    # Read one byte past the limit: enough to know it is too large without reading it all.
+    data = await upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"image file is larger than max_image_bytes={max_bytes} bytes")
+    return data
+
+
+def _payload_parser(model: type[ItemIn]) -> Any:
+    async def parse(request: Request, settings: SettingsDep) -> ItemPayload:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        try:
+            if ctype == "application/json":
+                return ItemPayload(model.model_validate_json(await request.body()), None)
+            if ctype == "multipart/form-data":
+                form = await request.form(
+                    max_files=1, max_fields=50, max_part_size=settings.max_body_bytes
+                )
+                fields: dict[str, Any] = {k: form[k] for k in FORM_FIELDS if k in form}
+                fields = {k: v for k, v in fields.items() if isinstance(v, str)}
+                cats = [c for c in form.getlist("categories") if isinstance(c, str)]
+                if cats:
+                    fields["categories"] = cats
+                image = form.get("image")
+                data = None
+                if isinstance(image, UploadFile):
+                    data = await _read_upload(image, settings.max_image_bytes)
+                elif isinstance(image, str):
+                    raise InvalidInput("the image form field must be a file upload")
+                return ItemPayload(model.model_validate(fields), data)
+        except ValidationError as err:
+            raise RequestValidationError(err.errors(include_url=False)) from None
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            "send application/json or multipart/form-data",
+        )
+
+    return parse
+
+
+NewItem = Annotated[ItemPayload, Depends(_payload_parser(ItemIn))]
+ItemReplacement = Annotated[ItemPayload, Depends(_payload_parser(ItemUpdate))]
+
+
+def _fields(payload: ItemPayload) -> dict[str, Any]:
+    item = payload.item
+    return {
+        "domain": item.domain,
+        "title": item.title,
+        "categories": item.categories,
+        "description": item.description,
+        "image_base64": item.image_base64,
+        "image_bytes": payload.image_bytes,
+    }
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[WriteAccess],
+    responses=ERRORS_WRITE,
+    openapi_extra=_request_body(ItemIn),
+)
+def create_item(payload: NewItem, service: ServiceDep) -> ItemOut:
+    """Register a cold-start item from its content; it is recommendable as soon as this
+    returns 201. 409 if the id exists (bundle or registered)."""
+    item, _ = service.register_item(item_id=payload.item.item_id, **_fields(payload))
+    return item
+
+
+@router.get("/{item_id}", dependencies=[ReadAccess], responses={**ERRORS_READ, **NOT_FOUND})
+def get_item(item_id: ItemId, service: ServiceDep) -> ItemOut:
+    return service.get_item(item_id)
+
+
+@router.put(
+    "/{item_id}",
+    dependencies=[WriteAccess],
+    responses={**ERRORS_WRITE, 201: {"model": ItemOut, "description": "Created"}},
+    openapi_extra=_request_body(ItemUpdate),
+)
+def replace_item(
+    item_id: ItemId, payload: ItemReplacement, service: ServiceDep, response: Response
+) -> ItemOut:
+    """Create or replace a registered item (200 replaced, 201 created); bundle items 409."""
+    if payload.item.item_id not in (None, item_id):
+        raise InvalidInput(
+            f"item_id in the body ({payload.item.item_id!r}) differs from the path ({item_id!r})"
+        )
+    item, created = service.update_item(item_id, **_fields(payload))
+    if created:
+        response.status_code = status.HTTP_201_CREATED
+    return item
+
+
+@router.delete(
+    "/{item_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[WriteAccess],
+    responses=ERRORS_WRITE,
+)
+def delete_item(item_id: ItemId, service: ServiceDep) -> None:
+    """Remove a registered item (bundle items: 409)."""
+    service.delete_item(item_id)
+
+
+@router.get("/{item_id}/similar", dependencies=[ReadAccess], responses={**ERRORS_READ, **NOT_FOUND})
+def similar_items(
+    item_id: ItemId,
+    service: ServiceDep,
+    n: Annotated[int | None, Query(ge=1, description="Items wanted (1..max_n).")] = None,
+) -> SimilarResponse:
+    """Nearest items to this one by item vector, in the same domain."""
+    return service.similar(item_id, n)

@@ -1,0 +1,329 @@
+"""Request and response bodies of the v1 API (pydantic), with OpenAPI examples.
+
+Bounds that depend on settings (``n <= max_n``, batch size, text length) are checked by
+the service at request time; the static bounds here (ids, positivity) are fixed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_ID_CHARS = 256
+ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+"""Ids are any printable text (no control characters)."""
+ITEM_ID_PATTERN = r"^[^\x00-\x1f\x7f/]+$"
+"""Registered item ids also exclude "/" so every id is addressable as /v1/items/{id}."""
+
+Source = Literal["model", "popular", "latest"]
+UserEmbeddingMethod = Literal["inductive", "cross_domain", "fallback"]
+
+UserId = Field(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)
+
+
+class _Strict(BaseModel):
+    # Unknown fields are errors: a misspelt "exclude_sen" must not silently do nothing.
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- recommend ---------------------------------------------------------------------------
+class RecommendRequest(_Strict):
+    """Who to recommend for: a known ``user_id`` (stored history), an inline ``history``,
+    both (merged), or neither (anonymous: the fallback chain answers)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"user_id": "u42", "domain": "office", "n": 10},
+                {
+                    "history": ["a17", "o3"],
+                    "domain": "office",
+                    "n": 5,
+                    "exclude": ["o9"],
+                    "category": "office products",
+                },
+            ]
+        },
+    )
+
+    user_id: str | None = Field(
+        default=None, min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN
+    )
+    history: list[str] = Field(
+        default_factory=list, description="Item ids the user interacted with, any domain."
+    )
+    domain: str = Field(min_length=1, description="Domain to recommend items from.")
+    n: int | None = Field(
+        default=None, ge=1, description="Items wanted (1..max_n; default default_n)."
+    )
+    exclude_seen: bool = Field(default=True, description="Leave out items in the user's history.")
+    exclude: list[str] = Field(default_factory=list, description="Item ids never to return.")
+    category: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Only items whose categories start with this (case-insensitive).",
+    )
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float = Field(
+        description="model: inner product; popular: interaction count; latest: registration "
+        "time (unix s). Comparable only within one source."
+    )
+    source: Source
+
+
+class HistoryReport(BaseModel):
+    """Which history the recommendation used (so clients can see degraded answers)."""
+
+    stored: Literal["ok", "unavailable", "not_requested"] = Field(
+        description="Stored history lookup: ok, unavailable (store down: inline history "
+        "only), or not_requested (no user_id)."
+    )
+    known_user: bool = Field(description="The user has bundle or stored history.")
+    items_used: int = Field(description="History items the user embedding was built from.")
+    unknown_ids: list[str] = Field(
+        default_factory=list, description="Inline history ids not in the catalogue (ignored)."
+    )
+
+
+class RecommendResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "domain": "office",
+                    "n": 2,
+                    "model_version": "micrec-20260101-0123456789",
+                    "user_embedding": "cross_domain",
+                    "items": [
+                        {"item_id": "o12", "score": 3.21, "source": "model"},
+                        {"item_id": "o7", "score": 3.02, "source": "model"},
+                    ],
+                    "history": {
+                        "stored": "ok",
+                        "known_user": True,
+                        "items_used": 4,
+                        "unknown_ids": [],
+                    },
+                    "warnings": [],
+                }
+            ]
+        }
+    )
+
+    domain: str
+    n: int = Field(description="Items requested (the list may be shorter).")
+    model_version: str
+    user_embedding: UserEmbeddingMethod
+    items: list[RecommendedItem]
+    history: HistoryReport
+    warnings: list[str] = Field(default_factory=list)
+
+
+# --- interactions ------------------------------------------------------------------------
+class InteractionIn(_Strict):
+    user_id: str = UserId
+    item_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    domain: str | None = Field(
+        default=None, description="Checked against the item's domain if given."
+    )
+    timestamp: float | None = Field(default=None, ge=0, description="Unix seconds; default now.")
+
+
+class InteractionsRequest(_Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "interactions": [
+                        {"user_id": "u42", "item_id": "o12", "domain": "office"},
+                        {"user_id": "u42", "item_id": "new-mug-1", "timestamp": 1767225600},
+                    ]
+                }
+            ]
+        },
+    )
+
+    interactions: list[InteractionIn] = Field(min_length=1)
+
+
+class RejectedRow(BaseModel):
+    index: int = Field(description="Position of the row in the request.")
+    item_id: str
+    reason: str
+
+
+class InteractionsResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "accepted": 1,
+                    "rejected": [{"index": 1, "item_id": "nope", "reason": "unknown item_id"}],
+                }
+            ]
+        }
+    )
+
+    accepted: int
+    rejected: list[RejectedRow]
+
+
+# --- items -------------------------------------------------------------------------------
+class ItemIn(_Strict):
+    """A cold-start item. Needs at least one of text (title/categories/description) or an
+    image to be embedded from content; an item with neither gets the model's generic
+    new-item vector."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "item_id": "new-mug-1",
+                    "domain": "kitchen",
+                    "title": "red enamel mug",
+                    "categories": ["kitchen", "drinkware"],
+                    "description": "12 oz, dishwasher safe",
+                }
+            ]
+        },
+    )
+
+    item_id: str = Field(min_length=1, max_length=MAX_ID_CHARS, pattern=ITEM_ID_PATTERN)
+    domain: str = Field(min_length=1)
+    title: str = ""
+    categories: list[str] = Field(default_factory=list)
+    description: str = ""
+    image_base64: str | None = Field(
+        default=None, description="Image file bytes, base64 (a data: URL prefix is accepted)."
+    )
+
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _categories_from_string(cls, value: Any) -> Any:
+        # Accept "a|b" as well as ["a", "b"] (multipart forms and the store use strings).
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return [c.strip() for v in value for c in v.split("|") if c.strip()]
+        return value
+
+
+class ItemUpdate(ItemIn):
+    """PUT body: ``item_id`` may be omitted (the path names the item)."""
+
+    item_id: str | None = Field(  # type: ignore[assignment]
+        None, min_length=1, max_length=MAX_ID_CHARS, pattern=ITEM_ID_PATTERN
+    )
+
+
+class ItemOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "item_id": "new-mug-1",
+                    "domain": "kitchen",
+                    "title": "red enamel mug",
+                    "categories": ["kitchen", "drinkware"],
+                    "description": "12 oz, dishwasher safe",
+                    "origin": "api",
+                    "modalities": ["text"],
+                    "created_at": 1767225600.0,
+                    "updated_at": 1767225600.0,
+                }
+            ]
+        }
+    )
+
+    item_id: str
+    domain: str
+    title: str
+    categories: list[str]
+    description: str = ""
+    origin: Literal["bundle", "api"] = Field(
+        description="bundle: shipped with the model (read-only); api: registered."
+    )
+    modalities: list[str] = Field(
+        default_factory=list, description="Content modalities the item was embedded from."
+    )
+    created_at: float | None = None
+    updated_at: float | None = None
+
+
+class SimilarResponse(BaseModel):
+    item_id: str
+    domain: str
+    model_version: str
+    items: list[RecommendedItem]
+
+
+# --- model / admin / probes --------------------------------------------------------------
+class IndexInfo(BaseModel):
+    kind: str = Field(description='"flat" (exact) or "ivf" (approximate).')
+    size: int
+    bundle_items: int
+    registered_items: int
+
+
+class ModelInfo(BaseModel):
+    model_version: str
+    bundle_path: str
+    loaded_at: float
+    dim: int
+    domains: list[str]
+    indexes: dict[str, IndexInfo]
+    encoders: dict[str, dict[str, Any]]
+    registered_items: int
+
+
+class ReloadRequest(_Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"bundle_path": "artifacts/bundle-2026-02"}, {}]},
+    )
+
+    bundle_path: str | None = Field(
+        default=None, min_length=1, description="Bundle to load; default: the current bundle path."
+    )
+
+
+class ReloadStatus(BaseModel):
+    status: Literal["idle", "loading", "succeeded", "failed"]
+    bundle_path: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    model_version: str | None = Field(default=None, description="Version serving now.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class StoreStatus(BaseModel):
+    ok: bool
+    detail: str | None = None
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "degraded", "loading", "failed"]
+    model_version: str | None = None
+    loaded_at: float | None = None
+    domains: list[str] = Field(default_factory=list)
+    store: StoreStatus
+    degraded: list[str] = Field(
+        default_factory=list, description="What is not working while still serving."
+    )
+    error: str | None = Field(default=None, description="Why the model is not loaded (failed).")
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(examples=["unknown domain 'toys'; valid domains: arts, office"])

@@ -1,0 +1,1028 @@
+"""Business logic of the recommendation service, free of HTTP (routers are thin wrappers).
+
+Concurrency model
+-----------------
+* ``ModelState`` bundles everything that belongs to one loaded model: the engine, one
+  ``DomainIndex`` per domain, catalogue lookups and the registered items replayed into it.
+  The service holds one reference, ``service.state``; a request reads it *once* and uses
+  that object to the end, so a reload that swaps the reference never changes the model
+  under a running request.
+* Reads (recommend, similar, item lookups) take no lock: the engine's reads are
+  thread-safe, ``DomainIndex`` serialises its own writes, and dict lookups are atomic.
+* Writes that change a state (register/update/delete an item, replica sync, the final
+  catch-up of a reload) hold ``_write_lock``: the engine wants a single writer, and the
+  lock makes "read store change feed position, apply, swap" atomic with respect to writes,
+  so no registration is lost by a reload that runs concurrently.
+* Durability first: an item is written to the store before it becomes visible here, and a
+  failed store write (``StoreUnavailable``) leaves memory untouched (503 + Retry-After).
+
+Replicas follow each other through the store's item change feed (``item_changes``): a
+background thread polls it every ``replica_sync_interval_s`` and applies other replicas'
+registrations and deletions. Applying a change is idempotent, so a change this process
+made itself, or that a reload already replayed, is harmless when seen again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.content import (
+    category_matches,
+    decode_base64_image,
+    item_text,
+    join_categories,
+    open_image,
+    split_categories,
+)
+from app.errors import Conflict, InvalidInput, NotFound, NotReady, PayloadTooLarge, Unavailable
+from app.index import DomainIndex
+from app.metrics import Metrics
+from app.schemas import (
+    HistoryReport,
+    IndexInfo,
+    InteractionIn,
+    InteractionsResponse,
+    ItemOut,
+    ModelInfo,
+    RecommendedItem,
+    RecommendResponse,
+    RejectedRow,
+    ReloadStatus,
+    SimilarResponse,
+)
+from app.settings import Settings
+from app.store.base import Interaction, Store, StoredItem, StoreUnavailable
+from model.inference import InferenceEngine
+
+log = logging.getLogger("micrec.service")
+
+EngineFactory = Callable[[Path], InferenceEngine]
+"""Loads an engine from a bundle directory (raises e.g. ``model.bundle.BundleError``)."""
+
+FEED_PAGE = 1000
+
+
+def load_engine(path: Path, *, device: str = "cpu") -> InferenceEngine:
+    """The production engine factory: verify and load a bundle, never unpickling."""
+    from model.bundle import load_bundle
+
+    return InferenceEngine.from_bundle(load_bundle(path, device=device), device=device)
+
+
+@dataclass(frozen=True)
+class ItemMeta:
+    """A registered (API) item as this process serves it."""
+
+    item_id: str
+    domain: str
+    title: str
+    categories: str
+    description: str
+    modalities: tuple[str, ...]
+    created_at: float
+    updated_at: float
+
+    def to_out(self) -> ItemOut:
+        return ItemOut(
+            item_id=self.item_id,
+            domain=self.domain,
+            title=self.title,
+            categories=split_categories(self.categories),
+            description=self.description,
+            origin="api",
+            modalities=list(self.modalities),
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )
+
+
+@dataclass
+class ModelState:
+    """One loaded model and everything derived from it; swapped whole on reload.
+
+    Bundle-derived fields never change. ``registered``/``applied_seq`` and the indexes
+    change only under the service's write lock.
+    """
+
+    engine: InferenceEngine
+    bundle_path: Path
+    loaded_at: float
+    indexes: dict[str, DomainIndex]
+    bundle_pos: dict[str, tuple[str, int]]
+    """bundle item id -> (domain, row in the domain catalogue)."""
+    bundle_categories: dict[str, list[str]]
+    bundle_titles: dict[str, list[str]]
+    bundle_popularity: dict[str, np.ndarray]
+    registered: dict[str, ItemMeta] = field(default_factory=dict)
+    applied_seq: dict[str, int] = field(default_factory=dict)
+    """item id -> change-feed seq last applied here (skip older/equal feed entries)."""
+    replayed: bool = False
+    """False while registered items could not be replayed (store down at load)."""
+    feed_seq: int = 0
+    """Change-feed position this state has applied everything up to."""
+
+    @property
+    def model_version(self) -> str:
+        return self.engine.model_version
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self.engine.domains)
+
+    def registered_count(self, domain: str | None = None) -> int:
+        if domain is None:
+            return len(self.registered)
+        return sum(1 for m in list(self.registered.values()) if m.domain == domain)
+
+    def is_bundle_item(self, item_id: str) -> bool:
+        return item_id in self.bundle_pos
+
+    def item_domain(self, item_id: str) -> str | None:
+        pos = self.bundle_pos.get(item_id)
+        if pos is not None:
+            return pos[0]
+        meta = self.registered.get(item_id)
+        return meta.domain if meta else None
+
+    def categories_of(self, item_id: str) -> str:
+        pos = self.bundle_pos.get(item_id)
+        if pos is not None:
+            return self.bundle_categories[pos[0]][pos[1]]
+        meta = self.registered.get(item_id)
+        return meta.categories if meta else ""
+
+    def check_domain(self, domain: str) -> None:
+        if domain not in self.indexes:
+            raise InvalidInput(
+                f"unknown domain {domain!r}; valid domains: {', '.join(self.domains)}"
+            )
+
+
+class PopularityBook:
+    """API-posted interaction counts per domain (the store is the source of truth).
+
+    Local writes are counted immediately; ``replace`` installs the store's counts (which
+    include other replicas'). Rankings merge the bundle's training popularity with these
+    counts and are cached per (state, domain) until the counts change.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, dict[str, int]] = {}
+        self._version = 0
+        self._cache: dict[tuple[int, str], tuple[int, list[str], np.ndarray]] = {}
+
+    def add(self, rows: Iterable[Interaction]) -> None:
+        with self._lock:
+            for row in rows:
+                dom = self._counts.setdefault(row.domain, {})
+                dom[row.item_id] = dom.get(row.item_id, 0) + 1
+            self._version += 1
+
+    def replace(self, domain: str, counts: dict[str, int]) -> None:
+        with self._lock:
+            if self._counts.get(domain) != counts:
+                self._counts[domain] = dict(counts)
+                self._version += 1
+
+    def count(self, domain: str, item_id: str) -> int:
+        return self._counts.get(domain, {}).get(item_id, 0)
+
+    def ranking(self, state: ModelState, domain: str) -> tuple[list[str], np.ndarray]:
+        """(ids, scores) of items with popularity > 0, most popular first."""
+        key = (id(state), domain)
+        version = self._version
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1], cached[2]
+        with self._lock:
+            api = dict(self._counts.get(domain, {}))
+        scores = state.bundle_popularity[domain].astype(np.float64).copy()
+        ids = list(state.engine.catalogue(domain).item_ids)
+        extra_ids: list[str] = []
+        extra_scores: list[float] = []
+        for iid, c in api.items():
+            pos = state.bundle_pos.get(iid)
+            if pos is not None and pos[0] == domain:
+                scores[pos[1]] += c
+            elif iid in state.registered:
+                extra_ids.append(iid)
+                extra_scores.append(float(c))
+        all_ids = ids + extra_ids
+        all_scores = np.concatenate([scores, np.asarray(extra_scores, dtype=np.float64)])
+        order = np.argsort(-all_scores, kind="stable")
+        order = order[all_scores[order] > 0]
+        ranked_ids = [all_ids[i] for i in order]
+        ranked_scores = all_scores[order]
+        # Keep only the current states' entries: old states must not pin memory.
+        self._cache = {k: v for k, v in self._cache.items() if k[0] == id(state)}
+        self._cache[key] = (version, ranked_ids, ranked_scores)
+        return ranked_ids, ranked_scores
+
+
+class RecommendationService:
+    """Recommendations, item registration, interactions and model reload.
+
+    ``start()`` loads the configured bundle in a background thread (``/readyz`` is 503
+    until it is done) and starts following the store's item change feed.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        engine_factory: EngineFactory,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.engine_factory = engine_factory
+        self.metrics = metrics or Metrics()
+        self.popularity = PopularityBook()
+        self._state: ModelState | None = None
+        self._write_lock = threading.RLock()
+        self._reload_lock = threading.Lock()
+        self._reload = ReloadStatus(status="idle")
+        self._ready = threading.Event()
+        self._load_done = threading.Event()
+        self._stop = threading.Event()
+        self._store_error: str | None = None
+        self._threads: list[threading.Thread] = []
+        self._last_popularity_refresh = 0.0
+
+    # --- lifecycle --------------------------------------------------------------------
+    @property
+    def state(self) -> ModelState | None:
+        return self._state
+
+    def require_state(self) -> ModelState:
+        state = self._state
+        if state is None:
+            if self._reload.status == "failed":
+                raise NotReady(f"no model loaded: {self._reload.error}")
+            raise NotReady("the model is still loading; retry shortly")
+        return state
+
+    def start(self) -> None:
+        """Begin the initial load (background) and the replica-sync loop."""
+        self.start_reload(None)
+        if self.settings.replica_sync_interval_s > 0 or self.settings.popularity_refresh_s > 0:
+            t = threading.Thread(target=self._sync_loop, name="micrec-sync", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=10)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until a model serves (True) or the initial load ended without one."""
+        self._load_done.wait(timeout)
+        return self._ready.is_set()
+
+    def wait_reload(self, timeout: float | None = None) -> ReloadStatus:
+        """Block until no reload is running; returns the final status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._reload.status == "loading":
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        return self.reload_status()
+
+    # --- store bookkeeping ------------------------------------------------------------
+    def _store_failed(self, operation: str, err: Exception) -> None:
+        self.metrics.store_errors.labels(operation).inc()
+        if self._store_error is None:
+            log.warning("state store unavailable (%s): %s", operation, err)
+        self._store_error = f"{operation}: {err}"
+
+    def _store_ok(self) -> None:
+        if self._store_error is not None:
+            log.info("state store available again")
+        self._store_error = None
+
+    def _write_unavailable(self, operation: str, err: Exception) -> Unavailable:
+        self._store_failed(operation, err)
+        return Unavailable(
+            f"state store unavailable; {operation} not saved, retry later",
+            retry_after_s=self.settings.store_retry_after_s,
+        )
+
+    # --- loading ----------------------------------------------------------------------
+    def reload_status(self) -> ReloadStatus:
+        state = self._state
+        return self._reload.model_copy(
+            update={"model_version": state.model_version if state else None}
+        )
+
+    def start_reload(self, bundle_path: str | Path | None) -> ReloadStatus:
+        """Load ``bundle_path`` (default: the current one) in the background; 409 if a load
+        is already running. The old model keeps serving until the new one is complete."""
+        if not self._reload_lock.acquire(blocking=False):
+            raise Conflict("a model reload is already running; see GET /v1/admin/reload")
+        current = self._state
+        path = Path(
+            bundle_path
+            if bundle_path is not None
+            else (current.bundle_path if current else self.settings.bundle_path)
+        )
+        started = ReloadStatus(
+            status="loading",
+            bundle_path=str(path),
+            started_at=time.time(),
+            model_version=current.model_version if current else None,
+        )
+        self._reload = started
+        t = threading.Thread(
+            target=self._reload_worker, args=(path,), name="micrec-load", daemon=True
+        )
+        try:
+            t.start()
+        except BaseException:
+            self._reload_lock.release()
+            raise
+        # The status as of the start: the worker may already have finished (fast failure).
+        return started
+
+    def _reload_worker(self, path: Path) -> None:
+        try:
+            try:
+                state = self._build_state(path)
+            except Exception as err:  # a failed load must never take the old model down
+                from model.bundle import BundleError
+
+                if isinstance(err, BundleError | FileNotFoundError | NotADirectoryError):
+                    msg = str(err)
+                    log.error("model load failed: %s", msg)
+                else:
+                    msg = f"{type(err).__name__}: {err}"
+                    log.exception("model load failed unexpectedly")
+                self.metrics.reloads.labels("failed").inc()
+                self._reload = self._reload.model_copy(
+                    update={"status": "failed", "error": msg, "finished_at": time.time()}
+                )
+                return
+            self._swap(state)
+            self.metrics.reloads.labels("succeeded").inc()
+            self._reload = self._reload.model_copy(
+                update={"status": "succeeded", "error": None, "finished_at": time.time()}
+            )
+            log.info(
+                "serving model %s from %s (%s)",
+                state.model_version,
+                path,
+                ", ".join(f"{d}: {len(i)} items/{i.kind}" for d, i in state.indexes.items()),
+            )
+        finally:
+            self._load_done.set()
+            self._reload_lock.release()
+
+    def _build_state(self, path: Path) -> ModelState:
+        """Load the engine, build the indexes and replay registered items (no lock held)."""
+        s = self.settings
+        engine = self.engine_factory(path)
+        indexes: dict[str, DomainIndex] = {}
+        bundle_pos: dict[str, tuple[str, int]] = {}
+        cats: dict[str, list[str]] = {}
+        titles: dict[str, list[str]] = {}
+        pops: dict[str, np.ndarray] = {}
+        for d in engine.domains:
+            cat = engine.catalogue(d)
+            index = DomainIndex(
+                d,
+                engine.dim,
+                exact_max_items=s.exact_index_max_items,
+                ivf_nlist=s.ivf_nlist,
+                ivf_nprobe=s.ivf_nprobe,
+                threads=s.faiss_threads,
+            )
+            index.build(list(cat.item_ids), np.ascontiguousarray(cat.vectors, dtype=np.float32))
+            indexes[d] = index
+            bundle_pos.update({iid: (d, k) for k, iid in enumerate(cat.item_ids)})
+            cats[d] = list(cat.categories)
+            titles[d] = list(cat.titles)
+            pops[d] = np.asarray(cat.popularity, dtype=np.int64)
+        state = ModelState(
+            engine=engine,
+            bundle_path=path,
+            loaded_at=time.time(),
+            indexes=indexes,
+            bundle_pos=bundle_pos,
+            bundle_categories=cats,
+            bundle_titles=titles,
+            bundle_popularity=pops,
+        )
+        self._replay(state)
+        self._refresh_popularity(state, force=True)
+        return state
+
+    def _drain_feed(self, after: int) -> int:
+        """Newest change-feed seq (>= ``after``)."""
+        seq = after
+        while True:
+            changes = self.store.item_changes(seq, FEED_PAGE)
+            if not changes:
+                return seq
+            seq = max(seq, changes[-1].seq)
+            if len(changes) < FEED_PAGE:
+                return seq
+
+    def _replay(self, state: ModelState) -> None:
+        """Apply every stored item to ``state`` and set its feed position.
+
+        The feed position is read *before* listing, so a change made while listing is
+        seen again later (sync loop or a reload's catch-up) and re-applied idempotently.
+        """
+        try:
+            seq = self._drain_feed(0)
+            items = self.store.list_items()
+        except StoreUnavailable as err:
+            self._store_failed("replay registered items", err)
+            return
+        self._store_ok()
+        with self._write_lock:
+            for item in items:
+                self._apply_upsert(state, item, seq)
+            state.feed_seq = max(state.feed_seq, seq)
+            state.replayed = True
+        if items:
+            log.info("replayed %d registered items into %s", len(items), state.model_version)
+
+    def _swap(self, new: ModelState) -> None:
+        """Catch the new state up with writes made during its build, then publish it."""
+        with self._write_lock:
+            old = self._state
+            if new.replayed:
+                # Writes made while the new state was built are durable in the store and in
+                # the feed after new.feed_seq; holding the write lock, nothing new can
+                # arrive between this catch-up and the swap.
+                try:
+                    self._apply_changes(new, self._read_changes(new.feed_seq))
+                except StoreUnavailable as err:
+                    self._store_failed("item change feed", err)
+            self._state = new
+            self._ready.set()
+        if old is not None:
+            log.info("model %s replaced by %s", old.model_version, new.model_version)
+
+    # --- item state changes (caller holds _write_lock) ---------------------------------
+    def _apply_upsert(self, state: ModelState, item: StoredItem, seq: int) -> ItemMeta | None:
+        if state.applied_seq.get(item.item_id, -1) > seq:
+            return state.registered.get(item.item_id)
+        if item.domain not in state.indexes:
+            log.warning(
+                "registered item %r is in domain %r, which model %s does not serve; skipped",
+                item.item_id,
+                item.domain,
+                state.model_version,
+            )
+            return None
+        if state.is_bundle_item(item.item_id):
+            log.warning("registered item %r shadows a bundle item; skipped", item.item_id)
+            return None
+        previous = state.registered.get(item.item_id)
+        if previous is not None and previous.domain != item.domain:
+            state.indexes[previous.domain].remove([item.item_id])
+        state.engine.remove_item(item.item_id)
+        vector = state.engine.add_item(item.item_id, item.domain, item.content)
+        state.indexes[item.domain].upsert(
+            [item.item_id], np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        )
+        meta = ItemMeta(
+            item_id=item.item_id,
+            domain=item.domain,
+            title=item.title,
+            categories=item.categories,
+            description=item.description,
+            modalities=tuple(sorted(item.content)),
+            created_at=item.created_at,
+            updated_at=item.updated_at,
+        )
+        state.registered[item.item_id] = meta
+        state.applied_seq[item.item_id] = seq
+        return meta
+
+    def _apply_delete(self, state: ModelState, item_id: str, seq: int) -> bool:
+        if state.applied_seq.get(item_id, -1) > seq:
+            return False
+        meta = state.registered.pop(item_id, None)
+        state.applied_seq[item_id] = seq
+        if meta is None:
+            return False
+        state.indexes[meta.domain].remove([item_id])
+        state.engine.remove_item(item_id)
+        return True
+
+    def _read_changes(self, after: int) -> list[tuple[int, str, StoredItem | None]]:
+        """(seq, item_id, item or None when deleted) for feed entries after ``after``."""
+        out: list[tuple[int, str, StoredItem | None]] = []
+        seq = after
+        while True:
+            changes = self.store.item_changes(seq, FEED_PAGE)
+            for ch in changes:
+                out.append(
+                    (ch.seq, ch.item_id, None if ch.deleted else self.store.get_item(ch.item_id))
+                )
+            if len(changes) < FEED_PAGE:
+                return out
+            seq = changes[-1].seq
+
+    def _apply_changes(
+        self, state: ModelState, changes: list[tuple[int, str, StoredItem | None]]
+    ) -> None:
+        for seq, item_id, item in changes:
+            if item is None:
+                self._apply_delete(state, item_id, seq)
+            else:
+                self._apply_upsert(state, item, seq)
+            state.feed_seq = max(state.feed_seq, seq)
+
+    # --- replica sync -----------------------------------------------------------------
+    def _sync_loop(self) -> None:
+        interval = self.settings.replica_sync_interval_s or self.settings.popularity_refresh_s
+        follow = self.settings.replica_sync_interval_s > 0
+        while not self._stop.wait(interval):
+            try:
+                self.sync_once(follow_feed=follow)
+            except Exception:  # the loop must survive anything; the next tick retries
+                log.exception("replica sync failed")
+
+    def sync_once(self, *, follow_feed: bool = True) -> None:
+        """Apply other replicas' item changes and refresh popularity (one tick)."""
+        state = self._state
+        if state is None:
+            return
+        if not state.replayed:
+            self._replay(state)
+        elif follow_feed:
+            try:
+                # Store reads happen outside the write lock (a slow store must not block
+                # this process's own writes for longer than needed).
+                changes = self._read_changes(state.feed_seq)
+            except StoreUnavailable as err:
+                self._store_failed("item change feed", err)
+            else:
+                self._store_ok()
+                if changes:
+                    with self._write_lock:
+                        # A reload may have swapped meanwhile; the new state caught up by
+                        # itself, so these changes only concern the state they were read for.
+                        self._apply_changes(state, changes)
+        self._refresh_popularity(state)
+
+    def _refresh_popularity(self, state: ModelState, *, force: bool = False) -> None:
+        every = self.settings.popularity_refresh_s
+        now = time.monotonic()
+        if not force and (every <= 0 or now - self._last_popularity_refresh < every):
+            return
+        self._last_popularity_refresh = now
+        try:
+            for d in state.domains:
+                self.popularity.replace(d, self.store.popularity(d))
+        except StoreUnavailable as err:
+            self._store_failed("popularity", err)
+
+    # --- recommend --------------------------------------------------------------------
+    def _check_n(self, n: int | None) -> int:
+        n = self.settings.default_n if n is None else n
+        if n < 1 or n > self.settings.max_n:
+            raise InvalidInput(f"n must be between 1 and max_n={self.settings.max_n}, got {n}")
+        return n
+
+    def _check_list(self, name: str, values: Sequence[str]) -> None:
+        limit = self.settings.max_history
+        if len(values) > limit:
+            raise PayloadTooLarge(f"{name} has {len(values)} ids; the limit is max_history={limit}")
+
+    def recommend(
+        self,
+        *,
+        domain: str,
+        user_id: str | None = None,
+        history: Sequence[str] = (),
+        n: int | None = None,
+        exclude_seen: bool = True,
+        exclude: Sequence[str] = (),
+        category: str | None = None,
+    ) -> RecommendResponse:
+        """Top-``n`` items of ``domain`` for a user (see the module docstring of the API)."""
+        state = self.require_state()
+        state.check_domain(domain)
+        n = self._check_n(n)
+        self._check_list("history", history)
+        self._check_list("exclude", exclude)
+        warnings: list[str] = []
+
+        by_domain, report = self._collect_history(state, user_id, history, warnings)
+        embedding = state.engine.embed_user(domain, by_domain)
+        report.items_used = embedding.n_history
+
+        excluded = set(exclude)
+        if exclude_seen:
+            excluded.update(i for ids in by_domain.values() for i in ids)
+        prefix = category.strip().lower() if category else None
+
+        items: list[RecommendedItem] = []
+        if embedding.method != "none":
+            method = embedding.method
+            items = self._model_candidates(state, domain, embedding.vector, n, excluded, prefix)
+        else:
+            method = "fallback"
+        if len(items) < n:
+            taken = excluded | {it.item_id for it in items}
+            before = len(items)
+            items += self._fallback(state, domain, n - len(items), taken, prefix)
+            if len(items) > before:
+                self.metrics.fallbacks.labels(domain).inc()
+        if not items:
+            warnings.append("no items matched (empty index, filters or exclusions)")
+
+        m = self.metrics
+        m.recommendations.labels(domain, method).inc()
+        for it in items:
+            m.items_served.labels(domain, it.source).inc()
+        return RecommendResponse(
+            domain=domain,
+            n=n,
+            model_version=state.model_version,
+            user_embedding=method,  # type: ignore[arg-type]
+            items=items,
+            history=report,
+            warnings=warnings,
+        )
+
+    def _collect_history(
+        self,
+        state: ModelState,
+        user_id: str | None,
+        inline: Sequence[str],
+        warnings: list[str],
+    ) -> tuple[dict[str, list[str]], HistoryReport]:
+        """domain -> item ids: bundle history + stored history + inline history."""
+        by_domain: dict[str, list[str]] = {}
+        stored = "not_requested"
+        known = False
+        if user_id is not None:
+            for d, ids in state.engine.bundle_history(user_id).items():
+                by_domain.setdefault(d, []).extend(ids)
+            try:
+                history = self.store.get_history(user_id)
+                stored = "ok"
+                self._store_ok()
+            except StoreUnavailable as err:
+                self._store_failed("read history", err)
+                history = {}
+                stored = "unavailable"
+                warnings.append(
+                    "history store unavailable: using the bundle's and the inline history only"
+                )
+            for d, ids in history.items():
+                by_domain.setdefault(d, []).extend(ids)
+            known = bool(by_domain)
+        unknown: list[str] = []
+        for iid in inline:
+            item_domain = state.item_domain(iid)
+            if item_domain is None:
+                unknown.append(iid)
+            else:
+                by_domain.setdefault(item_domain, []).append(iid)
+        if unknown:
+            warnings.append(f"{len(unknown)} history ids are not in the catalogue and were ignored")
+        report = HistoryReport(
+            stored=stored,  # type: ignore[arg-type]
+            known_user=known,
+            items_used=0,
+            unknown_ids=unknown[:20],
+        )
+        return by_domain, report
+
+    def _model_candidates(
+        self,
+        state: ModelState,
+        domain: str,
+        vector: np.ndarray,
+        n: int,
+        excluded: set[str],
+        prefix: str | None,
+    ) -> list[RecommendedItem]:
+        index = state.indexes[domain]
+        size = len(index)
+        if size == 0:
+            return []
+        query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        # Start with n (+ exclusions the index filters itself); a category filter may
+        # need more, so widen 4x until enough match or the whole index was searched.
+        k = min(size, n if prefix is None else 4 * n)
+        while True:
+            hits = index.search(query, k, exclude=[excluded])[0]
+            out = [
+                RecommendedItem(item_id=iid, score=float(score), source="model")
+                for iid, score in hits
+                if iid not in excluded
+                and (prefix is None or category_matches(state.categories_of(iid), prefix))
+            ]
+            if len(out) >= n or k >= size:
+                return out[:n]
+            k = min(size, 4 * k)
+
+    def _fallback(
+        self, state: ModelState, domain: str, n: int, taken: set[str], prefix: str | None
+    ) -> list[RecommendedItem]:
+        """Fill up to ``n`` items from the configured fallback chain, in order."""
+        out: list[RecommendedItem] = []
+        index = state.indexes[domain]
+
+        def usable(iid: str) -> bool:
+            return (
+                iid not in taken
+                and iid in index
+                and (prefix is None or category_matches(state.categories_of(iid), prefix))
+            )
+
+        for name in self.settings.fallback_chain:
+            if len(out) >= n:
+                break
+            source: Iterable[tuple[str, float]]
+            if name == "popular":
+                ids, scores = self.popularity.ranking(state, domain)
+                source = zip(ids, scores.tolist(), strict=True)
+            else:
+                source = self._latest(state, domain)
+            for iid, score in source:
+                if usable(iid):
+                    out.append(RecommendedItem(item_id=iid, score=score, source=name))
+                    taken.add(iid)
+                    if len(out) >= n:
+                        break
+        return out
+
+    @staticmethod
+    def _latest(state: ModelState, domain: str) -> list[tuple[str, float]]:
+        metas = [m for m in list(state.registered.values()) if m.domain == domain]
+        metas.sort(key=lambda m: (m.created_at, m.item_id), reverse=True)
+        return [(m.item_id, m.created_at) for m in metas]
+
+    # --- similar ----------------------------------------------------------------------
+    def similar(self, item_id: str, n: int | None = None) -> SimilarResponse:
+        """Nearest items to ``item_id`` by item vector, within its domain."""
+        state = self.require_state()
+        n = self._check_n(n)
+        domain = state.item_domain(item_id)
+        if domain is None:
+            raise NotFound(f"item {item_id!r} not found")
+        index = state.indexes[domain]
+        vector = index.vector(item_id)
+        if vector is None:
+            raise NotFound(f"item {item_id!r} is not in the {domain!r} index")
+        k = min(len(index), n + 1)
+        hits = index.search(vector.reshape(1, -1).astype(np.float32), k, exclude=[{item_id}])[0]
+        items = [
+            RecommendedItem(item_id=iid, score=float(s), source="model")
+            for iid, s in hits
+            if iid != item_id
+        ][:n]
+        return SimilarResponse(
+            item_id=item_id, domain=domain, model_version=state.model_version, items=items
+        )
+
+    # --- items ------------------------------------------------------------------------
+    def get_item(self, item_id: str) -> ItemOut:
+        state = self.require_state()
+        pos = state.bundle_pos.get(item_id)
+        if pos is not None:
+            d, k = pos
+            return ItemOut(
+                item_id=item_id,
+                domain=d,
+                title=state.bundle_titles[d][k],
+                categories=split_categories(state.bundle_categories[d][k]),
+                origin="bundle",
+            )
+        meta = state.registered.get(item_id)
+        if meta is not None:
+            return meta.to_out()
+        raise NotFound(f"item {item_id!r} not found")
+
+    def _content(
+        self,
+        state: ModelState,
+        *,
+        title: str,
+        categories: str,
+        description: str,
+        image_base64: str | None,
+        image_bytes: bytes | None,
+    ) -> dict[str, np.ndarray]:
+        s = self.settings
+        text = item_text(title, categories, description)
+        if len(text) > s.max_text_chars:
+            raise InvalidInput(
+                f"title + categories + description is {len(text)} characters; "
+                f"the limit is max_text_chars={s.max_text_chars}"
+            )
+        if image_base64 is not None and image_bytes is not None:
+            raise InvalidInput("send the image either as image_base64 or as a file, not both")
+        if image_base64 is not None:
+            image_bytes = decode_base64_image(image_base64, max_bytes=s.max_image_bytes)
+        image = None
+        if image_bytes is not None:
+            image = open_image(
+                image_bytes, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels
+            )
+        try:
+            return state.engine.encode_content(text=text or None, image=image)
+        except ValueError as err:
+            raise InvalidInput(f"content cannot be encoded: {err}") from None
+
+    def register_item(
+        self,
+        *,
+        item_id: str,
+        domain: str,
+        title: str = "",
+        categories: Sequence[str] = (),
+        description: str = "",
+        image_base64: str | None = None,
+        image_bytes: bytes | None = None,
+        replace: bool = False,
+    ) -> tuple[ItemOut, bool]:
+        """Register (or with ``replace`` create-or-replace) a cold-start item.
+
+        Order: validate -> encode -> durable store write -> engine + index, so a 201
+        means the item survives a restart and is served by the next request.
+        Returns (item, created).
+        """
+        state = self.require_state()
+        state.check_domain(domain)
+        if state.is_bundle_item(item_id):
+            raise Conflict(f"item {item_id!r} is part of the model bundle and is read-only")
+        if not replace:
+            self._ensure_new(state, item_id)
+        cats = join_categories(list(categories))
+        fields = {"title": title, "categories": cats, "description": description}
+
+        # Encoding is the slow part: do it outside the write lock.
+        content = self._content(state, image_base64=image_base64, image_bytes=image_bytes, **fields)
+        with self._write_lock:
+            current = self.require_state()
+            if current is not state:
+                # A reload swapped the model while we encoded: encode for the new one.
+                state = current
+                state.check_domain(domain)
+                content = self._content(
+                    state, image_base64=image_base64, image_bytes=image_bytes, **fields
+                )
+            existing = state.registered.get(item_id)
+            if not replace and existing is not None:
+                raise Conflict(f"item {item_id!r} already exists; use PUT to replace it")
+            now = time.time()
+            stored = StoredItem(
+                item_id=item_id,
+                domain=domain,
+                content=content,
+                created_at=existing.created_at if existing else now,
+                updated_at=now,
+                **fields,
+            )
+            try:
+                seq = self.store.put_item(stored)
+            except StoreUnavailable as err:
+                raise self._write_unavailable("item", err) from None
+            self._store_ok()
+            meta = self._apply_upsert(state, stored, seq)
+        assert meta is not None  # domain checked above; bundle ids refused above
+        return meta.to_out(), existing is None
+
+    def _ensure_new(self, state: ModelState, item_id: str) -> None:
+        if item_id in state.registered:
+            raise Conflict(f"item {item_id!r} already exists; use PUT to replace it")
+        try:
+            # Another replica may have registered it and we have not synced yet.
+            found = self.store.get_item(item_id)
+        except StoreUnavailable as err:
+            raise self._write_unavailable("item", err) from None
+        if found is not None:
+            raise Conflict(f"item {item_id!r} already exists; use PUT to replace it")
+
+    def update_item(self, item_id: str, **fields: Any) -> tuple[ItemOut, bool]:
+        """PUT semantics: create or replace a registered item (bundle items: 409)."""
+        return self.register_item(item_id=item_id, replace=True, **fields)
+
+    def delete_item(self, item_id: str) -> None:
+        state = self.require_state()
+        if state.is_bundle_item(item_id):
+            raise Conflict(f"item {item_id!r} is part of the model bundle and cannot be deleted")
+        with self._write_lock:
+            state = self.require_state()
+            try:
+                seq = self.store.delete_item(item_id)
+            except StoreUnavailable as err:
+                raise self._write_unavailable("delete", err) from None
+            self._store_ok()
+            if seq is None:
+                if item_id in state.registered:  # store lost it: still drop it here
+                    self._apply_delete(state, item_id, state.feed_seq)
+                    return
+                raise NotFound(f"item {item_id!r} not found")
+            self._apply_delete(state, item_id, seq)
+
+    # --- interactions -----------------------------------------------------------------
+    def add_interactions(self, rows: Sequence[InteractionIn]) -> InteractionsResponse:
+        """Append valid rows to user histories + popularity; reject the others per row."""
+        if len(rows) > self.settings.max_batch:
+            raise PayloadTooLarge(
+                f"batch has {len(rows)} rows; the limit is max_batch={self.settings.max_batch}"
+            )
+        state = self.require_state()
+        now = time.time()
+        accepted: list[Interaction] = []
+        rejected: list[RejectedRow] = []
+        looked_up: dict[str, str | None] = {}
+        for k, row in enumerate(rows):
+            domain = state.item_domain(row.item_id)
+            if domain is None:
+                if row.item_id not in looked_up:
+                    looked_up[row.item_id] = self._store_item_domain(row.item_id)
+                domain = looked_up[row.item_id]
+            if domain is None:
+                rejected.append(RejectedRow(index=k, item_id=row.item_id, reason="unknown item_id"))
+                continue
+            if row.domain is not None and row.domain != domain:
+                rejected.append(
+                    RejectedRow(
+                        index=k,
+                        item_id=row.item_id,
+                        reason=f"domain mismatch: item is in {domain!r}, not {row.domain!r}",
+                    )
+                )
+                continue
+            ts = row.timestamp if row.timestamp is not None else now
+            accepted.append(Interaction(row.user_id, row.item_id, domain, ts))
+        if accepted:
+            try:
+                self.store.add_interactions(accepted, self.settings.history_cap)
+            except StoreUnavailable as err:
+                raise self._write_unavailable("interactions", err) from None
+            self._store_ok()
+            self.popularity.add(accepted)
+        return InteractionsResponse(accepted=len(accepted), rejected=rejected)
+
+    def _store_item_domain(self, item_id: str) -> str | None:
+        """Domain of an item another replica registered that we have not synced yet."""
+        try:
+            item = self.store.get_item(item_id)
+        except StoreUnavailable as err:
+            raise self._write_unavailable("interactions", err) from None
+        return item.domain if item is not None else None
+
+    # --- model / probes ---------------------------------------------------------------
+    def model_info(self) -> ModelInfo:
+        state = self.require_state()
+        return ModelInfo(
+            model_version=state.model_version,
+            bundle_path=str(state.bundle_path),
+            loaded_at=state.loaded_at,
+            dim=state.engine.dim,
+            domains=state.domains,
+            indexes={
+                d: IndexInfo(
+                    kind=index.kind,
+                    size=len(index),
+                    bundle_items=len(state.bundle_titles[d]),
+                    registered_items=state.registered_count(d),
+                )
+                for d, index in state.indexes.items()
+            },
+            encoders=dict(state.engine.encoders_info),
+            registered_items=state.registered_count(),
+        )
+
+    def store_status(self) -> tuple[bool, str | None]:
+        """(ok, detail): pings the store now (readiness reports degradation)."""
+        try:
+            ok = bool(self.store.ping())
+        except Exception as err:  # any failure to ping is "not ok", never a 500
+            ok, detail = False, f"{type(err).__name__}: {err}"
+            return ok, detail
+        if ok:
+            self._store_ok()
+            return True, None
+        return False, self._store_error or "store did not answer the ping"
+
+    def degraded(self) -> list[str]:
+        out = []
+        state = self._state
+        if state is not None and not state.replayed:
+            out.append("registered items not replayed yet (store unavailable at load)")
+        if self._reload.status == "failed" and state is not None:
+            out.append(f"last reload failed: {self._reload.error}")
+        return out

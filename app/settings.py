@@ -1,0 +1,217 @@
+"""Service configuration: every ``MICREC_*`` key, its default and its bounds, in one place.
+
+Values come from the environment (prefix ``MICREC_``) or an env file
+(``micrec serve --env-file``; see ``configs/service.example.env``, which documents every
+key). They are validated when the service starts, so a typo or an out-of-range value stops
+start-up with one line naming the key instead of surfacing on the first request.
+
+Unknown keys are rejected: pydantic-settings already refuses unknown keys in an env file
+(``extra="forbid"``); unknown ``MICREC_*`` *environment variables* are checked by
+:func:`load_settings`, because pydantic-settings silently ignores those.
+
+List values (``MICREC_API_KEYS``, ``MICREC_FALLBACK_CHAIN``, ``MICREC_CORS_ORIGINS``) are
+comma-separated (``MICREC_API_KEYS=k1,k2``) or a JSON list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "MICREC_"
+
+FALLBACKS: tuple[Literal["popular", "latest"], ...] = ("popular", "latest")
+"""Fallback strategies ``fallback_chain`` may name, tried in order to fill a response."""
+
+LIBRARY_ENV_KEYS = frozenset({"MICREC_THREADS", "MICREC_ENV_FILE"})
+"""``MICREC_*`` variables read by the library/CLI rather than by the service settings."""
+
+MB = 1024 * 1024
+
+
+def _split_list(value: Any) -> Any:
+    """Accept ``a,b`` or a JSON list for list-valued keys (env values arrive as strings)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """All service settings. Field descriptions are the documentation of each key."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        env_file=None,
+        frozen=True,
+        validate_default=True,
+    )
+
+    # --- model -----------------------------------------------------------------------
+    bundle_path: Path = Field(
+        Path("artifacts/demo-bundle"),
+        description="Model bundle directory loaded at start-up (manifest.json inside).",
+    )
+    device: str = Field("cpu", description="torch device for the inference engine.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads; unset = number of cores."
+    )
+    faiss_threads: int | None = Field(
+        None, ge=1, description="FAISS OpenMP threads; unset = number of cores."
+    )
+
+    # --- index -----------------------------------------------------------------------
+    exact_index_max_items: int = Field(
+        200_000,
+        ge=1,
+        description="Domains up to this many items use an exact (flat) index, larger ones IVF.",
+    )
+    ivf_nlist: int | None = Field(
+        None, ge=1, description="IVF cells; unset = chosen from the domain size."
+    )
+    ivf_nprobe: int = Field(32, ge=1, description="IVF cells probed per query (recall/speed).")
+
+    # --- state store -----------------------------------------------------------------
+    store_url: str = Field(
+        "sqlite:///artifacts/state.db",
+        description='State store: "sqlite:///path" (one host) or "redis://host:port/db".',
+    )
+    history_cap: int = Field(200, ge=1, description="Newest interactions kept per user and domain.")
+    replica_sync_interval_s: float = Field(
+        0.5,
+        ge=0,
+        description="How often the item change feed is polled so registrations/deletions made "
+        "by other replicas become visible here; 0 disables following.",
+    )
+    popularity_refresh_s: float = Field(
+        5.0,
+        ge=0,
+        description="How often API-posted popularity is re-read from the store (other "
+        "replicas' interactions); 0 = only this process's own writes.",
+    )
+    store_retry_after_s: int = Field(
+        5, ge=1, description="Retry-After (seconds) sent with 503 when the store is down."
+    )
+
+    # --- security --------------------------------------------------------------------
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Accepted X-API-Key values (comma-separated). Empty = authentication "
+        "disabled (local development only; logged as a warning at start-up).",
+    )
+    require_key_for_reads: bool = Field(
+        False, description="Also require X-API-Key for read endpoints (probes stay open)."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS (comma-separated); empty = off."
+    )
+
+    # --- request limits --------------------------------------------------------------
+    default_n: int = Field(10, ge=1, description="Items returned when a request omits n.")
+    max_n: int = Field(500, ge=1, description="Largest n a request may ask for.")
+    max_batch: int = Field(1000, ge=1, description="Most rows in one POST /v1/interactions.")
+    max_history: int = Field(
+        1000, ge=1, description="Most item ids in an inline history or an exclude list."
+    )
+    max_body_bytes: int = Field(10 * MB, ge=1024, description="Largest request body (413).")
+    max_image_bytes: int = Field(5 * MB, ge=1, description="Largest image file (413).")
+    max_image_pixels: int = Field(
+        40_000_000,
+        ge=1,
+        description="Largest image width*height; checked from the header before decoding "
+        "(decompression bombs).",
+    )
+    max_text_chars: int = Field(
+        10_000, ge=1, description="Longest title + categories + description of an item."
+    )
+
+    # --- behaviour -------------------------------------------------------------------
+    fallback_chain: Annotated[list[Literal["popular", "latest"]], NoDecode] = Field(
+        default_factory=lambda: list(FALLBACKS),
+        description='Filled in order when the model cannot serve a user: "popular" (bundle + '
+        'API popularity), "latest" (most recently registered items).',
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level of the service loggers."
+    )
+
+    # --- serve (micrec serve) --------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Bind address for micrec serve.")
+    port: int = Field(8000, ge=0, le=65535, description="Port for micrec serve.")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes for micrec serve.")
+
+    _split = field_validator("api_keys", "cors_origins", "fallback_chain", mode="before")(
+        _split_list
+    )
+
+    @field_validator("fallback_chain")
+    @classmethod
+    def _unique_fallbacks(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("fallback_chain names a strategy twice")
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _no_blank_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        # A short key is brute-forceable; refuse it rather than run half-protected.
+        for key in value:
+            if len(key.get_secret_value()) < 8:
+                raise ValueError("every API key must have at least 8 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.default_n > self.max_n:
+            raise ValueError(f"default_n ({self.default_n}) is larger than max_n ({self.max_n})")
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+
+class SettingsError(ValueError):
+    """Invalid configuration; ``str(err)`` names every offending key on one line."""
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        key = ENV_PREFIX + "_".join(str(p) for p in e["loc"][:1]).upper()
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        parts.append(f"{key}: {msg}")
+    return "invalid settings: " + "; ".join(parts)
+
+
+def unknown_env_keys(environ: dict[str, str] | None = None) -> list[str]:
+    """``MICREC_*`` environment variables that name no setting (typos)."""
+    env = os.environ if environ is None else environ
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    return sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known | LIBRARY_ENV_KEYS)
+
+
+def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment (+ optional env file) with ``overrides`` on top.
+
+    Raises :class:`SettingsError` (one line) for unknown keys or invalid values.
+    """
+    unknown = unknown_env_keys()
+    if unknown:
+        raise SettingsError(f"invalid settings: unknown environment keys {', '.join(unknown)}")
+    if env_file is not None and not Path(env_file).is_file():
+        raise SettingsError(f"env file not found: {env_file}")
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as err:
+        raise SettingsError(_format_validation_error(err)) from None

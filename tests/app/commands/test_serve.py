@@ -1,0 +1,90 @@
+"""``micrec serve`` wiring, and the app behind a real uvicorn server on loopback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from app.cli import SERVICE_COMMANDS, main
+from app.main import create_app
+from app.settings import Settings
+from tests.app.conftest import AUTH
+from tests.app.fakes import FakeEngineFactory, MemoryStore, wait_until
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("MICREC_") and key != "MICREC_THREADS":
+            monkeypatch.delenv(key)
+
+
+def test_serve_is_registered(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "app.commands.serve" in SERVICE_COMMANDS
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert all(flag in out for flag in ("--host", "--port", "--workers", "--bundle"))
+
+
+def test_serve_refuses_missing_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--bundle", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "no model bundle" in err and "Traceback" not in err
+
+
+def test_serve_refuses_bad_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MICREC_MAX_N", "-3")
+    assert main(["serve", "--bundle", str(tmp_path)]) == 2
+    assert "MICREC_MAX_N" in capsys.readouterr().err
+
+
+def test_real_uvicorn_server(
+    make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
+) -> None:
+    app = create_app(make_settings(), engine_factory=engine_factory, store=MemoryStore())
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))  # a free loopback port, chosen by the OS
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=10) as http:
+            assert wait_until(lambda: server.started, timeout=30)
+            assert http.get("/healthz").status_code == 200
+            assert wait_until(lambda: http.get("/readyz").status_code == 200, timeout=30)
+            r = http.post(
+                "/v1/items", json={"item_id": "live", "domain": "arts", "title": "t"}, headers=AUTH
+            )
+            assert r.status_code == 201
+            r = http.post(
+                "/v1/recommend",
+                json={"history": ["live"], "domain": "arts", "exclude_seen": False, "n": 2},
+            )
+            assert r.status_code == 200 and r.json()["items"][0]["item_id"] == "live"
+            big = http.post(
+                "/v1/recommend",
+                content=b"x" * (11 * 1024 * 1024),
+                headers={"Content-Type": "application/json"},
+            )
+            assert big.status_code == 413
+            assert "micrec_http_requests_total" in http.get("/metrics").text
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+    assert not thread.is_alive()

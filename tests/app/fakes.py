@@ -1,0 +1,333 @@
+"""Test doubles for the service tests (nothing here is used by the service itself).
+
+* :class:`FakeEngine` - a FAKE ``model.inference.InferenceEngine``: deterministic random
+  vectors, no torch model, no encoders. It implements the engine interface the service
+  calls so the HTTP layer can be tested fast and exactly; it says nothing about
+  recommendation quality. Its "bundle" is a directory holding ``fake-bundle.json``.
+* :class:`FakeEngineFactory` - what the ``engine_factory`` fixture returns: loads a fake
+  bundle (``__call__``) and writes one (``make_bundle``). Switching the suite to a real
+  tiny bundle means returning an object with the same two methods backed by
+  ``model.bundle`` (the only fixture to change).
+* :class:`MemoryStore` - an in-memory ``Store`` for service-level unit tests, and
+  :class:`FlakyStore`, a wrapper that can be switched "down" (``StoreUnavailable``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.store.base import Interaction, ItemChange, Store, StoredItem, StoreUnavailable
+from model.bundle import BundleError
+from model.inference import DomainCatalogue, InferenceEngine, UserEmbedding
+
+FAKE_MANIFEST = "fake-bundle.json"
+TEXT_DIM = 8
+IMAGE_DIM = 8
+
+
+def _seeded(*parts: object) -> np.random.Generator:
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32)
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 0 else v
+
+
+class FakeEngine(InferenceEngine):
+    """FAKE inference engine (test double): deterministic vectors, no model.
+
+    Items of domain ``d`` are ``"<d>-<k>"`` with unit vectors seeded by the id;
+    ``popularity`` decreases with ``k``; categories are ``"<d>|group<k % 3>"``.
+    A user is the mean of their history's item vectors (domain items -> "inductive",
+    other domains' items -> "cross_domain", nothing -> "none").
+    """
+
+    def __init__(self, manifest: Mapping[str, Any]) -> None:
+        self.model_version = str(manifest["model_version"])
+        sizes: dict[str, int] = dict(manifest["domains"])
+        self.domains = sorted(sizes)
+        self.dim = int(manifest.get("dim", 16))
+        self.encoders_info = {
+            m: {"name": f"fake-{m}", "dim": TEXT_DIM if m == "text" else IMAGE_DIM}
+            for m in manifest.get("modalities", ["text", "image"])
+        }
+        self._users: dict[str, dict[str, list[str]]] = {
+            u: {d: list(ids) for d, ids in h.items()} for u, h in manifest.get("users", {}).items()
+        }
+        self._catalogues: dict[str, DomainCatalogue] = {}
+        self._vectors: dict[str, np.ndarray] = {}
+        self._domain_of: dict[str, str] = {}
+        for d, n in sizes.items():
+            ids = [f"{d}-{k}" for k in range(n)]
+            vecs = (
+                np.stack([_unit(_seeded(self.model_version, i).normal(size=self.dim)) for i in ids])
+                if n
+                else np.zeros((0, self.dim), np.float32)
+            )
+            self._catalogues[d] = DomainCatalogue(
+                domain=d,
+                item_ids=ids,
+                vectors=vecs.astype(np.float32),
+                popularity=np.arange(n, 0, -1, dtype=np.int64),
+                categories=[f"{d}|group{k % 3}" for k in range(n)],
+                titles=[f"{d} item {k}" for k in range(n)],
+            )
+            self._vectors.update(zip(ids, vecs, strict=True))
+            self._domain_of.update({i: d for i in ids})
+        self._added: dict[str, tuple[str, np.ndarray]] = {}
+        self._proj = {
+            m: _seeded("proj", m).normal(size=(self.dim, info["dim"])).astype(np.float32)
+            for m, info in self.encoders_info.items()
+        }
+        self.add_calls = 0
+
+    @classmethod
+    def from_bundle(cls, bundle: Any, *, device: str = "cpu") -> FakeEngine:
+        return cls(bundle)
+
+    # --- catalogue --------------------------------------------------------------------
+    def catalogue(self, domain: str) -> DomainCatalogue:
+        if domain not in self._catalogues:
+            raise KeyError(domain)
+        return self._catalogues[domain]
+
+    def item_domain(self, item_id: str) -> str | None:
+        if item_id in self._domain_of:
+            return self._domain_of[item_id]
+        added = self._added.get(item_id)
+        return added[0] if added else None
+
+    def is_bundle_item(self, item_id: str) -> bool:
+        return item_id in self._domain_of
+
+    def bundle_history(self, user_id: str) -> dict[str, list[str]]:
+        return {d: list(ids) for d, ids in self._users.get(user_id, {}).items()}
+
+    def _vector(self, item_id: str) -> np.ndarray | None:
+        if item_id in self._vectors:
+            return self._vectors[item_id]
+        added = self._added.get(item_id)
+        return added[1] if added else None
+
+    # --- users ------------------------------------------------------------------------
+    def embed_user(self, domain: str, history: Mapping[str, Sequence[str]]) -> UserEmbedding:
+        if domain not in self._catalogues:
+            raise KeyError(domain)
+        local: list[np.ndarray] = []
+        other: list[np.ndarray] = []
+        for ids in history.values():
+            for iid in dict.fromkeys(ids):
+                vec = self._vector(iid)
+                if vec is None:
+                    continue
+                (local if self.item_domain(iid) == domain else other).append(vec)
+        if local:
+            return UserEmbedding(
+                _unit(np.mean(local, axis=0)), "inductive", len(local) + len(other)
+            )
+        if other:
+            return UserEmbedding(_unit(np.mean(other, axis=0)), "cross_domain", len(other))
+        return UserEmbedding(np.zeros(self.dim, np.float32), "none", 0)
+
+    # --- items ------------------------------------------------------------------------
+    def encode_content(self, *, text: str | None, image: Any | None) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        if text and "text" in self.encoders_info:
+            out["text"] = _unit(_seeded("text", text).normal(size=TEXT_DIM))
+        if image is not None and "image" in self.encoders_info:
+            pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+            out["image"] = _unit(
+                _seeded("image", pixels.mean(axis=(0, 1)).round(3).tolist(), image.size).normal(
+                    size=IMAGE_DIM
+                )
+            )
+        return out
+
+    def add_item(self, item_id: str, domain: str, content: Mapping[str, np.ndarray]) -> np.ndarray:
+        if domain not in self._catalogues:
+            raise KeyError(domain)
+        if item_id in self._domain_of:
+            raise ValueError(f"item {item_id!r} is part of the bundle")
+        vec = np.zeros(self.dim, np.float32)
+        for m, v in content.items():
+            if m in self._proj:
+                vec += self._proj[m] @ np.asarray(v, np.float32)
+        vec = _unit(vec) if np.any(vec) else _unit(_seeded("token", domain).normal(size=self.dim))
+        self._added[item_id] = (domain, vec)
+        self.add_calls += 1
+        return vec
+
+    def remove_item(self, item_id: str) -> None:
+        self._added.pop(item_id, None)
+
+
+class FakeEngineFactory:
+    """The ``engine_factory`` fixture's value: ``factory(path) -> engine`` and
+    ``factory.make_bundle(dir, version=...) -> path``."""
+
+    def __init__(self, domains: Mapping[str, int] | None = None) -> None:
+        self.domains = dict(domains or {"arts": 60, "office": 40})
+        self.loads = 0
+        self.gate: threading.Event | None = None
+        """When set, loads wait for it (lets a test hold a reload half-way)."""
+
+    def make_bundle(
+        self,
+        directory: Path,
+        *,
+        version: str = "fake-v1",
+        users: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+        modalities: Sequence[str] = ("text", "image"),
+    ) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "model_version": version,
+            "domains": self.domains,
+            "dim": 16,
+            "modalities": list(modalities),
+            "users": users or {"u-bundle": {"arts": ["arts-1", "arts-2"]}},
+        }
+        body = json.dumps(manifest, sort_keys=True)
+        payload = {"manifest": manifest, "sha256": hashlib.sha256(body.encode()).hexdigest()}
+        (directory / FAKE_MANIFEST).write_text(json.dumps(payload))
+        return directory
+
+    def __call__(self, path: Path) -> FakeEngine:
+        if self.gate is not None:
+            self.gate.wait(30)
+        self.loads += 1
+        f = Path(path) / FAKE_MANIFEST
+        if not f.is_file():
+            raise BundleError(f"{path}: not a bundle ({FAKE_MANIFEST} missing)")
+        try:
+            payload = json.loads(f.read_text())
+            manifest = payload["manifest"]
+        except (ValueError, KeyError) as err:
+            raise BundleError(f"{path}: unreadable manifest ({err})") from err
+        body = json.dumps(manifest, sort_keys=True)
+        if hashlib.sha256(body.encode()).hexdigest() != payload.get("sha256"):
+            raise BundleError(f"{path}: manifest does not match its sha256 (tampered)")
+        return FakeEngine(manifest)
+
+
+class MemoryStore(Store):
+    """In-memory ``Store`` (test double) following the contract in app/store/base.py."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[str, StoredItem] = {}
+        self._changes: list[ItemChange] = []
+        self._history: dict[str, dict[str, list[str]]] = {}
+        self._pop: dict[str, dict[str, int]] = {}
+
+    def ping(self) -> bool:
+        return True
+
+    def _change(self, item_id: str, deleted: bool) -> int:
+        seq = len(self._changes) + 1
+        self._changes.append(ItemChange(seq, item_id, deleted))
+        return seq
+
+    def put_item(self, item: StoredItem) -> int:
+        with self._lock:
+            self._items[item.item_id] = item
+            return self._change(item.item_id, False)
+
+    def get_item(self, item_id: str) -> StoredItem | None:
+        return self._items.get(item_id)
+
+    def delete_item(self, item_id: str) -> int | None:
+        with self._lock:
+            if self._items.pop(item_id, None) is None:
+                return None
+            return self._change(item_id, True)
+
+    def list_items(self) -> list[StoredItem]:
+        return list(self._items.values())
+
+    def item_changes(self, after_seq: int, limit: int = 1000) -> list[ItemChange]:
+        return [c for c in self._changes if c.seq > after_seq][:limit]
+
+    def add_interactions(self, rows: Sequence[Interaction], history_cap: int) -> None:
+        with self._lock:
+            for r in rows:
+                h = self._history.setdefault(r.user_id, {}).setdefault(r.domain, [])
+                h.append(r.item_id)
+                del h[:-history_cap]
+                pop = self._pop.setdefault(r.domain, {})
+                pop[r.item_id] = pop.get(r.item_id, 0) + 1
+
+    def get_history(self, user_id: str) -> dict[str, list[str]]:
+        return {d: list(v) for d, v in self._history.get(user_id, {}).items()}
+
+    def popularity(self, domain: str) -> dict[str, int]:
+        return dict(self._pop.get(domain, {}))
+
+
+class FlakyStore(Store):
+    """Wraps a store; while ``down`` is True every call raises ``StoreUnavailable``."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise StoreUnavailable("store is down (FlakyStore)")
+
+    def ping(self) -> bool:
+        return not self.down and self.inner.ping()
+
+    def put_item(self, item: StoredItem) -> int:
+        self._check()
+        return self.inner.put_item(item)
+
+    def get_item(self, item_id: str) -> StoredItem | None:
+        self._check()
+        return self.inner.get_item(item_id)
+
+    def delete_item(self, item_id: str) -> int | None:
+        self._check()
+        return self.inner.delete_item(item_id)
+
+    def list_items(self) -> list[StoredItem]:
+        self._check()
+        return self.inner.list_items()
+
+    def item_changes(self, after_seq: int, limit: int = 1000) -> list[ItemChange]:
+        self._check()
+        return self.inner.item_changes(after_seq, limit)
+
+    def add_interactions(self, rows: Sequence[Interaction], history_cap: int) -> None:
+        self._check()
+        self.inner.add_interactions(rows, history_cap)
+
+    def get_history(self, user_id: str) -> dict[str, list[str]]:
+        self._check()
+        return self.inner.get_history(user_id)
+
+    def popularity(self, domain: str) -> dict[str, int]:
+        self._check()
+        return self.inner.popularity(domain)
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Poll ``predicate`` until true (for eventual effects like replica sync); the
+    timeout only bounds a failing test, no assertion is made about timing."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

@@ -1,0 +1,102 @@
+"""POST /v1/interactions: per-row validation, batch limits, store outage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+
+from app.settings import Settings
+from tests.app.conftest import AUTH, running, service_of
+from tests.app.fakes import FakeEngineFactory, FlakyStore, MemoryStore
+
+
+def post(client: TestClient, rows: list[dict]) -> tuple[int, dict]:
+    r = client.post("/v1/interactions", json={"interactions": rows}, headers=AUTH)
+    return r.status_code, r.json()
+
+
+def test_all_accepted(client: TestClient, memory_store: MemoryStore) -> None:
+    status, body = post(
+        client,
+        [
+            {"user_id": "u1", "item_id": "arts-1", "domain": "arts", "timestamp": 1.0},
+            {"user_id": "u1", "item_id": "office-2"},
+        ],
+    )
+    assert (status, body) == (200, {"accepted": 2, "rejected": []})
+    assert memory_store.get_history("u1") == {"arts": ["arts-1"], "office": ["office-2"]}
+    assert memory_store.popularity("arts") == {"arts-1": 1}
+
+
+def test_bad_rows_rejected_individually(client: TestClient, memory_store: MemoryStore) -> None:
+    status, body = post(
+        client,
+        [
+            {"user_id": "u1", "item_id": "arts-1"},
+            {"user_id": "u1", "item_id": "ghost"},
+            {"user_id": "u1", "item_id": "arts-2", "domain": "office"},
+        ],
+    )
+    assert status == 207
+    assert body["accepted"] == 1
+    assert body["rejected"] == [
+        {"index": 1, "item_id": "ghost", "reason": "unknown item_id"},
+        {
+            "index": 2,
+            "item_id": "arts-2",
+            "reason": "domain mismatch: item is in 'arts', not 'office'",
+        },
+    ]
+    assert memory_store.get_history("u1") == {"arts": ["arts-1"]}
+
+
+def test_malformed_body_fails_whole_batch(client: TestClient, memory_store: MemoryStore) -> None:
+    for rows in ([], [{"user_id": "", "item_id": "arts-1"}], [{"item_id": "arts-1"}]):
+        status, body = post(client, rows)
+        assert status == 422, body
+        assert isinstance(body["detail"], str)
+    status, body = post(client, [{"user_id": "u", "item_id": "arts-1", "timestamp": -5}])
+    assert status == 422 and "timestamp" in body["detail"]
+    assert memory_store.get_history("u") == {}
+
+
+def test_batch_limit_and_history_cap(
+    make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
+) -> None:
+    store = MemoryStore()
+    with running(make_settings(max_batch=5, history_cap=3), engine_factory, store) as c:
+        status, body = post(c, [{"user_id": "u", "item_id": "arts-1"}] * 6)
+        assert status == 413 and "max_batch=5" in body["detail"]
+        status, _ = post(c, [{"user_id": "u", "item_id": f"arts-{k}"} for k in range(5)])
+        assert status == 200
+        assert store.get_history("u") == {"arts": ["arts-2", "arts-3", "arts-4"]}
+
+
+def test_store_down_is_503_with_retry_after(
+    make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
+) -> None:
+    flaky = FlakyStore(MemoryStore())
+    with running(make_settings(store_retry_after_s=7), engine_factory, flaky) as c:
+        flaky.down = True
+        r = c.post(
+            "/v1/interactions",
+            json={"interactions": [{"user_id": "u", "item_id": "arts-1"}]},
+            headers=AUTH,
+        )
+        assert r.status_code == 503 and r.headers["Retry-After"] == "7"
+        assert "store unavailable" in r.json()["detail"]
+        r = c.post("/v1/items", json={"item_id": "n", "domain": "arts", "title": "t"}, headers=AUTH)
+        assert r.status_code == 503 and r.headers["Retry-After"] == "7"
+        assert c.delete("/v1/items/n", headers=AUTH).status_code == 503
+        # reads still answer, saying the history is unavailable
+        r = c.post("/v1/recommend", json={"user_id": "u", "history": ["arts-1"], "domain": "arts"})
+        assert r.status_code == 200
+        assert r.json()["history"]["stored"] == "unavailable"
+        assert r.json()["user_embedding"] == "inductive"
+        ready = c.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        assert ready.json()["store"]["ok"] is False
+        flaky.down = False
+        assert c.get("/readyz").json()["status"] == "ready"
+        assert service_of(c).store_status() == (True, None)

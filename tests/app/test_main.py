@@ -1,0 +1,113 @@
+"""App-level behaviour: body limit, error mapping, unknown routes, OpenAPI, CORS."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.settings import Settings
+from tests.app.conftest import AUTH, running, service_of
+from tests.app.fakes import FakeEngineFactory, MemoryStore
+
+
+@pytest.fixture
+def small_body_client(
+    make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
+) -> Iterator[TestClient]:
+    with running(make_settings(max_body_bytes=2048), engine_factory, MemoryStore()) as c:
+        yield c
+
+
+def test_body_over_limit_by_content_length(small_body_client: TestClient) -> None:
+    big = {"item_id": "x", "domain": "arts", "description": "d" * 5000}
+    r = small_body_client.post("/v1/items", json=big, headers=AUTH)
+    assert r.status_code == 413 and "max_body_bytes=2048" in r.json()["detail"]
+    rows = [{"user_id": "u", "item_id": "arts-1"}] * 100
+    r = small_body_client.post("/v1/interactions", json={"interactions": rows}, headers=AUTH)
+    assert r.status_code == 413
+
+
+def test_body_over_limit_streamed_without_length(small_body_client: TestClient) -> None:
+    payload = json.dumps({"domain": "arts", "history": ["arts-1"] * 600}).encode()
+
+    def chunks() -> Iterator[bytes]:  # a generator body is sent chunked, no Content-Length
+        for k in range(0, len(payload), 512):
+            yield payload[k : k + 512]
+
+    r = small_body_client.post(
+        "/v1/recommend", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 413 and "max_body_bytes" in r.json()["detail"]
+    files = {"image": ("a.bin", b"x" * 5000, "application/octet-stream")}
+    r = small_body_client.post(
+        "/v1/items", data={"item_id": "x", "domain": "arts"}, files=files, headers=AUTH
+    )
+    assert r.status_code == 413
+
+
+def test_unknown_route_and_method_are_json(client: TestClient) -> None:
+    r = client.get("/v1/nothing")
+    assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
+    r = client.delete("/v1/recommend")
+    assert r.status_code == 405 and "detail" in r.json()
+
+
+def test_genuine_bug_is_a_logged_500(
+    make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
+) -> None:
+    from app.main import create_app
+
+    app = create_app(make_settings(), engine_factory=engine_factory, store=MemoryStore())
+    with TestClient(app, raise_server_exceptions=False) as c:
+        svc = service_of(c)
+        assert svc.wait_ready(30)
+
+        def boom(**_: object) -> None:
+            raise RuntimeError("bug")
+
+        svc.recommend = boom  # type: ignore[method-assign]
+        r = c.post("/v1/recommend", json={"domain": "arts"})
+        assert r.status_code == 500 and r.json() == {"detail": "internal server error"}
+
+
+def test_openapi_has_examples_and_both_item_content_types(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    for path in (
+        "/v1/recommend",
+        "/v1/users/{user_id}/recommendations",
+        "/v1/interactions",
+        "/v1/items",
+        "/v1/items/{item_id}",
+        "/v1/items/{item_id}/similar",
+        "/v1/model",
+        "/v1/admin/reload",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
+        assert path in paths, path
+    body = paths["/v1/items"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/json", "multipart/form-data"}
+    assert "image" in body["multipart/form-data"]["schema"]["properties"]
+    schemas = spec["components"]["schemas"]
+    assert schemas["RecommendRequest"]["examples"]
+    assert schemas["RecommendResponse"]["examples"]
+    assert "422" in paths["/v1/recommend"]["post"]["responses"]
+
+
+def test_cors_when_configured(
+    make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
+) -> None:
+    settings = make_settings(cors_origins=["https://shop.example"])
+    with running(settings, engine_factory, MemoryStore()) as c:
+        r = c.options(
+            "/v1/recommend",
+            headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert r.headers["access-control-allow-origin"] == "https://shop.example"
+        r = c.get("/healthz", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in r.headers

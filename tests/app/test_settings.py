@@ -1,0 +1,88 @@
+"""Settings: defaults, parsing, start-up validation, and the documented example file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from app.settings import Settings, SettingsError, load_settings, unknown_env_keys
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "service.example.env"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("MICREC_"):
+            monkeypatch.delenv(key)
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    s = Settings()
+    assert s.store_url == "sqlite:///artifacts/state.db"
+    assert s.history_cap == 200
+    assert s.max_n == 500
+    assert s.max_batch == 1000
+    assert s.fallback_chain == ["popular", "latest"]
+    assert s.replica_sync_interval_s == 0.5
+    assert s.api_keys == [] and not s.auth_enabled
+    assert s.require_key_for_reads is False
+
+
+def test_lists_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MICREC_API_KEYS", "key-one-123, key-two-456")
+    monkeypatch.setenv("MICREC_FALLBACK_CHAIN", '["latest"]')
+    s = load_settings()
+    assert [k.get_secret_value() for k in s.api_keys] == ["key-one-123", "key-two-456"]
+    assert s.fallback_chain == ["latest"]
+    assert "key-one-123" not in repr(s)  # secrets never printed
+
+
+def test_unknown_environment_key_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MICREC_MAX_NN", "5")
+    monkeypatch.setenv("MICREC_THREADS", "2")  # the library's own key is allowed
+    assert unknown_env_keys() == ["MICREC_MAX_NN"]
+    with pytest.raises(SettingsError, match="MICREC_MAX_NN"):
+        load_settings()
+
+
+def test_unknown_key_in_env_file_is_rejected(tmp_path: Path) -> None:
+    f = tmp_path / "svc.env"
+    f.write_text("MICREC_MAX_N=20\nMICREC_TYPO=1\n")
+    with pytest.raises(SettingsError, match="MICREC_TYPO: unknown key"):
+        load_settings(env_file=f)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("MICREC_MAX_N", "0", "MICREC_MAX_N"),
+        ("MICREC_FALLBACK_CHAIN", "popular,random", "MICREC_FALLBACK_CHAIN"),
+        ("MICREC_FALLBACK_CHAIN", "popular,popular", "twice"),
+        ("MICREC_API_KEYS", "short", "8 characters"),
+        ("MICREC_REPLICA_SYNC_INTERVAL_S", "-1", "MICREC_REPLICA_SYNC_INTERVAL_S"),
+    ],
+)
+def test_invalid_values_stop_start_up(
+    monkeypatch: pytest.MonkeyPatch, key: str, value: str, match: str
+) -> None:
+    monkeypatch.setenv(key, value)
+    with pytest.raises(SettingsError, match=match):
+        load_settings()
+
+
+def test_missing_env_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="not found"):
+        load_settings(env_file=tmp_path / "nope.env")
+
+
+def test_example_file_documents_every_key_with_its_default() -> None:
+    text = EXAMPLE.read_text()
+    keys = set(re.findall(r"^#? ?(MICREC_[A-Z0-9_]+)=", text, flags=re.MULTILINE))
+    assert keys == {"MICREC_" + name.upper() for name in Settings.model_fields}
+    # Loading the example as-is gives exactly the defaults.
+    assert load_settings(env_file=EXAMPLE) == Settings()
