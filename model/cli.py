@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 from model.data.dataset import DatasetError
 
-LIBRARY_COMMANDS = ("data", "encode", "train", "evaluate")
+LIBRARY_COMMANDS = ("data", "encode", "train", "evaluate", "demo")
 
 
 class UserError(Exception):

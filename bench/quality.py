@@ -1,0 +1,235 @@
+"""Recommendation quality benchmark: baselines, INMO, MICRec and its ablations per slice.
+
+    python bench/quality.py --dataset ../shared/datasets/amazon-arts-office \
+        --seeds 0 1 2 --out docs/results/quality-arts-office
+
+For each seed: one split (METHOD.md section 3), one feature cache, then every method is
+trained on the same old x old interactions and scored through the same evaluation code
+(model.evaluation). Writes results.json (every seed), results.md (mean ± std over seeds),
+and plots: per-slice bars, NDCG@20 by item-degree bucket, and (with --sparsify-sweep) the
+gain of MICRec over INMO as the target domain's training data shrinks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.cli import set_threads
+from model.data.loading import load_dataset
+from model.data.split import build_split
+from model.evaluation import evaluate
+from model.nn.config import ABLATIONS
+from model.pipeline import load_features, restrict
+from model.rankers import ContentKNNRanker, LightGCN, LightGCNRanker, MICRecRanker, PopularRanker
+from model.reporting import bar_chart, markdown_table
+from model.runconfig import RunConfig, load_run_config
+from model.training import Trainer
+
+log = logging.getLogger("bench.quality")
+DEFAULT_METHODS = "popular,content-knn,lightgcn,inmo,micrec,no-cd,no-modality,no-self-enhanced,no-annealing"
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "gpu": None}
+
+
+def run_method(method: str, cfg: RunConfig, split, features, *, progress: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(evaluation results, training info) for one method on one split."""
+    if method == "popular":
+        return evaluate(PopularRanker(split), split), {}
+    if method == "content-knn":
+        if features is None or "text" not in features.modalities:
+            return {d: {} for d in split.domains}, {"n/a": "no text features"}
+        return evaluate(ContentKNNRanker(split, features), split), {}
+    t0 = time.perf_counter()
+    if method == "lightgcn":
+        mc = replace(cfg.model.ablate("inmo"), self_enhanced_weight=0.0)
+        tr = Trainer(split, None, mc, cfg.train, model_factory=LightGCN)
+        res = tr.fit(progress=progress)
+        ranker: Any = LightGCNRanker(res.model, split, tr.templates)  # type: ignore[arg-type]
+    else:
+        mc = cfg.model.ablate(method)
+        tr = Trainer(split, features, mc, cfg.train)
+        res = tr.fit(progress=progress)
+        ranker = MICRecRanker(method, res.model, split, features)  # type: ignore[arg-type]
+    info = {
+        "best_epoch": res.best_epoch,
+        "epochs_run": len(res.history),
+        "best_val_ndcg@20": res.best_val,
+        "seconds_per_epoch": res.seconds_per_epoch,
+        "train_seconds": time.perf_counter() - t0,
+        "peak_memory_mb": res.peak_memory_mb,
+    }
+    return evaluate(ranker, split), info
+
+
+def mean_std(per_seed: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    mean: dict[str, Any] = {}
+    std: dict[str, Any] = {}
+    for d in per_seed[0]:
+        mean[d], std[d] = {}, {}
+        for s in per_seed[0][d]:
+            mean[d][s], std[d][s] = {}, {}
+            for k in per_seed[0][d][s]:
+                vals = [r[d][s][k] for r in per_seed if r[d].get(s, {}).get(k) is not None]
+                mean[d][s][k] = float(np.mean(vals)) if vals else None
+                std[d][s][k] = float(np.std(vals)) if len(vals) > 1 else None
+    return mean, std
+
+
+def degree_plot(mean: dict[str, Any], domain: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    buckets = ["deg_0", "deg_1-5", "deg_6-20", "deg_>20"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in ("micrec", "inmo", "content-knn"):
+        if m in mean and domain in mean[m]:
+            ys = [mean[m][domain].get(b, {}).get("ndcg@20") for b in buckets]
+            ax.plot(buckets, [100 * y if y is not None else np.nan for y in ys], marker="o", label=m)
+    ax.set_xlabel("item training degree")
+    ax.set_ylabel("NDCG@20 (%)")
+    ax.set_title(f"{domain}: NDCG@20 by item degree")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", type=Path, default=Path("../shared/datasets/amazon-arts-office"))
+    ap.add_argument("--config", type=Path, default=None, help="run config TOML (defaults otherwise)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--methods", default=DEFAULT_METHODS)
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--patience", type=int, default=None)
+    ap.add_argument("--sparsify", default=None, help="DOMAIN=SHARE applied to every run")
+    ap.add_argument("--sparsify-sweep", default=None, help="DOMAIN:1.0,0.5,0.3,0.1 -> micrec vs inmo gain plot")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--progress", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    set_threads(args.threads)
+    overrides: dict[str, dict[str, Any]] = {"train": {}}
+    if args.epochs:
+        overrides["train"]["epochs"] = args.epochs
+    if args.patience:
+        overrides["train"]["patience"] = args.patience
+    if args.sparsify:
+        d, share = args.sparsify.split("=")
+        overrides["data"] = {"sparsify": {d: float(share)}}
+    base = load_run_config(args.config, overrides)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in ABLATIONS and m not in ("popular", "content-knn", "lightgcn")]
+    if unknown:
+        ap.error(f"unknown methods {unknown}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    dataset = load_dataset(args.dataset, min_rating=base.data.min_rating)
+    features = load_features(dataset, replace(base, variant="micrec"), progress=args.progress)
+    per_seed: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    infos: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    for seed in args.seeds:
+        cfg = replace(base, data=replace(base.data, seed=seed), train=replace(base.train, seed=seed))
+        split = restrict(build_split(dataset, cfg.data), cfg.domains)
+        for m in methods:
+            log.info("seed %d: %s", seed, m)
+            res, info = run_method(m, cfg, split, features, progress=args.progress)
+            per_seed[m].append(res)
+            infos[m].append(info)
+            log.info("seed %d %s: %s", seed, m, {d: r.get("all", {}).get("ndcg@20") for d, r in res.items()})
+            (args.out / "results.json").write_text(json.dumps({"per_seed": per_seed, "train": infos}, indent=1))
+    sweep: dict[str, Any] = {}
+    if args.sparsify_sweep:
+        dom, shares = args.sparsify_sweep.split(":")
+        for share in [float(s) for s in shares.split(",")]:
+            cfg = replace(base, data=replace(base.data, sparsify={dom: share}))
+            split = restrict(build_split(dataset, cfg.data), cfg.domains)
+            row = {}
+            for m in ("inmo", "micrec"):
+                res, _ = run_method(m, cfg, split, features, progress=args.progress)
+                row[m] = res[dom]
+            sweep[str(share)] = row
+            log.info("sparsify %s=%s: %s", dom, share, {m: row[m]["all"]["ndcg@20"] for m in row})
+    summary = {m: mean_std(per_seed[m]) for m in methods if per_seed[m] and all(per_seed[m][0].values())}
+    mean = {m: s[0] for m, s in summary.items()}
+    std = {m: s[1] for m, s in summary.items()}
+    elapsed = time.perf_counter() - t_start
+    meta = {
+        "command": "python " + " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "seconds": elapsed,
+        "config": base.to_dict(),
+    }
+    (args.out / "results.json").write_text(
+        json.dumps({"meta": meta, "mean": mean, "std": std, "per_seed": per_seed, "train": infos, "sparsify_sweep": sweep}, indent=1)
+    )
+    md = [f"# Quality: {args.dataset.name}\n", f"Command: `{meta['command']}`  \nDate: {meta['date']}; machine: {meta['machine']}; "
+          f"git {meta['git']}; run time {elapsed / 60:.1f} min; seeds {args.seeds}. Values in %, mean ± std over seeds.\n"]
+    for d in sorted(next(iter(mean.values()))):
+        md.append(markdown_table(mean, d, spreads=std))
+        bar_chart(mean, d, args.out / f"slices_{d}.png", title=f"{args.dataset.name} / {d}: NDCG@20 per slice")
+        degree_plot(mean, d, args.out / f"degree_{d}.png")
+    md.append("\n## Training\n\n| method | best epoch | s/epoch | peak MB |\n|---|---|---|---|")
+    for m, rows in infos.items():
+        if rows and rows[0]:
+            md.append(
+                f"| {m} | {np.mean([r.get('best_epoch', 0) for r in rows]):.0f} | "
+                f"{np.mean([r.get('seconds_per_epoch', 0) for r in rows]):.2f} | {max(r.get('peak_memory_mb', 0) for r in rows):.0f} |"
+            )
+    if sweep:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        shares = sorted(sweep, key=float, reverse=True)
+        md.append("\n## Sparsify sweep (target domain NDCG@20 %, all / new items / cold items)\n")
+        md.append("| share kept | INMO | MICRec | gain |\n|---|---|---|---|")
+        gains = []
+        for s in shares:
+            i, m = sweep[s]["inmo"]["all"]["ndcg@20"], sweep[s]["micrec"]["all"]["ndcg@20"]
+            gains.append(100 * (m - i))
+            md.append(f"| {s} | {100 * i:.2f} | {100 * m:.2f} | {100 * (m - i):+.2f} |")
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.plot([float(s) for s in shares], gains, marker="o")
+        ax.invert_xaxis()
+        ax.set_xlabel("share of target-domain training data kept")
+        ax.set_ylabel("MICRec - INMO, NDCG@20 (points)")
+        fig.tight_layout()
+        fig.savefig(args.out / "sparsify_gain.png", dpi=110)
+        plt.close(fig)
+    (args.out / "results.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
