@@ -55,6 +55,31 @@ class ItemChange:
     deleted: bool
 
 
+# --- vector codec shared by the implementations ------------------------------------------
+# Vectors are stored as raw little-endian bytes plus dtype and shape, never pickled: a
+# pickle in a shared store is code execution for anyone who can write to it, and raw bytes
+# round-trip bit-exactly.
+_VECTOR_KINDS = "fiu"  # float, signed int, unsigned int
+
+
+def pack_vector(vector: np.ndarray) -> tuple[str, tuple[int, ...], bytes]:
+    """(dtype string such as ``"<f4"``, shape, raw bytes) of a numeric array."""
+    arr = np.asarray(vector)
+    if arr.dtype.kind not in _VECTOR_KINDS:
+        raise ValueError(f"content vectors must be numeric arrays, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+    return arr.dtype.str, tuple(int(n) for n in arr.shape), arr.tobytes()
+
+
+def unpack_vector(dtype: str, shape: Sequence[int], data: bytes) -> np.ndarray:
+    """Inverse of :func:`pack_vector`; returns a writable array in native byte order."""
+    dt = np.dtype(dtype)
+    if dt.kind not in _VECTOR_KINDS:
+        raise ValueError(f"refusing to decode stored vector of dtype {dtype!r}")
+    arr = np.frombuffer(data, dtype=dt).reshape(tuple(shape))
+    return arr.astype(dt.newbyteorder("="), copy=True)
+
+
 class Store(ABC):
     @abstractmethod
     def ping(self) -> bool:

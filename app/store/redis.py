@@ -1,0 +1,304 @@
+"""The :class:`Store` contract on a real Redis (shared by replicas).
+
+Key layout (``P`` = ``prefix``; ids are the whole key suffix, so they may contain ``:``):
+
+* ``P seq``                  INCR counter of the item change feed
+* ``P item:<item_id>``       hash: text fields, ``content`` (JSON: modality ->
+  [dtype, shape]) and ``vec:<modality>`` (raw little-endian bytes, never a pickle)
+* ``P items``                set of registered item ids (start-up replay)
+* ``P changes``              sorted set, score = seq, member = ``u<item_id>`` (upsert) or
+  ``d<item_id>`` (delete); only an item's newest change is kept (see app/store/sqlite.py
+  for why a compacted feed is enough for followers)
+* ``P hist:<domain>:<user>`` list, oldest first, trimmed with LTRIM; the domain is
+  percent-encoded so it holds no ``:`` and the key cannot be confused with another pair
+* ``P user:<user_id>``       set of domains the user has history in (get_history)
+* ``P pop:<domain>``         hash item_id -> interaction count
+
+Atomicity: item writes are Lua scripts (they need the INCR result inside the same atomic
+step); interaction batches are one MULTI/EXEC. Durability of an acknowledged write is the
+server's: run Redis with ``appendonly yes`` and ``appendfsync always`` (the constructor logs
+a warning when the server says otherwise).
+
+Failures: connection errors, timeouts and "server cannot serve" replies (LOADING, MISCONF,
+READONLY, OOM...) become :class:`StoreUnavailable`. Socket timeouts are short and the client
+does not retry: a retried write whose first attempt did run would be applied twice
+(HINCRBY, RPUSH), and the service's answer to a failed write is 503 + Retry-After anyway.
+No restart is needed when Redis comes back: the connection pool drops sockets the server
+closed and reconnects on the next call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import quote
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from app.store.base import (
+    Interaction,
+    ItemChange,
+    Store,
+    StoredItem,
+    StoreUnavailable,
+    pack_vector,
+    unpack_vector,
+)
+
+log = logging.getLogger(__name__)
+
+# Replies meaning "the server is there but cannot serve now", i.e. retry later. redis-py
+# maps some codes to classes (LOADING is a ConnectionError subclass already); the others
+# stay plain ResponseErrors whose message starts with the code, or, inside a pipeline,
+# carries it after "... of pipeline caused error: ".
+_UNAVAILABLE_CLASSES: tuple[type[Exception], ...] = (
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+)
+_UNAVAILABLE_CODES = re.compile(r"(?:^|error: )(?:MISCONF|MASTERDOWN|BUSY|CLUSTERDOWN)\b")
+
+_TEXT_FIELDS = ("domain", "title", "categories", "description")
+
+# KEYS: seq, item hash, items set, changes zset. ARGV: item id, then hash field/value pairs.
+_PUT = """
+local seq = redis.call('INCR', KEYS[1])
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], unpack(ARGV, 2))
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], 'd' .. ARGV[1])
+redis.call('ZADD', KEYS[4], seq, 'u' .. ARGV[1])
+return seq
+"""
+
+# KEYS: seq, item hash, items set, changes zset. ARGV: item id. Returns nil when missing.
+_DELETE = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return false end
+local seq = redis.call('INCR', KEYS[1])
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], 'u' .. ARGV[1])
+redis.call('ZADD', KEYS[4], seq, 'd' .. ARGV[1])
+return seq
+"""
+
+
+# redis-py's annotations cover both decode_responses modes; with False every reply is
+# bytes, so replies are handled as Any and decoded explicitly.
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisStore(Store):
+    """:class:`Store` on Redis at ``url`` (``redis://host:port/db``, ``rediss://``, ``unix://``).
+
+    Construction does not contact the server, so a service can start while Redis is down
+    (and report itself degraded) and the store works as soon as Redis answers.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "micrec:",
+        socket_timeout_s: float = 2.0,
+        connect_timeout_s: float = 1.0,
+        max_connections: int | None = 64,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self._r = redis.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=connect_timeout_s,
+            # No automatic retries: see the module docstring (double-applied writes).
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+            decode_responses=False,
+            max_connections=max_connections,
+            # A socket idle this long is PINGed before reuse, so a half-dead one (server
+            # host gone without closing it) is found here, not mid-write.
+            health_check_interval=30,
+        )
+        self._put = self._r.register_script(_PUT)
+        self._delete = self._r.register_script(_DELETE)
+        self._k_seq = f"{prefix}seq"
+        self._k_items = f"{prefix}items"
+        self._k_changes = f"{prefix}changes"
+        self._warn_if_not_durable()
+
+    # --- keys ------------------------------------------------------------------------
+    def _k_item(self, item_id: str) -> str:
+        return f"{self.prefix}item:{item_id}"
+
+    def _k_hist(self, user_id: str, domain: str) -> str:
+        return f"{self.prefix}hist:{quote(domain, safe='')}:{user_id}"
+
+    def _k_user(self, user_id: str) -> str:
+        return f"{self.prefix}user:{user_id}"
+
+    def _k_pop(self, domain: str) -> str:
+        return f"{self.prefix}pop:{domain}"
+
+    # --- errors ------------------------------------------------------------------------
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as err:
+            raise StoreUnavailable(f"redis {self._where()}: {err}") from err
+        except redis.ResponseError as err:
+            if isinstance(err, _UNAVAILABLE_CLASSES) or _UNAVAILABLE_CODES.search(str(err)):
+                raise StoreUnavailable(f"redis {self._where()}: {err}") from err
+            raise
+
+    def _where(self) -> str:
+        kw = self._r.connection_pool.connection_kwargs
+        if "path" in kw:
+            return str(kw["path"])
+        return f"{kw.get('host', '?')}:{kw.get('port', '?')}"
+
+    def _warn_if_not_durable(self) -> None:
+        """Log when the server would lose acknowledged writes on a crash (best effort:
+        CONFIG may be disabled on managed Redis, and the server may be down now)."""
+        try:
+            cfg: Any = self._r.config_get("append*")
+        except redis.RedisError:
+            return
+        conf = {_s(k): _s(v) for k, v in cfg.items()}
+        if conf.get("appendonly") != "yes" or conf.get("appendfsync") != "always":
+            log.warning(
+                "redis %s: appendonly=%s appendfsync=%s; acknowledged writes can be lost on a"
+                " crash (use appendonly yes + appendfsync always)",
+                self._where(),
+                conf.get("appendonly"),
+                conf.get("appendfsync"),
+            )
+
+    def ping(self) -> bool:
+        try:
+            with self._errors():
+                return bool(self._r.ping())
+        except (StoreUnavailable, redis.RedisError):
+            return False
+
+    def close(self) -> None:
+        self._r.close()
+        self._r.connection_pool.disconnect()
+
+    # --- items -------------------------------------------------------------------------
+    def _item_keys(self, item_id: str) -> list[str]:
+        return [self._k_seq, self._k_item(item_id), self._k_items, self._k_changes]
+
+    def put_item(self, item: StoredItem) -> int:
+        fields: list[Any] = []
+        for name in _TEXT_FIELDS:
+            fields += [name, getattr(item, name)]
+        # repr() of a float is its shortest exact decimal form: round trips bit-exactly.
+        fields += ["created_at", repr(float(item.created_at))]
+        fields += ["updated_at", repr(float(item.updated_at))]
+        meta: dict[str, list[Any]] = {}
+        for modality, vector in item.content.items():
+            dtype, shape, data = pack_vector(vector)
+            meta[modality] = [dtype, list(shape)]
+            fields += [f"vec:{modality}", data]
+        fields += ["content", json.dumps(meta)]
+        with self._errors():
+            seq = self._put(keys=self._item_keys(item.item_id), args=[item.item_id, *fields])
+        return int(seq)
+
+    @staticmethod
+    def _decode_item(item_id: str, h: dict[bytes, bytes]) -> StoredItem:
+        item = StoredItem(
+            item_id=item_id,
+            domain=h[b"domain"].decode(),
+            title=h[b"title"].decode(),
+            categories=h[b"categories"].decode(),
+            description=h[b"description"].decode(),
+            created_at=float(h[b"created_at"]),
+            updated_at=float(h[b"updated_at"]),
+        )
+        for modality, (dtype, shape) in json.loads(h[b"content"]).items():
+            item.content[modality] = unpack_vector(dtype, shape, h[f"vec:{modality}".encode()])
+        return item
+
+    def get_item(self, item_id: str) -> StoredItem | None:
+        with self._errors():
+            h: Any = self._r.hgetall(self._k_item(item_id))
+        return self._decode_item(item_id, h) if h else None
+
+    def delete_item(self, item_id: str) -> int | None:
+        with self._errors():
+            seq = self._delete(keys=self._item_keys(item_id), args=[item_id])
+        return None if seq is None else int(seq)
+
+    def list_items(self, *, batch: int = 500) -> list[StoredItem]:
+        with self._errors():
+            ids = sorted(_s(m) for m in self._r.smembers(self._k_items))
+            out: list[StoredItem] = []
+            for start in range(0, len(ids), batch):
+                chunk = ids[start : start + batch]
+                pipe = self._r.pipeline(transaction=True)
+                for item_id in chunk:
+                    pipe.hgetall(self._k_item(item_id))
+                hashes = pipe.execute()
+                # An item deleted since SMEMBERS has an empty hash: it is simply not listed.
+                out += [self._decode_item(i, h) for i, h in zip(chunk, hashes, strict=True) if h]
+        return out
+
+    def item_changes(self, after_seq: int, limit: int = 1000) -> list[ItemChange]:
+        with self._errors():
+            rows: Any = self._r.zrangebyscore(
+                self._k_changes, f"({int(after_seq)}", "+inf", start=0, num=limit, withscores=True
+            )
+        out = []
+        for member, score in rows:
+            m = _s(member)
+            out.append(ItemChange(seq=int(score), item_id=m[1:], deleted=m[0] == "d"))
+        return out
+
+    # --- interactions ------------------------------------------------------------------
+    def add_interactions(self, rows: Sequence[Interaction], history_cap: int) -> None:
+        if history_cap < 1:
+            raise ValueError(f"history_cap must be >= 1, got {history_cap}")
+        if not rows:
+            return
+        # Group per (user, domain) keeping the given order: "newest" means appended last.
+        groups: dict[tuple[str, str], list[str]] = {}
+        for r in rows:
+            groups.setdefault((r.user_id, r.domain), []).append(r.item_id)
+        counts = Counter((r.domain, r.item_id) for r in rows)
+        pipe = self._r.pipeline(transaction=True)  # one MULTI/EXEC: all or nothing
+        for (user_id, domain), items in groups.items():
+            key = self._k_hist(user_id, domain)
+            pipe.rpush(key, *items)
+            pipe.ltrim(key, -history_cap, -1)
+            pipe.sadd(self._k_user(user_id), domain)
+        for (domain, item_id), n in counts.items():
+            pipe.hincrby(self._k_pop(domain), item_id, n)
+        with self._errors():
+            pipe.execute()
+
+    def get_history(self, user_id: str) -> dict[str, list[str]]:
+        with self._errors():
+            domains = sorted(_s(d) for d in self._r.smembers(self._k_user(user_id)))
+            if not domains:
+                return {}
+            pipe = self._r.pipeline(transaction=True)
+            for domain in domains:
+                pipe.lrange(self._k_hist(user_id, domain), 0, -1)
+            lists = pipe.execute()
+        return {d: [_s(i) for i in items] for d, items in zip(domains, lists, strict=True)}
+
+    def popularity(self, domain: str) -> dict[str, int]:
+        with self._errors():
+            h: Any = self._r.hgetall(self._k_pop(domain))
+        return {_s(k): int(v) for k, v in h.items()}

@@ -1,0 +1,459 @@
+"""The Store contract (app/store/base.py), run on SQLiteStore and on RedisStore against a
+real redis-server. Implementation-specific checks are at the end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.store.base import Interaction, ItemChange, Store, StoredItem, StoreUnavailable
+from app.store.factory import create_store
+from app.store.redis import RedisStore
+from app.store.sqlite import SQLiteStore
+from tests.app.store.conftest import Backend
+from tests.redis_server import RedisServer
+
+
+def item(item_id: str, domain: str = "arts", **kw: object) -> StoredItem:
+    return StoredItem(item_id=item_id, domain=domain, **kw)  # type: ignore[arg-type]
+
+
+def tricky_vector(n: int, seed: int) -> np.ndarray:
+    """float32 values a text round trip would damage: -0.0, subnormals, extremes, NaN."""
+    v = np.random.default_rng(seed).standard_normal(n).astype(np.float32)
+    f32 = np.finfo(np.float32)
+    v[:6] = np.array([-0.0, 1e-45, f32.max, f32.tiny, np.inf, np.nan], dtype=np.float32)
+    return v
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def rows(user: str, domain: str, items: list[str], t0: float = 0.0) -> list[Interaction]:
+    return [Interaction(user, i, domain, t0 + k) for k, i in enumerate(items)]
+
+
+# --- items --------------------------------------------------------------------------------
+def test_ping(store: Store) -> None:
+    assert store.ping() is True
+
+
+def test_item_round_trip_is_bit_exact(store: Store) -> None:
+    text, image = tricky_vector(384, 0), tricky_vector(32, 1).reshape(4, 8)
+    original = item(
+        "mug:red/1 ü",
+        title="red mug ☕",
+        categories="cups|kitchen",
+        description="line one\nline two\x00end",
+        content={"text": text, "image": image},
+        created_at=1732350000.123456789,
+        updated_at=0.1 + 0.2,
+    )
+    seq = store.put_item(original)
+    got = store.get_item("mug:red/1 ü")
+    assert got is not None
+    assert (got.item_id, got.domain, got.title, got.categories, got.description) == (
+        original.item_id,
+        original.domain,
+        original.title,
+        original.categories,
+        original.description,
+    )
+    assert got.created_at == original.created_at and got.updated_at == original.updated_at
+    assert store.item_changes(0) == [ItemChange(seq, original.item_id, False)]
+    assert set(got.content) == {"text", "image"}
+    assert same_bits(got.content["text"], text) and same_bits(got.content["image"], image)
+    got.content["text"][0] = 5.0  # returned arrays are the caller's own, writable copies
+    assert store.get_item("mug:red/1 ü").content["text"][0] == 0.0  # type: ignore[union-attr]
+
+
+def test_other_numeric_dtypes_round_trip_and_objects_are_refused(store: Store) -> None:
+    vectors = {"f64": np.arange(3, dtype=np.float64) / 3, "big": np.arange(4, dtype=">f4")}
+    store.put_item(item("a", content=vectors))
+    got = store.get_item("a")
+    assert got is not None
+    assert same_bits(got.content["f64"], vectors["f64"])
+    np.testing.assert_array_equal(got.content["big"], vectors["big"])
+    with pytest.raises(ValueError, match="numeric"):
+        store.put_item(item("b", content={"x": np.array([object()])}))
+    assert store.get_item("b") is None
+
+
+def test_get_unknown_item(store: Store) -> None:
+    assert store.get_item("nope") is None
+
+
+def test_replace_drops_old_fields_and_modalities(store: Store) -> None:
+    s1 = store.put_item(item("a", title="v1", content={"text": np.ones(4, np.float32)}))
+    s2 = store.put_item(item("a", domain="office", title="v2", content={"image": np.zeros(2)}))
+    assert s2 > s1
+    got = store.get_item("a")
+    assert got is not None
+    assert (got.domain, got.title, set(got.content)) == ("office", "v2", {"image"})
+    assert [i.item_id for i in store.list_items()] == ["a"]
+
+
+def test_delete(store: Store) -> None:
+    store.put_item(item("a"))
+    s_put = store.put_item(item("b"))
+    s_del = store.delete_item("a")
+    assert s_del is not None and s_del > s_put
+    assert store.get_item("a") is None
+    assert store.delete_item("a") is None
+    assert store.delete_item("never") is None
+    assert [i.item_id for i in store.list_items()] == ["b"]
+
+
+def test_list_items(store: Store) -> None:
+    assert store.list_items() == []
+    for k in range(5):
+        store.put_item(item(f"i{k}", content={"text": np.full(3, k, np.float32)}))
+    listed = {i.item_id: i for i in store.list_items()}
+    assert sorted(listed) == [f"i{k}" for k in range(5)]
+    assert all(listed[f"i{k}"].content["text"][0] == k for k in range(5))
+
+
+def test_item_changes_order_after_seq_and_limit(store: Store) -> None:
+    assert store.item_changes(0) == []
+    sa = store.put_item(item("a"))
+    sb = store.put_item(item("b"))
+    sc = store.put_item(item("c"))
+    assert sa < sb < sc
+    sa2 = store.put_item(item("a", title="new"))  # supersedes a's first entry
+    sb2 = store.delete_item("b")
+    assert sb2 is not None
+    feed = store.item_changes(0)
+    # Only an item's newest change is kept, in seq order: a follower that applies these
+    # reaches the current state whatever it applied before.
+    assert feed == [
+        ItemChange(sc, "c", False),
+        ItemChange(sa2, "a", False),
+        ItemChange(sb2, "b", True),
+    ]
+    assert store.item_changes(sc) == feed[1:]
+    assert store.item_changes(sb2) == []
+    assert store.item_changes(0, limit=2) == feed[:2]
+    # Seqs keep growing after deletes and re-adds; a re-added item is an upsert again.
+    sb3 = store.put_item(item("b"))
+    assert sb3 > sb2 and store.item_changes(sb2) == [ItemChange(sb3, "b", False)]
+
+
+def test_follower_converges_through_the_feed(store: Store) -> None:
+    """A replica that applies pages of the feed ends with exactly the stored items."""
+    applied: dict[str, bool] = {}
+    seen = 0
+
+    def follow() -> None:
+        nonlocal seen
+        while page := store.item_changes(seen, limit=3):
+            for ch in page:
+                applied[ch.item_id] = not ch.deleted
+            seen = page[-1].seq
+
+    for k in range(10):
+        store.put_item(item(f"i{k}"))
+    follow()
+    for k in range(0, 10, 3):
+        store.delete_item(f"i{k}")
+    store.put_item(item("i3"))
+    store.put_item(item("i5", title="changed"))
+    follow()
+    assert {i for i, live in applied.items() if live} == {i.item_id for i in store.list_items()}
+
+
+# --- interactions -------------------------------------------------------------------------
+def test_history_of_unknown_user_is_empty(store: Store) -> None:
+    assert store.get_history("nobody") == {}
+    assert store.popularity("arts") == {}
+
+
+def test_history_is_capped_per_user_and_domain_newest_kept(store: Store) -> None:
+    store.add_interactions(
+        rows("u", "arts", ["a1", "a2", "a3", "a4", "a5"]) + rows("u", "office", ["o1"]), 3
+    )
+    assert store.get_history("u") == {"arts": ["a3", "a4", "a5"], "office": ["o1"]}
+    store.add_interactions(rows("u", "office", ["o2", "o3", "o4"]) + rows("v", "arts", ["a1"]), 3)
+    assert store.get_history("u") == {"arts": ["a3", "a4", "a5"], "office": ["o2", "o3", "o4"]}
+    assert store.get_history("v") == {"arts": ["a1"]}
+    store.add_interactions(rows("u", "arts", ["a6"]), 3)
+    assert store.get_history("u")["arts"] == ["a4", "a5", "a6"]
+
+
+def test_repeated_items_are_kept_and_counted(store: Store) -> None:
+    store.add_interactions(rows("u", "arts", ["x", "y", "x"]), 10)
+    store.add_interactions(rows("w", "arts", ["x"]) + rows("w", "office", ["x"]), 10)
+    assert store.get_history("u") == {"arts": ["x", "y", "x"]}
+    assert store.popularity("arts") == {"x": 3, "y": 1}
+    assert store.popularity("office") == {"x": 1}
+    assert store.popularity("nowhere") == {}
+
+
+def test_popularity_counts_rows_trimmed_from_history(store: Store) -> None:
+    store.add_interactions(rows("u", "arts", ["a", "b", "c"]), 1)
+    assert store.get_history("u") == {"arts": ["c"]}
+    assert store.popularity("arts") == {"a": 1, "b": 1, "c": 1}
+
+
+def test_ids_with_separators_are_not_confused(store: Store) -> None:
+    store.add_interactions(rows("a:b", "c", ["1"]) + rows("a", "b:c", ["2"]), 5)
+    store.add_interactions(rows("a%3Ab", "c", ["3"]), 5)
+    assert store.get_history("a:b") == {"c": ["1"]}
+    assert store.get_history("a") == {"b:c": ["2"]}
+    assert store.get_history("a%3Ab") == {"c": ["3"]}
+
+
+def test_empty_batch_and_bad_cap(store: Store) -> None:
+    store.add_interactions([], 5)
+    assert store.get_history("u") == {}
+    with pytest.raises(ValueError):
+        store.add_interactions(rows("u", "arts", ["a"]), 0)
+    assert store.get_history("u") == {}
+
+
+def test_readers_never_see_half_a_batch(store: Store) -> None:
+    """Each batch appends one row to each of two domains; an atomic batch means a reader
+    always sees both histories with the same length."""
+    n = 150
+    done = threading.Event()
+    bad: list[dict[str, list[str]]] = []
+
+    def read() -> None:
+        while not done.is_set():
+            h = store.get_history("u")
+            if len(h.get("arts", [])) != len(h.get("office", [])):
+                bad.append(h)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for k in range(n):
+            store.add_interactions(
+                [Interaction("u", f"a{k}", "arts", k), Interaction("u", f"o{k}", "office", k)],
+                1000,
+            )
+    finally:
+        done.set()
+        reader.join()
+    assert bad == []
+    assert len(store.get_history("u")["arts"]) == n
+
+
+def test_concurrent_writers_lose_nothing(backend: Backend) -> None:
+    n_threads, n_batches = 4, 25
+    stores = [backend.open() for _ in range(2)]  # threads also share store objects
+    errors: list[BaseException] = []
+    seqs: list[int] = []
+    lock = threading.Lock()
+
+    def write(t: int) -> None:
+        s = stores[t % 2]
+        try:
+            for b in range(n_batches):
+                s.add_interactions(
+                    [
+                        Interaction(f"user{t}", f"t{t}-{b}", "arts", b),
+                        Interaction(f"user{t}", "hot", "arts", b),
+                        Interaction("shared", f"t{t}-{b}", "office", b),
+                    ],
+                    history_cap=10_000,
+                )
+                seq = s.put_item(item(f"item-{t}-{b}", content={"text": np.full(4, b, "f4")}))
+                with lock:
+                    seqs.append(seq)
+        except BaseException as err:  # surfaced below, not lost in the thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(n_threads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    check = backend.open()
+    total = n_threads * n_batches
+    assert check.popularity("arts")["hot"] == total
+    assert sum(check.popularity("office").values()) == total
+    assert len(check.get_history("shared")["office"]) == total
+    for t in range(n_threads):
+        # Each thread's own rows keep its order (oldest first).
+        hist = check.get_history(f"user{t}")["arts"]
+        assert hist == [x for b in range(n_batches) for x in (f"t{t}-{b}", "hot")]
+    assert len(check.list_items()) == total
+    assert len(set(seqs)) == total
+    assert [c.seq for c in check.item_changes(0, limit=10 * total)] == sorted(seqs)
+
+
+# --- durability ---------------------------------------------------------------------------
+def test_acknowledged_writes_survive_a_restart(crashable_backend: Backend) -> None:
+    s = crashable_backend.open()
+    v = tricky_vector(64, 2)
+    s.put_item(item("keep", content={"text": v}))
+    s.put_item(item("gone"))
+    seq_del = s.delete_item("gone")
+    s.add_interactions(rows("u", "arts", ["a", "b", "c"]), 2)
+    s.close()
+    crashable_backend.crash()
+    reopened = crashable_backend.open()
+    got = reopened.get_item("keep")
+    assert got is not None and same_bits(got.content["text"], v)
+    assert reopened.get_item("gone") is None
+    assert reopened.get_history("u") == {"arts": ["b", "c"]}
+    assert reopened.popularity("arts") == {"a": 1, "b": 1, "c": 1}
+    assert reopened.item_changes(0)[-1] == ItemChange(seq_del, "gone", True)  # type: ignore[arg-type]
+    # seqs keep increasing across the restart
+    assert reopened.put_item(item("after")) > seq_del  # type: ignore[operator]
+
+
+# --- SQLite specifics ---------------------------------------------------------------------
+_CRASH_WRITER = """
+import os, signal, sys
+import numpy as np
+from app.store.base import Interaction, StoredItem
+from app.store.sqlite import SQLiteStore
+s = SQLiteStore(sys.argv[1])
+for k in range(20):
+    s.put_item(StoredItem(f"i{k}", "arts", content={"text": np.full(8, k, np.float32)}))
+    s.add_interactions([Interaction("u", f"i{k}", "arts", k)], 5)
+print("acknowledged", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # no close(), no atexit, no cleanup
+"""
+
+
+def test_sqlite_writes_survive_a_killed_process(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    root = Path(__file__).resolve().parents[3]
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_CRASH_WRITER), str(db)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        timeout=120,
+    )
+    assert proc.returncode == -9, proc.stderr
+    assert proc.stdout.strip() == "acknowledged"
+    s = SQLiteStore(db)
+    assert len(s.list_items()) == 20
+    assert s.get_history("u") == {"arts": [f"i{k}" for k in range(15, 20)]}
+    assert sum(s.popularity("arts").values()) == 20
+
+
+def test_sqlite_pragmas_and_per_thread_connections(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "state.db")
+    conns: list[object] = []
+
+    def probe() -> None:
+        c = s._conn()
+        conns.append(c)
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert c.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+    probe()
+    th = threading.Thread(target=probe)
+    th.start()
+    th.join()
+    assert len(conns) == 2 and conns[0] is not conns[1]
+    s.close()
+    with pytest.raises(StoreUnavailable):
+        s.get_item("a")
+    assert s.ping() is False
+
+
+def test_sqlite_batch_failing_midway_is_rolled_back(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "state.db")
+    s.add_interactions(rows("u", "arts", ["a"]), 5)
+    # Make the last statement of the transaction (popularity) fail after history rows were
+    # inserted and trimmed: nothing of the batch may remain.
+    s._conn().execute(
+        "CREATE TRIGGER boom BEFORE INSERT ON popularity WHEN NEW.item_id = 'boom'"
+        " BEGIN SELECT RAISE(ABORT, 'boom'); END"
+    )
+    with pytest.raises(Exception, match="boom"):
+        s.add_interactions(rows("u", "arts", ["b", "c", "d", "e", "boom"]), 5)
+    assert s.get_history("u") == {"arts": ["a"]}
+    assert s.popularity("arts") == {"a": 1}
+    s.add_interactions(rows("u", "arts", ["b"]), 5)  # the connection is usable again
+    assert s.get_history("u") == {"arts": ["a", "b"]}
+
+
+# --- Redis specifics ----------------------------------------------------------------------
+def test_redis_outage_raises_store_unavailable_and_recovers(
+    own_redis_server: RedisServer,
+) -> None:
+    s = RedisStore(own_redis_server.url, prefix="outage:")
+    s.put_item(item("a"))
+    s.add_interactions(rows("u", "arts", ["a"]), 5)
+    own_redis_server.stop(hard=True)
+    assert s.ping() is False
+    calls: list[Callable[[], object]] = [
+        lambda: s.put_item(item("b")),
+        lambda: s.get_item("a"),
+        lambda: s.delete_item("a"),
+        s.list_items,
+        lambda: s.item_changes(0),
+        lambda: s.add_interactions(rows("u", "arts", ["b"]), 5),
+        lambda: s.get_history("u"),
+        lambda: s.popularity("arts"),
+    ]
+    for call in calls:
+        with pytest.raises(StoreUnavailable):
+            call()
+    own_redis_server.start()
+    # Same store object, no restart: it reconnects by itself.
+    assert s.ping() is True
+    assert s.put_item(item("b")) > 1
+    assert {i.item_id for i in s.list_items()} == {"a", "b"}
+    assert s.get_history("u") == {"arts": ["a"]}
+
+
+def test_redis_stale_connections_after_a_restart_are_replaced(
+    own_redis_server: RedisServer,
+) -> None:
+    """Pooled sockets the old server closed must not fail the first calls after a restart
+    (no call happens while the server is down to notice it)."""
+    s = RedisStore(own_redis_server.url, prefix="stale:")
+    s.put_item(item("a"))  # pool holds a connection, and the server has the script cached
+    own_redis_server.stop(hard=True)
+    own_redis_server.start()
+    assert s.get_item("a") is not None
+    assert s.put_item(item("b")) == 2  # script cache was flushed: reloaded transparently
+
+
+def test_redis_prefixes_isolate_stores(redis_server: RedisServer) -> None:
+    a = RedisStore(redis_server.url, prefix="iso-a:")
+    b = RedisStore(redis_server.url, prefix="iso-b:")
+    try:
+        a.put_item(item("x"))
+        a.add_interactions(rows("u", "arts", ["x"]), 5)
+        assert b.get_item("x") is None and b.list_items() == [] and b.item_changes(0) == []
+        assert b.get_history("u") == {} and b.popularity("arts") == {}
+    finally:
+        a.close()
+        b.close()
+
+
+# --- factory ------------------------------------------------------------------------------
+def test_factory(tmp_path: Path, redis_server: RedisServer) -> None:
+    s = create_store(f"sqlite:///{tmp_path / 'sub' / 'state.db'}")
+    assert isinstance(s, SQLiteStore) and s.path == tmp_path / "sub" / "state.db"
+    assert s.ping()
+    r = create_store(redis_server.url)
+    assert isinstance(r, RedisStore) and r.ping()
+    r.close()
+
+
+@pytest.mark.parametrize(
+    "url", ["", "state.db", "mysql://h/db", "sqlite://", "sqlite:///", "sqlite:///:memory:"]
+)
+def test_factory_rejects_unknown_urls(url: str) -> None:
+    with pytest.raises(ValueError, match=r"store URL|sqlite"):
+        create_store(url)
