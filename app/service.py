@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +129,10 @@ class ModelState:
     """False while registered items could not be replayed (store down at load)."""
     feed_seq: int = 0
     """Change-feed position this state has applied everything up to."""
+    registered_version: int = 0
+    """Bumped on every change to ``registered`` (invalidates the caches below)."""
+    popular_cache: dict[str, Any] = field(default_factory=dict)
+    latest_cache: dict[str, tuple[int, list[tuple[str, float]]]] = field(default_factory=dict)
 
     @property
     def model_version(self) -> str:
@@ -178,7 +183,6 @@ class PopularityBook:
         self._lock = threading.Lock()
         self._counts: dict[str, dict[str, int]] = {}
         self._version = 0
-        self._cache: dict[tuple[int, str], tuple[int, list[str], np.ndarray]] = {}
 
     def add(self, rows: Iterable[Interaction]) -> None:
         with self._lock:
@@ -197,11 +201,14 @@ class PopularityBook:
         return self._counts.get(domain, {}).get(item_id, 0)
 
     def ranking(self, state: ModelState, domain: str) -> tuple[list[str], np.ndarray]:
-        """(ids, scores) of items with popularity > 0, most popular first."""
-        key = (id(state), domain)
-        version = self._version
-        cached = self._cache.get(key)
-        if cached is not None and cached[0] == version:
+        """(ids, scores) of items with popularity > 0, most popular first.
+
+        Cached on the state (so a reload never sees another model's ranking) until the
+        counts or the state's registered items change.
+        """
+        key = (self._version, state.registered_version)
+        cached = state.popular_cache.get(domain)
+        if cached is not None and cached[0] == key:
             return cached[1], cached[2]
         with self._lock:
             api = dict(self._counts.get(domain, {}))
@@ -222,9 +229,7 @@ class PopularityBook:
         order = order[all_scores[order] > 0]
         ranked_ids = [all_ids[i] for i in order]
         ranked_scores = all_scores[order]
-        # Keep only the current states' entries: old states must not pin memory.
-        self._cache = {k: v for k, v in self._cache.items() if k[0] == id(state)}
-        self._cache[key] = (version, ranked_ids, ranked_scores)
+        state.popular_cache[domain] = (key, ranked_ids, ranked_scores)
         return ranked_ids, ranked_scores
 
 
@@ -382,9 +387,22 @@ class RecommendationService:
                 path,
                 ", ".join(f"{d}: {len(i)} items/{i.kind}" for d, i in state.indexes.items()),
             )
+            if self.settings.warm_encoders:
+                self._warm_encoders(state)
         finally:
             self._load_done.set()
             self._reload_lock.release()
+
+    @staticmethod
+    def _warm_encoders(state: ModelState) -> None:
+        """Load the content encoders now (engines load them lazily), so the first item
+        registration does not pay for it. Runs after the swap: readiness never waits."""
+        from PIL import Image
+
+        try:
+            state.engine.encode_content(text="warm-up", image=Image.new("RGB", (32, 32)))
+        except Exception as err:  # registration will report the real error to its caller
+            log.warning("content encoders could not be loaded: %s", err)
 
     def _build_state(self, path: Path) -> ModelState:
         """Load the engine, build the indexes and replay registered items (no lock held)."""
@@ -509,6 +527,7 @@ class RecommendationService:
         )
         state.registered[item.item_id] = meta
         state.applied_seq[item.item_id] = seq
+        state.registered_version += 1
         return meta
 
     def _apply_delete(self, state: ModelState, item_id: str, seq: int) -> bool:
@@ -520,6 +539,7 @@ class RecommendationService:
             return False
         state.indexes[meta.domain].remove([item_id])
         state.engine.remove_item(item_id)
+        state.registered_version += 1
         return True
 
     def _read_changes(self, after: int) -> list[tuple[int, str, StoredItem | None]]:
@@ -614,7 +634,13 @@ class RecommendationService:
         exclude: Sequence[str] = (),
         category: str | None = None,
     ) -> RecommendResponse:
-        """Top-``n`` items of ``domain`` for a user (see the module docstring of the API)."""
+        """Top-``n`` items of ``domain`` for a user.
+
+        History = the bundle's history of ``user_id`` + its stored history + ``history``
+        (inline ids, any domain). With history the engine embeds the user ("inductive" or
+        "cross_domain") and the domain index ranks; without, or when the model yields
+        fewer than ``n`` items, the configured fallback chain fills the list.
+        """
         state = self.require_state()
         state.check_domain(domain)
         n = self._check_n(n)
@@ -648,8 +674,8 @@ class RecommendationService:
 
         m = self.metrics
         m.recommendations.labels(domain, method).inc()
-        for it in items:
-            m.items_served.labels(domain, it.source).inc()
+        for source, count in Counter(it.source for it in items).items():
+            m.items_served.labels(domain, source).inc(count)
         return RecommendResponse(
             domain=domain,
             n=n,
@@ -767,9 +793,16 @@ class RecommendationService:
 
     @staticmethod
     def _latest(state: ModelState, domain: str) -> list[tuple[str, float]]:
+        """Registered items of ``domain``, newest first (cached until items change)."""
+        version = state.registered_version
+        cached = state.latest_cache.get(domain)
+        if cached is not None and cached[0] == version:
+            return cached[1]
         metas = [m for m in list(state.registered.values()) if m.domain == domain]
         metas.sort(key=lambda m: (m.created_at, m.item_id), reverse=True)
-        return [(m.item_id, m.created_at) for m in metas]
+        latest = [(m.item_id, m.created_at) for m in metas]
+        state.latest_cache[domain] = (version, latest)
+        return latest
 
     # --- similar ----------------------------------------------------------------------
     def similar(self, item_id: str, n: int | None = None) -> SimilarResponse:

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         description="Model bundle directory loaded at start-up (manifest.json inside).",
     )
     device: str = Field("cpu", description="torch device for the inference engine.")
+    warm_encoders: bool = Field(
+        True,
+        description="Load the content encoders right after a model load (in the background) "
+        "so the first item registration is not slowed by it.",
+    )
     torch_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads; unset = number of cores."
     )

@@ -96,7 +96,9 @@ def _payload_parser(model: type[ItemIn]) -> Any:
                     raise InvalidInput("the image form field must be a file upload")
                 return ItemPayload(model.model_validate(fields), data)
         except ValidationError as err:
-            raise RequestValidationError(err.errors(include_url=False)) from None
+            # Same shape as FastAPI's own body errors: locations start with "body".
+            errors = [{**e, "loc": ("body", *e["loc"])} for e in err.errors(include_url=False)]
+            raise RequestValidationError(errors) from None
         raise HTTPException(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             "send application/json or multipart/form-data",

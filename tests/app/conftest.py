@@ -10,81 +10,19 @@ domains from the loaded engine, never hard-code them.
 from __future__ import annotations
 
 import importlib.util
-import sys
-import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-
-def _install_index_standin() -> None:
-    """TEMPORARY until app/index.py (a teammate's) lands: an exact numpy stand-in with
-    the agreed DomainIndex interface, installed only when the real module is absent."""
-    if importlib.util.find_spec("app.index") is not None:
-        return
-
-    class DomainIndex:
-        kind = "flat"
-
-        def __init__(self, domain: str, dim: int, **_: Any) -> None:
-            self.domain, self.dim = domain, dim
-            self._ids: list[str] = []
-            self._vecs = np.zeros((0, dim), np.float32)
-
-        def build(self, ids: Any, vectors: np.ndarray) -> None:
-            self._ids, self._vecs = list(ids), np.asarray(vectors, np.float32).reshape(-1, self.dim)
-
-        def upsert(self, ids: Any, vectors: np.ndarray) -> None:
-            self.remove(ids)
-            self._ids += list(ids)
-            self._vecs = np.vstack([self._vecs, np.asarray(vectors, np.float32)])
-
-        def remove(self, ids: Any) -> int:
-            drop = set(ids)
-            keep = [k for k, i in enumerate(self._ids) if i not in drop]
-            n = len(self._ids) - len(keep)
-            self._ids = [self._ids[k] for k in keep]
-            self._vecs = self._vecs[keep]
-            return n
-
-        def search(self, queries: np.ndarray, k: int, *, exclude: Any = None) -> list[Any]:
-            out = []
-            for qi, q in enumerate(np.asarray(queries, np.float32)):
-                scores = self._vecs @ q
-                ex = exclude[qi] if exclude else set()
-                order = np.argsort(-scores, kind="stable")
-                out.append(
-                    [(self._ids[j], float(scores[j])) for j in order if self._ids[j] not in ex][:k]
-                )
-            return out
-
-        def vector(self, item_id: str) -> np.ndarray | None:
-            return self._vecs[self._ids.index(item_id)] if item_id in self._ids else None
-
-        def __len__(self) -> int:
-            return len(self._ids)
-
-        def __contains__(self, item_id: object) -> bool:
-            return item_id in self._ids
-
-    mod = types.ModuleType("app.index")
-    mod.DomainIndex = DomainIndex  # type: ignore[attr-defined]
-    sys.modules["app.index"] = mod
-
-
-_install_index_standin()
-
-
-from app.main import create_app  # noqa: E402 - after the stand-in
-from app.service import RecommendationService  # noqa: E402 - after the stand-in
-from app.settings import Settings  # noqa: E402 - after the stand-in
-from app.store.base import Store  # noqa: E402 - after the stand-in
-from tests.app.fakes import FakeEngineFactory, MemoryStore  # noqa: E402 - after the stand-in
+from app.main import create_app
+from app.service import RecommendationService
+from app.settings import Settings
+from app.store.base import Store
+from tests.app.fakes import FakeEngineFactory, MemoryStore
 
 API_KEY = "test-key-0123456789"
 AUTH = {"X-API-Key": API_KEY}

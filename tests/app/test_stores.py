@@ -1,0 +1,136 @@
+"""The service over the real state stores (SQLite file, real redis-server): end to end,
+restart replay, replicas following each other, and a store outage."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.settings import Settings
+from tests.app.conftest import AUTH, running, service_of
+from tests.app.fakes import FakeEngineFactory, wait_until
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("app.store.factory") is None,
+    reason="app/store/factory.py not available yet",
+)
+
+
+def _redis_server() -> Any:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed (make system-deps)")
+    try:
+        from tests.redis_server import RedisServer
+    except ImportError:
+        pytest.skip("tests/redis_server.py not available yet")
+    return RedisServer()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state.db'}"
+        return
+    server = _redis_server()
+    with server:
+        request.node.redis_server = server
+        yield server.url
+
+
+def started(
+    make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory, url: str
+) -> Any:
+    return running(make_settings(store_url=url), engine_factory)
+
+
+def test_end_to_end(
+    store_url: str, make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
+) -> None:
+    with started(make_settings, engine_factory, store_url) as c:
+        r = c.post(
+            "/v1/items",
+            json={"item_id": "mug", "domain": "arts", "title": "red mug", "categories": ["cups"]},
+            headers=AUTH,
+        )
+        assert r.status_code == 201, r.text
+        rows = [{"user_id": "u1", "item_id": i} for i in ("mug", "arts-3", "office-4")]
+        r = c.post("/v1/interactions", json={"interactions": rows}, headers=AUTH)
+        assert r.json() == {"accepted": 3, "rejected": []}
+        out = c.post("/v1/recommend", json={"user_id": "u1", "domain": "arts", "n": 5}).json()
+        assert out["user_embedding"] == "inductive"
+        assert out["history"]["stored"] == "ok" and out["history"]["items_used"] == 3
+        assert not {"mug", "arts-3"} & {i["item_id"] for i in out["items"]}
+        assert c.get("/readyz").json()["store"]["ok"] is True
+
+
+def test_restart_replays_registered_items(
+    store_url: str, make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
+) -> None:
+    with started(make_settings, engine_factory, store_url) as c:
+        for k in range(3):
+            body = {"item_id": f"n{k}", "domain": "office", "title": f"lamp {k}"}
+            assert c.post("/v1/items", json=body, headers=AUTH).status_code == 201
+        assert c.delete("/v1/items/n1", headers=AUTH).status_code == 204
+        rows = [{"user_id": "u2", "item_id": "n2"}]
+        c.post("/v1/interactions", json={"interactions": rows}, headers=AUTH)
+    with started(make_settings, engine_factory, store_url) as c:
+        assert c.get("/v1/items/n0").json()["title"] == "lamp 0"
+        assert c.get("/v1/items/n1").status_code == 404
+        assert c.get("/v1/model").json()["indexes"]["office"]["registered_items"] == 2
+        out = c.post(
+            "/v1/recommend",
+            json={"user_id": "u2", "domain": "office", "n": 3, "exclude_seen": False},
+        ).json()
+        assert out["items"][0]["item_id"] == "n2"  # stored history + replayed vector
+
+
+def test_replicas_see_each_other_within_a_second(
+    store_url: str, make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
+) -> None:
+    settings = make_settings(store_url=store_url, replica_sync_interval_s=0.5)
+    with running(settings, engine_factory) as a, running(settings, engine_factory) as b:
+        r = a.post("/v1/items", json={"item_id": "x", "domain": "arts", "title": "x"}, headers=AUTH)
+        assert r.status_code == 201
+        assert wait_until(lambda: b.get("/v1/items/x").status_code == 200)
+        out = b.post(
+            "/v1/recommend",
+            json={"history": ["x"], "domain": "arts", "n": 1, "exclude_seen": False},
+        ).json()
+        assert out["items"][0]["item_id"] == "x"
+        # B may not post a duplicate of A's item
+        r = b.post("/v1/items", json={"item_id": "x", "domain": "arts", "title": "y"}, headers=AUTH)
+        assert r.status_code == 409
+        assert a.delete("/v1/items/x", headers=AUTH).status_code == 204
+        assert wait_until(lambda: b.get("/v1/items/x").status_code == 404)
+        assert "x" not in service_of(b).state.indexes["arts"]  # type: ignore[union-attr]
+
+
+def test_redis_outage(
+    tmp_path: Path, make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
+) -> None:
+    server = _redis_server()
+    with server, started(make_settings, engine_factory, server.url) as c:
+        c.post(
+            "/v1/interactions",
+            json={"interactions": [{"user_id": "u", "item_id": "arts-1"}]},
+            headers=AUTH,
+        )
+        server.stop()
+        r = c.post("/v1/items", json={"item_id": "z", "domain": "arts", "title": "z"}, headers=AUTH)
+        assert r.status_code == 503 and "Retry-After" in r.headers
+        r = c.post("/v1/recommend", json={"user_id": "u", "history": ["arts-2"], "domain": "arts"})
+        assert r.status_code == 200
+        assert r.json()["history"]["stored"] == "unavailable"
+        assert r.json()["user_embedding"] == "inductive"
+        ready = c.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        server.start()
+        assert wait_until(lambda: c.get("/readyz").json()["status"] == "ready")
+        r = c.post("/v1/items", json={"item_id": "z", "domain": "arts", "title": "z"}, headers=AUTH)
+        assert r.status_code == 201
