@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
 from app.settings import Settings
 from tests.app.conftest import AUTH, running, service_of
