@@ -160,9 +160,11 @@ def train_run(
         trainer.model.modalities if isinstance(trainer.model, MICRec) else [],
         trainer.steps_per_epoch(),
     )
-    result = trainer.fit(progress=progress)
+    result = trainer.fit(progress=progress and trainer.rank == 0)
     model = result.model
     assert isinstance(model, MICRec)
+    if trainer.rank != 0:  # under torchrun only rank 0 evaluates and writes the bundle
+        return RunOutput(out_dir, result, {})
     test_metrics: dict[str, Any] = {}
     if run_test:
         test_metrics = evaluate(MICRecRanker(cfg.variant, model, split, features), split)

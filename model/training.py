@@ -113,10 +113,71 @@ class TrainResult:
     templates: dict[str, TemplateMap] = field(default_factory=dict)
 
 
+def distributed_rank_world() -> tuple[int, int]:
+    """(rank, world size); initialises the process group under torchrun (gloo on CPU,
+    nccl on CUDA). Outside torchrun: (0, 1)."""
+    import os
+
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and os.environ.get("MICREC_DIST_BACKEND") != "gloo" else "gloo"
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class StepLoss(nn.Module):
+    """The whole training objective of one step as a module, so that one forward call
+    covers every domain (what DistributedDataParallel needs to all-reduce gradients once)."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        super().__init__()
+        self.model = trainer.model
+        self.t = [trainer]  # a list keeps the trainer out of the module tree
+
+    def forward(
+        self, bpr: dict[str, tuple[torch.Tensor, ...]], cd_picks: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        t = self.t[0]
+        model, mc = self.model, t.mc
+        losses: dict[str, torch.Tensor] = {}
+        z_users: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=t.device)
+        for d, (u, p, n) in bpr.items():
+            zu, zi, _ = model(d, t.inputs[d], drop=mc.drop_interaction, generator=t.gen)
+            z_users[d] = zu
+            loss = bpr_loss((zu[u] * zi[p]).sum(-1), (zu[u] * zi[n]).sum(-1))
+            losses[f"bpr/{d}"] = loss.detach()
+            if mc.l2_weight > 0:
+                reg = zu[u].pow(2).sum() + zi[p].pow(2).sum() + zi[n].pow(2).sum()
+                loss = loss + mc.l2_weight * reg / len(u)
+            if mc.self_enhanced_weight > 0 and isinstance(model, MICRec):
+                sp, vp = model.self_enhanced_scores(d, u, p)
+                sn, vn = model.self_enhanced_scores(d, u, n)
+                ok = vp & vn
+                if ok.any():
+                    se = bpr_loss(sp[ok], sn[ok])
+                    losses[f"se/{d}"] = se.detach()
+                    loss = loss + mc.self_enhanced_weight * se
+            total = total + loss
+        if t.cd_pairs and isinstance(model, MICRec) and model.head is not None:
+            cd = torch.zeros((), device=t.device)
+            for (a, b, ua, ub), k in zip(t.cd_pairs, cd_picks, strict=True):
+                qa = model.head(z_users[a][torch.as_tensor(ua, device=t.device)[k]])
+                qb = model.head(z_users[b][torch.as_tensor(ub, device=t.device)[k]])
+                cd = cd + symmetric_info_nce(qa, qb, mc.temperature)
+            losses["cd"] = cd.detach()
+            total = total + mc.cross_domain_weight * cd
+        return total, losses
 
 
 class Trainer:
@@ -137,8 +198,11 @@ class Trainer:
         self.mc = model_config
         self.tc = train_config
         self.device = torch.device(train_config.device)
+        if self.device.type == "cuda" and "LOCAL_RANK" in __import__("os").environ:
+            self.device = torch.device("cuda", int(__import__("os").environ["LOCAL_RANK"]))
         torch.manual_seed(train_config.seed)
-        self.rng = np.random.default_rng(train_config.seed)
+        rank, _ = distributed_rank_world()
+        self.rng = np.random.default_rng([train_config.seed, rank])
         self.gen = torch.Generator(device=self.device).manual_seed(train_config.seed)
         self.train_pairs = {d: split.domains[d].train_old() for d in self.domains}
         self.templates = {
@@ -180,6 +244,15 @@ class Trainer:
                     if len(ua) >= 2:
                         self.cd_pairs.append((a, b, ua, ub))
         self.val = {d: validation_targets(split.domains[d]) for d in self.domains}
+        self.rank, self.world = distributed_rank_world()
+        self.loss_module: nn.Module = StepLoss(self)
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # identical init on every rank (DDP broadcasts rank 0's), gradients averaged;
+            # every rank samples its own batches (seed + rank), so N ranks see N x the data
+            # per step. Some parameters (head, w) may be unused in a step.
+            self.loss_module = DistributedDataParallel(self.loss_module, find_unused_parameters=True)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train_config.lr)
 
     def steps_per_epoch(self) -> int:
@@ -187,47 +260,25 @@ class Trainer:
             1, math.ceil(max(len(p) for p in self.train_pairs.values()) / self.tc.batch_size)
         )
 
-    def step(self) -> dict[str, float]:
-        model = self.model
-        model.train()
-        losses: dict[str, torch.Tensor] = {}
-        z_users: dict[str, torch.Tensor] = {}
-        total = torch.zeros((), device=self.device)
-        drop = self.mc.drop_interaction
-        for d, sampler in self.samplers.items():
-            zu, zi, _ = model(d, self.inputs[d], drop=drop, generator=self.gen)
-            z_users[d] = zu
-            u, p, n = (
-                torch.as_tensor(x, device=self.device) for x in sampler.sample(self.tc.batch_size)
+    def sample(self) -> tuple[dict[str, tuple[torch.Tensor, ...]], list[torch.Tensor]]:
+        """One step's BPR triples per domain and overlapping-user picks per domain pair."""
+        bpr = {
+            d: tuple(torch.as_tensor(x, device=self.device) for x in s.sample(self.tc.batch_size))
+            for d, s in self.samplers.items()
+        }
+        cd = [
+            torch.as_tensor(
+                self.rng.choice(len(ua), size=min(self.mc.cross_domain_batch, len(ua)), replace=False),
+                device=self.device,
             )
-            pos = (zu[u] * zi[p]).sum(-1)
-            neg = (zu[u] * zi[n]).sum(-1)
-            loss = bpr_loss(pos, neg)
-            losses[f"bpr/{d}"] = loss.detach()
-            if self.mc.l2_weight > 0:
-                loss = loss + self.mc.l2_weight * (
-                    zu[u].pow(2).sum() + zi[p].pow(2).sum() + zi[n].pow(2).sum()
-                ) / len(u)
-            if self.mc.self_enhanced_weight > 0 and isinstance(model, MICRec):
-                sp, vp = model.self_enhanced_scores(d, u, p)
-                sn, vn = model.self_enhanced_scores(d, u, n)
-                ok = vp & vn
-                if ok.any():
-                    se = bpr_loss(sp[ok], sn[ok])
-                    losses[f"se/{d}"] = se.detach()
-                    loss = loss + self.mc.self_enhanced_weight * se
-            total = total + loss
-        if self.cd_pairs and isinstance(model, MICRec) and model.head is not None:
-            cd = torch.zeros((), device=self.device)
-            for a, b, ua, ub in self.cd_pairs:
-                k = self.rng.choice(
-                    len(ua), size=min(self.mc.cross_domain_batch, len(ua)), replace=False
-                )
-                qa = model.head(z_users[a][torch.as_tensor(ua[k], device=self.device)])
-                qb = model.head(z_users[b][torch.as_tensor(ub[k], device=self.device)])
-                cd = cd + symmetric_info_nce(qa, qb, self.mc.temperature)
-            losses["cd"] = cd.detach()
-            total = total + self.mc.cross_domain_weight * cd
+            for _, _, ua, _ in self.cd_pairs
+        ]
+        return bpr, cd
+
+    def step(self) -> dict[str, float]:
+        self.model.train()
+        bpr, cd = self.sample()
+        total, losses = self.loss_module(bpr, cd)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
