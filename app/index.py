@@ -92,8 +92,11 @@ def default_nlist(n: int) -> int:
 class DomainIndex:
     """Inner-product top-k search over the items of one domain.
 
-    ``threads`` sets FAISS's OpenMP thread count, which is process-wide (the last index
-    constructed with a value wins); ``None`` leaves it as it is.
+    ``threads``: OpenMP threads for this index's FAISS calls; ``None`` leaves the OpenMP
+    default (``OMP_NUM_THREADS`` or the number of cores). ``omp_set_num_threads`` only
+    sets the *calling* thread's value, so setting it once at construction would not reach
+    the server's worker threads: it is set again (a cheap per-thread variable) before every
+    FAISS call.
     """
 
     def __init__(
@@ -124,10 +127,9 @@ class DomainIndex:
         # partition (recall is measured, bench/index_recall.py), and training is the
         # dominant cost of a build.
         self.ivf_train_iters = int(ivf_train_iters)
-        if threads is not None:
-            if threads < 1:
-                raise ValueError(f"threads must be >= 1, got {threads}")
-            faiss.omp_set_num_threads(int(threads))
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.threads = threads
         self._rw = _RWLock()
         self._write_mutex = threading.Lock()
         # Any: faiss's stubs type IVF attributes (nprobe, nlist) on subclasses only.
@@ -135,6 +137,10 @@ class DomainIndex:
         self.kind = "flat"
         self._ids: list[str | None] = []  # label -> id (None once removed); labels never reused
         self._labels: dict[str, int] = {}  # id -> label
+
+    def _omp(self) -> None:
+        if self.threads is not None:
+            faiss.omp_set_num_threads(self.threads)
 
     # --- construction --------------------------------------------------------------------
     def _new_flat(self) -> faiss.Index:
@@ -177,6 +183,7 @@ class DomainIndex:
         ids = list(ids)
         x = self._check_vectors(ids, vectors)
         n = len(ids)
+        self._omp()
         with self._write_mutex:
             if n > self.exact_max_items and n > 0:
                 index, kind = self._new_ivf(x), "ivf"
@@ -195,6 +202,7 @@ class DomainIndex:
         x = self._check_vectors(ids, vectors)
         if not ids:
             return
+        self._omp()
         with self._write_mutex, self._rw.write():
             old = np.array([self._labels[i] for i in ids if i in self._labels], dtype=np.int64)
             if old.size:
@@ -223,6 +231,7 @@ class DomainIndex:
 
     def remove(self, ids: Sequence[str]) -> int:
         """Remove the given ids; unknown ids are ignored. Returns how many were removed."""
+        self._omp()
         with self._write_mutex, self._rw.write():
             labels = [self._labels.pop(i) for i in set(ids) if i in self._labels]
             if not labels:
@@ -298,6 +307,7 @@ class DomainIndex:
             raise ValueError(f"{self.domain}: {len(exclude)} exclude sets for {m} queries")
         if m == 0 or k <= 0:
             return [[] for _ in range(m)]
+        self._omp()
         with self._rw.read():
             n = len(self._labels)
             if n == 0:
@@ -347,6 +357,7 @@ def measure_recall(index: DomainIndex, queries: np.ndarray, k: int) -> float:
     if n == 0 or k <= 0 or q.shape[0] == 0:
         return 1.0
     kk = min(k, n)
+    index._omp()  # the exact search below runs with the index's thread count too
     exact = faiss.IndexFlatIP(index.dim)
     exact.add(x)
     _, truth = exact.search(q, kk)

@@ -67,7 +67,10 @@ def _request_body(model: type[BaseModel]) -> dict[str, Any]:
 
 async def _read_upload(upload: UploadFile, max_bytes: int) -> bytes:
     # Read one byte past the limit: enough to know it is too large without reading it all.
-    data = await upload.read(max_bytes + 1)
+    try:
+        data = await upload.read(max_bytes + 1)
+    finally:
+        await upload.close()  # release the spooled temporary file now, not at GC
     if len(data) > max_bytes:
         raise PayloadTooLarge(f"image file is larger than max_image_bytes={max_bytes} bytes")
     return data

@@ -100,8 +100,10 @@ def _s(value: Any) -> str:
 class RedisStore(Store):
     """:class:`Store` on Redis at ``url`` (``redis://host:port/db``, ``rediss://``, ``unix://``).
 
-    Construction does not contact the server, so a service can start while Redis is down
-    (and report itself degraded) and the store works as soon as Redis answers.
+    Construction does not need the server (it only tries a best-effort durability check),
+    so a service can start while Redis is down, report itself degraded, and the store works
+    as soon as Redis answers. ``max_connections`` caps the pool; a call beyond it fails
+    with StoreUnavailable instead of queueing (size it above the server's thread pool).
     """
 
     def __init__(
@@ -124,9 +126,6 @@ class RedisStore(Store):
             retry_on_timeout=False,
             decode_responses=False,
             max_connections=max_connections,
-            # A socket idle this long is PINGed before reuse, so a half-dead one (server
-            # host gone without closing it) is found here, not mid-write.
-            health_check_interval=30,
         )
         self._put = self._r.register_script(_PUT)
         self._delete = self._r.register_script(_DELETE)

@@ -169,7 +169,8 @@ class SQLiteStore(Store):
             return False
 
     def close(self) -> None:
-        """Close every thread's connection; later calls raise StoreUnavailable."""
+        """Close every thread's connection; later calls raise StoreUnavailable. Call it once
+        in-flight calls have finished (at shutdown)."""
         self._closed = True
         with self._conns_lock:
             conns, self._conns = self._conns, []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import faiss
 import numpy as np
 import pytest
 
@@ -85,6 +86,25 @@ def test_ivf_recall_at_100_on_clustered_vectors(rng: np.random.Generator) -> Non
         assert all(i in index for i, _ in hits)
         scores = [s for _, s in hits]
         assert scores == sorted(scores, reverse=True)
+
+
+def test_thread_count_applies_in_every_calling_thread(
+    flat: tuple[DomainIndex, np.ndarray],
+) -> None:
+    """OpenMP's thread count is per calling thread: a search from a worker thread (as in
+    the server's thread pool) must still run with the index's setting."""
+    index, x = flat
+    seen: list[int] = []
+
+    def worker() -> None:
+        faiss.omp_set_num_threads(3)  # whatever the thread had before
+        index.search(x[:1], 5)
+        seen.append(faiss.omp_get_max_threads())
+
+    th = threading.Thread(target=worker)
+    th.start()
+    th.join()
+    assert seen == [1]
 
 
 def test_kind_follows_exact_max_items(rng: np.random.Generator) -> None:
