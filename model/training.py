@@ -331,7 +331,8 @@ class Trainer:
                 for key, val in self.step().items():
                     agg[key] = agg.get(key, 0.0) + val / steps
             train_seconds += time.perf_counter() - t0
-            row: dict[str, Any] = {"epoch": epoch, "alpha": float(self.model.alpha), **agg}
+            alpha = getattr(self.model, "alpha", None)
+            row: dict[str, Any] = {"epoch": epoch, "alpha": None if alpha is None else float(alpha), **agg}
             row["train_seconds"] = time.perf_counter() - t0
             if epoch % tc.eval_every == 0 or epoch == tc.epochs:
                 val = self.validate()
