@@ -131,6 +131,7 @@ def evaluate(
     domains: Sequence[str] | None = None,
     ks: Sequence[int] = KS,
     batch_users: int = 1024,
+    only: Sequence[str] | None = None,
 ) -> dict[str, dict[str, dict[str, float | None]]]:
     """{domain: {slice: {"n_users", "recall@k", "ndcg@k"...}}} with None for n/a slices."""
     results: dict[str, dict[str, dict[str, float | None]]] = {}
@@ -140,6 +141,8 @@ def evaluate(
         scorers: dict[str, Scorer] = {}
         results[domain] = {}
         for sl in build_slices(split, domain):
+            if only is not None and sl.name not in only:
+                continue
             row: dict[str, float | None] = {"n_users": float(len(sl.users))}
             if not ranker.serves(sl.name) or len(sl.users) == 0:
                 row.update({f"{m}@{k}": None for k in ks for m in ("recall", "ndcg")})
