@@ -284,10 +284,12 @@ class RecommendationService:
             t.start()
             self._threads.append(t)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop the background threads (sync loop, a running load or warm-up)."""
         self._stop.set()
-        for t in self._threads:
-            t.join(timeout=10)
+        deadline = time.monotonic() + timeout
+        for t in list(self._threads):
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until a model serves (True) or the initial load ended without one."""
@@ -355,10 +357,21 @@ class RecommendationService:
         except BaseException:
             self._reload_lock.release()
             raise
+        # stop() joins it: a daemon thread killed inside torch/FAISS at interpreter exit
+        # aborts the process ("terminate called without an active exception").
+        self._threads = [th for th in self._threads if th.is_alive()] + [t]
         # The status as of the start: the worker may already have finished (fast failure).
         return started
 
     def _reload_worker(self, path: Path) -> None:
+        state = self._load(path)
+        if state is not None and self.settings.warm_encoders:
+            # After the swap and after releasing the reload lock: readiness and reload
+            # status never wait for it.
+            self._warm_encoders(state)
+
+    def _load(self, path: Path) -> ModelState | None:
+        """Build and publish a new state; on failure keep the old one and report why."""
         try:
             try:
                 state = self._build_state(path)
@@ -375,7 +388,7 @@ class RecommendationService:
                 self._reload = self._reload.model_copy(
                     update={"status": "failed", "error": msg, "finished_at": time.time()}
                 )
-                return
+                return None
             self._swap(state)
             self.metrics.reloads.labels("succeeded").inc()
             self._reload = self._reload.model_copy(
@@ -387,20 +400,23 @@ class RecommendationService:
                 path,
                 ", ".join(f"{d}: {len(i)} items/{i.kind}" for d, i in state.indexes.items()),
             )
-            if self.settings.warm_encoders:
-                self._warm_encoders(state)
+            return state
         finally:
             self._load_done.set()
             self._reload_lock.release()
 
-    @staticmethod
-    def _warm_encoders(state: ModelState) -> None:
+    def _warm_encoders(self, state: ModelState) -> None:
         """Load the content encoders now (engines load them lazily), so the first item
-        registration does not pay for it. Runs after the swap: readiness never waits."""
+        registration does not pay for it. Two passes: the second call of a torch model is
+        still several times slower than steady state."""
         from PIL import Image
 
+        image = Image.new("RGB", (64, 64), "gray")
         try:
-            state.engine.encode_content(text="warm-up", image=Image.new("RGB", (32, 32)))
+            for _ in range(2):
+                if self._stop.is_set():
+                    return
+                state.engine.encode_content(text="warm-up", image=image)
         except Exception as err:  # registration will report the real error to its caller
             log.warning("content encoders could not be loaded: %s", err)
 

@@ -3,8 +3,12 @@
 The model comes from the ``engine_factory`` fixture (today the FakeEngine test double in
 ``tests/app/fakes.py``). To run the suite on a real tiny bundle, change that one fixture
 to return an object with ``__call__(path) -> InferenceEngine`` (``app.service.load_engine``)
-and ``make_bundle(directory, version=..., users=...) -> Path``; tests read item ids and
-domains from the loaded engine, never hard-code them.
+and ``make_bundle(directory, version=..., users=...) -> Path``. Checks that a new item is
+served use :func:`served_by_model` (membership in the whole ranked domain, not rank 1),
+so they hold for any engine; tests that name catalogue items ("arts-1", the "arts" and
+"office" domains, popularity order, "group<k>" categories) rely on the fake's
+deterministic catalogue, and a real tiny bundle would need the same layout (or those
+tests reading ids from ``catalogue_ids``).
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ def make_settings(tmp_path: Path, bundle: Path) -> Callable[..., Settings]:
             "api_keys": [API_KEY],
             "replica_sync_interval_s": 0.05,
             "popularity_refresh_s": 0.05,
+            # large enough to list a whole (tiny) domain: "is the item served at all"
+            "max_n": 2000,
             "torch_threads": 1,
             "faiss_threads": 1,
         }
@@ -108,6 +114,15 @@ def client(
     """The app on an in-memory store (store-specific behaviour: tests/app/test_stores.py)."""
     with running(make_settings(), engine_factory, memory_store) as c:
         yield c
+
+
+def served_by_model(client: Any, item_id: str, domain: str, **body: Any) -> bool:
+    """True when ``item_id`` is among the model-ranked items of ``domain`` for a user whose
+    history is that item (any engine: asks for the whole domain, not for rank 1)."""
+    payload = {"history": [item_id], "domain": domain, "exclude_seen": False, "n": 2000}
+    r = client.post("/v1/recommend", json={**payload, **body})
+    assert r.status_code == 200, r.text
+    return any(i["item_id"] == item_id and i["source"] == "model" for i in r.json()["items"])
 
 
 def catalogue_ids(client: TestClient, domain: str) -> list[str]:

@@ -14,7 +14,7 @@ import uvicorn
 from app.cli import SERVICE_COMMANDS, main
 from app.main import create_app
 from app.settings import Settings
-from tests.app.conftest import AUTH
+from tests.app.conftest import AUTH, served_by_model
 from tests.app.fakes import FakeEngineFactory, MemoryStore, wait_until
 
 
@@ -71,11 +71,7 @@ def test_real_uvicorn_server(
                 "/v1/items", json={"item_id": "live", "domain": "arts", "title": "t"}, headers=AUTH
             )
             assert r.status_code == 201
-            r = http.post(
-                "/v1/recommend",
-                json={"history": ["live"], "domain": "arts", "exclude_seen": False, "n": 2},
-            )
-            assert r.status_code == 200 and r.json()["items"][0]["item_id"] == "live"
+            assert served_by_model(http, "live", "arts")
             big = http.post(
                 "/v1/recommend",
                 content=b"x" * (11 * 1024 * 1024),
