@@ -121,6 +121,7 @@ def save_bundle(
             "item_degree": emb.item_degree.cpu(),
             "history_ptr": torch.from_numpy(ptr),
             "history_items": torch.from_numpy(items),
+            "cold_scale": torch.tensor([emb.cold_scale], dtype=torch.float32),
         }
         if emb.item_content is not None:
             tensors["item_content"] = emb.item_content.cpu()
@@ -145,9 +146,7 @@ def save_bundle(
         "model_config": model.config.to_dict(),
         "domains": model.domains,
         "domain_files": domain_files,
-        "feature_dims": {m: int(model.content.proj[m].in_features) for m in model.modalities}
-        if model.content
-        else {},  # type: ignore[union-attr]
+        "feature_dims": model.feature_dims(),
         "alpha": float(model.alpha),
         "encoders": encoders,
         "data": data,
@@ -228,7 +227,7 @@ def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
         emb = DomainEmbedder(
             domain=d,
             alpha=float(model.alpha),
-            gamma=float(model.gamma),
+            gamma=float(model.gamma.detach()),
             item_layers=t["item_layers"],
             item_degree=t["item_degree"],
             item_template=table[rows.clamp_min(0)] * is_tpl.unsqueeze(1),
@@ -236,6 +235,7 @@ def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
             user_token=table[tmap.user_token].clone(),
             item_token=table[tmap.item_token].clone(),
             item_content=t.get("item_content"),
+            cold_scale=float(t["cold_scale"][0]) if "cold_scale" in t else 1.0,
         )
         c = cat[d]
         domains[d] = DomainState(

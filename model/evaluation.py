@@ -87,6 +87,8 @@ def build_slices(split: InductiveSplit, domain: str) -> list[Slice]:
         _slice("new_items", ds, "standard", test, new_i),
         _slice("old_users_old_items", ds, "standard", test, ~new_i, old_users),
         _slice("cold_items", ds, "cold_items", test, new_i),
+        # the same cold items competing with every warm item, as in the service
+        _slice("cold_items_vs_all", ds, "cold_items", test[new_i[test[:, 1]]], all_i),
         _slice("cd_cold_users", ds, "cd_cold", test, all_i, split.cross_domain_cold_users(domain)),
     ]
     for name, lo, hi in DEGREE_BUCKETS:
@@ -151,7 +153,7 @@ def evaluate(
             if sl.input_kind not in scorers:
                 scorers[sl.input_kind] = ranker.bind(slice_inputs(split, domain, sl.input_kind))
             scorer = scorers[sl.input_kind]
-            tops = []
+            tops: list[np.ndarray] = []
             for b in range(0, len(sl.users), batch_users):
                 users = sl.users[b : b + batch_users]
                 s = scorer.scores(domain, users, cross_domain=sl.input_kind == "cd_cold")

@@ -204,8 +204,9 @@ class InferenceEngine:
             for m, v in content.items()
             if m in model.modalities
         }
+        dims = model.feature_dims()
         for m, f in feats.items():
-            expected = model.content.proj[m].in_features  # type: ignore[union-attr]
+            expected = dims[m]
             if f.shape[1] != expected:
                 raise ValueError(
                     f"{m} features have dim {f.shape[1]}, the model expects {expected}"

@@ -50,9 +50,16 @@ class MICRecRanker:
     """A trained MICRec (any ablation, INMO included) scored through fold-in."""
 
     def __init__(
-        self, name: str, model: MICRec, split: InductiveSplit, features: ItemFeatures | None
+        self,
+        name: str,
+        model: MICRec,
+        split: InductiveSplit,
+        features: ItemFeatures | None,
+        *,
+        calibrate_cold: bool = True,
     ) -> None:
         self.name = name
+        self.calibrate_cold = calibrate_cold
         self.model = model
         self.split = split
         self.maps = _local_maps(split)
@@ -73,7 +80,7 @@ class MICRecRanker:
             inp = DomainInputs.build(
                 m.templates[d], ds.n_users, ds.n_items, inputs[d], *self.feats[d], device=dev
             )
-            embedders[d] = build_embedder(m, d, inp)
+            embedders[d] = build_embedder(m, d, inp, calibrate=self.calibrate_cold)
         md = MultiDomainEmbedder(embedders, m.config.cross_domain_rule)
         return _FoldInScorer(self, md, inputs)
 
@@ -163,14 +170,16 @@ class _ContentScorer:
         profiles = torch.zeros(len(users), items.shape[1])
         if cross_domain:
             hist = other_domain_histories(self.r.split, domain, users, self.inputs, self.r.maps)
-            for k, h in enumerate(hist):
-                parts = [self.r.vecs[d][v] for d, v in h.items() if self.r.vecs[d] is not None]  # type: ignore[index]
+            for k, by_domain in enumerate(hist):
+                parts = [
+                    vec[v] for d, v in by_domain.items() if (vec := self.r.vecs[d]) is not None
+                ]
                 if parts:
                     profiles[k] = torch.cat(parts).mean(0)
         else:
-            for k, h in enumerate(_group(self.inputs[domain], users)):
-                if len(h):
-                    profiles[k] = items[torch.as_tensor(h)].mean(0)
+            for k, own in enumerate(_group(self.inputs[domain], users)):
+                if len(own):
+                    profiles[k] = items[torch.as_tensor(own)].mean(0)
         return F.normalize(profiles, dim=1) @ items.T
 
 

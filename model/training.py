@@ -124,7 +124,11 @@ def distributed_rank_world() -> tuple[int, int]:
     if world <= 1:
         return 0, 1
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and os.environ.get("MICREC_DIST_BACKEND") != "gloo" else "gloo"
+        backend = (
+            "nccl"
+            if torch.cuda.is_available() and os.environ.get("MICREC_DIST_BACKEND") != "gloo"
+            else "gloo"
+        )
         dist.init_process_group(backend)
     return dist.get_rank(), dist.get_world_size()
 
@@ -252,7 +256,9 @@ class Trainer:
             # identical init on every rank (DDP broadcasts rank 0's), gradients averaged;
             # every rank samples its own batches (seed + rank), so N ranks see N x the data
             # per step. Some parameters (head, w) may be unused in a step.
-            self.loss_module = DistributedDataParallel(self.loss_module, find_unused_parameters=True)
+            self.loss_module = DistributedDataParallel(
+                self.loss_module, find_unused_parameters=True
+            )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train_config.lr)
 
     def steps_per_epoch(self) -> int:
@@ -268,7 +274,9 @@ class Trainer:
         }
         cd = [
             torch.as_tensor(
-                self.rng.choice(len(ua), size=min(self.mc.cross_domain_batch, len(ua)), replace=False),
+                self.rng.choice(
+                    len(ua), size=min(self.mc.cross_domain_batch, len(ua)), replace=False
+                ),
                 device=self.device,
             )
             for _, _, ua, _ in self.cd_pairs
@@ -328,11 +336,15 @@ class Trainer:
             t0 = time.perf_counter()
             agg: dict[str, float] = {}
             for _ in range(steps):
-                for key, val in self.step().items():
-                    agg[key] = agg.get(key, 0.0) + val / steps
+                for key, value in self.step().items():
+                    agg[key] = agg.get(key, 0.0) + value / steps
             train_seconds += time.perf_counter() - t0
             alpha = getattr(self.model, "alpha", None)
-            row: dict[str, Any] = {"epoch": epoch, "alpha": None if alpha is None else float(alpha), **agg}
+            row: dict[str, Any] = {
+                "epoch": epoch,
+                "alpha": None if alpha is None else float(alpha),
+                **agg,
+            }
             row["train_seconds"] = time.perf_counter() - t0
             if epoch % tc.eval_every == 0 or epoch == tc.epochs:
                 val = self.validate()

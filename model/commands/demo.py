@@ -17,7 +17,9 @@ log = logging.getLogger("micrec.demo")
 DEMO_TRAIN = {"epochs": 40, "patience": 8, "batch_size": 1024}
 
 
-def build_demo(out: Path, data: Path, *, config: Path | None = None, force: bool = False, progress: bool = True) -> Path:
+def build_demo(
+    out: Path, data: Path, *, config: Path | None = None, force: bool = False, progress: bool = True
+) -> Path:
     from model.data.synth import SynthConfig, write_synthetic_catalogue
     from model.pipeline import train_run
     from model.runconfig import load_run_config
@@ -33,23 +35,32 @@ def build_demo(out: Path, data: Path, *, config: Path | None = None, force: bool
     except ValueError as err:
         raise UserError(str(err)) from err
     run = train_run(data, cfg, out, progress=progress)
-    log.info("demo bundle %s: best epoch %d, val NDCG@20 %.4f", out, run.result.best_epoch, run.result.best_val)
+    log.info(
+        "demo bundle %s: best epoch %d, val NDCG@20 %.4f",
+        out,
+        run.result.best_epoch,
+        run.result.best_val,
+    )
     return out
 
 
 def _build(args: argparse.Namespace) -> int:
-    path = build_demo(args.out, args.data, config=args.config, force=args.force, progress=not args.quiet)
+    path = build_demo(
+        args.out, args.data, config=args.config, force=args.force, progress=not args.quiet
+    )
     print(f"demo bundle: {path}")
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the embedded demo (synthetic catalogue + MICRec bundle)")
     verbs = p.add_subparsers(dest="demo_command", required=True)
     b = verbs.add_parser("build", help="write the synthetic catalogue and train the demo bundle")
     b.add_argument("--out", type=Path, default=Path("artifacts/demo-bundle"))
     b.add_argument("--data", type=Path, default=Path("artifacts/demo-data"))
-    b.add_argument("--config", type=Path, default=None, help="run config TOML (default: demo budget)")
+    b.add_argument(
+        "--config", type=Path, default=None, help="run config TOML (default: demo budget)"
+    )
     b.add_argument("--force", action="store_true", help="rebuild even if the bundle exists")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(handler=_build)

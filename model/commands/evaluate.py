@@ -36,7 +36,7 @@ def _handler(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a bundle on every slice (full ranking)")
     p.add_argument("bundle", type=Path, help="bundle directory")
     p.add_argument(

@@ -60,7 +60,7 @@ def _handler(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model on a dataset folder and write a bundle")
     p.add_argument(
         "dataset", nargs="?", type=Path, help="dataset folder (interactions.csv, items.csv)"

@@ -40,6 +40,8 @@ class DomainEmbedder:
     user_token: torch.Tensor
     item_token: torch.Tensor
     item_content: torch.Tensor | None
+    cold_scale: float = 1.0
+    """Multiplier of isolated (cold) items' vectors, see ``calibrate_cold_scale``."""
 
     @property
     def n_layers(self) -> int:
@@ -54,8 +56,12 @@ class DomainEmbedder:
         return self.item_layers.shape[2]
 
     def item_vectors(self) -> torch.Tensor:
-        """z_i = mean of the item's layers: [n_items, d]."""
-        return self.item_layers.mean(dim=0)
+        """z_i = mean of the item's layers: [n_items, d]; isolated items are scaled by
+        ``cold_scale`` exactly as ``new_item_vector`` scales a registered item."""
+        z = self.item_layers.mean(dim=0)
+        if self.cold_scale != 1.0:
+            z = torch.where((self.item_degree == 0).unsqueeze(1), z * self.cold_scale, z)
+        return z
 
     def _scale(self, c: torch.Tensor) -> torch.Tensor:
         return c.clamp_min(1.0).pow(self.alpha / 2 - 1)
@@ -125,7 +131,32 @@ class DomainEmbedder:
         e0 = self.item_token.clone()
         if h is not None and self.item_content is not None:
             e0 = e0 + self.gamma * h
-        return e0 / (self.n_layers + 1)
+        return self.cold_scale * e0 / (self.n_layers + 1)
+
+    def calibrate_cold_scale(self) -> float:
+        """Scale that gives content-only item vectors the norm of low-degree warm items.
+
+        A cold item has only layer 0 (no edges, layers 1..L are zero), so its z is several
+        times shorter than a warm item's and inner-product scores push it below almost
+        every warm item although its direction is informative. The scale is the median
+        norm of items with 1-5 interactions over the median norm of the content-only
+        vectors of those same items (measured on the cold_items_vs_all slice).
+        """
+        if self.item_content is None:
+            return 1.0
+        low = (self.item_degree >= 1) & (self.item_degree <= 5)
+        if int(low.sum()) < 5:
+            low = self.item_degree >= 1
+        if not bool(low.any()):
+            return 1.0
+        warm = self.item_layers.mean(dim=0)[low].norm(dim=1).median()
+        cold = (
+            ((self.item_token + self.gamma * self.item_content[low]) / (self.n_layers + 1))
+            .norm(dim=1)
+            .median()
+        )
+        self.cold_scale = float(warm / cold.clamp_min(1e-12))
+        return self.cold_scale
 
 
 def hist_mv(hist: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -134,7 +165,9 @@ def hist_mv(hist: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def build_embedder(model: MICRec, domain: str, inp: DomainInputs) -> DomainEmbedder:
+def build_embedder(
+    model: MICRec, domain: str, inp: DomainInputs, *, calibrate: bool = True
+) -> DomainEmbedder:
     """Run the full forward pass on ``inp`` and keep what fold-in needs."""
     model.eval()
     _, _, layers = model(domain, inp)
@@ -145,10 +178,10 @@ def build_embedder(model: MICRec, domain: str, inp: DomainInputs) -> DomainEmbed
     is_tpl = (rows >= 0).float()
     item_template = table[rows.clamp_min(0)] * is_tpl.unsqueeze(1)
     h = model.item_content(inp)
-    return DomainEmbedder(
+    emb = DomainEmbedder(
         domain=domain,
         alpha=float(model.alpha),
-        gamma=float(model.gamma),
+        gamma=float(model.gamma.detach()),
         item_layers=item_layers.detach(),
         item_degree=torch.as_tensor(
             np.bincount(inp.pairs[:, 1], minlength=inp.n_items),
@@ -161,6 +194,9 @@ def build_embedder(model: MICRec, domain: str, inp: DomainInputs) -> DomainEmbed
         item_token=table[tmap.item_token].clone(),
         item_content=None if h is None else h.detach(),
     )
+    if calibrate:
+        emb.calibrate_cold_scale()
+    return emb
 
 
 @torch.no_grad()

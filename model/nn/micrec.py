@@ -83,6 +83,8 @@ def domain_key(domain: str) -> str:
 
 
 class MICRec(nn.Module):
+    alpha: torch.Tensor
+
     def __init__(
         self,
         config: MICRecConfig,
@@ -110,6 +112,17 @@ class MICRec(nn.Module):
         )
         # alpha is state, not a parameter: annealed by the trainer, saved with the best epoch
         self.register_buffer("alpha", torch.tensor(float(config.alpha_init)))
+
+    def feature_dims(self) -> dict[str, int]:
+        """Input dimension of each modality projection (what new items must provide)."""
+        if self.content is None:
+            return {}
+        dims = {}
+        for m in self.content.modalities:
+            lin = self.content.proj[m]
+            assert isinstance(lin, nn.Linear)
+            dims[m] = lin.in_features
+        return dims
 
     @property
     def modalities(self) -> list[str]:

@@ -109,7 +109,7 @@ def test_tampered_truncated_missing_and_version_mismatch_are_refused(tmp_path: P
     data = bytearray(w.read_bytes())
     data[-1] ^= 0xFF
     w.write_bytes(bytes(data))
-    with pytest.raises(BundleError, match="weights.safetensors does not match"):
+    with pytest.raises(BundleError, match=r"weights\.safetensors does not match"):
         load_bundle(path)
 
     path, _, _ = make_toy_bundle(tmp_path / "c")
@@ -120,7 +120,7 @@ def test_tampered_truncated_missing_and_version_mismatch_are_refused(tmp_path: P
 
     path, _, _ = make_toy_bundle(tmp_path / "d")
     (path / "catalogue.json").unlink()
-    with pytest.raises(BundleError, match="missing file catalogue.json"):
+    with pytest.raises(BundleError, match=r"missing file catalogue\.json"):
         load_bundle(path)
 
     path, _, _ = make_toy_bundle(tmp_path / "e")

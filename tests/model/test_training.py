@@ -15,8 +15,8 @@ def test_sampler_never_draws_a_positive_as_negative() -> None:
     s = BPRSampler(pairs, 5, np.random.default_rng(0))
     u, p, n = s.sample(2000)
     pos = {(a, b) for a, b in pairs.tolist()}
-    assert all((a, b) in pos for a, b in zip(u.tolist(), p.tolist()))
-    assert not any((a, b) in pos for a, b in zip(u.tolist(), n.tolist()))
+    assert all((a, b) in pos for a, b in zip(u.tolist(), p.tolist(), strict=True))
+    assert not any((a, b) in pos for a, b in zip(u.tolist(), n.tolist(), strict=True))
     assert set(np.unique(u)) == {0, 1, 2}
 
 
