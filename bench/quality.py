@@ -37,7 +37,9 @@ from model.runconfig import RunConfig, load_run_config
 from model.training import Trainer
 
 log = logging.getLogger("bench.quality")
-DEFAULT_METHODS = "popular,content-knn,lightgcn,inmo,micrec,no-cd,no-modality,no-self-enhanced,no-annealing"
+DEFAULT_METHODS = (
+    "popular,content-knn,lightgcn,inmo,micrec,no-cd,no-modality,no-self-enhanced,no-annealing"
+)
 
 
 def machine() -> dict[str, Any]:
@@ -54,7 +56,9 @@ def machine() -> dict[str, Any]:
     return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "gpu": None}
 
 
-def run_method(method: str, cfg: RunConfig, split, features, *, progress: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_method(
+    method: str, cfg: RunConfig, split, features, *, progress: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(evaluation results, training info) for one method on one split."""
     if method == "popular":
         return evaluate(PopularRanker(split), split), {}
@@ -122,7 +126,9 @@ def degree_plot(mean: dict[str, Any], domain: str, path: Path) -> None:
     for m in ("micrec", "inmo", "content-knn"):
         if m in mean and domain in mean[m]:
             ys = [mean[m][domain].get(b, {}).get("ndcg@20") for b in buckets]
-            ax.plot(buckets, [100 * y if y is not None else np.nan for y in ys], marker="o", label=m)
+            ax.plot(
+                buckets, [100 * y if y is not None else np.nan for y in ys], marker="o", label=m
+            )
     ax.set_xlabel("item training degree")
     ax.set_ylabel("NDCG@20 (%)")
     ax.set_title(f"{domain}: NDCG@20 by item degree")
@@ -135,13 +141,17 @@ def degree_plot(mean: dict[str, Any], domain: str, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", type=Path, default=Path("../shared/datasets/amazon-arts-office"))
-    ap.add_argument("--config", type=Path, default=None, help="run config TOML (defaults otherwise)")
+    ap.add_argument(
+        "--config", type=Path, default=None, help="run config TOML (defaults otherwise)"
+    )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--methods", default=DEFAULT_METHODS)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--patience", type=int, default=None)
     ap.add_argument("--sparsify", default=None, help="DOMAIN=SHARE applied to every run")
-    ap.add_argument("--sparsify-sweep", default=None, help="DOMAIN:1.0,0.5,0.3,0.1 -> micrec vs inmo gain plot")
+    ap.add_argument(
+        "--sparsify-sweep", default=None, help="DOMAIN:1.0,0.5,0.3,0.1 -> micrec vs inmo gain plot"
+    )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--progress", action="store_true")
@@ -158,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides["data"] = {"sparsify": {d: float(share)}}
     base = load_run_config(args.config, overrides)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in ABLATIONS and m not in ("popular", "content-knn", "lightgcn")]
+    unknown = [
+        m for m in methods if m not in ABLATIONS and m not in ("popular", "content-knn", "lightgcn")
+    ]
     if unknown:
         ap.error(f"unknown methods {unknown}")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -168,15 +180,24 @@ def main(argv: list[str] | None = None) -> int:
     per_seed: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     infos: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     for seed in args.seeds:
-        cfg = replace(base, data=replace(base.data, seed=seed), train=replace(base.train, seed=seed))
+        cfg = replace(
+            base, data=replace(base.data, seed=seed), train=replace(base.train, seed=seed)
+        )
         split = restrict(build_split(dataset, cfg.data), cfg.domains)
         for m in methods:
             log.info("seed %d: %s", seed, m)
             res, info = run_method(m, cfg, split, features, progress=args.progress)
             per_seed[m].append(res)
             infos[m].append(info)
-            log.info("seed %d %s: %s", seed, m, {d: r.get("all", {}).get("ndcg@20") for d, r in res.items()})
-            (args.out / "results.json").write_text(json.dumps({"per_seed": per_seed, "train": infos}, indent=1))
+            log.info(
+                "seed %d %s: %s",
+                seed,
+                m,
+                {d: r.get("all", {}).get("ndcg@20") for d, r in res.items()},
+            )
+            (args.out / "results.json").write_text(
+                json.dumps({"per_seed": per_seed, "train": infos}, indent=1)
+            )
     sweep: dict[str, Any] = {}
     if args.sparsify_sweep:
         dom, shares = args.sparsify_sweep.split(":")
@@ -189,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
                 row[m] = res[dom]
             sweep[str(share)] = row
             log.info("sparsify %s=%s: %s", dom, share, {m: row[m]["all"]["ndcg@20"] for m in row})
-    summary = {m: mean_std(per_seed[m]) for m in methods if per_seed[m] and all(per_seed[m][0].values())}
+    summary = {
+        m: mean_std(per_seed[m]) for m in methods if per_seed[m] and all(per_seed[m][0].values())
+    }
     mean = {m: s[0] for m, s in summary.items()}
     std = {m: s[1] for m, s in summary.items()}
     elapsed = time.perf_counter() - t_start
@@ -197,18 +220,38 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python " + " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine(),
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "git": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip(),
         "seconds": elapsed,
         "config": base.to_dict(),
     }
     (args.out / "results.json").write_text(
-        json.dumps({"meta": meta, "mean": mean, "std": std, "per_seed": per_seed, "train": infos, "sparsify_sweep": sweep}, indent=1)
+        json.dumps(
+            {
+                "meta": meta,
+                "mean": mean,
+                "std": std,
+                "per_seed": per_seed,
+                "train": infos,
+                "sparsify_sweep": sweep,
+            },
+            indent=1,
+        )
     )
-    md = [f"# Quality: {args.dataset.name}\n", f"Command: `{meta['command']}`  \nDate: {meta['date']}; machine: {meta['machine']}; "
-          f"git {meta['git']}; run time {elapsed / 60:.1f} min; seeds {args.seeds}. Values in %, mean ± std over seeds.\n"]
+    md = [
+        f"# Quality: {args.dataset.name}\n",
+        f"Command: `{meta['command']}`  \nDate: {meta['date']}; machine: {meta['machine']}; "
+        f"git {meta['git']}; run time {elapsed / 60:.1f} min; seeds {args.seeds}. Values in %, mean ± std over seeds.\n",
+    ]
     for d in sorted(next(iter(mean.values()))):
         md.append(markdown_table(mean, d, spreads=std))
-        bar_chart(mean, d, args.out / f"slices_{d}.png", title=f"{args.dataset.name} / {d}: NDCG@20 per slice")
+        bar_chart(
+            mean,
+            d,
+            args.out / f"slices_{d}.png",
+            title=f"{args.dataset.name} / {d}: NDCG@20 per slice",
+        )
         degree_plot(mean, d, args.out / f"degree_{d}.png")
     md.append("\n## Training\n\n| method | best epoch | s/epoch | peak MB |\n|---|---|---|---|")
     for m, rows in infos.items():

@@ -11,16 +11,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from model.nn.config import MICRecConfig, TrainConfig  # noqa: E402
-from model.training import Trainer  # noqa: E402
-from tests.model.toy import toy_split  # noqa: E402
+from model.nn.config import MICRecConfig, TrainConfig
+from model.training import Trainer
+from tests.model.toy import toy_split
 
 
 def main() -> None:
     torch.set_num_threads(1)
     out = Path(sys.argv[1])
     split, feats = toy_split(n_users=120)
-    tr = Trainer(split, feats, MICRecConfig(dim=8), TrainConfig(batch_size=128, epochs=2, patience=5))
+    tr = Trainer(
+        split, feats, MICRecConfig(dim=8), TrainConfig(batch_size=128, epochs=2, patience=5)
+    )
     tr.fit(progress=False)
     h = hashlib.sha256()
     for k, v in sorted(tr.model.state_dict().items()):
