@@ -2,7 +2,7 @@
 # Production image of the MICRec service (CPU). Model weights of the content encoders ship
 # inside their pip packages; nothing is downloaded at build or run time besides packages.
 #
-#   docker build -t micrec .
+#   docker build --build-arg TORCH_INDEX=<pytorch CPU wheel index> -t micrec .
 #   docker run -p 8000:8000 -v $PWD/artifacts/demo-bundle:/bundle:ro \
 #       -e MICREC_BUNDLE_PATH=/bundle -e MICREC_API_KEYS=change-me-please micrec
 
@@ -11,8 +11,10 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# CPU torch first, from the CPU index: otherwise a dependency pulls the CUDA build
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+# CPU torch first: otherwise a dependency pulls the multi-GB CUDA build. Point
+# TORCH_INDEX at your PyTorch CPU wheel index (or a local wheelhouse via PIP_FIND_LINKS).
+ARG TORCH_INDEX=""
+RUN pip install torch==2.13.0 ${TORCH_INDEX:+--index-url "$TORCH_INDEX"}
 COPY pyproject.toml README.md ./
 COPY model ./model
 COPY app ./app
