@@ -11,7 +11,11 @@ export OMP_NUM_THREADS ?= 2
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup system-deps run demo-bundle test test-fast test-slow lint format clean
+CLIP_VENV ?= .venv-clip
+CLIP_PKGS := open-clip-torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 torchvision==0.15.2 \
+             requests urllib3 charset-normalizer idna certifi
+
+.PHONY: setup system-deps run demo-bundle test test-fast test-slow test-clip lint format clean
 
 # torch first, from the local CPU wheel: anything that depends on torch would otherwise
 # pull the registry's multi-GB CUDA build.
@@ -48,6 +52,21 @@ format: setup
 
 test: setup system-deps lint
 	$(BIN)/pytest -m "not slow" -q
+	$(MAKE) test-clip
+
+# The optional open_clip backend. `pip install micrec[clip]` would replace the CPU torch with
+# torch 2.14.1 + CUDA, so its test runs in a side venv that reuses the main venv's packages
+# (a .pth file) and adds open_clip with --no-deps. torchvision 0.15.2 is only imported for
+# its Python transforms (its compiled ops do not load against torch 2.13; open_clip's
+# preprocessing is reimplemented in model/encoders/clip.py).
+$(CLIP_VENV)/.installed: $(BIN)/.installed
+	$(PY) -m venv $(CLIP_VENV)
+	$(BIN)/python -c "import site; print(site.getsitepackages()[0])" > "$$($(CLIP_VENV)/bin/python -c 'import site; print(site.getsitepackages()[0])')/_micrec_main.pth"
+	$(CLIP_VENV)/bin/pip install -q --no-deps $(CLIP_PKGS)
+	touch $@
+
+test-clip: $(CLIP_VENV)/.installed
+	MICREC_REQUIRE_CLIP=1 $(CLIP_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/model/encoders/test_clip_encoder.py
 
 test-fast: setup
 	$(BIN)/pytest -m "not slow" -q -x
@@ -56,4 +75,4 @@ test-slow: setup system-deps
 	$(BIN)/pytest -m slow -q
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(CLIP_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
