@@ -11,7 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_dockerfile_is_multistage_non_root_with_healthcheck() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    instructions = [ln.split()[0] for ln in text.splitlines() if ln and not ln.startswith(("#", " "))]
+    instructions = [
+        ln.split()[0] for ln in text.splitlines() if ln and not ln.startswith(("#", " "))
+    ]
     assert instructions.count("FROM") == 2
     assert "USER" in instructions and "HEALTHCHECK" in instructions
     assert "/healthz" in text
