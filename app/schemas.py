@@ -22,9 +22,23 @@ UserEmbeddingMethod = Literal["inductive", "cross_domain", "fallback"]
 UserId = Field(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)
 
 
+def _require_utf8(value: Any) -> Any:
+    """Refuse text that cannot be encoded as UTF-8 (lone surrogates such as ``"\\ud800"``,
+    which JSON escapes can carry): it could be neither stored nor sent back in a response."""
+    for text in value if isinstance(value, list) else [value]:
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("text is not valid Unicode (lone surrogate)") from None
+    return value
+
+
 class _Strict(BaseModel):
     # Unknown fields are errors: a misspelt "exclude_sen" must not silently do nothing.
     model_config = ConfigDict(extra="forbid")
+
+    _utf8 = field_validator("*")(_require_utf8)
 
 
 # --- recommend ---------------------------------------------------------------------------

@@ -155,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the (method, seed) runs and sweep points already in OUT/results.json",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     set_threads(args.threads)
@@ -179,12 +184,41 @@ def main(argv: list[str] | None = None) -> int:
     features = load_features(dataset, replace(base, variant="micrec"), progress=args.progress)
     per_seed: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     infos: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
-    for seed in args.seeds:
+    sweep: dict[str, Any] = {}
+    previous = args.out / "results.json"
+    if args.resume and previous.exists():
+        # A multi-hour run can be extended (more methods) or continued after an
+        # interruption; runs are only reused for the same seed order.
+        old = json.loads(previous.read_text())
+        if old.get("seeds", args.seeds) != args.seeds:
+            ap.error(f"--resume: {previous} was run with seeds {old.get('seeds')}")
+        for m in methods:
+            per_seed[m] = old.get("per_seed", {}).get(m, [])
+            infos[m] = old.get("train", {}).get(m, [])
+        sweep = old.get("sparsify_sweep", {})
+
+    def checkpoint() -> None:
+        previous.write_text(
+            json.dumps(
+                {
+                    "seeds": args.seeds,
+                    "per_seed": per_seed,
+                    "train": infos,
+                    "sparsify_sweep": sweep,
+                },
+                indent=1,
+            )
+        )
+
+    for i, seed in enumerate(args.seeds):
         cfg = replace(
             base, data=replace(base.data, seed=seed), train=replace(base.train, seed=seed)
         )
         split = restrict(build_split(dataset, cfg.data), cfg.domains)
         for m in methods:
+            if len(per_seed[m]) > i:
+                log.info("seed %d: %s already done", seed, m)
+                continue
             log.info("seed %d: %s", seed, m)
             res, info = run_method(m, cfg, split, features, progress=args.progress)
             per_seed[m].append(res)
@@ -195,13 +229,16 @@ def main(argv: list[str] | None = None) -> int:
                 m,
                 {d: r.get("all", {}).get("ndcg@20") for d, r in res.items()},
             )
-            (args.out / "results.json").write_text(
-                json.dumps({"per_seed": per_seed, "train": infos}, indent=1)
-            )
-    sweep: dict[str, Any] = {}
+            checkpoint()
     if args.sparsify_sweep:
         dom, shares = args.sparsify_sweep.split(":")
         for share in [float(s) for s in shares.split(",")]:
+            if str(share) in sweep:
+                continue
+            if share == 1.0 and "inmo" in per_seed and "micrec" in per_seed:
+                # the unsparsified point is the seed-0 run of the main table
+                sweep[str(share)] = {m: per_seed[m][0][dom] for m in ("inmo", "micrec")}
+                continue
             cfg = replace(base, data=replace(base.data, sparsify={dom: share}))
             split = restrict(build_split(dataset, cfg.data), cfg.domains)
             row = {}
@@ -209,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                 res, _ = run_method(m, cfg, split, features, progress=args.progress)
                 row[m] = res[dom]
             sweep[str(share)] = row
+            checkpoint()
             log.info("sparsify %s=%s: %s", dom, share, {m: row[m]["all"]["ndcg@20"] for m in row})
     summary = {
         m: mean_std(per_seed[m]) for m in methods if per_seed[m] and all(per_seed[m][0].values())
@@ -268,12 +306,17 @@ def main(argv: list[str] | None = None) -> int:
 
         shares = sorted(sweep, key=float, reverse=True)
         md.append("\n## Sparsify sweep (target domain NDCG@20 %, all / new items / cold items)\n")
-        md.append("| share kept | INMO | MICRec | gain |\n|---|---|---|---|")
+        md.append("| share kept | slice | INMO | MICRec | gain |\n|---|---|---|---|---|")
         gains = []
         for s in shares:
-            i, m = sweep[s]["inmo"]["all"]["ndcg@20"], sweep[s]["micrec"]["all"]["ndcg@20"]
-            gains.append(100 * (m - i))
-            md.append(f"| {s} | {100 * i:.2f} | {100 * m:.2f} | {100 * (m - i):+.2f} |")
+            for sl in ("all", "new_items", "cold_items", "cd_cold_users"):
+                i = sweep[s]["inmo"].get(sl, {}).get("ndcg@20")
+                m = sweep[s]["micrec"].get(sl, {}).get("ndcg@20")
+                if i is None or m is None:
+                    continue
+                if sl == "all":
+                    gains.append(100 * (m - i))
+                md.append(f"| {s} | {sl} | {100 * i:.2f} | {100 * m:.2f} | {100 * (m - i):+.2f} |")
         fig, ax = plt.subplots(figsize=(5, 3.5))
         ax.plot([float(s) for s in shares], gains, marker="o")
         ax.invert_xaxis()

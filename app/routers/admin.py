@@ -12,13 +12,17 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from app.deps import ServiceDep, WriteAccess
-from app.routers.common import AUTH, CONFLICT
+from app.routers.common import AUTH, CONFLICT, INVALID, MALFORMED
 from app.schemas import ReloadRequest, ReloadStatus
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[WriteAccess])
 
 
-@router.post("/reload", status_code=status.HTTP_202_ACCEPTED, responses={**AUTH, **CONFLICT})
+@router.post(
+    "/reload",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={**AUTH, **MALFORMED, **INVALID, **CONFLICT},
+)
 def start_reload(service: ServiceDep, body: ReloadRequest | None = None) -> ReloadStatus:
     """Start loading ``bundle_path`` (default: the current bundle again). 409 if a
     reload is already running."""

@@ -18,6 +18,8 @@ NOT_READY: Responses = _err(
     503, "Model not loaded yet, or the state store is unavailable (Retry-After)"
 )
 INVALID: Responses = _err(422, "A value is not acceptable (the message says which and why)")
+MALFORMED: Responses = _err(400, "The body cannot be parsed (not UTF-8 / not JSON / bad form data)")
+UNSUPPORTED_MEDIA: Responses = _err(415, "Content-Type is neither application/json nor multipart")
 TOO_LARGE: Responses = _err(413, "Body, image, batch or list larger than its configured limit")
 NOT_FOUND: Responses = _err(404, "No such item")
 CONFLICT: Responses = _err(409, "Exists already, read-only bundle item, or reload in progress")
@@ -25,6 +27,7 @@ CONFLICT: Responses = _err(409, "Exists already, read-only bundle item, or reloa
 ERRORS_READ: Responses = {**AUTH, **INVALID, **TOO_LARGE, **NOT_READY}
 ERRORS_WRITE: Responses = {
     **AUTH,
+    **MALFORMED,
     **INVALID,
     **TOO_LARGE,
     **NOT_FOUND,

@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 
 from app.deps import ReadAccess, ServiceDep, SettingsDep, WriteAccess
 from app.errors import InvalidInput, PayloadTooLarge
-from app.routers.common import ERRORS_READ, ERRORS_WRITE, NOT_FOUND
+from app.routers.common import ERRORS_READ, ERRORS_WRITE, NOT_FOUND, UNSUPPORTED_MEDIA
 from app.schemas import (
     ITEM_ID_PATTERN,
     MAX_ID_CHARS,
@@ -130,7 +130,7 @@ def _fields(payload: ItemPayload) -> dict[str, Any]:
     "",
     status_code=status.HTTP_201_CREATED,
     dependencies=[WriteAccess],
-    responses=ERRORS_WRITE,
+    responses={**ERRORS_WRITE, **UNSUPPORTED_MEDIA},
     openapi_extra=_request_body(ItemIn),
 )
 def create_item(payload: NewItem, service: ServiceDep) -> ItemOut:
@@ -148,7 +148,11 @@ def get_item(item_id: ItemId, service: ServiceDep) -> ItemOut:
 @router.put(
     "/{item_id}",
     dependencies=[WriteAccess],
-    responses={**ERRORS_WRITE, 201: {"model": ItemOut, "description": "Created"}},
+    responses={
+        **ERRORS_WRITE,
+        **UNSUPPORTED_MEDIA,
+        201: {"model": ItemOut, "description": "Created"},
+    },
     openapi_extra=_request_body(ItemUpdate),
 )
 def replace_item(

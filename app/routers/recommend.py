@@ -7,13 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from app.deps import ReadAccess, ServiceDep
-from app.routers.common import ERRORS_READ
+from app.routers.common import ERRORS_READ, MALFORMED
 from app.schemas import ID_PATTERN, MAX_ID_CHARS, RecommendRequest, RecommendResponse
 
 router = APIRouter(prefix="/v1", tags=["recommend"], dependencies=[ReadAccess])
 
 
-@router.post("/recommend", responses=ERRORS_READ)
+@router.post("/recommend", responses={**ERRORS_READ, **MALFORMED})
 def recommend(body: RecommendRequest, service: ServiceDep) -> RecommendResponse:
     """Top-n items of ``domain`` for a known user and/or an inline history.
 
