@@ -36,7 +36,7 @@ from tests.app.fakes import FakeEngineFactory
 from tests.reliability.procs import API_KEY, AUTH, ThreadServer, record
 
 REQUEST_TIMEOUT_S = 10.0
-CI_EXAMPLES = 6
+CI_EXAMPLES = 4
 DEEP_EXAMPLES = 150
 
 

@@ -370,6 +370,9 @@ def http(server: ThreadServer) -> Iterator[httpx.Client]:
         yield client
 
 
+SENT: set[str] = set()  # cases sent by this session (the health check resends the others)
+
+
 def send(http: httpx.Client, case: Hostile) -> httpx.Response:
     kwargs = dict(case.kwargs)
     kwargs.setdefault("headers", AUTH)
@@ -382,6 +385,7 @@ def send(http: httpx.Client, case: Hostile) -> httpx.Response:
 def test_hostile_request_is_a_4xx_with_a_message(http: httpx.Client, name: str) -> None:
     case = CASES[name]
     r = send(http, case)
+    SENT.add(name)
     expected = case.expect if isinstance(case.expect, tuple) else (case.expect,)
     assert r.status_code in expected, (r.status_code, r.text[:500])
     if r.status_code == 207:
@@ -395,8 +399,9 @@ def test_hostile_request_is_a_4xx_with_a_message(http: httpx.Client, name: str) 
 
 def test_service_is_healthy_after_the_hostile_requests(http: httpx.Client) -> None:
     """Runs last in this module: still ready, still recommending, never answered 5xx."""
-    for case in CASES.values():  # in case this test runs alone (pytest -k): send them all
-        assert send(http, case).status_code < 500
+    for name, case in CASES.items():  # those not sent yet (pytest -k): send them now
+        if name not in SENT:
+            assert send(http, case).status_code < 500
     assert http.get("/readyz").json()["status"] == "ready"
     r = http.post("/v1/recommend", json={"domain": "arts", "history": ["arts-1"]}, headers=AUTH)
     assert r.status_code == 200 and r.json()["items"], r.text
