@@ -16,17 +16,19 @@ from app.service import RecommendationService
 from app.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+# ``async def``: FastAPI would run a plain ``def`` dependency in the thread pool (one hop
+# per dependency per request; they only read app.state).
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_service(request: Request) -> RecommendationService:
+async def get_service(request: Request) -> RecommendationService:
     service: RecommendationService = request.app.state.service
     return service
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 

@@ -25,7 +25,10 @@ api_key_header = APIKeyHeader(
 )
 
 
-def _settings(request: Request) -> Settings:
+# Dependencies are ``async def`` although they do no I/O: FastAPI runs a plain ``def``
+# dependency in the thread pool, one hop per dependency per request, which cost more than
+# the model work (bench/serve.py, docs/results/serve.md).
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -51,7 +54,7 @@ def _check(given: str | None, settings: Settings) -> None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key", headers=headers)
 
 
-def require_write_key(
+async def require_write_key(
     settings: Annotated[Settings, Depends(_settings)],
     key: Annotated[str | None, Security(api_key_header)],
 ) -> None:
@@ -59,7 +62,7 @@ def require_write_key(
     _check(key, settings)
 
 
-def require_read_key(
+async def require_read_key(
     settings: Annotated[Settings, Depends(_settings)],
     key: Annotated[str | None, Security(api_key_header)],
 ) -> None:
