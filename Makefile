@@ -15,7 +15,8 @@ CLIP_VENV ?= .venv-clip
 CLIP_PKGS := open-clip-torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 torchvision==0.15.2 \
              requests urllib3 charset-normalizer idna certifi
 
-.PHONY: setup system-deps run demo-bundle test test-fast test-slow test-clip lint format clean
+.PHONY: setup system-deps run demo-bundle test test-fast test-slow test-clip lint format clean \
+        bench-serve bench-train-speed
 
 # torch first, from the local CPU wheel: anything that depends on torch would otherwise
 # pull the registry's multi-GB CUDA build.
@@ -73,6 +74,17 @@ test-fast: setup
 
 test-slow: setup system-deps
 	$(BIN)/pytest -m slow -q
+
+# Benchmarks (docs/results/): the service under load, training speed.
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $@
+
+bench-serve: $(BIN)/.bench-installed system-deps demo-bundle
+	$(BIN)/python bench/serve.py
+
+bench-train-speed: $(BIN)/.bench-installed
+	$(BIN)/python bench/train_speed.py
 
 clean:
 	rm -rf $(VENV) $(CLIP_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
