@@ -15,7 +15,7 @@ CLIP_VENV ?= .venv-clip
 CLIP_PKGS := open-clip-torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 torchvision==0.15.2 \
              requests urllib3 charset-normalizer idna certifi
 
-.PHONY: setup system-deps run demo-bundle test test-fast test-slow test-clip lint format clean \
+.PHONY: setup setup-dev system-deps run demo-bundle test test-fast test-slow test-clip lint format clean \
         bench-serve bench-train-speed
 
 # torch first, from the local CPU wheel: anything that depends on torch would otherwise
@@ -23,10 +23,16 @@ CLIP_PKGS := open-clip-torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 torchvision==0.15
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# Test and lint tools on top (make run does not need them, so it does not wait for them).
+$(BIN)/.dev-installed: $(BIN)/.installed
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
 setup: $(BIN)/.installed
+setup-dev: $(BIN)/.dev-installed
 
 # Servers the tests start themselves (a real redis-server). Installed with apt when missing.
 system-deps:
@@ -42,16 +48,16 @@ demo-bundle: setup
 run: demo-bundle
 	MICREC_BUNDLE_PATH=$(BUNDLE) $(BIN)/micrec serve --host $(HOST) --port $(PORT)
 
-lint: setup
+lint: setup-dev
 	$(BIN)/ruff check model app tests bench
 	$(BIN)/ruff format --check model app tests bench
 	$(BIN)/mypy model app
 
-format: setup
+format: setup-dev
 	$(BIN)/ruff format model app tests bench
 	$(BIN)/ruff check --fix model app tests bench
 
-test: setup system-deps lint
+test: setup-dev system-deps lint
 	$(BIN)/pytest -m "not slow" -q
 	$(MAKE) test-clip
 
@@ -69,14 +75,14 @@ $(CLIP_VENV)/.installed: $(BIN)/.installed
 test-clip: $(CLIP_VENV)/.installed
 	MICREC_REQUIRE_CLIP=1 $(CLIP_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/model/encoders/test_clip_encoder.py
 
-test-fast: setup
+test-fast: setup-dev
 	$(BIN)/pytest -m "not slow" -q -x
 
-test-slow: setup system-deps
+test-slow: setup-dev system-deps
 	$(BIN)/pytest -m slow -q
 
 # Benchmarks (docs/results/): the service under load, training speed.
-$(BIN)/.bench-installed: $(BIN)/.installed
+$(BIN)/.bench-installed: $(BIN)/.dev-installed
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	touch $@
 
