@@ -1370,6 +1370,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     sizes = [int(s) for s in report["params"]["sizes"]]
     workers = sorted({s["workers"] for s in report["services"]})
@@ -1431,6 +1432,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xticks(conc)
         ax.set_xticklabels([str(c) for c in conc])
         ax.set_xlabel("concurrency (closed loop)")

@@ -260,6 +260,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for kind, marker in (("real", "o"), ("synthetic", "s")):
@@ -275,6 +276,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("training interactions (train pairs)")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
