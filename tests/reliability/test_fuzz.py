@@ -104,7 +104,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
             status = line.split('status="', 1)[1].split('"', 1)[0]
             counts[status] = counts.get(status, 0) + int(float(line.rsplit(" ", 1)[1]))
     record("fuzz-server", responses_by_status=dict(sorted(counts.items())))
-    assert not any(s.startswith("5") and s != "503" for s in counts), counts
+    assert not any(s.startswith("5") for s in counts), counts
 
 
 def test_served_schema_is_the_fuzzed_one(server: ThreadServer) -> None:

@@ -142,6 +142,7 @@ def _workers(
     ]
 
 
+@pytest.mark.timeout(SOAK_S + 600)  # the run itself + building the bundle + slack
 def test_soak(real: RealBundles, service: ServiceProcess) -> None:
     traffic = Traffic(service.url, _workers(real), timeout_s=30, budget=SOAK_BUDGET)
     samples: list[tuple[float, int, int]] = []  # (seconds since start, requests, RSS KiB)
