@@ -1,7 +1,7 @@
 """Two service processes (separate ports) sharing one Redis behave as one service.
 
 Replica A and replica B are real uvicorn processes (FakeEngine app) with the documented
-default ``MICREC_REPLICA_SYNC_INTERVAL_S`` (0.5 s). Alternating the direction (A->B, B->A):
+default ``MICREC_REPLICA_SYNC_INTERVAL_S`` (0.2 s). Alternating the direction (A->B, B->A):
 
 * an item registered through one replica appears among the other's model-ranked
   recommendations; deleted through one, it disappears from the other's (and its GET
@@ -31,7 +31,7 @@ from tests.reliability.conftest import MAX_N
 from tests.reliability.procs import AUTH, ServiceProcess, record
 
 BOUND_S = 10.0  # bounds a failure only
-SYNC_INTERVAL_S = 0.5  # the default MICREC_REPLICA_SYNC_INTERVAL_S (not overridden here)
+SYNC_INTERVAL_S = 0.2  # the default MICREC_REPLICA_SYNC_INTERVAL_S (not overridden here)
 
 
 def _ranked(http: httpx.Client, domain: str) -> list[str]:
