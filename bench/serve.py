@@ -945,7 +945,11 @@ class Bench:
                 report["floors"][str(n)] = self.floor(n, bundles[n], reqs)
             for workers in a.workers:
                 first = len(self.points)
-                info = self.service(n, bundles[n], reqs, workers)
+                try:
+                    info = self.service(n, bundles[n], reqs, workers)
+                except Exception as err:  # record it and go on with the other points
+                    log(f"service {fmt_n(n)} x{workers} FAILED: {err}")
+                    info = {"items_per_domain": n, "workers": workers, "error": str(err)}
                 info["points"] = self.points[first:]
                 report["services"].append(info)
                 self.save(report, partial=True)
@@ -1336,8 +1340,11 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for s in report["services"]:
         n = s["items_per_domain"]
+        if "error" in s:
+            L.append(f"| {fmt_n(n)} | {s['workers']} | failed: {s['error'][:200]} | | | | | |")
+            continue
         fl = report["floors"].get(str(n), {"index_kind": {}, "recall_at_100": {}, "rss_mb": 0})
-        rss_max = max(p["server_rss_mb_max"] for p in s["points"])
+        rss_max = max([p["server_rss_mb_max"] for p in s["points"]] or [0])
         kinds = ", ".join(sorted(set(fl["index_kind"].values())))
         rec = min(fl["recall_at_100"].values()) if fl["recall_at_100"] else None
         L.append(
