@@ -2,7 +2,7 @@
 size, worker count and concurrency, against two references measured in the same run.
 
     python bench/serve.py            # full sweep: 1e4/1e5/1e6 items per domain, 1 and 2
-                                     # workers, concurrency 1/8/32/64 (~25 min on 2 cores)
+                                     # workers, concurrency 1/8/32/64 (~20 min on 2 cores)
     python bench/serve.py --quick    # smoke run: 1e4 items, 1 worker, c=1/8, short points
     make bench-serve                 # the full sweep
 
@@ -1468,13 +1468,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", type=parse_size, nargs="+", default=[10**4, 10**5, 10**6])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
-    ap.add_argument("--duration", type=float, default=8.0, help="seconds per load point")
-    ap.add_argument("--single-duration", type=float, default=4.0, help="seconds, c=1 points")
-    ap.add_argument("--register-duration", type=float, default=6.0)
-    ap.add_argument("--bare-duration", type=float, default=5.0)
+    ap.add_argument("--duration", type=float, default=7.0, help="seconds per load point")
+    ap.add_argument("--single-duration", type=float, default=3.0, help="seconds, c=1 points")
+    ap.add_argument("--register-duration", type=float, default=5.0)
+    ap.add_argument("--bare-duration", type=float, default=4.0)
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds before each window")
-    ap.add_argument("--visibility-trials", type=int, default=5)
-    ap.add_argument("--floor-calls", type=int, default=300)
+    ap.add_argument("--visibility-trials", type=int, default=4)
+    ap.add_argument("--floor-calls", type=int, default=200)
     ap.add_argument(
         "--exact-max-items",
         type=int,

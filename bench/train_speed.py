@@ -178,8 +178,6 @@ def run_point(spec: dict[str, Any]) -> dict[str, Any]:
     if steps * spec["epochs"] <= spec["max_steps"]:
         result = trainer.fit(progress=False)
         out["epoch_seconds"] = [row["train_seconds"] for row in result.history]
-        out["seconds_per_epoch"] = float(np.mean(out["epoch_seconds"]))
-        out["step_ms"] = out["seconds_per_epoch"] / steps * 1000
         out["val_ndcg@20"] = result.best_val
         out["extrapolated"] = False
     else:
@@ -192,12 +190,23 @@ def run_point(spec: dict[str, Any]) -> dict[str, Any]:
             trainer.step()
             times.append(time.perf_counter() - t1)
         out["step_seconds"] = times
-        out["step_ms"] = float(np.mean(times)) * 1000
-        out["seconds_per_epoch"] = out["step_ms"] / 1000 * steps
         out["extrapolated"] = True
     out["fit_s"] = time.perf_counter() - t
+    summarise(out)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
+
+
+def summarise(out: dict[str, Any]) -> None:
+    """seconds_per_epoch / step_ms from the raw timings: the median, so one epoch or step
+    slowed by another process on the shared machine does not set the figure."""
+    steps = out["steps_per_epoch"]
+    if out.get("extrapolated"):
+        out["step_ms"] = float(np.median(out["step_seconds"])) * 1000
+        out["seconds_per_epoch"] = out["step_ms"] / 1000 * steps
+    else:
+        out["seconds_per_epoch"] = float(np.median(out["epoch_seconds"]))
+        out["step_ms"] = out["seconds_per_epoch"] / steps * 1000
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -226,7 +235,7 @@ def markdown(report: dict[str, Any]) -> str:
         "`interactions` = dataset rows (x the kept share for the real points); `train pairs` "
         "= old-user x old-item training "
         "interactions after the 5-core and the inductive split (what an epoch iterates "
-        "over). Epoch time excludes validation.",
+        "over). s/epoch = median over the epochs run; epoch time excludes validation.",
         "",
         "| dataset | features | interactions | train pairs | items | steps/epoch | "
         "s/epoch | ms/step | setup s | peak RSS MB |",
@@ -245,7 +254,7 @@ def markdown(report: dict[str, Any]) -> str:
     L += [
         "",
         "\\* extrapolated: steps/epoch x the mean time of single training steps (after a "
-        "warm-up step), because whole epochs would exceed the benchmark's budget (every step "
+        "warm-up step; median), because whole epochs would exceed the benchmark's budget (every step "
         "propagates over the whole graph, so an epoch costs ~ interactions^2 / batch). "
         "Synthetic datasets are trained without content features (see the script's "
         "docstring); the real ones with MiniLM text features. Per-epoch times, per-domain "
@@ -355,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", default="artifacts/cache")
     ap.add_argument("--out", default="docs/results/train_speed")
     ap.add_argument("--quick", action="store_true", help="25%% real + 50k synthetic, 1 epoch")
+    ap.add_argument("--rerender", action="store_true", help="rewrite <out>.md/.png from <out>.json")
     ap.add_argument("--point", help=argparse.SUPPRESS)
     ap.add_argument("--point-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -363,6 +373,15 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.point_out).write_text(json.dumps(res))
         return 0
     used = sys.argv[1:] if argv is None else argv
+    if args.rerender:
+        out = Path(args.out)
+        report = json.loads(out.with_suffix(".json").read_text())
+        for p in report["points"]:
+            summarise(p["result"])
+        out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+        out.with_suffix(".md").write_text(markdown(report))
+        plot(report, out.with_suffix(".png"))
+        return 0
     if args.quick:
         args.shares = [0.25] if "--shares" not in used else args.shares
         args.synthetic = [50_000] if "--synthetic" not in used else args.synthetic
