@@ -9,9 +9,31 @@ stderr, not a traceback from each worker.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import socket
+from typing import Any
+
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from model.cli import UserError
+
+
+class NoDelayHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+    """uvicorn's HTTP protocol with TCP_NODELAY set on every connection.
+
+    With ``--workers`` > 1 uvicorn binds the listening socket itself with proto 0, and
+    asyncio only disables Nagle on sockets whose proto is IPPROTO_TCP; so every response
+    after the first on a keep-alive connection waited for the client's delayed ACK:
+    ~44 ms per request instead of ~2 ms (bench/serve.py, docs/results/serve.md).
+    """
+
+    def connection_made(self, transport: Any) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):  # not a TCP socket after all
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,5 +82,6 @@ def run(args: argparse.Namespace) -> int:
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
+        http="app.commands.serve:NoDelayHTTPProtocol",
     )
     return 0
