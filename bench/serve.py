@@ -699,7 +699,8 @@ class Bench:
             port = free_port()
             cmd = [sys.executable, "-m", "uvicorn", "bench.serve_bare:app"]
             cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-            cmd += ["--log-level", "warning"]
+            # The HTTP protocol `micrec serve` runs (TCP_NODELAY on every connection).
+            cmd += ["--log-level", "warning", "--http", "app.commands.serve:NoDelayHTTPProtocol"]
             env = self.env({"PYTHONPATH": str(ROOT)})
             server = ServerProcess(cmd, env, port, self.tmp / f"bare-{workers}.log")
             server.start()
@@ -790,10 +791,19 @@ class Bench:
 
     def seed_and_warm(self, server: ServerProcess, reqs: dict[str, Any], workers: int) -> None:
         rows = [r for rs in reqs["stored"].values() for r in rs]
+        deadline = time.monotonic() + self.args.ready_timeout
+
+        def call(path: str, body: Any) -> tuple[int, Any]:
+            # With several workers /readyz may have answered from one that was ready while
+            # another is still loading (503): retry until every answer is a model's.
+            while True:
+                status, resp = http_json(server.base_url, "POST", path, body)
+                if status != 503 or time.monotonic() > deadline:
+                    return status, resp
+                time.sleep(1.0)
+
         for k in range(0, len(rows), 500):
-            status, body = http_json(
-                server.base_url, "POST", "/v1/interactions", {"interactions": rows[k : k + 500]}
-            )
+            status, body = call("/v1/interactions", {"interactions": rows[k : k + 500]})
             if status != 200:
                 raise RuntimeError(f"seeding interactions failed: {status} {body}")
         # Every request type a few times on fresh connections, so each worker has loaded
@@ -803,9 +813,11 @@ class Bench:
                 body = reqs["bodies"][kind][k % len(reqs["bodies"][kind])]
                 path = "/v1/items" if kind in REGISTER_TYPES else "/v1/recommend"
                 body = body.replace("__ID__", f"warm-{kind}-{k}")
-                status, resp = http_json(server.base_url, "POST", path, body)
+                status, resp = call(path, body)
                 if status >= 400:
                     raise RuntimeError(f"warm-up {kind} failed: {status} {resp}")
+        # Then /readyz must answer 200 on 50 fresh connections in a row.
+        server.wait_ready("/readyz", workers * 12 + 2, self.args.ready_timeout)
 
     def service_points(
         self, server: ServerProcess, reqs: dict[str, Any], n: int, workers: int

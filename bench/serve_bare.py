@@ -3,7 +3,8 @@
 ``POST /v1/recommend`` returns a constant recommend-shaped response (10 items) without
 reading the body; the handler is a plain ``def`` like the service's, so it goes through
 the same thread pool hop. Served by bench/serve.py with exactly the uvicorn options of the
-real service (``python -m uvicorn bench.serve_bare:app --workers W``).
+real service (``python -m uvicorn bench.serve_bare:app --workers W --http
+app.commands.serve:NoDelayHTTPProtocol``).
 """
 
 from __future__ import annotations
