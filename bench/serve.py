@@ -1202,6 +1202,12 @@ def markdown(report: dict[str, Any]) -> str:
             + "; ".join(f"`{x}`" for x in m["other_busy_processes_at_start"])
             + "  "
         )
+    for sup in report.get("supplementary", []):
+        sm = sup["machine"]
+        L.append(
+            f"{sup['what']}: `{sup['command']}`, {sup['date']}, commit {sup['git_commit']}, "
+            f"load average mean {sm.get('loadavg_1m_mean')} / max {sm.get('loadavg_1m_max')}  "
+        )
     L.append("")
     # single-request table (the issue-4 figure)
     L += ["## Single requests (concurrency 1, 1 worker)", ""]
