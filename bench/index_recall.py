@@ -34,18 +34,9 @@ from typing import Any
 
 import faiss
 import numpy as np
+from machine import cpu_model
 
 from app.index import DomainIndex, default_nlist
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def unit(x: np.ndarray) -> np.ndarray:

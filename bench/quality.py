@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import cpu_model, git_commit
 
 from model.cli import set_threads
 from model.data.loading import load_dataset
@@ -43,17 +44,12 @@ DEFAULT_METHODS = (
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "gpu": None}
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu_model(),
+        "python": platform.python_version(),
+        "gpu": None,
+    }
 
 
 def run_method(
@@ -264,9 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python " + " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine(),
-        "git": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip(),
+        "git": git_commit(),
         "seconds": elapsed,
         "config": base.to_dict(),
     }

@@ -53,7 +53,6 @@ import datetime as dt
 import io
 import json
 import os
-import platform
 import shlex
 import signal
 import socket
@@ -68,6 +67,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import busy_processes, git_commit, host_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 if "PYTHONPATH" not in os.environ and str(ROOT) not in sys.path:
@@ -92,16 +92,6 @@ STORED_PER_USER = 5
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def free_port() -> int:
@@ -988,37 +978,15 @@ class Bench:
             plot(report, out.with_suffix(".png"))
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
-
-
 def machine_info() -> dict[str, Any]:
     import faiss
     import torch
 
-    other = []
-    try:
-        out = subprocess.run(
-            ["ps", "-eo", "pcpu,args", "--sort=-pcpu"], capture_output=True, text=True
-        )
-        for line in out.stdout.splitlines()[1:6]:
-            pcpu, _, cmd = line.strip().partition(" ")
-            if float(pcpu) >= 20 and "bench/serve" not in cmd:
-                other.append(f"{pcpu}% {cmd[:120]}")
-    except (OSError, ValueError):
-        pass
+    other = busy_processes("bench/serve")
     return {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        **host_facts(),
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
         "other_busy_processes_at_start": other,
-        "python": platform.python_version(),
         "torch": torch.__version__,
         "faiss": faiss.__version__,
     }

@@ -41,7 +41,6 @@ import csv
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import shlex
 import subprocess
@@ -52,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import busy_processes, git_commit, host_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -62,16 +62,6 @@ REAL = ROOT.parent / "shared" / "datasets" / "amazon-arts-office"
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # --- datasets -------------------------------------------------------------------------------
@@ -305,35 +295,13 @@ def plot(report: dict[str, Any], path: Path) -> None:
 def machine_info() -> dict[str, Any]:
     import torch
 
-    other = []
-    try:
-        ps = subprocess.run(
-            ["ps", "-eo", "pcpu,args", "--sort=-pcpu"], capture_output=True, text=True
-        )
-        for line in ps.stdout.splitlines()[1:6]:
-            pcpu, _, cmd = line.strip().partition(" ")
-            if float(pcpu) >= 20 and "bench/train_speed" not in cmd:
-                other.append(f"{pcpu}% {cmd[:120]}")
-    except (OSError, ValueError):
-        pass
+    other = busy_processes("bench/train_speed")
     return {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        **host_facts(),
         "loadavg_start": round(os.getloadavg()[0], 2),
         "other_busy_processes_at_start": other,
-        "python": platform.python_version(),
         "torch": torch.__version__,
     }
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
