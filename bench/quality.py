@@ -19,6 +19,7 @@ import os
 import platform
 import sys
 import time
+import tomllib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--sparsify-sweep", default=None, help="DOMAIN:1.0,0.5,0.3,0.1 -> micrec vs inmo gain plot"
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a [model] key of the config for every trained method (TOML value, "
+        "e.g. --set gamma_init=0.0); repeatable",
+    )
+    ap.add_argument(
+        "--merge",
+        action="append",
+        default=[],
+        metavar="RESULTS_JSON",
+        help="add the methods of another run's results.json (same seeds) to the tables",
+    )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--progress", action="store_true")
@@ -173,6 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.sparsify:
         d, share = args.sparsify.split("=")
         overrides["data"] = {"sparsify": {d: float(share)}}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            parsed = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = value  # a bare string such as --set item_content_weight=degree
+        overrides.setdefault("model", {})[key.strip()] = parsed
     base = load_run_config(args.config, overrides)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [
@@ -235,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.sparsify_sweep:
         dom, shares = args.sparsify_sweep.split(":")
         for share in [float(s) for s in shares.split(",")]:
-            if str(share) in sweep or args.report_only:
+            done = sweep.get(str(share), {})
+            if all(m in done for m in ("inmo", "micrec")) or args.report_only:
                 continue
             if share == 1.0 and "inmo" in per_seed and "micrec" in per_seed:
                 # the unsparsified point is the seed-0 run of the main table
@@ -243,13 +269,25 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             cfg = replace(base, data=replace(base.data, sparsify={dom: share}))
             split = restrict(build_split(dataset, cfg.data), cfg.domains)
-            row = {}
+            row = dict(done)  # a point kept from a resumed run only re-runs what is missing
             for m in ("inmo", "micrec"):
+                if m in row:
+                    continue
                 res, _ = run_method(m, cfg, split, features, progress=args.progress)
                 row[m] = res[dom]
             sweep[str(share)] = row
             checkpoint()
             log.info("sparsify %s=%s: %s", dom, share, {m: row[m]["all"]["ndcg@20"] for m in row})
+    for other in args.merge:
+        # runs made by another process (e.g. ablations run in parallel into another folder)
+        extra = json.loads(Path(other).read_text())
+        if extra.get("seeds", args.seeds) != args.seeds:
+            ap.error(f"--merge: {other} was run with seeds {extra.get('seeds')}")
+        for m, rows in extra.get("per_seed", {}).items():
+            if rows and not per_seed.get(m):
+                per_seed[m] = rows
+                infos[m] = extra.get("train", {}).get(m, [])
+                methods.append(m)
     summary = {
         m: mean_std(per_seed[m]) for m in methods if per_seed[m] and all(per_seed[m][0].values())
     }
@@ -268,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "meta": meta,
+                "seeds": args.seeds,
                 "mean": mean,
                 "std": std,
                 "per_seed": per_seed,

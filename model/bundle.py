@@ -227,7 +227,7 @@ def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
         emb = DomainEmbedder(
             domain=d,
             alpha=float(model.alpha),
-            gamma=float(model.gamma.detach()),
+            gamma=float(model.domain_gamma(d).detach()),
             item_layers=t["item_layers"],
             item_degree=t["item_degree"],
             item_template=table[rows.clamp_min(0)] * is_tpl.unsqueeze(1),
@@ -235,6 +235,7 @@ def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
             user_token=table[tmap.user_token].clone(),
             item_token=table[tmap.item_token].clone(),
             item_content=t.get("item_content"),
+            user_content=config.user_content,
             cold_scale=float(t["cold_scale"][0]) if "cold_scale" in t else 1.0,
         )
         c = cat[d]

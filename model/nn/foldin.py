@@ -40,6 +40,8 @@ class DomainEmbedder:
     user_token: torch.Tensor
     item_token: torch.Tensor
     item_content: torch.Tensor | None
+    user_content: bool = True
+    """Users get the content preference term (MICRecConfig.user_content)."""
     cold_scale: float = 1.0
     """Multiplier of isolated (cold) items' vectors, see ``calibrate_cold_scale``."""
 
@@ -100,7 +102,7 @@ class DomainEmbedder:
         e0 = self._scale(c).unsqueeze(1) * (
             torch.sparse.mm(hist, self.item_template) + self.user_token
         )
-        if self.item_content is not None:
+        if self.item_content is not None and self.user_content:
             psum = torch.sparse.mm(hist, self.item_content)
             n_all = n_hist.clone()
             if extra_content is not None:
@@ -126,7 +128,7 @@ class DomainEmbedder:
         """A user with no graph items in this domain whose content comes from items ``h``
         ([m, d], e.g. their items in other domains, since projections are shared): [d]."""
         p = torch.zeros(self.dim, device=self.item_layers.device)
-        if len(h) and self.item_content is not None:
+        if len(h) and self.item_content is not None and self.user_content:
             p = self._scale(torch.tensor(float(len(h) + 1))) * h.sum(dim=0)
         e0 = self.user_token + self.gamma * p
         return e0 / (self.n_layers + 1)  # no edges: layers 1..L are zero
@@ -186,7 +188,7 @@ def build_embedder(
     emb = DomainEmbedder(
         domain=domain,
         alpha=float(model.alpha),
-        gamma=float(model.gamma.detach()),
+        gamma=float(model.domain_gamma(domain).detach()),
         item_layers=item_layers.detach(),
         item_degree=torch.as_tensor(
             np.bincount(inp.pairs[:, 1], minlength=inp.n_items),
@@ -198,6 +200,7 @@ def build_embedder(
         user_token=table[tmap.user_token].clone(),
         item_token=table[tmap.item_token].clone(),
         item_content=None if h is None else h.detach(),
+        user_content=model.config.user_content,
     )
     if calibrate:
         emb.calibrate_cold_scale()

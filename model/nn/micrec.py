@@ -41,6 +41,7 @@ class DomainInputs:
     adjacency: torch.Tensor
     interactions: torch.Tensor
     user_degree: torch.Tensor
+    item_degree: torch.Tensor
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -65,6 +66,9 @@ class DomainInputs:
             interactions=interaction_matrix(n_users, n_items, pairs).to(device),
             user_degree=torch.from_numpy(
                 np.bincount(pairs[:, 0], minlength=n_users).astype(np.float32)
+            ).to(device),
+            item_degree=torch.from_numpy(
+                np.bincount(pairs[:, 1], minlength=n_items).astype(np.float32)
             ).to(device),
             features={
                 m: torch.as_tensor(v, dtype=torch.float32, device=device)
@@ -106,7 +110,17 @@ class MICRec(nn.Module):
         )
         dims = {m: n for m, n in (feature_dims or {}).items() if m in config.modalities}
         self.content: ModalityAggregator | None = ModalityAggregator(dims, d) if dims else None
-        self.gamma = nn.Parameter(torch.tensor(float(config.gamma_init)))
+        # a per-domain gamma lets a sparse domain rely less on content than a dense one
+        # (docs/results/quality.md, finding 4); the shared scalar is METHOD.md's default
+        if config.gamma_per_domain:
+            self.gammas = nn.ParameterDict(
+                {
+                    domain_key(dom): nn.Parameter(torch.tensor(float(config.gamma_init)))
+                    for dom in self.domains
+                }
+            )
+        else:
+            self.gamma = nn.Parameter(torch.tensor(float(config.gamma_init)))
         self.head: AlignmentHead | None = (
             AlignmentHead(d) if config.cross_domain_weight > 0 else None
         )
@@ -133,6 +147,12 @@ class MICRec(nn.Module):
         emb = self.tables[domain_key(domain)]
         assert isinstance(emb, nn.Embedding)
         return emb.weight
+
+    def domain_gamma(self, domain: str) -> torch.Tensor:
+        """The content weight gamma used in ``domain`` (a scalar parameter)."""
+        if self.config.gamma_per_domain:
+            return self.gammas[domain_key(domain)]
+        return self.gamma
 
     def item_content(self, inp: DomainInputs) -> torch.Tensor | None:
         """h_i for every item of the domain: [n_items, d], or None without content."""
@@ -161,7 +181,11 @@ class MICRec(nn.Module):
         if h is not None:
             # user content preference over ALL interacted items, c'_u = |N(u)| + 1
             p = torch.sparse.mm(inp.interactions, h) * self.scale(inp.user_degree + 1).unsqueeze(1)
-            e0 = e0 + self.gamma * torch.cat([p, h], dim=0)
+            if not self.config.user_content:
+                p = torch.zeros_like(p)
+            if self.config.item_content_weight == "degree":
+                h = h * self.scale(inp.item_degree + 1).unsqueeze(1)
+            e0 = e0 + self.domain_gamma(domain) * torch.cat([p, h], dim=0)
         return e0
 
     def forward(

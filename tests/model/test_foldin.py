@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from model.evaluation import _group
@@ -30,8 +31,13 @@ def _inputs(model, split, feats, d, pairs, n_users=None):
     return DomainInputs.build(model.templates[d], n_users or ds.n_users, ds.n_items, pairs, f, m)
 
 
-def test_fold_in_equals_forward_for_users_in_the_graph() -> None:
-    split, feats, model = _trained()
+@pytest.mark.parametrize(
+    "variant", ["micrec", "no-user-content", "gamma-per-domain", "content-degree"]
+)
+def test_fold_in_equals_forward_for_users_in_the_graph(variant: str) -> None:
+    split, feats, model = _trained(variant)
+    if variant == "gamma-per-domain":
+        assert set(model.gammas) == {"d_a", "d_b"} and not hasattr(model, "gamma")
     ds = split.domains["a"]
     inp = _inputs(model, split, feats, "a", ds.train)
     with torch.no_grad():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -124,3 +125,36 @@ def test_every_ablation_is_a_flag_of_the_same_model() -> None:
         assert torch.isfinite(zu).all() and torch.isfinite(zi).all()
     inmo, _ = _model(MICRecConfig(dim=8).ablate("inmo"))
     assert inmo.content is None and inmo.head is None
+
+
+def test_content_weight_variants_on_layer0() -> None:
+    """item_content_weight="degree" weighs h_i by (|N(i)| + 1)^(alpha/2 - 1), like one more
+    neighbour; user_content=False drops gamma * p_u; both leave everything else alone."""
+    base, inputs = _model(MICRecConfig(dim=8, gamma_init=1.0))
+    inp = inputs["a"]
+    with torch.no_grad():
+        base.alpha.fill_(0.5)
+        e_const = base.layer0("a", inp)
+        h = base.item_content(inp)
+        assert h is not None
+        for cfg, check in (
+            (replace(base.config, item_content_weight="degree"), "items"),
+            (replace(base.config, user_content=False), "users"),
+        ):
+            other, _ = _model(cfg)
+            other.load_state_dict(base.state_dict())
+            diff = other.layer0("a", inp) - e_const
+            users, items = diff[: inp.n_users], diff[inp.n_users :]
+            if check == "items":
+                k = torch.as_tensor(np.bincount(inp.pairs[:, 1], minlength=inp.n_items))
+                expected = ((k + 1.0) ** (0.5 / 2 - 1) - 1).unsqueeze(1) * h
+                assert torch.allclose(items, expected, atol=1e-5)
+                assert torch.count_nonzero(users) == 0
+            else:
+                p = torch.sparse.mm(inp.interactions, h) * base.scale(
+                    inp.user_degree + 1
+                ).unsqueeze(1)
+                assert torch.allclose(users, -p, atol=1e-5)
+                assert torch.count_nonzero(items) == 0
+    with pytest.raises(ValueError, match="item_content_weight"):
+        MICRecConfig(item_content_weight="log")
