@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     faiss_threads: int | None = Field(
         None, ge=1, description="FAISS OpenMP threads; unset = number of cores."
     )
+    request_threads: int = Field(
+        40,
+        ge=1,
+        description="Threads per worker that run blocking request work (embedding, FAISS, "
+        "store, encoders); 40 is anyio's default. Fewer threads than concurrent requests "
+        "queue the rest instead of letting them contend for the GIL (bench/serve.py).",
+    )
 
     # --- index -----------------------------------------------------------------------
     exact_index_max_items: int = Field(

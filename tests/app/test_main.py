@@ -111,3 +111,20 @@ def test_cors_when_configured(
         assert r.headers["access-control-allow-origin"] == "https://shop.example"
         r = c.get("/healthz", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in r.headers
+
+
+def test_request_threads_bound_the_worker_threads(
+    make_settings: Callable[..., Settings],
+    engine_factory: FakeEngineFactory,
+    memory_store: MemoryStore,
+) -> None:
+    """Sync handlers run on anyio's thread pool; its size comes from the settings."""
+    import anyio.to_thread
+
+    def tokens() -> float:
+        return anyio.to_thread.current_default_thread_limiter().total_tokens
+
+    with running(make_settings(request_threads=3), engine_factory, memory_store) as client:
+        assert client.portal is not None
+        assert client.portal.call(tokens) == 3
+        assert client.get("/healthz").status_code == 200
