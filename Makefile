@@ -49,9 +49,9 @@ run: demo-bundle
 	MICREC_BUNDLE_PATH=$(BUNDLE) $(BIN)/micrec serve --host $(HOST) --port $(PORT)
 
 lint: setup-dev
-	$(BIN)/ruff check model app tests bench
-	$(BIN)/ruff format --check model app tests bench
-	$(BIN)/mypy model app
+	$(BIN)/ruff check model app tests bench docs
+	$(BIN)/ruff format --check model app tests bench docs
+	$(BIN)/mypy model app bench docs/check_service_doc.py
 
 format: setup-dev
 	$(BIN)/ruff format model app tests bench

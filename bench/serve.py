@@ -347,9 +347,9 @@ def floor_worker(args: argparse.Namespace) -> int:
             for row in stored.get(req["user_id"], []):
                 by.setdefault(row["domain"], []).append(row["item_id"])
         for iid in req.get("history", []):
-            d = engine.item_domain(iid)
-            if d is not None:
-                by.setdefault(d, []).append(iid)
+            item_domain = engine.item_domain(iid)
+            if item_domain is not None:
+                by.setdefault(item_domain, []).append(iid)
         return by
 
     for kind in RECOMMEND_TYPES:
@@ -758,6 +758,8 @@ class Bench:
             }
             if a.ivf_nlist:
                 extra["MICREC_IVF_NLIST"] = str(a.ivf_nlist)
+            if a.request_threads:
+                extra["MICREC_REQUEST_THREADS"] = str(a.request_threads)
             cmd = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"]
             cmd += ["--port", str(port), "--workers", str(workers)]
             log_path = self.tmp / f"service-{n}-{workers}.log"
@@ -858,7 +860,7 @@ class Bench:
         ``/v1/recommend`` for ``history=[it]`` filtered on that category (n=1) on fresh
         connections until the new item is returned. (Without the filter a cold item need
         not rank in anyone's top n, so absence would prove nothing.)"""
-        out = []
+        out: list[dict[str, Any]] = []
         stamp = int(time.time() * 1000)
         for k in range(trials):
             body = json.loads(reqs["bodies"]["reg_image"][k % len(reqs["bodies"]["reg_image"])])
@@ -1469,6 +1471,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--ivf-nlist", type=int, default=None, help="MICREC_IVF_NLIST (default: unset)")
     ap.add_argument("--nprobe", type=int, default=32, help="MICREC_IVF_NPROBE (service default)")
+    ap.add_argument(
+        "--request-threads",
+        type=int,
+        default=None,
+        help="MICREC_REQUEST_THREADS (default: unset, the service default)",
+    )
     ap.add_argument("--ready-timeout", type=float, default=900)
     ap.add_argument("--bundle", default="artifacts/demo-bundle", help="the real trained bundle")
     ap.add_argument("--work-dir", default="artifacts/bench-serve", help="padded bundles")

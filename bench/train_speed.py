@@ -343,12 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     used = sys.argv[1:] if argv is None else argv
     if args.rerender:
         out = Path(args.out)
-        report = json.loads(out.with_suffix(".json").read_text())
-        for p in report["points"]:
+        old: dict[str, Any] = json.loads(out.with_suffix(".json").read_text())
+        for p in old["points"]:
             summarise(p["result"])
-        out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-        out.with_suffix(".md").write_text(markdown(report))
-        plot(report, out.with_suffix(".png"))
+        out.with_suffix(".json").write_text(json.dumps(old, indent=1) + "\n")
+        out.with_suffix(".md").write_text(markdown(old))
+        plot(old, out.with_suffix(".png"))
         return 0
     if args.quick:
         args.shares = [0.25] if "--shares" not in used else args.shares
