@@ -15,7 +15,7 @@ CLIP_VENV ?= .venv-clip
 CLIP_PKGS := open-clip-torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 torchvision==0.15.2 \
              requests urllib3 charset-normalizer idna certifi
 
-.PHONY: setup setup-dev system-deps run demo-bundle test test-fast test-slow test-clip lint format clean \
+.PHONY: setup setup-dev system-deps run demo-bundle docs-check test test-fast test-slow test-clip lint format clean \
         bench-serve bench-train-speed
 
 # torch first, from the local CPU wheel: anything that depends on torch would otherwise
@@ -85,6 +85,10 @@ test-slow: setup-dev system-deps
 $(BIN)/.bench-installed: $(BIN)/.dev-installed
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	touch $@
+
+# every curl example of docs/service.md against a fresh server on the demo bundle
+docs-check: demo-bundle
+	$(BIN)/python docs/check_service_doc.py
 
 bench-serve: $(BIN)/.bench-installed system-deps demo-bundle
 	$(BIN)/python bench/serve.py

@@ -9,7 +9,7 @@ The examples are stateful (an item registered in one block is used by later ones
 run top to bottom against a fresh store; with ``--url`` the server must be fresh too.
 
 What "as documented" means here: every HTTP status line and every JSON value of an excerpt
-must appear, in order, in the block's real output (headers and extra records may appear in
+(for a plain-text excerpt: every line) must appear, in order, in the block's real output (headers and extra records may appear in
 between, so an excerpt can show only the interesting part). Numbers are compared at the 4
 decimals the doc prints; ``created_at``/``updated_at``/``loaded_at``/``started_at``/``finished_at`` (wall-clock) and
 ``model_version`` (build date + weights hash) are not compared.
@@ -76,24 +76,29 @@ def examples(text: str) -> list[Example]:
     return out
 
 
-def records(text: str) -> list[Any]:
-    """Status lines (as ("status", code)) and JSON values, in the order they appear."""
+def records(text: str, *, raw: bool = False) -> list[Any]:
+    """Status lines (as ("status", code)) and JSON values, in the order they appear
+    (normalised for comparison unless ``raw``)."""
     recs: list[Any] = []
     dec = json.JSONDecoder()
     i = 0
     while i < len(text):
         line_start = i == 0 or text[i - 1] == "\n"
-        if line_start and (m := STATUS.match(text[i:])):
-            recs.append(("status", int(m.group(1))))
+        # curl prints bodies without a trailing newline, so the next call's status line
+        # can follow a JSON body directly
+        if (line_start or text[i - 1] in "}]") and (m := STATUS.match(text[i:])):
+            line_end = text.find("\n", i)
+            line = text[i : line_end if line_end >= 0 else len(text)].strip()
+            recs.append(line if raw else ("status", int(m.group(1))))
             i += m.end()
             continue
-        if text[i] in "{[" and (line_start or text[i - 1] in " \r\t"):
+        if text[i] in "{[" and (line_start or text[i - 1] in " \r\t}]"):
             try:
                 value, end = dec.raw_decode(text, i)
             except json.JSONDecodeError:
                 i += 1
                 continue
-            recs.append(normalise(value))
+            recs.append(value if raw else normalise(value))
             i = end
             continue
         i += 1
@@ -108,6 +113,95 @@ def normalise(v: Any) -> Any:
     if isinstance(v, float):
         return round(v, 4)
     return v
+
+
+def excerpt(output: str, width: int = 100) -> str:
+    """The output block for a real output: status lines and JSON values (headers left
+    out), numbers at 4 decimals, long objects wrapped at top-level keys with list items
+    one per line."""
+    lines: list[str] = []
+    for rec in records(output, raw=True):
+        if isinstance(rec, str):
+            lines.append(rec)
+        else:
+            lines.extend(wrap_json(rounded(rec), width))
+    return "\n".join(lines) if lines else output.strip()
+
+
+def rounded(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: rounded(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [rounded(x) for x in v]
+    if isinstance(v, float) and not v.is_integer():
+        return round(v, 4)
+    return v
+
+
+def compact(v: Any) -> str:
+    return json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+
+
+def wrap_json(v: Any, width: int) -> list[str]:
+    if not isinstance(v, dict) or len(compact(v)) <= width:
+        return [compact(v)]
+    lines: list[str] = []
+    cur = "{"
+    keys = list(v)
+    for n, key in enumerate(keys):
+        tail = "}" if n == len(keys) - 1 else ","
+        value = v[key]
+        part = f"{compact(key)}:{compact(value)}{tail}"
+        if isinstance(value, (list, dict)) and value and len(part) > width:
+            # one element (list) or entry (object) per line, aligned under the first
+            if cur.strip() not in ("{", ""):
+                lines.append(cur)
+                cur = " "
+            is_list = isinstance(value, list)
+            head = f"{cur}{compact(key)}:" + ("[" if is_list else "{")
+            pad = " " * len(head)
+            if isinstance(value, list):
+                parts = [compact(x) for x in value]
+            else:
+                parts = [f"{compact(k)}:{compact(x)}" for k, x in value.items()]
+            for k, text in enumerate(parts):
+                end = "," if k < len(parts) - 1 else ("]" if is_list else "}") + tail
+                lines.append((head if k == 0 else pad) + text + end)
+            cur = " "
+            continue
+        if len(cur) + len(part) > width and cur.strip() not in ("{", ""):
+            lines.append(cur)
+            cur = " "
+        cur += part
+    if cur.strip():
+        lines.append(cur)
+    return lines
+
+
+def rewrite(text: str, outputs: dict[int, str]) -> str:
+    """``text`` with the excerpt under each example replaced by its real output."""
+    lines = text.splitlines()
+    blocks = {ex.line: ex for ex in examples(text)}
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        out.append(lines[i])
+        ex = blocks.get(i + 1)
+        if ex is not None and ex.expected is not None and i + 1 in outputs:
+            j = i + 1
+            while lines[j].strip() != "```":  # the rest of the bash block
+                out.append(lines[j])
+                j += 1
+            out.append(lines[j])
+            out.append(lines[j + 1])  # the excerpt's opening fence
+            out.extend(excerpt(outputs[i + 1]).splitlines())
+            k = j + 2
+            while lines[k].strip() != "```":
+                k += 1
+            i = k  # the excerpt's closing fence is appended next
+            continue
+        i += 1
+    return "\n".join(out) + "\n"
 
 
 def matches(expected: list[Any], actual: list[Any]) -> tuple[bool, Any]:
@@ -150,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", default="artifacts/demo-bundle")
     ap.add_argument("--port", type=int, default=8765)
     ap.add_argument("--show", action="store_true", help="print every block's real output")
+    ap.add_argument(
+        "--rewrite",
+        action="store_true",
+        help="replace every excerpt in docs/service.md by the real output (after a model "
+        "or catalogue change; review the diff)",
+    )
     args = ap.parse_args(argv)
 
     server = None
@@ -187,12 +287,20 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     try:
         wait_ready(base, 300)
+        outputs: dict[int, str] = {}
         for ex in examples(DOC.read_text()):
-            out = run_example(ex, base, args.key)
+            out = outputs[ex.line] = run_example(ex, base, args.key)
             if ex.expected is None:
                 verdict = "ran (no excerpt)"
             else:
-                ok, missing = matches(records(ex.expected), records(out))
+                want = records(ex.expected)
+                if want:
+                    ok, missing = matches(want, records(out))
+                else:  # plain text (e.g. Prometheus lines): the excerpt's lines, in order
+                    ok, missing = matches(
+                        [ln.strip() for ln in ex.expected.splitlines() if ln.strip()],
+                        [ln.strip() for ln in out.splitlines()],
+                    )
                 verdict = "ok" if ok else f"DIFFERS: not found in the output: {missing}"
                 failures += not ok
             print(f"docs/service.md:{ex.line}: {verdict}")
@@ -207,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
                 server.kill()
         server_log.close()
         tmp.cleanup()
+    if args.rewrite:
+        DOC.write_text(rewrite(DOC.read_text(), outputs))
+        print(f"rewrote the excerpts of {DOC.relative_to(ROOT)}")
+        return 0
     print(
         f"{failures} example(s) differ from docs/service.md"
         if failures
