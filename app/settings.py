@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     faiss_threads: int | None = Field(
         None, ge=1, description="FAISS OpenMP threads; unset = number of cores."
     )
+    search_batching: bool = Field(
+        True,
+        description="Run the index searches of concurrent recommend requests as one FAISS "
+        "call per domain (one search thread per worker; no waiting for a batch to fill).",
+    )
+    search_batch_max: int = Field(64, ge=1, description="Most searches in one batched call.")
     request_threads: int = Field(
         40,
         ge=1,

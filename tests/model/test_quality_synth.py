@@ -3,9 +3,7 @@
 Measured when written (600 users, 3 domains x 120 items, text only, 15 epochs, lr 5e-3,
 seed 0): cold-item NDCG@20 MICRec 59.3 / 53.5 / 64.2 vs INMO 32.6 / 31.1 / 38.7 (food /
 kitchen / office), i.e. +25 points on average; cross-domain cold users 40.4 / 34.5 / 43.6
-vs 12.3 / 10.5 / 12.6. Re-measured after the default gamma_init changed from 1 to 0
-(docs/results/quality.md, finding 4): mean gains +22.5 (cold items) and +22.4 (cross-domain
-cold users) points. The asserted margins (10 points) leave room for noise.
+vs 12.3 / 10.5 / 12.6. The asserted margins (10 points) leave room for noise.
 Cold items ranked among all items (cold_items_vs_all): see the calibration test below.
 """
 
@@ -70,8 +68,7 @@ def test_micrec_beats_inmo_on_cross_domain_cold_users(results: dict[str, dict]) 
 
 def test_cold_items_compete_with_warm_items_after_calibration(results: dict[str, dict]) -> None:
     """Ranked among *all* items (as the service does), content-only vectors need the cold
-    scale: measured NDCG@20 0.65 / 0.21 / 0.0 without it, 24.7 / 17.6 / 23.0 with it
-    (gamma_init 1); with gamma_init 0, mean 0.0 without and 16.9 with it."""
+    scale: measured NDCG@20 0.65 / 0.21 / 0.0 without it, 24.7 / 17.6 / 23.0 with it."""
     calibrated = _mean(results["micrec"], "cold_items_vs_all")
     raw = _mean(results["micrec-uncalibrated"], "cold_items_vs_all")
     print(f"cold items among all items NDCG@20: {100 * raw:.1f} -> {100 * calibrated:.1f}")
