@@ -347,23 +347,36 @@ def main(argv: list[str] | None = None) -> int:
         import matplotlib.pyplot as plt
 
         shares = sorted(sweep, key=float, reverse=True)
-        md.append("\n## Sparsify sweep (target domain NDCG@20 %, all / new items / cold items)\n")
-        md.append("| share kept | slice | INMO | MICRec | gain |\n|---|---|---|---|---|")
-        gains = []
+        # micrec first, then any variant measured at every share (e.g. gamma-init-0)
+        common = set.intersection(*(set(sweep[s]) for s in shares))
+        variants = ["micrec", *sorted(k for k in common if k not in ("inmo", "micrec"))]
+        md.append("\n## Sparsify sweep (target domain NDCG@20 %, seed 0)\n")
+        md.append(
+            "| share kept | slice | INMO | "
+            + " | ".join(f"{v} | {v} - INMO" for v in variants)
+            + " |\n|---|---|---|"
+            + "---|---|" * len(variants)
+        )
+        gains: dict[str, list[float]] = {v: [] for v in variants}
         for s in shares:
             for sl in ("all", "new_items", "cold_items", "cd_cold_users"):
                 i = sweep[s]["inmo"].get(sl, {}).get("ndcg@20")
-                m = sweep[s]["micrec"].get(sl, {}).get("ndcg@20")
-                if i is None or m is None:
+                vals = [sweep[s][v].get(sl, {}).get("ndcg@20") for v in variants]
+                if i is None or any(v is None for v in vals):
                     continue
                 if sl == "all":
-                    gains.append(100 * (m - i))
-                md.append(f"| {s} | {sl} | {100 * i:.2f} | {100 * m:.2f} | {100 * (m - i):+.2f} |")
+                    for v, m in zip(variants, vals, strict=True):
+                        gains[v].append(100 * (m - i))
+                cells = " | ".join(f"{100 * m:.2f} | {100 * (m - i):+.2f}" for m in vals)
+                md.append(f"| {s} | {sl} | {100 * i:.2f} | {cells} |")
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.plot([float(s) for s in shares], gains, marker="o")
+        for v in variants:
+            ax.plot([float(s) for s in shares], gains[v], marker="o", label=v)
+        ax.axhline(0.0, color="grey", lw=0.8)
         ax.invert_xaxis()
         ax.set_xlabel("share of target-domain training data kept")
-        ax.set_ylabel("MICRec - INMO, NDCG@20 (points)")
+        ax.set_ylabel("method - INMO, NDCG@20 all (points)")
+        ax.legend()
         fig.tight_layout()
         fig.savefig(args.out / "sparsify_gain.png", dpi=110)
         plt.close(fig)
