@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 
-from app.batching import SearchBatcher
 from app.content import (
     category_matches,
     decode_base64_image,
@@ -263,7 +262,6 @@ class RecommendationService:
         self._store_error: str | None = None
         self._threads: list[threading.Thread] = []
         self._last_popularity_refresh = 0.0
-        self.searches = SearchBatcher(max_batch=settings.search_batch_max)
 
     # --- lifecycle --------------------------------------------------------------------
     @property
@@ -280,8 +278,6 @@ class RecommendationService:
 
     def start(self) -> None:
         """Begin the initial load (background) and the replica-sync loop."""
-        if self.settings.search_batching:
-            self.searches.start()
         self.start_reload(None)
         if self.settings.replica_sync_interval_s > 0 or self.settings.popularity_refresh_s > 0:
             t = threading.Thread(target=self._sync_loop, name="micrec-sync", daemon=True)
@@ -294,7 +290,6 @@ class RecommendationService:
         deadline = time.monotonic() + timeout
         for t in list(self._threads):
             t.join(timeout=max(0.0, deadline - time.monotonic()))
-        self.searches.stop(timeout=max(0.0, deadline - time.monotonic()))
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until a model serves (True) or the initial load ended without one."""
@@ -769,13 +764,8 @@ class RecommendationService:
         # Start with n (+ exclusions the index filters itself); a category filter may
         # need more, so widen 4x until enough match or the whole index was searched.
         k = min(size, n if prefix is None else 4 * n)
-        first = True
         while True:
-            if first:  # batched with the searches of concurrent requests
-                hits = self.searches.search(index, query[0], k, excluded)
-                first = False
-            else:
-                hits = index.search(query, k, exclude=[excluded])[0]
+            hits = index.search(query, k, exclude=[excluded])[0]
             out = [
                 RecommendedItem(item_id=iid, score=float(score), source="model")
                 for iid, score in hits

@@ -760,6 +760,9 @@ class Bench:
                 extra["MICREC_IVF_NLIST"] = str(a.ivf_nlist)
             if a.request_threads:
                 extra["MICREC_REQUEST_THREADS"] = str(a.request_threads)
+            for item in a.service_env:
+                key, _, value = item.partition("=")
+                extra[key] = value
             cmd = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"]
             cmd += ["--port", str(port), "--workers", str(workers)]
             log_path = self.tmp / f"service-{n}-{workers}.log"
@@ -1471,6 +1474,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--ivf-nlist", type=int, default=None, help="MICREC_IVF_NLIST (default: unset)")
     ap.add_argument("--nprobe", type=int, default=32, help="MICREC_IVF_NPROBE (service default)")
+    ap.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="MICREC_KEY=VALUE",
+        help="extra service setting for every service run (repeatable), e.g. "
+        "--service-env MICREC_SEARCH_BATCHING=false",
+    )
     ap.add_argument(
         "--request-threads",
         type=int,

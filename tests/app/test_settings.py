@@ -29,6 +29,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert s.max_batch == 1000
     assert s.fallback_chain == ["popular", "latest"]
     assert s.replica_sync_interval_s == 0.2
+    assert s.request_threads == 4
     assert s.api_keys == [] and not s.auth_enabled
     assert s.require_key_for_reads is False
 
