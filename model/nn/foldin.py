@@ -190,11 +190,7 @@ def build_embedder(
         alpha=float(model.alpha),
         gamma=float(model.domain_gamma(domain).detach()),
         item_layers=item_layers.detach(),
-        item_degree=torch.as_tensor(
-            np.bincount(inp.pairs[:, 1], minlength=inp.n_items),
-            dtype=torch.float32,
-            device=table.device,
-        ),
+        item_degree=inp.item_degree.to(table.device),
         item_template=item_template,
         is_template=is_tpl,
         user_token=table[tmap.user_token].clone(),

@@ -180,9 +180,12 @@ class MICRec(nn.Module):
         h = self.item_content(inp)
         if h is not None:
             # user content preference over ALL interacted items, c'_u = |N(u)| + 1
-            p = torch.sparse.mm(inp.interactions, h) * self.scale(inp.user_degree + 1).unsqueeze(1)
-            if not self.config.user_content:
-                p = torch.zeros_like(p)
+            if self.config.user_content:
+                p = torch.sparse.mm(inp.interactions, h) * self.scale(
+                    inp.user_degree + 1
+                ).unsqueeze(1)
+            else:
+                p = h.new_zeros(inp.n_users, h.shape[1])
             if self.config.item_content_weight == "degree":
                 h = h * self.scale(inp.item_degree + 1).unsqueeze(1)
             e0 = e0 + self.domain_gamma(domain) * torch.cat([p, h], dim=0)
