@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
+from starlette.concurrency import run_in_threadpool
 
 from app.deps import ReadAccess, ServiceDep
 from app.routers.common import ERRORS_READ, MALFORMED
@@ -13,8 +15,13 @@ from app.schemas import ID_PATTERN, MAX_ID_CHARS, RecommendRequest, RecommendRes
 router = APIRouter(prefix="/v1", tags=["recommend"], dependencies=[ReadAccess])
 
 
+# ``async def`` + one explicit hop: a plain ``def`` handler costs two thread-pool round
+# trips per request (the handler, then FastAPI's response validation), and each wake-up of
+# the event loop from a worker thread was ~20 % of a request's CPU (bench/serve.py).
+# The work stays off the event loop because a known user's history is a blocking store
+# read that must not stall every other request when the store is slow.
 @router.post("/recommend", responses={**ERRORS_READ, **MALFORMED})
-def recommend(body: RecommendRequest, service: ServiceDep) -> RecommendResponse:
+async def recommend(body: RecommendRequest, service: ServiceDep) -> RecommendResponse:
     """Top-n items of ``domain`` for a known user and/or an inline history.
 
     ``user_embedding`` says how the user was represented: ``inductive`` (history in the
@@ -22,11 +29,11 @@ def recommend(body: RecommendRequest, service: ServiceDep) -> RecommendResponse:
     history: items come from the configured fallback chain). Every item carries its
     ``source``.
     """
-    return service.recommend(**body.model_dump())
+    return await run_in_threadpool(partial(service.recommend, **body.model_dump()))
 
 
 @router.get("/users/{user_id}/recommendations", responses=ERRORS_READ)
-def user_recommendations(
+async def user_recommendations(
     user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)],
     domain: Annotated[str, Query(min_length=1, description="Domain to recommend from.")],
     service: ServiceDep,
@@ -35,6 +42,13 @@ def user_recommendations(
     category: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
 ) -> RecommendResponse:
     """The simple case of ``POST /v1/recommend``: a known user, no inline history."""
-    return service.recommend(
-        domain=domain, user_id=user_id, n=n, exclude_seen=exclude_seen, category=category
+    return await run_in_threadpool(
+        partial(
+            service.recommend,
+            domain=domain,
+            user_id=user_id,
+            n=n,
+            exclude_seen=exclude_seen,
+            category=category,
+        )
     )
