@@ -280,11 +280,22 @@ class SimilarResponse(BaseModel):
 
 
 # --- model / admin / probes --------------------------------------------------------------
+class IndexCalibrationInfo(BaseModel):
+    target_recall: float
+    recall: float = Field(description="recall@k vs exact search at the chosen nprobe.")
+    k: int
+    queries: int = Field(description="Bundle users the recall was measured on.")
+
+
 class IndexInfo(BaseModel):
     kind: str = Field(description='"flat" (exact) or "ivf" (approximate).')
     size: int
     bundle_items: int
     registered_items: int
+    nprobe: int | None = Field(None, description="IVF lists scanned per query (ivf only).")
+    calibration: IndexCalibrationInfo | None = Field(
+        None, description="How nprobe was chosen at build time (ivf only)."
+    )
 
 
 class ModelInfo(BaseModel):

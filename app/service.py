@@ -48,6 +48,7 @@ from app.index import DomainIndex
 from app.metrics import Metrics
 from app.schemas import (
     HistoryReport,
+    IndexCalibrationInfo,
     IndexInfo,
     InteractionIn,
     InteractionsResponse,
@@ -69,6 +70,47 @@ EngineFactory = Callable[[Path], InferenceEngine]
 """Loads an engine from a bundle directory (raises e.g. ``model.bundle.BundleError``)."""
 
 FEED_PAGE = 1000
+
+
+def build_domain_index(engine: InferenceEngine, domain: str, settings: Settings) -> DomainIndex:
+    """The serving index of ``domain``'s bundle catalogue, as ``settings`` configure it.
+
+    An IVF index (catalogues above ``exact_index_max_items``) has its nprobe calibrated on
+    up to ``ivf_calibration_queries`` real bundle users of the domain.
+    """
+    cat = engine.catalogue(domain)
+    index = DomainIndex(
+        domain,
+        engine.dim,
+        exact_max_items=settings.exact_index_max_items,
+        ivf_nlist=settings.ivf_nlist,
+        ivf_nprobe=settings.ivf_nprobe,
+        ivf_target_recall=settings.ivf_target_recall,
+        threads=settings.faiss_threads,
+    )
+    queries = None
+    if len(cat.item_ids) > settings.exact_index_max_items and settings.ivf_calibration_queries:
+        queries = engine.sample_user_vectors(domain, settings.ivf_calibration_queries)
+    index.build(
+        list(cat.item_ids), np.ascontiguousarray(cat.vectors, dtype=np.float32), queries=queries
+    )
+    if index.calibration is not None:
+        c = index.calibration
+        log.info(
+            "%s: IVF nprobe %d reaches recall@%d %.3f (target %.2f) on %d bundle users (%.1f s)",
+            domain,
+            c.nprobe,
+            c.k,
+            c.recall,
+            c.target_recall,
+            c.queries,
+            c.seconds,
+        )
+    elif index.kind == "ivf":
+        log.warning(
+            "%s: IVF index not calibrated (no bundle users); nprobe %s", domain, index.nprobe
+        )
+    return index
 
 
 def load_engine(path: Path, *, device: str = "cpu") -> InferenceEngine:
@@ -431,16 +473,7 @@ class RecommendationService:
         pops: dict[str, np.ndarray] = {}
         for d in engine.domains:
             cat = engine.catalogue(d)
-            index = DomainIndex(
-                d,
-                engine.dim,
-                exact_max_items=s.exact_index_max_items,
-                ivf_nlist=s.ivf_nlist,
-                ivf_nprobe=s.ivf_nprobe,
-                threads=s.faiss_threads,
-            )
-            index.build(list(cat.item_ids), np.ascontiguousarray(cat.vectors, dtype=np.float32))
-            indexes[d] = index
+            indexes[d] = build_domain_index(engine, d, s)
             bundle_pos.update({iid: (d, k) for k, iid in enumerate(cat.item_ids)})
             cats[d] = list(cat.categories)
             titles[d] = list(cat.titles)
@@ -1048,6 +1081,15 @@ class RecommendationService:
                     size=len(index),
                     bundle_items=len(state.bundle_titles[d]),
                     registered_items=state.registered_count(d),
+                    nprobe=index.nprobe,
+                    calibration=None
+                    if index.calibration is None
+                    else IndexCalibrationInfo(
+                        target_recall=index.calibration.target_recall,
+                        recall=index.calibration.recall,
+                        k=index.calibration.k,
+                        queries=index.calibration.queries,
+                    ),
                 )
                 for d, index in state.indexes.items()
             },

@@ -90,7 +90,26 @@ class Settings(BaseSettings):
     ivf_nlist: int | None = Field(
         None, ge=1, description="IVF cells; unset = chosen from the domain size."
     )
-    ivf_nprobe: int = Field(32, ge=1, description="IVF cells probed per query (recall/speed).")
+    ivf_nprobe: int = Field(
+        32,
+        ge=1,
+        description="IVF cells probed per query (recall/speed); the starting point of the "
+        "calibration below.",
+    )
+    ivf_target_recall: float = Field(
+        0.95,
+        gt=0,
+        le=1,
+        description="When an IVF index is built, nprobe is doubled from ivf_nprobe until "
+        "recall@100 against exact search reaches this on real users of the bundle "
+        "(GET /v1/model shows the outcome).",
+    )
+    ivf_calibration_queries: int = Field(
+        200,
+        ge=0,
+        description="Bundle users searched to calibrate an IVF index's nprobe; 0 = no "
+        "calibration (nprobe = ivf_nprobe).",
+    )
 
     # --- state store -----------------------------------------------------------------
     store_url: str = Field(

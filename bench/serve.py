@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -309,8 +310,8 @@ def floor_worker(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from app.content import item_text, open_image
-    from app.index import DomainIndex, measure_recall
-    from app.service import load_engine
+    from app.index import measure_recall
+    from app.service import build_domain_index, load_engine
     from app.settings import Settings
 
     spec = json.loads(Path(args.floor_spec).read_text())
@@ -321,21 +322,16 @@ def floor_worker(args: argparse.Namespace) -> int:
     indexes = {}
     t = time.perf_counter()
     for d in engine.domains:
-        cat = engine.catalogue(d)
-        index = DomainIndex(
-            d,
-            engine.dim,
-            exact_max_items=settings.exact_index_max_items,
-            ivf_nlist=settings.ivf_nlist,
-            ivf_nprobe=settings.ivf_nprobe,
-            threads=1,
-        )
-        index.build(list(cat.item_ids), np.ascontiguousarray(cat.vectors, dtype=np.float32))
-        indexes[d] = index
+        indexes[d] = build_domain_index(engine, d, settings)
     build_s = time.perf_counter() - t
     stored = spec["stored"]
     out: dict[str, Any] = {"load_s": load_s, "index_build_s": build_s, "types": {}}
     out["index_kind"] = {d: i.kind for d, i in indexes.items()}
+    out["index_nprobe"] = {d: i.nprobe for d, i in indexes.items()}
+    out["index_calibration"] = {
+        d: None if i.calibration is None else dataclasses.asdict(i.calibration)
+        for d, i in indexes.items()
+    }
     calls = int(spec["calls"])
     queries: dict[str, list[np.ndarray]] = {d: [] for d in engine.domains}
 

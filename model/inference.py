@@ -166,6 +166,25 @@ class InferenceEngine:
             vector=vec.cpu().numpy().astype(np.float32), method=method, n_history=n
         )
 
+    @torch.no_grad()
+    def sample_user_vectors(self, domain: str, limit: int) -> np.ndarray:
+        """Vectors of up to ``limit`` bundle users with history in ``domain`` ([m, dim]).
+
+        Real queries for checking an approximate index against exact search: users spread
+        evenly over the bundle's user list (deterministic), each embedded from their
+        history in ``domain`` exactly as a request would embed them.
+        """
+        self._check_domain(domain)
+        s = self.bundle.domains[domain]
+        users = [u for u in range(len(s.user_ids)) if len(s.history(u))]
+        if not users or limit < 1:
+            return np.empty((0, self.dim), dtype=np.float32)
+        picked = [
+            users[k] for k in np.linspace(0, len(users) - 1, min(limit, len(users))).astype(int)
+        ]
+        vectors = s.embedder.embed_users([s.history(u) for u in picked])
+        return np.ascontiguousarray(vectors.cpu().numpy(), dtype=np.float32)
+
     # --- items ------------------------------------------------------------------------
     def _encoder(self, modality: str) -> Any:
         from model.encoders.factory import create_encoder

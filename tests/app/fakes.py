@@ -140,6 +140,14 @@ class FakeEngine(InferenceEngine):
             return UserEmbedding(_unit(np.mean(other, axis=0)), "cross_domain", len(other))
         return UserEmbedding(np.zeros(self.dim, np.float32), "none", 0)
 
+    def sample_user_vectors(self, domain: str, limit: int) -> np.ndarray:
+        vecs = [
+            self.embed_user(domain, {domain: h[domain]}).vector
+            for h in self._users.values()
+            if h.get(domain)
+        ][:limit]
+        return np.stack(vecs) if vecs else np.empty((0, self.dim), np.float32)
+
     # --- items ------------------------------------------------------------------------
     def encode_content(self, *, text: str | None, image: Any | None) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}

@@ -274,3 +274,94 @@ def test_concurrent_readers_with_a_writer(kind: str, rng: np.random.Generator) -
     assert len(ids) == len(index) and len(set(ids)) == len(ids)
     for item_id, v in zip(ids[:50], vecs[:50], strict=True):
         np.testing.assert_array_equal(index.vector(item_id), v)
+
+
+def varied_norms(n: int, d: int, rng: np.random.Generator, centers: np.ndarray) -> np.ndarray:
+    """Clustered directions with norms spread over 0.2..3: the case where inner-product
+    IVF misses long vectors and the L2 mapping matters."""
+    return clustered(n, d, rng, centers) * rng.uniform(0.2, 3.0, (n, 1)).astype(np.float32)
+
+
+def exact_top(x: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores, labels = faiss.knn(q, x, k, metric=faiss.METRIC_INNER_PRODUCT)
+    return scores, labels
+
+
+def test_ivf_scans_all_lists_exactly_and_scores_are_inner_products(
+    rng: np.random.Generator,
+) -> None:
+    """The L2 mapping preserves inner-product order: probing every list gives the exact
+    top-k, and returned scores are the exact inner products (re-scored)."""
+    d = 16
+    x = varied_norms(3_000, d, rng, unit(rng.standard_normal((20, d))))
+    q = rng.standard_normal((10, d)).astype(np.float32)
+    index = DomainIndex("a", d, exact_max_items=0, ivf_nlist=16, ivf_nprobe=16)
+    index.build(ids_of(3_000), x)
+    assert index.kind == "ivf" and index.nprobe == 16
+    want_s, want_l = exact_top(x, q, 50)
+    for row, hits in enumerate(index.search(q, 50)):
+        assert [i for i, _ in hits] == [f"i{j}" for j in want_l[row]]
+        np.testing.assert_allclose([s for _, s in hits], want_s[row], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(index.vector("i7"), x[7], rtol=0, atol=1e-6)
+
+
+def test_ivf_overflow_keeps_long_upserts_exact(rng: np.random.Generator) -> None:
+    """A vector longer than the build's radius cannot be mapped to L2; it goes to the exact
+    overflow index and is found, scored, reconstructed, replaced and removed like any."""
+    d = 16
+    x = varied_norms(2_000, d, rng, unit(rng.standard_normal((20, d))))
+    index = DomainIndex("a", d, exact_max_items=0, ivf_nlist=16, ivf_nprobe=1)
+    index.build(ids_of(2_000), x)
+    q = unit(rng.standard_normal((1, d)))
+    long = (q * 50).astype(np.float32)  # far beyond the radius (max norm ~3)
+    index.upsert(["long"], long)
+    assert index.overflow_size == 1 and len(index) == 2_001
+    top = index.search(q, 3)[0]
+    assert top[0][0] == "long" and top[0][1] == pytest.approx(50.0, rel=1e-5)
+    np.testing.assert_allclose(index.vector("long"), long[0], atol=1e-6)
+    ids, vecs = index.export()
+    assert ids[-1] == "long" and np.allclose(vecs[-1], long[0])
+    # Replaced by a short vector: leaves the overflow for the IVF lists.
+    index.upsert(["long"], (q * 0.5).astype(np.float32))
+    assert index.overflow_size == 0 and len(index) == 2_001
+    assert index.search(q, 1, exclude=[set()])[0][0][0] != "long"
+    index.upsert(["long"], long)
+    assert index.remove(["long"]) == 1 and index.overflow_size == 0 and "long" not in index
+    assert all(i != "long" for i, _ in index.search(q, 50)[0])
+    # More than 1 % of the items in the overflow: a rebuild would fold them in.
+    assert not index.needs_rebuild
+    many = (unit(rng.standard_normal((21, d))) * 40).astype(np.float32)
+    index.upsert(ids_of(21, "big"), many)
+    assert index.overflow_size == 21 and index.needs_rebuild
+    index.build(*index.export())
+    assert index.overflow_size == 0 and not index.needs_rebuild
+    assert index.search(many[:1], 1)[0][0][0] == "big0"
+
+
+def test_ivf_calibrates_nprobe_to_the_target_recall(rng: np.random.Generator) -> None:
+    d = 32
+    centers = unit(rng.standard_normal((200, d)))
+    x = varied_norms(20_000, d, rng, centers)
+    q = clustered(100, d, rng, centers)
+    held_out = clustered(100, d, rng, centers)
+    index = DomainIndex("a", d, exact_max_items=0, ivf_nprobe=1, ivf_target_recall=0.95)
+    index.build(ids_of(20_000), x, queries=q)
+    cal = index.calibration
+    assert cal is not None and cal.queries == 100 and cal.k == 100
+    assert cal.recall >= 0.95 and index.nprobe == cal.nprobe > 1  # 1 list is not enough
+    assert measure_recall(index, q, 100) == pytest.approx(cal.recall)
+    assert measure_recall(index, held_out, 100) >= 0.9  # generalises beyond the sample
+    # Without queries, or with calibration off, nprobe is the configured value.
+    plain = DomainIndex("a", d, exact_max_items=0, ivf_nprobe=2, ivf_target_recall=None)
+    plain.build(ids_of(20_000), x, queries=q)
+    assert plain.calibration is None and plain.nprobe == 2
+    # Target 1.0 is always reachable: at worst every list is scanned.
+    strict = DomainIndex("a", d, exact_max_items=0, ivf_nlist=8, ivf_target_recall=1.0)
+    strict.build(ids_of(20_000), x, queries=q)
+    assert strict.calibration is not None and strict.calibration.recall == 1.0
+
+
+def test_target_recall_is_validated() -> None:
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="ivf_target_recall"):
+            DomainIndex("a", D, ivf_target_recall=bad)

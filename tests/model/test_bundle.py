@@ -87,6 +87,21 @@ def test_engine_embeds_known_new_cross_domain_and_empty_users(tmp_path: Path) ->
         eng.embed_user("nope", {})
 
 
+def test_sample_user_vectors_are_the_users_own_in_domain_embeddings(tmp_path: Path) -> None:
+    path, _, _ = make_toy_bundle(tmp_path / "b")
+    eng = InferenceEngine.from_bundle(load_bundle(path))
+    s = eng.bundle.domains["a"]
+    with_history = [u for u in s.user_ids if eng.bundle_history(u).get("a")]
+    got = eng.sample_user_vectors("a", 5)
+    assert got.shape == (5, 16) and got.dtype == np.float32
+    # Spread over the user list: the first and the last user with history are included.
+    first = eng.embed_user("a", {"a": eng.bundle_history(with_history[0])["a"]}).vector
+    last = eng.embed_user("a", {"a": eng.bundle_history(with_history[-1])["a"]}).vector
+    assert np.allclose(got[0], first, atol=1e-5) and np.allclose(got[-1], last, atol=1e-5)
+    assert eng.sample_user_vectors("a", 10**6).shape == (len(with_history), 16)
+    assert eng.sample_user_vectors("a", 0).shape == (0, 16)
+
+
 def test_engine_add_item_is_used_in_histories(tmp_path: Path) -> None:
     path, _, _ = make_toy_bundle(tmp_path / "b")
     eng = InferenceEngine.from_bundle(load_bundle(path))

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 from fastapi.testclient import TestClient
 
-from tests.app.conftest import AUTH
+from app.settings import Settings
+from tests.app.conftest import AUTH, running
+from tests.app.fakes import FakeEngineFactory, MemoryStore
 
 
 def test_model_info(client: TestClient) -> None:
@@ -21,7 +26,27 @@ def test_model_info(client: TestClient) -> None:
         "size": 41,
         "bundle_items": 40,
         "registered_items": 1,
+        "nprobe": None,
+        "calibration": None,
     }
     assert info["indexes"]["arts"]["size"] == 60
     assert set(info["encoders"]) == {"text", "image"}
     assert info["bundle_path"].endswith("bundle-v1")
+
+
+def test_model_info_reports_the_ivf_calibration(
+    tmp_path: Path, engine_factory: FakeEngineFactory, make_settings: Callable[..., Settings]
+) -> None:
+    """An approximate index says how many lists it scans and the recall that bought, as
+    measured on the bundle's users when it was built."""
+    users = {f"u{k}": {"arts": [f"arts-{k}", f"arts-{k + 1}"]} for k in range(30)}
+    bundle = engine_factory.make_bundle(tmp_path / "ivf-bundle", users=users)
+    settings = make_settings(
+        bundle_path=bundle, exact_index_max_items=50, ivf_nlist=4, ivf_nprobe=1
+    )
+    with running(settings, engine_factory, MemoryStore()) as client:
+        arts = client.get("/v1/model").json()["indexes"]["arts"]
+    assert arts["kind"] == "ivf" and arts["size"] == 60
+    cal = arts["calibration"]
+    assert cal["queries"] == 30 and cal["k"] == 60 and cal["target_recall"] == 0.95
+    assert cal["recall"] >= 0.95 and 1 <= arts["nprobe"] <= 4
