@@ -12,7 +12,10 @@ import base64
 import binascii
 import io
 import warnings
+from bisect import bisect_left
+from collections.abc import Sequence
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from app.errors import InvalidInput, PayloadTooLarge
@@ -105,3 +108,46 @@ def category_matches(categories: str, prefix: str) -> bool:
     if text.startswith(prefix):
         return True
     return any(part.strip().startswith(prefix) for part in text.split(CATEGORY_SEPARATOR))
+
+
+def _category_keys(categories: str) -> set[str]:
+    """The strings a prefix is matched against: the whole string and each ``|`` part."""
+    text = categories.lower()
+    return {text} | {part.strip() for part in text.split(CATEGORY_SEPARATOR)}
+
+
+class CategoryIndex:
+    """Rows of a fixed catalogue whose categories match a prefix, without a scan.
+
+    Same matching as :func:`category_matches`. Catalogues repeat a few thousand category
+    strings over up to millions of items, so the sorted keys come from the distinct
+    strings and each maps to the rows that carry it: a lookup is a binary search plus the
+    size of the answer.
+    """
+
+    def __init__(self, categories: Sequence[str]) -> None:
+        rows_of: dict[str, list[int]] = {}
+        for row, cats in enumerate(categories):
+            rows_of.setdefault(cats, []).append(row)
+        distinct = list(rows_of)
+        self._rows = [np.asarray(rows_of[c], dtype=np.int64) for c in distinct]
+        pairs = sorted((key, k) for k, c in enumerate(distinct) for key in _category_keys(c))
+        self._keys = [key for key, _ in pairs]
+        self._distinct = [k for _, k in pairs]
+
+    def _span(self, prefix: str) -> tuple[int, int]:
+        lo = bisect_left(self._keys, prefix)
+        return lo, bisect_left(self._keys, prefix + "\U0010ffff", lo)
+
+    def rows(self, prefix: str) -> np.ndarray:
+        """Sorted rows whose categories match ``prefix`` (lower-cased and stripped)."""
+        lo, hi = self._span(prefix)
+        picked = {self._distinct[j] for j in range(lo, hi)}
+        if not picked:
+            return np.empty(0, dtype=np.int64)
+        return np.unique(np.concatenate([self._rows[k] for k in picked]))
+
+    def count_at_most(self, prefix: str) -> int:
+        """An upper bound on ``len(rows(prefix))`` (cheap: no union)."""
+        lo, hi = self._span(prefix)
+        return sum(len(self._rows[k]) for k in {self._distinct[j] for j in range(lo, hi)})

@@ -390,6 +390,21 @@ class DomainIndex:
                 return None
             return self._reconstruct(np.array([label], dtype=np.int64))[0].copy()
 
+    def score(self, query: np.ndarray, ids: Sequence[str]) -> list[tuple[str, float]]:
+        """Exact inner products of ``query`` ([dim]) with the stored vectors of ``ids``;
+        ids not in the index are left out. For filters that leave few candidates, where an
+        approximate search would have to fetch most of the index to find them."""
+        q = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(-1))
+        if q.shape[0] != self.dim or not np.isfinite(q).all():
+            raise ValueError(f"{self.domain}: query must be {self.dim} finite numbers")
+        with self._rw.read():
+            present = [i for i in ids if i in self._labels]
+            if not present:
+                return []
+            labels = np.fromiter((self._labels[i] for i in present), np.int64, len(present))
+            scores = self._reconstruct(labels) @ q
+        return list(zip(present, scores.tolist(), strict=True))
+
     def _reconstruct(self, labels: np.ndarray) -> np.ndarray:
         """[len(labels), dim] stored vectors (caller holds a lock)."""
         if self.kind != "ivf":

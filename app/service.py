@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from app.content import (
+    CategoryIndex,
     category_matches,
     decode_base64_image,
     item_text,
@@ -65,6 +66,10 @@ from app.store.base import Interaction, Store, StoredItem, StoreUnavailable
 from model.inference import InferenceEngine
 
 log = logging.getLogger("micrec.service")
+
+FILTER_EXACT_MAX_ITEMS = 20_000
+"""A category filter matching at most this many items of a domain scores them exactly
+(~2 ms per 10k items); broader filters search the index and keep the matches."""
 
 EngineFactory = Callable[[Path], InferenceEngine]
 """Loads an engine from a bundle directory (raises e.g. ``model.bundle.BundleError``)."""
@@ -173,6 +178,8 @@ class ModelState:
     """Change-feed position this state has applied everything up to."""
     registered_version: int = 0
     """Bumped on every change to ``registered`` (invalidates the caches below)."""
+    bundle_category_index: dict[str, CategoryIndex] = field(default_factory=dict)
+    """domain -> its bundle items by category prefix."""
     popular_cache: dict[str, Any] = field(default_factory=dict)
     latest_cache: dict[str, tuple[int, list[tuple[str, float]]]] = field(default_factory=dict)
 
@@ -205,6 +212,21 @@ class ModelState:
             return self.bundle_categories[pos[0]][pos[1]]
         meta = self.registered.get(item_id)
         return meta.categories if meta else ""
+
+    def category_candidates(self, domain: str, prefix: str) -> list[str] | None:
+        """Ids of ``domain`` (bundle and registered) whose categories match ``prefix``, or
+        None when more than FILTER_EXACT_MAX_ITEMS might (a search then finds them)."""
+        cat_index = self.bundle_category_index[domain]
+        if cat_index.count_at_most(prefix) > FILTER_EXACT_MAX_ITEMS:
+            return None
+        ids = self.engine.catalogue(domain).item_ids
+        out = [ids[row] for row in cat_index.rows(prefix).tolist()]
+        out += [
+            m.item_id
+            for m in list(self.registered.values())
+            if m.domain == domain and category_matches(m.categories, prefix)
+        ]
+        return out if len(out) <= FILTER_EXACT_MAX_ITEMS else None
 
     def check_domain(self, domain: str) -> None:
         if domain not in self.indexes:
@@ -241,6 +263,15 @@ class PopularityBook:
 
     def count(self, domain: str, item_id: str) -> int:
         return self._counts.get(domain, {}).get(item_id, 0)
+
+    def score(self, state: ModelState, domain: str, item_id: str) -> float:
+        """One item's popularity as :meth:`ranking` scores it (bundle + API counts)."""
+        pos = state.bundle_pos.get(item_id)
+        base = (
+            0 if pos is None or pos[0] != domain else int(state.bundle_popularity[domain][pos[1]])
+        )
+        with self._lock:
+            return float(base + self.count(domain, item_id))
 
     def ranking(self, state: ModelState, domain: str) -> tuple[list[str], np.ndarray]:
         """(ids, scores) of items with popularity > 0, most popular first.
@@ -487,6 +518,7 @@ class RecommendationService:
             bundle_categories=cats,
             bundle_titles=titles,
             bundle_popularity=pops,
+            bundle_category_index={d: CategoryIndex(c) for d, c in cats.items()},
         )
         self._replay(state)
         self._refresh_popularity(state, force=True)
@@ -794,6 +826,17 @@ class RecommendationService:
         if size == 0:
             return []
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        if prefix is not None:
+            # A selective filter: score its few items exactly (a search would have to
+            # fetch most of the index to find them; 0.5 s at 1e5 items before this).
+            matching = state.category_candidates(domain, prefix)
+            if matching is not None:
+                scored = index.score(query[0], [i for i in matching if i not in excluded])
+                scored.sort(key=lambda hit: hit[1], reverse=True)
+                return [
+                    RecommendedItem(item_id=iid, score=score, source="model")
+                    for iid, score in scored[:n]
+                ]
         # Start with n (+ exclusions the index filters itself); a category filter may
         # need more, so widen 4x until enough match or the whole index was searched.
         k = min(size, n if prefix is None else 4 * n)
@@ -828,8 +871,13 @@ class RecommendationService:
                 break
             source: Iterable[tuple[str, float]]
             if name == "popular":
-                ids, scores = self.popularity.ranking(state, domain)
-                source = zip(ids, scores.tolist(), strict=True)
+                matching = None if prefix is None else state.category_candidates(domain, prefix)
+                if matching is None:
+                    ids, scores = self.popularity.ranking(state, domain)
+                    source = zip(ids, scores.tolist(), strict=True)
+                else:  # a selective filter: rank its few items instead of scanning all
+                    pops = [(i, self.popularity.score(state, domain, i)) for i in matching]
+                    source = sorted((h for h in pops if h[1] > 0), key=lambda h: -h[1])
             else:
                 source = self._latest(state, domain)
             for iid, score in source:

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from app.content import (
+    CategoryIndex,
     category_matches,
     decode_base64_image,
     item_text,
@@ -92,3 +93,35 @@ def test_text_and_categories() -> None:
     assert category_matches("Office Products|Pens & Pencils", "pens")
     assert category_matches("office products writing", "office")
     assert not category_matches("arts|paint", "office")
+
+
+def test_category_index_finds_what_category_matches_finds() -> None:
+    cats = [
+        "Office Products | Paper > Notebooks",
+        "office products|Pens",
+        "Kitchen > Knives",
+        "",
+        "Office Products | Paper > Notebooks",
+        "  Paper > Cards ",
+        "Ünïcode > Äpfel",
+    ] * 3
+    index = CategoryIndex(cats)
+    prefixes = [
+        "office",
+        "office products",
+        "paper",
+        "paper > n",
+        "pens",
+        "kitchen >",
+        "k",
+        "",
+        "ünï",
+        "zzz",
+        "notebooks",
+        "paper > cards",
+    ]
+    for prefix in prefixes:
+        want = [row for row, c in enumerate(cats) if category_matches(c, prefix)]
+        assert index.rows(prefix).tolist() == want, prefix
+        assert index.count_at_most(prefix) >= len(want)
+    assert CategoryIndex([]).rows("a").size == 0

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
+import app.service as service_module
 from app.settings import Settings
 from tests.app.conftest import AUTH, catalogue_ids, running
 from tests.app.fakes import FakeEngineFactory, MemoryStore
@@ -167,3 +169,21 @@ def test_empty_domain_index_gives_empty_list(
         assert out["items"] == [] and out["warnings"]
         assert out["user_embedding"] == "cross_domain"
         assert rec(c, domain="empty", n=5)["items"] == []
+
+
+@pytest.mark.parametrize("exact_max", [0, 20_000])
+def test_category_filter_paths_agree(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, exact_max: int
+) -> None:
+    """Selective filters score their items exactly, broad ones search the index and keep
+    matches (FILTER_EXACT_MAX_ITEMS = 0 forces the search): same answers either way."""
+    monkeypatch.setattr(service_module, "FILTER_EXACT_MAX_ITEMS", exact_max)
+    arts = catalogue_ids(client, "arts")
+    ranked = rec(client, history=arts[:2], domain="arts", n=2000)["items"]
+    want = [i["item_id"] for i in ranked if int(i["item_id"].split("-")[1]) % 3 == 1][:7]
+    got = rec(client, history=arts[:2], domain="arts", n=7, category="arts|group1")["items"]
+    assert [i["item_id"] for i in got] == want
+    assert all(i["source"] == "model" for i in got)
+    # Fallback (no history) with a filter: popular matching items, most popular first.
+    out = rec(client, domain="arts", n=3, category="group2", exclude=["arts-2"])
+    assert [i["item_id"] for i in out["items"]] == ["arts-5", "arts-8", "arts-11"]
