@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from anyio import CapacityLimiter
 from fastapi import Depends, Request
 
 from app.metrics import Metrics
@@ -33,9 +34,16 @@ async def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
+async def get_registration_limiter(request: Request) -> CapacityLimiter:
+    limiter: CapacityLimiter = request.app.state.registration_limiter
+    return limiter
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServiceDep = Annotated[RecommendationService, Depends(get_service)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+RegistrationLimiterDep = Annotated[CapacityLimiter, Depends(get_registration_limiter)]
+"""Threads for content encoding (``registration_threads``), apart from request work."""
 
 ReadAccess = Depends(require_read_key)
 """Router/endpoint dependency: API key when ``require_key_for_reads``."""

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
+import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -174,6 +175,7 @@ def create_app(
         # sync handlers and dependencies run on anyio's worker threads; the limiter is
         # per event loop, so it is set here, inside the loop
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
+        app.state.registration_limiter = anyio.CapacityLimiter(settings.registration_threads)
         if not settings.auth_enabled:
             log.warning(
                 "AUTHENTICATION DISABLED: MICREC_API_KEYS is empty, anyone can write. "

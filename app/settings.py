@@ -81,6 +81,14 @@ class Settings(BaseSettings):
         "113 rps / 836 ms with anyio's default of 40 (bench/serve.py).",
     )
 
+    registration_threads: int = Field(
+        2,
+        ge=1,
+        description="Threads per worker for item registration and replacement (content "
+        "encoding), counted apart from request_threads so a registration never queues "
+        "behind recommendations.",
+    )
+
     # --- index -----------------------------------------------------------------------
     exact_index_max_items: int = Field(
         200_000,

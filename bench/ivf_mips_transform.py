@@ -9,13 +9,14 @@ inner-product order. This script compares both on a bundle's real item vectors w
 real users (fold-in of their bundle histories) as queries: recall@100 against exact search
 at nprobe 8 / 32 / 128 and search time per query (1 thread).
 
-Result (2026-11-23, nlist = the service's default; not adopted): on the padded 1e5 bench
-catalogue (artifacts/bench-serve/bundle-100000: mixtures of the demo's items) the transform
-lifts recall@100 from 0.089 / 0.487 / 0.968 to 0.9998 / 1.0 / 1.0 at nprobe 8 / 32 / 128;
-on a real trained catalogue (artifacts/anchor/inmo-office-inductive, 4,485 office items)
-it is worse: 0.475 / 0.836 / 1.0 against 0.561 / 0.892 / 1.0. So the padded catalogue's
-low IVF recall in bench/serve.py says more about the padding than about IVF on real item
-vectors, and the transform is no general fix.
+Result (2026-11-23, nlist = the service's default): on the padded 1e5 bench catalogue
+(artifacts/bench-serve/bundle-100000: mixtures of the demo's items) the transform lifts
+recall@100 from 0.089 / 0.487 / 0.968 to 0.9998 / 1.0 / 1.0 at nprobe 8 / 32 / 128; on a
+real trained catalogue (artifacts/anchor/inmo-office-inductive, 4,485 office items) it is
+a little worse: 0.475 / 0.836 / 1.0 against 0.561 / 0.892 / 1.0. Neither layout reaches a
+recall target at a fixed nprobe on every catalogue, so app/index.py adopted the transform
+(it removes the failure on long vectors) together with a build-time calibration of nprobe
+on real users (MICREC_IVF_TARGET_RECALL), which covers catalogues like the second one.
 """
 
 from __future__ import annotations

@@ -9,14 +9,22 @@ Bundle items are read-only: GET works, PUT/DELETE answer 409.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from app.deps import ReadAccess, ServiceDep, SettingsDep, WriteAccess
+from app.deps import (
+    ReadAccess,
+    RegistrationLimiterDep,
+    ServiceDep,
+    SettingsDep,
+    WriteAccess,
+)
 from app.errors import InvalidInput, PayloadTooLarge
 from app.routers.common import ERRORS_READ, ERRORS_WRITE, NOT_FOUND, UNSUPPORTED_MEDIA
 from app.schemas import (
@@ -133,10 +141,13 @@ def _fields(payload: ItemPayload) -> dict[str, Any]:
     responses={**ERRORS_WRITE, **UNSUPPORTED_MEDIA},
     openapi_extra=_request_body(ItemIn),
 )
-def create_item(payload: NewItem, service: ServiceDep) -> ItemOut:
+async def create_item(
+    payload: NewItem, service: ServiceDep, limiter: RegistrationLimiterDep
+) -> ItemOut:
     """Register a cold-start item from its content; it is recommendable as soon as this
     returns 201. 409 if the id exists (bundle or registered)."""
-    item, _ = service.register_item(item_id=payload.item.item_id, **_fields(payload))
+    register = partial(service.register_item, item_id=payload.item.item_id, **_fields(payload))
+    item, _ = await anyio.to_thread.run_sync(register, limiter=limiter)
     return item
 
 
@@ -155,15 +166,20 @@ def get_item(item_id: ItemId, service: ServiceDep) -> ItemOut:
     },
     openapi_extra=_request_body(ItemUpdate),
 )
-def replace_item(
-    item_id: ItemId, payload: ItemReplacement, service: ServiceDep, response: Response
+async def replace_item(
+    item_id: ItemId,
+    payload: ItemReplacement,
+    service: ServiceDep,
+    limiter: RegistrationLimiterDep,
+    response: Response,
 ) -> ItemOut:
     """Create or replace a registered item (200 replaced, 201 created); bundle items 409."""
     if payload.item.item_id not in (None, item_id):
         raise InvalidInput(
             f"item_id in the body ({payload.item.item_id!r}) differs from the path ({item_id!r})"
         )
-    item, created = service.update_item(item_id, **_fields(payload))
+    update = partial(service.update_item, item_id, **_fields(payload))
+    item, created = await anyio.to_thread.run_sync(update, limiter=limiter)
     if created:
         response.status_code = status.HTTP_201_CREATED
     return item

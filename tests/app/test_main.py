@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -128,3 +129,33 @@ def test_request_threads_bound_the_worker_threads(
         assert client.portal is not None
         assert client.portal.call(tokens) == 3
         assert client.get("/healthz").status_code == 200
+
+
+def test_registrations_do_not_queue_behind_request_threads(
+    make_settings: Callable[..., Settings],
+    engine_factory: FakeEngineFactory,
+    memory_store: MemoryStore,
+) -> None:
+    """With every request thread busy, an item registration still runs: it has its own
+    threads (registration_threads)."""
+    import anyio.to_thread
+
+    release = threading.Event()
+    settings = make_settings(request_threads=1, registration_threads=1)
+    with running(settings, engine_factory, memory_store) as client:
+        assert client.portal is not None
+        busy = client.portal.start_task_soon(anyio.to_thread.run_sync, release.wait)
+        try:
+            statuses: list[int] = []
+
+            def register() -> None:
+                body = {"item_id": "while-busy", "domain": "arts", "title": "a new mug"}
+                statuses.append(client.post("/v1/items", json=body, headers=AUTH).status_code)
+
+            worker = threading.Thread(target=register)
+            worker.start()
+            worker.join(20)
+            assert statuses == [201]
+        finally:
+            release.set()
+            busy.result(20)
