@@ -680,6 +680,15 @@ class RecommendationService:
                         self._apply_changes(state, changes)
         self._refresh_popularity(state)
 
+    def _catch_up(self) -> None:
+        """Apply the item change feed now, for a request naming an id this replica does not
+        know: it may have been registered on another replica moments ago, and a client that
+        registers an item and then uses it must not depend on which replica answers. Only
+        requests with unknown ids pay this one store read; without replica following
+        (``replica_sync_interval_s`` = 0) there is nothing to catch up with."""
+        if self.settings.replica_sync_interval_s > 0:
+            self.sync_once()
+
     def _refresh_popularity(self, state: ModelState, *, force: bool = False) -> None:
         every = self.settings.popularity_refresh_s
         now = time.monotonic()
@@ -796,6 +805,8 @@ class RecommendationService:
                 by_domain.setdefault(d, []).extend(ids)
             known = bool(by_domain)
         unknown: list[str] = []
+        if any(state.item_domain(iid) is None for iid in inline):
+            self._catch_up()
         for iid in inline:
             item_domain = state.item_domain(iid)
             if item_domain is None:
@@ -906,6 +917,8 @@ class RecommendationService:
         """Nearest items to ``item_id`` by item vector, within its domain."""
         state = self.require_state()
         n = self._check_n(n)
+        if state.item_domain(item_id) is None:
+            self._catch_up()
         domain = state.item_domain(item_id)
         if domain is None:
             raise NotFound(f"item {item_id!r} not found")

@@ -172,6 +172,29 @@ def test_replicas_follow_each_other(start: StartService, memory_store: MemorySto
     assert res.accepted == 1
 
 
+def test_a_replica_catches_up_when_a_request_names_an_item_it_does_not_know(
+    start: StartService, memory_store: MemoryStore
+) -> None:
+    """Register on A, then use the item on B before B's next feed tick (an hour away): B
+    reads the feed for the request instead of ignoring the id as unknown."""
+    a = start(memory_store, replica_sync_interval_s=3600)
+    b = start(memory_store, replica_sync_interval_s=3600)
+    a.register_item(item_id="lamp", domain="office", title="desk lamp")
+    assert "lamp" not in state_of(b).indexes["office"]
+    out = b.recommend(domain="office", history=["lamp"], exclude_seen=False, n=500)
+    assert out.user_embedding == "inductive" and out.history.unknown_ids == []
+    assert "lamp" in {i.item_id for i in out.items}
+    a.register_item(item_id="pen", domain="office", title="pen")
+    assert b.similar("pen").item_id == "pen"
+    # Ids nobody registered stay unknown (and cost one feed read, no error).
+    out = b.recommend(domain="office", history=["never-registered"])
+    assert out.history.unknown_ids == ["never-registered"]
+    # With following off there is no feed to read: the id stays unknown until a reload.
+    c = start(memory_store, replica_sync_interval_s=0)
+    a.register_item(item_id="cup", domain="office", title="cup")
+    assert c.recommend(domain="office", history=["cup"]).history.unknown_ids == ["cup"]
+
+
 def test_reload_keeps_items_registered_while_it_ran(
     start: StartService,
     memory_store: MemoryStore,
