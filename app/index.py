@@ -145,7 +145,7 @@ class DomainIndex:
         domain: str,
         dim: int,
         *,
-        exact_max_items: int = 200_000,
+        exact_max_items: int = 50_000,
         ivf_nlist: int | None = None,
         ivf_nprobe: int = 32,
         ivf_target_recall: float | None = 0.95,

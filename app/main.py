@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -145,6 +146,7 @@ def _configure_runtime(settings: Settings) -> None:
     # PIL raises DecompressionBombError above 2x this; our own header check (app.content)
     # rejects anything above 1x before decoding.
     Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     if settings.torch_threads:
         import torch
 

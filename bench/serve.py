@@ -14,7 +14,7 @@ What runs (everything on loopback, thread counts pinned: torch 1, FAISS 1, OMP 1
   written with ``model.bundle.save_bundle`` so the service loads it through the normal
   path (checksums, ``load_bundle``, ``InferenceEngine``). Padded bundles are cached in
   ``--work-dir``. The service picks flat vs IVF per domain from its settings
-  (``MICREC_EXACT_INDEX_MAX_ITEMS``, default 200k: 1e4/1e5 exact, 1e6 IVF).
+  (``MICREC_EXACT_INDEX_MAX_ITEMS``, default 50k: 1e4 exact, 1e5/1e6 IVF).
 * **Service**: ``python -m app.cli serve`` (= ``micrec serve``: uvicorn, ``--workers`` 1
   and 2) with the Redis store on a private ``redis-server`` started here (AOF,
   ``appendfsync always``, like production), auth on, log level warning (no access log).
@@ -1465,7 +1465,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--exact-max-items",
         type=int,
-        default=200_000,
+        default=50_000,
         help="MICREC_EXACT_INDEX_MAX_ITEMS (service default)",
     )
     ap.add_argument("--ivf-nlist", type=int, default=None, help="MICREC_IVF_NLIST (default: unset)")

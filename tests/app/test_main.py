@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Callable, Iterator
 
@@ -129,6 +130,20 @@ def test_request_threads_bound_the_worker_threads(
         assert client.portal is not None
         assert client.portal.call(tokens) == 3
         assert client.get("/healthz").status_code == 200
+
+
+def test_gil_switch_interval_is_set_at_start(
+    make_settings: Callable[..., Settings],
+    engine_factory: FakeEngineFactory,
+    memory_store: MemoryStore,
+) -> None:
+    before = sys.getswitchinterval()
+    try:
+        settings = make_settings(gil_switch_interval_ms=0.5)
+        with running(settings, engine_factory, memory_store):
+            assert sys.getswitchinterval() == pytest.approx(0.0005)
+    finally:
+        sys.setswitchinterval(before)
 
 
 def test_registrations_do_not_queue_behind_request_threads(
