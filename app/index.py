@@ -21,7 +21,9 @@ Recall is measured, not assumed: when :meth:`DomainIndex.build` gets sample quer
 service passes real users of the bundle), it searches them exactly and raises ``nprobe``
 from the configured value, doubling, until recall@100 reaches ``ivf_target_recall``
 (:attr:`DomainIndex.calibration` records the outcome; all lists = exact, so the target is
-always reachable).
+always reachable). When the target needs more than half of the lists, the domain is served
+by an exact index instead: on vectors with no cluster structure IVF at that nprobe was
+slower than exact search (bench/index_recall.py).
 
 The kind is fixed at build time: upserts into a flat index that push it past
 ``exact_max_items`` keep it exact (correct, only slower) and IVF keeps its trained
@@ -47,12 +49,12 @@ for cosine).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import faiss
@@ -100,16 +102,20 @@ class _RWLock:
                 self._cond.notify_all()
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class IndexCalibration:
     """How an IVF index's ``nprobe`` was chosen at build time."""
 
     target_recall: float
     nprobe: int
+    nlist: int
     recall: float  # recall@k at ``nprobe`` on the sample queries
     k: int
     queries: int
     seconds: float
+    exact_instead: bool = False
+    """The target needed more than half of the lists: the index was built exact instead
+    (scanning that much of an IVF index costs about what exact search does)."""
 
 
 def _augment(x: np.ndarray, radius: float) -> np.ndarray:
@@ -232,6 +238,7 @@ class DomainIndex:
         return IndexCalibration(
             target_recall=self.ivf_target_recall,
             nprobe=nprobe,
+            nlist=nlist,
             recall=recall,
             k=k,
             queries=len(queries),
@@ -278,6 +285,10 @@ class DomainIndex:
                 if queries is not None and len(queries) and self.ivf_target_recall:
                     q = self._check_vectors([str(k) for k in range(len(queries))], queries)
                     calibration = self._calibrate(index, x, q)
+                    if 2 * calibration.nprobe > index.nlist:
+                        calibration = dataclasses.replace(calibration, exact_instead=True)
+                        index, kind, radius = self._new_flat(), "flat", 0.0
+                        index.add_with_ids(x, np.arange(n, dtype=np.int64))
             else:
                 index, kind = self._new_flat(), "flat"
                 if n:

@@ -285,6 +285,10 @@ class IndexCalibrationInfo(BaseModel):
     recall: float = Field(description="recall@k vs exact search at the chosen nprobe.")
     k: int
     queries: int = Field(description="Bundle users the recall was measured on.")
+    exact_instead: bool = Field(
+        description="The target needed more than half of the IVF lists, so the domain is "
+        "served by an exact index (kind flat) instead."
+    )
 
 
 class IndexInfo(BaseModel):
@@ -294,7 +298,8 @@ class IndexInfo(BaseModel):
     registered_items: int
     nprobe: int | None = Field(None, description="IVF lists scanned per query (ivf only).")
     calibration: IndexCalibrationInfo | None = Field(
-        None, description="How nprobe was chosen at build time (ivf only)."
+        None,
+        description="How nprobe was chosen at build time (domains above exact_index_max_items).",
     )
 
 

@@ -99,7 +99,17 @@ def build_domain_index(engine: InferenceEngine, domain: str, settings: Settings)
     index.build(
         list(cat.item_ids), np.ascontiguousarray(cat.vectors, dtype=np.float32), queries=queries
     )
-    if index.calibration is not None:
+    if index.calibration is not None and index.calibration.exact_instead:
+        c = index.calibration
+        log.warning(
+            "%s: IVF needs nprobe %d of %d lists for recall@%d %.2f: serving exact search",
+            domain,
+            c.nprobe,
+            c.nlist,
+            c.k,
+            c.target_recall,
+        )
+    elif index.calibration is not None:
         c = index.calibration
         log.info(
             "%s: IVF nprobe %d reaches recall@%d %.3f (target %.2f) on %d bundle users (%.1f s)",
@@ -1150,6 +1160,7 @@ class RecommendationService:
                         recall=index.calibration.recall,
                         k=index.calibration.k,
                         queries=index.calibration.queries,
+                        exact_instead=index.calibration.exact_instead,
                     ),
                 )
                 for d, index in state.indexes.items()

@@ -87,8 +87,9 @@ class Settings(BaseSettings):
         le=100,
         description="Python's thread switch interval (sys.setswitchinterval; Python's "
         "default is 5 ms). Every torch/FAISS call releases the GIL and must win it back "
-        "from the busy event loop: a text+image encoding next to a busy Python thread took "
-        "1.3 s at 5 ms, 0.37 s at 1 ms and 0.07 s alone.",
+        "from busy Python threads: a text+image encoding next to one busy thread took 1.3 s "
+        "at 5 ms, 0.37 s at 1 ms, 0.07 s alone; in the full service the difference was "
+        "within run-to-run noise (docs/results/serve-steps).",
     )
     registration_threads: int = Field(
         2,

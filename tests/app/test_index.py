@@ -365,3 +365,27 @@ def test_target_recall_is_validated() -> None:
     for bad in (0.0, 1.5, -0.1):
         with pytest.raises(ValueError, match="ivf_target_recall"):
             DomainIndex("a", D, ivf_target_recall=bad)
+
+
+def test_calibration_falls_back_to_exact_when_ivf_would_scan_most_lists(
+    rng: np.random.Generator,
+) -> None:
+    """I.i.d. random vectors have no clusters: a high recall target needs most lists, and
+    then the index is built exact (same answers, no slower than IVF would be)."""
+    d = 32
+    x = rng.standard_normal((5_000, d)).astype(np.float32)
+    q = rng.standard_normal((50, d)).astype(np.float32)
+    index = DomainIndex("a", d, exact_max_items=0, ivf_nprobe=1, ivf_target_recall=0.99)
+    index.build(ids_of(5_000), x, queries=q)
+    cal = index.calibration
+    assert cal is not None and cal.exact_instead and 2 * cal.nprobe > cal.nlist
+    assert index.kind == "flat" and index.nprobe is None
+    assert measure_recall(index, q, 100) == 1.0
+    # Clustered data at a moderate target stays IVF.
+    centers = unit(rng.standard_normal((50, d)))
+    easy = DomainIndex("a", d, exact_max_items=0, ivf_nprobe=1, ivf_target_recall=0.9)
+    easy.build(
+        ids_of(5_000), clustered(5_000, d, rng, centers), queries=clustered(50, d, rng, centers)
+    )
+    assert easy.kind == "ivf" and easy.calibration is not None
+    assert not easy.calibration.exact_instead
