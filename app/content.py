@@ -135,19 +135,14 @@ class CategoryIndex:
         self._keys = [key for key, _ in pairs]
         self._distinct = [k for _, k in pairs]
 
-    def _span(self, prefix: str) -> tuple[int, int]:
+    def rows(self, prefix: str, *, at_most: int | None = None) -> np.ndarray | None:
+        """Sorted rows whose categories match ``prefix`` (lower-cased and stripped); None
+        when more than ``at_most`` might (counted before the union, so that is cheap)."""
         lo = bisect_left(self._keys, prefix)
-        return lo, bisect_left(self._keys, prefix + "\U0010ffff", lo)
-
-    def rows(self, prefix: str) -> np.ndarray:
-        """Sorted rows whose categories match ``prefix`` (lower-cased and stripped)."""
-        lo, hi = self._span(prefix)
+        hi = bisect_left(self._keys, prefix + "\U0010ffff", lo)
         picked = {self._distinct[j] for j in range(lo, hi)}
+        if at_most is not None and sum(len(self._rows[k]) for k in picked) > at_most:
+            return None
         if not picked:
             return np.empty(0, dtype=np.int64)
         return np.unique(np.concatenate([self._rows[k] for k in picked]))
-
-    def count_at_most(self, prefix: str) -> int:
-        """An upper bound on ``len(rows(prefix))`` (cheap: no union)."""
-        lo, hi = self._span(prefix)
-        return sum(len(self._rows[k]) for k in {self._distinct[j] for j in range(lo, hi)})

@@ -99,8 +99,8 @@ def build_domain_index(engine: InferenceEngine, domain: str, settings: Settings)
     index.build(
         list(cat.item_ids), np.ascontiguousarray(cat.vectors, dtype=np.float32), queries=queries
     )
-    if index.calibration is not None and index.calibration.exact_instead:
-        c = index.calibration
+    c = index.calibration
+    if c is not None and c.exact_instead:
         log.warning(
             "%s: IVF needs nprobe %d of %d lists for recall@%d %.2f: serving exact search",
             domain,
@@ -109,8 +109,7 @@ def build_domain_index(engine: InferenceEngine, domain: str, settings: Settings)
             c.k,
             c.target_recall,
         )
-    elif index.calibration is not None:
-        c = index.calibration
+    elif c is not None:
         log.info(
             "%s: IVF nprobe %d reaches recall@%d %.3f (target %.2f) on %d bundle users (%.1f s)",
             domain,
@@ -226,11 +225,11 @@ class ModelState:
     def category_candidates(self, domain: str, prefix: str) -> list[str] | None:
         """Ids of ``domain`` (bundle and registered) whose categories match ``prefix``, or
         None when more than FILTER_EXACT_MAX_ITEMS might (a search then finds them)."""
-        cat_index = self.bundle_category_index[domain]
-        if cat_index.count_at_most(prefix) > FILTER_EXACT_MAX_ITEMS:
+        rows = self.bundle_category_index[domain].rows(prefix, at_most=FILTER_EXACT_MAX_ITEMS)
+        if rows is None:
             return None
         ids = self.engine.catalogue(domain).item_ids
-        out = [ids[row] for row in cat_index.rows(prefix).tolist()]
+        out = [ids[row] for row in rows.tolist()]
         out += [
             m.item_id
             for m in list(self.registered.values())
@@ -756,17 +755,21 @@ class RecommendationService:
         if exclude_seen:
             excluded.update(i for ids in by_domain.values() for i in ids)
         prefix = category.strip().lower() if category else None
+        # A selective filter's items, looked up once for the model and the fallback chain.
+        matching = None if prefix is None else state.category_candidates(domain, prefix)
 
         items: list[RecommendedItem] = []
         if embedding.method != "none":
             method = embedding.method
-            items = self._model_candidates(state, domain, embedding.vector, n, excluded, prefix)
+            items = self._model_candidates(
+                state, domain, embedding.vector, n, excluded, prefix, matching
+            )
         else:
             method = "fallback"
         if len(items) < n:
             taken = excluded | {it.item_id for it in items}
             before = len(items)
-            items += self._fallback(state, domain, n - len(items), taken, prefix)
+            items += self._fallback(state, domain, n - len(items), taken, prefix, matching)
             if len(items) > before:
                 self.metrics.fallbacks.labels(domain).inc()
         if not items:
@@ -841,23 +844,24 @@ class RecommendationService:
         n: int,
         excluded: set[str],
         prefix: str | None,
+        matching: list[str] | None,
     ) -> list[RecommendedItem]:
+        """Top ``n`` by the model; ``matching`` = the filter's items when it is selective
+        (:meth:`ModelState.category_candidates`)."""
         index = state.indexes[domain]
         size = len(index)
         if size == 0:
             return []
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        if prefix is not None:
+        if matching is not None:
             # A selective filter: score its few items exactly (a search would have to
             # fetch most of the index to find them; 0.5 s at 1e5 items before this).
-            matching = state.category_candidates(domain, prefix)
-            if matching is not None:
-                scored = index.score(query[0], [i for i in matching if i not in excluded])
-                scored.sort(key=lambda hit: hit[1], reverse=True)
-                return [
-                    RecommendedItem(item_id=iid, score=score, source="model")
-                    for iid, score in scored[:n]
-                ]
+            scored = index.score(query[0], [i for i in matching if i not in excluded])
+            scored.sort(key=lambda hit: hit[1], reverse=True)
+            return [
+                RecommendedItem(item_id=iid, score=score, source="model")
+                for iid, score in scored[:n]
+            ]
         # Start with n (+ exclusions the index filters itself); a category filter may
         # need more, so widen 4x until enough match or the whole index was searched.
         k = min(size, n if prefix is None else 4 * n)
@@ -874,7 +878,13 @@ class RecommendationService:
             k = min(size, 4 * k)
 
     def _fallback(
-        self, state: ModelState, domain: str, n: int, taken: set[str], prefix: str | None
+        self,
+        state: ModelState,
+        domain: str,
+        n: int,
+        taken: set[str],
+        prefix: str | None,
+        matching: list[str] | None,
     ) -> list[RecommendedItem]:
         """Fill up to ``n`` items from the configured fallback chain, in order."""
         out: list[RecommendedItem] = []
@@ -892,7 +902,6 @@ class RecommendationService:
                 break
             source: Iterable[tuple[str, float]]
             if name == "popular":
-                matching = None if prefix is None else state.category_candidates(domain, prefix)
                 if matching is None:
                     ids, scores = self.popularity.ranking(state, domain)
                     source = zip(ids, scores.tolist(), strict=True)
