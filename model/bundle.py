@@ -8,6 +8,8 @@ Layout::
     domain-<k>.safetensors     per-domain serving state: template rows, item layer states,
                                degrees, content vectors, users' input histories (CSR)
     catalogue.json             per-domain user/item ids, titles, categories, popularity
+    blend.safetensors          the score blend's content reducer (model.nn.blend), if any
+    tuning.json                every blend-fit and tuning trial (params -> validation NDCG)
 
 Loading verifies the format version and the sha256 of every listed file before parsing
 anything but the manifest; a missing, mismatched or tampered file raises ``BundleError``.
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from model.nn.blend import Blend, ContentReducer, DomainBlend
 from model.nn.config import MICRecConfig
 from model.nn.foldin import DomainEmbedder
 from model.nn.graph import TemplateMap
@@ -62,6 +65,8 @@ class DomainState:
     embedder: DomainEmbedder
     history_ptr: np.ndarray
     history_items: np.ndarray
+    blend: DomainBlend | None = None
+    """The served score's prior and content parts and weights (None: model score only)."""
 
     def history(self, user: int) -> np.ndarray:
         return self.history_items[self.history_ptr[user] : self.history_ptr[user + 1]]
@@ -73,6 +78,7 @@ class Bundle:
     manifest: dict[str, Any]
     model: MICRec
     domains: dict[str, DomainState]
+    blend: Blend | None = None
 
     @property
     def model_version(self) -> str:
@@ -97,11 +103,15 @@ def save_bundle(
     encoders: dict[str, dict[str, Any]],
     data: dict[str, Any],
     metrics: dict[str, Any],
+    blends: dict[str, DomainBlend] | None = None,
+    blend: Blend | None = None,
+    tuning: dict[str, Any] | None = None,
 ) -> Path:
     """Write a bundle atomically (to a temp dir, then rename).
 
     catalogue[d]: {"user_ids", "item_ids", "titles", "categories", "popularity"};
-    histories[d]: the input pairs [n, 2] the embedders were built on (users' histories).
+    histories[d]: the input pairs [n, 2] the embedders were built on (users' histories);
+    blends[d] / blend: the fitted score blend; tuning: trials, written to tuning.json.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +135,8 @@ def save_bundle(
         }
         if emb.item_content is not None:
             tensors["item_content"] = emb.item_content.cpu()
+        if blends and d in blends and blends[d].content is not None:
+            tensors["blend_content"] = blends[d].content.cpu()  # type: ignore[union-attr]
         name = f"domain-{k}.safetensors"
         save_file({n: t.contiguous() for n, t in tensors.items()}, str(tmp / name))
         domain_files[d] = name
@@ -138,6 +150,19 @@ def save_bundle(
         }
     (tmp / "catalogue.json").write_text(json.dumps(cat_json))
     files = ["weights.safetensors", "catalogue.json", *domain_files.values()]
+    blend_meta: dict[str, Any] | None = None
+    if blend is not None:
+        blend_meta = {"weights": blend.weights_json(), "reducer": None}
+        if blend.reducer is not None:
+            r = blend.reducer
+            save_file(
+                {k: v.contiguous() for k, v in r.tensors().items()}, str(tmp / "blend.safetensors")
+            )
+            blend_meta["reducer"] = {"modalities": list(r.modalities), "dims": list(r.dims)}
+            files.append("blend.safetensors")
+    if tuning is not None:
+        (tmp / "tuning.json").write_text(json.dumps(tuning, default=float))
+        files.append("tuning.json")
     digest = hashlib.sha256("".join(sha256_file(tmp / f) for f in files).encode()).hexdigest()
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -149,6 +174,7 @@ def save_bundle(
         "feature_dims": model.feature_dims(),
         "alpha": float(model.alpha),
         "encoders": encoders,
+        "blend": blend_meta,
         "data": data,
         "metrics": metrics,
         "sha256": {f: sha256_file(tmp / f) for f in files},
@@ -182,6 +208,8 @@ def verify_bundle(path: Path) -> dict[str, Any]:
     manifest = read_manifest(path)
     sums = manifest.get("sha256")
     required = {"weights.safetensors", "catalogue.json", *manifest.get("domain_files", {}).values()}
+    if (manifest.get("blend") or {}).get("reducer"):
+        required.add("blend.safetensors")
     if not isinstance(sums, dict) or not required <= set(sums):
         raise BundleError(
             f"{path}: manifest does not list checksums for {sorted(required - set(sums or {}))}"
@@ -215,7 +243,8 @@ def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
             load_file(str(path / "weights.safetensors"), device=device), strict=True
         )
         model.eval()
-    except (KeyError, ValueError, RuntimeError, json.JSONDecodeError) as err:
+        blend = _load_blend(path, manifest.get("blend"))
+    except (KeyError, ValueError, RuntimeError, TypeError, json.JSONDecodeError) as err:
         raise BundleError(f"{path}: bundle does not match this model code ({err})") from err
     domains: dict[str, DomainState] = {}
     for d in manifest["domains"]:
@@ -249,5 +278,24 @@ def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
             embedder=emb,
             history_ptr=t["history_ptr"].cpu().numpy(),
             history_items=t["history_items"].cpu().numpy(),
+            blend=None
+            if blend is None
+            else blend.for_domain(d, t["item_degree"], content=t.get("blend_content")),
         )
-    return Bundle(path=path, manifest=manifest, model=model, domains=domains)
+    return Bundle(path=path, manifest=manifest, model=model, domains=domains, blend=blend)
+
+
+def _load_blend(path: Path, meta: dict[str, Any] | None) -> Blend | None:
+    """The score blend recorded in the manifest (None for bundles without one)."""
+    if meta is None:
+        return None
+    reducer = None
+    if meta.get("reducer"):
+        t = load_file(str(path / "blend.safetensors"))
+        reducer = ContentReducer(
+            modalities=tuple(meta["reducer"]["modalities"]),
+            dims=tuple(int(x) for x in meta["reducer"]["dims"]),
+            mean=t["reducer_mean"],
+            basis=t["reducer_basis"],
+        )
+    return Blend(reducer, Blend.weights_from_json(meta["weights"]))

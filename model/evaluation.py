@@ -72,11 +72,13 @@ def _slice(
     return Slice(name, ds.domain, kind, u, _group(test, u), cand)
 
 
-def build_slices(split: InductiveSplit, domain: str) -> list[Slice]:
+def build_slices(split: InductiveSplit, domain: str, *, stage: str = "test") -> list[Slice]:
+    """The slices of ``domain`` with targets from the test split, or from the validation
+    split (``stage="val"``: what weights and hyperparameters are chosen on)."""
     ds = split.domains[domain]
     new_u, new_i = ds.new_user_mask(), ds.new_item_mask()
     all_i = np.ones(ds.n_items, dtype=bool)
-    test = ds.test
+    test = {"test": ds.test, "val": ds.val}[stage]
     deg = np.bincount(ds.train[:, 1], minlength=ds.n_items)
     old_users = np.flatnonzero(~new_u)
     out = [
@@ -111,12 +113,22 @@ def slice_inputs(split: InductiveSplit, domain: str, kind: str) -> dict[str, np.
     return inputs
 
 
+def seen_pairs(ds: DomainSplit, stage: str = "test") -> np.ndarray:
+    """Pairs masked out of the ranking: training (and, for the test stage, validation)."""
+    return np.concatenate([ds.train, ds.val]) if stage == "test" else ds.train
+
+
 def _masked_topk(
-    scores: torch.Tensor, users: np.ndarray, ds: DomainSplit, cand: np.ndarray, k: int
+    scores: torch.Tensor,
+    users: np.ndarray,
+    ds: DomainSplit,
+    cand: np.ndarray,
+    k: int,
+    stage: str = "test",
 ) -> np.ndarray:
     scores = scores.clone()
     scores[:, torch.as_tensor(~cand)] = -torch.inf
-    seen = np.concatenate([ds.train, ds.val])
+    seen = seen_pairs(ds, stage)
     row = np.full(ds.n_users, -1)
     row[users] = np.arange(len(users))
     r = row[seen[:, 0]]
@@ -134,15 +146,18 @@ def evaluate(
     ks: Sequence[int] = KS,
     batch_users: int = 1024,
     only: Sequence[str] | None = None,
+    stage: str = "test",
 ) -> dict[str, dict[str, dict[str, float | None]]]:
-    """{domain: {slice: {"n_users", "recall@k", "ndcg@k"...}}} with None for n/a slices."""
+    """{domain: {slice: {"n_users", "recall@k", "ndcg@k"...}}} with None for n/a slices.
+
+    ``stage="val"`` scores the validation split instead of the test split."""
     results: dict[str, dict[str, dict[str, float | None]]] = {}
     kmax = max(ks)
     for domain in domains or sorted(split.domains):
         ds = split.domains[domain]
         scorers: dict[str, Scorer] = {}
         results[domain] = {}
-        for sl in build_slices(split, domain):
+        for sl in build_slices(split, domain, stage=stage):
             if only is not None and sl.name not in only:
                 continue
             row: dict[str, float | None] = {"n_users": float(len(sl.users))}
@@ -160,7 +175,7 @@ def evaluate(
                 if s is None:
                     tops = []
                     break
-                tops.append(_masked_topk(s.float().cpu(), users, ds, sl.candidates, kmax))
+                tops.append(_masked_topk(s.float().cpu(), users, ds, sl.candidates, kmax, stage))
             if not tops:
                 row.update({f"{m}@{k}": None for k in ks for m in ("recall", "ndcg")})
             else:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from model.bundle import Bundle
+from model.nn.blend import DomainBlend, profile
 from model.nn.foldin import MultiDomainEmbedder, project_content
 
 USER_METHODS = ("inductive", "cross_domain", "none")
@@ -47,8 +48,8 @@ class UserEmbedding:
 @dataclass
 class DomainCatalogue:
     """The servable bundle items of one domain: ``vectors`` float32 [n_items, dim] (inner
-    product = score), ``popularity`` int64 training degree, titles/categories for display
-    and filters."""
+    product with a user's vector = the served score, the blend's parts included),
+    ``popularity`` int64 training degree, titles/categories for display and filters."""
 
     domain: str
     item_ids: list[str]
@@ -63,6 +64,7 @@ class _AddedItem:
     domain: str
     content: torch.Tensor | None  # h, [d]
     vector: np.ndarray
+    reduced: torch.Tensor | None = None  # c of the score blend, [r]
 
 
 class InferenceEngine:
@@ -72,7 +74,14 @@ class InferenceEngine:
         self.bundle = bundle
         self.model_version = bundle.model_version
         self.domains = sorted(bundle.domains)
-        self.dim = bundle.model.config.dim
+        self.model_dim = bundle.model.config.dim
+        self._blends: dict[str, DomainBlend] = {
+            d: s.blend for d, s in bundle.domains.items() if s.blend is not None
+        }
+        self._reducer = bundle.blend.reducer if bundle.blend is not None else None
+        blend_extra = next(iter(self._blends.values())).content_dim + 1 if self._blends else 0
+        self.dim = self.model_dim + blend_extra
+        """Length of the serving vectors (model vector + the blend's prior and content)."""
         self.encoders_info: dict[str, dict[str, Any]] = dict(bundle.manifest.get("encoders", {}))
         self._md = MultiDomainEmbedder(
             {d: s.embedder for d, s in bundle.domains.items()},
@@ -87,7 +96,7 @@ class InferenceEngine:
             d: DomainCatalogue(
                 domain=d,
                 item_ids=s.item_ids,
-                vectors=s.embedder.item_vectors().cpu().numpy().astype(np.float32),
+                vectors=self._serving_items(d, s.embedder.item_vectors()),
                 popularity=s.popularity,
                 categories=s.categories,
                 titles=s.titles,
@@ -97,6 +106,23 @@ class InferenceEngine:
         self._added: dict[str, _AddedItem] = {}
         self._encoders: dict[str, Any] = {}
         self._enc_lock = threading.Lock()
+
+    def _serving_items(self, domain: str, z: torch.Tensor) -> np.ndarray:
+        blend = self._blends.get(domain)
+        v = z if blend is None else blend.items(z)
+        return np.ascontiguousarray(v.cpu().numpy(), dtype=np.float32)
+
+    def _serving_users(
+        self, domain: str, z: torch.Tensor, method: str, content: list[torch.Tensor]
+    ) -> np.ndarray:
+        """[b, dim] serving vectors from model vectors z [b, d]; ``content``: the c rows of
+        the history items the user was embedded from (one tensor per part)."""
+        blend = self._blends.get(domain)
+        if blend is None:
+            return np.ascontiguousarray(z.cpu().numpy(), dtype=np.float32)
+        prof = profile(content, blend.content_dim).unsqueeze(0).expand(len(z), -1)
+        v = blend.users(z, method, prof if blend.content is not None else None)
+        return np.ascontiguousarray(v.cpu().numpy(), dtype=np.float32)
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, *, device: str = "cpu") -> InferenceEngine:
@@ -143,6 +169,7 @@ class InferenceEngine:
         self._check_domain(domain)
         local: dict[str, list[int]] = {}
         extra: dict[str, list[torch.Tensor]] = {}
+        reduced: dict[str, list[torch.Tensor]] = {}
         seen: set[str] = set()
         for ids in history.values():
             for iid in ids:
@@ -158,12 +185,29 @@ class InferenceEngine:
                         extra.setdefault(a.domain, []).append(a.content)
                     else:  # a registered item without content still counts as history
                         extra.setdefault(a.domain, [])
+                    if a.reduced is not None:
+                        reduced.setdefault(a.domain, []).append(a.reduced)
         hist = {d: np.asarray(v, dtype=np.int64) for d, v in local.items()}
-        ex = {d: (torch.stack(v) if v else torch.zeros(0, self.dim)) for d, v in extra.items()}
+        ex = {
+            d: (torch.stack(v) if v else torch.zeros(0, self.model_dim)) for d, v in extra.items()
+        }
         vec, method = self._md.embed(domain, hist, ex)
         n = sum(len(v) for v in local.values()) + sum(len(v) for v in extra.values())
+        # the content profile reads the same items the model vector was built from: the
+        # domain's own history, or (cross-domain) every other domain's
+        own = method == "inductive"
+        parts: list[torch.Tensor] = []
+        for d, rows_k in hist.items():
+            c = self._blends[d].content if d in self._blends else None
+            if c is not None and (d == domain) == own:
+                parts.append(c[torch.as_tensor(np.unique(rows_k))])
+        for d, rows in reduced.items():
+            if (d == domain) == own:
+                parts.append(torch.stack(rows))
         return UserEmbedding(
-            vector=vec.cpu().numpy().astype(np.float32), method=method, n_history=n
+            vector=self._serving_users(domain, vec.unsqueeze(0), method, parts)[0],
+            method=method,
+            n_history=n,
         )
 
     @torch.no_grad()
@@ -182,8 +226,22 @@ class InferenceEngine:
         picked = [
             users[k] for k in np.linspace(0, len(users) - 1, min(limit, len(users))).astype(int)
         ]
-        vectors = s.embedder.embed_users([s.history(u) for u in picked])
-        return np.ascontiguousarray(vectors.cpu().numpy(), dtype=np.float32)
+        hists = [s.history(u) for u in picked]
+        z = s.embedder.embed_users(hists)
+        blend = self._blends.get(domain)
+        if blend is None:
+            return np.ascontiguousarray(z.cpu().numpy(), dtype=np.float32)
+        return np.concatenate(
+            [
+                self._serving_users(
+                    domain,
+                    z[k : k + 1],
+                    "inductive",
+                    [] if blend.content is None else [blend.content[torch.as_tensor(h)]],
+                )
+                for k, h in enumerate(hists)
+            ]
+        )
 
     # --- items ------------------------------------------------------------------------
     def _encoder(self, modality: str) -> Any:
@@ -196,7 +254,11 @@ class InferenceEngine:
             return self._encoders[modality]
 
     def content_modalities(self) -> list[str]:
-        return [m for m in self.bundle.model.modalities if m in self.encoders_info]
+        """Modalities a new item's content is encoded for: the model's and the blend's."""
+        mods = set(self.bundle.model.modalities)
+        if self._reducer is not None:
+            mods |= set(self._reducer.modalities)
+        return sorted(m for m in mods if m in self.encoders_info)
 
     def encode_content(self, *, text: str | None, image: Any | None) -> dict[str, np.ndarray]:
         """Raw encoder outputs per modality (L2-normalised) for a new item's content.
@@ -236,14 +298,23 @@ class InferenceEngine:
                 model.content, feats, {m: torch.ones(1, dtype=torch.bool) for m in feats}
             )
         hv = None if h is None else h[0]
+        z = self.bundle.domains[domain].embedder.new_item_vector(hv)
+        c = None
+        blend = self._blends.get(domain)
+        if blend is not None and self._reducer is not None:
+            raw = {m: np.asarray(v, dtype=np.float32).reshape(1, -1) for m, v in content.items()}
+            raw = {m: v for m, v in raw.items() if m in self._reducer.modalities}
+            for m, dm in zip(self._reducer.modalities, self._reducer.dims, strict=True):
+                if m in raw and raw[m].shape[1] != dm:
+                    raise ValueError(f"{m} features have dim {raw[m].shape[1]}, expected {dm}")
+            if raw:
+                c = self._reducer.reduce(raw, 1)[0]
         vec = (
-            self.bundle.domains[domain]
-            .embedder.new_item_vector(hv)
-            .cpu()
-            .numpy()
-            .astype(np.float32)
+            z.cpu().numpy().astype(np.float32)
+            if blend is None
+            else (blend.new_item(z, c).cpu().numpy().astype(np.float32))
         )
-        self._added[item_id] = _AddedItem(domain, hv, vec)
+        self._added[item_id] = _AddedItem(domain, hv, vec, c)
         return vec
 
     def remove_item(self, item_id: str) -> None:

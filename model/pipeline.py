@@ -8,24 +8,33 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from model.blendfit import fit_blend
 from model.bundle import save_bundle
 from model.data.dataset import Dataset
 from model.data.loading import load_dataset
 from model.data.split import InductiveSplit, build_split
 from model.encoders.base import ItemFeatures
 from model.evaluation import evaluate
+from model.nn.blend import Blend
 from model.nn.foldin import build_embedder
 from model.nn.micrec import DomainInputs, MICRec
 from model.rankers import MICRecRanker
 from model.runconfig import RunConfig
-from model.training import Trainer, TrainResult, domain_features, plot_history
+from model.training import (
+    Trainer,
+    TrainResult,
+    distributed_rank_world,
+    domain_features,
+    plot_history,
+)
+from model.tuning import plot_trials, tune
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +62,13 @@ def restrict(split: InductiveSplit, domains: list[str]) -> InductiveSplit:
 def load_features(
     dataset: Dataset, cfg: RunConfig, *, progress: bool = True
 ) -> ItemFeatures | None:
-    """Encode (or read from cache) the modalities the model uses; None if it uses none."""
+    """Encode (or read from cache) the modalities the model or the score blend's content
+    part uses; None if neither uses any."""
     wanted = {"text": cfg.features.text, "image": cfg.features.image}
-    mods = {m: n for m, n in wanted.items() if n != "none" and m in cfg.model_config().modalities}
+    used = set(cfg.model_config().modalities)
+    if cfg.blend.enabled and cfg.blend.content_dim > 0:
+        used |= {"text", "image"}
+    mods = {m: n for m, n in wanted.items() if n != "none" and m in used}
     if not mods:
         return None
     from model.encoders.cache import encode_dataset
@@ -91,10 +104,12 @@ def build_bundle_from_model(
     cfg: RunConfig,
     encoders: dict[str, dict[str, Any]],
     metrics: dict[str, Any],
+    blend: Blend | None = None,
+    tuning: dict[str, Any] | None = None,
 ) -> Path:
     """Serving state on the split's full training input (the graph evaluation reads)."""
     dev = next(model.parameters()).device
-    embedders, catalogue, histories = {}, {}, {}
+    embedders, catalogue, histories, blends = {}, {}, {}, {}
     for d in model.domains:
         ds = split.domains[d]
         feats, masks = domain_features(features, ds.item_ids, tuple(model.modalities))
@@ -102,6 +117,11 @@ def build_bundle_from_model(
             model.templates[d], ds.n_users, ds.n_items, ds.train, feats, masks, device=dev
         )
         embedders[d] = build_embedder(model, d, inp)
+        if blend is not None:
+            raw, _ = domain_features(
+                features, ds.item_ids, blend.reducer.modalities if blend.reducer else ()
+            )
+            blends[d] = blend.for_domain(d, embedders[d].item_degree, raw)
         catalogue[d] = {
             "user_ids": ds.user_ids,
             "item_ids": ds.item_ids,
@@ -128,6 +148,9 @@ def build_bundle_from_model(
         encoders=encoders,
         data=data,
         metrics=metrics,
+        blends=blends or None,
+        blend=blend,
+        tuning=tuning,
     )
 
 
@@ -151,26 +174,54 @@ def train_run(
     if features is None:
         features = load_features(dataset, cfg, progress=progress)
     mc = cfg.model_config()
-    trainer = Trainer(split, features, mc, cfg.train)
-    log.info(
-        "training %s on %s: domains %s, modalities %s, %d steps/epoch",
-        cfg.variant,
-        dataset_dir,
-        trainer.domains,
-        trainer.model.modalities if isinstance(trainer.model, MICRec) else [],
-        trainer.steps_per_epoch(),
-    )
-    result = trainer.fit(progress=progress and trainer.rank == 0)
+    blend: Blend | None = None
+    tuning: dict[str, Any] | None = None
+    _, world = distributed_rank_world()
+    if cfg.tune.trials > 1 and world == 1:
+        log.info(
+            "tuning on %s: up to %d trainings, %.0f s budget (validation only)",
+            dataset_dir,
+            cfg.tune.trials,
+            cfg.tune.timeout_s,
+        )
+        tuned = tune(split, features, mc, cfg.train, cfg.tune, cfg.blend, progress=progress)
+        result, blend = tuned.result, tuned.blend
+        mc, cfg = tuned.model_config, replace(cfg, train=tuned.train_config)
+        cfg = replace(cfg, model=replace(mc), variant="micrec")
+        tuning = {"trials": tuned.trials, "chosen": tuned.chosen, "blend": tuned.blend_report}
+        rank = 0
+    else:
+        trainer = Trainer(split, features, mc, cfg.train)
+        log.info(
+            "training %s on %s: domains %s, modalities %s, %d steps/epoch",
+            cfg.variant,
+            dataset_dir,
+            trainer.domains,
+            trainer.model.modalities if isinstance(trainer.model, MICRec) else [],
+            trainer.steps_per_epoch(),
+        )
+        result = trainer.fit(progress=progress and trainer.rank == 0)
+        rank = trainer.rank
     model = result.model
     assert isinstance(model, MICRec)
-    if trainer.rank != 0:  # under torchrun only rank 0 evaluates and writes the bundle
+    if rank != 0:  # under torchrun only rank 0 evaluates and writes the bundle
         return RunOutput(out_dir, result, {})
+    if cfg.blend.enabled and blend is None:
+        blend, blend_report = fit_blend(model, split, features, cfg.blend)
+        tuning = {"blend": blend_report}
+    if not cfg.blend.enabled:
+        blend = None
     test_metrics: dict[str, Any] = {}
     if run_test:
-        test_metrics = evaluate(MICRecRanker(cfg.variant, model, split, features), split)
+        test_metrics = evaluate(
+            MICRecRanker(cfg.variant, model, split, features, blend=blend), split
+        )
     encoders = {}
     if features is not None:
-        for m in model.modalities:
+        mods = set(model.modalities) | set(
+            blend.reducer.modalities if blend and blend.reducer else ()
+        )
+        for m in sorted(mods):
             encoders[m] = {
                 "name": features.modalities[m].encoder,
                 "dim": features.modalities[m].dim,
@@ -184,6 +235,12 @@ def train_run(
         "device": cfg.train.device,
         "test": test_metrics,
     }
+    if tuning and "trials" in tuning:
+        metrics["tuning"] = {
+            "trials": len(tuning["trials"]),
+            "chosen": tuning["chosen"],
+            "chosen_params": tuning["trials"][tuning["chosen"]]["params"],
+        }
     bundle = build_bundle_from_model(
         out_dir,
         model=model,
@@ -193,8 +250,12 @@ def train_run(
         cfg=cfg,
         encoders=encoders,
         metrics=metrics,
+        blend=blend,
+        tuning=tuning,
     )
     (out_dir / "history.json").write_text(json.dumps(result.history, indent=1))
+    if tuning and "trials" in tuning:
+        plot_trials(tuning["trials"], tuning["chosen"], out_dir / "tuning.png")
     plot_history(
         result.history, out_dir / "training_curve.png", title=f"{cfg.variant} on {dataset_dir.name}"
     )
@@ -227,7 +288,9 @@ def evaluate_bundle(
     split = restrict(build_split(dataset, cfg.data), list(bundle.model.domains))
     features = load_features(dataset, cfg, progress=progress)
     results: dict[str, Any] = {
-        cfg.variant: evaluate(MICRecRanker(cfg.variant, bundle.model, split, features), split)
+        cfg.variant: evaluate(
+            MICRecRanker(cfg.variant, bundle.model, split, features, blend=bundle.blend), split
+        )
     }
     if baselines:
         results["popular"] = evaluate(PopularRanker(split), split)

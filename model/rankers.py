@@ -11,6 +11,7 @@ from torch import nn
 from model.data.split import InductiveSplit
 from model.encoders.base import ItemFeatures
 from model.evaluation import Scorer, _group
+from model.nn.blend import Blend, DomainBlend, profile
 from model.nn.config import MICRecConfig
 from model.nn.foldin import MultiDomainEmbedder, build_embedder
 from model.nn.graph import TemplateMap
@@ -47,7 +48,8 @@ def other_domain_histories(
 
 
 class MICRecRanker:
-    """A trained MICRec (any ablation, INMO included) scored through fold-in."""
+    """A trained MICRec (any ablation, INMO included) scored through fold-in, with the
+    fitted score blend (model.nn.blend) when one is given: exactly what the service ranks."""
 
     def __init__(
         self,
@@ -57,14 +59,24 @@ class MICRecRanker:
         features: ItemFeatures | None,
         *,
         calibrate_cold: bool = True,
+        blend: Blend | None = None,
     ) -> None:
         self.name = name
         self.calibrate_cold = calibrate_cold
         self.model = model
         self.split = split
+        self.blend = blend
         self.maps = _local_maps(split)
         self.feats = {
             d: domain_features(features, split.domains[d].item_ids, tuple(model.modalities))
+            for d in model.domains
+        }
+        # the blend's content part reads every modality its reducer was fitted on
+        reducer = blend.reducer if blend is not None else None
+        self.raw = {
+            d: domain_features(
+                features, split.domains[d].item_ids, reducer.modalities if reducer else ()
+            )[0]
             for d in model.domains
         }
 
@@ -82,24 +94,79 @@ class MICRecRanker:
             )
             embedders[d] = build_embedder(m, d, inp, calibrate=self.calibrate_cold)
         md = MultiDomainEmbedder(embedders, m.config.cross_domain_rule)
-        return _FoldInScorer(self, md, inputs)
+        blends = {}
+        if self.blend is not None:
+            for d in m.domains:
+                degree = torch.from_numpy(
+                    np.bincount(inputs[d][:, 1], minlength=self.split.domains[d].n_items)
+                )
+                blends[d] = self.blend.for_domain(d, degree, self.raw[d])
+        return _FoldInScorer(self, md, inputs, blends)
 
 
 class _FoldInScorer:
     def __init__(
-        self, ranker: MICRecRanker, md: MultiDomainEmbedder, inputs: dict[str, np.ndarray]
+        self,
+        ranker: MICRecRanker,
+        md: MultiDomainEmbedder,
+        inputs: dict[str, np.ndarray],
+        blends: dict[str, DomainBlend],
     ) -> None:
-        self.r, self.md, self.inputs = ranker, md, inputs
+        self.r, self.md, self.inputs, self.blends = ranker, md, inputs, blends
         self.items = {d: e.item_vectors() for d, e in md.embedders.items()}
 
     @torch.no_grad()
-    def scores(self, domain: str, users: np.ndarray, *, cross_domain: bool) -> torch.Tensor:
+    def parts(
+        self, domain: str, users: np.ndarray, *, cross_domain: bool
+    ) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
+        """Model user vectors [b, d], each user's type (model.nn.blend.USER_TYPES) and
+        content profiles [b, r] (None without a blend content part)."""
+        blend = self.blends.get(domain)
+        want_profiles = blend is not None and blend.content is not None
         if cross_domain:
             hist = other_domain_histories(self.r.split, domain, users, self.inputs, self.r.maps)
             zu = self.md.cross_domain(domain, hist)
+            types = ["cross_domain" if h else "none" for h in hist]
+            prof = None
+            if want_profiles:
+                prof = torch.stack(
+                    [
+                        profile(
+                            [
+                                c[torch.as_tensor(np.unique(v))]
+                                for d, v in h.items()
+                                if (c := self.blends[d].content) is not None
+                            ],
+                            blend.content_dim,  # type: ignore[union-attr]
+                        )
+                        for h in hist
+                    ]
+                )
         else:
-            zu = self.md.embedders[domain].embed_users(_group(self.inputs[domain], users))
-        return zu @ self.items[domain].T
+            own = _group(self.inputs[domain], users)
+            zu = self.md.embedders[domain].embed_users(own)
+            types = ["inductive" if len(h) else "none" for h in own]
+            prof = None
+            if want_profiles:
+                c = blend.content  # type: ignore[union-attr]
+                assert c is not None
+                prof = torch.stack(
+                    [profile([c[torch.as_tensor(np.unique(h))]], c.shape[1]) for h in own]
+                )
+        return zu, types, prof
+
+    @torch.no_grad()
+    def scores(self, domain: str, users: np.ndarray, *, cross_domain: bool) -> torch.Tensor:
+        zu, types, prof = self.parts(domain, users, cross_domain=cross_domain)
+        blend = self.blends.get(domain)
+        if blend is None:
+            return zu @ self.items[domain].T
+        items = blend.items(self.items[domain])
+        rows = torch.empty(len(users), items.shape[1])
+        for t in set(types):
+            idx = torch.as_tensor([k for k, x in enumerate(types) if x == t])
+            rows[idx] = blend.users(zu[idx], t, None if prof is None else prof[idx])
+        return rows @ items.T
 
 
 class PopularRanker:

@@ -8,6 +8,8 @@ silently trains with a default.
     [features]  text / image encoder names ("none" disables), cache_dir, batch_size
     [model]     model.nn.config.MICRecConfig + ``variant`` (an ablation name, default "micrec")
     [train]     model.nn.config.TrainConfig
+    [blend]     model.nn.config.BlendConfig (the served score blend, fitted on validation)
+    [tune]      model.nn.config.TuneConfig (the per-dataset search of model.tuning)
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from model.data.split import SplitConfig
-from model.nn.config import ABLATIONS, MICRecConfig, TrainConfig
+from model.nn.config import ABLATIONS, BlendConfig, MICRecConfig, TrainConfig, TuneConfig
 
 
 @dataclass
@@ -43,6 +45,8 @@ class RunConfig:
     model: MICRecConfig = field(default_factory=MICRecConfig)
     variant: str = "micrec"
     train: TrainConfig = field(default_factory=TrainConfig)
+    blend: BlendConfig = field(default_factory=BlendConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def model_config(self) -> MICRecConfig:
         return self.model.ablate(self.variant)
@@ -53,6 +57,8 @@ class RunConfig:
             "features": asdict(self.features),
             "model": {**self.model.to_dict(), "variant": self.variant},
             "train": {k: v for k, v in asdict(self.train).items() if k != "extra"},
+            "blend": asdict(self.blend),
+            "tune": asdict(self.tune),
         }
 
 
@@ -67,9 +73,11 @@ def _strict(
 
 
 def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
-    unknown = sorted(set(d) - {"data", "features", "model", "train"})
+    unknown = sorted(set(d) - {"data", "features", "model", "train", "blend", "tune"})
     if unknown:
-        raise ValueError(f"unknown config sections {unknown}; known: data, features, model, train")
+        raise ValueError(
+            f"unknown config sections {unknown}; known: data, features, model, train, blend, tune"
+        )
     data = dict(_strict(SplitConfig, dict(d.get("data", {})), "data", ("domains",)))
     domains = list(data.pop("domains", []))
     feats = _strict(FeatureConfig, dict(d.get("features", {})), "features")
@@ -80,7 +88,11 @@ def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
     train = _strict(TrainConfig, dict(d.get("train", {})), "train")
     if "extra" in train:
         raise ValueError("[train] unknown key 'extra'")
+    blend = _strict(BlendConfig, dict(d.get("blend", {})), "blend")
+    tune = _strict(TuneConfig, dict(d.get("tune", {})), "tune")
     return RunConfig(
+        blend=BlendConfig(**blend),
+        tune=TuneConfig(**tune),
         data=SplitConfig(**data),
         domains=domains,
         features=FeatureConfig(**feats),

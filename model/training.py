@@ -161,6 +161,12 @@ class StepLoss(nn.Module):
             z_users[d] = zu
             loss = bpr_loss((zu[u] * zi[p]).sum(-1), (zu[u] * zi[n]).sum(-1))
             losses[f"bpr/{d}"] = loss.detach()
+            if mc.cold_item_weight > 0 and isinstance(model, MICRec) and model.content is not None:
+                cp = model.cold_item_vectors(d, t.inputs[d], p)
+                cn = model.cold_item_vectors(d, t.inputs[d], n)
+                cold = bpr_loss((zu[u] * cp).sum(-1), (zu[u] * cn).sum(-1))
+                losses[f"cold/{d}"] = cold.detach()
+                loss = loss + mc.cold_item_weight * cold
             if mc.l2_weight > 0:
                 reg = zu[u].pow(2).sum() + zi[p].pow(2).sum() + zi[n].pow(2).sum()
                 loss = loss + mc.l2_weight * reg / len(u)

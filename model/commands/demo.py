@@ -17,6 +17,9 @@ log = logging.getLogger("micrec.demo")
 # small budget so `make run` is ready in minutes on 2 cores (lr 5e-3 converges in ~15
 # epochs on the synthetic catalogue: tests/model/test_quality_synth.py)
 DEMO_TRAIN = {"epochs": 20, "patience": 5, "batch_size": 1024, "lr": 0.005}
+# the smallest search that still contains the given config and INMO (model.tuning)
+DEMO_TUNE = {"trials": 2, "blend_trials": 12}
+DEMO_BLEND = {"trials": 20, "max_users": 500}
 
 
 def build_demo(
@@ -33,7 +36,12 @@ def build_demo(
         log.info("writing the synthetic demo catalogue to %s", data)
         write_synthetic_catalogue(data, SynthConfig())
     try:
-        cfg = load_run_config(config, None if config else {"train": dict(DEMO_TRAIN)})
+        cfg = load_run_config(
+            config,
+            None
+            if config
+            else {"train": dict(DEMO_TRAIN), "tune": dict(DEMO_TUNE), "blend": dict(DEMO_BLEND)},
+        )
     except ValueError as err:
         raise UserError(str(err)) from err
     run = train_run(data, cfg, out, progress=progress)

@@ -21,6 +21,8 @@ def _handler(args: argparse.Namespace) -> int:
         overrides.setdefault("train", {})["epochs"] = args.epochs
     if args.variant:
         overrides.setdefault("model", {})["variant"] = args.variant
+    if args.no_tune:
+        overrides.setdefault("tune", {})["trials"] = 0
     if args.seed is not None:
         overrides.setdefault("train", {})["seed"] = args.seed
         overrides.setdefault("data", {})["seed"] = args.seed
@@ -78,6 +80,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=None, help="override the split and training seeds")
     p.add_argument("--no-test", action="store_true", help="skip the test-set evaluation")
+    p.add_argument(
+        "--no-tune",
+        action="store_true",
+        help="train once with the config as given (no [tune] search; the blend is still fitted)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
         "--print-config", action="store_true", help="print the effective config and exit"

@@ -48,6 +48,11 @@ class MICRecConfig:
     e_i + gamma * h_i; "degree" counts the content as one more neighbour,
     e_i + gamma * (|N(i)| + 1)^(alpha/2 - 1) * h_i, as the user side already does, so the
     content fades as an item collects interactions (a cold item is unchanged)."""
+    cold_item_weight: float = 0.0
+    """Weight of the content-only ranking loss: a BPR loss on the batch's items represented
+    as a cold item is served (item token + gamma h_i, no interactions), so the content
+    projection learns to rank without the collaborative part (the idea of DropoutNet,
+    Volkovs et al. 2017, and Heater, Zhu et al. 2020). 0 disables it."""
     cross_domain_weight: float = 0.1
     """lambda_CD of the symmetric InfoNCE over overlapping users (0 disables it)."""
     cross_domain_batch: int = 512
@@ -73,6 +78,8 @@ class MICRecConfig:
             raise ValueError("template_ratio must be in (0, 1]")
         if not 0 <= self.drop_interaction < 1:
             raise ValueError("drop_interaction must be in [0, 1)")
+        if self.cold_item_weight < 0:
+            raise ValueError(f"cold_item_weight must be >= 0, got {self.cold_item_weight}")
 
     @property
     def uses_content(self) -> bool:
@@ -143,3 +150,49 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown train config keys: {sorted(unknown)}")
         return cls(**d)
+
+
+@dataclass
+class BlendConfig:
+    """The served score blend (model.nn.blend), fitted on validation after training."""
+
+    enabled: bool = True
+    """Fit and serve the blend; false serves the model score alone."""
+    trials: int = 30
+    """Optuna trials per domain and user type (the three single-part corners included)."""
+    content_dim: int = 64
+    """r: PCA dimensions of the content part (0 disables the content part)."""
+    max_users: int = 500
+    """Validation users per slice in the fit (a seeded sample)."""
+    main_tolerance: float = 0.02
+    """Share of the main slice's validation NDCG@20 (``all``; cross-domain cold users for
+    them) the blend may give up for the other slices (model.blendfit)."""
+    seed: int = 0
+    """Seed of the user sample and of the TPE sampler."""
+
+    def __post_init__(self) -> None:
+        if self.trials < 3:
+            raise ValueError(f"trials must be >= 3 (the three corners), got {self.trials}")
+        if self.content_dim < 0 or self.max_users < 1:
+            raise ValueError("content_dim must be >= 0 and max_users >= 1")
+        if not 0.0 <= self.main_tolerance < 1.0:
+            raise ValueError(f"main_tolerance must be in [0, 1), got {self.main_tolerance}")
+
+
+@dataclass
+class TuneConfig:
+    """The search budget of ``micrec train``. Every key is documented with its default."""
+
+    trials: int = 4
+    """Trainings tried (0 or 1 = train the configuration as given, no search)."""
+    timeout_s: float = 3600.0
+    """No new trial starts after this many seconds (the running one finishes)."""
+    seed: int = 0
+    """Seed of the TPE sampler."""
+    blend_trials: int = 20
+    """Blend-fit trials per domain and user type inside each tuning trial (the final
+    model's blend is refitted with [blend] trials)."""
+
+    def __post_init__(self) -> None:
+        if self.trials < 0 or self.timeout_s <= 0 or self.blend_trials < 3:
+            raise ValueError("trials must be >= 0, timeout_s > 0 and blend_trials >= 3")

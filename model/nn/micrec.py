@@ -160,6 +160,19 @@ class MICRec(nn.Module):
             return None
         return self.content(inp.features, inp.masks)
 
+    def cold_item_vectors(
+        self, domain: str, inp: DomainInputs, items: torch.Tensor
+    ) -> torch.Tensor:
+        """z of ``items`` as if they had no interactions, (item token + gamma h_i)/(L+1):
+        [b, d]; what a cold item is served with (foldin.DomainEmbedder.new_item_vector)."""
+        assert self.content is not None
+        tok = self.table(domain)[self.templates[domain].item_token]
+        h = self.content(
+            {m: f[items] for m, f in inp.features.items()},
+            {m: k[items] for m, k in inp.masks.items()},
+        )
+        return (tok + self.domain_gamma(domain) * h) / (self.config.n_layers + 1)
+
     def scale(self, counts: torch.Tensor) -> torch.Tensor:
         """c^(alpha/2 - 1): 1/sqrt(c) at alpha=1 annealing toward 1/c."""
         return counts.clamp_min(1.0).pow(self.alpha / 2 - 1)

@@ -148,7 +148,7 @@ def service_of(client: TestClient) -> RecommendationService:
 
 
 def evaluation_top_k(
-    rb: RealBundles, model: Any, domain: str, users: np.ndarray, k: int, *, cross_domain: bool
+    rb: RealBundles, bundle: Any, domain: str, users: np.ndarray, k: int, *, cross_domain: bool
 ) -> list[list[str]]:
     """Raw item ids of the top-``k`` per local user, as ``model.evaluation`` ranks them.
 
@@ -161,7 +161,7 @@ def evaluation_top_k(
     without the slice users' edges, which changes every item vector a little; a bundle
     has one fixed graph, so parity is checked against the full-graph ranking.)
     """
-    ranker = MICRecRanker("micrec", model, rb.split, rb.features)
+    ranker = MICRecRanker("micrec", bundle.model, rb.split, rb.features, blend=bundle.blend)
     scorer = ranker.bind(slice_inputs(rb.split, domain, "standard"))
     ds = rb.split.domains[domain]
     scores = scorer.scores(domain, users, cross_domain=cross_domain)

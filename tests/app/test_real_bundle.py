@@ -128,12 +128,12 @@ def test_http_ranking_equals_evaluation_ranking(real: RealBundles, served: TestC
     ``user_id`` equals the evaluation's top-20: both fold the user in from their train
     items; evaluation masks train + val, the request masks train via ``exclude_seen`` and
     val via ``exclude``."""
-    model = load_bundle(real.v1).model
+    bundle = load_bundle(real.v1)
     mismatches, checked, new_users = [], 0, 0
     for domain in sorted(real.split.domains):
         ds = real.split.domains[domain]
         users = spread(np.unique(ds.test[:, 0]), USERS_PER_DOMAIN)
-        expected = evaluation_top_k(real, model, domain, users, N, cross_domain=False)
+        expected = evaluation_top_k(real, bundle, domain, users, N, cross_domain=False)
         for u, want in zip(users, expected, strict=True):
             body = recommend(
                 served,
@@ -162,12 +162,12 @@ def test_cross_domain_ranking_equals_evaluation_ranking(
     """Cross-domain cold users (new users of a domain with history elsewhere): an inline
     history of their other-domain train items gives the evaluation's cross-domain
     top-20 (``scores(..., cross_domain=True)`` on the bundle's graph)."""
-    model = load_bundle(real.v1).model
+    bundle = load_bundle(real.v1)
     mismatches, checked = [], 0
     for domain in sorted(real.split.domains):
         ds = real.split.domains[domain]
         users = spread(real.split.cross_domain_cold_users(domain), CD_USERS_PER_DOMAIN)
-        expected = evaluation_top_k(real, model, domain, users, N, cross_domain=True)
+        expected = evaluation_top_k(real, bundle, domain, users, N, cross_domain=True)
         for u, want in zip(users, expected, strict=True):
             raw = ds.user_ids[u]
             body = recommend(

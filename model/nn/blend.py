@@ -1,0 +1,207 @@
+"""The served score: the model's score blended with an item prior and a content match.
+
+    s(u, i) = w_model * <z_u / |z_u|, z_i> + w_prior * prior_i + w_content * <p_u, c_i>
+
+- ``prior_i = log(1 + deg_i) / log(1 + max deg)``: the item's training degree (0 for an
+  item registered after training), the popularity prior of popularity-aware inference
+  (PDA, Zhang et al., SIGIR 2021, adjusts the model score by pop_i^gamma; in log space
+  that is an additive log-popularity term).
+- ``c_i``: the item's frozen encoder features (all modalities, concatenated) reduced to
+  ``r`` dimensions by a PCA fitted on the training items, L2-normalised; ``p_u``: the
+  L2-normalised mean of ``c`` over the user's history items (content kNN, the baseline
+  that ranks new and rarely bought items best).
+- The weights depend on the domain and on how the user was embedded (``USER_TYPES``) and
+  are fitted on the validation split (``model.blendfit``); the corners (model only, prior
+  only, content only) are part of the search, so on validation the blend is never below
+  any of its parts.
+
+Why one inner product: the score is linear in three parts, so the item vector
+``[z_i, prior_i, c_i]`` and the user vector ``[w_m z_u/|z_u|, w_p, w_c p_u]`` give it as a
+single dot product. The FAISS index of the service and the offline evaluation use the
+same two functions below, so the served ranking is the evaluated one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+USER_TYPES = ("inductive", "cross_domain", "none")
+"""How a user was embedded (model.nn.foldin.MultiDomainEmbedder): history in the domain,
+history only in other domains, no usable history."""
+
+
+@dataclass(frozen=True)
+class BlendWeights:
+    """Weights of the three parts of the served score (already divided by each part's
+    spread on validation users, so they multiply raw part values)."""
+
+    model: float = 1.0
+    prior: float = 0.0
+    content: float = 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {"model": self.model, "prior": self.prior, "content": self.content}
+
+
+MODEL_ONLY = BlendWeights()
+
+
+@dataclass
+class ContentReducer:
+    """Frozen encoder features -> ``c`` ([r] unit vectors), shared by every domain.
+
+    ``modalities``/``dims``: the concatenation order of the raw features; ``mean``: [D];
+    ``basis``: [D, r] (top principal directions of the training items' features).
+    """
+
+    modalities: tuple[str, ...]
+    dims: tuple[int, ...]
+    mean: torch.Tensor
+    basis: torch.Tensor
+
+    @property
+    def dim(self) -> int:
+        return int(self.basis.shape[1])
+
+    @classmethod
+    def fit(
+        cls, features: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], dim: int
+    ) -> ContentReducer | None:
+        """PCA of the items' concatenated features (rows with no content left out)."""
+        mods = tuple(sorted(features))
+        if not mods or dim <= 0:
+            return None
+        x = np.concatenate([features[m] for m in mods], axis=1).astype(np.float32)
+        has = np.any(np.stack([masks[m] for m in mods], axis=1), axis=1)
+        if has.sum() < 2:
+            return None
+        xt = torch.from_numpy(x[has])
+        mean = xt.mean(dim=0)
+        r = min(dim, xt.shape[0] - 1, xt.shape[1])
+        # full SVD of the (items x D) matrix is exact and fast for D <= a few thousand
+        _, _, vh = torch.linalg.svd(xt - mean, full_matrices=False)
+        return cls(mods, tuple(features[m].shape[1] for m in mods), mean, vh[:r].T.contiguous())
+
+    def reduce(self, features: Mapping[str, np.ndarray | torch.Tensor], n: int) -> torch.Tensor:
+        """[n, r] unit vectors; rows without any feature (all zeros) stay 0."""
+        parts = []
+        for m, dm in zip(self.modalities, self.dims, strict=True):
+            f = features.get(m)
+            parts.append(
+                torch.zeros(n, dm) if f is None else torch.as_tensor(f, dtype=torch.float32)
+            )
+        x = torch.cat(parts, dim=1)
+        empty = x.abs().sum(dim=1) == 0
+        c = F.normalize((x - self.mean) @ self.basis, dim=1)
+        c[empty] = 0.0
+        return c
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"reducer_mean": self.mean, "reducer_basis": self.basis}
+
+
+@dataclass
+class DomainBlend:
+    """The blend of one domain: per-item parts and the fitted weights per user type.
+
+    prior: [n_items] in [0, 1]; content: [n_items, r] unit rows (0 for items without
+    content) or None when the model has no content features.
+    """
+
+    prior: torch.Tensor
+    content: torch.Tensor | None
+    weights: dict[str, BlendWeights] = field(default_factory=dict)
+
+    @staticmethod
+    def prior_of(degree: torch.Tensor) -> torch.Tensor:
+        """log(1 + deg) / log(1 + max deg): [n] in [0, 1]."""
+        top = float(torch.log1p(degree.max())) if len(degree) else 0.0
+        return torch.log1p(degree.float()) / max(top, 1e-12)
+
+    @property
+    def content_dim(self) -> int:
+        return 0 if self.content is None else int(self.content.shape[1])
+
+    def weights_for(self, user_type: str) -> BlendWeights:
+        return self.weights.get(user_type, MODEL_ONLY)
+
+    def items(self, z: torch.Tensor) -> torch.Tensor:
+        """Serving item vectors [n, d + 1 + r] from model item vectors z [n, d]."""
+        parts = [z, self.prior.to(z.dtype).unsqueeze(1)]
+        if self.content is not None:
+            parts.append(self.content.to(z.dtype))
+        return torch.cat(parts, dim=1)
+
+    def new_item(self, z: torch.Tensor, content: torch.Tensor | None) -> torch.Tensor:
+        """Serving vector of an item registered after training ([d] + prior 0 + c)."""
+        parts = [z, z.new_zeros(1)]
+        if self.content is not None:
+            parts.append(z.new_zeros(self.content_dim) if content is None else content)
+        return torch.cat(parts)
+
+    def users(self, z: torch.Tensor, user_type: str, profiles: torch.Tensor | None) -> torch.Tensor:
+        """Serving user vectors [b, d + 1 + r] from model vectors z [b, d] and content
+        profiles [b, r] (normalised mean of the history's c; None = no content)."""
+        w = self.weights_for(user_type)
+        parts = [
+            w.model * F.normalize(z, dim=1),
+            torch.full((len(z), 1), w.prior, dtype=z.dtype, device=z.device),
+        ]
+        if self.content is not None:
+            if profiles is None:
+                profiles = z.new_zeros(len(z), self.content_dim)
+            parts.append(w.content * profiles.to(z.dtype))
+        return torch.cat(parts, dim=1)
+
+
+def profile(parts: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """A user's content profile from the ``c`` rows of their history items: [r]."""
+    rows = [p for p in parts if len(p)]
+    if not rows or dim == 0:
+        return torch.zeros(dim)
+    return F.normalize(torch.cat(rows).mean(dim=0), dim=0)
+
+
+@dataclass
+class Blend:
+    """The fitted blend of every domain: the shared content reducer and the weights
+    (domain -> user type -> ``BlendWeights``). No weights for a domain = model only."""
+
+    reducer: ContentReducer | None
+    weights: dict[str, dict[str, BlendWeights]] = field(default_factory=dict)
+
+    def for_domain(
+        self,
+        domain: str,
+        degree: torch.Tensor,
+        features: Mapping[str, np.ndarray] | None = None,
+        content: torch.Tensor | None = None,
+    ) -> DomainBlend:
+        """The domain's blend over its items: training ``degree`` [n] and either the raw
+        ``features`` (modality -> [n, dim_m]) or the already reduced ``content`` [n, r]."""
+        if content is None and self.reducer is not None and features:
+            content = self.reducer.reduce(features, len(degree))
+        if self.reducer is None:
+            content = None
+        return DomainBlend(
+            prior=DomainBlend.prior_of(degree.cpu()),
+            content=content,
+            weights=dict(self.weights.get(domain, {})),
+        )
+
+    def weights_json(self) -> dict[str, dict[str, dict[str, float]]]:
+        return {d: {t: w.to_dict() for t, w in ws.items()} for d, ws in self.weights.items()}
+
+    @staticmethod
+    def weights_from_json(
+        raw: Mapping[str, Mapping[str, Mapping[str, float]]],
+    ) -> dict[str, dict[str, BlendWeights]]:
+        return {
+            d: {t: BlendWeights(**{k: float(v) for k, v in w.items()}) for t, w in ws.items()}
+            for d, ws in raw.items()
+        }

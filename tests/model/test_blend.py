@@ -1,0 +1,151 @@
+"""The served score blend (model.nn.blend) and its fit on validation (model.blendfit)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model.blendfit import CORNERS, fit_blend
+from model.bundle import load_bundle, save_bundle
+from model.data.loading import load_dataset
+from model.data.split import build_split
+from model.data.synth import SynthConfig, write_synthetic_catalogue
+from model.inference import InferenceEngine
+from model.nn.blend import BlendWeights, ContentReducer, DomainBlend, profile
+from model.nn.config import BlendConfig
+from model.pipeline import build_bundle_from_model, load_features
+from model.runconfig import load_run_config
+from model.training import Trainer
+
+
+def test_one_inner_product_is_the_weighted_sum_of_the_parts() -> None:
+    g = torch.Generator().manual_seed(0)
+    z_items = torch.randn(7, 4, generator=g)
+    content = F.normalize(torch.randn(7, 3, generator=g), dim=1)
+    degree = torch.tensor([0.0, 1, 2, 5, 9, 0, 3])
+    blend = DomainBlend(
+        DomainBlend.prior_of(degree), content, {"inductive": BlendWeights(0.7, 2.0, 1.5)}
+    )
+    z_user = torch.randn(1, 4, generator=g)
+    p_user = F.normalize(torch.randn(1, 3, generator=g), dim=1)
+    got = blend.users(z_user, "inductive", p_user) @ blend.items(z_items).T
+    prior = torch.log1p(degree) / torch.log1p(degree.max())
+    want = 0.7 * F.normalize(z_user, dim=1) @ z_items.T + 2.0 * prior + 1.5 * p_user @ content.T
+    torch.testing.assert_close(got, want)
+    assert float(prior.min()) == 0.0 and float(prior.max()) == pytest.approx(1.0)
+    # an unknown user type is served by the model score alone
+    alone = blend.users(z_user, "cross_domain", p_user) @ blend.items(z_items).T
+    torch.testing.assert_close(alone, F.normalize(z_user, dim=1) @ z_items.T)
+
+
+def test_a_registered_item_has_prior_zero_and_its_own_content() -> None:
+    blend = DomainBlend(torch.zeros(2), torch.zeros(2, 3))
+    c = torch.tensor([0.0, 1.0, 0.0])
+    v = blend.new_item(torch.ones(4), c)
+    assert v.tolist() == [1, 1, 1, 1, 0, 0, 1, 0]
+
+
+def test_reducer_gives_unit_rows_and_keeps_items_without_content_at_zero() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 8)).astype(np.float32)
+    mask = np.ones(50, dtype=bool)
+    x[3] = 0
+    mask[3] = False
+    r = ContentReducer.fit({"text": x}, {"text": mask}, 4)
+    assert r is not None and r.dim == 4
+    c = r.reduce({"text": x}, 50)
+    norms = c.norm(dim=1)
+    assert float(norms[3]) == 0.0
+    assert torch.allclose(norms[np.flatnonzero(mask)], torch.ones(49), atol=1e-5)
+    assert profile([], 4).tolist() == [0, 0, 0, 0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("blend")
+    write_synthetic_catalogue(root / "data", SynthConfig.tiny(images=False, users=300))
+    cfg = load_run_config(
+        None,
+        {
+            "features": {"image": "none", "cache_dir": str(root / "cache")},
+            "train": {"epochs": 8, "patience": 100, "batch_size": 512, "lr": 0.005},
+            "blend": {"trials": 12, "max_users": 200},
+        },
+    )
+    ds = load_dataset(root / "data")
+    split = build_split(ds, cfg.data)
+    feats = load_features(ds, cfg, progress=False)
+    model = Trainer(split, feats, cfg.model_config(), cfg.train).fit(progress=False).model
+    blend, report = fit_blend(model, split, feats, BlendConfig(trials=12, max_users=200))
+    return root, cfg, ds, split, feats, model, blend, report
+
+
+def test_fit_searches_the_corners_first_and_keeps_the_best_validation_objective(trained) -> None:  # type: ignore[no-untyped-def]
+    *_, blend, report = trained
+    for domain, by_type in report.items():
+        for user_type, r in by_type.items():
+            trials = r["trials"]
+            corners = [t["params"] for t in trials[:3]]
+            assert corners == [dict(c) for c in CORNERS], (domain, user_type)
+            best = max(trials, key=lambda t: t["objective"])["params"]
+            w = blend.weights[domain][user_type]
+            # stored weights = the best trial's, each divided by a positive spread
+            for part in ("model", "prior", "content"):
+                assert np.sign(getattr(w, part)) == np.sign(best[part]), (domain, part)
+        assert blend.weights[domain]["none"] == BlendWeights(0.0, 1.0, 0.0)
+
+
+def test_bundle_round_trip_serves_the_blend(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, cfg, ds, split, feats, model, blend, report = trained
+    out = build_bundle_from_model(
+        tmp_path / "bundle",
+        model=model,
+        split=split,
+        dataset=ds,
+        features=feats,
+        cfg=cfg,
+        encoders={"text": {"name": "minilm-l6-v2", "dim": 384}},
+        metrics={},
+        blend=blend,
+        tuning={"blend": report},
+    )
+    b = load_bundle(out)
+    assert b.blend is not None and b.blend.reducer is not None
+    assert b.blend.weights_json() == blend.weights_json()
+    torch.testing.assert_close(b.blend.reducer.basis, blend.reducer.basis)  # type: ignore[union-attr]
+    assert (out / "tuning.json").is_file()
+    engine = InferenceEngine.from_bundle(b)
+    d = split.domains
+    dom = sorted(d)[0]
+    cat = engine.catalogue(dom)
+    r = blend.reducer
+    assert r is not None
+    assert cat.vectors.shape[1] == model.config.dim + 1 + r.dim == engine.dim
+    # a registered item: prior 0, content part = the reducer's c of its features
+    text = np.asarray(feats.rows([d[dom].item_ids[0]]).modalities["text"].vectors[0])
+    vec = engine.add_item("new-1", dom, {"text": text})
+    assert vec[model.config.dim] == 0.0
+    want_c = r.reduce({"text": text.reshape(1, -1)}, 1)[0].numpy()
+    np.testing.assert_allclose(vec[model.config.dim + 1 :], want_c, rtol=1e-5, atol=1e-6)
+    emb = engine.embed_user(dom, {dom: ["new-1"]})
+    assert emb.vector.shape == (engine.dim,)
+
+
+def test_save_bundle_without_blend_serves_model_vectors(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, cfg, ds, split, feats, model, _, _ = trained
+    out = build_bundle_from_model(
+        tmp_path / "plain",
+        model=model,
+        split=split,
+        dataset=ds,
+        features=feats,
+        cfg=cfg,
+        encoders={"text": {"name": "minilm-l6-v2", "dim": 384}},
+        metrics={},
+    )
+    engine = InferenceEngine.from_bundle(load_bundle(out))
+    assert engine.dim == model.config.dim
+    assert save_bundle  # the writer used by build_bundle_from_model
