@@ -32,16 +32,24 @@ from model.data.loading import load_dataset
 from model.data.split import build_split
 from model.evaluation import evaluate
 from model.nn.config import ABLATIONS
-from model.pipeline import load_features, restrict
+from model.pipeline import fit_served_model, load_features, restrict
 from model.rankers import ContentKNNRanker, LightGCN, LightGCNRanker, MICRecRanker, PopularRanker
 from model.reporting import bar_chart, markdown_table
 from model.runconfig import RunConfig, load_run_config
 from model.training import Trainer
 
 log = logging.getLogger("bench.quality")
-DEFAULT_METHODS = (
-    "popular,content-knn,lightgcn,inmo,micrec,no-cd,no-modality,no-self-enhanced,no-annealing"
-)
+DEFAULT_METHODS = "popular,content-knn,lightgcn,inmo,micrec,micrec-untuned,micrec-no-blend"
+SERVED = {
+    # what `micrec train` produces by default: [tune] search + fitted score blend
+    "micrec": {},
+    # the configuration as given + the blend (no search)
+    "micrec-untuned": {"tune": {"trials": 0}},
+}
+"""Methods trained by model.pipeline.fit_served_model (the recipe of `micrec train`), with
+the run-config overrides that make each one. Every other trained method is an ablation of
+model.nn.config.ABLATIONS trained once and scored by the model alone; ``micrec-no-blend``
+is the configuration as given without tuning or blend (the previous default)."""
 
 
 def machine() -> dict[str, Any]:
@@ -64,6 +72,26 @@ def run_method(
             return {d: {} for d in split.domains}, {"n/a": "no text features"}
         return evaluate(ContentKNNRanker(split, features), split), {}
     t0 = time.perf_counter()
+    if method in SERVED:
+        over = SERVED[method]
+        run = replace(cfg, tune=replace(cfg.tune, **over.get("tune", {})))
+        served = fit_served_model(split, features, run, progress=progress, label=method)
+        model = served.result.model
+        served_ranker = MICRecRanker(method, model, split, features, blend=served.blend)  # type: ignore[arg-type]
+        info = {
+            "best_epoch": served.result.best_epoch,
+            "epochs_run": len(served.result.history),
+            "best_val_ndcg@20": served.result.best_val,
+            "seconds_per_epoch": served.result.seconds_per_epoch,
+            "train_seconds": time.perf_counter() - t0,
+            "peak_memory_mb": served.result.peak_memory_mb,
+            "chosen_config": served.cfg.model.to_dict(),
+            "tuning_trials": (served.tuning or {}).get("trials"),
+            "blend_weights": served.blend.weights_json() if served.blend else None,
+        }
+        return evaluate(served_ranker, split), info
+    if method == "micrec-no-blend":
+        method = "micrec"
     if method == "lightgcn":
         mc = replace(cfg.model.ablate("inmo"), self_enhanced_weight=0.0)
         tr = Trainer(split, None, mc, cfg.train, model_factory=LightGCN)
@@ -201,7 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     base = load_run_config(args.config, overrides)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [
-        m for m in methods if m not in ABLATIONS and m not in ("popular", "content-knn", "lightgcn")
+        m
+        for m in methods
+        if m not in ABLATIONS
+        and m not in SERVED
+        and m not in ("popular", "content-knn", "lightgcn", "micrec-no-blend")
     ]
     if unknown:
         ap.error(f"unknown methods {unknown}")

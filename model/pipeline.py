@@ -154,6 +154,68 @@ def build_bundle_from_model(
     )
 
 
+@dataclass
+class ServedModel:
+    """What ``micrec train`` serves: the trained model, its fitted blend, the tuning
+    record, and the run config of the chosen trial."""
+
+    result: TrainResult
+    blend: Blend | None
+    tuning: dict[str, Any] | None
+    cfg: RunConfig
+    rank: int = 0
+    """Process rank under torchrun; only rank 0 fits the blend and writes the bundle."""
+
+
+def fit_served_model(
+    split: InductiveSplit,
+    features: ItemFeatures | None,
+    cfg: RunConfig,
+    *,
+    progress: bool = True,
+    label: str = "",
+) -> ServedModel:
+    """Tune (``[tune]``, when trials > 1), train, fit the score blend (``[blend]``).
+
+    The one recipe shared by ``micrec train`` and bench/quality.py's ``micrec`` method.
+    Tuning runs in single-process jobs only; under torchrun the config is trained as given.
+    """
+    mc = cfg.model_config()
+    tuning: dict[str, Any] | None = None
+    blend: Blend | None = None
+    _, world = distributed_rank_world()
+    if cfg.tune.trials > 1 and world == 1:
+        log.info(
+            "tuning %s: up to %d trainings, %.0f s budget (validation only)",
+            label,
+            cfg.tune.trials,
+            cfg.tune.timeout_s,
+        )
+        tuned = tune(split, features, mc, cfg.train, cfg.tune, cfg.blend, progress=progress)
+        result, blend = tuned.result, tuned.blend
+        cfg = replace(cfg, model=tuned.model_config, variant="micrec", train=tuned.train_config)
+        tuning = {"trials": tuned.trials, "chosen": tuned.chosen, "blend": tuned.blend_report}
+    else:
+        trainer = Trainer(split, features, mc, cfg.train)
+        log.info(
+            "training %s on %s: domains %s, modalities %s, %d steps/epoch",
+            cfg.variant,
+            label,
+            trainer.domains,
+            trainer.model.modalities if isinstance(trainer.model, MICRec) else [],
+            trainer.steps_per_epoch(),
+        )
+        result = trainer.fit(progress=progress and trainer.rank == 0)
+        if trainer.rank != 0:
+            return ServedModel(result, None, None, cfg, rank=trainer.rank)
+    if not cfg.blend.enabled:
+        blend = None
+    elif blend is None:
+        blend, blend_report = fit_blend(result.model, split, features, cfg.blend)  # type: ignore[arg-type]
+        tuning = {"blend": blend_report}
+    return ServedModel(result, blend, tuning, cfg)
+
+
 def train_run(
     dataset_dir: str | Path,
     cfg: RunConfig,
@@ -173,44 +235,12 @@ def train_run(
     split = restrict(split or build_split(dataset, cfg.data), cfg.domains)
     if features is None:
         features = load_features(dataset, cfg, progress=progress)
-    mc = cfg.model_config()
-    blend: Blend | None = None
-    tuning: dict[str, Any] | None = None
-    _, world = distributed_rank_world()
-    if cfg.tune.trials > 1 and world == 1:
-        log.info(
-            "tuning on %s: up to %d trainings, %.0f s budget (validation only)",
-            dataset_dir,
-            cfg.tune.trials,
-            cfg.tune.timeout_s,
-        )
-        tuned = tune(split, features, mc, cfg.train, cfg.tune, cfg.blend, progress=progress)
-        result, blend = tuned.result, tuned.blend
-        mc, cfg = tuned.model_config, replace(cfg, train=tuned.train_config)
-        cfg = replace(cfg, model=replace(mc), variant="micrec")
-        tuning = {"trials": tuned.trials, "chosen": tuned.chosen, "blend": tuned.blend_report}
-        rank = 0
-    else:
-        trainer = Trainer(split, features, mc, cfg.train)
-        log.info(
-            "training %s on %s: domains %s, modalities %s, %d steps/epoch",
-            cfg.variant,
-            dataset_dir,
-            trainer.domains,
-            trainer.model.modalities if isinstance(trainer.model, MICRec) else [],
-            trainer.steps_per_epoch(),
-        )
-        result = trainer.fit(progress=progress and trainer.rank == 0)
-        rank = trainer.rank
+    served = fit_served_model(split, features, cfg, progress=progress, label=str(dataset_dir))
+    if served.rank != 0:  # under torchrun only rank 0 evaluates and writes the bundle
+        return RunOutput(out_dir, served.result, {})
+    result, blend, tuning, cfg = served.result, served.blend, served.tuning, served.cfg
     model = result.model
     assert isinstance(model, MICRec)
-    if rank != 0:  # under torchrun only rank 0 evaluates and writes the bundle
-        return RunOutput(out_dir, result, {})
-    if cfg.blend.enabled and blend is None:
-        blend, blend_report = fit_blend(model, split, features, cfg.blend)
-        tuning = {"blend": blend_report}
-    if not cfg.blend.enabled:
-        blend = None
     test_metrics: dict[str, Any] = {}
     if run_test:
         test_metrics = evaluate(
