@@ -114,6 +114,9 @@ def slice_inputs(split: InductiveSplit, domain: str, kind: str) -> dict[str, np.
 def _masked_topk(
     scores: torch.Tensor, users: np.ndarray, ds: DomainSplit, cand: np.ndarray, k: int
 ) -> np.ndarray:
+    """[len(users), min(k, candidates)] local item ids, best first, train+val items and
+    non-candidates masked. A user with fewer than k rankable items (a small domain: K larger
+    than a catalogue is legal) gets -1 in the remaining columns, never a masked item."""
     scores = scores.clone()
     scores[:, torch.as_tensor(~cand)] = -torch.inf
     seen = np.concatenate([ds.train, ds.val])
@@ -123,7 +126,10 @@ def _masked_topk(
     ok = r >= 0
     scores[torch.as_tensor(r[ok]), torch.as_tensor(seen[ok, 1])] = -torch.inf
     k = min(k, int(cand.sum()))
-    return torch.topk(scores, k, dim=1).indices.cpu().numpy()
+    top = torch.topk(scores, k, dim=1)
+    idx = top.indices.cpu().numpy()
+    idx[~torch.isfinite(top.values).cpu().numpy()] = -1
+    return idx
 
 
 def evaluate(

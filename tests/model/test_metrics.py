@@ -6,8 +6,10 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-from model.evaluation import build_slices, evaluate, slice_inputs
+from model.data.split import DomainSplit
+from model.evaluation import _masked_topk, build_slices, evaluate, slice_inputs
 from model.metrics import user_metrics
 from model.rankers import PopularRanker
 from tests.model.toy import toy_split
@@ -26,6 +28,17 @@ def test_recall_and_ndcg_hand_case() -> None:
 def test_short_candidate_lists_are_handled() -> None:
     rec, ndcg = user_metrics(np.array([[3, 4]]), [np.array([4])], k=50)
     assert rec[0] == 1.0 and ndcg[0] == pytest.approx(1 / math.log2(3))
+
+
+def test_masked_topk_pads_with_minus_one_when_k_exceeds_the_unseen_items() -> None:
+    # 4 items; user 0 saw items 1 (train) and 2 (val); item 3 is no candidate
+    pairs = np.array([[0, 1]])
+    ds = DomainSplit("d", ["u0"], ["i0", "i1", "i2", "i3"], 1, 4, pairs, np.array([[0, 2]]), pairs)
+    cand = np.array([True, True, True, False])
+    top = _masked_topk(torch.tensor([[0.1, 0.9, 0.8, 0.7]]), np.array([0]), ds, cand, k=20)
+    assert top.tolist() == [[0, -1, -1]]  # k clamped to 3 candidates; seen ones are never ranked
+    rec, _ = user_metrics(top, [np.array([0])], k=20)
+    assert rec[0] == 1.0
 
 
 def test_slices_are_well_defined() -> None:
