@@ -24,7 +24,7 @@ from model.evaluation import evaluate
 from model.nn.foldin import build_embedder
 from model.nn.micrec import DomainInputs, MICRec
 from model.rankers import MICRecRanker
-from model.runconfig import RunConfig
+from model.runconfig import ConfigError, RunConfig
 from model.training import Trainer, TrainResult, domain_features, plot_history
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,20 @@ def restrict(split: InductiveSplit, domains: list[str]) -> InductiveSplit:
         return split
     missing = sorted(set(domains) - set(split.domains))
     if missing:
-        raise ValueError(f"domains {missing} not in the dataset (has {sorted(split.domains)})")
+        raise ConfigError(
+            f"[data] domains: {missing} not in the dataset (it has {sorted(split.domains)})"
+        )
     return InductiveSplit(split.config, {d: split.domains[d] for d in domains})
+
+
+def split_for(dataset: Dataset, cfg: RunConfig) -> InductiveSplit:
+    """The split of ``cfg.data``, restricted to ``cfg.domains``; a config naming a domain
+    the data lacks is a :class:`ConfigError`."""
+    try:
+        split = build_split(dataset, cfg.data)
+    except ValueError as err:  # sparsify names a domain the data lacks
+        raise ConfigError(f"[data] {err}") from None
+    return restrict(split, cfg.domains)
 
 
 def load_features(
@@ -147,7 +159,7 @@ def train_run(
     out_dir = Path(out_dir)
     torch.manual_seed(cfg.train.seed)
     dataset = dataset or load_dataset(dataset_dir, min_rating=cfg.data.min_rating)
-    split = restrict(split or build_split(dataset, cfg.data), cfg.domains)
+    split = restrict(split, cfg.domains) if split is not None else split_for(dataset, cfg)
     if features is None:
         features = load_features(dataset, cfg, progress=progress)
     mc = cfg.model_config()

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from model.cli import UserError
+from model.runconfig import ConfigError
 
 
 def _handler(args: argparse.Namespace) -> int:
@@ -18,6 +19,8 @@ def _handler(args: argparse.Namespace) -> int:
         results = evaluate_bundle(
             args.bundle, dataset_dir=args.dataset, baselines=args.baselines, progress=not args.quiet
         )
+    except ConfigError:
+        raise  # one line from model.cli (e.g. [data] domains not in --dataset)
     except (BundleError, ValueError) as err:
         raise UserError(str(err)) from err
     out = Path(args.out or Path(args.bundle) / "evaluation")
