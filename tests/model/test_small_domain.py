@@ -57,6 +57,13 @@ def test_small_domain_evaluates_at_every_k(trained: tuple[Path, Path], tmp_path:
         # 12 items, at most 8 per user: every held-out item is within the top 50 (all of
         # the user's unseen items), so recall@50 is exactly 1
         assert row["recall@50"] == pytest.approx(1.0)
+        # 200 users' lists of up to 12 items: every item is listed for someone
+        assert row["coverage@20"] == pytest.approx(1.0)
+        assert 0 < row["long_tail@20"] < 1
+    assert (
+        "**small: catalogue coverage (%, slice all)**"
+        in (bundle / "evaluation" / "results.md").read_text()
+    )
 
 
 def test_small_domain_serves_n_larger_than_the_catalogue(
