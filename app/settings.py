@@ -23,6 +23,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from model.runconfig import ConfigError
+
 ENV_PREFIX = "MICREC_"
 
 FALLBACKS: tuple[Literal["popular", "latest"], ...] = ("popular", "latest")
@@ -231,18 +233,21 @@ class Settings(BaseSettings):
         return bool(self.api_keys)
 
 
-class SettingsError(ValueError):
-    """Invalid configuration; ``str(err)`` names every offending key on one line."""
+class SettingsError(ConfigError):
+    """Invalid configuration; ``str(err)`` names every offending key on one line (the CLI
+    prints it as a config error, like a bad run config)."""
 
 
 def _format_validation_error(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
-        key = ENV_PREFIX + "_".join(str(p) for p in e["loc"][:1]).upper()
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        parts.append(f"{key}: {msg}")
+        if not e["loc"]:  # a check across keys (default_n vs max_n): its message names them
+            parts.append(msg)
+            continue
+        parts.append(f"{ENV_PREFIX}{str(e['loc'][0]).upper()}: {msg}")
     return "invalid settings: " + "; ".join(parts)
 
 

@@ -5,7 +5,8 @@
 
 For each seed: one split (METHOD.md section 3), one feature cache, then every method is
 trained on the same old x old interactions and scored through the same evaluation code
-(model.evaluation). Writes results.json (every seed), results.md (mean ± std over seeds),
+(model.evaluation). Writes results.json (every seed), results.md (mean ± std over seeds;
+per domain the slice tables and a coverage table: coverage@20, long-tail share@20),
 and plots: per-slice bars, NDCG@20 by item-degree bucket, and (with --sparsify-sweep) the
 gain of MICRec over INMO as the target domain's training data shrinks.
 """
@@ -34,7 +35,7 @@ from model.evaluation import evaluate
 from model.nn.config import ABLATIONS
 from model.pipeline import fit_served_model, load_features, restrict
 from model.rankers import ContentKNNRanker, LightGCN, LightGCNRanker, MICRecRanker, PopularRanker
-from model.reporting import bar_chart, markdown_table
+from model.reporting import bar_chart, coverage_table, markdown_table
 from model.runconfig import RunConfig, load_run_config
 from model.training import Trainer
 
@@ -358,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for d in sorted(next(iter(mean.values()))):
         md.append(markdown_table(mean, d, spreads=std))
+        md.append(coverage_table(mean, d, k=20, spreads=std))
         bar_chart(
             mean,
             d,

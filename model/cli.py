@@ -4,7 +4,9 @@ Each subcommand lives in ``model/commands/<name>.py`` and exposes
 ``register(subparsers) -> None``; the service adds ``serve``/``demo`` in ``app/cli.py``
 (the import direction is app -> model, never back).
 
-Errors the user can fix (bad files, bad config) are printed as one line, no traceback.
+Errors the user can fix (bad files, bad config) are printed as one line, no traceback, and
+exit with status 2; configuration errors (:class:`model.runconfig.ConfigError`, which the
+service's settings error subclasses) read ``micrec CMD: config error: ...``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from model.data.dataset import DatasetError
+from model.runconfig import ConfigError
 
 LIBRARY_COMMANDS = ("data", "encode", "train", "evaluate", "demo")
 
@@ -63,10 +66,15 @@ def run(argv: Sequence[str] | None, extra: Sequence[str] = ()) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # faiss logs which CPU build it loaded at INFO, on every command
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     set_threads(args.threads)
     handler: Callable[[argparse.Namespace], int | None] = args.handler
     try:
         return int(handler(args) or 0)
+    except ConfigError as err:  # run config ([section] key) or service settings (MICREC_*)
+        print(f"micrec {args.command}: config error: {err}", file=sys.stderr)
+        return 2
     except (DatasetError, UserError, FileNotFoundError) as err:
         print(f"micrec {args.command}: error: {err}", file=sys.stderr)
         return 2

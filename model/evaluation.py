@@ -5,6 +5,13 @@ interactions it may read), then asked for [users x items] scores in one domain. 
 scores come from the fold-in embedder (model.nn.foldin) that the service uses too, so an
 offline number is what the service would answer. A ranker that cannot serve a slice
 returns None and the slice is reported as n/a, never borrowed from another method.
+
+The ``all`` slice also reports two catalogue metrics per K (model.metrics):
+``coverage@K``, the distinct items in any evaluated user's top-K over the domain's
+candidate items (all items), and ``long_tail@K``, the mean over users of the share of
+their top-K that lies in the long tail (the 80 % of items with the fewest training
+interactions, ties by item id). ``cold_items_vs_all`` stays the cold-item slice that
+competes with every warm item.
 """
 
 from __future__ import annotations
@@ -17,9 +24,11 @@ import numpy as np
 import torch
 
 from model.data.split import DomainSplit, InductiveSplit
-from model.metrics import user_metrics
+from model.metrics import coverage_at_k, long_tail_mask, long_tail_share_at_k, user_metrics
 
 KS = (10, 20, 50)
+CATALOGUE_SLICE = "all"
+"""The slice whose top-K tables give coverage@K and long_tail@K."""
 DEGREE_BUCKETS = (("deg_0", 0, 0), ("deg_1-5", 1, 5), ("deg_6-20", 6, 20), ("deg_>20", 21, 10**12))
 
 
@@ -126,6 +135,9 @@ def _masked_topk(
     k: int,
     stage: str = "test",
 ) -> np.ndarray:
+    """[len(users), min(k, candidates)] local item ids, best first, train+val items and
+    non-candidates masked. A user with fewer than k rankable items (a small domain: K larger
+    than a catalogue is legal) gets -1 in the remaining columns, never a masked item."""
     scores = scores.clone()
     scores[:, torch.as_tensor(~cand)] = -torch.inf
     seen = seen_pairs(ds, stage)
@@ -135,7 +147,22 @@ def _masked_topk(
     ok = r >= 0
     scores[torch.as_tensor(r[ok]), torch.as_tensor(seen[ok, 1])] = -torch.inf
     k = min(k, int(cand.sum()))
-    return torch.topk(scores, k, dim=1).indices.cpu().numpy()
+    top = torch.topk(scores, k, dim=1)
+    idx = top.indices.cpu().numpy()
+    idx[~torch.isfinite(top.values).cpu().numpy()] = -1
+    return idx
+
+
+def _catalogue_metrics(
+    top: np.ndarray, ds: DomainSplit, sl: Slice, ks: Sequence[int]
+) -> dict[str, float | None]:
+    """coverage@K and long_tail@K of one slice's top-K table (degree = full train input)."""
+    tail = long_tail_mask(np.bincount(ds.train[:, 1], minlength=ds.n_items), ds.item_ids)
+    out: dict[str, float | None] = {}
+    for k in ks:
+        out[f"coverage@{k}"] = coverage_at_k(top, k, int(sl.candidates.sum()))
+        out[f"long_tail@{k}"] = long_tail_share_at_k(top, k, tail)
+    return out
 
 
 def evaluate(
@@ -148,8 +175,8 @@ def evaluate(
     only: Sequence[str] | None = None,
     stage: str = "test",
 ) -> dict[str, dict[str, dict[str, float | None]]]:
-    """{domain: {slice: {"n_users", "recall@k", "ndcg@k"...}}} with None for n/a slices.
-
+    """{domain: {slice: {"n_users", "recall@k", "ndcg@k"...}}} with None for n/a slices;
+    the ``all`` slice adds "coverage@k" and "long_tail@k" (module docstring).
     ``stage="val"`` scores the validation split instead of the test split."""
     results: dict[str, dict[str, dict[str, float | None]]] = {}
     kmax = max(ks)
@@ -161,8 +188,11 @@ def evaluate(
             if only is not None and sl.name not in only:
                 continue
             row: dict[str, float | None] = {"n_users": float(len(sl.users))}
+            names: tuple[str, ...] = ("recall", "ndcg")
+            if sl.name == CATALOGUE_SLICE:
+                names += ("coverage", "long_tail")
             if not ranker.serves(sl.name) or len(sl.users) == 0:
-                row.update({f"{m}@{k}": None for k in ks for m in ("recall", "ndcg")})
+                row.update({f"{m}@{k}": None for k in ks for m in names})
                 results[domain][sl.name] = row
                 continue
             if sl.input_kind not in scorers:
@@ -177,12 +207,14 @@ def evaluate(
                     break
                 tops.append(_masked_topk(s.float().cpu(), users, ds, sl.candidates, kmax, stage))
             if not tops:
-                row.update({f"{m}@{k}": None for k in ks for m in ("recall", "ndcg")})
+                row.update({f"{m}@{k}": None for k in ks for m in names})
             else:
                 top = np.concatenate(tops)
                 for k in ks:
                     rec, ndcg = user_metrics(top, sl.targets, k)
                     row[f"recall@{k}"] = float(rec.mean())
                     row[f"ndcg@{k}"] = float(ndcg.mean())
+                if sl.name == CATALOGUE_SLICE:
+                    row.update(_catalogue_metrics(top, ds, sl, ks))
             results[domain][sl.name] = row
     return results

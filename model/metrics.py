@@ -1,7 +1,11 @@
-"""Ranking metrics with INMO's definitions (binary relevance, full ranking).
+"""Ranking metrics with INMO's definitions (binary relevance, full ranking), and the
+catalogue metrics of a whole top-K table.
 
 Recall@K = hits / |test items of the user| (not capped); NDCG@K = DCG with gains
 1/log2(rank + 1) over IDCG of min(|test_u|, K) relevant items.
+
+Top-K tables are [users, >= K] local item ids, best first; -1 marks an empty slot (a user
+with fewer than K rankable items) and is never counted as an item.
 """
 
 from __future__ import annotations
@@ -40,3 +44,44 @@ def user_metrics(
 
 def ndcg_at_k_from_topk(top: np.ndarray, targets: Sequence[np.ndarray], k: int) -> float:
     return float(user_metrics(top, targets, k)[1].mean()) if len(targets) else 0.0
+
+
+LONG_TAIL_SHARE = 0.8
+"""Share of a domain's items that form its long tail (those with the fewest training
+interactions)."""
+
+
+def long_tail_mask(
+    degree: np.ndarray, item_ids: Sequence[str], share: float = LONG_TAIL_SHARE
+) -> np.ndarray:
+    """bool [n_items]: the floor(share * n) items with the fewest training interactions.
+
+    Items are ordered by (training degree, item id) ascending, so ties are broken by item
+    id and exactly floor(share * n) items are in the tail (80 % of 10 items = 8, whatever
+    the degrees); the rest are the head.
+    """
+    n = len(degree)
+    order = np.lexsort((np.asarray(item_ids, dtype=str), np.asarray(degree)))
+    mask = np.zeros(n, dtype=bool)
+    mask[order[: int(share * n)]] = True
+    return mask
+
+
+def coverage_at_k(top: np.ndarray, k: int, n_candidates: int) -> float:
+    """Catalogue coverage@K: the number of distinct items that appear in at least one
+    user's top-K, divided by the number of candidate items (-1 slots ignored)."""
+    items = np.unique(np.asarray(top)[:, :k])
+    return float((items >= 0).sum() / n_candidates) if n_candidates else 0.0
+
+
+def long_tail_share_at_k(top: np.ndarray, k: int, tail: np.ndarray) -> float | None:
+    """Long-tail share@K: the mean over users of the fraction of their top-K items that are
+    in the long tail (``tail``, see :func:`long_tail_mask`). A user's fraction is over the
+    items actually listed (fewer than K in a small domain; -1 slots ignored); users with
+    an empty list are left out (None when every list is empty)."""
+    top = np.asarray(top)[:, :k]
+    valid = top >= 0
+    listed = valid.sum(1)
+    in_tail = (valid & tail[np.where(valid, top, 0)]).sum(1)
+    has = listed > 0
+    return float((in_tail[has] / listed[has]).mean()) if has.any() else None

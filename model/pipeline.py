@@ -26,7 +26,7 @@ from model.nn.blend import Blend
 from model.nn.foldin import build_embedder
 from model.nn.micrec import DomainInputs, MICRec
 from model.rankers import MICRecRanker
-from model.runconfig import RunConfig
+from model.runconfig import ConfigError, RunConfig
 from model.training import (
     Trainer,
     TrainResult,
@@ -55,8 +55,20 @@ def restrict(split: InductiveSplit, domains: list[str]) -> InductiveSplit:
         return split
     missing = sorted(set(domains) - set(split.domains))
     if missing:
-        raise ValueError(f"domains {missing} not in the dataset (has {sorted(split.domains)})")
+        raise ConfigError(
+            f"[data] domains: {missing} not in the dataset (it has {sorted(split.domains)})"
+        )
     return InductiveSplit(split.config, {d: split.domains[d] for d in domains})
+
+
+def split_for(dataset: Dataset, cfg: RunConfig) -> InductiveSplit:
+    """The split of ``cfg.data``, restricted to ``cfg.domains``; a config naming a domain
+    the data lacks is a :class:`ConfigError`."""
+    try:
+        split = build_split(dataset, cfg.data)
+    except ValueError as err:  # sparsify names a domain the data lacks
+        raise ConfigError(f"[data] {err}") from None
+    return restrict(split, cfg.domains)
 
 
 def load_features(
@@ -232,7 +244,7 @@ def train_run(
     out_dir = Path(out_dir)
     torch.manual_seed(cfg.train.seed)
     dataset = dataset or load_dataset(dataset_dir, min_rating=cfg.data.min_rating)
-    split = restrict(split or build_split(dataset, cfg.data), cfg.domains)
+    split = restrict(split, cfg.domains) if split is not None else split_for(dataset, cfg)
     if features is None:
         features = load_features(dataset, cfg, progress=progress)
     served = fit_served_model(split, features, cfg, progress=progress, label=str(dataset_dir))

@@ -1,7 +1,8 @@
 """Result tables (markdown) and per-slice bar charts for evaluation output.
 
 ``results`` everywhere is {method: {domain: {slice: {"recall@20": ..., "ndcg@20": ...}}}},
-metric values are fractions (printed in %) or None for n/a.
+metric values are fractions (printed in %) or None for n/a. The ``all`` slice also
+carries coverage@K and long_tail@K (:func:`coverage_table`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,24 @@ def markdown_table(
                 sp = spreads[m][domain].get(s, {}).get(metric) if spreads else None
                 cells.append(_fmt(v, sp))
             lines.append(f"| {s} | {int(n) if n is not None else ''} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def coverage_table(
+    results: Results, domain: str, k: int = 20, spreads: Results | None = None
+) -> str:
+    """One row per method: catalogue coverage@k and long-tail share@k of the ``all`` slice
+    (definitions: model.evaluation), with NDCG@k beside them for the trade-off."""
+    metrics = (f"coverage@{k}", f"long_tail@{k}", f"ndcg@{k}")
+    lines = [
+        f"\n**{domain}: catalogue coverage (%, slice all)**\n",
+        "| method | " + " | ".join(metrics) + " |",
+        "|---|" + "---|" * len(metrics),
+    ]
+    for m, per_domain in results.items():
+        row = per_domain[domain].get("all", {})
+        sp = spreads[m][domain].get("all", {}) if spreads else {}
+        lines.append(f"| {m} | " + " | ".join(_fmt(row.get(x), sp.get(x)) for x in metrics) + " |")
     return "\n".join(lines) + "\n"
 
 

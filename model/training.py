@@ -324,7 +324,8 @@ class Trainer:
                 torch.as_tensor(sel[m], device=self.device),
                 torch.as_tensor(tp[m, 1], device=self.device),
             ] = -torch.inf
-            top = torch.topk(scores, k, dim=1).indices.cpu().numpy()
+            # a domain may have fewer old items than k (K larger than a catalogue is legal)
+            top = torch.topk(scores, min(k, n_old), dim=1).indices.cpu().numpy()
             out[d] = ndcg_at_k_from_topk(top, [targets[u] for u in users.tolist()], k)
         return out
 

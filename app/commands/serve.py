@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.settings import SettingsError, load_settings
+    from app.settings import load_settings
 
     overrides = {
         "MICREC_BUNDLE_PATH": args.bundle,
@@ -66,10 +66,7 @@ def run(args: argparse.Namespace) -> int:
     for key, value in overrides.items():
         if value is not None:
             os.environ[key] = value
-    try:
-        settings = load_settings(env_file=args.env_file)
-    except SettingsError as err:
-        raise UserError(str(err)) from None
+    settings = load_settings(env_file=args.env_file)  # SettingsError: one line (model.cli)
     if not (settings.bundle_path / "manifest.json").is_file():
         raise UserError(
             f"no model bundle at {settings.bundle_path} (set --bundle or MICREC_BUNDLE_PATH; "

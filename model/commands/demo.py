@@ -11,8 +11,6 @@ import argparse
 import logging
 from pathlib import Path
 
-from model.cli import UserError
-
 log = logging.getLogger("micrec.demo")
 # small budget so `make run` is ready in minutes on 2 cores (lr 5e-3 converges in ~15
 # epochs on the synthetic catalogue: tests/model/test_quality_synth.py)
@@ -35,15 +33,12 @@ def build_demo(
     if not (data / "interactions.csv").is_file():
         log.info("writing the synthetic demo catalogue to %s", data)
         write_synthetic_catalogue(data, SynthConfig())
-    try:
-        cfg = load_run_config(
-            config,
-            None
-            if config
-            else {"train": dict(DEMO_TRAIN), "tune": dict(DEMO_TUNE), "blend": dict(DEMO_BLEND)},
-        )
-    except ValueError as err:
-        raise UserError(str(err)) from err
+    cfg = load_run_config(
+        config,
+        None
+        if config
+        else {"train": dict(DEMO_TRAIN), "tune": dict(DEMO_TUNE), "blend": dict(DEMO_BLEND)},
+    )  # ConfigError: one line from model.cli
     run = train_run(data, cfg, out, progress=progress)
     log.info(
         "demo bundle %s: best epoch %d, val NDCG@20 %.4f",

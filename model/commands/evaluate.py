@@ -1,4 +1,5 @@
-"""``micrec evaluate BUNDLE``: every slice of METHOD.md section 3 at K = 10, 20, 50."""
+"""``micrec evaluate BUNDLE``: every slice of METHOD.md section 3 at K = 10, 20, 50, and
+catalogue coverage@20 / long-tail share@20 per domain (model.evaluation)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,20 @@ import json
 from pathlib import Path
 
 from model.cli import UserError
+from model.runconfig import ConfigError
 
 
 def _handler(args: argparse.Namespace) -> int:
     from model.bundle import BundleError
     from model.pipeline import evaluate_bundle
-    from model.reporting import bar_chart, markdown_table
+    from model.reporting import bar_chart, coverage_table, markdown_table
 
     try:
         results = evaluate_bundle(
             args.bundle, dataset_dir=args.dataset, baselines=args.baselines, progress=not args.quiet
         )
+    except ConfigError:
+        raise  # one line from model.cli (e.g. [data] domains not in --dataset)
     except (BundleError, ValueError) as err:
         raise UserError(str(err)) from err
     out = Path(args.out or Path(args.bundle) / "evaluation")
@@ -29,6 +33,7 @@ def _handler(args: argparse.Namespace) -> int:
         md.append(
             markdown_table(results, d, metrics=("ndcg@20", "recall@20", "ndcg@10", "recall@50"))
         )
+        md.append(coverage_table(results, d, k=20))
         bar_chart(results, d, out / f"slices_{d}.png")
     (out / "results.md").write_text("\n".join(md))
     print("\n".join(md))

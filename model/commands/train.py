@@ -26,10 +26,7 @@ def _handler(args: argparse.Namespace) -> int:
     if args.seed is not None:
         overrides.setdefault("train", {})["seed"] = args.seed
         overrides.setdefault("data", {})["seed"] = args.seed
-    try:
-        cfg = load_run_config(args.config, overrides)
-    except ValueError as err:
-        raise UserError(str(err)) from err
+    cfg = load_run_config(args.config, overrides)  # ConfigError: one line from model.cli
     if args.print_config:
         import tomllib  # noqa: F401 - stdlib reader; we print TOML by hand below
 

@@ -80,6 +80,16 @@ class MICRecConfig:
             raise ValueError("drop_interaction must be in [0, 1)")
         if self.cold_item_weight < 0:
             raise ValueError(f"cold_item_weight must be >= 0, got {self.cold_item_weight}")
+        _at_least(self, dim=1, n_layers=0, cross_domain_batch=1)
+        _at_least(self, init_std=0.0, self_enhanced_weight=0.0, l2_weight=0.0)
+        _at_least(self, cross_domain_weight=0.0)
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.alpha_decay <= 1:
+            raise ValueError(f"alpha_decay must be in (0, 1], got {self.alpha_decay}")
+        unknown = sorted(set(self.modalities) - {"text", "image"})
+        if unknown:
+            raise ValueError(f"modalities {unknown} unknown; choose from text, image")
 
     @property
     def uses_content(self) -> bool:
@@ -143,6 +153,11 @@ class TrainConfig:
     """Validate on at most this many users per domain (0 = all)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        _at_least(self, batch_size=1, epochs=1, patience=0, eval_every=1, val_users=0)
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)} - {"extra"}
@@ -196,3 +211,11 @@ class TuneConfig:
     def __post_init__(self) -> None:
         if self.trials < 0 or self.timeout_s <= 0 or self.blend_trials < 3:
             raise ValueError("trials must be >= 0, timeout_s > 0 and blend_trials >= 3")
+
+
+def _at_least(config: object, **bounds: float) -> None:
+    """Raise ValueError naming the first field of ``config`` below its bound."""
+    for name, low in bounds.items():
+        value = getattr(config, name)
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")

@@ -167,7 +167,7 @@ def evaluation_top_k(
     scores = scorer.scores(domain, users, cross_domain=cross_domain)
     assert scores is not None
     top = _masked_topk(scores.float().cpu(), users, ds, np.ones(ds.n_items, dtype=bool), k)
-    return [[ds.item_ids[i] for i in row] for row in top]
+    return [[ds.item_ids[i] for i in row if i >= 0] for row in top]
 
 
 def local_items(rb: RealBundles, domain: str, part: str, user: int) -> list[str]:

@@ -42,12 +42,31 @@ def test_serve_refuses_missing_bundle(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "no model bundle" in err and "Traceback" not in err
 
 
-def test_serve_refuses_bad_settings(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("MICREC_MAX_N", "-3", "MICREC_MAX_N: Input should be greater than or equal to 1"),
+        ("MICREC_PORT", "http", "MICREC_PORT: Input should be a valid integer"),
+        ("MICREC_FALLBACK_CHAIN", "popular,random", "MICREC_FALLBACK_CHAIN: Input should be"),
+        ("MICREC_DEFAULT_N", "900", "default_n (900) is larger than max_n (500)"),
+        ("MICREC_MAX_NN", "5", "unknown environment keys MICREC_MAX_NN"),
+    ],
+)
+def test_serve_refuses_bad_settings_in_one_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    key: str,
+    value: str,
+    message: str,
 ) -> None:
-    monkeypatch.setenv("MICREC_MAX_N", "-3")
+    monkeypatch.setenv(key, value)
     assert main(["serve", "--bundle", str(tmp_path)]) == 2
-    assert "MICREC_MAX_N" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    [line] = err.strip().splitlines()
+    assert line.startswith("micrec serve: config error: invalid settings: "), line
+    assert message in line, line
 
 
 def test_real_uvicorn_server(
