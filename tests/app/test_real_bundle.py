@@ -127,8 +127,12 @@ def test_http_ranking_equals_evaluation_ranking(real: RealBundles, served: TestC
     """For test users of every domain (old and new users), the service's top-20 for
     ``user_id`` equals the evaluation's top-20: both fold the user in from their train
     items; evaluation masks train + val, the request masks train via ``exclude_seen`` and
-    val via ``exclude``."""
+    val via ``exclude``. Both rank by the bundle's score blend (model + prior + content)."""
     bundle = load_bundle(real.v1)
+    assert bundle.blend is not None
+    # the comparison covers the blend's parts, not only the model score
+    weights = [w for ws in bundle.blend.weights.values() for t, w in ws.items() if t == "inductive"]
+    assert any(w.prior != 0 and w.content != 0 for w in weights), bundle.blend.weights_json()
     mismatches, checked, new_users = [], 0, 0
     for domain in sorted(real.split.domains):
         ds = real.split.domains[domain]
