@@ -27,7 +27,16 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.settings import Settings
 from tests.model.test_bundle import make_toy_bundle
-from tests.reliability.procs import API_KEY, AUTH, REAL_APP, ServiceProcess, record, wait_for
+from tests.reliability.procs import (
+    ADMIN,
+    ADMIN_KEY,
+    API_KEY,
+    AUTH,
+    REAL_APP,
+    ServiceProcess,
+    record,
+    wait_for,
+)
 
 
 def _flip_byte(path: Path) -> None:
@@ -95,6 +104,7 @@ def _settings(bundle: Path, tmp: Path) -> Settings:
         bundle_path=bundle,
         store_url=f"sqlite:///{tmp / 'state.db'}",
         api_keys=[API_KEY],
+        admin_keys=[ADMIN_KEY],
         warm_encoders=False,
         torch_threads=1,
         faiss_threads=1,
@@ -121,7 +131,7 @@ def _wait_load_done(client: TestClient, timeout: float = 60) -> httpx.Response:
 def _wait_reload_done(client: TestClient, timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
     while True:
-        status = client.get("/v1/admin/reload", headers=AUTH).json()
+        status = client.get("/v1/admin/reload", headers=ADMIN).json()
         if status["status"] != "loading" or time.monotonic() > deadline:
             return status
         time.sleep(0.05)
@@ -178,7 +188,7 @@ def test_bad_bundle_refused_at_reload(
     served_before = _recommend(client, domain).json()
     bad = damaged_copy(good_bundle, tmp, damage)
 
-    r = client.post("/v1/admin/reload", json={"bundle_path": str(bad)}, headers=AUTH)
+    r = client.post("/v1/admin/reload", json={"bundle_path": str(bad)}, headers=ADMIN)
     assert r.status_code == 202, r.text
     status = _wait_reload_done(client)
     assert status["status"] == "failed", status
@@ -198,7 +208,7 @@ def test_bad_bundle_refused_at_reload(
     assert rec.json()["items"] == served_before["items"]
 
     # and a good reload afterwards clears the degradation
-    r = client.post("/v1/admin/reload", json={"bundle_path": str(good_bundle)}, headers=AUTH)
+    r = client.post("/v1/admin/reload", json={"bundle_path": str(good_bundle)}, headers=ADMIN)
     assert r.status_code == 202, r.text
     assert _wait_reload_done(client)["status"] == "succeeded"
     assert client.get("/readyz").json()["status"] == "ready"
@@ -251,12 +261,12 @@ def test_bad_bundle_process_start_and_reload(
         version = http.get("/v1/model").json()["model_version"]
         domain = http.get("/v1/model").json()["domains"][0]
         served = _recommend(http, domain).json()["items"]
-        r = http.post("/v1/admin/reload", json={"bundle_path": str(bad)}, headers=AUTH)
+        r = http.post("/v1/admin/reload", json={"bundle_path": str(bad)}, headers=ADMIN)
         assert r.status_code == 202, r.text
         assert wait_for(
-            lambda: http.get("/v1/admin/reload", headers=AUTH).json()["status"] != "loading", 120
+            lambda: http.get("/v1/admin/reload", headers=ADMIN).json()["status"] != "loading", 120
         )
-        status = http.get("/v1/admin/reload", headers=AUTH).json()
+        status = http.get("/v1/admin/reload", headers=ADMIN).json()
         assert status["status"] == "failed" and expected in status["error"], status
         assert http.get("/v1/model").json()["model_version"] == version
         assert http.get("/readyz").json()["status"] == "degraded"
