@@ -95,6 +95,7 @@ class RecommendRequest(_Strict):
     history: list[Id] = Field(
         default_factory=list,
         max_length=MAX_LIST_ITEMS,
+        fail_fast=True,  # the first bad element ends validation: no error per element
         description="Item ids the user interacted with, any domain (at most max_history).",
     )
     domain: Id = Field(description="Domain to recommend items from.")
@@ -105,6 +106,7 @@ class RecommendRequest(_Strict):
     exclude: list[Id] = Field(
         default_factory=list,
         max_length=MAX_LIST_ITEMS,
+        fail_fast=True,  # the first bad element ends validation: no error per element
         description="Item ids never to return (at most max_history).",
     )
     category: str | None = Field(
@@ -199,7 +201,10 @@ class InteractionsRequest(_Strict):
     )
 
     interactions: list[InteractionIn] = Field(
-        min_length=1, max_length=MAX_LIST_ITEMS, description="At most max_batch rows."
+        min_length=1,
+        max_length=MAX_LIST_ITEMS,
+        fail_fast=True,
+        description="At most max_batch rows.",
     )
 
 
@@ -250,7 +255,9 @@ class ItemIn(_Strict):
     item_id: ItemId
     domain: Id
     title: str = Field(default="", max_length=MAX_TEXT_CHARS)
-    categories: list[Category] = Field(default_factory=list, max_length=MAX_CATEGORIES)
+    categories: list[Category] = Field(
+        default_factory=list, max_length=MAX_CATEGORIES, fail_fast=True
+    )
     description: str = Field(default="", max_length=MAX_TEXT_CHARS)
     image_base64: str | None = Field(
         default=None, description="Image file bytes, base64 (a data: URL prefix is accepted)."

@@ -37,7 +37,12 @@ from tests.reliability.procs import API_KEY, AUTH, REPO, free_port, wait_for
 VICTIM = "victim-user"
 ADMIN_KEY = "attack-admin-key-0123456789"
 ADMIN = {"X-API-Key": ADMIN_KEY}
-HTTP_METHODS = 44
+HTTP_METHODS = (
+    "GET HEAD POST PUT DELETE OPTIONS PATCH TRACE COPY LOCK MKCOL MOVE PROPFIND PROPPATCH "
+    "SEARCH UNLOCK BIND REBIND UNBIND ACL REPORT MKACTIVITY CHECKOUT MERGE M-SEARCH NOTIFY "
+    "SUBSCRIBE UNSUBSCRIBE PURGE MKCALENDAR LINK UNLINK SOURCE"
+).split()
+"""Methods the HTTP parser (httptools) accepts; it answers 400 to made-up ones itself."""
 
 
 def png_of(width: int, height: int) -> bytes:
@@ -69,14 +74,16 @@ class Served:
     admin: bool
 
 
-def start_serve(bundle: Path, workdir: Path, *, admin: bool, **env: str) -> Served:
+def start_serve(
+    bundle: Path, workdir: Path, *, admin: bool, repo: Path = REPO, **env: str
+) -> Served:
     port = free_port()
     values = {
         k: v for k, v in os.environ.items() if not k.startswith("MICREC_") or k == "MICREC_THREADS"
     }
     values.update(
         {
-            "PYTHONPATH": str(REPO),
+            "PYTHONPATH": str(repo),
             "OMP_NUM_THREADS": "1",
             "MICREC_TORCH_THREADS": "1",
             "MICREC_FAISS_THREADS": "1",
@@ -90,7 +97,7 @@ def start_serve(bundle: Path, workdir: Path, *, admin: bool, **env: str) -> Serv
     log = workdir / "serve.log"
     args = [sys.executable, "-m", "app.cli", "serve", "--bundle", str(bundle), "--port", str(port)]
     with log.open("wb") as f:
-        proc = subprocess.Popen(args, cwd=REPO, env=values, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, cwd=repo, env=values, stdout=f, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     if not wait_for(lambda: httpx.get(url + "/readyz", timeout=2).status_code == 200, 300, 0.2):
         proc.kill()
@@ -177,6 +184,18 @@ def _image(width: int, height: int) -> Attack:
     return attack
 
 
+def _bad_rows(s: Served, http: httpx.Client) -> tuple[httpx.Response | None, dict[str, Any]]:
+    """~1 MB of interaction rows, every one invalid (a keyed client)."""
+    rows = [{"user_id": k, "item_id": k, "domain": "d" * 80} for k in range(9000)]
+    body = json.dumps({"interactions": rows})
+    r = http.post(
+        "/v1/interactions",
+        content=body,
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    return r, {"request_bytes": len(body)}
+
+
 def _strict_n(s: Served, http: httpx.Client) -> tuple[httpx.Response | None, dict[str, Any]]:
     return http.post("/v1/recommend", json={"domain": s.domain, "n": True}), {}
 
@@ -219,10 +238,11 @@ def _model_no_key(s: Served, http: httpx.Client) -> tuple[httpx.Response | None,
 
 
 def _methods(s: Served, http: httpx.Client) -> tuple[httpx.Response | None, dict[str, Any]]:
-    for k in range(HTTP_METHODS):
-        http.request(f"X{k:02d}METHOD", "/healthz")
+    for method in HTTP_METHODS:
+        http.request(method, "/healthz")
     r = http.get("/metrics")
-    return r, {"metrics_bytes": len(r.content)}
+    labels = {part.split('"', 1)[0] for part in r.text.split('method="')[1:]}
+    return r, {"metrics_bytes": len(r.content), "method_labels": len(labels)}
 
 
 def _slow(s: Served, http: httpx.Client) -> tuple[httpx.Response | None, dict[str, Any]]:
@@ -234,6 +254,8 @@ ATTACKS: dict[str, Attack] = {
     "recommend-history-1e6-ints": _recommend_ints(1_000_000),
     "recommend-history-3e5-ints": _recommend_ints(300_000),
     "recommend-1e5-unknown-keys": _unknown_keys,
+    "recommend-history-1e5-ints": _recommend_ints(100_000),
+    "interactions-9000-bad-rows": _bad_rows,
     "png-100000x20": _image(100_000, 20),
     "png-40000000x1": _image(40_000_000, 1),
     "n-true": _strict_n,
@@ -242,7 +264,7 @@ ATTACKS: dict[str, Attack] = {
     "reload-/etc": _reload("/etc"),
     "reload-long-path": _reload("a" * 5000),
     "model-info-without-key": _model_no_key,
-    "metrics-44-methods": _methods,
+    "metrics-33-methods": _methods,
     "slow-header-trickle": _slow,
 }
 
@@ -288,10 +310,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--admin-key", action="store_true", help="set MICREC_ADMIN_KEYS and reload with it"
     )
+    p.add_argument(
+        "--repo",
+        type=Path,
+        default=REPO,
+        help="source tree to serve (e.g. `git archive <commit>` unpacked: the code before)",
+    )
     p.add_argument("attacks", nargs="*", default=list(ATTACKS))
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        served = start_serve(args.bundle.resolve(), Path(tmp), admin=args.admin_key)
+        served = start_serve(args.bundle.resolve(), Path(tmp), admin=args.admin_key, repo=args.repo)
         try:
             rows = measure(served, args.attacks)
         finally:
