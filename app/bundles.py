@@ -14,7 +14,8 @@ from app.errors import InvalidInput
 
 
 def bundle_inside(requested: str, root: Path) -> Path:
-    """``requested`` (absolute, or relative to ``root``) resolved, if inside ``root``."""
+    """``requested`` (absolute, or relative to ``root``), if it resolves to a directory
+    inside ``root``: returned as ``root / <resolved path relative to root>``."""
     shown = requested if len(requested) <= 80 else requested[:77] + "..."
     if "\x00" in requested:
         raise InvalidInput("bundle_path must not contain NUL characters")
@@ -29,4 +30,4 @@ def bundle_inside(requested: str, root: Path) -> Path:
         raise InvalidInput(
             f"bundle_path {shown!r} is not a directory inside the bundles directory (bundles_dir)"
         )
-    return path
+    return root / path.relative_to(base)  # as configured: reload status shows no host paths
