@@ -25,10 +25,15 @@ def outcome_unknown(operation: str, check: str = "") -> str:
     """The 503 message of a write the store did not confirm."""
     how = f"{check} shows whether it was; " if check else ""
     return (
-        f"state store did not confirm the {operation} write (unavailable or timed out), so "
-        f"its outcome is unknown: it may or may not have been saved. {how}retrying the same "
-        "request is safe"
+        f"state store unavailable or timed out: the {operation} write was not confirmed, so "
+        f"its outcome is unknown (it may or may not have been saved). {how}retrying the "
+        "same request is safe"
     )
+
+
+def not_saved(operation: str) -> str:
+    """The 503 message when the store failed before anything was written."""
+    return f"state store unavailable; {operation} not saved, retry later"
 
 
 def same_item(

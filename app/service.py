@@ -45,7 +45,7 @@ from app.content import (
     split_categories,
 )
 from app.errors import Conflict, InvalidInput, NotFound, NotReady, PayloadTooLarge, Unavailable
-from app.idempotency import outcome_unknown, same_item
+from app.idempotency import not_saved, outcome_unknown, same_item
 from app.index import DomainIndex
 from app.metrics import Metrics
 from app.schemas import (
@@ -404,11 +404,13 @@ class RecommendationService:
             log.info("state store available again")
         self._store_error = None
 
-    def _write_unavailable(self, operation: str, err: Exception, check: str = "") -> Unavailable:
+    def _write_unavailable(
+        self, operation: str, err: Exception, check: str = "", *, attempted: bool = True
+    ) -> Unavailable:
+        """503 for a failed store call: ``attempted`` = a write was sent (outcome unknown)."""
         self._store_failed(operation, err)
-        return Unavailable(
-            outcome_unknown(operation, check), retry_after_s=self.settings.store_retry_after_s
-        )
+        message = outcome_unknown(operation, check) if attempted else not_saved(operation)
+        return Unavailable(message, retry_after_s=self.settings.store_retry_after_s)
 
     # --- loading ----------------------------------------------------------------------
     def reload_status(self) -> ReloadStatus:
@@ -1081,7 +1083,7 @@ class RecommendationService:
             # The store, not memory: another replica may have registered it moments ago.
             found = self.store.get_item(item_id)
         except StoreUnavailable as err:
-            raise self._write_unavailable("item", err) from None
+            raise self._write_unavailable("item", err, attempted=False) from None
         if found is None and item_id in state.registered:  # store lost it: cannot compare
             raise Conflict(f"item {item_id!r} already exists; use PUT to replace it")
         return found
@@ -1172,7 +1174,7 @@ class RecommendationService:
         try:
             item = self.store.get_item(item_id)
         except StoreUnavailable as err:
-            raise self._write_unavailable("interactions", err) from None
+            raise self._write_unavailable("interactions", err, attempted=False) from None
         return item.domain if item is not None else None
 
     # --- model / probes ---------------------------------------------------------------
