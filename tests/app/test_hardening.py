@@ -304,3 +304,42 @@ def test_popularity_counts_a_user_item_pair_once(hard: TestClient) -> None:
     _interact(hard, "someone-else", ["arts-7"])
     service_of(hard).sync_once()
     assert score() == before + 2
+
+
+# --- 6. slow bodies ---------------------------------------------------------------------
+def test_slow_body_gets_408() -> None:
+    """A body that stops arriving is answered 408 after body_timeout_s (not held forever)."""
+    import anyio
+
+    from app.main import BodySizeLimitMiddleware
+
+    sent: list[dict[str, object]] = []
+
+    async def handler(scope: dict, receive: Callable, send: Callable) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def trickle() -> dict[str, object]:
+        if not sent and not trickle.started:  # type: ignore[attr-defined]
+            trickle.started = True  # type: ignore[attr-defined]
+            return {"type": "http.request", "body": b"{", "more_body": True}
+        await anyio.sleep(5)
+        return {"type": "http.request", "body": b"}", "more_body": False}
+
+    trickle.started = False  # type: ignore[attr-defined]
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    app = BodySizeLimitMiddleware(handler, max_bytes=10_000, timeout_s=0.2)  # type: ignore[arg-type]
+    scope = {"type": "http", "path": "/v1/recommend", "headers": []}
+
+    async def main() -> None:
+        with anyio.fail_after(3):
+            await app(scope, trickle, send)  # type: ignore[arg-type]
+
+    anyio.run(main)
+    assert sent[0]["status"] == 408
+    assert b"body_timeout_s" in sent[1]["body"]  # type: ignore[operator]
