@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from app.errors import InvalidInput, PayloadTooLarge
+from model.encoders.image import IMAGE_FORMATS, MAX_ASPECT_RATIO, ImageRejected, check_geometry
 
 CATEGORY_SEPARATOR = "|"
 
@@ -40,8 +41,22 @@ def decode_base64_image(data: str, *, max_bytes: int) -> bytes:
     return raw
 
 
-def open_image(raw: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
-    """A fully decoded RGB image, or a 413/422 saying what is wrong with ``raw``."""
+DRAFT_SIZE = 448
+"""JPEGs decode at the smallest 1/2^k scale still covering this (Image.draft): above any
+encoder's input size, far below a photo's full size."""
+
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, OverflowError, MemoryError)
+"""What a hostile file can make Pillow raise while decoding (the bomb error aside)."""
+
+
+def open_image(
+    raw: bytes, *, max_bytes: int, max_pixels: int, max_aspect: float = MAX_ASPECT_RATIO
+) -> Image.Image:
+    """A fully decoded RGB image, or a 413/422 saying what is wrong with ``raw``.
+
+    Only :data:`IMAGE_FORMATS` are decoded; the header's size is checked (pixels, aspect
+    ratio) before any pixel is.
+    """
     if len(raw) > max_bytes:
         raise PayloadTooLarge(
             f"image is {len(raw)} bytes; the limit is max_image_bytes={max_bytes}"
@@ -51,13 +66,15 @@ def open_image(raw: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
             # PIL warns (not raises) between 1x and 2x MAX_IMAGE_PIXELS; our own check
             # below is the authoritative one, so keep the warning out of the logs.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(raw))
+            img = Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS)
     except Image.DecompressionBombError:
         raise _too_many_pixels(max_pixels) from None
     except UnidentifiedImageError:
-        raise InvalidInput("image is not in a recognised image format") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as err:
-        raise InvalidInput(f"image data is truncated or corrupt ({err})") from None
+        raise InvalidInput(
+            f"image is not in an accepted format ({', '.join(IMAGE_FORMATS)})"
+        ) from None
+    except DECODE_ERRORS as err:
+        raise InvalidInput(f"image data is truncated or corrupt ({_short(err)})") from None
     width, height = img.size
     # Image.open only parsed the header: reject bombs before decompressing any pixel.
     if width * height > max_pixels:
@@ -65,17 +82,26 @@ def open_image(raw: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
             f"image is {width}x{height} = {width * height} pixels; "
             f"the limit is max_image_pixels={max_pixels}"
         )
-    if width == 0 or height == 0:
-        raise InvalidInput("image has no pixels")
+    try:
+        check_geometry(width, height, max_aspect=max_aspect)
+    except ImageRejected as err:
+        raise InvalidInput(f"{err} (max_image_aspect_ratio)") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if img.format == "JPEG":
+                img.draft("RGB", (DRAFT_SIZE, DRAFT_SIZE))
             img.load()
             return img.convert("RGB")
     except Image.DecompressionBombError:
         raise _too_many_pixels(max_pixels) from None
-    except (OSError, ValueError, SyntaxError, EOFError) as err:
-        raise InvalidInput(f"image data is truncated or corrupt ({err})") from None
+    except DECODE_ERRORS as err:
+        raise InvalidInput(f"image data is truncated or corrupt ({_short(err)})") from None
+
+
+def _short(err: BaseException) -> str:
+    text = f"{type(err).__name__}: {err}"
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _too_many_pixels(max_pixels: int) -> PayloadTooLarge:

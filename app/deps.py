@@ -12,7 +12,12 @@ from anyio import CapacityLimiter
 from fastapi import Depends, Request
 
 from app.metrics import Metrics
-from app.security import require_read_key, require_write_key
+from app.security import (
+    require_admin_key,
+    require_read_key,
+    require_user_read_key,
+    require_write_key,
+)
 from app.service import RecommendationService
 from app.settings import Settings
 
@@ -49,3 +54,7 @@ ReadAccess = Depends(require_read_key)
 """Router/endpoint dependency: API key when ``require_key_for_reads``."""
 WriteAccess = Depends(require_write_key)
 """Router/endpoint dependency: API key whenever keys are configured."""
+UserReadAccess = Depends(require_user_read_key)
+"""Endpoint dependency for paths naming a user: API key unless ``open_user_reads``."""
+AdminAccess = Depends(require_admin_key)
+"""Router dependency of /v1/admin/*: one of ``admin_keys``."""

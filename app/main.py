@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import validation
 from app.errors import ServiceError
 from app.metrics import Metrics, MetricsMiddleware
 from app.routers import admin, health, interactions, items, model, recommend
@@ -49,41 +50,72 @@ class BodyTooLarge(StarletteHTTPException):
     other exceptions raised while reading the body into a generic 400).
     """
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body is larger than max_body_bytes={limit} bytes")
+    def __init__(self, limit: int, setting: str = "max_body_bytes") -> None:
+        super().__init__(413, f"request body is larger than {setting}={limit} bytes")
+
+
+class BodyTimeout(StarletteHTTPException):
+    """Raised from ``receive`` when the body does not arrive within ``body_timeout_s``."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"request body not received within body_timeout_s={seconds:g} s")
+
+
+WRITE_PATHS = ("/v1/items", "/v1/interactions")
+"""Paths whose bodies may reach max_body_bytes (images, batches); every other request is
+held to max_recommend_body_bytes."""
 
 
 class BodySizeLimitMiddleware:
-    """413 for bodies over ``max_bytes``: by Content-Length before reading anything, and by
-    counting streamed bytes for chunked uploads that declare no length."""
+    """413 for bodies over their limit: by Content-Length before reading anything, and by
+    counting streamed bytes for chunked uploads that declare no length; 408 for bodies
+    that do not arrive within ``timeout_s`` (slow-body clients)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, read_max_bytes: int | None = None, timeout_s: float = 30
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_max_bytes = max_bytes if read_max_bytes is None else read_max_bytes
+        self.timeout_s = timeout_s
+
+    def _limit(self, path: str) -> tuple[int, BodyTooLarge]:
+        if path.startswith(WRITE_PATHS) or self.read_max_bytes >= self.max_bytes:
+            return self.max_bytes, BodyTooLarge(self.max_bytes)
+        return self.read_max_bytes, BodyTooLarge(self.read_max_bytes, "max_recommend_body_bytes")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, too_large = self._limit(scope.get("path", ""))
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = -1
-                if declared > self.max_bytes:
-                    await _send_json(send, 413, BodyTooLarge(self.max_bytes).detail)
+                if declared > limit:
+                    await _send_json(send, 413, too_large.detail)
                     return
         received = 0
         started = False
+        body_done = False
+        deadline = anyio.current_time() + self.timeout_s
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body: waiting for a disconnect, no deadline
+                return await receive()
+            with anyio.move_on_after(max(0.0, deadline - anyio.current_time())) as scope_:
+                message = await receive()
+            if scope_.cancelled_caught:
+                raise BodyTimeout(self.timeout_s)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if received > limit:
+                    raise too_large
+                body_done = not message.get("more_body", False)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -94,25 +126,17 @@ class BodySizeLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge as err:
+        except (BodyTooLarge, BodyTimeout) as err:
             # Reached only when no handler turned it into a response already.
             if started:
                 raise
-            await _send_json(send, 413, err.detail)
+            await _send_json(send, err.status_code, err.detail)
 
 
 async def _send_json(send: Send, status: int, detail: str) -> None:
     response = JSONResponse({"detail": detail}, status_code=status)
     await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
     await send({"type": "http.response.body", "body": response.body})
-
-
-def _validation_message(err: RequestValidationError) -> str:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
-    return "; ".join(parts)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -122,9 +146,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
-        # One readable message plus the structured list for programs.
-        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in err.errors()]
-        return JSONResponse({"detail": _validation_message(err), "errors": errors}, 422)
+        # One readable message plus a short structured list for programs (bounded size).
+        return JSONResponse(validation.summarise(err.errors()), 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
@@ -228,6 +251,11 @@ def create_app(
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Content-Type", "X-API-Key"],
         )
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        read_max_bytes=settings.max_recommend_body_bytes,
+        timeout_s=settings.body_timeout_s,
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from app.service import ModelState
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+OTHER_METHOD = "other"
+"""Label of any other method: clients choose the method, so it must not become a label."""
 UNMATCHED_ROUTE = "<unmatched>"
 """Label for requests no route matched: raw paths would make label cardinality unbounded."""
 
@@ -138,5 +141,6 @@ class MetricsMiddleware:
             route: Any = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED_ROUTE
             method = scope.get("method", "")
+            method = method if method in HTTP_METHODS else OTHER_METHOD
             self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
             self.metrics.requests.labels(method, template, str(status)).inc()

@@ -6,20 +6,31 @@ the service at request time; the static bounds here (ids, positivity) are fixed.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
-MAX_ID_CHARS = 256
-ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
-"""Ids are any printable text (no control characters)."""
-ITEM_ID_PATTERN = r"^[^\x00-\x1f\x7f/]+$"
-"""Registered item ids also exclude "/" so every id is addressable as /v1/items/{id}."""
+from app.ids import ID_PATTERN, ITEM_ID_PATTERN, MAX_ID_CHARS, MAX_LIST_ITEMS, Id, ItemId
+
+__all__ = ["ID_PATTERN", "ITEM_ID_PATTERN", "MAX_ID_CHARS"]
+
+MAX_TEXT_CHARS = 100_000
+"""Schema ceiling of a text field; max_text_chars (checked by the service) is lower."""
+MAX_CATEGORIES = 100
+MAX_CATEGORY_CHARS = 200
+UNKNOWN_KEYS_SHOWN = 3
 
 Source = Literal["model", "popular", "latest"]
 UserEmbeddingMethod = Literal["inductive", "cross_domain", "fallback"]
 
-UserId = Field(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)
+Category = Annotated[str, StringConstraints(max_length=MAX_CATEGORY_CHARS)]
 
 
 def _require_utf8(value: Any) -> Any:
@@ -36,9 +47,24 @@ def _require_utf8(value: Any) -> Any:
 
 class _Strict(BaseModel):
     # Unknown fields are errors: a misspelt "exclude_sen" must not silently do nothing.
-    model_config = ConfigDict(extra="forbid")
+    # Strict: "n": true or "3" and "exclude_seen": "yes" are errors, not silently coerced.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     _utf8 = field_validator("*")(_require_utf8)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        # One error for any number of unknown keys, before any field is validated (pydantic
+        # would report, and the client receive, one error per key).
+        if isinstance(data, dict):
+            unknown = [k for k in data if k not in cls.model_fields]
+            if unknown:
+                shown = ", ".join(repr(str(k)[:40]) for k in unknown[:UNKNOWN_KEYS_SHOWN])
+                more = len(unknown) - UNKNOWN_KEYS_SHOWN
+                tail = f" and {more} more" if more > 0 else ""
+                raise ValueError(f"unknown field(s) {shown}{tail}")
+        return data
 
 
 # --- recommend ---------------------------------------------------------------------------
@@ -48,6 +74,7 @@ class RecommendRequest(_Strict):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {"user_id": "u42", "domain": "office", "n": 10},
@@ -62,18 +89,26 @@ class RecommendRequest(_Strict):
         },
     )
 
-    user_id: str | None = Field(
-        default=None, min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN
+    user_id: Id | None = Field(
+        default=None, description="A known user (needs X-API-Key unless open_user_reads)."
     )
-    history: list[str] = Field(
-        default_factory=list, description="Item ids the user interacted with, any domain."
+    history: list[Id] = Field(
+        default_factory=list,
+        max_length=MAX_LIST_ITEMS,
+        fail_fast=True,  # the first bad element ends validation: no error per element
+        description="Item ids the user interacted with, any domain (at most max_history).",
     )
-    domain: str = Field(min_length=1, description="Domain to recommend items from.")
+    domain: Id = Field(description="Domain to recommend items from.")
     n: int | None = Field(
         default=None, ge=1, description="Items wanted (1..max_n; default default_n)."
     )
     exclude_seen: bool = Field(default=True, description="Leave out items in the user's history.")
-    exclude: list[str] = Field(default_factory=list, description="Item ids never to return.")
+    exclude: list[Id] = Field(
+        default_factory=list,
+        max_length=MAX_LIST_ITEMS,
+        fail_fast=True,  # the first bad element ends validation: no error per element
+        description="Item ids never to return (at most max_history).",
+    )
     category: str | None = Field(
         default=None,
         min_length=1,
@@ -141,9 +176,9 @@ class RecommendResponse(BaseModel):
 
 # --- interactions ------------------------------------------------------------------------
 class InteractionIn(_Strict):
-    user_id: str = UserId
-    item_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
-    domain: str | None = Field(
+    user_id: Id
+    item_id: Id
+    domain: Id | None = Field(
         default=None, description="Checked against the item's domain if given."
     )
     timestamp: float | None = Field(default=None, ge=0, description="Unix seconds; default now.")
@@ -152,6 +187,7 @@ class InteractionIn(_Strict):
 class InteractionsRequest(_Strict):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -164,7 +200,12 @@ class InteractionsRequest(_Strict):
         },
     )
 
-    interactions: list[InteractionIn] = Field(min_length=1)
+    interactions: list[InteractionIn] = Field(
+        min_length=1,
+        max_length=MAX_LIST_ITEMS,
+        fail_fast=True,
+        description="At most max_batch rows.",
+    )
 
 
 class RejectedRow(BaseModel):
@@ -197,6 +238,7 @@ class ItemIn(_Strict):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -210,11 +252,13 @@ class ItemIn(_Strict):
         },
     )
 
-    item_id: str = Field(min_length=1, max_length=MAX_ID_CHARS, pattern=ITEM_ID_PATTERN)
-    domain: str = Field(min_length=1)
-    title: str = ""
-    categories: list[str] = Field(default_factory=list)
-    description: str = ""
+    item_id: ItemId
+    domain: Id
+    title: str = Field(default="", max_length=MAX_TEXT_CHARS)
+    categories: list[Category] = Field(
+        default_factory=list, max_length=MAX_CATEGORIES, fail_fast=True
+    )
+    description: str = Field(default="", max_length=MAX_TEXT_CHARS)
     image_base64: str | None = Field(
         default=None, description="Image file bytes, base64 (a data: URL prefix is accepted)."
     )
@@ -233,9 +277,7 @@ class ItemIn(_Strict):
 class ItemUpdate(ItemIn):
     """PUT body: ``item_id`` may be omitted (the path names the item)."""
 
-    item_id: str | None = Field(  # type: ignore[assignment]
-        None, min_length=1, max_length=MAX_ID_CHARS, pattern=ITEM_ID_PATTERN
-    )
+    item_id: ItemId | None = None  # type: ignore[assignment]
 
 
 class ItemOut(BaseModel):
@@ -305,7 +347,6 @@ class IndexInfo(BaseModel):
 
 class ModelInfo(BaseModel):
     model_version: str
-    bundle_path: str
     loaded_at: float
     dim: int
     domains: list[str]
@@ -317,11 +358,16 @@ class ModelInfo(BaseModel):
 class ReloadRequest(_Strict):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"bundle_path": "artifacts/bundle-2026-02"}, {}]},
+        strict=True,
+        json_schema_extra={"examples": [{"bundle_path": "bundle-2026-02"}, {}]},
     )
 
     bundle_path: str | None = Field(
-        default=None, min_length=1, description="Bundle to load; default: the current bundle path."
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="Bundle directory to load, inside bundles_dir (absolute, or relative to "
+        "it); default: the current bundle.",
     )
 
 

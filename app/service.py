@@ -45,6 +45,7 @@ from app.content import (
     split_categories,
 )
 from app.errors import Conflict, InvalidInput, NotFound, NotReady, PayloadTooLarge, Unavailable
+from app.idempotency import not_saved, outcome_unknown, same_item
 from app.index import DomainIndex
 from app.metrics import Metrics
 from app.schemas import (
@@ -75,6 +76,9 @@ EngineFactory = Callable[[Path], InferenceEngine]
 """Loads an engine from a bundle directory (raises e.g. ``model.bundle.BundleError``)."""
 
 FEED_PAGE = 1000
+
+LOAD_FAILED = "the model load failed; an admin sees why in GET /v1/admin/reload"
+"""What unauthenticated answers say about a failed load (its error names paths)."""
 
 
 def build_domain_index(engine: InferenceEngine, domain: str, settings: Settings) -> DomainIndex:
@@ -257,11 +261,12 @@ class PopularityBook:
         self._counts: dict[str, dict[str, int]] = {}
         self._version = 0
 
-    def add(self, rows: Iterable[Interaction]) -> None:
+    def add(self, increments: dict[tuple[str, str], int]) -> None:
+        """Count the store's increments ((domain, item) -> new users) of a local write."""
         with self._lock:
-            for row in rows:
-                dom = self._counts.setdefault(row.domain, {})
-                dom[row.item_id] = dom.get(row.item_id, 0) + 1
+            for (domain, item_id), n in increments.items():
+                dom = self._counts.setdefault(domain, {})
+                dom[item_id] = dom.get(item_id, 0) + n
             self._version += 1
 
     def replace(self, domain: str, counts: dict[str, int]) -> None:
@@ -354,7 +359,7 @@ class RecommendationService:
         state = self._state
         if state is None:
             if self._reload.status == "failed":
-                raise NotReady(f"no model loaded: {self._reload.error}")
+                raise NotReady(f"no model loaded: {LOAD_FAILED}")
             raise NotReady("the model is still loading; retry shortly")
         return state
 
@@ -399,12 +404,13 @@ class RecommendationService:
             log.info("state store available again")
         self._store_error = None
 
-    def _write_unavailable(self, operation: str, err: Exception) -> Unavailable:
+    def _write_unavailable(
+        self, operation: str, err: Exception, check: str = "", *, attempted: bool = True
+    ) -> Unavailable:
+        """503 for a failed store call: ``attempted`` = a write was sent (outcome unknown)."""
         self._store_failed(operation, err)
-        return Unavailable(
-            f"state store unavailable; {operation} not saved, retry later",
-            retry_after_s=self.settings.store_retry_after_s,
-        )
+        message = outcome_unknown(operation, check) if attempted else not_saved(operation)
+        return Unavailable(message, retry_after_s=self.settings.store_retry_after_s)
 
     # --- loading ----------------------------------------------------------------------
     def reload_status(self) -> ReloadStatus:
@@ -998,12 +1004,15 @@ class RecommendationService:
         image = None
         if image_bytes is not None:
             image = open_image(
-                image_bytes, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels
+                image_bytes,
+                max_bytes=s.max_image_bytes,
+                max_pixels=s.max_image_pixels,
+                max_aspect=s.max_image_aspect_ratio,
             )
         try:
             return state.engine.encode_content(text=text or None, image=image)
-        except ValueError as err:
-            raise InvalidInput(f"content cannot be encoded: {err}") from None
+        except (ValueError, OverflowError, MemoryError) as err:
+            raise InvalidInput(f"content cannot be encoded: {str(err)[:200]}") from None
 
     def register_item(
         self,
@@ -1027,13 +1036,16 @@ class RecommendationService:
         state.check_domain(domain)
         if state.is_bundle_item(item_id):
             raise Conflict(f"item {item_id!r} is part of the model bundle and is read-only")
-        if not replace:
-            self._ensure_new(state, item_id)
+        earlier = None if replace else self._earlier(state, item_id)
         cats = join_categories(list(categories))
         fields = {"title": title, "categories": cats, "description": description}
 
         # Encoding is the slow part: do it outside the write lock.
         content = self._content(state, image_base64=image_base64, image_bytes=image_bytes, **fields)
+        if earlier is not None:  # a retry of the same registration is answered, not refused
+            if same_item(earlier, domain=domain, fields=fields, content=content):
+                return self._item_out(state, earlier), False
+            raise Conflict(f"item {item_id!r} already exists; use PUT to replace it")
         with self._write_lock:
             current = self.require_state()
             if current is not state:
@@ -1058,22 +1070,40 @@ class RecommendationService:
             try:
                 seq = self.store.put_item(stored)
             except StoreUnavailable as err:
-                raise self._write_unavailable("item", err) from None
+                check = f"GET /v1/items/{item_id}"
+                raise self._write_unavailable("item", err, check) from None
             self._store_ok()
             meta = self._apply_upsert(state, stored, seq)
         assert meta is not None  # domain checked above; bundle ids refused above
         return meta.to_out(), existing is None
 
-    def _ensure_new(self, state: ModelState, item_id: str) -> None:
-        if item_id in state.registered:
-            raise Conflict(f"item {item_id!r} already exists; use PUT to replace it")
+    def _earlier(self, state: ModelState, item_id: str) -> StoredItem | None:
+        """The stored item ``item_id`` (a POST for it is a retry or a conflict), or None."""
         try:
-            # Another replica may have registered it and we have not synced yet.
+            # The store, not memory: another replica may have registered it moments ago.
             found = self.store.get_item(item_id)
         except StoreUnavailable as err:
-            raise self._write_unavailable("item", err) from None
-        if found is not None:
+            raise self._write_unavailable("item", err, attempted=False) from None
+        if found is None and item_id in state.registered:  # store lost it: cannot compare
             raise Conflict(f"item {item_id!r} already exists; use PUT to replace it")
+        return found
+
+    @staticmethod
+    def _item_out(state: ModelState, item: StoredItem) -> ItemOut:
+        meta = state.registered.get(item.item_id)
+        if meta is not None:
+            return meta.to_out()
+        return ItemOut(  # registered on another replica, not synced here yet
+            item_id=item.item_id,
+            domain=item.domain,
+            title=item.title,
+            categories=split_categories(item.categories),
+            description=item.description,
+            origin="api",
+            modalities=sorted(item.content),
+            created_at=item.created_at,
+            updated_at=item.updated_at,
+        )
 
     def update_item(self, item_id: str, **fields: Any) -> tuple[ItemOut, bool]:
         """PUT semantics: create or replace a registered item (bundle items: 409)."""
@@ -1088,7 +1118,8 @@ class RecommendationService:
             try:
                 seq = self.store.delete_item(item_id)
             except StoreUnavailable as err:
-                raise self._write_unavailable("delete", err) from None
+                check = f"GET /v1/items/{item_id} (404 once deleted)"
+                raise self._write_unavailable("delete", err, check) from None
             self._store_ok()
             if seq is None:
                 if item_id in state.registered:  # store lost it: still drop it here
@@ -1131,11 +1162,11 @@ class RecommendationService:
             accepted.append(Interaction(row.user_id, row.item_id, domain, ts))
         if accepted:
             try:
-                self.store.add_interactions(accepted, self.settings.history_cap)
+                increments = self.store.add_interactions(accepted, self.settings.history_cap)
             except StoreUnavailable as err:
                 raise self._write_unavailable("interactions", err) from None
             self._store_ok()
-            self.popularity.add(accepted)
+            self.popularity.add(increments)
         return InteractionsResponse(accepted=len(accepted), rejected=rejected)
 
     def _store_item_domain(self, item_id: str) -> str | None:
@@ -1143,7 +1174,7 @@ class RecommendationService:
         try:
             item = self.store.get_item(item_id)
         except StoreUnavailable as err:
-            raise self._write_unavailable("interactions", err) from None
+            raise self._write_unavailable("interactions", err, attempted=False) from None
         return item.domain if item is not None else None
 
     # --- model / probes ---------------------------------------------------------------
@@ -1151,7 +1182,6 @@ class RecommendationService:
         state = self.require_state()
         return ModelInfo(
             model_version=state.model_version,
-            bundle_path=str(state.bundle_path),
             loaded_at=state.loaded_at,
             dim=state.engine.dim,
             domains=state.domains,
@@ -1196,5 +1226,5 @@ class RecommendationService:
         if state is not None and not state.replayed:
             out.append("registered items not replayed yet (store unavailable at load)")
         if self._reload.status == "failed" and state is not None:
-            out.append(f"last reload failed: {self._reload.error}")
+            out.append(f"last reload failed ({LOAD_FAILED})")
         return out

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.ids import MAX_LIST_ITEMS
 from model.runconfig import ConfigError
 
 ENV_PREFIX = "MICREC_"
@@ -162,7 +163,25 @@ class Settings(BaseSettings):
         "disabled (local development only; logged as a warning at start-up).",
     )
     require_key_for_reads: bool = Field(
-        False, description="Also require X-API-Key for read endpoints (probes stay open)."
+        False,
+        description="Also require X-API-Key for reads that name no user (inline-history and "
+        "anonymous recommendations, items, similar, model info); probes stay open.",
+    )
+    open_user_reads: bool = Field(
+        False,
+        description="Serve reads that name a user (GET /v1/users/{id}/recommendations, "
+        "POST /v1/recommend with user_id) without X-API-Key. Only for deployments whose own "
+        "gateway authenticates callers: a user's recommendations reveal their history.",
+    )
+    admin_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="X-API-Key values for /v1/admin/* (comma-separated), distinct from "
+        "api_keys. Empty while api_keys is set = admin endpoints disabled (403).",
+    )
+    bundles_dir: Path | None = Field(
+        None,
+        description="The only directory admin reloads may load bundles from (its "
+        "subdirectories); unset = the directory that contains bundle_path.",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS (comma-separated); empty = off."
@@ -171,17 +190,36 @@ class Settings(BaseSettings):
     # --- request limits --------------------------------------------------------------
     default_n: int = Field(10, ge=1, description="Items returned when a request omits n.")
     max_n: int = Field(500, ge=1, description="Largest n a request may ask for.")
-    max_batch: int = Field(1000, ge=1, description="Most rows in one POST /v1/interactions.")
-    max_history: int = Field(
-        1000, ge=1, description="Most item ids in an inline history or an exclude list."
+    max_batch: int = Field(
+        1000, ge=1, le=MAX_LIST_ITEMS, description="Most rows in one POST /v1/interactions."
     )
-    max_body_bytes: int = Field(10 * MB, ge=1024, description="Largest request body (413).")
+    max_history: int = Field(
+        1000,
+        ge=1,
+        le=MAX_LIST_ITEMS,
+        description="Most item ids in an inline history or an exclude list.",
+    )
+    max_body_bytes: int = Field(
+        10 * MB, ge=1024, description="Largest request body of item and interaction writes (413)."
+    )
+    max_recommend_body_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        description="Largest body of every other request (POST /v1/recommend, admin): "
+        "max_history ids twice over fit; a read never needs the registration limit (413).",
+    )
     max_image_bytes: int = Field(5 * MB, ge=1, description="Largest image file (413).")
     max_image_pixels: int = Field(
-        40_000_000,
+        12_000_000,
         ge=1,
         description="Largest image width*height; checked from the header before decoding "
-        "(decompression bombs).",
+        "(decompression bombs). JPEGs decode at reduced size, other formats in full.",
+    )
+    max_image_aspect_ratio: float = Field(
+        10.0,
+        ge=1,
+        description="Largest long side / short side of an image: encoders scale the short "
+        "side up to their input size, so a 100000x20 strip would cost gigabytes (422).",
     )
     max_text_chars: int = Field(
         10_000, ge=1, description="Longest title + categories + description of an item."
@@ -201,10 +239,37 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Bind address for micrec serve.")
     port: int = Field(8000, ge=0, le=65535, description="Port for micrec serve.")
     workers: int = Field(1, ge=1, description="uvicorn worker processes for micrec serve.")
-
-    _split = field_validator("api_keys", "cors_origins", "fallback_chain", mode="before")(
-        _split_list
+    keep_alive_timeout_s: int = Field(
+        5, ge=1, description="Idle keep-alive connections are closed after this (uvicorn)."
     )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A request's headers must arrive within this many seconds of its first "
+        "byte, or the connection is closed (slow-header clients).",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A request body must arrive within this many seconds of the headers "
+        "(408 otherwise; slow-body clients).",
+    )
+    max_concurrency: int = Field(
+        256,
+        ge=1,
+        description="Open connections + tasks per worker beyond which uvicorn answers 503 "
+        "(uvicorn limit_concurrency).",
+    )
+    max_header_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        description="Largest request line + headers per request (h11 "
+        "max_incomplete_event_size; the httptools parser has its own fixed cap).",
+    )
+
+    _split = field_validator(
+        "api_keys", "admin_keys", "cors_origins", "fallback_chain", mode="before"
+    )(_split_list)
 
     @field_validator("fallback_chain")
     @classmethod
@@ -213,7 +278,7 @@ class Settings(BaseSettings):
             raise ValueError("fallback_chain names a strategy twice")
         return value
 
-    @field_validator("api_keys")
+    @field_validator("api_keys", "admin_keys")
     @classmethod
     def _no_blank_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
         # A short key is brute-forceable; refuse it rather than run half-protected.
@@ -226,11 +291,19 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.default_n > self.max_n:
             raise ValueError(f"default_n ({self.default_n}) is larger than max_n ({self.max_n})")
+        admin = {k.get_secret_value() for k in self.admin_keys}
+        if admin & {k.get_secret_value() for k in self.api_keys}:
+            raise ValueError("admin_keys must differ from api_keys")
         return self
 
     @property
     def auth_enabled(self) -> bool:
         return bool(self.api_keys)
+
+    @property
+    def bundles_root(self) -> Path:
+        """Where admin reloads may load from (bundles_dir, else bundle_path's parent)."""
+        return self.bundles_dir if self.bundles_dir is not None else self.bundle_path.parent
 
 
 class SettingsError(ConfigError):

@@ -34,6 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "service.md"
 DEMO_KEY = "demo-key-7f3a9c2e51"
+DEMO_ADMIN_KEY = "demo-admin-key-0b8d4e6a27"
 VOLATILE = {"created_at", "updated_at", "loaded_at", "started_at", "finished_at", "model_version"}
 FENCE = re.compile(r"^```(\w*)\s*$")
 STATUS = re.compile(r"^HTTP/1\.1 (\d{3})")
@@ -216,8 +217,8 @@ def matches(expected: list[Any], actual: list[Any]) -> tuple[bool, Any]:
     return True, None
 
 
-def run_example(ex: Example, base: str, key: str) -> str:
-    env = dict(os.environ, B=base, K=key)
+def run_example(ex: Example, base: str, key: str, admin_key: str) -> str:
+    env = dict(os.environ, B=base, K=key, A=admin_key)
     proc = subprocess.run(
         ["bash", "-c", ex.script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
@@ -240,7 +241,8 @@ def wait_ready(base: str, timeout: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--url", help="a running, freshly started server (default: start one)")
-    ap.add_argument("--key", default=DEMO_KEY, help="its write API key")
+    ap.add_argument("--key", default=DEMO_KEY, help="its write API key ($K in the examples)")
+    ap.add_argument("--admin-key", default=DEMO_ADMIN_KEY, help="its admin key ($A)")
     ap.add_argument("--bundle", default="artifacts/demo-bundle")
     ap.add_argument("--port", type=int, default=8765)
     ap.add_argument("--show", action="store_true", help="print every block's real output")
@@ -264,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             MICREC_BUNDLE_PATH=args.bundle,
             MICREC_STORE_URL=f"sqlite:///{tmp.name}/state.db",
             MICREC_API_KEYS=args.key,
+            MICREC_ADMIN_KEYS=args.admin_key,
             MICREC_TORCH_THREADS="1",
             MICREC_FAISS_THREADS="1",
         )
@@ -289,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_ready(base, 300)
         outputs: dict[int, str] = {}
         for ex in examples(DOC.read_text()):
-            out = outputs[ex.line] = run_example(ex, base, args.key)
+            out = outputs[ex.line] = run_example(ex, base, args.key, args.admin_key)
             if ex.expected is None:
                 verdict = "ran (no excerpt)"
             else:

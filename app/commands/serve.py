@@ -18,9 +18,49 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from model.cli import UserError
 
+HEADER_TIMEOUT_ENV = "MICREC_HEADER_TIMEOUT_S"
+DEFAULT_HEADER_TIMEOUT_S = 10.0
 
-class NoDelayHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
-    """uvicorn's HTTP protocol with TCP_NODELAY set on every connection.
+
+class HeaderTimeoutMixin:
+    """Closes a connection whose request headers are not complete ``header_timeout_s``
+    after the request's first bytes (for uvicorn's h11 and httptools protocols).
+
+    uvicorn times out idle keep-alive connections but not a request whose headers trickle
+    in a byte at a time, so a few hundred such clients held every connection slot
+    forever. uvicorn creates a new request cycle when the headers are complete, so "the
+    cycle is still the one seen when the timer was armed" means "headers not complete".
+    """
+
+    header_timeout_s: float | None = None
+    """Class-level override (tests); else MICREC_HEADER_TIMEOUT_S, which ``run`` sets."""
+
+    loop: Any
+    transport: Any
+
+    def data_received(self, data: bytes) -> None:
+        cycle = getattr(self, "cycle", None)
+        idle = cycle is None or cycle.response_complete
+        if idle and getattr(self, "_header_timer", None) is None:
+            self._header_timer = self.loop.call_later(
+                self._header_timeout(), self._headers_overdue, cycle
+            )
+        super().data_received(data)  # type: ignore[misc]
+
+    def _header_timeout(self) -> float:
+        if self.header_timeout_s is not None:
+            return self.header_timeout_s
+        return float(os.environ.get(HEADER_TIMEOUT_ENV, DEFAULT_HEADER_TIMEOUT_S))
+
+    def _headers_overdue(self, cycle_then: Any) -> None:
+        self._header_timer = None
+        if getattr(self, "cycle", None) is cycle_then and not self.transport.is_closing():
+            self.transport.close()
+
+
+class NoDelayHTTPProtocol(HeaderTimeoutMixin, AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+    """uvicorn's HTTP protocol with TCP_NODELAY set on every connection, and the header
+    read timeout of :class:`HeaderTimeoutMixin`.
 
     With ``--workers`` > 1 uvicorn binds the listening socket itself with proto 0, and
     asyncio only disables Nagle on sockets whose proto is IPPROTO_TCP; so every response
@@ -72,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
             f"no model bundle at {settings.bundle_path} (set --bundle or MICREC_BUNDLE_PATH; "
             "`micrec demo build` makes a demo bundle)"
         )
+    os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout_s)  # for every worker
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -80,5 +121,8 @@ def run(args: argparse.Namespace) -> int:
         workers=settings.workers,
         log_level=settings.log_level,
         http="app.commands.serve:NoDelayHTTPProtocol",
+        timeout_keep_alive=settings.keep_alive_timeout_s,
+        limit_concurrency=settings.max_concurrency,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
     return 0

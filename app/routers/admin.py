@@ -11,25 +11,30 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from app.deps import ServiceDep, WriteAccess
-from app.routers.common import AUTH, CONFLICT, INVALID, MALFORMED
+from app.bundles import bundle_inside
+from app.deps import AdminAccess, ServiceDep, SettingsDep
+from app.routers.common import ADMIN_AUTH, CONFLICT, INVALID, MALFORMED
 from app.schemas import ReloadRequest, ReloadStatus
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[WriteAccess])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminAccess])
 
 
 @router.post(
     "/reload",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={**AUTH, **MALFORMED, **INVALID, **CONFLICT},
+    responses={**ADMIN_AUTH, **MALFORMED, **INVALID, **CONFLICT},
 )
-def start_reload(service: ServiceDep, body: ReloadRequest | None = None) -> ReloadStatus:
-    """Start loading ``bundle_path`` (default: the current bundle again). 409 if a
-    reload is already running."""
-    return service.start_reload(body.bundle_path if body else None)
+def start_reload(
+    service: ServiceDep, settings: SettingsDep, body: ReloadRequest | None = None
+) -> ReloadStatus:
+    """Start loading ``bundle_path`` (default: the current bundle again), a directory
+    inside ``bundles_dir`` (422 otherwise). 409 if a reload is already running."""
+    requested = body.bundle_path if body else None
+    path = None if requested is None else bundle_inside(requested, settings.bundles_root)
+    return service.start_reload(path)
 
 
-@router.get("/reload", responses=AUTH)
+@router.get("/reload", responses=ADMIN_AUTH)
 def reload_status(service: ServiceDep) -> ReloadStatus:
     """State of the last reload: idle, loading, succeeded or failed (with the error)."""
     return service.reload_status()

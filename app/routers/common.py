@@ -14,6 +14,10 @@ def _err(code: int, description: str) -> Responses:
 
 
 AUTH: Responses = _err(401, "Missing or invalid X-API-Key")
+ADMIN_AUTH: Responses = {
+    **AUTH,
+    **_err(403, "Not an admin key, or admin endpoints disabled (no MICREC_ADMIN_KEYS)"),
+}
 NOT_READY: Responses = _err(
     503, "Model not loaded yet, or the state store is unavailable (Retry-After)"
 )

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.deps import MetricsDep, ServiceDep
 from app.schemas import Health, Readiness, StoreStatus
+from app.service import LOAD_FAILED
 
 router = APIRouter(tags=["probes"])
 
@@ -35,7 +36,7 @@ def readyz(service: ServiceDep, response: Response) -> Readiness:
         return Readiness(
             status="failed" if failed else "loading",
             store=store,
-            error=reload.error if failed else None,
+            error=LOAD_FAILED if failed else None,
         )
     degraded = service.degraded()
     if not ok:

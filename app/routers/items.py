@@ -26,10 +26,9 @@ from app.deps import (
     WriteAccess,
 )
 from app.errors import InvalidInput, PayloadTooLarge
+from app.ids import ItemId as ItemIdType
 from app.routers.common import ERRORS_READ, ERRORS_WRITE, NOT_FOUND, UNSUPPORTED_MEDIA
 from app.schemas import (
-    ITEM_ID_PATTERN,
-    MAX_ID_CHARS,
     ItemIn,
     ItemOut,
     ItemUpdate,
@@ -38,8 +37,9 @@ from app.schemas import (
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 
-ItemId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=ITEM_ID_PATTERN)]
-FORM_FIELDS = ("item_id", "domain", "title", "description", "image_base64")
+ItemId = Annotated[ItemIdType, Path()]
+FILE_FIELD = "image"
+LIST_FIELD = "categories"
 
 
 @dataclass
@@ -94,12 +94,14 @@ def _payload_parser(model: type[ItemIn]) -> Any:
                 form = await request.form(
                     max_files=1, max_fields=50, max_part_size=settings.max_body_bytes
                 )
-                fields: dict[str, Any] = {k: form[k] for k in FORM_FIELDS if k in form}
-                fields = {k: v for k, v in fields.items() if isinstance(v, str)}
-                cats = [c for c in form.getlist("categories") if isinstance(c, str)]
+                # Every other field goes to the model, so unknown ones are refused as in JSON.
+                fields: dict[str, Any] = {
+                    k: v for k, v in form.items() if k not in (FILE_FIELD, LIST_FIELD)
+                }
+                cats = form.getlist(LIST_FIELD)
                 if cats:
-                    fields["categories"] = cats
-                image = form.get("image")
+                    fields[LIST_FIELD] = cats
+                image = form.get(FILE_FIELD)
                 data = None
                 if isinstance(image, UploadFile):
                     data = await _read_upload(image, settings.max_image_bytes)
@@ -138,16 +140,23 @@ def _fields(payload: ItemPayload) -> dict[str, Any]:
     "",
     status_code=status.HTTP_201_CREATED,
     dependencies=[WriteAccess],
-    responses={**ERRORS_WRITE, **UNSUPPORTED_MEDIA},
+    responses={
+        **ERRORS_WRITE,
+        **UNSUPPORTED_MEDIA,
+        200: {"model": ItemOut, "description": "Already registered with this content (retry)"},
+    },
     openapi_extra=_request_body(ItemIn),
 )
 async def create_item(
-    payload: NewItem, service: ServiceDep, limiter: RegistrationLimiterDep
+    payload: NewItem, service: ServiceDep, limiter: RegistrationLimiterDep, response: Response
 ) -> ItemOut:
     """Register a cold-start item from its content; it is recommendable as soon as this
-    returns 201. 409 if the id exists (bundle or registered)."""
+    returns 201. A content-identical re-POST (a retry) answers 200 with the stored item;
+    409 if the id exists with other content (bundle or registered)."""
     register = partial(service.register_item, item_id=payload.item.item_id, **_fields(payload))
-    item, _ = await anyio.to_thread.run_sync(register, limiter=limiter)
+    item, created = await anyio.to_thread.run_sync(register, limiter=limiter)
+    if not created:
+        response.status_code = status.HTTP_200_OK
     return item
 
 

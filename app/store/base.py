@@ -107,9 +107,13 @@ class Store(ABC):
 
     # --- interactions -----------------------------------------------------------------
     @abstractmethod
-    def add_interactions(self, rows: Sequence[Interaction], history_cap: int) -> None:
+    def add_interactions(
+        self, rows: Sequence[Interaction], history_cap: int
+    ) -> dict[tuple[str, str], int]:
         """Append rows atomically to user histories (keeping the newest ``history_cap`` per
-        user and domain) and increment per-domain item popularity."""
+        user and domain) and count each (user, item) pair not seen before once in the
+        item's popularity (re-posted rows cannot inflate it). Returns the popularity
+        increments made: (domain, item id) -> new users."""
 
     @abstractmethod
     def get_history(self, user_id: str) -> dict[str, list[str]]:

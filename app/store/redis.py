@@ -12,7 +12,8 @@ Key layout (``P`` = ``prefix``; ids are the whole key suffix, so they may contai
 * ``P hist:<domain>:<user>`` list, oldest first, trimmed with LTRIM; the domain is
   percent-encoded so it holds no ``:`` and the key cannot be confused with another pair
 * ``P user:<user_id>``       set of domains the user has history in (get_history)
-* ``P pop:<domain>``         hash item_id -> interaction count
+* ``P pop:<domain>``         hash item_id -> number of distinct users who interacted
+* ``P popusers:<domain>``    set of ``<item_id>\\0<user_id>`` pairs already counted in pop
 
 Atomicity: item writes are Lua scripts (they need the INCR result inside the same atomic
 step); interaction batches are one MULTI/EXEC. Durability of an acknowledged write is the
@@ -80,6 +81,19 @@ return seq
 """
 
 # KEYS: seq, item hash, items set, changes zset. ARGV: item id. Returns nil when missing.
+_COUNT_NEW_PAIRS = """
+-- KEYS: popusers set, pop hash; ARGV: item, user, item, user, ...
+-- Counts each (item, user) pair once; returns the items whose count went up (per pair).
+local new = {}
+for k = 1, #ARGV, 2 do
+  if redis.call('SADD', KEYS[1], ARGV[k] .. '\\0' .. ARGV[k + 1]) == 1 then
+    redis.call('HINCRBY', KEYS[2], ARGV[k], 1)
+    new[#new + 1] = ARGV[k]
+  end
+end
+return new
+"""
+
 _DELETE = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return false end
 local seq = redis.call('INCR', KEYS[1])
@@ -146,6 +160,9 @@ class RedisStore(Store):
 
     def _k_pop(self, domain: str) -> str:
         return f"{self.prefix}pop:{domain}"
+
+    def _k_pop_users(self, domain: str) -> str:
+        return f"{self.prefix}popusers:{domain}"
 
     # --- errors ------------------------------------------------------------------------
     @contextmanager
@@ -265,26 +282,36 @@ class RedisStore(Store):
         return out
 
     # --- interactions ------------------------------------------------------------------
-    def add_interactions(self, rows: Sequence[Interaction], history_cap: int) -> None:
+    def add_interactions(
+        self, rows: Sequence[Interaction], history_cap: int
+    ) -> dict[tuple[str, str], int]:
         if history_cap < 1:
             raise ValueError(f"history_cap must be >= 1, got {history_cap}")
         if not rows:
-            return
+            return {}
         # Group per (user, domain) keeping the given order: "newest" means appended last.
         groups: dict[tuple[str, str], list[str]] = {}
         for r in rows:
             groups.setdefault((r.user_id, r.domain), []).append(r.item_id)
-        counts = Counter((r.domain, r.item_id) for r in rows)
+        pairs: dict[str, list[str]] = {}  # domain -> item, user, item, user...
+        for domain, item_id, user_id in sorted({(r.domain, r.item_id, r.user_id) for r in rows}):
+            pairs.setdefault(domain, []).extend((item_id, user_id))
         pipe = self._r.pipeline(transaction=True)  # one MULTI/EXEC: all or nothing
         for (user_id, domain), items in groups.items():
             key = self._k_hist(user_id, domain)
             pipe.rpush(key, *items)
             pipe.ltrim(key, -history_cap, -1)
             pipe.sadd(self._k_user(user_id), domain)
-        for (domain, item_id), n in counts.items():
-            pipe.hincrby(self._k_pop(domain), item_id, n)
+        for domain, args in pairs.items():
+            keys = [self._k_pop_users(domain), self._k_pop(domain)]
+            pipe.eval(_COUNT_NEW_PAIRS, len(keys), *keys, *args)
         with self._errors():
-            pipe.execute()
+            results = pipe.execute()
+        counts: Counter[tuple[str, str]] = Counter()
+        for domain, new_items in zip(pairs, results[-len(pairs) :], strict=True):
+            for item in new_items:
+                counts[(domain, _s(item))] += 1
+        return dict(counts)
 
     def get_history(self, user_id: str) -> dict[str, list[str]]:
         with self._errors():

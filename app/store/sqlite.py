@@ -84,6 +84,12 @@ CREATE TABLE IF NOT EXISTS popularity (
     count   INTEGER NOT NULL,
     PRIMARY KEY (domain, item_id)
 );
+CREATE TABLE IF NOT EXISTS popularity_users (
+    domain  TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    PRIMARY KEY (domain, item_id, user_id)
+) WITHOUT ROWID;
 """
 
 
@@ -280,15 +286,27 @@ class SQLiteStore(Store):
         return [ItemChange(seq=s, item_id=i, deleted=bool(d)) for s, i, d in rows]
 
     # --- interactions ------------------------------------------------------------------
-    def add_interactions(self, rows: Sequence[Interaction], history_cap: int) -> None:
+    def add_interactions(
+        self, rows: Sequence[Interaction], history_cap: int
+    ) -> dict[tuple[str, str], int]:
         if history_cap < 1:
             raise ValueError(f"history_cap must be >= 1, got {history_cap}")
         if not rows:
-            return
+            return {}
         groups = sorted({(r.user_id, r.domain) for r in rows})
-        counts = Counter((r.domain, r.item_id) for r in rows)
+        pairs = sorted({(r.domain, r.item_id, r.user_id) for r in rows})
+        counts: Counter[tuple[str, str]] = Counter()
 
         def tx(conn: sqlite3.Connection) -> None:
+            counts.clear()  # the transaction may be retried
+            for domain, item_id, user_id in pairs:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO popularity_users (domain, item_id, user_id)"
+                    " VALUES (?, ?, ?)",
+                    (domain, item_id, user_id),
+                )
+                if cur.rowcount:
+                    counts[(domain, item_id)] += 1
             # Rows are appended in the order given; "newest" means appended last.
             conn.executemany(
                 "INSERT INTO history (user_id, domain, item_id, timestamp) VALUES (?, ?, ?, ?)",
@@ -309,6 +327,7 @@ class SQLiteStore(Store):
             )
 
         self._tx(tx, write=True)
+        return dict(counts)
 
     def get_history(self, user_id: str) -> dict[str, list[str]]:
         rows = self._tx(

@@ -21,6 +21,36 @@ from model.encoders.base import ContentEncoder
 ImageInput = Image.Image | str | Path
 """What image encoders accept: a PIL image or a path to an image file."""
 
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
+"""The only formats decoded (``Image.open(formats=...)``): the web's photo formats. Pillow
+knows dozens more (TGA, PCX, SGI, DDS, JPEG 2000, TIFF, EPS, which runs Ghostscript...),
+each more decoder code reachable by anyone who can upload an image."""
+
+MAX_ASPECT_RATIO = 10.0
+"""Default long side / short side limit: the short side is scaled to the input size, so
+the long side of a thin strip would become enormous (100000x20 -> 1.1 M x 224)."""
+
+
+class ImageRejected(ValueError):
+    """An image this library refuses to decode or resize (format, shape, size)."""
+
+
+def check_geometry(
+    width: int, height: int, *, max_pixels: int | None = None, max_aspect: float = MAX_ASPECT_RATIO
+) -> None:
+    """Refuse an image by its header size before any pixel is decoded or resized."""
+    if width <= 0 or height <= 0:
+        raise ImageRejected("image has no pixels")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageRejected(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+        )
+    if max(width, height) / min(width, height) > max_aspect:
+        raise ImageRejected(
+            f"image is {width}x{height}; its aspect ratio is above the limit of {max_aspect:g}:1"
+        )
+
+
 LITE_MEAN = (0.498, 0.498, 0.498)
 LITE_STD = (0.502, 0.502, 0.502)
 """EfficientNet-Lite was trained on (pixel - 127) / 128, i.e. roughly [-1, 1] inputs."""
@@ -35,7 +65,8 @@ def open_rgb(image: ImageInput, *, size: int | None = None) -> Image.Image:
     """
     if isinstance(image, Image.Image):
         return _as_rgb(image)
-    with Image.open(image) as img:
+    with Image.open(image, formats=IMAGE_FORMATS) as img:
+        check_geometry(*img.size, max_pixels=Image.MAX_IMAGE_PIXELS)
         if size is not None:
             img.draft("RGB", (size, size))
         return _as_rgb(img)
@@ -55,10 +86,13 @@ def _as_rgb(img: Image.Image) -> Image.Image:
 
 
 def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
-    """Resize so the shorter side is ``size`` (bicubic), then centre-crop ``size x size``."""
+    """Resize so the shorter side is ``size`` (bicubic), then centre-crop ``size x size``.
+
+    Raises :class:`ImageRejected` for images beyond ``MAX_ASPECT_RATIO`` (checked before
+    the resize allocates anything).
+    """
     w, h = img.size
-    if w <= 0 or h <= 0:
-        raise ValueError("image has no pixels")
+    check_geometry(w, h)
     scale = size / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
     if (nw, nh) != (w, h):

@@ -30,6 +30,8 @@ from tests.app.fakes import FakeEngineFactory, MemoryStore
 
 API_KEY = "test-key-0123456789"
 AUTH = {"X-API-Key": API_KEY}
+ADMIN_KEY = "test-admin-key-0123456789"
+ADMIN = {"X-API-Key": ADMIN_KEY}
 
 
 @pytest.fixture
@@ -60,6 +62,7 @@ def make_settings(tmp_path: Path, bundle: Path) -> Callable[..., Settings]:
             "bundle_path": bundle,
             "store_url": sqlite_url(tmp_path),
             "api_keys": [API_KEY],
+            "admin_keys": [ADMIN_KEY],
             "replica_sync_interval_s": 0.05,
             "popularity_refresh_s": 0.05,
             # large enough to list a whole (tiny) domain: "is the item served at all"

@@ -238,6 +238,7 @@ class MemoryStore(Store):
         self._changes: list[ItemChange] = []
         self._history: dict[str, dict[str, list[str]]] = {}
         self._pop: dict[str, dict[str, int]] = {}
+        self._pairs: set[tuple[str, str, str]] = set()
 
     def ping(self) -> bool:
         return True
@@ -267,14 +268,22 @@ class MemoryStore(Store):
     def item_changes(self, after_seq: int, limit: int = 1000) -> list[ItemChange]:
         return [c for c in self._changes if c.seq > after_seq][:limit]
 
-    def add_interactions(self, rows: Sequence[Interaction], history_cap: int) -> None:
+    def add_interactions(
+        self, rows: Sequence[Interaction], history_cap: int
+    ) -> dict[tuple[str, str], int]:
+        new: dict[tuple[str, str], int] = {}
         with self._lock:
             for r in rows:
                 h = self._history.setdefault(r.user_id, {}).setdefault(r.domain, [])
                 h.append(r.item_id)
                 del h[:-history_cap]
+                if (r.domain, r.item_id, r.user_id) in self._pairs:
+                    continue
+                self._pairs.add((r.domain, r.item_id, r.user_id))
                 pop = self._pop.setdefault(r.domain, {})
                 pop[r.item_id] = pop.get(r.item_id, 0) + 1
+                new[(r.domain, r.item_id)] = new.get((r.domain, r.item_id), 0) + 1
+        return new
 
     def get_history(self, user_id: str) -> dict[str, list[str]]:
         return {d: list(v) for d, v in self._history.get(user_id, {}).items()}
@@ -317,9 +326,11 @@ class FlakyStore(Store):
         self._check()
         return self.inner.item_changes(after_seq, limit)
 
-    def add_interactions(self, rows: Sequence[Interaction], history_cap: int) -> None:
+    def add_interactions(
+        self, rows: Sequence[Interaction], history_cap: int
+    ) -> dict[tuple[str, str], int]:
         self._check()
-        self.inner.add_interactions(rows, history_cap)
+        return self.inner.add_interactions(rows, history_cap)
 
     def get_history(self, user_id: str) -> dict[str, list[str]]:
         self._check()

@@ -45,6 +45,8 @@ from model.runconfig import RunConfig, load_run_config
 
 API_KEY = "real-test-key-0123456789"
 AUTH = {"X-API-Key": API_KEY}
+ADMIN_KEY = "real-test-admin-key-0123456789"
+ADMIN = {"X-API-Key": ADMIN_KEY}
 USERS = 300
 
 
@@ -124,6 +126,7 @@ def real_settings(bundle: Path, state_dir: Path, **overrides: Any) -> Settings:
         "bundle_path": bundle,
         "store_url": f"sqlite:///{state_dir / 'state.db'}",
         "api_keys": [API_KEY],
+        "admin_keys": [ADMIN_KEY],
         "torch_threads": 1,
         "faiss_threads": 1,
         "max_n": 500,

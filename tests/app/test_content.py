@@ -76,7 +76,7 @@ def test_pixel_bomb_header_is_413_without_decoding() -> None:
 
 
 def test_non_image_bytes_are_422() -> None:
-    with pytest.raises(InvalidInput, match="not in a recognised image format"):
+    with pytest.raises(InvalidInput, match="not in an accepted format"):
         open_image(b"hello, this is text", max_bytes=10**6, max_pixels=10**6)
 
 

@@ -32,6 +32,7 @@ from fastapi.testclient import TestClient
 from model.bundle import load_bundle
 from model.inference import InferenceEngine
 from tests.app.real_bundle import (
+    ADMIN,
     AUTH,
     RealBundles,
     build_real_bundles,
@@ -84,7 +85,7 @@ def ids(response: dict[str, Any]) -> list[str]:
 
 
 def recommend(client: TestClient, **body: Any) -> dict[str, Any]:
-    r = client.post("/v1/recommend", json=body)
+    r = client.post("/v1/recommend", json=body, headers=AUTH)  # user reads need a key
     assert r.status_code == 200, r.text
     out: dict[str, Any] = r.json()
     return out
@@ -195,7 +196,9 @@ def test_known_user(real: RealBundles, served: TestClient) -> None:
     ds = real.split.domains[domain]
     user = ds.user_ids[0]
     train = local_items(real, domain, "train", 0)
-    r = served.get(f"/v1/users/{user}/recommendations", params={"domain": domain, "n": N})
+    r = served.get(
+        f"/v1/users/{user}/recommendations", params={"domain": domain, "n": N}, headers=AUTH
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["user_embedding"] == "inductive"
@@ -408,7 +411,7 @@ def test_reload_to_second_bundle_while_requests_run(
         k = worker
         while not stop.is_set():
             q = k % len(queries)
-            r = client.post("/v1/recommend", json=queries[q])
+            r = client.post("/v1/recommend", json=queries[q], headers=AUTH)
             if r.status_code != 200:
                 errors.append(f"{r.status_code} {r.text}")
             else:
@@ -427,7 +430,7 @@ def test_reload_to_second_bundle_while_requests_run(
         t.start()
     try:
         wait_for(lambda: len(seen) >= 2)  # requests are running before the reload starts
-        r = client.post("/v1/admin/reload", json={"bundle_path": str(real.v2)}, headers=AUTH)
+        r = client.post("/v1/admin/reload", json={"bundle_path": str(real.v2)}, headers=ADMIN)
         assert r.status_code == 202, r.text
         status = service_of(client).wait_reload(120)
         assert status.status == "succeeded", status
@@ -440,7 +443,7 @@ def test_reload_to_second_bundle_while_requests_run(
     assert errors == []
     v2 = client.get("/v1/model").json()["model_version"]
     assert v2 != v1 and status.model_version == v2
-    assert client.get("/v1/admin/reload", headers=AUTH).json()["status"] == "succeeded"
+    assert client.get("/v1/admin/reload", headers=ADMIN).json()["status"] == "succeeded"
     assert client.get("/readyz").json()["model_version"] == v2
     reference[v2] = answers()
     assert reference[v2] != reference[v1]

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.settings import Settings
-from tests.app.conftest import API_KEY, AUTH, running
+from tests.app.conftest import ADMIN, API_KEY, AUTH, running
 from tests.app.fakes import FakeEngineFactory, MemoryStore
 
 WRITE = {"item_id": "sec-1", "domain": "arts", "title": "t"}
@@ -70,7 +70,7 @@ def test_keys_never_logged(client: TestClient, caplog: pytest.LogCaptureFixture)
     with caplog.at_level(logging.DEBUG):
         client.post("/v1/items", json=WRITE, headers={"X-API-Key": "wrong-key-123"})
         client.post("/v1/items", json=WRITE, headers=AUTH)
-        client.post("/v1/admin/reload", json={}, headers=AUTH)
+        client.post("/v1/admin/reload", json={}, headers=ADMIN)
     assert API_KEY not in caplog.text and "wrong-key-123" not in caplog.text
 
 

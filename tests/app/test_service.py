@@ -62,7 +62,7 @@ def test_not_ready_until_loaded(
 def test_failed_initial_load_is_reported(start: StartService, tmp_path: Path) -> None:
     svc = start(MemoryStore(), wait=False, bundle_path=tmp_path / "missing")
     assert svc.wait_ready(30) is False
-    with pytest.raises(NotReady, match="not a bundle"):
+    with pytest.raises(NotReady, match="model load failed"):
         svc.recommend(domain="arts")
     assert svc.reload_status().status == "failed"
 

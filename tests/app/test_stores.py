@@ -61,7 +61,9 @@ def test_end_to_end(
         rows = [{"user_id": "u1", "item_id": i} for i in ("mug", "arts-3", "office-4")]
         r = c.post("/v1/interactions", json={"interactions": rows}, headers=AUTH)
         assert r.json() == {"accepted": 3, "rejected": []}
-        out = c.post("/v1/recommend", json={"user_id": "u1", "domain": "arts", "n": 5}).json()
+        out = c.post(
+            "/v1/recommend", json={"user_id": "u1", "domain": "arts", "n": 5}, headers=AUTH
+        ).json()
         assert out["user_embedding"] == "inductive"
         assert out["history"]["stored"] == "ok" and out["history"]["items_used"] == 3
         assert not {"mug", "arts-3"} & {i["item_id"] for i in out["items"]}
@@ -85,6 +87,7 @@ def test_restart_replays_registered_items(
         out = c.post(
             "/v1/recommend",
             json={"user_id": "u2", "domain": "office", "n": 2000, "exclude_seen": False},
+            headers=AUTH,
         ).json()
         assert out["history"]["items_used"] == 1  # stored history survives the restart
         assert "n2" in {i["item_id"] for i in out["items"]}  # replayed into the index
@@ -120,7 +123,11 @@ def test_redis_outage(
         server.stop()
         r = c.post("/v1/items", json={"item_id": "z", "domain": "arts", "title": "z"}, headers=AUTH)
         assert r.status_code == 503 and "Retry-After" in r.headers
-        r = c.post("/v1/recommend", json={"user_id": "u", "history": ["arts-2"], "domain": "arts"})
+        r = c.post(
+            "/v1/recommend",
+            json={"user_id": "u", "history": ["arts-2"], "domain": "arts"},
+            headers=AUTH,
+        )
         assert r.status_code == 200
         assert r.json()["history"]["stored"] == "unavailable"
         assert r.json()["user_embedding"] == "inductive"

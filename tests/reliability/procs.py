@@ -35,6 +35,8 @@ from fastapi import FastAPI
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "reliability-key-0123456789"
 AUTH = {"X-API-Key": API_KEY}
+ADMIN_KEY = "reliability-admin-key-0123456789"
+ADMIN = {"X-API-Key": ADMIN_KEY}
 FAKE_APP = "tests.reliability.fake_app:create_app"
 REAL_APP = "app.main:create_app"
 
@@ -141,6 +143,7 @@ class ServiceProcess:
                 "MICREC_TORCH_THREADS": "1",
                 "MICREC_FAISS_THREADS": "1",
                 "MICREC_API_KEYS": API_KEY,
+                "MICREC_ADMIN_KEYS": ADMIN_KEY,
                 "MICREC_LOG_LEVEL": "warning",
             }
         )

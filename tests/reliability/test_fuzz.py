@@ -11,6 +11,11 @@ endpoints that declare the API key refuse requests without it.
 The service: FakeEngine (tests/app/fakes.py), SQLite store, auth on for writes *and*
 reads, seeded catalogue + a few registered items so lookups can hit as well as miss.
 
+Also checked (issue 13): every answer is small (``RESPONSE_LIMIT``, whatever the input),
+and the admin endpoints are fuzzed with the admin key too (an API key gets 403 there). The
+schema itself carries the new limits (id lengths and characters, list sizes, strict types),
+so the negative cases include over-long lists and ids, lax types and odd characters.
+
 * CI variant: a few examples per operation and mode (``test_fuzz_api``, bounded well
   under 60 s).
 * Deep variant (``-m slow``): many more examples (``test_fuzz_api_deep``).
@@ -33,11 +38,13 @@ from schemathesis.specs.openapi import checks as oa_checks
 from app.main import create_app
 from app.settings import Settings
 from tests.app.fakes import FakeEngineFactory
-from tests.reliability.procs import API_KEY, AUTH, ThreadServer, record
+from tests.reliability.procs import ADMIN, ADMIN_KEY, API_KEY, AUTH, ThreadServer, record
 
 REQUEST_TIMEOUT_S = 10.0
 CI_EXAMPLES = 4
 DEEP_EXAMPLES = 150
+RESPONSE_LIMIT = 64 * 1024
+"""No answer may exceed this, whatever was sent (a 2 MB body once answered 142 MB)."""
 
 
 def _settings(bundle: Path, state: Path) -> Settings:
@@ -45,6 +52,7 @@ def _settings(bundle: Path, state: Path) -> Settings:
         bundle_path=bundle,
         store_url=f"sqlite:///{state}",
         api_keys=[API_KEY],
+        admin_keys=[ADMIN_KEY],
         require_key_for_reads=True,
         torch_threads=1,
         faiss_threads=1,
@@ -56,7 +64,8 @@ def _settings(bundle: Path, state: Path) -> Settings:
 
 def _schema_app() -> Any:
     # Only for its OpenAPI document (no lifespan runs); the served one is compared below.
-    app = create_app(Settings(api_keys=[API_KEY]), engine_factory=FakeEngineFactory())
+    settings = Settings(api_keys=[API_KEY], admin_keys=[ADMIN_KEY])
+    app = create_app(settings, engine_factory=FakeEngineFactory())
     return app.openapi()
 
 
@@ -67,7 +76,19 @@ schema.config.generation.update(
     deterministic=False,
 )
 
+
+@schemathesis.check
+def small_response(ctx: Any, response: Any, case: Any) -> bool | None:
+    if case.path == "/metrics":  # the scrape: bounded by route x method x status labels
+        return None
+    size = len(response.content or b"")
+    if size >= RESPONSE_LIMIT:
+        raise AssertionError(f"{size}-byte answer (limit {RESPONSE_LIMIT})")
+    return None
+
+
 CHECKS = [
+    small_response,
     st_checks.not_a_server_error,
     oa_checks.status_code_conformance,
     oa_checks.content_type_conformance,
@@ -112,16 +133,19 @@ def test_served_schema_is_the_fuzzed_one(server: ThreadServer) -> None:
     assert served["paths"].keys() == schema.raw_schema["paths"].keys()
 
 
-def _call(case: Any, server: ThreadServer, with_key: bool) -> None:
-    headers = dict(AUTH) if with_key else {}
-    if not with_key and case.headers:
+KEYS = {"key": AUTH, "admin-key": ADMIN, "no-key": {}}
+
+
+def _call(case: Any, server: ThreadServer, key: str) -> None:
+    headers = dict(KEYS[key])
+    if case.headers:
         case.headers.pop("X-API-Key", None)
     case.call_and_validate(
         base_url=server.url, headers=headers, checks=CHECKS, timeout=REQUEST_TIMEOUT_S
     )
 
 
-@pytest.mark.parametrize("with_key", [True, False], ids=["key", "no-key"])
+@pytest.mark.parametrize("key", list(KEYS))
 @schema.parametrize()
 @settings(
     max_examples=CI_EXAMPLES,
@@ -129,17 +153,17 @@ def _call(case: Any, server: ThreadServer, with_key: bool) -> None:
     suppress_health_check=list(HealthCheck),
     derandomize=True,
 )
-def test_fuzz_api(case: Any, server: ThreadServer, with_key: bool) -> None:
-    _call(case, server, with_key)
+def test_fuzz_api(case: Any, server: ThreadServer, key: str) -> None:
+    _call(case, server, key)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("with_key", [True, False], ids=["key", "no-key"])
+@pytest.mark.parametrize("key", list(KEYS))
 @schema.parametrize()
 @settings(
     max_examples=DEEP_EXAMPLES,
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )
-def test_fuzz_api_deep(case: Any, server: ThreadServer, with_key: bool) -> None:
-    _call(case, server, with_key)
+def test_fuzz_api_deep(case: Any, server: ThreadServer, key: str) -> None:
+    _call(case, server, key)

@@ -26,9 +26,10 @@ from PIL import Image
 from app.main import create_app
 from app.settings import Settings
 from tests.app.fakes import FakeEngineFactory
-from tests.reliability.procs import API_KEY, AUTH, ThreadServer
+from tests.reliability.procs import ADMIN, ADMIN_KEY, API_KEY, AUTH, ThreadServer
 
 JSON = {**AUTH, "Content-Type": "application/json"}
+ADMIN_JSON = {**ADMIN, "Content-Type": "application/json"}
 MAX_BODY = 1024 * 1024  # 1 MiB: the "huge body" cases stay cheap
 
 
@@ -200,7 +201,7 @@ CASES: dict[str, Hostile] = {
     "nested-objects-recommend": Hostile(
         "POST",
         "/v1/recommend",
-        (400, 422),
+        (400, 413, 422),  # 413: over max_recommend_body_bytes
         {"content": b'{"a":' * 50_000 + b"1" + b"}" * 50_000, "headers": JSON},
     ),
     "nested-arrays-items": Hostile(
@@ -219,7 +220,7 @@ CASES: dict[str, Hostile] = {
         "POST",
         "/v1/admin/reload",
         (400, 422),
-        {"content": _nested(50_000, "bundle_path"), "headers": JSON},
+        {"content": _nested(50_000, "bundle_path"), "headers": ADMIN_JSON},
     ),
     "not-utf8-body": Hostile(
         "POST", "/v1/recommend", (400, 422), {"content": b"\xff\xfe\x00{", "headers": JSON}
@@ -228,11 +229,19 @@ CASES: dict[str, Hostile] = {
     "json-null-interactions": Hostile(
         "POST", "/v1/interactions", 422, {"content": b"null", "headers": JSON}
     ),
-    "reload-json-array": Hostile("POST", "/v1/admin/reload", 422, {"json": [None, None]}),
+    "reload-json-array": Hostile(
+        "POST", "/v1/admin/reload", 422, {"json": [None, None], "headers": ADMIN_JSON}
+    ),
     # --- odd text in ids ----------------------------------------------------------------
     **{
         f"lone-surrogate-{where}": Hostile(
-            "POST", path, 422, {"content": body.encode(), "headers": JSON}
+            "POST",
+            path,
+            422,
+            {
+                "content": body.encode(),
+                "headers": ADMIN_JSON if path.startswith("/v1/admin") else JSON,
+            },
         )
         for where, path, body in [
             ("user_id", "/v1/recommend", '{"domain":"arts","user_id":"u\\ud800"}'),
@@ -271,13 +280,14 @@ CASES: dict[str, Hostile] = {
     "nul-in-path": Hostile("GET", "/v1/items/%00", 422),
     "overlong-path-id": Hostile("GET", "/v1/items/" + "a" * 5000, 422),
     "invalid-utf8-path": Hostile("GET", "/v1/items/%ff%fe", 404),
-    "unknown-interaction-item-with-nul": Hostile(
+    "interaction-item-with-nul": Hostile(
         "POST",
         "/v1/interactions",
-        207,  # the row is rejected with its reason; the request as a whole is fine
+        422,  # control characters are refused by the schema (app/ids.py)
         {"json": {"interactions": [{"user_id": "u", "item_id": "a\x00"}]}},
     ),
-    "bidi-and-emoji-item-lookup": Hostile("GET", "/v1/items/\u202eevil\U0001f600", 404),
+    "bidi-and-emoji-item-lookup": Hostile("GET", "/v1/items/\u202eevil\U0001f600", 422),
+    "emoji-item-lookup": Hostile("GET", "/v1/items/evil\U0001f600", 404),
     # --- n --------------------------------------------------------------------------------
     "n-negative": Hostile("POST", "/v1/recommend", 422, {"json": {"domain": "arts", "n": -5}}),
     "n-zero": Hostile("POST", "/v1/recommend", 422, {"json": {"domain": "arts", "n": 0}}),
@@ -317,7 +327,8 @@ CASES: dict[str, Hostile] = {
     "unknown-domain-invalid-utf8-query": Hostile(
         "GET", "/v1/users/u1/recommendations?domain=%ff", 422
     ),
-    "huge-domain-name": Hostile("POST", "/v1/recommend", 422, {"json": {"domain": "d" * 500_000}}),
+    "huge-domain-name": Hostile("POST", "/v1/recommend", 413, {"json": {"domain": "d" * 500_000}}),
+    "long-domain-name": Hostile("POST", "/v1/recommend", 422, {"json": {"domain": "d" * 5000}}),
     "domain-mismatch-interaction": Hostile(
         "POST",
         "/v1/interactions",
@@ -354,6 +365,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
         bundle_path=factory.make_bundle(root / "bundle"),
         store_url=f"sqlite:///{root / 'state.db'}",
         api_keys=[API_KEY],
+        admin_keys=[ADMIN_KEY],
         max_body_bytes=MAX_BODY,
         max_image_bytes=MAX_BODY // 2,
         torch_threads=1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -136,3 +137,72 @@ def test_nodelay_protocol_sets_tcp_nodelay(monkeypatch: pytest.MonkeyPatch) -> N
         protocol.connection_made(Transport(sock))
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     protocol.connection_made(Transport(None))  # no socket (e.g. a test transport): no error
+
+
+def test_serve_passes_the_transport_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "manifest.json").write_text("{}")
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: seen.update(kw))
+    monkeypatch.setenv("MICREC_HEADER_TIMEOUT_S", "3")
+    monkeypatch.setenv("MICREC_MAX_CONCURRENCY", "64")
+    assert main(["serve", "--bundle", str(tmp_path)]) == 0
+    assert seen["limit_concurrency"] == 64
+    assert seen["timeout_keep_alive"] == 5
+    assert seen["h11_max_incomplete_event_size"] == 16 * 1024
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_slow_header_clients_are_disconnected(http: str) -> None:
+    """A client that trickles its headers a byte at a time is cut off after
+    header_timeout_s; a normal request on the same server is still answered."""
+    from fastapi import FastAPI
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from app.commands.serve import HeaderTimeoutMixin
+
+    base = H11Protocol if http == "h11" else HttpToolsProtocol
+
+    class Fast(HeaderTimeoutMixin, base):  # type: ignore[misc,valid-type]
+        header_timeout_s = 0.5
+
+    app = FastAPI()
+
+    @app.get("/ok")
+    def ok() -> dict[str, bool]:
+        return {"ok": True}
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, http=Fast, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            c.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n")
+            closed = False
+            for _ in range(40):  # up to ~4 s of trickling, one byte per 0.1 s
+                try:
+                    c.sendall(b"X")
+                except OSError:
+                    closed = True
+                    break
+                c.settimeout(0.1)
+                try:
+                    if c.recv(1024) == b"":
+                        closed = True
+                        break
+                except TimeoutError:
+                    pass
+            assert closed, "a header trickle was never cut off"
+        r = httpx.get(f"http://127.0.0.1:{port}/ok", timeout=5)
+        assert r.status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()

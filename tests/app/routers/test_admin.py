@@ -9,13 +9,13 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from app.settings import Settings
-from tests.app.conftest import AUTH, running, served_by_model, service_of
+from tests.app.conftest import ADMIN, AUTH, running, served_by_model, service_of
 from tests.app.fakes import FakeEngineFactory, MemoryStore
 
 
 def reload(client: TestClient, path: Path | str | None) -> dict:
     body = {} if path is None else {"bundle_path": str(path)}
-    r = client.post("/v1/admin/reload", json=body, headers=AUTH)
+    r = client.post("/v1/admin/reload", json=body, headers=ADMIN)
     assert r.status_code == 202, r.text
     assert r.json()["status"] == "loading"
     return service_of(client).wait_reload(30).model_dump()
@@ -32,7 +32,7 @@ def test_reload_switches_version_and_keeps_registered_items(
     r = client.post("/v1/recommend", json={"domain": "arts"})
     assert r.json()["model_version"] == "fake-v2"
     assert served_by_model(client, "keep", "arts")  # replayed into the new model
-    status = client.get("/v1/admin/reload", headers=AUTH).json()
+    status = client.get("/v1/admin/reload", headers=ADMIN).json()
     assert status["status"] == "succeeded" and status["bundle_path"] == str(v2)
     # no body: reload the current bundle path again
     assert reload(client, None)["bundle_path"] == str(v2)
@@ -59,12 +59,12 @@ def test_second_reload_while_running_is_409(
     v2 = engine_factory.make_bundle(tmp_path / "v2", version="fake-v2")
     engine_factory.gate = threading.Event()
     assert (
-        client.post("/v1/admin/reload", json={"bundle_path": str(v2)}, headers=AUTH).status_code
+        client.post("/v1/admin/reload", json={"bundle_path": str(v2)}, headers=ADMIN).status_code
         == 202
     )
-    r = client.post("/v1/admin/reload", json={}, headers=AUTH)
+    r = client.post("/v1/admin/reload", json={}, headers=ADMIN)
     assert r.status_code == 409 and "already running" in r.json()["detail"]
-    assert client.get("/v1/admin/reload", headers=AUTH).json()["status"] == "loading"
+    assert client.get("/v1/admin/reload", headers=ADMIN).json()["status"] == "loading"
     # the old model keeps serving while the new one loads
     assert (
         client.post("/v1/recommend", json={"domain": "arts"}).json()["model_version"] == "fake-v1"

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app.settings import Settings
-from tests.app.conftest import running, service_of
+from tests.app.conftest import ADMIN, running, service_of
 from tests.app.fakes import FakeEngineFactory, MemoryStore
 
 
@@ -44,6 +44,9 @@ def test_failed_start_up_load(
         assert c.get("/healthz").status_code == 200
         r = c.get("/readyz")
         assert r.status_code == 503
-        assert r.json()["status"] == "failed" and "not a bundle" in r.json()["error"]
+        assert r.json()["status"] == "failed" and "GET /v1/admin/reload" in r.json()["error"]
+        assert str(tmp_path) not in r.text  # the path is for admins only
+        r = c.get("/v1/admin/reload", headers=ADMIN)
+        assert "not a bundle" in r.json()["error"]
         r = c.get("/v1/model")
         assert r.status_code == 503 and "no model loaded" in r.json()["detail"]

@@ -82,7 +82,7 @@ def test_registered_item_appears_in_latest_fallback_and_popular(client: TestClie
 def test_conflicts_and_read_only_bundle_items(client: TestClient) -> None:
     new = {"item_id": "dup", "domain": "arts", "title": "x"}
     assert client.post("/v1/items", json=new, headers=AUTH).status_code == 201
-    r = client.post("/v1/items", json=new, headers=AUTH)
+    r = client.post("/v1/items", json={**new, "title": "other"}, headers=AUTH)
     assert r.status_code == 409 and "already exists" in r.json()["detail"]
     r = client.post("/v1/items", json={**new, "item_id": "arts-1"}, headers=AUTH)
     assert r.status_code == 409 and "bundle" in r.json()["detail"]
@@ -133,7 +133,7 @@ def test_similar_items(client: TestClient) -> None:
         (
             {"item_id": "x", "domain": "arts", "image_base64": b64(b"plain text")},
             422,
-            "image format",
+            "accepted format",
         ),
         (
             {

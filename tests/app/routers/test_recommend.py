@@ -15,7 +15,7 @@ from tests.app.fakes import FakeEngineFactory, MemoryStore
 
 
 def rec(client: TestClient, **body: object) -> dict:
-    r = client.post("/v1/recommend", json=body)
+    r = client.post("/v1/recommend", json=body, headers=AUTH)  # user reads need a key
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -150,12 +150,17 @@ def test_bad_requests_are_4xx_with_messages(client: TestClient) -> None:
 
 
 def test_get_user_recommendations(client: TestClient) -> None:
-    r = client.get("/v1/users/u-bundle/recommendations", params={"domain": "arts", "n": 3})
+    r = client.get(
+        "/v1/users/u-bundle/recommendations", params={"domain": "arts", "n": 3}, headers=AUTH
+    )
     assert r.status_code == 200
     body = r.json()
     assert body["user_embedding"] == "inductive" and len(body["items"]) == 3
-    assert client.get("/v1/users/u-bundle/recommendations", params={"n": 3}).status_code == 422
-    r = client.get("/v1/users/u1/recommendations", params={"domain": "zzz"})
+    assert (
+        client.get("/v1/users/u-bundle/recommendations", params={"n": 3}, headers=AUTH).status_code
+        == 422
+    )
+    r = client.get("/v1/users/u1/recommendations", params={"domain": "zzz"}, headers=AUTH)
     assert r.status_code == 422 and "valid domains" in r.json()["detail"]
 
 
