@@ -35,7 +35,7 @@ from model.evaluation import evaluate
 from model.nn.config import ABLATIONS
 from model.pipeline import fit_served_model, load_features, restrict
 from model.rankers import ContentKNNRanker, LightGCN, LightGCNRanker, MICRecRanker, PopularRanker
-from model.reporting import bar_chart, coverage_table, markdown_table
+from model.reporting import bar_chart, coverage_table, markdown_table, targets_table
 from model.runconfig import RunConfig, load_run_config
 from model.training import Trainer
 
@@ -360,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     for d in sorted(next(iter(mean.values()))):
         md.append(markdown_table(mean, d, spreads=std))
         md.append(coverage_table(mean, d, k=20, spreads=std))
+        if "micrec" in mean:
+            md.append(targets_table(mean, std, d))
         bar_chart(
             mean,
             d,

@@ -92,3 +92,52 @@ def bar_chart(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+TARGET_SLICES = (
+    "all",
+    "new_users",
+    "new_items",
+    "cold_items",
+    "cd_cold_users",
+    "deg_1-5",
+    "deg_6-20",
+)
+BASELINES = ("popular", "content-knn", "inmo")
+
+
+def targets_table(
+    mean: Results,
+    std: Results,
+    domain: str,
+    method: str = "micrec",
+    baselines: Sequence[str] = BASELINES,
+    k: int = 20,
+) -> str:
+    """``method`` against the best of ``baselines`` per slice (NDCG@k, %): the ratio, and
+    whether the mean reaches the best baseline's mean minus one seed standard deviation of
+    ``method`` (the quality issue's acceptance rule). Slices a baseline cannot serve, or
+    that are n/a for ``method``, are marked n/a."""
+    metric = f"ndcg@{k}"
+    present = [b for b in baselines if b in mean]
+    lines = [
+        f"\n**{domain}: {method} vs the best of {', '.join(present)} (NDCG@{k} %)**\n",
+        f"| slice | {method} | best baseline | ratio | met (mean >= best - 1 std) |",
+        "|---|---|---|---|---|",
+    ]
+    for s in TARGET_SLICES:
+        v = mean.get(method, {}).get(domain, {}).get(s, {}).get(metric)
+        sd = std.get(method, {}).get(domain, {}).get(s, {}).get(metric) or 0.0
+        cands = [
+            (b, x)
+            for b in present
+            if (x := mean[b].get(domain, {}).get(s, {}).get(metric)) is not None
+        ]
+        if v is None or not cands:
+            lines.append(f"| {s} | n/a | n/a | n/a | n/a |")
+            continue
+        b, x = max(cands, key=lambda c: c[1])
+        ratio = f"{v / x:.2f}" if x > 0 else "n/a"
+        met = "yes" if v >= x - sd else "**no**"
+        lines.append(f"| {s} | {_fmt(v, sd or None)} | {b} {100 * x:.2f} | {ratio} | {met} |")
+    return "\n".join(lines) + "\n"
