@@ -175,8 +175,11 @@ class BlendConfig:
     """Fit and serve the blend; false serves the model score alone."""
     trials: int = 30
     """Optuna trials per domain and user type (the three single-part corners included)."""
-    content_dim: int = 64
-    """r: PCA dimensions of the content part (0 disables the content part)."""
+    content_dim: int = 128
+    """r: PCA dimensions of the content part (0 disables the content part). Chosen on
+    amazon-arts-office validation among 64 / 128 / 384 (docs/results/quality.md): 384 is
+    best for cold and rarely bought items, 128 gets most of that gain with a serving
+    vector of 64 + 1 + 128 numbers instead of 449."""
     max_users: int = 500
     """Validation users per slice in the fit (a seeded sample)."""
     main_tolerance: float = 0.02
