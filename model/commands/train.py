@@ -45,6 +45,12 @@ def _handler(args: argparse.Namespace) -> int:
     )
     m = out.result
     print(f"bundle: {out.bundle_dir}")
+    tuning = json.loads((out.bundle_dir / "manifest.json").read_text())["metrics"].get("tuning")
+    if tuning:
+        print(
+            f"tuning: trial {tuning['chosen']} of {tuning['trials']} chosen on validation "
+            f"({tuning['chosen_params']}); every trial in {out.bundle_dir / 'tuning.json'}"
+        )
     print(f"best epoch {m.best_epoch}, validation NDCG@20 {100 * m.best_val:.2f}%")
     print(
         f"{m.seconds_per_epoch:.2f} s/epoch, peak memory {m.peak_memory_mb:.0f} MB on {cfg.train.device}"

@@ -70,9 +70,14 @@ class ContentReducer:
 
     @classmethod
     def fit(
-        cls, features: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], dim: int
+        cls,
+        features: Mapping[str, np.ndarray],
+        masks: Mapping[str, np.ndarray],
+        dim: int,
+        max_rows: int = 100_000,
     ) -> ContentReducer | None:
-        """PCA of the items' concatenated features (rows with no content left out)."""
+        """PCA of the items' concatenated features (rows with no content left out; at most
+        ``max_rows`` of them, a seeded sample)."""
         mods = tuple(sorted(features))
         if not mods or dim <= 0:
             return None
@@ -80,10 +85,12 @@ class ContentReducer:
         has = np.any(np.stack([masks[m] for m in mods], axis=1), axis=1)
         if has.sum() < 2:
             return None
-        xt = torch.from_numpy(x[has])
+        rows = np.flatnonzero(has)
+        if len(rows) > max_rows:  # the principal directions settle long before 1e5 items
+            rows = np.sort(np.random.default_rng(0).choice(rows, max_rows, replace=False))
+        xt = torch.from_numpy(x[rows])
         mean = xt.mean(dim=0)
         r = min(dim, xt.shape[0] - 1, xt.shape[1])
-        # full SVD of the (items x D) matrix is exact and fast for D <= a few thousand
         _, _, vh = torch.linalg.svd(xt - mean, full_matrices=False)
         return cls(mods, tuple(features[m].shape[1] for m in mods), mean, vh[:r].T.contiguous())
 
