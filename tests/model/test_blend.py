@@ -87,14 +87,18 @@ def test_fit_searches_the_corners_first_and_keeps_the_best_validation_objective(
     *_, blend, report = trained
     for domain, by_type in report.items():
         for user_type, r in by_type.items():
-            trials = r["trials"]
+            trials, chosen = r["trials"][:-1], r["trials"][-1]["chosen"]
             corners = [t["params"] for t in trials[:3]]
             assert corners == [dict(c) for c in CORNERS], (domain, user_type)
             best = max(trials, key=lambda t: t["objective"])["params"]
+            if user_type == "inductive":
+                assert chosen == best
+            else:  # one slice: the best trial, or the best corner by the one-SE rule
+                assert chosen == best or chosen in corners
             w = blend.weights[domain][user_type]
-            # stored weights = the best trial's, each divided by a positive spread
+            # stored weights = the chosen parameters, each divided by a positive spread
             for part in ("model", "prior", "content"):
-                assert np.sign(getattr(w, part)) == np.sign(best[part]), (domain, part)
+                assert np.sign(getattr(w, part)) == np.sign(chosen[part]), (domain, part)
         assert blend.weights[domain]["none"] == BlendWeights(0.0, 1.0, 0.0)
 
 
