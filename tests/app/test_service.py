@@ -11,8 +11,9 @@ import pytest
 
 from app.errors import Conflict, InvalidInput, NotFound, NotReady, Unavailable
 from app.schemas import InteractionIn
-from app.service import ModelState, RecommendationService
+from app.service import RecommendationService
 from app.settings import Settings
+from app.state import ModelState
 from app.store.base import StoredItem
 from tests.app.fakes import FakeEngineFactory, FlakyStore, MemoryStore
 
