@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -34,6 +34,7 @@ def embedding_method(embedding: UserEmbedding) -> EmbeddingMethod:
         raise ValueError(f"unknown user embedding method {embedding.method!r}") from None
 
 
+@runtime_checkable
 class Engine(Protocol):
     """The inference engine as the service uses it (all reads thread-safe; one writer)."""
 
