@@ -4,32 +4,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from app.errors import PayloadTooLarge
-from app.popularity import PopularityBook
+from app.parts import Resource
 from app.schemas import InteractionIn, InteractionsResponse, RejectedRow
-from app.settings import Settings
-from app.state import ModelState
-from app.store.base import Interaction, Store, StoreUnavailable
-from app.store.health import StoreHealth
+from app.store.base import Interaction, StoreUnavailable
 
 
-class Interactions:
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        health: StoreHealth,
-        popularity: PopularityBook,
-        require_state: Callable[[], ModelState],
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.health = health
-        self.popularity = popularity
-        self.require_state = require_state
-
+class Interactions(Resource):
     def add(self, rows: Sequence[InteractionIn]) -> InteractionsResponse:
         """Append valid rows to user histories + popularity; reject the others per row."""
         if len(rows) > self.settings.max_batch:

@@ -11,38 +11,22 @@ restart and is served by the next request. A store failure leaves memory untouch
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from app.content import decode_base64_image, join_categories, open_image, split_categories
 from app.errors import Conflict, InvalidInput, NotFound
-from app.feed import ChangeFeed
 from app.idempotency import same_item
+from app.parts import Resource
 from app.registered import ItemMeta
 from app.schemas import ItemOut
-from app.settings import Settings
 from app.state import ModelState
-from app.store.base import Store, StoredItem, StoreUnavailable
-from app.store.health import StoreHealth
+from app.store.base import StoredItem, StoreUnavailable
 from model.data.dataset import item_text
 
 
-class Items:
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        health: StoreHealth,
-        feed: ChangeFeed,
-        require_state: Callable[[], ModelState],
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.health = health
-        self.feed = feed
-        self.require_state = require_state
-
+class Items(Resource):
     def get(self, item_id: str) -> ItemOut:
         state = self.require_state()
         pos = state.engine.bundle_position(item_id)

@@ -10,7 +10,7 @@ could not.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -18,9 +18,7 @@ from app import fallbacks
 from app.content import category_matches
 from app.engine import embedding_method
 from app.errors import InvalidInput, NotFound, PayloadTooLarge
-from app.feed import ChangeFeed
-from app.metrics import Metrics
-from app.popularity import PopularityBook
+from app.parts import Resource
 from app.schemas import (
     HistoryReport,
     RecommendedItem,
@@ -29,31 +27,11 @@ from app.schemas import (
     StoredHistory,
     UserEmbeddingMethod,
 )
-from app.settings import Settings
 from app.state import ModelState
-from app.store.base import Store, StoreUnavailable
-from app.store.health import StoreHealth
+from app.store.base import StoreUnavailable
 
 
-class Recommender:
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        health: StoreHealth,
-        feed: ChangeFeed,
-        popularity: PopularityBook,
-        metrics: Metrics,
-        require_state: Callable[[], ModelState],
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.health = health
-        self.feed = feed
-        self.popularity = popularity
-        self.metrics = metrics
-        self.require_state = require_state
-
+class Recommender(Resource):
     def check_n(self, n: int | None) -> int:
         n = self.settings.default_n if n is None else n
         if n < 1 or n > self.settings.max_n:

@@ -20,7 +20,6 @@ Durability first: an item is written to the store before it becomes visible here
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +28,14 @@ from app.feed import ChangeFeed
 from app.interactions import Interactions
 from app.items import Items
 from app.metrics import Metrics
+from app.parts import Parts
 from app.popularity import PopularityBook
 from app.recommend import Recommender
 from app.reload import ModelLoader
 from app.schemas import (
-    InteractionIn,
-    InteractionsResponse,
     ItemOut,
     ModelInfo,
-    RecommendResponse,
     ReloadStatus,
-    SimilarResponse,
 )
 from app.settings import Settings
 from app.state import ModelState
@@ -69,12 +65,25 @@ class RecommendationService:
         self.health = StoreHealth(store, self.metrics, settings.store_retry_after_s)
         self.feed = ChangeFeed(settings, store, self.health, self.popularity)
         self.loader = ModelLoader(settings, engine_factory, self.feed, self.metrics)
-        current = self.loader.require_state
-        self.recommender = Recommender(
-            settings, store, self.health, self.feed, self.popularity, self.metrics, current
+        parts = Parts(
+            settings,
+            store,
+            self.health,
+            self.feed,
+            self.popularity,
+            self.metrics,
+            self.loader.require_state,
         )
-        self.items = Items(settings, store, self.health, self.feed, current)
-        self.interactions = Interactions(settings, store, self.health, self.popularity, current)
+        self.recommender = Recommender(parts)
+        self.items = Items(parts)
+        self.interactions = Interactions(parts)
+        # The resource methods as their owners define them (signatures and docs there).
+        self.recommend = self.recommender.recommend
+        self.similar = self.recommender.similar
+        self.get_item = self.items.get
+        self.register_item = self.items.register
+        self.delete_item = self.items.delete
+        self.add_interactions = self.interactions.add
 
     # --- lifecycle --------------------------------------------------------------------
     @property
@@ -115,70 +124,10 @@ class RecommendationService:
         """Apply other replicas' item changes and refresh popularity (one tick)."""
         self.feed.sync_once(follow_feed=follow_feed)
 
-    # --- resources --------------------------------------------------------------------
-    def recommend(
-        self,
-        *,
-        domain: str,
-        user_id: str | None = None,
-        history: Sequence[str] = (),
-        n: int | None = None,
-        exclude_seen: bool = True,
-        exclude: Sequence[str] = (),
-        category: str | None = None,
-    ) -> RecommendResponse:
-        """Top-``n`` items of ``domain`` for a user (``Recommender.recommend``)."""
-        return self.recommender.recommend(
-            domain=domain,
-            user_id=user_id,
-            history=history,
-            n=n,
-            exclude_seen=exclude_seen,
-            exclude=exclude,
-            category=category,
-        )
-
-    def similar(self, item_id: str, n: int | None = None) -> SimilarResponse:
-        """Nearest items to ``item_id`` by item vector, within its domain."""
-        return self.recommender.similar(item_id, n)
-
-    def get_item(self, item_id: str) -> ItemOut:
-        return self.items.get(item_id)
-
-    def register_item(
-        self,
-        *,
-        item_id: str,
-        domain: str,
-        title: str = "",
-        categories: Sequence[str] = (),
-        description: str = "",
-        image_base64: str | None = None,
-        image_bytes: bytes | None = None,
-        replace: bool = False,
-    ) -> tuple[ItemOut, bool]:
-        """Register (``replace``: create or replace) a cold-start item; (item, created)."""
-        return self.items.register(
-            item_id=item_id,
-            domain=domain,
-            title=title,
-            categories=categories,
-            description=description,
-            image_base64=image_base64,
-            image_bytes=image_bytes,
-            replace=replace,
-        )
-
+    # --- resources (besides those bound in __init__) ------------------------------
     def update_item(self, item_id: str, **fields: Any) -> tuple[ItemOut, bool]:
         """PUT semantics: create or replace a registered item (bundle items: 409)."""
         return self.items.register(item_id=item_id, replace=True, **fields)
-
-    def delete_item(self, item_id: str) -> None:
-        self.items.delete(item_id)
-
-    def add_interactions(self, rows: Sequence[InteractionIn]) -> InteractionsResponse:
-        """Append valid rows to user histories + popularity; reject the others per row."""
-        return self.interactions.add(rows)
 
     # --- model / probes ---------------------------------------------------------------
     def model_info(self) -> ModelInfo:
