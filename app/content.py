@@ -118,13 +118,6 @@ def split_categories(categories: str) -> list[str]:
     return [c.strip() for c in categories.split(CATEGORY_SEPARATOR) if c.strip()]
 
 
-def item_text(title: str, categories: str, description: str) -> str:
-    """What the text encoder sees; same composition as ``model.data.dataset.ItemRecord``."""
-    cats = ", ".join(split_categories(categories))
-    parts = [p.strip() for p in (title, cats, description)]
-    return ". ".join(p for p in parts if p)
-
-
 def category_matches(categories: str, prefix: str) -> bool:
     """Case-insensitive prefix match on the whole category string or any ``|`` part.
 

@@ -25,10 +25,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import validation
+from app.engine import EngineFactory, load_engine
 from app.errors import ServiceError
 from app.metrics import Metrics, MetricsMiddleware
 from app.routers import admin, health, interactions, items, model, recommend
-from app.service import EngineFactory, RecommendationService, load_engine
+from app.service import RecommendationService
 from app.settings import Settings, load_settings
 from app.store.base import Store
 

@@ -29,6 +29,7 @@ UNKNOWN_KEYS_SHOWN = 3
 
 Source = Literal["model", "popular", "latest"]
 UserEmbeddingMethod = Literal["inductive", "cross_domain", "fallback"]
+StoredHistory = Literal["ok", "unavailable", "not_requested"]
 
 Category = Annotated[str, StringConstraints(max_length=MAX_CATEGORY_CHARS)]
 
@@ -129,7 +130,7 @@ class RecommendedItem(BaseModel):
 class HistoryReport(BaseModel):
     """Which history the recommendation used (so clients can see degraded answers)."""
 
-    stored: Literal["ok", "unavailable", "not_requested"] = Field(
+    stored: StoredHistory = Field(
         description="Stored history lookup: ok, unavailable (store down: inline history "
         "only), or not_requested (no user_id)."
     )

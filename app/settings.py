@@ -23,13 +23,12 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.fallbacks import DEFAULT_CHAIN, FallbackName
 from app.ids import MAX_LIST_ITEMS
 from model.runconfig import ConfigError
 
 ENV_PREFIX = "MICREC_"
 
-FALLBACKS: tuple[Literal["popular", "latest"], ...] = ("popular", "latest")
-"""Fallback strategies ``fallback_chain`` may name, tried in order to fill a response."""
 
 LIBRARY_ENV_KEYS = frozenset({"MICREC_THREADS", "MICREC_ENV_FILE"})
 """``MICREC_*`` variables read by the library/CLI rather than by the service settings."""
@@ -226,8 +225,8 @@ class Settings(BaseSettings):
     )
 
     # --- behaviour -------------------------------------------------------------------
-    fallback_chain: Annotated[list[Literal["popular", "latest"]], NoDecode] = Field(
-        default_factory=lambda: list(FALLBACKS),
+    fallback_chain: Annotated[list[FallbackName], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_CHAIN),
         description='Filled in order when the model cannot serve a user: "popular" (bundle + '
         'API popularity), "latest" (most recently registered items).',
     )

@@ -309,10 +309,12 @@ def floor_worker(args: argparse.Namespace) -> int:
     faiss.omp_set_num_threads(1)
     from PIL import Image
 
-    from app.content import item_text, open_image
+    from app.content import open_image
+    from app.engine import load_engine
     from app.index import measure_recall
-    from app.service import build_domain_index, load_engine
     from app.settings import Settings
+    from app.state import build_domain_index
+    from model.data.dataset import item_text
 
     spec = json.loads(Path(args.floor_spec).read_text())
     settings = Settings(**spec["settings"])

@@ -142,6 +142,10 @@ class InferenceEngine:
     def is_bundle_item(self, item_id: str) -> bool:
         return item_id in self._item_pos
 
+    def bundle_position(self, item_id: str) -> tuple[str, int] | None:
+        """(domain, row in that domain's :meth:`catalogue`) of a bundle item, else None."""
+        return self._item_pos.get(item_id)
+
     def bundle_history(self, user_id: str) -> dict[str, list[str]]:
         """The user's training-input items per domain as shipped in the bundle ({} if unknown)."""
         out = {}

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.deps import MetricsDep, ServiceDep
+from app.reload import LOAD_FAILED
 from app.schemas import Health, Readiness, StoreStatus
-from app.service import LOAD_FAILED
 
 router = APIRouter(tags=["probes"])
 

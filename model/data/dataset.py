@@ -37,9 +37,20 @@ class ItemRecord:
     image: Path | None = None
 
     def text(self) -> str:
-        """The text the text encoder sees: title + categories + description ("" if none)."""
-        parts = [p.strip() for p in (self.title, self.categories, self.description)]
-        return ". ".join(p for p in parts if p)
+        """The text the text encoder sees (:func:`item_text`)."""
+        return item_text(self.title, self.categories, self.description)
+
+
+def item_text(title: str, categories: str, description: str) -> str:
+    """The text the text encoder sees for an item, in training and in serving alike:
+    title + categories + description joined by ". " ("" if all are empty).
+
+    ``categories`` is the stored form, parts joined by ``|`` as in items.csv (the service
+    stores an API item's category list the same way), so an item re-registered through
+    the API is encoded from exactly the text it was trained with.
+    """
+    parts = [p.strip() for p in (title, categories, description)]
+    return ". ".join(p for p in parts if p)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 The model comes from the ``engine_factory`` fixture (today the FakeEngine test double in
 ``tests/app/fakes.py``). To run the suite on a real tiny bundle, change that one fixture
-to return an object with ``__call__(path) -> InferenceEngine`` (``app.service.load_engine``)
+to return an object with ``__call__(path) -> InferenceEngine`` (``app.engine.load_engine``)
 and ``make_bundle(directory, version=..., users=...) -> Path``. Checks that a new item is
 served use :func:`served_by_model` (membership in the whole ranked domain, not rank 1),
 so they hold for any engine; tests that name catalogue items ("arts-1", the "arts" and
@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.service import RecommendationService
 from app.settings import Settings
+from app.state import ModelState
 from app.store.base import Store
 from tests.app.fakes import FakeEngineFactory, MemoryStore
 
@@ -101,6 +102,37 @@ def running(
 def service_of(client: TestClient) -> RecommendationService:
     service: RecommendationService = client.app.state.service  # type: ignore[attr-defined]
     return service
+
+
+StartService = Callable[..., RecommendationService]
+
+
+@pytest.fixture
+def start(
+    make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
+) -> Iterator[StartService]:
+    """Start services without HTTP (background sync off: tests call ``sync_once``)."""
+    started: list[RecommendationService] = []
+
+    def make(store: Store, *, wait: bool = True, **overrides: object) -> RecommendationService:
+        overrides.setdefault("replica_sync_interval_s", 0)
+        overrides.setdefault("popularity_refresh_s", 0)
+        svc = RecommendationService(make_settings(**overrides), store, engine_factory)
+        svc.start()
+        started.append(svc)
+        if wait:
+            assert svc.wait_ready(30)
+        return svc
+
+    yield make
+    for svc in started:
+        svc.stop()
+
+
+def state_of(svc: RecommendationService) -> ModelState:
+    state = svc.state
+    assert state is not None
+    return state
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """Test doubles for the service tests (nothing here is used by the service itself).
 
-* :class:`FakeEngine` - a FAKE ``model.inference.InferenceEngine``: deterministic random
-  vectors, no torch model, no encoders. It implements the engine interface the service
-  calls so the HTTP layer can be tested fast and exactly; it says nothing about
-  recommendation quality. Its "bundle" is a directory holding ``fake-bundle.json``.
+* :class:`FakeEngine` - a FAKE engine: deterministic random vectors, no torch model, no
+  encoders. It implements ``app.engine.Engine`` (the protocol the service calls, which
+  ``model.inference.InferenceEngine`` implements too) so the HTTP layer can be tested fast
+  and exactly; it says nothing about recommendation quality. Its "bundle" is a directory holding ``fake-bundle.json``.
 * :class:`FakeEngineFactory` - what the ``engine_factory`` fixture returns: loads a fake
   bundle (``__call__``) and writes one (``make_bundle``). Switching the suite to a real
   tiny bundle means returning an object with the same two methods backed by
@@ -26,7 +26,7 @@ import numpy as np
 
 from app.store.base import Interaction, ItemChange, Store, StoredItem, StoreUnavailable
 from model.bundle import BundleError
-from model.inference import DomainCatalogue, InferenceEngine, UserEmbedding
+from model.inference import DomainCatalogue, UserEmbedding
 
 FAKE_MANIFEST = "fake-bundle.json"
 TEXT_DIM = 8
@@ -44,7 +44,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / norm if norm > 0 else v
 
 
-class FakeEngine(InferenceEngine):
+class FakeEngine:
     """FAKE inference engine (test double): deterministic vectors, no model.
 
     Items of domain ``d`` are ``"<d>-<k>"`` with unit vectors seeded by the id;
@@ -92,10 +92,6 @@ class FakeEngine(InferenceEngine):
         }
         self.add_calls = 0
 
-    @classmethod
-    def from_bundle(cls, bundle: Any, *, device: str = "cpu") -> FakeEngine:
-        return cls(bundle)
-
     # --- catalogue --------------------------------------------------------------------
     def catalogue(self, domain: str) -> DomainCatalogue:
         if domain not in self._catalogues:
@@ -108,8 +104,9 @@ class FakeEngine(InferenceEngine):
         added = self._added.get(item_id)
         return added[0] if added else None
 
-    def is_bundle_item(self, item_id: str) -> bool:
-        return item_id in self._domain_of
+    def bundle_position(self, item_id: str) -> tuple[str, int] | None:
+        domain = self._domain_of.get(item_id)
+        return None if domain is None else (domain, int(item_id.rsplit("-", 1)[1]))
 
     def bundle_history(self, user_id: str) -> dict[str, list[str]]:
         return {d: list(ids) for d, ids in self._users.get(user_id, {}).items()}

@@ -14,12 +14,12 @@ from app.content import (
     CategoryIndex,
     category_matches,
     decode_base64_image,
-    item_text,
     join_categories,
     open_image,
     split_categories,
 )
 from app.errors import InvalidInput, PayloadTooLarge
+from model.data.dataset import item_text
 
 
 def png_bytes(size: tuple[int, int] = (8, 8), color: str = "red", fmt: str = "PNG") -> bytes:
@@ -89,7 +89,7 @@ def test_truncated_image_is_422() -> None:
 def test_text_and_categories() -> None:
     cats = join_categories([" office ", "pens", ""])
     assert cats == "office|pens" and split_categories(cats) == ["office", "pens"]
-    assert item_text("Red pen", cats, "") == "Red pen. office, pens"
+    assert item_text("Red pen", cats, "") == "Red pen. office|pens"
     assert category_matches("Office Products|Pens & Pencils", "pens")
     assert category_matches("office products writing", "office")
     assert not category_matches("arts|paint", "office")

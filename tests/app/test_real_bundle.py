@@ -3,7 +3,7 @@
 One tiny bundle is trained per session (tests/app/real_bundle.py: synthetic catalogue,
 3 domains x 120 items, text features only) and served by the production app:
 ``app.main.create_app`` with real ``Settings``, the production engine factory
-(``app.service.load_engine``) and a SQLite store in a tmp dir.
+(``app.engine.load_engine``) and a SQLite store in a tmp dir.
 
 * parity: ``/v1/recommend`` for users of the bundle's split returns exactly the top-20 that
   offline evaluation (``MICRecRanker`` + ``model.evaluation``) ranks for them;
@@ -18,18 +18,25 @@ read-only checks never see their effects.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.content import join_categories
+from app.engine import Engine
 from model.bundle import load_bundle
+from model.data.dataset import Dataset, Interactions, item_text
+from model.encoders.cache import encode_dataset
+from model.encoders.factory import create_encoder
 from model.inference import InferenceEngine
 from tests.app.real_bundle import (
     ADMIN,
@@ -57,6 +64,12 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> RealBundles:
 def engine(real: RealBundles) -> InferenceEngine:
     """An engine of its own over bundle v1 (the library side of the comparisons)."""
     return InferenceEngine.from_bundle(load_bundle(real.v1))
+
+
+def test_the_real_engine_implements_the_protocol(engine: InferenceEngine) -> None:
+    assert isinstance(engine, Engine)
+    item_id = engine.catalogue(engine.domains[0]).item_ids[3]
+    assert engine.bundle_position(item_id) == (engine.domains[0], 3)
 
 
 @pytest.fixture(scope="module")
@@ -380,6 +393,59 @@ def test_registered_item_in_inline_history(fresh: Callable[..., TestClient]) -> 
     assert cross["user_embedding"] == "cross_domain"
     similar = client.get("/v1/items/new-planner-1/similar", params={"n": 5})
     assert similar.status_code == 200 and len(similar.json()["items"]) == 5
+
+
+def test_bundle_item_reregistered_through_the_api_is_encoded_as_in_training(
+    real: RealBundles,
+    fresh: Callable[..., TestClient],
+    engine: InferenceEngine,
+    tmp_path: Path,
+) -> None:
+    """Train/serve parity of item text (``item_text``): an item posted through the API with
+    a bundle item's title, category list and description is encoded from the very text
+    training encodes, so its text vector equals the training feature and its serving
+    vector equals the engine's fold-in of that feature. Checked for a bundle item as
+    trained, and for the same item with two categories (training reads them as
+    ``a|b`` from items.csv; the API takes a list)."""
+    assert real.features is not None
+    record = next(r for r in real.dataset.items.values() if r.categories and r.description)
+    two = dataclasses.replace(
+        record, item_id=f"two-{record.item_id}", categories=f"{record.categories}|Gift Ideas"
+    )
+    # What training encodes for ``two``: the dataset feature pipeline on a one-item dataset.
+    none = np.array([], dtype=object)
+    one = Dataset(tmp_path, {two.item_id: two}, Interactions(none, none, none))
+    encoder = create_encoder(engine.encoders_info["text"]["name"])
+    trained_two, _ = encode_dataset(one, {"text": encoder}, tmp_path / "cache")
+    cases = [
+        (record, real.features.rows([record.item_id]).modalities["text"].vectors[0]),
+        (two, trained_two.modalities["text"].vectors[0]),
+    ]
+    client = fresh()
+    service = service_of(client)
+    for source, trained in cases:
+        categories = source.categories.split("|")
+        text = item_text(source.title, join_categories(categories), source.description)
+        assert text == source.text()
+        new_id = f"again-{source.item_id}"
+        item = {
+            "item_id": new_id,
+            "domain": source.domain,
+            "title": source.title,
+            "categories": categories,
+            "description": source.description,
+        }
+        assert client.post("/v1/items", json=item, headers=AUTH).status_code == 201
+        stored = service.store.get_item(new_id)
+        assert stored is not None
+        np.testing.assert_allclose(stored.content["text"], trained, atol=1e-5)
+        state = service.state
+        assert state is not None
+        served = state.indexes[source.domain].vector(new_id)
+        assert served is not None
+        folded = engine.add_item(new_id, source.domain, {"text": trained})
+        engine.remove_item(new_id)
+        np.testing.assert_allclose(served, folded, atol=1e-5)
 
 
 # --- hot reload -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-import app.service as service_module
+import app.state as state_module
 from app.settings import Settings
 from tests.app.conftest import AUTH, catalogue_ids, running
 from tests.app.fakes import FakeEngineFactory, MemoryStore
@@ -182,7 +182,7 @@ def test_category_filter_paths_agree(
 ) -> None:
     """Selective filters score their items exactly, broad ones search the index and keep
     matches (FILTER_EXACT_MAX_ITEMS = 0 forces the search): same answers either way."""
-    monkeypatch.setattr(service_module, "FILTER_EXACT_MAX_ITEMS", exact_max)
+    monkeypatch.setattr(state_module, "FILTER_EXACT_MAX_ITEMS", exact_max)
     arts = catalogue_ids(client, "arts")
     ranked = rec(client, history=arts[:2], domain="arts", n=2000)["items"]
     want = [i["item_id"] for i in ranked if int(i["item_id"].split("-")[1]) % 3 == 1][:7]

@@ -1,0 +1,76 @@
+"""What the service needs from an inference engine, and the production way to load one.
+
+``model.inference.InferenceEngine`` is the real engine; the service only ever talks to the
+:class:`Engine` protocol below, so a test double (tests/app/fakes.py) implements the same
+members without being an ``InferenceEngine``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from model.inference import DomainCatalogue, InferenceEngine, UserEmbedding
+
+EmbeddingMethod = Literal["inductive", "cross_domain", "none"]
+"""How the engine embedded a user (``UserEmbedding.method``); "none" = no usable history."""
+
+
+_METHODS: dict[str, EmbeddingMethod] = {
+    "inductive": "inductive",
+    "cross_domain": "cross_domain",
+    "none": "none",
+}
+
+
+def embedding_method(embedding: UserEmbedding) -> EmbeddingMethod:
+    """``embedding.method`` as the Literal it is (``UserEmbedding`` types it as a str)."""
+    try:
+        return _METHODS[embedding.method]
+    except KeyError:
+        raise ValueError(f"unknown user embedding method {embedding.method!r}") from None
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """The inference engine as the service uses it (all reads thread-safe; one writer)."""
+
+    model_version: str
+    domains: list[str]
+    dim: int
+    """Length of the serving vectors the domain indexes hold."""
+    encoders_info: dict[str, dict[str, Any]]
+
+    def catalogue(self, domain: str) -> DomainCatalogue: ...
+
+    def bundle_position(self, item_id: str) -> tuple[str, int] | None:
+        """(domain, row in its catalogue) of a bundle item, else None."""
+        ...
+
+    def bundle_history(self, user_id: str) -> dict[str, list[str]]: ...
+
+    def embed_user(self, domain: str, history: Mapping[str, Sequence[str]]) -> UserEmbedding: ...
+
+    def sample_user_vectors(self, domain: str, limit: int) -> np.ndarray: ...
+
+    def encode_content(self, *, text: str | None, image: Any | None) -> dict[str, np.ndarray]: ...
+
+    def add_item(
+        self, item_id: str, domain: str, content: Mapping[str, np.ndarray]
+    ) -> np.ndarray: ...
+
+    def remove_item(self, item_id: str) -> None: ...
+
+
+EngineFactory = Callable[[Path], Engine]
+"""Loads an engine from a bundle directory (raises e.g. ``model.bundle.BundleError``)."""
+
+
+def load_engine(path: Path, *, device: str = "cpu") -> InferenceEngine:
+    """The production engine factory: verify and load a bundle, never unpickling."""
+    from model.bundle import load_bundle
+
+    return InferenceEngine.from_bundle(load_bundle(path, device=device), device=device)

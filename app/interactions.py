@@ -1,0 +1,62 @@
+"""Interactions: append users' events to their stored histories and to item popularity
+(no HTTP; app/routers/interactions.py calls this through the service)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from app.errors import PayloadTooLarge
+from app.parts import Resource
+from app.schemas import InteractionIn, InteractionsResponse, RejectedRow
+from app.store.base import Interaction, StoreUnavailable
+
+
+class Interactions(Resource):
+    def add(self, rows: Sequence[InteractionIn]) -> InteractionsResponse:
+        """Append valid rows to user histories + popularity; reject the others per row."""
+        if len(rows) > self.settings.max_batch:
+            raise PayloadTooLarge(
+                f"batch has {len(rows)} rows; the limit is max_batch={self.settings.max_batch}"
+            )
+        state = self.require_state()
+        now = time.time()
+        accepted: list[Interaction] = []
+        rejected: list[RejectedRow] = []
+        looked_up: dict[str, str | None] = {}
+        for k, row in enumerate(rows):
+            domain = state.item_domain(row.item_id)
+            if domain is None:
+                if row.item_id not in looked_up:
+                    looked_up[row.item_id] = self._store_item_domain(row.item_id)
+                domain = looked_up[row.item_id]
+            if domain is None:
+                rejected.append(RejectedRow(index=k, item_id=row.item_id, reason="unknown item_id"))
+                continue
+            if row.domain is not None and row.domain != domain:
+                rejected.append(
+                    RejectedRow(
+                        index=k,
+                        item_id=row.item_id,
+                        reason=f"domain mismatch: item is in {domain!r}, not {row.domain!r}",
+                    )
+                )
+                continue
+            ts = row.timestamp if row.timestamp is not None else now
+            accepted.append(Interaction(row.user_id, row.item_id, domain, ts))
+        if accepted:
+            try:
+                increments = self.store.add_interactions(accepted, self.settings.history_cap)
+            except StoreUnavailable as err:
+                raise self.health.unavailable("interactions", err) from None
+            self.health.ok()
+            self.popularity.add(increments)
+        return InteractionsResponse(accepted=len(accepted), rejected=rejected)
+
+    def _store_item_domain(self, item_id: str) -> str | None:
+        """Domain of an item another replica registered that we have not synced yet."""
+        try:
+            item = self.store.get_item(item_id)
+        except StoreUnavailable as err:
+            raise self.health.unavailable("interactions", err, attempted=False) from None
+        return item.domain if item is not None else None
