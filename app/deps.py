@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from anyio import CapacityLimiter
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
+from app.idempotency import HEADER, MAX_KEY_CHARS, KeyedRequest
 from app.metrics import Metrics
 from app.security import (
+    API_KEY_HEADER,
     require_admin_key,
     require_read_key,
     require_user_read_key,
@@ -44,11 +46,40 @@ async def get_registration_limiter(request: Request) -> CapacityLimiter:
     return limiter
 
 
+async def get_keyed_request(
+    request: Request,
+    key: Annotated[
+        str | None,
+        Header(
+            alias=HEADER,
+            description=f"Makes the write safe to retry: 1-{MAX_KEY_CHARS} printable ASCII "
+            "characters, new for each distinct request. A retry with the same key and body "
+            "gets the first answer (header Idempotent-Replayed: true) without applying it "
+            "again; the same key with another body is a 422, while the first is running a 409.",
+        ),
+    ] = None,
+) -> KeyedRequest | None:
+    if key is None:
+        return None
+    # The raw body: FastAPI has read it already for a JSON body parameter, and the
+    # multipart parser reads the cached copy (this dependency must come before it).
+    body = await request.body()
+    return KeyedRequest.of(
+        key,
+        method=request.method,
+        path=request.url.path,
+        body=body,
+        api_key=request.headers.get(API_KEY_HEADER),
+    )
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServiceDep = Annotated[RecommendationService, Depends(get_service)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RegistrationLimiterDep = Annotated[CapacityLimiter, Depends(get_registration_limiter)]
 """Threads for content encoding (``registration_threads``), apart from request work."""
+KeyedRequestDep = Annotated[KeyedRequest | None, Depends(get_keyed_request)]
+"""The ``Idempotency-Key`` of a write (None without one); declare it before body parsers."""
 
 ReadAccess = Depends(require_read_key)
 """Router/endpoint dependency: API key when ``require_key_for_reads``."""

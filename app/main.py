@@ -27,6 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import validation
 from app.engine import EngineFactory, load_engine
 from app.errors import ServiceError
+from app.idempotency import HEADER as IDEMPOTENCY_HEADER
+from app.idempotency import REPLAYED_HEADER
 from app.metrics import Metrics, MetricsMiddleware
 from app.routers import admin, health, interactions, items, model, recommend
 from app.service import RecommendationService
@@ -250,7 +252,8 @@ def create_app(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PUT", "DELETE"],
-            allow_headers=["Content-Type", "X-API-Key"],
+            allow_headers=["Content-Type", "X-API-Key", IDEMPOTENCY_HEADER],
+            expose_headers=[REPLAYED_HEADER, "Retry-After"],
         )
     app.add_middleware(
         BodySizeLimitMiddleware,

@@ -10,6 +10,7 @@ owns it (docs/ARCHITECTURE.md has the map):
 * app/popularity.py, app/fallbacks.py - popularity counts and the fallback strategies
 * app/recommend.py, app/items.py, app/interactions.py - one class per API resource
 * app/store/health.py - ``StoreHealth``: store failures, 503s, the readiness ping
+* app/idempotency.py - ``IdempotencyGuard``: writes sent with an Idempotency-Key run once
 
 Concurrency: a request reads the current state *once* and uses that object to the end,
 so a reload that swaps it never changes the model under a running request. Reads take
@@ -25,6 +26,7 @@ from typing import Any
 
 from app.engine import EngineFactory
 from app.feed import ChangeFeed
+from app.idempotency import IdempotencyGuard
 from app.interactions import Interactions
 from app.items import Items
 from app.metrics import Metrics
@@ -77,6 +79,7 @@ class RecommendationService:
         self.recommender = Recommender(parts)
         self.items = Items(parts)
         self.interactions = Interactions(parts)
+        self.idempotency = IdempotencyGuard(store, self.health, settings.idempotency_ttl_s)
         # The resource methods as their owners define them (signatures and docs there).
         self.recommend = self.recommender.recommend
         self.similar = self.recommender.similar
@@ -84,6 +87,7 @@ class RecommendationService:
         self.register_item = self.items.register
         self.delete_item = self.items.delete
         self.add_interactions = self.interactions.add
+        self.idempotent = self.idempotency.run
 
     # --- lifecycle --------------------------------------------------------------------
     @property

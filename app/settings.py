@@ -151,6 +151,13 @@ class Settings(BaseSettings):
         description="How often API-posted popularity is re-read from the store (other "
         "replicas' interactions); 0 = only this process's own writes.",
     )
+    idempotency_ttl_s: int = Field(
+        86_400,
+        ge=1,
+        description="How long the answer to a write sent with an Idempotency-Key is kept: a "
+        "retry with that key within this time gets the same answer without applying the "
+        "write again.",
+    )
     store_retry_after_s: int = Field(
         5, ge=1, description="Retry-After (seconds) sent with 503 when the store is down."
     )

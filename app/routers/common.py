@@ -1,9 +1,13 @@
-"""OpenAPI descriptions of the error responses the routers share."""
+"""What the routers share: OpenAPI descriptions of the error responses, and the HTTP
+form of an idempotent write's answer."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from fastapi import Response
+
+from app.idempotency import REPLAYED_HEADER, Answer
 from app.schemas import ErrorBody
 
 Responses = dict[int | str, dict[str, Any]]
@@ -38,3 +42,9 @@ ERRORS_WRITE: Responses = {
     **CONFLICT,
     **NOT_READY,
 }
+
+
+def answer_response(answer: Answer) -> Response:
+    """The answer of a write sent with an Idempotency-Key, first or replayed (same bytes)."""
+    headers = {REPLAYED_HEADER: "true"} if answer.replayed else None
+    return Response(answer.body, answer.status, headers, media_type="application/json")

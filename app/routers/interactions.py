@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from app.deps import ServiceDep, WriteAccess
-from app.routers.common import ERRORS_WRITE
+from app.deps import KeyedRequestDep, ServiceDep, WriteAccess
+from app.routers.common import ERRORS_WRITE, answer_response
 from app.schemas import InteractionsRequest, InteractionsResponse
 
 router = APIRouter(prefix="/v1", tags=["interactions"], dependencies=[WriteAccess])
@@ -13,18 +13,25 @@ router = APIRouter(prefix="/v1", tags=["interactions"], dependencies=[WriteAcces
 
 @router.post(
     "/interactions",
+    response_model=InteractionsResponse,
     responses={
         **ERRORS_WRITE,
         207: {"model": InteractionsResponse, "description": "Some rows were rejected"},
     },
 )
 def add_interactions(
-    body: InteractionsRequest, service: ServiceDep, response: Response
-) -> InteractionsResponse:
+    keyed: KeyedRequestDep, body: InteractionsRequest, service: ServiceDep, response: Response
+) -> InteractionsResponse | Response:
     """Rows are validated one by one: unknown items and domain mismatches are rejected
     with their index and reason (status 207) while the other rows are stored (200 when
-    all are accepted). Only a malformed body or an oversized batch fails as a whole."""
-    result = service.add_interactions(body.interactions)
-    if result.rejected:
-        response.status_code = status.HTTP_207_MULTI_STATUS
+    all are accepted). Only a malformed body or an oversized batch fails as a whole.
+    With an Idempotency-Key, a retry of the same batch is answered without storing it again."""
+
+    def write() -> tuple[int, InteractionsResponse]:
+        result = service.add_interactions(body.interactions)
+        return (status.HTTP_207_MULTI_STATUS if result.rejected else status.HTTP_200_OK), result
+
+    if keyed is not None:
+        return answer_response(service.idempotent(keyed, write))
+    response.status_code, result = write()
     return result

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from app.deps import (
+    KeyedRequestDep,
     ReadAccess,
     RegistrationLimiterDep,
     ServiceDep,
@@ -27,7 +28,13 @@ from app.deps import (
 )
 from app.errors import InvalidInput, PayloadTooLarge
 from app.ids import ItemId as ItemIdType
-from app.routers.common import ERRORS_READ, ERRORS_WRITE, NOT_FOUND, UNSUPPORTED_MEDIA
+from app.routers.common import (
+    ERRORS_READ,
+    ERRORS_WRITE,
+    NOT_FOUND,
+    UNSUPPORTED_MEDIA,
+    answer_response,
+)
 from app.schemas import (
     ItemIn,
     ItemOut,
@@ -139,6 +146,7 @@ def _fields(payload: ItemPayload) -> dict[str, Any]:
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
+    response_model=ItemOut,
     dependencies=[WriteAccess],
     responses={
         **ERRORS_WRITE,
@@ -148,15 +156,26 @@ def _fields(payload: ItemPayload) -> dict[str, Any]:
     openapi_extra=_request_body(ItemIn),
 )
 async def create_item(
-    payload: NewItem, service: ServiceDep, limiter: RegistrationLimiterDep, response: Response
-) -> ItemOut:
+    keyed: KeyedRequestDep,  # first: it reads the raw body before the multipart parser
+    payload: NewItem,
+    service: ServiceDep,
+    limiter: RegistrationLimiterDep,
+    response: Response,
+) -> ItemOut | Response:
     """Register a cold-start item from its content; it is recommendable as soon as this
     returns 201. A content-identical re-POST (a retry) answers 200 with the stored item;
-    409 if the id exists with other content (bundle or registered)."""
+    409 if the id exists with other content (bundle or registered). With an
+    Idempotency-Key, a retry gets the first answer again (201 included)."""
     register = partial(service.register_item, item_id=payload.item.item_id, **_fields(payload))
-    item, created = await anyio.to_thread.run_sync(register, limiter=limiter)
-    if not created:
-        response.status_code = status.HTTP_200_OK
+
+    def write() -> tuple[int, ItemOut]:
+        item, created = register()
+        return (status.HTTP_201_CREATED if created else status.HTTP_200_OK), item
+
+    if keyed is not None:
+        keyed_write = partial(service.idempotent, keyed, write)
+        return answer_response(await anyio.to_thread.run_sync(keyed_write, limiter=limiter))
+    response.status_code, item = await anyio.to_thread.run_sync(write, limiter=limiter)
     return item
 
 

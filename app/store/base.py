@@ -2,7 +2,8 @@
 
 What lives here is what must survive a restart or be shared by replicas: cold-start items
 registered through the API (with their encoded content, so a restart replays them without
-re-encoding), user interaction histories (capped) and per-domain popularity counts.
+re-encoding), user interaction histories (capped), per-domain popularity counts and the
+answers of writes sent with an ``Idempotency-Key`` (app/idempotency.py; kept for a TTL).
 Every write method returns only once the write is durable (acknowledged); a write either
 happens whole or not at all.
 """
@@ -53,6 +54,22 @@ class ItemChange:
     seq: int
     item_id: str
     deleted: bool
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    """What the store holds under an idempotency key: the fingerprint of the request that
+    claimed it, the claim's random ``token`` (only its owner may complete or release it)
+    and, once that request completed, its answer (``status`` 0 = still in flight)."""
+
+    fingerprint: str
+    token: str
+    status: int = 0
+    body: bytes = b""
+
+    @property
+    def in_flight(self) -> bool:
+        return self.status == 0
 
 
 # --- vector codec shared by the implementations ------------------------------------------
@@ -122,6 +139,27 @@ class Store(ABC):
     @abstractmethod
     def popularity(self, domain: str) -> dict[str, int]:
         """item id -> number of interactions posted through the API in ``domain``."""
+
+    # --- idempotency keys -------------------------------------------------------------
+    @abstractmethod
+    def claim_idempotency_key(
+        self, key: str, claim: IdempotencyRecord, ttl_s: float
+    ) -> IdempotencyRecord | None:
+        """Store ``claim`` (in flight) under ``key`` for ``ttl_s`` seconds unless an
+        unexpired record is there. None = claimed; else the record found. Atomic: of two
+        concurrent claims of one key exactly one gets None."""
+
+    @abstractmethod
+    def complete_idempotency_key(
+        self, key: str, claim: IdempotencyRecord, answer: IdempotencyRecord, ttl_s: float
+    ) -> bool:
+        """Replace our ``claim`` with ``answer``, kept ``ttl_s`` seconds. False (nothing
+        written) when another claim holds the key (ours expired and was taken)."""
+
+    @abstractmethod
+    def release_idempotency_key(self, key: str, claim: IdempotencyRecord) -> None:
+        """Delete the key if ``claim`` still holds it (the request ended without an effect,
+        so a retry must run again)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -14,6 +14,8 @@ Key layout (``P`` = ``prefix``; ids are the whole key suffix, so they may contai
 * ``P user:<user_id>``       set of domains the user has history in (get_history)
 * ``P pop:<domain>``         hash item_id -> number of distinct users who interacted
 * ``P popusers:<domain>``    set of ``<item_id>\\0<user_id>`` pairs already counted in pop
+* ``P idem:<key>``           an Idempotency-Key record (``SET NX PX``, expires with its
+  TTL): a JSON line (fingerprint, token, status) then the answer body
 
 Atomicity: item writes are Lua scripts (they need the INCR result inside the same atomic
 step); interaction batches are one MULTI/EXEC. Durability of an acknowledged write is the
@@ -44,6 +46,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from app.store.base import (
+    IdempotencyRecord,
     Interaction,
     ItemChange,
     Store,
@@ -92,6 +95,19 @@ for k = 1, #ARGV, 2 do
   end
 end
 return new
+"""
+
+# KEYS: the idempotency key. ARGV: our claim's value, the new value ('' = delete), TTL ms.
+# Acts only while our claim holds the key (or, for a completion, nothing does).
+_SETTLE_CLAIM = """
+local cur = redis.call('GET', KEYS[1])
+if ARGV[2] == '' then
+  if cur == ARGV[1] then redis.call('DEL', KEYS[1]) end
+  return 1
+end
+if cur and cur ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
 """
 
 _DELETE = """
@@ -143,6 +159,7 @@ class RedisStore(Store):
         )
         self._put = self._r.register_script(_PUT)
         self._delete = self._r.register_script(_DELETE)
+        self._settle = self._r.register_script(_SETTLE_CLAIM)
         self._k_seq = f"{prefix}seq"
         self._k_items = f"{prefix}items"
         self._k_changes = f"{prefix}changes"
@@ -163,6 +180,9 @@ class RedisStore(Store):
 
     def _k_pop_users(self, domain: str) -> str:
         return f"{self.prefix}popusers:{domain}"
+
+    def _k_idem(self, key: str) -> str:
+        return f"{self.prefix}idem:{key}"
 
     # --- errors ------------------------------------------------------------------------
     @contextmanager
@@ -328,3 +348,44 @@ class RedisStore(Store):
         with self._errors():
             h: Any = self._r.hgetall(self._k_pop(domain))
         return {_s(k): int(v) for k, v in h.items()}
+
+    # --- idempotency keys --------------------------------------------------------------
+    @staticmethod
+    def _encode_record(record: IdempotencyRecord) -> bytes:
+        head = json.dumps([record.fingerprint, record.token, record.status])  # one line
+        return head.encode() + b"\n" + record.body
+
+    @staticmethod
+    def _decode_record(value: bytes) -> IdempotencyRecord:
+        head, _, body = value.partition(b"\n")
+        fingerprint, token, status = json.loads(head)
+        return IdempotencyRecord(fingerprint, token, int(status), body)
+
+    def claim_idempotency_key(
+        self, key: str, claim: IdempotencyRecord, ttl_s: float
+    ) -> IdempotencyRecord | None:
+        ttl_ms = max(1, int(ttl_s * 1000))
+        with self._errors():
+            # A record found by SET NX may expire before the GET: then claim again.
+            for _ in range(3):
+                if self._r.set(self._k_idem(key), self._encode_record(claim), nx=True, px=ttl_ms):
+                    return None
+                found: Any = self._r.get(self._k_idem(key))
+                if found is not None:
+                    return self._decode_record(found)
+        raise StoreUnavailable(f"redis {self._where()}: idempotency key {key!r} keeps expiring")
+
+    def complete_idempotency_key(
+        self, key: str, claim: IdempotencyRecord, answer: IdempotencyRecord, ttl_s: float
+    ) -> bool:
+        args: list[bytes | int] = [
+            self._encode_record(claim),
+            self._encode_record(answer),
+            max(1, int(ttl_s * 1000)),
+        ]
+        with self._errors():
+            return bool(self._settle(keys=[self._k_idem(key)], args=args))
+
+    def release_idempotency_key(self, key: str, claim: IdempotencyRecord) -> None:
+        with self._errors():
+            self._settle(keys=[self._k_idem(key)], args=[self._encode_record(claim), b"", 0])

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from app.store.base import (
+    IdempotencyRecord,
     Interaction,
     ItemChange,
     Store,
@@ -90,6 +92,16 @@ CREATE TABLE IF NOT EXISTS popularity_users (
     user_id TEXT NOT NULL,
     PRIMARY KEY (domain, item_id, user_id)
 ) WITHOUT ROWID;
+-- Idempotency-Key answers; status 0 = in flight. Expired rows are purged by claims.
+CREATE TABLE IF NOT EXISTS idempotency (
+    key         TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    token       TEXT NOT NULL,
+    status      INTEGER NOT NULL,
+    body        BLOB NOT NULL,
+    expires_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency (expires_at);
 """
 
 
@@ -350,3 +362,60 @@ class SQLiteStore(Store):
             write=False,
         )
         return {i: int(n) for i, n in rows}
+
+    # --- idempotency keys --------------------------------------------------------------
+    def claim_idempotency_key(
+        self, key: str, claim: IdempotencyRecord, ttl_s: float
+    ) -> IdempotencyRecord | None:
+        def tx(conn: sqlite3.Connection) -> IdempotencyRecord | None:
+            now = time.time()
+            conn.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,))
+            row = conn.execute(
+                "SELECT fingerprint, token, status, body FROM idempotency WHERE key = ?", (key,)
+            ).fetchone()
+            if row is not None:
+                return IdempotencyRecord(row[0], row[1], int(row[2]), bytes(row[3]))
+            conn.execute(
+                "INSERT INTO idempotency (key, fingerprint, token, status, body, expires_at)"
+                " VALUES (?, ?, ?, 0, ?, ?)",
+                (key, claim.fingerprint, claim.token, claim.body, now + ttl_s),
+            )
+            return None
+
+        return self._tx(tx, write=True)
+
+    def complete_idempotency_key(
+        self, key: str, claim: IdempotencyRecord, answer: IdempotencyRecord, ttl_s: float
+    ) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            # Written unless another live claim holds the key (ours expired and was taken).
+            taken = conn.execute(
+                "SELECT 1 FROM idempotency WHERE key = ? AND token != ? AND expires_at > ?",
+                (key, claim.token, time.time()),
+            ).fetchone()
+            if taken is not None:
+                return False
+            conn.execute(
+                "INSERT OR REPLACE INTO idempotency"
+                " (key, fingerprint, token, status, body, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    answer.fingerprint,
+                    answer.token,
+                    answer.status,
+                    answer.body,
+                    time.time() + ttl_s,
+                ),
+            )
+            return True
+
+        return self._tx(tx, write=True)
+
+    def release_idempotency_key(self, key: str, claim: IdempotencyRecord) -> None:
+        self._tx(
+            lambda c: c.execute(
+                "DELETE FROM idempotency WHERE key = ? AND token = ? AND status = 0",
+                (key, claim.token),
+            ),
+            write=True,
+        )

@@ -24,7 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from app.store.base import Interaction, ItemChange, Store, StoredItem, StoreUnavailable
+from app.store.base import (
+    IdempotencyRecord,
+    Interaction,
+    ItemChange,
+    Store,
+    StoredItem,
+    StoreUnavailable,
+)
 from model.bundle import BundleError
 from model.inference import DomainCatalogue, UserEmbedding
 
@@ -236,6 +243,7 @@ class MemoryStore(Store):
         self._history: dict[str, dict[str, list[str]]] = {}
         self._pop: dict[str, dict[str, int]] = {}
         self._pairs: set[tuple[str, str, str]] = set()
+        self._idem: dict[str, tuple[IdempotencyRecord, float]] = {}
 
     def ping(self) -> bool:
         return True
@@ -288,6 +296,34 @@ class MemoryStore(Store):
     def popularity(self, domain: str) -> dict[str, int]:
         return dict(self._pop.get(domain, {}))
 
+    def _live_idem(self, key: str) -> IdempotencyRecord | None:
+        record, expires = self._idem.get(key, (None, 0.0))
+        return record if time.time() < expires else None
+
+    def claim_idempotency_key(
+        self, key: str, claim: IdempotencyRecord, ttl_s: float
+    ) -> IdempotencyRecord | None:
+        with self._lock:
+            found = self._live_idem(key)
+            if found is None:
+                self._idem[key] = (claim, time.time() + ttl_s)
+            return found
+
+    def complete_idempotency_key(
+        self, key: str, claim: IdempotencyRecord, answer: IdempotencyRecord, ttl_s: float
+    ) -> bool:
+        with self._lock:
+            found = self._live_idem(key)
+            if found is not None and found.token != claim.token:
+                return False
+            self._idem[key] = (answer, time.time() + ttl_s)
+            return True
+
+    def release_idempotency_key(self, key: str, claim: IdempotencyRecord) -> None:
+        with self._lock:
+            if self._live_idem(key) == claim:
+                del self._idem[key]
+
 
 class FlakyStore(Store):
     """Wraps a store; while ``down`` is True every call raises ``StoreUnavailable``."""
@@ -336,6 +372,22 @@ class FlakyStore(Store):
     def popularity(self, domain: str) -> dict[str, int]:
         self._check()
         return self.inner.popularity(domain)
+
+    def claim_idempotency_key(
+        self, key: str, claim: IdempotencyRecord, ttl_s: float
+    ) -> IdempotencyRecord | None:
+        self._check()
+        return self.inner.claim_idempotency_key(key, claim, ttl_s)
+
+    def complete_idempotency_key(
+        self, key: str, claim: IdempotencyRecord, answer: IdempotencyRecord, ttl_s: float
+    ) -> bool:
+        self._check()
+        return self.inner.complete_idempotency_key(key, claim, answer, ttl_s)
+
+    def release_idempotency_key(self, key: str, claim: IdempotencyRecord) -> None:
+        self._check()
+        self.inner.release_idempotency_key(key, claim)
 
 
 def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> bool:

@@ -1,9 +1,10 @@
-"""POST /v1/interactions: per-row validation, batch limits, store outage."""
+"""POST /v1/interactions: per-row validation, batch limits, store outage, Idempotency-Key."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.settings import Settings
@@ -104,3 +105,80 @@ def test_store_down_is_503_with_retry_after(
         flaky.down = False
         assert c.get("/readyz").json()["status"] == "ready"
         assert service_of(c).store_status() == (True, None)
+
+
+# --- Idempotency-Key (app/idempotency.py) --------------------------------------------------
+BATCH = {
+    "interactions": [
+        {"user_id": "ik", "item_id": "arts-1", "timestamp": 1.0},
+        {"user_id": "ik", "item_id": "arts-2", "timestamp": 2.0},
+        {"user_id": "ik", "item_id": "ghost"},
+    ]
+}
+
+
+def test_idempotency_key_retry_stores_the_rows_once(
+    make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
+) -> None:
+    # The real SQLite store (settings.store_url), end to end.
+    with running(make_settings(), engine_factory) as c:
+        headers = {**AUTH, "Idempotency-Key": "batch-0001"}
+        first = c.post("/v1/interactions", json=BATCH, headers=headers)
+        again = c.post("/v1/interactions", json=BATCH, headers=headers)
+        assert first.status_code == again.status_code == 207, first.text
+        assert first.content == again.content
+        assert first.json()["accepted"] == 2 and first.json()["rejected"][0]["index"] == 2
+        assert "Idempotent-Replayed" not in first.headers
+        assert again.headers["Idempotent-Replayed"] == "true"
+        assert service_of(c).store.get_history("ik") == {"arts": ["arts-1", "arts-2"]}
+        assert service_of(c).store.popularity("arts") == {"arts-1": 1, "arts-2": 1}
+
+        other = {"interactions": [{"user_id": "ik", "item_id": "arts-3"}]}
+        r = c.post("/v1/interactions", json=other, headers=headers)
+        assert r.status_code == 422 and "already used for another request" in r.json()["detail"]
+        assert service_of(c).store.get_history("ik") == {"arts": ["arts-1", "arts-2"]}
+
+        # A new key is a new request.
+        r = c.post("/v1/interactions", json=other, headers={**AUTH, "Idempotency-Key": "b-2"})
+        assert r.status_code == 200
+        assert service_of(c).store.get_history("ik") == {"arts": ["arts-1", "arts-2", "arts-3"]}
+
+
+def test_without_a_key_a_re_post_appends_again(
+    client: TestClient, memory_store: MemoryStore
+) -> None:
+    rows = [{"user_id": "nk", "item_id": "arts-1"}]
+    for _ in range(2):
+        r = client.post("/v1/interactions", json={"interactions": rows}, headers=AUTH)
+        assert (r.status_code, r.json()) == (200, {"accepted": 1, "rejected": []})
+        assert "Idempotent-Replayed" not in r.headers
+    assert memory_store.get_history("nk") == {"arts": ["arts-1", "arts-1"]}
+    assert memory_store.popularity("arts") == {"arts-1": 1}
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256, "caf\u00e9"], ids=["empty", "long", "non-ascii"])
+def test_bad_idempotency_key_is_422(
+    client: TestClient, memory_store: MemoryStore, key: str
+) -> None:
+    r = client.post(
+        "/v1/interactions",
+        json={"interactions": [{"user_id": "bk", "item_id": "arts-1"}]},
+        headers={**AUTH, "Idempotency-Key": key.encode("latin-1")},  # type: ignore[dict-item]
+    )
+    assert r.status_code == 422 and "printable ASCII" in r.json()["detail"]
+    assert memory_store.get_history("bk") == {}
+
+
+def test_failed_keyed_write_can_be_retried_with_the_same_key(
+    make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
+) -> None:
+    flaky = FlakyStore(MemoryStore())
+    with running(make_settings(), engine_factory, flaky) as c:
+        headers = {**AUTH, "Idempotency-Key": "after-outage"}
+        body = {"interactions": [{"user_id": "fk", "item_id": "arts-1"}]}
+        flaky.down = True
+        assert c.post("/v1/interactions", json=body, headers=headers).status_code == 503
+        flaky.down = False
+        r = c.post("/v1/interactions", json=body, headers=headers)
+        assert r.status_code == 200 and "Idempotent-Replayed" not in r.headers
+        assert flaky.get_history("fk") == {"arts": ["arts-1"]}

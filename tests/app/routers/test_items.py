@@ -238,3 +238,66 @@ def test_text_only_model_rejects_nothing_but_ignores_image(
             headers=AUTH,
         )
         assert r.status_code == 201 and r.json()["modalities"] == ["text"]
+
+
+# --- Idempotency-Key (app/idempotency.py) --------------------------------------------------
+def test_idempotency_key_replays_a_registration(
+    client: TestClient, memory_store: MemoryStore
+) -> None:
+    headers = {**AUTH, "Idempotency-Key": "reg-1"}
+    new = {"item_id": "ik-1", "domain": "arts", "title": "idempotent mug"}
+    first = client.post("/v1/items", json=new, headers=headers)
+    again = client.post("/v1/items", json=new, headers=headers)
+    assert first.status_code == again.status_code == 201, first.text
+    assert first.content == again.content and first.json()["item_id"] == "ik-1"
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert len(memory_store.item_changes(0)) == 1  # registered (written) once
+    r = client.post("/v1/items", json={**new, "title": "other"}, headers=headers)
+    assert r.status_code == 422 and "already used for another request" in r.json()["detail"]
+    # Without a key, a content-identical re-POST is still answered 200 (idempotent by content).
+    r = client.post("/v1/items", json=new, headers=AUTH)
+    assert r.status_code == 200 and "Idempotent-Replayed" not in r.headers
+
+
+def test_idempotency_key_with_multipart(client: TestClient, memory_store: MemoryStore) -> None:
+    headers = {**AUTH, "Idempotency-Key": "reg-mp"}
+    data = {"item_id": "ik-mp", "domain": "office", "title": "lamp"}
+    png = png_bytes((20, 10), "yellow")
+    boundary = "fixed-boundary-for-retries"
+    body, ctype = _multipart(data, png, boundary)
+    send = {**headers, "Content-Type": ctype}
+    first = client.post("/v1/items", content=body, headers=send)
+    again = client.post("/v1/items", content=body, headers=send)
+    assert first.status_code == again.status_code == 201, first.text
+    assert first.json()["modalities"] == ["image", "text"]
+    assert again.headers["Idempotent-Replayed"] == "true" and first.content == again.content
+    other, _ = _multipart(data, png_bytes((20, 10), "blue"), boundary)
+    r = client.post("/v1/items", content=other, headers=send)
+    assert r.status_code == 422
+    assert len(memory_store.item_changes(0)) == 1
+
+
+def _multipart(fields: dict[str, str], png: bytes, boundary: str) -> tuple[bytes, str]:
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+        "Content-Type: image/png\r\n\r\n".encode()
+        + png
+        + b"\r\n"
+    )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def test_a_refused_keyed_registration_runs_again_on_retry(client: TestClient) -> None:
+    headers = {**AUTH, "Idempotency-Key": "reg-conflict"}
+    first = client.post("/v1/items", json={"item_id": "c-1", "domain": "arts"}, headers=AUTH)
+    assert first.status_code == 201
+    new = {"item_id": "c-1", "domain": "arts", "title": "wanted"}
+    assert client.post("/v1/items", json=new, headers=headers).status_code == 409
+    assert client.delete("/v1/items/c-1", headers=AUTH).status_code == 204
+    r = client.post("/v1/items", json=new, headers=headers)  # the 409 applied nothing
+    assert r.status_code == 201 and "Idempotent-Replayed" not in r.headers

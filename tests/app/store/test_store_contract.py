@@ -8,13 +8,21 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from app.store.base import Interaction, ItemChange, Store, StoredItem, StoreUnavailable
+from app.store.base import (
+    IdempotencyRecord,
+    Interaction,
+    ItemChange,
+    Store,
+    StoredItem,
+    StoreUnavailable,
+)
 from app.store.factory import create_store
 from app.store.redis import RedisStore
 from app.store.sqlite import SQLiteStore
@@ -302,6 +310,72 @@ def test_concurrent_writers_lose_nothing(backend: Backend) -> None:
     assert [c.seq for c in check.item_changes(0, limit=10 * total)] == sorted(seqs)
 
 
+# --- idempotency keys ---------------------------------------------------------------------
+def answer_of(claim: IdempotencyRecord, status: int, body: bytes) -> IdempotencyRecord:
+    return IdempotencyRecord(claim.fingerprint, claim.token, status, body)
+
+
+def test_idempotency_claim_complete_replay(store: Store) -> None:
+    first = IdempotencyRecord("fp-1", "token-a")
+    assert store.claim_idempotency_key("k:1", first, 60) is None
+    # A second claim (a retry, or a concurrent duplicate) finds the first in flight.
+    found = store.claim_idempotency_key("k:1", IdempotencyRecord("fp-1", "token-b"), 60)
+    assert found == first and found.in_flight
+    body = b'{"accepted": 2}\n\x00\xff binary-safe'
+    assert store.complete_idempotency_key("k:1", first, answer_of(first, 207, body), 60)
+    found = store.claim_idempotency_key("k:1", IdempotencyRecord("fp-2", "token-c"), 60)
+    assert found == IdempotencyRecord("fp-1", "token-a", 207, body) and not found.in_flight
+    # Keys are independent (ids with separators cannot collide).
+    assert store.claim_idempotency_key("k", IdempotencyRecord("fp-3", "t"), 60) is None
+    assert store.claim_idempotency_key("k:1:", IdempotencyRecord("fp-3", "t"), 60) is None
+
+
+def test_idempotency_only_the_owner_completes_or_releases(store: Store) -> None:
+    mine, other = IdempotencyRecord("fp", "mine"), IdempotencyRecord("fp", "other")
+    assert store.claim_idempotency_key("k", mine, 60) is None
+    assert not store.complete_idempotency_key("k", other, answer_of(other, 200, b"x"), 60)
+    store.release_idempotency_key("k", other)
+    assert store.claim_idempotency_key("k", other, 60) == mine  # untouched
+    store.release_idempotency_key("k", mine)
+    assert store.claim_idempotency_key("k", other, 60) is None  # released: free again
+    assert store.complete_idempotency_key("k", other, answer_of(other, 201, b"done"), 60)
+    store.release_idempotency_key("k", other)  # a completed answer is never released
+    assert store.claim_idempotency_key("k", mine, 60) == answer_of(other, 201, b"done")
+
+
+def test_idempotency_records_expire(store: Store) -> None:
+    claim = IdempotencyRecord("fp", "t1")
+    assert store.claim_idempotency_key("lease", claim, 0.2) is None
+    assert store.claim_idempotency_key("answer", claim, 60) is None
+    assert store.complete_idempotency_key("answer", claim, answer_of(claim, 200, b"a"), 0.2)
+    time.sleep(0.4)
+    later = IdempotencyRecord("fp", "t2")
+    assert store.claim_idempotency_key("lease", later, 60) is None  # a dead claim frees
+    assert store.claim_idempotency_key("answer", later, 60) is None  # answers expire too
+    # The expired claim's owner can no longer overwrite the key another claim holds.
+    assert not store.complete_idempotency_key("lease", claim, answer_of(claim, 200, b"a"), 60)
+
+
+def test_idempotency_concurrent_claims_one_wins(backend: Backend) -> None:
+    stores = [backend.open() for _ in range(6)]
+    results: list[IdempotencyRecord | None] = [None] * len(stores)
+    barrier = threading.Barrier(len(stores))
+
+    def claim(k: int) -> None:
+        barrier.wait()
+        record = IdempotencyRecord("fp", f"t{k}")
+        results[k] = stores[k].claim_idempotency_key("race", record, 60) or record
+
+    threads = [threading.Thread(target=claim, args=(k,)) for k in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Every claimer sees the same winner: the one whose claim went in.
+    winners = {r.token for r in results if r is not None}
+    assert len(winners) == 1
+
+
 # --- durability ---------------------------------------------------------------------------
 def test_acknowledged_writes_survive_a_restart(crashable_backend: Backend) -> None:
     s = crashable_backend.open()
@@ -321,6 +395,18 @@ def test_acknowledged_writes_survive_a_restart(crashable_backend: Backend) -> No
     assert reopened.item_changes(0)[-1] == ItemChange(seq_del, "gone", True)  # type: ignore[arg-type]
     # seqs keep increasing across the restart
     assert reopened.put_item(item("after")) > seq_del  # type: ignore[operator]
+
+
+def test_idempotency_answers_survive_a_restart(crashable_backend: Backend) -> None:
+    s = crashable_backend.open()
+    claim = IdempotencyRecord("fp", "t")
+    assert s.claim_idempotency_key("k", claim, 60) is None
+    assert s.complete_idempotency_key("k", claim, answer_of(claim, 201, b"{}"), 60)
+    s.close()
+    crashable_backend.crash()
+    reopened = crashable_backend.open()
+    found = reopened.claim_idempotency_key("k", IdempotencyRecord("fp", "u"), 60)
+    assert found == answer_of(claim, 201, b"{}")
 
 
 # --- SQLite specifics ---------------------------------------------------------------------
