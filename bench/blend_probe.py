@@ -34,19 +34,11 @@ from model.evaluation import evaluate
 from model.nn.config import BlendConfig
 from model.pipeline import load_features, restrict
 from model.rankers import ContentKNNRanker, MICRecRanker, PopularRanker
+from model.reporting import TARGET_SLICES
 from model.runconfig import load_run_config
 from model.training import Trainer
 
-SLICES = (
-    "all",
-    "new_users",
-    "new_items",
-    "cold_items",
-    "cd_cold_users",
-    "deg_1-5",
-    "deg_6-20",
-    "cold_items_vs_all",
-)
+SLICES = (*TARGET_SLICES, "cold_items_vs_all")
 
 
 def _pairs(items: list[str]) -> dict[str, Any]:

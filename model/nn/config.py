@@ -189,10 +189,7 @@ class BlendConfig:
     """Seed of the user sample and of the TPE sampler."""
 
     def __post_init__(self) -> None:
-        if self.trials < 3:
-            raise ValueError(f"trials must be >= 3 (the three corners), got {self.trials}")
-        if self.content_dim < 0 or self.max_users < 1:
-            raise ValueError("content_dim must be >= 0 and max_users >= 1")
+        _at_least(self, trials=3, content_dim=0, max_users=1)
         if not 0.0 <= self.main_tolerance < 1.0:
             raise ValueError(f"main_tolerance must be in [0, 1), got {self.main_tolerance}")
 
@@ -212,8 +209,9 @@ class TuneConfig:
     model's blend is refitted with [blend] trials)."""
 
     def __post_init__(self) -> None:
-        if self.trials < 0 or self.timeout_s <= 0 or self.blend_trials < 3:
-            raise ValueError("trials must be >= 0, timeout_s > 0 and blend_trials >= 3")
+        _at_least(self, trials=0, blend_trials=3)
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
 
 
 def _at_least(config: object, **bounds: float) -> None:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from model.blendfit import CORNERS, fit_blend
-from model.bundle import load_bundle, save_bundle
+from model.bundle import load_bundle
 from model.data.loading import load_dataset
 from model.data.split import build_split
 from model.data.synth import SynthConfig, write_synthetic_catalogue
@@ -102,10 +102,10 @@ def test_fit_searches_the_corners_first_and_keeps_the_best_validation_objective(
         assert blend.weights[domain]["none"] == BlendWeights(0.0, 1.0, 0.0)
 
 
-def test_bundle_round_trip_serves_the_blend(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    _, cfg, ds, split, feats, model, blend, report = trained
-    out = build_bundle_from_model(
-        tmp_path / "bundle",
+def _bundle(trained, out, **blend):  # type: ignore[no-untyped-def]
+    _, cfg, ds, split, feats, model, _, _ = trained
+    return build_bundle_from_model(
+        out,
         model=model,
         split=split,
         dataset=ds,
@@ -113,9 +113,13 @@ def test_bundle_round_trip_serves_the_blend(trained, tmp_path) -> None:  # type:
         cfg=cfg,
         encoders={"text": {"name": "minilm-l6-v2", "dim": 384}},
         metrics={},
-        blend=blend,
-        tuning={"blend": report},
+        **blend,
     )
+
+
+def test_bundle_round_trip_serves_the_blend(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, _, _, split, feats, model, blend, report = trained
+    out = _bundle(trained, tmp_path / "bundle", blend=blend, tuning={"blend": report})
     b = load_bundle(out)
     assert b.blend is not None and b.blend.reducer is not None
     assert b.blend.weights_json() == blend.weights_json()
@@ -139,17 +143,6 @@ def test_bundle_round_trip_serves_the_blend(trained, tmp_path) -> None:  # type:
 
 
 def test_save_bundle_without_blend_serves_model_vectors(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    _, cfg, ds, split, feats, model, _, _ = trained
-    out = build_bundle_from_model(
-        tmp_path / "plain",
-        model=model,
-        split=split,
-        dataset=ds,
-        features=feats,
-        cfg=cfg,
-        encoders={"text": {"name": "minilm-l6-v2", "dim": 384}},
-        metrics={},
-    )
-    engine = InferenceEngine.from_bundle(load_bundle(out))
+    model = trained[5]
+    engine = InferenceEngine.from_bundle(load_bundle(_bundle(trained, tmp_path / "plain")))
     assert engine.dim == model.config.dim
-    assert save_bundle  # the writer used by build_bundle_from_model
