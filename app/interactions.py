@@ -45,12 +45,13 @@ class Interactions(Resource):
             ts = row.timestamp if row.timestamp is not None else now
             accepted.append(Interaction(row.user_id, row.item_id, domain, ts))
         if accepted:
-            try:
-                increments = self.store.add_interactions(accepted, self.settings.history_cap)
-            except StoreUnavailable as err:
-                raise self.health.unavailable("interactions", err) from None
+            with self.popularity.local_write() as book:
+                try:
+                    increments = self.store.add_interactions(accepted, self.settings.history_cap)
+                except StoreUnavailable as err:
+                    raise self.health.unavailable("interactions", err) from None
+                book.add(increments)
             self.health.ok()
-            self.popularity.add(increments)
         return InteractionsResponse(accepted=len(accepted), rejected=rejected)
 
     def _store_item_domain(self, item_id: str) -> str | None:
