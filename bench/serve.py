@@ -107,18 +107,24 @@ def fmt_n(n: int) -> str:
 
 
 # --- padded bundles -----------------------------------------------------------------------
-def pad_bundle(src: Path, dst: Path, n_items: int, *, seed: int = PAD_SEED) -> Path:
+def pad_bundle(
+    src: Path, dst: Path, n_items: int, *, seed: int = PAD_SEED, blend: bool = True
+) -> Path:
     """Write ``src`` with every domain padded to ``n_items`` items (real format).
 
     A synthetic item k mixes two random real items a, b of its domain (weight w ~ U(0, 0.3)
     on b) in every layer state and in the content vector, plus Gaussian noise of 0.1x the
     per-dimension spread; it keeps a's degree (so it is a graph item like a), is not a
     template, and gets a's title and categories and a small random popularity. Users and
-    their histories are the real ones.
+    their histories are the real ones. The score blend's content vectors are mixed the
+    same way (and re-normalised), so the padded bundle serves the blend like the real one;
+    ``blend=False`` writes it without the blend (model score alone, the pre-blend vectors).
     """
     import torch
+    import torch.nn.functional as F
 
     from model.bundle import load_bundle, save_bundle
+    from model.nn.blend import DomainBlend
     from model.nn.foldin import DomainEmbedder
     from model.nn.graph import TemplateMap
 
@@ -128,6 +134,7 @@ def pad_bundle(src: Path, dst: Path, n_items: int, *, seed: int = PAD_SEED) -> P
     embedders: dict[str, DomainEmbedder] = {}
     catalogue: dict[str, dict[str, Any]] = {}
     histories: dict[str, np.ndarray] = {}
+    blends: dict[str, DomainBlend] = {}
 
     def mixed(x: torch.Tensor, a: np.ndarray, bb: np.ndarray, w: torch.Tensor) -> torch.Tensor:
         std = x.std(dim=0, keepdim=True)
@@ -175,6 +182,11 @@ def pad_bundle(src: Path, dst: Path, n_items: int, *, seed: int = PAD_SEED) -> P
             "categories": list(s.categories) + [s.categories[j] for j in a],
             "popularity": np.concatenate([s.popularity, rng.poisson(1.0, extra)]),
         }
+        if blend and b.blend is not None and s.blend is not None:
+            c = s.blend.content
+            if c is not None:
+                c = torch.cat([c, F.normalize(mixed(c, a, bb, w), dim=1)])
+            blends[d] = b.blend.for_domain(d, embedders[d].item_degree, content=c)
         users = np.repeat(np.arange(len(s.user_ids)), np.diff(s.history_ptr))
         histories[d] = np.stack([users, s.history_items], axis=1)
     m = b.manifest
@@ -194,6 +206,8 @@ def pad_bundle(src: Path, dst: Path, n_items: int, *, seed: int = PAD_SEED) -> P
         encoders=m.get("encoders", {}),
         data=data,
         metrics=m.get("metrics", {}),
+        blends=blends or None,
+        blend=b.blend if blend else None,
     )
 
 
@@ -201,12 +215,12 @@ def pad_id(domain: str, k: int) -> str:
     return f"{domain}-pad-{k:07d}"
 
 
-def ensure_bundle(src: Path, work: Path, n_items: int) -> Path:
+def ensure_bundle(src: Path, work: Path, n_items: int, *, blend: bool = True) -> Path:
     """The padded bundle for ``n_items``, reused when it was made from the same model."""
     from model.bundle import read_manifest
 
     src_version = read_manifest(src)["model_version"]
-    dst = work / f"bundle-{n_items}"
+    dst = work / (f"bundle-{n_items}" if blend else f"bundle-{n_items}-no-blend")
     if (dst / "manifest.json").is_file():
         padded = read_manifest(dst).get("data", {}).get("padded", {})
         if padded.get("from_model_version") == src_version and padded.get("seed") == PAD_SEED:
@@ -214,7 +228,7 @@ def ensure_bundle(src: Path, work: Path, n_items: int) -> Path:
             return dst
     log(f"padding {src} to {n_items:,} items per domain -> {dst}")
     t = time.perf_counter()
-    pad_bundle(src, dst, n_items)
+    pad_bundle(src, dst, n_items, blend=blend)
     log(f"padded in {time.perf_counter() - t:.0f} s")
     return dst
 
@@ -937,7 +951,7 @@ class Bench:
             raise SystemExit(f"no bundle at {src}: run `micrec demo build` first")
         work = Path(a.work_dir)
         work.mkdir(parents=True, exist_ok=True)
-        bundles = {n: ensure_bundle(src, work, n).resolve() for n in a.sizes}
+        bundles = {n: ensure_bundle(src, work, n, blend=not a.no_blend).resolve() for n in a.sizes}
         report["bare"] = []
         if "bare" not in a.skip:
             t_bare = len(self.points)
@@ -1491,6 +1505,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work-dir", default="artifacts/bench-serve", help="padded bundles")
     ap.add_argument("--out", default="docs/results/serve")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1e4, 1 worker, c=1/8")
+    ap.add_argument(
+        "--no-blend",
+        action="store_true",
+        help="serve the padded bundles without the score blend (model score alone, 64-d "
+        "vectors): the cost of the blend is the difference to a run without this flag",
+    )
     ap.add_argument(
         "--skip",
         default="",
