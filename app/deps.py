@@ -19,6 +19,7 @@ from app.security import (
     require_read_key,
     require_user_read_key,
     require_write_key,
+    require_write_or_admin_key,
 )
 from app.service import RecommendationService
 from app.settings import Settings
@@ -87,5 +88,7 @@ WriteAccess = Depends(require_write_key)
 """Router/endpoint dependency: API key whenever keys are configured."""
 UserReadAccess = Depends(require_user_read_key)
 """Endpoint dependency for paths naming a user: API key unless ``open_user_reads``."""
+WriteOrAdminAccess = Depends(require_write_or_admin_key)
+"""Endpoint dependency: an API key or an admin key (user erasure)."""
 AdminAccess = Depends(require_admin_key)
 """Router dependency of /v1/admin/*: one of ``admin_keys``."""

@@ -30,7 +30,7 @@ from app.errors import ServiceError
 from app.idempotency import HEADER as IDEMPOTENCY_HEADER
 from app.idempotency import REPLAYED_HEADER
 from app.metrics import Metrics, MetricsMiddleware
-from app.routers import admin, health, interactions, items, model, recommend
+from app.routers import admin, health, interactions, items, model, recommend, users
 from app.service import RecommendationService
 from app.settings import Settings, load_settings
 from app.store.base import Store
@@ -239,6 +239,7 @@ def create_app(
         recommend.router,
         items.router,
         interactions.router,
+        users.router,
         model.router,
         admin.router,
         health.router,

@@ -6,8 +6,9 @@ parts it needs as attributes (``self.store``, ``self.feed``, ...).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.feed import ChangeFeed
 from app.metrics import Metrics
@@ -16,6 +17,24 @@ from app.settings import Settings
 from app.state import ModelState
 from app.store.base import Store
 from app.store.health import StoreHealth
+
+
+class ErasedUsers:
+    """User ids this process has seen erased (erased here, or reported by the store on a
+    read). Used only while the store cannot be read, so that an outage does not bring back
+    the bundle history of a user this process knows was erased."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: set[str] = set()
+
+    def add(self, user_id: str) -> None:
+        with self._lock:
+            self._ids.add(user_id)
+
+    def __contains__(self, user_id: object) -> bool:
+        with self._lock:
+            return user_id in self._ids
 
 
 @dataclass(frozen=True)
@@ -28,6 +47,8 @@ class Parts:
     metrics: Metrics
     require_state: Callable[[], ModelState]
     """The current state, or NotReady (``ModelLoader.require_state``)."""
+    erased: ErasedUsers = field(default_factory=ErasedUsers)
+    """Users this process knows are erased (app/erasure.py)."""
 
 
 class Resource:
@@ -41,3 +62,4 @@ class Resource:
         self.popularity = parts.popularity
         self.metrics = parts.metrics
         self.require_state = parts.require_state
+        self.erased = parts.erased

@@ -66,11 +66,16 @@ class PopularityBook:
                 self._writes_in_flight -= 1
 
     def add(self, increments: dict[tuple[str, str], int]) -> None:
-        """Count the store's increments ((domain, item) -> new users) of a local write."""
+        """Count the store's increments ((domain, item) -> new users) of a local write;
+        negative for an erasure (a count reaching 0 is dropped, as the store drops it)."""
         with self._lock:
             for (domain, item_id), n in increments.items():
                 dom = self._counts.setdefault(domain, {})
-                dom[item_id] = dom.get(item_id, 0) + n
+                count = dom.get(item_id, 0) + n
+                if count > 0:
+                    dom[item_id] = count
+                else:
+                    dom.pop(item_id, None)
             self._version += 1
 
     def replace(self, domain: str, counts: dict[str, int]) -> None:

@@ -126,19 +126,26 @@ class Recommender(Resource):
         stored: StoredHistory = "not_requested"
         known = False
         if user_id is not None:
-            for d, ids in state.engine.bundle_history(user_id).items():
-                by_domain.setdefault(d, []).extend(ids)
+            # An erased user's bundle history is never used (app/erasure.py): the store
+            # is asked on every read, so an erasure on any replica counts at once.
             try:
+                erased = self.store.is_erased(user_id)
                 history = self.store.get_history(user_id)
                 stored = "ok"
                 self.health.ok()
             except StoreUnavailable as err:
                 self.health.failed("read history", err)
+                erased = user_id in self.erased
                 history = {}
                 stored = "unavailable"
                 warnings.append(
                     "history store unavailable: using the bundle's and the inline history only"
                 )
+            if erased:
+                self.erased.add(user_id)
+            else:
+                for d, ids in state.engine.bundle_history(user_id).items():
+                    by_domain.setdefault(d, []).extend(ids)
             for d, ids in history.items():
                 by_domain.setdefault(d, []).extend(ids)
             known = bool(by_domain)

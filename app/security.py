@@ -112,6 +112,25 @@ async def require_admin_key(
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key", headers=_CHALLENGE)
 
 
+async def require_write_or_admin_key(
+    settings: Annotated[Settings, Depends(_settings)],
+    key: Annotated[str | None, Security(api_key_header)],
+) -> None:
+    """Dependency of writes an operator may also run with an admin key (user erasure):
+    one of ``api_keys`` or ``admin_keys``."""
+    if not settings.auth_enabled:
+        return
+    if not key:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, f"missing {API_KEY_HEADER} header", headers=_CHALLENGE
+        )
+    # Both checks always run: the time taken does not say which kind of key matched.
+    is_api = key_is_valid(key, settings)
+    is_admin = _matches(key, settings.admin_keys)
+    if not (is_api or is_admin):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key", headers=_CHALLENGE)
+
+
 async def require_read_key(
     settings: Annotated[Settings, Depends(_settings)],
     key: Annotated[str | None, Security(api_key_header)],

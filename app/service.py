@@ -8,7 +8,8 @@ owns it (docs/ARCHITECTURE.md has the map):
 * app/feed.py - ``ChangeFeed``: replay, catch-up, replica sync; owns the write lock and
   the published state
 * app/popularity.py, app/fallbacks.py - popularity counts and the fallback strategies
-* app/recommend.py, app/items.py, app/interactions.py - one class per API resource
+* app/recommend.py, app/items.py, app/interactions.py, app/erasure.py - one class per API
+  resource
 * app/store/health.py - ``StoreHealth``: store failures, 503s, the readiness ping
 * app/idempotency.py - ``IdempotencyGuard``: writes sent with an Idempotency-Key run once
 
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from app.engine import EngineFactory
+from app.erasure import Users
 from app.feed import ChangeFeed
 from app.idempotency import IdempotencyGuard
 from app.interactions import Interactions
@@ -79,6 +81,7 @@ class RecommendationService:
         self.recommender = Recommender(parts)
         self.items = Items(parts)
         self.interactions = Interactions(parts)
+        self.users = Users(parts)
         self.idempotency = IdempotencyGuard(store, self.health, settings.idempotency_ttl_s)
         # The resource methods as their owners define them (signatures and docs there).
         self.recommend = self.recommender.recommend
@@ -87,6 +90,7 @@ class RecommendationService:
         self.register_item = self.items.register
         self.delete_item = self.items.delete
         self.add_interactions = self.interactions.add
+        self.erase_user = self.users.erase
         self.idempotent = self.idempotency.run
 
     # --- lifecycle --------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 What lives here is what must survive a restart or be shared by replicas: cold-start items
 registered through the API (with their encoded content, so a restart replays them without
-re-encoding), user interaction histories (capped), per-domain popularity counts and the
-answers of writes sent with an ``Idempotency-Key`` (app/idempotency.py; kept for a TTL).
+re-encoding), user interaction histories (capped), per-domain popularity counts, the
+answers of writes sent with an ``Idempotency-Key`` (app/idempotency.py; kept for a TTL)
+and the record of erased users (app/erasure.py).
 Every write method returns only once the write is durable (acknowledged); a write either
 happens whole or not at all.
 """
@@ -139,6 +140,26 @@ class Store(ABC):
     @abstractmethod
     def popularity(self, domain: str) -> dict[str, int]:
         """item id -> number of interactions posted through the API in ``domain``."""
+
+    # --- user erasure (app/erasure.py) ------------------------------------------------
+    @abstractmethod
+    def erase_user(self, user_id: str, erased_at: float) -> dict[tuple[str, str], int]:
+        """Atomically delete the user's stored history, take the user out of every
+        popularity count they added to, and record the erasure (``erased_at``, seconds
+        since the epoch; a later erasure of the same user replaces the time). Idempotent;
+        an unknown user is recorded too. Returns the popularity decrements made:
+        (domain, item id) -> users removed (>= 1)."""
+
+    @abstractmethod
+    def is_erased(self, user_id: str) -> bool:
+        """True when the user was erased: the service must not use the bundle's
+        (training) history of this user any more."""
+
+    @abstractmethod
+    def erased_users(self) -> dict[str, float]:
+        """Every erased user id -> time of its latest erasure. For exports and retraining:
+        they must leave out these users' bundle (training) interactions and any stored
+        interaction up to that time, so an erased user is not learned again."""
 
     # --- idempotency keys -------------------------------------------------------------
     @abstractmethod

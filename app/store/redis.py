@@ -14,6 +14,9 @@ Key layout (``P`` = ``prefix``; ids are the whole key suffix, so they may contai
 * ``P user:<user_id>``       set of domains the user has history in (get_history)
 * ``P pop:<domain>``         hash item_id -> number of distinct users who interacted
 * ``P popusers:<domain>``    set of ``<item_id>\\0<user_id>`` pairs already counted in pop
+* ``P popitems:<user_id>``   the same pairs per user, as ``<domain>\\0<item_id>`` (erasure
+  finds the counts a user added to without scanning every pair)
+* ``P erased``               hash user_id -> time of its latest erasure (app/erasure.py)
 * ``P idem:<key>``           an Idempotency-Key record (``SET NX PX``, expires with its
   TTL): a JSON line (fingerprint, token, status) then the answer body
 
@@ -110,6 +113,44 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 """
 
+# KEYS: the user's domain set, the user's pair set (popitems), the erased hash, then per
+# domain (in ARGV order): history list, popusers set, pop hash. ARGV: user id, erased_at,
+# then the user's domains as the caller read them; false = they changed since (retry).
+# Pairs are found through popitems and, for pairs counted before popitems existed, through
+# the history lists (a pair trimmed from those before then stays counted).
+_ERASE = """
+local n = #ARGV - 2
+if redis.call('SCARD', KEYS[1]) ~= n then return false end
+local index = {}
+for i = 1, n do
+  if redis.call('SISMEMBER', KEYS[1], ARGV[i + 2]) == 0 then return false end
+  index[ARGV[i + 2]] = i
+end
+local out = {}
+local function uncount(i, item)
+  local base = 3 * i
+  if redis.call('SREM', KEYS[base + 2], item .. '\\0' .. ARGV[1]) == 1 then
+    if redis.call('HINCRBY', KEYS[base + 3], item, -1) <= 0 then
+      redis.call('HDEL', KEYS[base + 3], item)
+    end
+    out[#out + 1] = ARGV[i + 2]
+    out[#out + 1] = item
+  end
+end
+for _, pair in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local sep = string.find(pair, '\\0', 1, true)
+  local i = index[string.sub(pair, 1, sep - 1)]
+  if i then uncount(i, string.sub(pair, sep + 1)) end
+end
+for i = 1, n do
+  for _, item in ipairs(redis.call('LRANGE', KEYS[3 * i + 1], 0, -1)) do uncount(i, item) end
+  redis.call('DEL', KEYS[3 * i + 1])
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+return out
+"""
+
 _DELETE = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return false end
 local seq = redis.call('INCR', KEYS[1])
@@ -160,9 +201,11 @@ class RedisStore(Store):
         self._put = self._r.register_script(_PUT)
         self._delete = self._r.register_script(_DELETE)
         self._settle = self._r.register_script(_SETTLE_CLAIM)
+        self._erase = self._r.register_script(_ERASE)
         self._k_seq = f"{prefix}seq"
         self._k_items = f"{prefix}items"
         self._k_changes = f"{prefix}changes"
+        self._k_erased = f"{prefix}erased"
         self._warn_if_not_durable()
 
     # --- keys ------------------------------------------------------------------------
@@ -180,6 +223,9 @@ class RedisStore(Store):
 
     def _k_pop_users(self, domain: str) -> str:
         return f"{self.prefix}popusers:{domain}"
+
+    def _k_pop_items(self, user_id: str) -> str:
+        return f"{self.prefix}popitems:{user_id}"
 
     def _k_idem(self, key: str) -> str:
         return f"{self.prefix}idem:{key}"
@@ -314,14 +360,18 @@ class RedisStore(Store):
         for r in rows:
             groups.setdefault((r.user_id, r.domain), []).append(r.item_id)
         pairs: dict[str, list[str]] = {}  # domain -> item, user, item, user...
+        user_pairs: dict[str, list[str]] = {}  # user -> domain\0item, ...
         for domain, item_id, user_id in sorted({(r.domain, r.item_id, r.user_id) for r in rows}):
             pairs.setdefault(domain, []).extend((item_id, user_id))
+            user_pairs.setdefault(user_id, []).append(f"{domain}\0{item_id}")
         pipe = self._r.pipeline(transaction=True)  # one MULTI/EXEC: all or nothing
         for (user_id, domain), items in groups.items():
             key = self._k_hist(user_id, domain)
             pipe.rpush(key, *items)
             pipe.ltrim(key, -history_cap, -1)
             pipe.sadd(self._k_user(user_id), domain)
+        for user_id, domain_items in user_pairs.items():
+            pipe.sadd(self._k_pop_items(user_id), *domain_items)
         for domain, args in pairs.items():
             keys = [self._k_pop_users(domain), self._k_pop(domain)]
             pipe.eval(_COUNT_NEW_PAIRS, len(keys), *keys, *args)
@@ -348,6 +398,35 @@ class RedisStore(Store):
         with self._errors():
             h: Any = self._r.hgetall(self._k_pop(domain))
         return {_s(k): int(v) for k, v in h.items()}
+
+    # --- user erasure ------------------------------------------------------------------
+    def erase_user(self, user_id: str, erased_at: float) -> dict[tuple[str, str], int]:
+        with self._errors():
+            # The script needs every key it touches up front, so the user's domains are read
+            # first; it refuses (None) when a concurrent write added one meanwhile.
+            for _ in range(10):
+                domains = sorted(_s(d) for d in self._r.smembers(self._k_user(user_id)))
+                keys = [self._k_user(user_id), self._k_pop_items(user_id), self._k_erased]
+                for domain in domains:
+                    keys += [
+                        self._k_hist(user_id, domain),
+                        self._k_pop_users(domain),
+                        self._k_pop(domain),
+                    ]
+                args = [user_id, repr(float(erased_at)), *domains]
+                out = self._erase(keys=keys, args=args)
+                if out is not None:
+                    return {(_s(d), _s(i)): 1 for d, i in zip(out[::2], out[1::2], strict=True)}
+        raise StoreUnavailable(f"redis {self._where()}: user {user_id!r} keeps changing")
+
+    def is_erased(self, user_id: str) -> bool:
+        with self._errors():
+            return bool(self._r.hexists(self._k_erased, user_id))
+
+    def erased_users(self) -> dict[str, float]:
+        with self._errors():
+            h: Any = self._r.hgetall(self._k_erased)
+        return {_s(u): float(t) for u, t in h.items()}
 
     # --- idempotency keys --------------------------------------------------------------
     @staticmethod

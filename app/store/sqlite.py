@@ -92,6 +92,13 @@ CREATE TABLE IF NOT EXISTS popularity_users (
     user_id TEXT NOT NULL,
     PRIMARY KEY (domain, item_id, user_id)
 ) WITHOUT ROWID;
+-- Erasure finds a user's pairs without scanning every pair.
+CREATE INDEX IF NOT EXISTS popularity_users_user ON popularity_users (user_id);
+-- Erased users (app/erasure.py): their bundle history is no longer used; exports skip them.
+CREATE TABLE IF NOT EXISTS erased_users (
+    user_id   TEXT PRIMARY KEY,
+    erased_at REAL NOT NULL
+);
 -- Idempotency-Key answers; status 0 = in flight. Expired rows are purged by claims.
 CREATE TABLE IF NOT EXISTS idempotency (
     key         TEXT PRIMARY KEY,
@@ -362,6 +369,44 @@ class SQLiteStore(Store):
             write=False,
         )
         return {i: int(n) for i, n in rows}
+
+    # --- user erasure ------------------------------------------------------------------
+    def erase_user(self, user_id: str, erased_at: float) -> dict[tuple[str, str], int]:
+        def tx(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+            pairs = conn.execute(
+                "SELECT domain, item_id FROM popularity_users WHERE user_id = ?", (user_id,)
+            ).fetchall()
+            conn.execute("DELETE FROM popularity_users WHERE user_id = ?", (user_id,))
+            conn.executemany(
+                "UPDATE popularity SET count = count - 1 WHERE domain = ? AND item_id = ?", pairs
+            )
+            conn.executemany(
+                "DELETE FROM popularity WHERE domain = ? AND item_id = ? AND count <= 0", pairs
+            )
+            conn.execute("DELETE FROM history WHERE user_id = ?", (user_id,))
+            conn.execute(
+                "INSERT OR REPLACE INTO erased_users (user_id, erased_at) VALUES (?, ?)",
+                (user_id, float(erased_at)),
+            )
+            return {(d, i): 1 for d, i in pairs}
+
+        return self._tx(tx, write=True)
+
+    def is_erased(self, user_id: str) -> bool:
+        row = self._tx(
+            lambda c: c.execute(
+                "SELECT 1 FROM erased_users WHERE user_id = ?", (user_id,)
+            ).fetchone(),
+            write=False,
+        )
+        return row is not None
+
+    def erased_users(self) -> dict[str, float]:
+        rows = self._tx(
+            lambda c: c.execute("SELECT user_id, erased_at FROM erased_users").fetchall(),
+            write=False,
+        )
+        return {u: float(t) for u, t in rows}
 
     # --- idempotency keys --------------------------------------------------------------
     def claim_idempotency_key(

@@ -244,6 +244,7 @@ class MemoryStore(Store):
         self._pop: dict[str, dict[str, int]] = {}
         self._pairs: set[tuple[str, str, str]] = set()
         self._idem: dict[str, tuple[IdempotencyRecord, float]] = {}
+        self._erased: dict[str, float] = {}
 
     def ping(self) -> bool:
         return True
@@ -295,6 +296,25 @@ class MemoryStore(Store):
 
     def popularity(self, domain: str) -> dict[str, int]:
         return dict(self._pop.get(domain, {}))
+
+    def erase_user(self, user_id: str, erased_at: float) -> dict[tuple[str, str], int]:
+        with self._lock:
+            mine = {p for p in self._pairs if p[2] == user_id}
+            self._pairs -= mine
+            for domain, item_id, _ in mine:
+                pop = self._pop[domain]
+                pop[item_id] -= 1
+                if pop[item_id] <= 0:
+                    del pop[item_id]
+            self._history.pop(user_id, None)
+            self._erased[user_id] = erased_at
+            return {(d, i): 1 for d, i, _ in mine}
+
+    def is_erased(self, user_id: str) -> bool:
+        return user_id in self._erased
+
+    def erased_users(self) -> dict[str, float]:
+        return dict(self._erased)
 
     def _live_idem(self, key: str) -> IdempotencyRecord | None:
         record, expires = self._idem.get(key, (None, 0.0))
@@ -372,6 +392,18 @@ class FlakyStore(Store):
     def popularity(self, domain: str) -> dict[str, int]:
         self._check()
         return self.inner.popularity(domain)
+
+    def erase_user(self, user_id: str, erased_at: float) -> dict[tuple[str, str], int]:
+        self._check()
+        return self.inner.erase_user(user_id, erased_at)
+
+    def is_erased(self, user_id: str) -> bool:
+        self._check()
+        return self.inner.is_erased(user_id)
+
+    def erased_users(self) -> dict[str, float]:
+        self._check()
+        return self.inner.erased_users()
 
     def claim_idempotency_key(
         self, key: str, claim: IdempotencyRecord, ttl_s: float

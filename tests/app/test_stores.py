@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from app.settings import Settings
 from tests.app.conftest import AUTH, running, served_by_model, service_of
@@ -137,3 +138,33 @@ def test_redis_outage(
         assert wait_until(lambda: c.get("/readyz").json()["status"] == "ready")
         r = c.post("/v1/items", json={"item_id": "z", "domain": "arts", "title": "z"}, headers=AUTH)
         assert r.status_code == 201
+
+
+def test_erasure_is_honoured_by_another_replica_and_after_a_restart(
+    store_url: str, make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
+) -> None:
+    """Two services on one store: an erasure on A counts on B's very next read (B does not
+    even follow the item feed), and the popularity B mirrors loses the user's counts at its
+    next refresh."""
+    settings = make_settings(store_url=store_url, replica_sync_interval_s=0)
+
+    def recommend(client: TestClient, user_id: str) -> dict[str, Any]:
+        body = {"user_id": user_id, "domain": "arts", "n": 5}
+        r = client.post("/v1/recommend", json=body, headers=AUTH)
+        assert r.status_code == 200, r.text
+        out: dict[str, Any] = r.json()
+        return out
+
+    with running(settings, engine_factory) as a, running(settings, engine_factory) as b:
+        rows = [{"user_id": "u-bundle", "item_id": "arts-3"}]
+        assert a.post("/v1/interactions", json={"interactions": rows}, headers=AUTH).is_success
+        assert recommend(b, "u-bundle")["history"]["items_used"] == 3
+        assert wait_until(lambda: service_of(b).popularity.count("arts", "arts-3") == 1)
+
+        assert a.delete("/v1/users/u-bundle", headers=AUTH).status_code == 204
+
+        assert recommend(b, "u-bundle") == recommend(b, "never-seen")
+        assert wait_until(lambda: service_of(b).popularity.count("arts", "arts-3") == 0)
+    with running(settings, engine_factory) as c:
+        out = recommend(c, "u-bundle")
+        assert out["user_embedding"] == "fallback" and out["history"]["known_user"] is False

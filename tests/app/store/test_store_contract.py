@@ -237,6 +237,63 @@ def test_empty_batch_and_bad_cap(store: Store) -> None:
     assert store.get_history("u") == {}
 
 
+# --- user erasure -----------------------------------------------------------------------
+def test_erase_user_removes_history_and_their_popularity(store: Store) -> None:
+    # history cap 1: "a" and "b" leave u's history but stay in the counts until erasure
+    store.add_interactions(rows("u", "arts", ["a", "b", "c"]) + rows("u", "office", ["o"]), 1)
+    store.add_interactions(rows("v", "arts", ["a", "x"]) + rows("u:v", "arts", ["c"]), 5)
+    assert store.popularity("arts") == {"a": 2, "b": 1, "c": 2, "x": 1}
+    assert not store.is_erased("u")
+
+    decrements = store.erase_user("u", 1000.0)
+
+    assert decrements == {("arts", "a"): 1, ("arts", "b"): 1, ("arts", "c"): 1, ("office", "o"): 1}
+    assert store.get_history("u") == {}
+    assert store.popularity("arts") == {"a": 1, "c": 1, "x": 1}  # b dropped at 0
+    assert store.popularity("office") == {}
+    # other users, including one whose id extends "u", are untouched
+    assert store.get_history("v") == {"arts": ["a", "x"]}
+    assert store.get_history("u:v") == {"arts": ["c"]}
+    assert store.is_erased("u") and not store.is_erased("v") and not store.is_erased("u:v")
+    assert store.erased_users() == {"u": 1000.0}
+
+
+def test_erase_user_is_idempotent_and_records_unknown_users(store: Store) -> None:
+    store.add_interactions(rows("u", "arts", ["a"]), 5)
+    assert store.erase_user("u", 10.0) == {("arts", "a"): 1}
+    assert store.erase_user("u", 20.0) == {}  # nothing left to remove; time updated
+    assert store.erase_user("ghost", 30.0) == {}
+    assert store.popularity("arts") == {}
+    assert store.erased_users() == {"u": 20.0, "ghost": 30.0}
+
+
+def test_interactions_after_erasure_are_new_data(store: Store) -> None:
+    store.add_interactions(rows("u", "arts", ["a"]), 5)
+    store.erase_user("u", 10.0)
+    assert store.add_interactions(rows("u", "arts", ["a", "b"]), 5) == {
+        ("arts", "a"): 1,
+        ("arts", "b"): 1,
+    }
+    assert store.get_history("u") == {"arts": ["a", "b"]}
+    assert store.popularity("arts") == {"a": 1, "b": 1}
+    assert store.is_erased("u")  # the bundle history stays retired
+    assert store.erase_user("u", 20.0) == {("arts", "a"): 1, ("arts", "b"): 1}
+    assert store.popularity("arts") == {}
+
+
+def test_erasure_survives_a_restart(crashable_backend: Backend) -> None:
+    s = crashable_backend.open()
+    s.add_interactions(rows("u", "arts", ["a"]) + rows("v", "arts", ["a"]), 5)
+    s.erase_user("u", 42.5)
+    s.close()
+    crashable_backend.crash()
+    reopened = crashable_backend.open()
+    assert reopened.is_erased("u")
+    assert reopened.erased_users() == {"u": 42.5}
+    assert reopened.get_history("u") == {}
+    assert reopened.popularity("arts") == {"a": 1}
+
+
 def test_readers_never_see_half_a_batch(store: Store) -> None:
     """Each batch appends one row to each of two domains; an atomic batch means a reader
     always sees both histories with the same length."""
@@ -535,6 +592,21 @@ def test_redis_prefixes_isolate_stores(redis_server: RedisServer) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_redis_erasure_of_pairs_counted_before_the_per_user_set(
+    redis_server: RedisServer,
+) -> None:
+    """Data written before ``popitems`` existed: the pairs still in the history are found."""
+    s = RedisStore(redis_server.url, prefix="legacy-erase:")
+    try:
+        s.add_interactions(rows("u", "arts", ["a", "b"]) + rows("v", "arts", ["a"]), 5)
+        s._r.delete(s._k_pop_items("u"))  # as an older version wrote it
+        assert s.erase_user("u", 1.0) == {("arts", "a"): 1, ("arts", "b"): 1}
+        assert s.popularity("arts") == {"a": 1}
+        assert s.get_history("u") == {}
+    finally:
+        s.close()
 
 
 # --- factory ------------------------------------------------------------------------------

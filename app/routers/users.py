@@ -1,0 +1,27 @@
+"""``DELETE /v1/users/{user_id}``: erase a user (app/erasure.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, status
+
+from app.deps import ServiceDep, WriteOrAdminAccess
+from app.ids import Id
+from app.routers.common import AUTH, INVALID, NOT_READY
+
+router = APIRouter(prefix="/v1", tags=["users"])
+
+
+@router.delete(
+    "/users/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[WriteOrAdminAccess],
+    responses={**AUTH, **INVALID, **NOT_READY},
+)
+def erase_user(user_id: Annotated[Id, Path()], service: ServiceDep) -> None:
+    """Erase a user (API key or admin key): their stored history and their share of the
+    popularity counts are deleted, and the erasure is recorded so that their bundle
+    (training) history is no longer used, on every replica, and exports and retraining
+    leave them out. 204 whether or not the user existed, and on every repeat."""
+    service.erase_user(user_id)
