@@ -1,4 +1,5 @@
-"""What the per-resource classes (app/recommend.py, items.py, interactions.py) share.
+"""What the per-resource classes (app/recommend.py, items.py, interactions.py, erasure.py)
+share.
 
 The service builds one :class:`Parts` and hands it to each; a resource class reads the
 parts it needs as attributes (``self.store``, ``self.feed``, ...).

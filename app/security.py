@@ -1,6 +1,6 @@
 """API-key authentication (``X-API-Key``).
 
-Writes always need a key; reads that name a user (their recommendations reveal their
+Writes always need a key (user erasure takes an API key or an admin key); reads that name a user (their recommendations reveal their
 history) unless ``open_user_reads``; other reads only when ``require_key_for_reads``;
 ``/v1/admin/*`` needs one of the separate ``admin_keys``; probes (/healthz, /readyz,
 /metrics) never do, so orchestrators and scrapers need no secret. With no keys configured

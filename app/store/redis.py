@@ -21,7 +21,7 @@ Key layout (``P`` = ``prefix``; ids are the whole key suffix, so they may contai
   TTL): a JSON line (fingerprint, token, status) then the answer body
 
 Atomicity: item writes are Lua scripts (they need the INCR result inside the same atomic
-step); interaction batches are one MULTI/EXEC. Durability of an acknowledged write is the
+step); interaction batches are one MULTI/EXEC; a user erasure is one Lua script. Durability of an acknowledged write is the
 server's: run Redis with ``appendonly yes`` and ``appendfsync always`` (the constructor logs
 a warning when the server says otherwise).
 
