@@ -1,11 +1,12 @@
 """API-key authentication (``X-API-Key``).
 
-Writes always need a key (user erasure takes an API key or an admin key); reads that name a user (their recommendations reveal their
-history) unless ``open_user_reads``; other reads only when ``require_key_for_reads``;
-``/v1/admin/*`` needs one of the separate ``admin_keys``; probes (/healthz, /readyz,
-/metrics) never do, so orchestrators and scrapers need no secret. With no keys configured
-authentication is off (local development; a warning is logged at start-up). Keys are
-compared in constant time and never logged.
+Writes always need a key (user erasure takes an API key or an admin key); reads that
+name a user (their recommendations reveal their history) unless ``open_user_reads``;
+other reads only when ``require_key_for_reads``; ``/v1/admin/*`` needs one of the separate
+``admin_keys``; probes (/healthz, /readyz, /metrics) never do, so orchestrators and
+scrapers need no secret. With no keys configured authentication is off (local
+development; a warning is logged at start-up). Keys are compared in constant time and
+never logged.
 """
 
 from __future__ import annotations
