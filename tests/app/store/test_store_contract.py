@@ -281,6 +281,34 @@ def test_interactions_after_erasure_are_new_data(store: Store) -> None:
     assert store.popularity("arts") == {}
 
 
+def test_erasure_racing_writes_of_new_domains_leaves_no_count_behind(backend: Backend) -> None:
+    """Writes that add domains to the user while erasures run (on Redis the erasure reads
+    the user's domains first and retries if they change); whatever the interleaving, a
+    final erasure leaves no history and no count of the user."""
+    writer, eraser = backend.open(), backend.open()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for b in range(40):
+                writer.add_interactions(rows("u", f"d{b % 8}", [f"i{b}", "hot"]), 5)
+                writer.add_interactions(rows("other", f"d{b % 8}", ["hot"]), 5)
+        except BaseException as err:  # surfaced below, not lost in the thread
+            errors.append(err)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    while thread.is_alive():
+        eraser.erase_user("u", time.time())
+        time.sleep(0.002)  # a tight loop would starve SQLite's busy-waiting writer
+    thread.join()
+    assert errors == []
+    eraser.erase_user("u", time.time())
+    assert eraser.get_history("u") == {}
+    for d in range(8):
+        assert eraser.popularity(f"d{d}") == {"hot": 1}  # only "other" is left
+
+
 def test_erasure_survives_a_restart(crashable_backend: Backend) -> None:
     s = crashable_backend.open()
     s.add_interactions(rows("u", "arts", ["a"]) + rows("v", "arts", ["a"]), 5)
