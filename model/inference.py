@@ -113,15 +113,17 @@ class InferenceEngine:
         return np.ascontiguousarray(v.cpu().numpy(), dtype=np.float32)
 
     def _serving_users(
-        self, domain: str, z: torch.Tensor, method: str, content: list[torch.Tensor]
+        self, domain: str, z: torch.Tensor, method: str, content: list[list[torch.Tensor]]
     ) -> np.ndarray:
-        """[b, dim] serving vectors from model vectors z [b, d]; ``content``: the c rows of
-        the history items the user was embedded from (one tensor per part)."""
+        """[b, dim] serving vectors from model vectors z [b, d]; ``content[k]``: the c rows
+        of the history items user k was embedded from (one tensor per part)."""
         blend = self._blends.get(domain)
         if blend is None:
             return np.ascontiguousarray(z.cpu().numpy(), dtype=np.float32)
-        prof = profile(content, blend.content_dim).unsqueeze(0).expand(len(z), -1)
-        v = blend.users(z, method, prof if blend.content is not None else None)
+        prof = None
+        if blend.content is not None:
+            prof = torch.stack([profile(parts, blend.content_dim) for parts in content])
+        v = blend.users(z, method, prof)
         return np.ascontiguousarray(v.cpu().numpy(), dtype=np.float32)
 
     @classmethod
@@ -209,7 +211,7 @@ class InferenceEngine:
             if (d == domain) == own:
                 parts.append(torch.stack(rows))
         return UserEmbedding(
-            vector=self._serving_users(domain, vec.unsqueeze(0), method, parts)[0],
+            vector=self._serving_users(domain, vec.unsqueeze(0), method, [parts])[0],
             method=method,
             n_history=n,
         )
@@ -232,20 +234,9 @@ class InferenceEngine:
         ]
         hists = [s.history(u) for u in picked]
         z = s.embedder.embed_users(hists)
-        blend = self._blends.get(domain)
-        if blend is None:
-            return np.ascontiguousarray(z.cpu().numpy(), dtype=np.float32)
-        return np.concatenate(
-            [
-                self._serving_users(
-                    domain,
-                    z[k : k + 1],
-                    "inductive",
-                    [] if blend.content is None else [blend.content[torch.as_tensor(h)]],
-                )
-                for k, h in enumerate(hists)
-            ]
-        )
+        c = self._blends[domain].content if domain in self._blends else None
+        parts = [[] if c is None else [c[torch.as_tensor(h)]] for h in hists]
+        return self._serving_users(domain, z, "inductive", parts)
 
     # --- items ------------------------------------------------------------------------
     def _encoder(self, modality: str) -> Any:
