@@ -31,6 +31,7 @@ from app.store.base import (
     Store,
     StoredItem,
     StoreUnavailable,
+    WantedBundle,
 )
 from model.bundle import BundleError
 from model.inference import DomainCatalogue, UserEmbedding
@@ -245,6 +246,7 @@ class MemoryStore(Store):
         self._pairs: set[tuple[str, str, str]] = set()
         self._idem: dict[str, tuple[IdempotencyRecord, float]] = {}
         self._erased: dict[str, float] = {}
+        self._wanted: WantedBundle | None = None
 
     def ping(self) -> bool:
         return True
@@ -315,6 +317,12 @@ class MemoryStore(Store):
 
     def erased_users(self) -> dict[str, float]:
         return dict(self._erased)
+
+    def set_bundle_version(self, version: str, announced_at: float) -> None:
+        self._wanted = WantedBundle(version, announced_at)
+
+    def get_bundle_version(self) -> WantedBundle | None:
+        return self._wanted
 
     def _live_idem(self, key: str) -> IdempotencyRecord | None:
         record, expires = self._idem.get(key, (None, 0.0))
@@ -404,6 +412,14 @@ class FlakyStore(Store):
     def erased_users(self) -> dict[str, float]:
         self._check()
         return self.inner.erased_users()
+
+    def set_bundle_version(self, version: str, announced_at: float) -> None:
+        self._check()
+        self.inner.set_bundle_version(version, announced_at)
+
+    def get_bundle_version(self) -> WantedBundle | None:
+        self._check()
+        return self.inner.get_bundle_version()
 
     def claim_idempotency_key(
         self, key: str, claim: IdempotencyRecord, ttl_s: float
