@@ -130,7 +130,8 @@ def _write_json_atomic(path: Path, data: Any) -> None:
 
 
 class BundleRegistry:
-    """Bundles by version under ``root`` (created when missing), one of them current.
+    """Bundles by version under ``root``, one of them current. ``create=False`` refuses
+    a directory that is not a registry yet (a service must not make one from a typo).
 
     ``check`` is what a version must pass before it is promoted (default
     :func:`model.bundle.verify_bundle`: format version + sha256 of every file); it raises
@@ -138,12 +139,22 @@ class BundleRegistry:
     """
 
     def __init__(
-        self, root: str | Path, *, check: Callable[[Path], object] = verify_bundle
+        self,
+        root: str | Path,
+        *,
+        create: bool = True,
+        check: Callable[[Path], object] = verify_bundle,
     ) -> None:
         self.root = Path(root)
         self.check = check
         self.versions_dir = self.root / "versions"
-        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.versions_dir.mkdir(parents=True, exist_ok=True)
+        elif not self.versions_dir.is_dir():
+            raise RegistryError(
+                f"{self.root} is not a bundle registry (no versions/ inside; "
+                "`micrec bundles --registry DIR add BUNDLE` creates one)"
+            )
         self._thread_lock = threading.RLock()
         self._depth = 0
 
@@ -218,7 +229,7 @@ class BundleRegistry:
             owner = open(staging / OWNER, "w")  # noqa: SIM115 - held until the rename
             fcntl.flock(owner, fcntl.LOCK_EX)  # freed by the OS if this process dies
         try:
-            shutil.copytree(src, staging / BUNDLE_DIR, symlinks=False)
+            shutil.copytree(src, staging / BUNDLE_DIR, copy_function=shutil.copy2)
             record = {
                 "added_at": time.time(),
                 "model_version": manifest.get("model_version"),
@@ -420,8 +431,13 @@ class BundleRegistry:
         at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
         entry = {"time": now, "at": at, "event": event, "version": version, **fields}
         line = json.dumps(entry, sort_keys=True, default=str) + "\n"
-        with open(self.root / HISTORY, "a", encoding="utf-8") as f:
-            f.write(line)
+        with open(self.root / HISTORY, "ab") as f:
+            if f.tell() > 0:
+                with open(self.root / HISTORY, "rb") as r:
+                    r.seek(-1, os.SEEK_END)
+                    if r.read(1) != b"\n":  # a line torn by a crash: do not extend it
+                        line = "\n" + line
+            f.write(line.encode())
             f.flush()
             os.fsync(f.fileno())
 
