@@ -1,0 +1,191 @@
+"""Serving from a bundle registry (app/bundle_follow.py, app/promotion.py): the service
+loads the announced version and follows promotions and rollbacks; a version it cannot
+load leaves the old one serving and is reported in /readyz and /metrics.
+
+Fake bundles (tests/app/fakes.py) with a minimal manifest.json so the registry takes
+them; the registry's promotion check is the fake engine factory itself ("it loads").
+Two processes on a real Redis: tests/reliability/test_registry_replicas.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app import promotion
+from app.service import RecommendationService
+from app.settings import Settings
+from model.registry import BundleRegistry
+from tests.app.conftest import AUTH, StartService, running, service_of, state_of
+from tests.app.fakes import FAKE_MANIFEST, FakeEngineFactory, MemoryStore, wait_until
+
+
+def fake_bundle(factory: FakeEngineFactory, directory: Path, version: str) -> Path:
+    factory.make_bundle(directory, version=version)
+    (directory / "manifest.json").write_text(
+        json.dumps({"format_version": 1, "model_version": version})
+    )
+    return directory
+
+
+@pytest.fixture
+def registry(tmp_path: Path, engine_factory: FakeEngineFactory) -> BundleRegistry:
+    """v0001 (fake-v1, promoted), v0002 (fake-v2), v0003 (fake-v3)."""
+    reg = BundleRegistry(tmp_path / "registry", check=engine_factory)
+    for k in (1, 2, 3):
+        reg.add(fake_bundle(engine_factory, tmp_path / f"src-{k}", f"fake-v{k}"))
+    reg.promote("v0001", "first")
+    return reg
+
+
+def broken(registry: BundleRegistry, tmp_path: Path, factory: FakeEngineFactory) -> str:
+    """A version that passes the registry's check but cannot be loaded by the service
+    (its bundle changed after the check: the fake's manifest checksum fails)."""
+    version = registry.add(fake_bundle(factory, tmp_path / "src-broken", "fake-broken"))
+    manifest = registry.path(version) / FAKE_MANIFEST
+    payload = json.loads(manifest.read_text())
+    payload["manifest"]["dim"] = 17
+    manifest.write_text(json.dumps(payload))
+    return version
+
+
+def follow(svc: RecommendationService) -> None:
+    """One poll, then wait for the reload it started."""
+    assert svc.follower is not None
+    svc.follower.tick()
+    svc.wait_reload(30)
+
+
+@pytest.fixture
+def start_registry(
+    start: StartService, registry: BundleRegistry
+) -> Callable[..., RecommendationService]:
+    def make(store: MemoryStore, **overrides: object) -> RecommendationService:
+        # polled by hand (follow()) unless a test asks for the background thread
+        overrides.setdefault("registry_poll_s", 3600)
+        return start(store, registry_dir=registry.root, **overrides)
+
+    return make
+
+
+def test_serves_the_registry_and_follows_promotion_and_rollback(
+    start_registry: Callable[..., RecommendationService], registry: BundleRegistry
+) -> None:
+    store = MemoryStore()
+    svc = start_registry(store)
+    assert state_of(svc).model_version == "fake-v1"
+    assert svc.model_info().bundle_version == "v0001"
+    status = svc.bundle_status()
+    assert status is not None
+    assert status.model_dump() == {"serving": "v0001", "wanted": "v0001", "error": None}
+
+    done = promotion.promote(registry, store, "v0003", reason="test")
+    assert (done.version, done.previous, done.announced) == ("v0003", "v0001", True)
+    follow(svc)
+    assert state_of(svc).model_version == "fake-v3"
+    assert svc.model_info().bundle_version == "v0003"
+
+    assert promotion.rollback(registry, store).version == "v0001"
+    follow(svc)
+    assert state_of(svc).model_version == "fake-v1"
+    assert svc.degraded() == []
+
+
+def test_the_announced_version_wins_over_current_at_start(
+    start_registry: Callable[..., RecommendationService], registry: BundleRegistry
+) -> None:
+    store = MemoryStore()
+    store.set_bundle_version("v0002", 5.0)  # e.g. this host's current pointer is stale
+    svc = start_registry(store)
+    assert svc.model_info().bundle_version == "v0002"
+
+
+def test_background_poll_reloads_without_help(
+    start_registry: Callable[..., RecommendationService], registry: BundleRegistry
+) -> None:
+    store = MemoryStore()
+    svc = start_registry(store, registry_poll_s=0.05)
+    promotion.promote(registry, store, "v0002", reason="test")
+    assert wait_until(lambda: svc.model_info().bundle_version == "v0002", 30)
+    assert state_of(svc).model_version == "fake-v2"
+
+
+def test_unloadable_version_keeps_the_old_one_serving(
+    start_registry: Callable[..., RecommendationService],
+    registry: BundleRegistry,
+    engine_factory: FakeEngineFactory,
+    tmp_path: Path,
+) -> None:
+    store = MemoryStore()
+    svc = start_registry(store)
+    bad = broken(registry, tmp_path, engine_factory)
+    promotion.promote(BundleRegistry(registry.root, check=lambda p: None), store, bad, reason="x")
+    follow(svc)
+    assert state_of(svc).model_version == "fake-v1"
+    status = svc.bundle_status()
+    assert status is not None and (status.serving, status.wanted) == ("v0001", bad)
+    assert status.error is not None and "tampered" in status.error
+    assert str(registry.root) not in status.error  # /readyz is unauthenticated
+    assert f"bundle {bad} could not be loaded; serving v0001" in svc.degraded()
+
+    # tried once per announcement: polling again does not reload...
+    loads = engine_factory.loads
+    follow(svc)
+    assert engine_factory.loads == loads
+    # ...announcing it again does (still broken), and a rollback moves on
+    store.set_bundle_version(bad, 99.0)
+    follow(svc)
+    assert engine_factory.loads == loads + 1
+    promotion.rollback(registry, store)
+    follow(svc)
+    status = svc.bundle_status()
+    assert status is not None and status.error is None
+    assert svc.model_info().bundle_version == "v0001"
+
+
+def test_version_missing_on_this_host_is_reported(
+    start_registry: Callable[..., RecommendationService],
+) -> None:
+    store = MemoryStore()
+    svc = start_registry(store)
+    store.set_bundle_version("v0042", 1.0)
+    follow(svc)
+    status = svc.bundle_status()
+    assert status is not None and status.wanted == "v0042" and status.serving == "v0001"
+    assert status.error is not None and "no version v0042" in status.error
+
+
+def test_readyz_and_metrics_report_the_bundle(
+    make_settings: Callable[..., Settings],
+    engine_factory: FakeEngineFactory,
+    registry: BundleRegistry,
+    tmp_path: Path,
+) -> None:
+    store = MemoryStore()
+    settings = make_settings(registry_dir=registry.root, registry_poll_s=3600)
+    with running(settings, engine_factory, store) as client:
+        ready = client.get("/readyz").json()
+        assert ready["bundle"] == {"serving": "v0001", "wanted": "v0001", "error": None}
+        assert client.get("/v1/model", headers=AUTH).json()["bundle_version"] == "v0001"
+        assert "micrec_bundle_in_sync 1.0" in client.get("/metrics").text
+
+        bad = broken(registry, tmp_path, engine_factory)
+        store.set_bundle_version(bad, 1.0)
+        follow(service_of(client))
+        r = client.get("/readyz")
+        assert r.status_code == 200  # still serving v0001
+        body = r.json()
+        assert body["status"] == "degraded" and body["bundle"]["wanted"] == bad
+        assert body["bundle"]["serving"] == "v0001" and body["bundle"]["error"]
+        metrics = client.get("/metrics").text
+        assert "micrec_bundle_in_sync 0.0" in metrics
+        assert f'micrec_bundle_version_info{{serving="v0001",wanted="{bad}"}} 1.0' in metrics
+
+
+def test_without_a_registry_nothing_changes(client: TestClient) -> None:
+    assert client.get("/readyz").json()["bundle"] is None
+    assert client.get("/v1/model", headers=AUTH).json()["bundle_version"] is None
