@@ -189,7 +189,9 @@ class BundleRegistry:
 
     def list(self) -> builtins.list[VersionInfo]:
         """Every version, oldest first."""
-        return [self.show(v) for v in self._names()]
+        current = self.current()
+        served = self._served(current)
+        return [self._info(v, self._record(v), current, served) for v in self._names()]
 
     def show(self, version: str) -> VersionInfo:
         record = self._record(version)
