@@ -66,7 +66,20 @@ Status = Literal["candidate", "promoted", "refused", "retired"]
 
 class RegistryError(RuntimeError):
     """A registry operation cannot be done (unknown version, refused, nothing to roll back
-    to, bundle fails its check...); ``str(err)`` is one line for the user."""
+    to, bundle fails its check...); ``str(err)`` is one line for the user. Subclasses
+    name the cases a caller may treat apart (the admin API maps them to 404/409/422)."""
+
+
+class UnknownVersion(RegistryError):
+    """No such version here (or not a version name)."""
+
+
+class RefusedVersion(RegistryError):
+    """The version was refused; promoting it needs ``force``."""
+
+
+class UnusableVersion(RegistryError):
+    """The version's bundle fails the check a promotion requires."""
 
 
 @dataclass(frozen=True)
@@ -268,7 +281,7 @@ class BundleRegistry:
         with self.locked():
             record = self._record(version)
             if record.get("refused") and not force:
-                raise RegistryError(
+                raise RefusedVersion(
                     f"{version} was refused ({_refusal_reason(record)}); "
                     "promote it with force to serve it anyway"
                 )
@@ -301,7 +314,7 @@ class BundleRegistry:
                     continue
                 try:
                     self._check(target)
-                except RegistryError:
+                except UnusableVersion:
                     continue
                 self._point_at(target)
                 self._log("rollback", target, previous=current, reason=reason)
@@ -331,11 +344,11 @@ class BundleRegistry:
 
     def _require(self, version: str) -> None:
         if not isinstance(version, str) or not VERSION_RE.match(version):
-            raise RegistryError(f"{version!r} is not a version name (v0001, v0002, ...)")
+            raise UnknownVersion(f"{version!r} is not a version name (v0001, v0002, ...)")
         if not (self.versions_dir / version / VERSION_FILE).is_file():
             known = self._names()
             hint = f"; known: {', '.join(known[-5:])}" if known else "; the registry is empty"
-            raise RegistryError(f"no version {version} in {self.root}{hint}")
+            raise UnknownVersion(f"no version {version} in {self.root}{hint}")
 
     def _record(self, version: str) -> dict[str, Any]:
         self._require(version)
@@ -380,7 +393,7 @@ class BundleRegistry:
         try:
             self.check(self.versions_dir / version / BUNDLE_DIR)
         except (BundleError, OSError, ValueError) as err:
-            raise RegistryError(f"{version} does not load: {err}") from None
+            raise UnusableVersion(f"{version} does not load: {err}") from None
 
     def _point_at(self, version: str) -> None:
         """Switch ``current`` to ``version`` atomically (new symlink renamed over it)."""

@@ -2,14 +2,12 @@
 loads the announced version and follows promotions and rollbacks; a version it cannot
 load leaves the old one serving and is reported in /readyz and /metrics.
 
-Fake bundles (tests/app/fakes.py) with a minimal manifest.json so the registry takes
-them; the registry's promotion check is the fake engine factory itself ("it loads").
+Registries of fake bundles: tests/app/registry_fakes.py.
 Two processes on a real Redis: tests/reliability/test_registry_replicas.py.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,36 +19,13 @@ from app.service import RecommendationService
 from app.settings import Settings
 from model.registry import BundleRegistry
 from tests.app.conftest import AUTH, StartService, running, service_of, state_of
-from tests.app.fakes import FAKE_MANIFEST, FakeEngineFactory, MemoryStore, wait_until
-
-
-def fake_bundle(factory: FakeEngineFactory, directory: Path, version: str) -> Path:
-    factory.make_bundle(directory, version=version)
-    (directory / "manifest.json").write_text(
-        json.dumps({"format_version": 1, "model_version": version})
-    )
-    return directory
+from tests.app.fakes import FakeEngineFactory, MemoryStore, wait_until
+from tests.app.registry_fakes import add_broken, make_registry
 
 
 @pytest.fixture
 def registry(tmp_path: Path, engine_factory: FakeEngineFactory) -> BundleRegistry:
-    """v0001 (fake-v1, promoted), v0002 (fake-v2), v0003 (fake-v3)."""
-    reg = BundleRegistry(tmp_path / "registry", check=engine_factory)
-    for k in (1, 2, 3):
-        reg.add(fake_bundle(engine_factory, tmp_path / f"src-{k}", f"fake-v{k}"))
-    reg.promote("v0001", "first")
-    return reg
-
-
-def broken(registry: BundleRegistry, tmp_path: Path, factory: FakeEngineFactory) -> str:
-    """A version that passes the registry's check but cannot be loaded by the service
-    (its bundle changed after the check: the fake's manifest checksum fails)."""
-    version = registry.add(fake_bundle(factory, tmp_path / "src-broken", "fake-broken"))
-    manifest = registry.path(version) / FAKE_MANIFEST
-    payload = json.loads(manifest.read_text())
-    payload["manifest"]["dim"] = 17
-    manifest.write_text(json.dumps(payload))
-    return version
+    return make_registry(tmp_path, engine_factory)
 
 
 def follow(svc: RecommendationService) -> None:
@@ -122,8 +97,8 @@ def test_unloadable_version_keeps_the_old_one_serving(
 ) -> None:
     store = MemoryStore()
     svc = start_registry(store)
-    bad = broken(registry, tmp_path, engine_factory)
-    promotion.promote(BundleRegistry(registry.root, check=lambda p: None), store, bad, reason="x")
+    bad = add_broken(registry, tmp_path, engine_factory)
+    promotion.promote(registry, store, bad, reason="x")
     follow(svc)
     assert state_of(svc).model_version == "fake-v1"
     status = svc.bundle_status()
@@ -173,7 +148,7 @@ def test_readyz_and_metrics_report_the_bundle(
         assert client.get("/v1/model", headers=AUTH).json()["bundle_version"] == "v0001"
         assert "micrec_bundle_in_sync 1.0" in client.get("/metrics").text
 
-        bad = broken(registry, tmp_path, engine_factory)
+        bad = add_broken(registry, tmp_path, engine_factory)
         store.set_bundle_version(bad, 1.0)
         follow(service_of(client))
         r = client.get("/readyz")
