@@ -211,6 +211,11 @@ class BundleRegistry:
         current = self.current()
         return self._info(version, record, current, self._served(current))
 
+    def promotions(self) -> builtins.list[str]:
+        """The versions a rollback would walk back through, oldest first; the last one is
+        normally current (each promotion pushes, each rollback pops)."""
+        return self._stack()
+
     def history(self) -> builtins.list[dict[str, Any]]:
         """Every history event, oldest first (a torn last line from a crash is skipped)."""
         try:

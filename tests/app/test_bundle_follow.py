@@ -164,3 +164,33 @@ def test_readyz_and_metrics_report_the_bundle(
 def test_without_a_registry_nothing_changes(client: TestClient) -> None:
     assert client.get("/readyz").json()["bundle"] is None
     assert client.get("/v1/model", headers=AUTH).json()["bundle_version"] is None
+
+
+def test_starting_on_an_unloadable_version_falls_back_once(
+    start_registry: Callable[..., RecommendationService],
+    registry: BundleRegistry,
+    engine_factory: FakeEngineFactory,
+    tmp_path: Path,
+) -> None:
+    store = MemoryStore()
+    promotion.promote(registry, store, "v0002", reason="good")
+    bad = add_broken(registry, tmp_path, engine_factory)
+    promotion.promote(registry, store, bad, reason="broken")  # e.g. while this one was down
+    svc = start_registry(store, wait=False)
+    assert svc.wait_ready(30) is False  # the wanted version fails, nothing served yet
+    follow(svc)  # no old version to keep: the newest other promoted one
+    assert svc.model_info().bundle_version == "v0002"
+    status = svc.bundle_status()
+    assert status is not None and (status.serving, status.wanted) == ("v0002", bad)
+    assert status.error is not None and "tampered" in status.error
+    loads = engine_factory.loads
+    follow(svc)
+    assert engine_factory.loads == loads  # once
+    promotion.rollback(registry, store)  # the operator's fix: every replica on v0002
+    follow(svc)
+    status = svc.bundle_status()
+    assert status is not None and status.model_dump() == {
+        "serving": "v0002",
+        "wanted": "v0002",
+        "error": None,
+    }

@@ -88,7 +88,9 @@ def test_rollback_walks_back_through_promotions(registry: BundleRegistry, three:
     a, b, c = three
     for v in (a, b, c):
         registry.promote(v, "step")
+    assert registry.promotions() == [a, b, c]
     assert registry.rollback() == b
+    assert registry.promotions() == [a, b]
     assert registry.rollback("bad") == a
     assert registry.current() == a
     with pytest.raises(RegistryError, match="nothing to roll back to"):
