@@ -25,6 +25,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from app import reports
+from app.browse import Browser
 from app.engine import EngineFactory
 from app.erasure import Users
 from app.feed import ChangeFeed
@@ -41,8 +43,10 @@ from app.schemas import (
     ModelInfo,
     ReloadStatus,
 )
+from app.schemas_console import EvaluationReport, ServiceStats
 from app.settings import Settings
 from app.state import ModelState
+from app.stats import summarise
 from app.store.base import Store
 from app.store.health import StoreHealth
 
@@ -92,6 +96,11 @@ class RecommendationService:
         self.add_interactions = self.interactions.add
         self.erase_user = self.users.erase
         self.idempotent = self.idempotency.run
+        self.browser = Browser(parts, self.recommender)
+        self.search_items = self.browser.search
+        self.item_details = self.browser.details
+        self.item_picture = self.browser.picture
+        self.user_history = self.browser.history
 
     # --- lifecycle --------------------------------------------------------------------
     @property
@@ -147,3 +156,12 @@ class RecommendationService:
 
     def degraded(self) -> list[str]:
         return self.loader.degraded()
+
+    def evaluation(self) -> EvaluationReport:
+        return reports.evaluation(self.require_state())
+
+    def evaluation_plot(self, name: str) -> bytes:
+        return reports.plot(self.require_state(), name)
+
+    def stats(self) -> ServiceStats:
+        return summarise(self.metrics)

@@ -1,0 +1,163 @@
+"""Reads for browsing the catalogue and a user (no HTTP; the item list, item pictures and
+``GET /v1/users/{id}/history`` call these through the service).
+
+The item list scans a domain's titles (a bounded, linear cost per request: the catalogue
+size), ordered registered items first (newest first), then bundle items by training
+degree, most connected first. Its per-state derived data (lower-cased titles, the degree
+order) is computed once per model state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.content import category_matches, split_categories
+from app.errors import NotFound, PayloadTooLarge
+from app.images import BundlePictures, Picture
+from app.parts import Parts, Resource
+from app.recommend import Recommender
+from app.schemas_console import ItemPage, ItemSummary, UserHistory
+from app.state import ModelState
+
+MAX_PAGE = 100
+"""Most items in one page of the item list, and most ids in one ``ids`` lookup."""
+
+
+@dataclass(frozen=True)
+class _DomainView:
+    order: list[int]
+    """Catalogue rows by training degree, highest first."""
+    titles: list[str]
+    """Lower-cased titles, by catalogue row."""
+
+
+class Browser(Resource):
+    def __init__(self, parts: Parts, recommender: Recommender) -> None:
+        super().__init__(parts)
+        self.recommender = recommender
+        self.pictures = BundlePictures(self.settings.item_images_dir, self.settings.max_image_bytes)
+        self._views: dict[tuple[int, str], _DomainView] = {}
+
+    # --- the item list ----------------------------------------------------------------
+    def search(
+        self,
+        domain: str,
+        *,
+        q: str | None = None,
+        category: str | None = None,
+        offset: int = 0,
+        limit: int = 24,
+    ) -> ItemPage:
+        """Items of ``domain`` whose title or id contains ``q`` and whose categories match
+        ``category`` (the prefix rule of recommendation filters), one page of them."""
+        state = self.require_state()
+        state.check_domain(domain)
+        limit = min(limit, MAX_PAGE)
+        needle = q.strip().lower() if q else ""
+        prefix = category.strip().lower() if category else ""
+        ids: list[str] = []
+        for item_id, _ in state.registered.latest(domain):
+            meta = state.registered.get(item_id)
+            if meta is None:  # removed since the list was read
+                continue
+            if needle and needle not in meta.title.lower() and needle not in item_id.lower():
+                continue
+            if prefix and not category_matches(meta.categories, prefix):
+                continue
+            ids.append(item_id)
+        cat = state.engine.catalogue(domain)
+        view = self._view(state, domain)
+        for row in view.order:
+            if (
+                needle
+                and needle not in view.titles[row]
+                and needle not in cat.item_ids[row].lower()
+            ):
+                continue
+            if prefix and not category_matches(cat.categories[row], prefix):
+                continue
+            ids.append(cat.item_ids[row])
+        page = ids[offset : offset + limit]
+        return ItemPage(
+            domain=domain, total=len(ids), offset=offset, items=self._summaries(state, page)
+        )
+
+    def details(self, ids: Sequence[str]) -> ItemPage:
+        """Summaries of ``ids`` (any domains), in the given order; unknown ids left out."""
+        if len(ids) > MAX_PAGE:
+            raise PayloadTooLarge(f"ids has {len(ids)} ids; the limit is {MAX_PAGE}")
+        state = self.require_state()
+        found = self._summaries(state, ids)
+        return ItemPage(domain=None, total=len(found), offset=0, items=found)
+
+    def _view(self, state: ModelState, domain: str) -> _DomainView:
+        key = (state.generation, domain)
+        view = self._views.get(key)
+        if view is None:
+            cat = state.engine.catalogue(domain)
+            order = np.argsort(-np.asarray(cat.popularity), kind="stable").tolist()
+            view = _DomainView(order, [t.lower() for t in cat.titles])
+            # Only the current states' views are kept: older generations are dropped.
+            self._views = {k: v for k, v in self._views.items() if k[0] == state.generation}
+            self._views[key] = view
+        return view
+
+    def _summaries(self, state: ModelState, ids: Sequence[str]) -> list[ItemSummary]:
+        out = []
+        for item_id in ids:
+            pos = state.engine.bundle_position(item_id)
+            if pos is not None:
+                d, row = pos
+                cat = state.engine.catalogue(d)
+                out.append(
+                    ItemSummary(
+                        item_id=item_id,
+                        domain=d,
+                        title=cat.titles[row],
+                        categories=split_categories(cat.categories[row]),
+                        origin="bundle",
+                        degree=int(cat.popularity[row]),
+                        interactions=self.popularity.count(d, item_id),
+                        image=self.pictures.has(item_id),
+                    )
+                )
+                continue
+            meta = state.registered.get(item_id)
+            if meta is not None:
+                out.append(
+                    ItemSummary(
+                        item_id=item_id,
+                        domain=meta.domain,
+                        title=meta.title,
+                        categories=split_categories(meta.categories),
+                        origin="api",
+                        degree=0,
+                        interactions=self.popularity.count(meta.domain, item_id),
+                        image=False,
+                    )
+                )
+        return out
+
+    # --- pictures ---------------------------------------------------------------------
+    def picture(self, item_id: str) -> Picture:
+        state = self.require_state()
+        if state.is_bundle_item(item_id):
+            found = self.pictures.read(item_id)
+            if found is not None:
+                return found
+        elif state.item_domain(item_id) is None:
+            raise NotFound(f"item {item_id!r} not found")
+        raise NotFound(f"item {item_id!r} has no picture")
+
+    # --- a user's history -------------------------------------------------------------
+    def history(self, user_id: str) -> UserHistory:
+        """What a recommend for ``user_id`` uses as history (bundle + stored), by domain."""
+        state = self.require_state()
+        # The very function a recommend collects its history with (erasure included).
+        by_domain, report = self.recommender._collect_history(state, user_id, (), [])
+        return UserHistory(
+            user_id=user_id, known_user=report.known_user, stored=report.stored, domains=by_domain
+        )
