@@ -25,11 +25,12 @@ class Picture:
     content_type: str
 
 
-def sniff(data: bytes) -> str | None:
-    """The content type of ``data`` from its header (no decoding), or None when it is not
-    one of the accepted formats."""
+def sniff(data: bytes | Path) -> str | None:
+    """The content type of an image (bytes or a file) from its header, without decoding
+    it; None when it is not one of the accepted formats."""
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
-        with Image.open(io.BytesIO(data), formats=list(CONTENT_TYPES)) as img:
+        with Image.open(source, formats=list(CONTENT_TYPES)) as img:
             return CONTENT_TYPES.get(img.format or "")
     except (UnidentifiedImageError, OSError, ValueError):
         return None
@@ -56,7 +57,13 @@ class BundlePictures:
         return None
 
     def has(self, item_id: str) -> bool:
-        return self.path(item_id) is not None
+        """A servable picture: within the size limit and an accepted format (header only)."""
+        path = self.path(item_id)
+        return (
+            path is not None
+            and path.stat().st_size <= self.max_bytes
+            and sniff(path) is not None
+        )
 
     def read(self, item_id: str) -> Picture | None:
         path = self.path(item_id)
