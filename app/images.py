@@ -60,9 +60,7 @@ class BundlePictures:
         """A servable picture: within the size limit and an accepted format (header only)."""
         path = self.path(item_id)
         return (
-            path is not None
-            and path.stat().st_size <= self.max_bytes
-            and sniff(path) is not None
+            path is not None and path.stat().st_size <= self.max_bytes and sniff(path) is not None
         )
 
     def read(self, item_id: str) -> Picture | None:
