@@ -15,12 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.content import category_matches, split_categories
-from app.errors import NotFound, PayloadTooLarge
+from app.errors import NotFound, PayloadTooLarge, Unavailable
 from app.images import BundlePictures, Picture
 from app.parts import Parts, Resource
 from app.recommend import Recommender
 from app.schemas_console import ItemPage, ItemSummary, UserHistory
 from app.state import ModelState
+from app.store.base import StoreUnavailable
 
 MAX_PAGE = 100
 """Most items in one page of the item list, and most ids in one ``ids`` lookup."""
@@ -136,7 +137,7 @@ class Browser(Resource):
                         origin="api",
                         degree=0,
                         interactions=self.popularity.count(meta.domain, item_id),
-                        image=False,
+                        image=meta.picture,
                     )
                 )
         return out
@@ -144,13 +145,27 @@ class Browser(Resource):
     # --- pictures ---------------------------------------------------------------------
     def picture(self, item_id: str) -> Picture:
         state = self.require_state()
+        found = None
         if state.is_bundle_item(item_id):
             found = self.pictures.read(item_id)
-            if found is not None:
-                return found
-        elif state.item_domain(item_id) is None:
-            raise NotFound(f"item {item_id!r} not found")
-        raise NotFound(f"item {item_id!r} has no picture")
+        else:
+            # The store, not memory: it is where registered pictures live (any replica's).
+            try:
+                stored = self.store.get_item(item_id)
+            except StoreUnavailable as err:
+                self.health.failed("read picture", err)
+                raise Unavailable(
+                    "state store unavailable: the picture cannot be read now, retry later",
+                    retry_after_s=self.settings.store_retry_after_s,
+                ) from None
+            self.health.ok()
+            if stored is None:
+                raise NotFound(f"item {item_id!r} not found")
+            if stored.picture is not None:
+                found = Picture(stored.picture, "image/webp")
+        if found is None:
+            raise NotFound(f"item {item_id!r} has no picture")
+        return found
 
     # --- a user's history -------------------------------------------------------------
     def history(self, user_id: str) -> UserHistory:

@@ -1,6 +1,9 @@
 """Item pictures for ``GET /v1/items/{id}/image``.
 
-Bundle items: a file ``<item_id>.<ext>`` in ``item_images_dir`` (the demo catalogue's
+Registered items: a small WebP thumbnail of the uploaded image (:func:`thumbnail`, made
+from the image the registration decoded and checked anyway), stored with the item, so
+every replica serves it and it survives restarts; the uploaded bytes themselves are never
+served. Bundle items: a file ``<item_id>.<ext>`` in ``item_images_dir`` (the demo catalogue's
 ``images/``). Only ids of bundle items are looked up (never a path from the client), the
 resolved file must lie inside the directory (no links out of it), be at most
 ``max_image_bytes`` and be an image Pillow recognises from its header as one of the
@@ -15,6 +18,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+THUMBNAIL_SIDE = 160
+"""Longest side of a registered item's stored thumbnail, pixels (a few KiB as WebP)."""
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
 
@@ -34,6 +39,15 @@ def sniff(data: bytes | Path) -> str | None:
             return CONTENT_TYPES.get(img.format or "")
     except (UnidentifiedImageError, OSError, ValueError):
         return None
+
+
+def thumbnail(image: Image.Image) -> bytes:
+    """A WebP thumbnail (longest side at most THUMBNAIL_SIDE) of a decoded image."""
+    small = image.convert("RGB")
+    small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    buf = io.BytesIO()
+    small.save(buf, "WEBP", quality=80)
+    return buf.getvalue()
 
 
 class BundlePictures:

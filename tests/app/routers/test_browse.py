@@ -14,10 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.images import THUMBNAIL_SIDE
 from app.settings import Settings
 from app.stats import quantile
 from tests.app.conftest import AUTH, running
-from tests.app.fakes import FakeEngineFactory, MemoryStore
+from tests.app.fakes import FakeEngineFactory, FlakyStore, MemoryStore
 
 
 def png(color: str = "red", size: int = 8) -> bytes:
@@ -123,9 +124,41 @@ def test_bundle_pictures_come_from_item_images_dir(
         assert c.get("/v1/items/arts-3/image").status_code == 404
         assert c.get("/v1/items/arts-4/image").json()["detail"] == "item 'arts-4' has no picture"
         assert c.get("/v1/items/nope/image").json()["detail"] == "item 'nope' not found"
-        # registered items have no stored picture (only their encoded vector is stored)
+
+
+def test_a_registered_item_serves_a_thumbnail_of_its_uploaded_image(
+    client: TestClient, memory_store: MemoryStore
+) -> None:
+    big = png("navy", size=600)
+    register(client, "pic", image_base64=base64.b64encode(big).decode())
+    register(client, "text-only")
+    r = client.get("/v1/items/pic/image")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/webp"
+    with Image.open(io.BytesIO(r.content)) as img:
+        assert img.format == "WEBP" and max(img.size) == THUMBNAIL_SIDE
+        assert img.convert("RGB").getpixel((5, 5)) == pytest.approx((0, 0, 128), abs=8)
+    stored = memory_store.get_item("pic")
+    assert stored is not None and stored.picture == r.content  # the store's bytes
+    flags = client.get("/v1/items", params=[("ids", "pic"), ("ids", "text-only")]).json()
+    assert [it["image"] for it in flags["items"]] == [True, False]
+    assert client.get("/v1/items/text-only/image").status_code == 404
+    # a replacement without an image has no picture any more
+    body = {"domain": "arts", "title": "now text only"}
+    assert client.put("/v1/items/pic", json=body, headers=AUTH).status_code == 200
+    assert client.get("/v1/items/pic/image").status_code == 404
+    assert client.get("/v1/items", params={"ids": "pic"}).json()["items"][0]["image"] is False
+
+
+def test_a_registered_picture_while_the_store_is_down_is_a_503(
+    make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
+) -> None:
+    store = FlakyStore(MemoryStore())
+    with running(make_settings(), engine_factory, store) as c:
         register(c, "pic", image_base64=base64.b64encode(png()).decode())
-        assert c.get("/v1/items/pic/image").status_code == 404
+        store.down = True
+        r = c.get("/v1/items/pic/image")
+        assert r.status_code == 503 and r.headers["retry-after"]
+        assert c.get("/v1/items/arts-1/image").status_code == 404  # bundle: no store needed
 
 
 def test_a_picture_over_max_image_bytes_is_not_served(

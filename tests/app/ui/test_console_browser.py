@@ -219,6 +219,8 @@ def test_a_registration_through_the_form_appears_in_the_items_view_as_text(
     card = page.locator('#results .card[data-item="console-mug-1"]')
     expect(card.locator("h3")).to_have_text(title)  # shown as text, never parsed
     expect(card).to_contain_text("Kitchen · Drinkware")
+    # the uploaded picture, as the thumbnail the store keeps
+    expect(card.locator("img.picture")).to_have_attribute("src", re.compile("^blob:"))
     expect(page.locator("#detail")).to_contain_text("registered through the API")
     assert page.evaluate("window.__xss") is None
     assert page.locator("main script, main img[src='x']").count() == 0
