@@ -1,16 +1,15 @@
 """Reads for browsing the catalogue and a user (no HTTP; the item list, item pictures and
 ``GET /v1/users/{id}/history`` call these through the service).
 
-The item list scans a domain's titles (a bounded, linear cost per request: the catalogue
-size), ordered registered items first (newest first), then bundle items by training
-degree, most connected first. Its per-state derived data (lower-cased titles, the degree
-order) is computed once per model state.
+The item list: registered items first (newest first), then bundle items by training
+degree, most connected first (that order is computed once per model state). A search (part
+of the title or id, a category prefix) scans the domain: a cost linear in its size, paid
+only by filtered requests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,20 +26,13 @@ MAX_PAGE = 100
 """Most items in one page of the item list, and most ids in one ``ids`` lookup."""
 
 
-@dataclass(frozen=True)
-class _DomainView:
-    order: list[int]
-    """Catalogue rows by training degree, highest first."""
-    titles: list[str]
-    """Lower-cased titles, by catalogue row."""
-
-
 class Browser(Resource):
     def __init__(self, parts: Parts, recommender: Recommender) -> None:
         super().__init__(parts)
         self.recommender = recommender
         self.pictures = BundlePictures(self.settings.item_images_dir, self.settings.max_image_bytes)
-        self._views: dict[tuple[int, str], _DomainView] = {}
+        self._orders: dict[tuple[int, str], list[int]] = {}
+        """(state generation, domain) -> catalogue rows by training degree, highest first."""
 
     # --- the item list ----------------------------------------------------------------
     def search(
@@ -59,31 +51,29 @@ class Browser(Resource):
         limit = min(limit, MAX_PAGE)
         needle = q.strip().lower() if q else ""
         prefix = category.strip().lower() if category else ""
-        ids: list[str] = []
+
+        def hit(title: str, item_id: str, categories: str) -> bool:
+            if needle and needle not in title.lower() and needle not in item_id.lower():
+                return False
+            return not prefix or category_matches(categories, prefix)
+
+        registered = []
         for item_id, _ in state.registered.latest(domain):
             meta = state.registered.get(item_id)
-            if meta is None:  # removed since the list was read
-                continue
-            if needle and needle not in meta.title.lower() and needle not in item_id.lower():
-                continue
-            if prefix and not category_matches(meta.categories, prefix):
-                continue
-            ids.append(item_id)
+            if meta is not None and hit(meta.title, item_id, meta.categories):
+                registered.append(item_id)
         cat = state.engine.catalogue(domain)
-        view = self._view(state, domain)
-        for row in view.order:
-            if (
-                needle
-                and needle not in view.titles[row]
-                and needle not in cat.item_ids[row].lower()
-            ):
-                continue
-            if prefix and not category_matches(cat.categories[row], prefix):
-                continue
-            ids.append(cat.item_ids[row])
-        page = ids[offset : offset + limit]
+        rows = self._degree_order(state, domain)
+        if needle or prefix:  # unfiltered, the degree order is the answer: no scan
+            rows = [r for r in rows if hit(cat.titles[r], cat.item_ids[r], cat.categories[r])]
+        first, last = offset - len(registered), offset + limit - len(registered)
+        page = registered[offset : offset + limit]
+        page += [cat.item_ids[r] for r in rows[max(0, first) : max(0, last)]]
         return ItemPage(
-            domain=domain, total=len(ids), offset=offset, items=self._summaries(state, page)
+            domain=domain,
+            total=len(registered) + len(rows),
+            offset=offset,
+            items=self._summaries(state, page),
         )
 
     def details(self, ids: Sequence[str]) -> ItemPage:
@@ -94,17 +84,16 @@ class Browser(Resource):
         found = self._summaries(state, ids)
         return ItemPage(domain=None, total=len(found), offset=0, items=found)
 
-    def _view(self, state: ModelState, domain: str) -> _DomainView:
+    def _degree_order(self, state: ModelState, domain: str) -> list[int]:
         key = (state.generation, domain)
-        view = self._views.get(key)
-        if view is None:
-            cat = state.engine.catalogue(domain)
-            order = np.argsort(-np.asarray(cat.popularity), kind="stable").tolist()
-            view = _DomainView(order, [t.lower() for t in cat.titles])
-            # Only the current states' views are kept: older generations are dropped.
-            self._views = {k: v for k, v in self._views.items() if k[0] == state.generation}
-            self._views[key] = view
-        return view
+        order = self._orders.get(key)
+        if order is None:
+            popularity = np.asarray(state.engine.catalogue(domain).popularity)
+            order = np.argsort(-popularity, kind="stable").tolist()
+            # Only the current state's orders are kept: older generations are dropped.
+            self._orders = {k: v for k, v in self._orders.items() if k[0] == state.generation}
+            self._orders[key] = order
+        return order
 
     def _summaries(self, state: ModelState, ids: Sequence[str]) -> list[ItemSummary]:
         out = []

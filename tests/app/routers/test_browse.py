@@ -49,6 +49,10 @@ def test_a_domain_lists_registered_items_first_then_bundle_items_by_degree(
     bundle = page["items"][2]
     assert bundle["degree"] == 60 and bundle["title"] == "arts item 0"
     assert bundle["image"] is False  # no item_images_dir configured
+    across = client.get("/v1/items", params={"domain": "arts", "offset": 1, "limit": 3}).json()
+    assert [it["item_id"] for it in across["items"]] == ["first", "arts-0", "arts-1"]
+    tail = client.get("/v1/items", params={"domain": "arts", "offset": 61, "limit": 5}).json()
+    assert [it["item_id"] for it in tail["items"]] == ["arts-59"]
 
 
 def test_search_by_title_and_category_and_pages(client: TestClient) -> None:

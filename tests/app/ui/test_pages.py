@@ -8,12 +8,14 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.settings import Settings
 from app.ui.router import HERE, PAGES
 from tests.app.conftest import running
 from tests.app.fakes import FakeEngineFactory, MemoryStore
+from tests.app.ui import browser
 
 
 def test_every_page_is_a_shell_with_a_strict_policy(client: TestClient) -> None:
@@ -51,3 +53,15 @@ def test_console_off(
         assert c.get("/ui/").status_code == 404
         assert c.get("/ui/static/common.js").status_code == 404
         assert c.get("/v1/items", params={"domain": "arts"}).status_code == 200
+
+
+def test_a_missing_chromium_fails_the_browser_tests_unless_skipping_is_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(browser.shutil, "which", lambda name: None)
+    monkeypatch.delenv(browser.SKIP_ENV, raising=False)
+    with pytest.raises(pytest.fail.Exception, match="make system-deps"):
+        browser.chromium_path()
+    monkeypatch.setenv(browser.SKIP_ENV, "1")
+    with pytest.raises(pytest.skip.Exception):
+        browser.chromium_path()
