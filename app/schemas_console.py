@@ -73,7 +73,20 @@ class LatencySummary(BaseModel):
     p99_ms: float | None
 
 
+class ReplicaInfo(BaseModel):
+    store: str = Field(description='The store kind: "sqlite" or "redis" (never its address).')
+    feed_seq: int | None = Field(
+        description="Change-feed position this replica has applied (None while loading)."
+    )
+    replayed: bool | None = Field(
+        description="Registered items replayed from the store (false: store was down at load)."
+    )
+    sync_interval_s: float = Field(description="How often it follows other replicas' changes.")
+    popularity_refresh_s: float
+
+
 class ServiceStats(BaseModel):
+    replica: ReplicaInfo | None = None
     requests: int
     requests_by_status: dict[str, int] = Field(description="2xx, 3xx, 4xx, 5xx.")
     latency: list[LatencySummary] = Field(

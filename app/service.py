@@ -43,7 +43,7 @@ from app.schemas import (
     ModelInfo,
     ReloadStatus,
 )
-from app.schemas_console import EvaluationReport, ServiceStats
+from app.schemas_console import EvaluationReport, ReplicaInfo, ServiceStats
 from app.settings import Settings
 from app.state import ModelState
 from app.stats import summarise
@@ -164,4 +164,13 @@ class RecommendationService:
         return reports.plot(self.require_state(), name)
 
     def stats(self) -> ServiceStats:
-        return summarise(self.metrics)
+        state = self.state
+        s = self.settings
+        replica = ReplicaInfo(
+            store=s.store_url.split(":", 1)[0],
+            feed_seq=None if state is None else state.feed_seq,
+            replayed=None if state is None else state.replayed,
+            sync_interval_s=s.replica_sync_interval_s,
+            popularity_refresh_s=s.popularity_refresh_s,
+        )
+        return summarise(self.metrics).model_copy(update={"replica": replica})

@@ -46,6 +46,14 @@
           el("td", {}, ix.bundle_items), el("td", {}, ix.registered_items), el("td", {}, ix.nprobe ?? "—")));
       }
       const s = await get("/v1/stats");
+      const r = s.replica;
+      facts(document.getElementById("replica"), [
+        ["store", r.store],
+        ["change feed applied up to", r.feed_seq === null ? "loading" : `change #${r.feed_seq}`],
+        ["registered items replayed", r.replayed === null ? "loading" : (r.replayed ? "yes" : "not yet (store was down at load)")],
+        ["follows other replicas every", r.sync_interval_s ? `${r.sync_interval_s} s` : "never (single process)"],
+        ["popularity re-read every", r.popularity_refresh_s ? `${r.popularity_refresh_s} s` : "never"],
+      ]);
       const rec = Object.entries(s.recommendations).map(([k, v]) => `${k} ${v}`).join(", ");
       const src = Object.entries(s.items_by_source).map(([k, v]) => `${k} ${v}`).join(", ");
       facts(document.getElementById("counters"), [

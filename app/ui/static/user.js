@@ -32,7 +32,7 @@
       }
     } catch (err) {
       if (err.status === 401) {
-        UI.showError(new Error(`The API refused to show this user: ${err.detail}. Enter an API key at the top of the page.`));
+        UI.showError(`The API refused to show this user (${err.status}): ${err.detail}. Enter an API key at the top of the page.`);
       } else {
         UI.showError(err);
       }

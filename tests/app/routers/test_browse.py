@@ -248,6 +248,13 @@ def test_stats_count_what_the_service_did(client: TestClient) -> None:
     rec = next(r for r in s["latency"] if r["route"] == "/v1/recommend")
     assert rec["count"] == 4 and 0 < rec["p50_ms"] <= rec["p95_ms"] <= rec["p99_ms"]
     assert s["reloads"] == {"succeeded": 1}
+    assert s["replica"] == {
+        "store": "sqlite",  # the settings' store_url scheme (the test's store is in memory)
+        "feed_seq": 1,  # one registration
+        "replayed": True,
+        "sync_interval_s": 0.05,
+        "popularity_refresh_s": 0.05,
+    }
 
 
 def test_quantile_interpolates_inside_a_bucket_like_prometheus() -> None:

@@ -107,6 +107,8 @@ def test_every_view_loads_without_errors_and_every_input_has_a_label(
             expect(page.locator("#model")).to_contain_text(model["model_version"])
             expect(page.locator("#domains tbody tr")).to_have_count(len(model["domains"]))
             expect(page.locator("#health")).to_contain_text("needs an admin key")
+            expect(page.locator("#replica")).to_contain_text("sqlite")
+            expect(page.locator("#replica")).to_contain_text("change #")
         elif view == "items":
             expect(page.locator("#results .card")).to_have_count(24)
             # the catalogue has pictures: they are fetched and shown
