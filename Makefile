@@ -4,6 +4,7 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 BUNDLE  ?= artifacts/demo-bundle
+DEMO_DATA ?= artifacts/demo-data
 HOST    ?= 127.0.0.1
 PORT    ?= 8000
 export MICREC_THREADS ?= 2
@@ -34,19 +35,26 @@ $(BIN)/.dev-installed: $(BIN)/.installed
 setup: $(BIN)/.installed
 setup-dev: $(BIN)/.dev-installed
 
-# Servers the tests start themselves (a real redis-server). Installed with apt when missing.
+# Servers the tests start themselves (a real redis-server) and the browser the console's
+# tests drive (headless chromium; Playwright uses it, never downloads one). Installed with
+# apt when missing.
 system-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  echo "installing redis-server (apt)"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium (apt)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 demo-bundle: setup
 	@if [ -f $(BUNDLE)/manifest.json ]; then echo "using existing bundle $(BUNDLE)"; \
 	else $(BIN)/micrec demo build --out $(BUNDLE); fi
 
 run: demo-bundle
-	MICREC_BUNDLE_PATH=$(BUNDLE) $(BIN)/micrec serve --host $(HOST) --port $(PORT)
+	MICREC_BUNDLE_PATH=$(BUNDLE) MICREC_ITEM_IMAGES_DIR=$(DEMO_DATA)/images \
+	  $(BIN)/micrec serve --host $(HOST) --port $(PORT)
 
 lint: setup-dev
 	$(BIN)/ruff check model app tests bench docs

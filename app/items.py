@@ -18,6 +18,7 @@ import numpy as np
 from app.content import decode_base64_image, join_categories, open_image, split_categories
 from app.errors import Conflict, InvalidInput, NotFound
 from app.idempotency import same_item
+from app.images import thumbnail
 from app.parts import Resource
 from app.registered import ItemMeta
 from app.schemas import ItemOut
@@ -54,7 +55,8 @@ class Items(Resource):
         description: str,
         image_base64: str | None,
         image_bytes: bytes | None,
-    ) -> dict[str, np.ndarray]:
+    ) -> tuple[dict[str, np.ndarray], bytes | None]:
+        """The encoded content, and the picture (thumbnail) of the image if any."""
         s = self.settings
         text = item_text(title, categories, description)
         if len(text) > s.max_text_chars:
@@ -75,9 +77,10 @@ class Items(Resource):
                 max_aspect=s.max_image_aspect_ratio,
             )
         try:
-            return state.engine.encode_content(text=text or None, image=image)
+            content = state.engine.encode_content(text=text or None, image=image)
         except (ValueError, OverflowError, MemoryError) as err:
             raise InvalidInput(f"content cannot be encoded: {str(err)[:200]}") from None
+        return content, (None if image is None else thumbnail(image))
 
     def register(
         self,
@@ -106,7 +109,9 @@ class Items(Resource):
         fields = {"title": title, "categories": cats, "description": description}
 
         # Encoding is the slow part: do it outside the write lock.
-        content = self._content(state, image_base64=image_base64, image_bytes=image_bytes, **fields)
+        content, picture = self._content(
+            state, image_base64=image_base64, image_bytes=image_bytes, **fields
+        )
         if earlier is not None:  # a retry of the same registration is answered, not refused
             if same_item(earlier, domain=domain, fields=fields, content=content):
                 return self._item_out(state, earlier), False
@@ -117,7 +122,7 @@ class Items(Resource):
                 # A reload swapped the model while we encoded: encode for the new one.
                 state = current
                 state.check_domain(domain)
-                content = self._content(
+                content, picture = self._content(
                     state, image_base64=image_base64, image_bytes=image_bytes, **fields
                 )
             existing = state.registered.get(item_id)
@@ -130,6 +135,7 @@ class Items(Resource):
                 content=content,
                 created_at=existing.created_at if existing else now,
                 updated_at=now,
+                picture=picture,
                 **fields,
             )
             try:

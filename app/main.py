@@ -247,6 +247,10 @@ def create_app(
     ):
         app.include_router(router)
     _install_error_handlers(app)
+    if settings.console:
+        from app.ui.router import install as install_console
+
+        install_console(app)
 
     # Added last = outermost: metrics see every response, including 413s and CORS.
     if settings.cors_origins:

@@ -28,6 +28,8 @@ class ItemMeta:
     modalities: tuple[str, ...]
     created_at: float
     updated_at: float
+    picture: bool = False
+    """The store holds a picture of it (GET /v1/items/{id}/image)."""
 
     @classmethod
     def of(cls, item: StoredItem) -> ItemMeta:
@@ -40,6 +42,7 @@ class ItemMeta:
             modalities=tuple(sorted(item.content)),
             created_at=item.created_at,
             updated_at=item.updated_at,
+            picture=item.picture is not None,
         )
 
     def to_out(self) -> ItemOut:

@@ -27,6 +27,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from app import reports
+from app.browse import Browser
 from app.bundle_follow import BundleFollower
 from app.engine import EngineFactory
 from app.erasure import Users
@@ -46,8 +48,10 @@ from app.schemas import (
     ModelInfo,
     ReloadStatus,
 )
+from app.schemas_console import EvaluationReport, ReplicaInfo, ServiceStats
 from app.settings import Settings
 from app.state import ModelState
+from app.stats import summarise
 from app.store.base import Store
 from app.store.health import StoreHealth
 from model.registry import BundleRegistry
@@ -106,6 +110,11 @@ class RecommendationService:
             )
             self.metrics.registry.register(self.follower.collector())
             self.registry_admin = RegistryAdmin(self.follower, store, settings.store_retry_after_s)
+        self.browser = Browser(parts, self.recommender)
+        self.search_items = self.browser.search
+        self.item_details = self.browser.details
+        self.item_picture = self.browser.picture
+        self.user_history = self.browser.history
 
     # --- lifecycle --------------------------------------------------------------------
     @property
@@ -176,3 +185,21 @@ class RecommendationService:
         if bundle is not None and bundle.error is not None:
             out.append(f"bundle {bundle.wanted} could not be loaded; serving {bundle.serving}")
         return out
+
+    def evaluation(self) -> EvaluationReport:
+        return reports.evaluation(self.require_state())
+
+    def evaluation_plot(self, name: str) -> bytes:
+        return reports.plot(self.require_state(), name)
+
+    def stats(self) -> ServiceStats:
+        state = self.state
+        s = self.settings
+        replica = ReplicaInfo(
+            store=s.store_url.split(":", 1)[0],
+            feed_seq=None if state is None else state.feed_seq,
+            replayed=None if state is None else state.replayed,
+            sync_interval_s=s.replica_sync_interval_s,
+            popularity_refresh_s=s.popularity_refresh_s,
+        )
+        return summarise(self.metrics).model_copy(update={"replica": replica})

@@ -205,6 +205,19 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed by CORS (comma-separated); empty = off."
     )
 
+    # --- web console -----------------------------------------------------------------
+    console: bool = Field(
+        True,
+        description="Serve the web console under /ui/ (static pages that call this API "
+        "with the key typed into the browser; they add no access of their own).",
+    )
+    item_images_dir: Path | None = Field(
+        None,
+        description="Directory of bundle item pictures named <item_id>.png (.jpg, .jpeg, "
+        ".webp, .gif), e.g. the demo catalogue's images/; served by GET "
+        "/v1/items/{id}/image. Unset = bundle items have no picture.",
+    )
+
     # --- request limits --------------------------------------------------------------
     default_n: int = Field(10, ge=1, description="Items returned when a request omits n.")
     max_n: int = Field(500, ge=1, description="Largest n a request may ask for.")

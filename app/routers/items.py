@@ -27,7 +27,9 @@ from app.deps import (
     WriteAccess,
 )
 from app.errors import InvalidInput, PayloadTooLarge
+from app.ids import Id
 from app.ids import ItemId as ItemIdType
+from app.images import CONTENT_TYPES
 from app.routers.common import (
     ERRORS_READ,
     ERRORS_WRITE,
@@ -41,6 +43,7 @@ from app.schemas import (
     ItemUpdate,
     SimilarResponse,
 )
+from app.schemas_console import ItemPage
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 
@@ -179,6 +182,31 @@ async def create_item(
     return item
 
 
+@router.get("", dependencies=[ReadAccess], responses=ERRORS_READ)
+def list_items(
+    service: ServiceDep,
+    domain: Annotated[
+        Id | None, Query(description="Domain to list (required without ids).")
+    ] = None,
+    q: Annotated[str | None, Query(max_length=200, description="Part of the title or id.")] = None,
+    category: Annotated[
+        str | None, Query(max_length=200, description="Category prefix (as in /v1/recommend).")
+    ] = None,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=100)] = 24,
+    ids: Annotated[
+        list[Id] | None, Query(max_length=100, description="These items (any domain), in order.")
+    ] = None,
+) -> ItemPage:
+    """Browse or search a domain's items (registered newest first, then bundle items by
+    training degree), or look up ``ids``; each with its degree and whether it has a picture."""
+    if ids:
+        return service.item_details(ids)
+    if domain is None:
+        raise InvalidInput("give a domain (or ids)")
+    return service.search_items(domain, q=q, category=category, offset=offset, limit=limit)
+
+
 @router.get("/{item_id}", dependencies=[ReadAccess], responses={**ERRORS_READ, **NOT_FOUND})
 def get_item(item_id: ItemId, service: ServiceDep) -> ItemOut:
     return service.get_item(item_id)
@@ -232,3 +260,20 @@ def similar_items(
 ) -> SimilarResponse:
     """Nearest items to this one by item vector, in the same domain."""
     return service.similar(item_id, n)
+
+
+@router.get(
+    "/{item_id}/image",
+    dependencies=[ReadAccess],
+    response_class=Response,
+    responses={
+        **ERRORS_READ,
+        **NOT_FOUND,
+        200: {"content": {m: {} for m in CONTENT_TYPES.values()}, "description": "The picture"},
+    },
+)
+def item_image(item_id: ItemId, service: ServiceDep) -> Response:
+    """The item's picture (bundle items with a file in item_images_dir); 404 without one."""
+    picture = service.item_picture(item_id)
+    headers = {"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"}
+    return Response(picture.data, media_type=picture.content_type, headers=headers)

@@ -1,4 +1,5 @@
-"""``DELETE /v1/users/{user_id}``: erase a user (app/erasure.py)."""
+"""``DELETE /v1/users/{user_id}``: erase a user (app/erasure.py); ``GET
+/v1/users/{user_id}/history``: what recommendations use as their history."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, status
 
-from app.deps import ServiceDep, WriteOrAdminAccess
+from app.deps import ServiceDep, UserReadAccess, WriteOrAdminAccess
 from app.ids import Id
-from app.routers.common import AUTH, INVALID, NOT_READY
+from app.routers.common import AUTH, ERRORS_READ, INVALID, NOT_READY
+from app.schemas_console import UserHistory
 
 router = APIRouter(prefix="/v1", tags=["users"])
 
@@ -25,3 +27,11 @@ def erase_user(user_id: Annotated[Id, Path()], service: ServiceDep) -> None:
     (training) history is no longer used, on every replica, and exports and retraining
     leave them out. 204 whether or not the user existed, and on every repeat."""
     service.erase_user(user_id)
+
+
+@router.get("/users/{user_id}/history", dependencies=[UserReadAccess], responses=ERRORS_READ)
+def user_history(user_id: Annotated[Id, Path()], service: ServiceDep) -> UserHistory:
+    """The user's history by domain as a recommend uses it: the bundle's (training)
+    history and what POST /v1/interactions stored (API key needed unless
+    ``open_user_reads``; known and unknown users get the same 401)."""
+    return service.user_history(user_id)

@@ -39,6 +39,9 @@ class StoredItem:
     content: dict[str, np.ndarray] = field(default_factory=dict)
     created_at: float = 0.0
     updated_at: float = 0.0
+    picture: bytes | None = None
+    """A small WebP thumbnail of the uploaded image (app/images.py ``thumbnail``), served by
+    GET /v1/items/{id}/image; None without an image. Replaced along with the item."""
 
 
 @dataclass(frozen=True)

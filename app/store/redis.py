@@ -4,7 +4,8 @@ Key layout (``P`` = ``prefix``; ids are the whole key suffix, so they may contai
 
 * ``P seq``                  INCR counter of the item change feed
 * ``P item:<item_id>``       hash: text fields, ``content`` (JSON: modality ->
-  [dtype, shape]) and ``vec:<modality>`` (raw little-endian bytes, never a pickle)
+  [dtype, shape]), ``vec:<modality>`` (raw little-endian bytes, never a pickle) and
+  ``picture`` (a WebP thumbnail, when the item has an image)
 * ``P items``                set of registered item ids (start-up replay)
 * ``P changes``              sorted set, score = seq, member = ``u<item_id>`` (upsert) or
   ``d<item_id>`` (delete); only an item's newest change is kept (see app/store/sqlite.py
@@ -297,6 +298,8 @@ class RedisStore(Store):
             meta[modality] = [dtype, list(shape)]
             fields += [f"vec:{modality}", data]
         fields += ["content", json.dumps(meta)]
+        if item.picture is not None:
+            fields += ["picture", item.picture]
         with self._errors():
             seq = self._put(keys=self._item_keys(item.item_id), args=[item.item_id, *fields])
         return int(seq)
@@ -311,6 +314,7 @@ class RedisStore(Store):
             description=h[b"description"].decode(),
             created_at=float(h[b"created_at"]),
             updated_at=float(h[b"updated_at"]),
+            picture=h.get(b"picture"),
         )
         for modality, (dtype, shape) in json.loads(h[b"content"]).items():
             item.content[modality] = unpack_vector(dtype, shape, h[f"vec:{modality}".encode()])

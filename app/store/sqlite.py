@@ -66,6 +66,10 @@ CREATE TABLE IF NOT EXISTS item_content (
     data     BLOB NOT NULL,  -- raw little-endian bytes, never a pickle
     PRIMARY KEY (item_id, modality)
 );
+CREATE TABLE IF NOT EXISTS item_pictures (
+    item_id TEXT PRIMARY KEY REFERENCES items(item_id) ON DELETE CASCADE,
+    data    BLOB NOT NULL   -- a WebP thumbnail (app/images.py), served as is
+);
 -- AUTOINCREMENT: a seq is never reused, even after the row holding the largest one is
 -- deleted (the feed compaction below deletes rows), so seqs only ever grow.
 CREATE TABLE IF NOT EXISTS item_changes (
@@ -253,6 +257,12 @@ class SQLiteStore(Store):
                 " VALUES (?, ?, ?, ?, ?)",
                 [(item.item_id, m, dt, json.dumps(shape), data) for m, dt, shape, data in content],
             )
+            conn.execute("DELETE FROM item_pictures WHERE item_id = ?", (item.item_id,))
+            if item.picture is not None:
+                conn.execute(
+                    "INSERT INTO item_pictures (item_id, data) VALUES (?, ?)",
+                    (item.item_id, item.picture),
+                )
             return seq
 
         return self._tx(tx, write=True)
@@ -284,6 +294,13 @@ class SQLiteStore(Store):
             )
             for item_id, modality, dtype, shape, data in content:
                 items[item_id].content[modality] = unpack_vector(dtype, json.loads(shape), data)
+            pictures = conn.execute(
+                "SELECT item_id, data FROM item_pictures"
+                f" WHERE item_id IN (SELECT item_id FROM items {where})",
+                args,
+            )
+            for item_id, data in pictures:
+                items[item_id].picture = bytes(data)
         return list(items.values())
 
     def get_item(self, item_id: str) -> StoredItem | None:

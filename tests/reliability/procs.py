@@ -174,7 +174,8 @@ class ServiceProcess:
             "--log-level", "warning", "--timeout-graceful-shutdown", "5",
         ]  # fmt: skip
         if self.micrec_serve:
-            args = [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)]
+            args = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1",
+                    "--port", str(self.port)]  # fmt: skip
         with self.log_path.open("ab") as log:
             log.write(f"\n--- start {self.starts} ---\n".encode())
             self.proc = subprocess.Popen(

@@ -111,6 +111,23 @@ def test_replace_drops_old_fields_and_modalities(store: Store) -> None:
     assert [i.item_id for i in store.list_items()] == ["a"]
 
 
+def test_a_picture_is_stored_with_its_item_and_replaced_with_it(store: Store) -> None:
+    picture = bytes(range(256)) * 4  # any bytes, NULs included, round trip exactly
+    store.put_item(item("a", picture=picture))
+    store.put_item(item("b"))
+    got = store.get_item("a")
+    assert got is not None and got.picture == picture
+    assert {i.item_id: i.picture for i in store.list_items()} == {"a": picture, "b": None}
+    store.put_item(item("a", title="v2"))  # a replace without a picture drops it
+    replaced = store.get_item("a")
+    assert replaced is not None and replaced.picture is None
+    store.put_item(item("a", picture=b"v3"))
+    store.delete_item("a")
+    store.put_item(item("a"))  # re-created after a delete: nothing left of the old one
+    again = store.get_item("a")
+    assert again is not None and again.picture is None
+
+
 def test_delete(store: Store) -> None:
     store.put_item(item("a"))
     s_put = store.put_item(item("b"))
