@@ -31,8 +31,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from app.store.base import (
     IdempotencyRecord,
@@ -251,7 +252,9 @@ class SQLiteStore(Store):
         return self._tx(tx, write=True)
 
     @staticmethod
-    def _items(conn: sqlite3.Connection, where: str, args: tuple[str, ...]) -> list[StoredItem]:
+    def _items(
+        conn: sqlite3.Connection, where: str, args: tuple[str | int, ...]
+    ) -> list[StoredItem]:
         rows = conn.execute(
             "SELECT item_id, domain, title, categories, description, created_at, updated_at"
             f" FROM items {where} ORDER BY item_id",
@@ -369,6 +372,52 @@ class SQLiteStore(Store):
             write=False,
         )
         return {i: int(n) for i, n in rows}
+
+    # --- export ------------------------------------------------------------------------
+    def iter_interactions(self, batch: int = 1000) -> Iterator[Interaction]:
+        # keyset pages on the row id: each page is one short read transaction
+        def page(conn: sqlite3.Connection, after: int) -> list[Any]:
+            return conn.execute(
+                "SELECT id, user_id, item_id, domain, timestamp FROM history"
+                " WHERE id > ? ORDER BY id LIMIT ?",
+                (after, int(batch)),
+            ).fetchall()
+
+        last = 0
+        while True:
+            rows = self._tx(partial(page, after=last), write=False)
+            for _, u, i, d, ts in rows:
+                yield Interaction(u, i, d, float(ts))
+            if len(rows) < batch:
+                return
+            last = rows[-1][0]
+
+    def iter_items(self, batch: int = 500) -> Iterator[StoredItem]:
+        def page(conn: sqlite3.Connection, after: str) -> list[StoredItem]:
+            return self._items(
+                conn,
+                "WHERE item_id IN (SELECT item_id FROM items WHERE item_id > ?"
+                " ORDER BY item_id LIMIT ?)",
+                (after, int(batch)),
+            )
+
+        last = ""
+        while True:
+            items = self._tx(partial(page, after=last), write=False)
+            yield from items
+            if len(items) < batch:
+                return
+            last = items[-1].item_id
+
+    def interaction_count(self) -> int:
+        # AUTOINCREMENT's high-water mark = rows ever inserted into history
+        row = self._tx(
+            lambda c: c.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'history'"
+            ).fetchone(),
+            write=False,
+        )
+        return int(row[0]) if row else 0
 
     # --- user erasure ------------------------------------------------------------------
     def erase_user(self, user_id: str, erased_at: float) -> dict[tuple[str, str], int]:
