@@ -127,6 +127,24 @@ class DatasetWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def read_items(root: Path) -> Iterator[tuple[ItemRecord, str]]:
+    """(record, source) of every row of ``root``/items.csv; image paths made absolute;
+    source "" when the file has no ``source`` column."""
+    cols, rows = _rows(root / ITEMS_FILE, ("item_id", "domain", "title", "categories"))
+    c_desc, c_img, c_src = cols.get("description"), cols.get("image"), cols.get("source")
+    for _, r in rows:
+        image = r[c_img].strip() if c_img is not None else ""
+        rec = ItemRecord(
+            item_id=r[cols["item_id"]].strip(),
+            domain=r[cols["domain"]].strip(),
+            title=r[cols["title"]],
+            categories=r[cols["categories"]],
+            description=r[c_desc] if c_desc is not None else "",
+            image=(root / image).resolve() if image else None,
+        )
+        yield rec, (r[c_src] if c_src is not None else "")
+
+
 @dataclass
 class TrainingData:
     """A bundle's training data, streamed: from its dataset folder when that is still
@@ -142,10 +160,10 @@ class TrainingData:
     min_rating: float | None = None
 
     def items(self) -> Iterator[ItemRecord]:
+        """Every item, except ``source=store`` items of an earlier export (the store is
+        their source of truth: a deleted one must not come back)."""
         if self.root is not None:
-            from model.data.loading import _load_items
-
-            yield from _load_items(self.root)[0].values()
+            yield from (rec for rec, src in read_items(self.root) if src != STORE)
             return
         assert self.bundle_dir is not None
         cat = json.loads((self.bundle_dir / "catalogue.json").read_text())
