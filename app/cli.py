@@ -7,7 +7,11 @@ from collections.abc import Sequence
 
 from model.cli import run
 
-SERVICE_COMMANDS: tuple[str, ...] = ("app.commands.serve", "app.commands.export")
+SERVICE_COMMANDS: tuple[str, ...] = (
+    "app.commands.serve",
+    "app.commands.bundles",
+    "app.commands.export",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

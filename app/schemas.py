@@ -348,6 +348,9 @@ class IndexInfo(BaseModel):
 
 class ModelInfo(BaseModel):
     model_version: str
+    bundle_version: str | None = Field(
+        default=None, description="Registry version served (None: not serving from a registry)."
+    )
     loaded_at: float
     dim: int
     domains: list[str]
@@ -390,6 +393,15 @@ class StoreStatus(BaseModel):
     detail: str | None = None
 
 
+class BundleStatus(BaseModel):
+    """Registry version served and wanted (MICREC_REGISTRY_DIR); ``error`` says why the
+    wanted one is not served (the old one keeps serving)."""
+
+    serving: str | None = None
+    wanted: str | None = None
+    error: str | None = None
+
+
 class Readiness(BaseModel):
     status: Literal["ready", "degraded", "loading", "failed"]
     model_version: str | None = None
@@ -400,6 +412,9 @@ class Readiness(BaseModel):
         default_factory=list, description="What is not working while still serving."
     )
     error: str | None = Field(default=None, description="Why the model is not loaded (failed).")
+    bundle: BundleStatus | None = Field(
+        default=None, description="Registry versions (only when serving from a registry)."
+    )
 
 
 class ErrorBody(BaseModel):

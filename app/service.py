@@ -12,6 +12,8 @@ owns it (docs/ARCHITECTURE.md has the map):
   resource
 * app/store/health.py - ``StoreHealth``: store failures, 503s, the readiness ping
 * app/idempotency.py - ``IdempotencyGuard``: writes sent with an Idempotency-Key run once
+* app/bundle_follow.py - ``BundleFollower``: serving from a bundle registry, following
+  promotions (only with ``registry_dir``)
 
 Concurrency: a request reads the current state *once* and uses that object to the end,
 so a reload that swaps it never changes the model under a running request. Reads take
@@ -25,6 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from app.bundle_follow import BundleFollower
 from app.engine import EngineFactory
 from app.erasure import Users
 from app.feed import ChangeFeed
@@ -37,6 +40,7 @@ from app.popularity import PopularityBook
 from app.recommend import Recommender
 from app.reload import ModelLoader
 from app.schemas import (
+    BundleStatus,
     ItemOut,
     ModelInfo,
     ReloadStatus,
@@ -45,6 +49,7 @@ from app.settings import Settings
 from app.state import ModelState
 from app.store.base import Store
 from app.store.health import StoreHealth
+from model.registry import BundleRegistry
 
 
 class RecommendationService:
@@ -92,6 +97,12 @@ class RecommendationService:
         self.add_interactions = self.interactions.add
         self.erase_user = self.users.erase
         self.idempotent = self.idempotency.run
+        self.follower: BundleFollower | None = None
+        if settings.registry_dir is not None:
+            self.follower = BundleFollower(
+                BundleRegistry(settings.registry_dir, create=False), store, self.loader
+            )
+            self.metrics.registry.register(self.follower.collector())
 
     # --- lifecycle --------------------------------------------------------------------
     @property
@@ -103,10 +114,14 @@ class RecommendationService:
 
     def start(self) -> None:
         """Begin the initial load (background) and the replica-sync loop."""
-        self.loader.start(None)
+        follower = self.follower
+        self.loader.start(follower.initial_path() if follower else None)
+        stop = self.loader.stopping
         if self.settings.replica_sync_interval_s > 0 or self.settings.popularity_refresh_s > 0:
-            stop = self.loader.stopping
             self.loader.run_in_background(lambda: self.feed.sync_loop(stop), "micrec-sync")
+        if follower is not None:
+            interval = self.settings.registry_poll_s
+            self.loader.run_in_background(lambda: follower.loop(stop, interval), "micrec-bundle")
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop the background threads (sync loop, a running load or warm-up)."""
@@ -139,11 +154,22 @@ class RecommendationService:
 
     # --- model / probes ---------------------------------------------------------------
     def model_info(self) -> ModelInfo:
-        return self.require_state().info()
+        info = self.require_state().info()
+        if self.follower is None:
+            return info
+        return info.model_copy(update={"bundle_version": self.follower.serving()})
+
+    def bundle_status(self) -> BundleStatus | None:
+        """Registry version served and wanted (None: not serving from a registry)."""
+        return None if self.follower is None else self.follower.status()
 
     def store_status(self) -> tuple[bool, str | None]:
         """(ok, detail): pings the store now (readiness reports degradation)."""
         return self.health.status()
 
     def degraded(self) -> list[str]:
-        return self.loader.degraded()
+        out = self.loader.degraded()
+        bundle = self.bundle_status()
+        if bundle is not None and bundle.error is not None:
+            out.append(f"bundle {bundle.wanted} could not be loaded; serving {bundle.serving}")
+        return out

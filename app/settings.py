@@ -62,6 +62,18 @@ class Settings(BaseSettings):
         Path("artifacts/demo-bundle"),
         description="Model bundle directory loaded at start-up (manifest.json inside).",
     )
+    registry_dir: Path | None = Field(
+        None,
+        description="Serve from this bundle registry (micrec bundles) instead of bundle_path: "
+        "the version announced in the store by promote/rollback, else the registry's "
+        "current one; every replica reloads when a new version is announced.",
+    )
+    registry_poll_s: float = Field(
+        0.5,
+        gt=0,
+        description="How often the store is asked which registry version to serve "
+        "(one small read; only with registry_dir).",
+    )
     device: str = Field("cpu", description="torch device for the inference engine.")
     warm_encoders: bool = Field(
         True,

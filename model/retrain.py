@@ -115,6 +115,13 @@ def split_by_time(export_dir: Path, train_dir: Path, window: Window) -> WindowSp
     return WindowSplit(cutoff, Path(train_dir), len(stamps) - n_window, n_window)
 
 
+def _pairs(
+    users: np.ndarray, items: np.ndarray, upos: dict[str, int], ipos: dict[str, int]
+) -> np.ndarray:
+    p = [(upos[u], ipos[i]) for u, i in zip(users, items, strict=True)]
+    return np.unique(np.asarray(p, dtype=np.int64).reshape(-1, 2), axis=0)
+
+
 def window_split(dataset: Dataset, cutoff: int, domains: list[str]) -> InductiveSplit:
     """The evaluation split of ``dataset`` (loaded from the whole export) at ``cutoff``."""
     inter = dataset.interactions
@@ -128,17 +135,15 @@ def window_split(dataset: Dataset, cutoff: int, domains: list[str]) -> Inductive
         users_after = sorted(set(inter.user[after].tolist()) - set(users_before))
         items_before = sorted(set(inter.item[before].tolist()))
         seen = set(items_before)
-        items_rest = sorted(i for i, rec in dataset.items.items() if rec.domain == d and i not in seen)
+        items_rest = sorted(
+            i for i, rec in dataset.items.items() if rec.domain == d and i not in seen
+        )
         user_ids, item_ids = users_before + users_after, items_before + items_rest
         upos = {u: k for k, u in enumerate(user_ids)}
         ipos = {i: k for k, i in enumerate(item_ids)}
 
-        def pairs(mask: np.ndarray) -> np.ndarray:
-            p = [(upos[u], ipos[i]) for u, i in zip(inter.user[mask], inter.item[mask], strict=True)]
-            return np.unique(np.asarray(p, dtype=np.int64).reshape(-1, 2), axis=0)
-
-        train = pairs(before)
-        test = pairs(after)
+        train = _pairs(inter.user[before], inter.item[before], upos, ipos)
+        test = _pairs(inter.user[after], inter.item[after], upos, ipos)
         if len(train) and len(test):  # a re-bought item is masked, not a target
             known = {(int(u), int(i)) for u, i in train}
             test = test[[(int(u), int(i)) not in known for u, i in test]].reshape(-1, 2)

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
@@ -87,8 +88,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, help="port (MICREC_PORT, default 8000)")
     p.add_argument("--workers", type=int, help="worker processes (MICREC_WORKERS, default 1)")
     p.add_argument("--bundle", help="model bundle directory (MICREC_BUNDLE_PATH)")
+    p.add_argument(
+        "--registry", help="serve from this bundle registry (MICREC_REGISTRY_DIR; see bundles)"
+    )
     p.add_argument("--env-file", help="read MICREC_* settings from this file")
     p.set_defaults(handler=run)
+
+
+def _check_registry(root: Path) -> None:
+    from model.registry import BundleRegistry, RegistryError
+
+    try:
+        current = BundleRegistry(root, create=False).current()
+    except RegistryError as err:
+        raise UserError(str(err)) from None
+    if current is None:
+        raise UserError(
+            f"bundle registry {root} has no promoted version "
+            "(`micrec bundles add DIR --promote` adds and promotes one)"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {
         "MICREC_BUNDLE_PATH": args.bundle,
+        "MICREC_REGISTRY_DIR": args.registry,
         "MICREC_HOST": args.host,
         "MICREC_PORT": None if args.port is None else str(args.port),
         "MICREC_WORKERS": None if args.workers is None else str(args.workers),
@@ -107,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             os.environ[key] = value
     settings = load_settings(env_file=args.env_file)  # SettingsError: one line (model.cli)
-    if not (settings.bundle_path / "manifest.json").is_file():
+    if settings.registry_dir is not None:
+        _check_registry(settings.registry_dir)
+    elif not (settings.bundle_path / "manifest.json").is_file():
         raise UserError(
             f"no model bundle at {settings.bundle_path} (set --bundle or MICREC_BUNDLE_PATH; "
             "`micrec demo build` makes a demo bundle)"

@@ -37,6 +37,7 @@ def readyz(service: ServiceDep, response: Response) -> Readiness:
             status="failed" if failed else "loading",
             store=store,
             error=LOAD_FAILED if failed else None,
+            bundle=service.bundle_status(),
         )
     degraded = service.degraded()
     if not ok:
@@ -48,6 +49,7 @@ def readyz(service: ServiceDep, response: Response) -> Readiness:
         domains=state.domains,
         store=store,
         degraded=degraded,
+        bundle=service.bundle_status(),
     )
 
 

@@ -3,8 +3,9 @@
 What lives here is what must survive a restart or be shared by replicas: cold-start items
 registered through the API (with their encoded content, so a restart replays them without
 re-encoding), user interaction histories (capped), per-domain popularity counts, the
-answers of writes sent with an ``Idempotency-Key`` (app/idempotency.py; kept for a TTL)
-and the record of erased users (app/erasure.py).
+answers of writes sent with an ``Idempotency-Key`` (app/idempotency.py; kept for a TTL),
+the record of erased users (app/erasure.py) and the bundle version replicas should serve
+(app/promotion.py).
 Every write method returns only once the write is durable (acknowledged); a write either
 happens whole or not at all.
 """
@@ -55,6 +56,16 @@ class ItemChange:
     seq: int
     item_id: str
     deleted: bool
+
+
+@dataclass(frozen=True)
+class WantedBundle:
+    """The bundle version every replica should serve (app/bundle_follow.py): a registry
+    version name and when it was announced (announcing it again makes replicas that
+    failed to load it try again)."""
+
+    version: str
+    announced_at: float
 
 
 @dataclass(frozen=True)
@@ -177,6 +188,16 @@ class Store(ABC):
         """Every erased user id -> time of its latest erasure. For exports and retraining:
         they must leave out these users' bundle (training) interactions and any stored
         interaction up to that time, so an erased user is not learned again."""
+
+    # --- bundle version (app/promotion.py, app/bundle_follow.py) ---------------------
+    @abstractmethod
+    def set_bundle_version(self, version: str, announced_at: float) -> None:
+        """Announce the registry version every replica should serve (replaces the last
+        announcement)."""
+
+    @abstractmethod
+    def get_bundle_version(self) -> WantedBundle | None:
+        """The last announcement; None when no version was ever announced."""
 
     # --- idempotency keys -------------------------------------------------------------
     @abstractmethod

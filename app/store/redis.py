@@ -20,6 +20,8 @@ Key layout (``P`` = ``prefix``; ids are the whole key suffix, so they may contai
 * ``P popitems:<user_id>``   the same pairs per user, as ``<domain>\\0<item_id>`` (erasure
   finds the counts a user added to without scanning every pair)
 * ``P erased``               hash user_id -> time of its latest erasure (app/erasure.py)
+* ``P bundle``               hash: ``version``, ``announced_at`` (the bundle version
+  replicas should serve; one HSET, so both fields change together)
 * ``P idem:<key>``           an Idempotency-Key record (``SET NX PX``, expires with its
   TTL): a JSON line (fingerprint, token, status) then the answer body
 
@@ -58,6 +60,7 @@ from app.store.base import (
     Store,
     StoredItem,
     StoreUnavailable,
+    WantedBundle,
     pack_vector,
     unpack_vector,
 )
@@ -211,6 +214,7 @@ class RedisStore(Store):
         self._k_changes = f"{prefix}changes"
         self._k_erased = f"{prefix}erased"
         self._k_count = f"{prefix}interactions"
+        self._k_bundle = f"{prefix}bundle"
         self._warn_if_not_durable()
 
     # --- keys ------------------------------------------------------------------------
@@ -489,6 +493,20 @@ class RedisStore(Store):
         with self._errors():
             h: Any = self._r.hgetall(self._k_erased)
         return {_s(u): float(t) for u, t in h.items()}
+
+    # --- bundle version ----------------------------------------------------------------
+    def set_bundle_version(self, version: str, announced_at: float) -> None:
+        with self._errors():
+            self._r.hset(
+                self._k_bundle, mapping={"version": version, "announced_at": repr(announced_at)}
+            )
+
+    def get_bundle_version(self) -> WantedBundle | None:
+        with self._errors():
+            h: Any = self._r.hgetall(self._k_bundle)
+        if not h:
+            return None
+        return WantedBundle(_s(h[b"version"]), float(h[b"announced_at"]))
 
     # --- idempotency keys --------------------------------------------------------------
     @staticmethod

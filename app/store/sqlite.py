@@ -42,6 +42,7 @@ from app.store.base import (
     Store,
     StoredItem,
     StoreUnavailable,
+    WantedBundle,
     pack_vector,
     unpack_vector,
 )
@@ -99,6 +100,12 @@ CREATE INDEX IF NOT EXISTS popularity_users_user ON popularity_users (user_id);
 CREATE TABLE IF NOT EXISTS erased_users (
     user_id   TEXT PRIMARY KEY,
     erased_at REAL NOT NULL
+);
+-- The bundle version replicas should serve (app/promotion.py): at most one row.
+CREATE TABLE IF NOT EXISTS bundle_version (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    version      TEXT NOT NULL,
+    announced_at REAL NOT NULL
 );
 -- Idempotency-Key answers; status 0 = in flight. Expired rows are purged by claims.
 CREATE TABLE IF NOT EXISTS idempotency (
@@ -456,6 +463,26 @@ class SQLiteStore(Store):
             write=False,
         )
         return {u: float(t) for u, t in rows}
+
+    # --- bundle version ----------------------------------------------------------------
+    def set_bundle_version(self, version: str, announced_at: float) -> None:
+        self._tx(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO bundle_version (id, version, announced_at) "
+                "VALUES (1, ?, ?)",
+                (version, float(announced_at)),
+            ),
+            write=True,
+        )
+
+    def get_bundle_version(self) -> WantedBundle | None:
+        row = self._tx(
+            lambda c: c.execute(
+                "SELECT version, announced_at FROM bundle_version WHERE id = 1"
+            ).fetchone(),
+            write=False,
+        )
+        return None if row is None else WantedBundle(str(row[0]), float(row[1]))
 
     # --- idempotency keys --------------------------------------------------------------
     def claim_idempotency_key(

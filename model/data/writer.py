@@ -168,7 +168,9 @@ class TrainingData:
         assert self.bundle_dir is not None
         cat = json.loads((self.bundle_dir / "catalogue.json").read_text())
         for d, c in cat.items():
-            for item_id, title, cats in zip(c["item_ids"], c["titles"], c["categories"], strict=True):
+            for item_id, title, cats in zip(
+                c["item_ids"], c["titles"], c["categories"], strict=True
+            ):
                 yield ItemRecord(item_id, d, title=title, categories=cats)
 
     def rows(self) -> Iterator[Row]:
@@ -185,9 +187,9 @@ class TrainingData:
             for _, r in rows:
                 if c_src is not None and r[c_src] == STORE:
                     continue
-                if self.min_rating is not None and c_rating is not None:
-                    if float(r[c_rating]) < self.min_rating:
-                        continue
+                low = self.min_rating is not None and c_rating is not None
+                if low and float(r[c_rating]) < self.min_rating:  # type: ignore[index,operator]
+                    continue
                 ts = self.fallback_time if c_ts is None else _parse_timestamp(r[c_ts].strip())
                 yield Row(
                     r[cols["user_id"]].strip(),
@@ -230,9 +232,9 @@ def bundle_training_data(bundle_dir: Path) -> TrainingData:
     data = manifest.get("data") or {}
     min_rating = ((data.get("run_config") or {}).get("data") or {}).get("min_rating")
     root = Path(data["dataset"]) if data.get("dataset") else None
-    if root is not None and (root / INTERACTIONS_FILE).is_file() and (root / ITEMS_FILE).is_file():
-        if data_fingerprint(root, data.get("split_config", {})) == data.get("fingerprint"):
-            return TrainingData(f"dataset {root}", fallback, root=root, min_rating=min_rating)
+    usable = root is not None and (root / INTERACTIONS_FILE).is_file()
+    if usable and data_fingerprint(root, data.get("split_config", {})) == data.get("fingerprint"):  # type: ignore[arg-type]
+        return TrainingData(f"dataset {root}", fallback, root=root, min_rating=min_rating)
     return TrainingData(
         f"bundle histories of {bundle_dir} (dataset folder {root} missing or changed: "
         "training-input pairs only, no timestamps)",

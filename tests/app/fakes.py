@@ -31,6 +31,7 @@ from app.store.base import (
     Store,
     StoredItem,
     StoreUnavailable,
+    WantedBundle,
 )
 from model.bundle import BundleError
 from model.inference import DomainCatalogue, UserEmbedding
@@ -247,6 +248,7 @@ class MemoryStore(Store):
         self._erased: dict[str, float] = {}
         self._stamps: dict[str, dict[str, list[float]]] = {}  # aligned with _history
         self._count = 0
+        self._wanted: WantedBundle | None = None
 
     def ping(self) -> bool:
         return True
@@ -338,6 +340,12 @@ class MemoryStore(Store):
 
     def erased_users(self) -> dict[str, float]:
         return dict(self._erased)
+
+    def set_bundle_version(self, version: str, announced_at: float) -> None:
+        self._wanted = WantedBundle(version, announced_at)
+
+    def get_bundle_version(self) -> WantedBundle | None:
+        return self._wanted
 
     def _live_idem(self, key: str) -> IdempotencyRecord | None:
         record, expires = self._idem.get(key, (None, 0.0))
@@ -439,6 +447,14 @@ class FlakyStore(Store):
     def interaction_count(self) -> int:
         self._check()
         return self.inner.interaction_count()
+
+    def set_bundle_version(self, version: str, announced_at: float) -> None:
+        self._check()
+        self.inner.set_bundle_version(version, announced_at)
+
+    def get_bundle_version(self) -> WantedBundle | None:
+        self._check()
+        return self.inner.get_bundle_version()
 
     def claim_idempotency_key(
         self, key: str, claim: IdempotencyRecord, ttl_s: float

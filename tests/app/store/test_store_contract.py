@@ -22,6 +22,7 @@ from app.store.base import (
     Store,
     StoredItem,
     StoreUnavailable,
+    WantedBundle,
 )
 from app.store.factory import create_store
 from app.store.redis import RedisStore
@@ -393,6 +394,23 @@ def test_concurrent_writers_lose_nothing(backend: Backend) -> None:
     assert len(check.list_items()) == total
     assert len(set(seqs)) == total
     assert [c.seq for c in check.item_changes(0, limit=10 * total)] == sorted(seqs)
+
+
+# --- bundle version (app/promotion.py) ---------------------------------------------------
+def test_bundle_version_is_none_until_announced_then_replaced(backend: Backend) -> None:
+    store, other = backend.open(), backend.open()  # a replica reads what another wrote
+    assert store.get_bundle_version() is None
+    store.set_bundle_version("v0002", 1000.25)
+    assert other.get_bundle_version() == WantedBundle("v0002", 1000.25)
+    store.set_bundle_version("v0001", 1001.5)
+    store.set_bundle_version("v0001", 1002.0)  # the same version announced again
+    assert other.get_bundle_version() == WantedBundle("v0001", 1002.0)
+
+
+def test_bundle_version_survives_a_restart(crashable_backend: Backend) -> None:
+    crashable_backend.open().set_bundle_version("v0007", 42.5)
+    crashable_backend.crash()
+    assert crashable_backend.open().get_bundle_version() == WantedBundle("v0007", 42.5)
 
 
 # --- idempotency keys ---------------------------------------------------------------------

@@ -1,0 +1,491 @@
+"""The bundle registry: model bundles by version under one directory, one of them current.
+
+Layout (``root`` = the registry directory)::
+
+    versions/v0001/bundle/        a complete bundle (model/bundle.py), never modified
+    versions/v0001/version.json   what the registry knows of it: added_at, meta (source,
+                                  metrics...), the refusal (time, report) when refused
+    current -> versions/v0003/bundle   symlink: the promoted version (relative target)
+    history.jsonl                 append-only: one JSON line per add, promote, rollback,
+                                  refuse (time, version, previous version, reason, metrics)
+    .lock                         fcntl lock: one mutation at a time across processes
+    .incoming-*/                  a version being added (ignored; removed once its writer
+                                  is dead)
+
+Crash safety (a ``kill -9`` at any instant):
+
+* a version is *listed* only once its directory is renamed into ``versions/``; ``add``
+  copies into a hidden ``.incoming-*`` directory inside the root, fsyncs it and renames it
+  (one atomic step on one filesystem), so a half-copied bundle is never listed;
+* ``current`` is switched by creating a new symlink and ``os.replace``-ing it over the old
+  one (atomic), so it names the old or the new version, never nothing or a half state;
+* the history is written after the switch; a crash between the two leaves a history whose
+  last promotion is not the current version, which the next mutation notices and repairs
+  by appending a ``recovered`` promotion;
+* a stale ``.incoming-*`` directory holds a lock while its writer lives; the next ``add``
+  removes those whose lock is free (the writer died).
+
+Status of a version (derived, never stored, so it cannot disagree with the pointer):
+``promoted`` = current; ``refused`` = refused and not current (kept for inspection, never
+served unless promoted with ``force``); ``retired`` = was current once; else
+``candidate``.
+
+This module is filesystem only: telling running replicas about a promotion is the
+service's job (``app/promotion.py``).
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from model.bundle import BundleError, read_manifest, verify_bundle
+
+VERSION_RE = re.compile(r"^v(\d{4,})$")
+BUNDLE_DIR = "bundle"
+VERSION_FILE = "version.json"
+CURRENT = "current"
+HISTORY = "history.jsonl"
+INCOMING = ".incoming-"
+OWNER = ".owner"
+
+Status = Literal["candidate", "promoted", "refused", "retired"]
+
+
+class RegistryError(RuntimeError):
+    """A registry operation cannot be done (unknown version, refused, nothing to roll back
+    to, bundle fails its check...); ``str(err)`` is one line for the user."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version as :meth:`BundleRegistry.show` / ``list`` report it."""
+
+    version: str
+    status: Status
+    path: Path
+    """The bundle directory (what a service loads)."""
+    added_at: float
+    model_version: str | None
+    meta: dict[str, Any] = field(default_factory=dict)
+    refused: dict[str, Any] | None = None
+    """``{"at": time, "report": {...}}`` when refused."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "status": self.status,
+            "path": str(self.path),
+            "added_at": self.added_at,
+            "model_version": self.model_version,
+            "meta": self.meta,
+            "refused": self.refused,
+        }
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, sort_keys=True, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+class BundleRegistry:
+    """Bundles by version under ``root``, one of them current. ``create=False`` refuses
+    a directory that is not a registry yet (a service must not make one from a typo).
+
+    ``check`` is what a version must pass before it is promoted (default
+    :func:`model.bundle.verify_bundle`: format version + sha256 of every file); it raises
+    :class:`BundleError` when the bundle cannot be used.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        create: bool = True,
+        check: Callable[[Path], object] = verify_bundle,
+    ) -> None:
+        self.root = Path(root)
+        self.check = check
+        self.versions_dir = self.root / "versions"
+        if create:
+            self.versions_dir.mkdir(parents=True, exist_ok=True)
+        elif not self.versions_dir.is_dir():
+            raise RegistryError(
+                f"{self.root} is not a bundle registry (no versions/ inside; "
+                "`micrec bundles --registry DIR add BUNDLE` creates one)"
+            )
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+
+    # --- reading (no lock: every file read here is replaced atomically) ----------------
+    def path(self, version: str) -> Path:
+        """The bundle directory of ``version`` (RegistryError when there is none)."""
+        self._require(version)
+        return self.versions_dir / version / BUNDLE_DIR
+
+    def current(self) -> str | None:
+        """The promoted version, None before the first promotion."""
+        try:
+            target = os.readlink(self.root / CURRENT)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise RegistryError(f"{self.root / CURRENT}: not a registry pointer ({err})") from err
+        return self.version_of(self.root / target)
+
+    def version_of(self, path: str | Path) -> str | None:
+        """The version whose bundle directory is ``path`` (None: not one of this
+        registry's bundles)."""
+        p = Path(path)
+        if p.name != BUNDLE_DIR or not VERSION_RE.match(p.parent.name):
+            return None
+        try:
+            if p.parent.parent.resolve() != self.versions_dir.resolve():
+                return None
+        except OSError:
+            return None
+        return p.parent.name if (p.parent / VERSION_FILE).is_file() else None
+
+    def list(self) -> builtins.list[VersionInfo]:
+        """Every version, oldest first."""
+        return [self.show(v) for v in self._names()]
+
+    def show(self, version: str) -> VersionInfo:
+        record = self._record(version)
+        current = self.current()
+        return self._info(version, record, current, self._served(current))
+
+    def history(self) -> builtins.list[dict[str, Any]]:
+        """Every history event, oldest first (a torn last line from a crash is skipped)."""
+        try:
+            text = (self.root / HISTORY).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in text.splitlines():
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict):
+                out.append(event)
+        return out
+
+    # --- changing (under the lock) -----------------------------------------------------
+    def add(self, src_dir: str | Path, *, meta: dict[str, Any] | None = None) -> str:
+        """Copy the bundle at ``src_dir`` in as a new version (``v0001``, ``v0002``...,
+        numbered in the order added); returns the version. The source must be a bundle
+        (manifest.json of a known format); it becomes a candidate, nothing is served."""
+        src = Path(src_dir)
+        try:
+            manifest = read_manifest(src)
+        except BundleError as err:
+            raise RegistryError(str(err)) from None
+        with self.locked():
+            # Under the lock, so a cleaner never sees this directory before its owner lock.
+            self._clean_incoming()
+            staging = Path(tempfile.mkdtemp(prefix=INCOMING, dir=self.root))
+            owner = open(staging / OWNER, "w")  # noqa: SIM115 - held until the rename
+            fcntl.flock(owner, fcntl.LOCK_EX)  # freed by the OS if this process dies
+        try:
+            shutil.copytree(src, staging / BUNDLE_DIR, copy_function=shutil.copy2)
+            record = {
+                "added_at": time.time(),
+                "model_version": manifest.get("model_version"),
+                "meta": dict(meta or {}),
+                "refused": None,
+            }
+            _write_json_atomic(staging / VERSION_FILE, record)
+            _fsync_tree(staging)
+            with self.locked():
+                version = self._next_version()
+                os.rename(staging, self.versions_dir / version)
+                os.unlink(self.versions_dir / version / OWNER)
+                _fsync_dir(self.versions_dir)
+                self._log("add", version, source=str(src), meta=record["meta"])
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        finally:
+            owner.close()
+        return version
+
+    def promote(
+        self,
+        version: str,
+        reason: str,
+        *,
+        metrics: dict[str, Any] | None = None,
+        force: bool = False,
+    ) -> str | None:
+        """Make ``version`` current; returns the version it replaced (None: first one).
+
+        The bundle must pass ``check``; a refused version needs ``force=True``. Promoting
+        the current version again changes nothing (returns it)."""
+        with self.locked():
+            record = self._record(version)
+            if record.get("refused") and not force:
+                raise RegistryError(
+                    f"{version} was refused ({_refusal_reason(record)}); "
+                    "promote it with force to serve it anyway"
+                )
+            previous = self.current()
+            if previous == version:
+                return previous
+            self._check(version)
+            self._point_at(version)
+            forced = bool(force and record.get("refused"))
+            self._log(
+                "promote", version, previous=previous, reason=reason, metrics=metrics, forced=forced
+            )
+            return previous
+
+    def rollback(self, reason: str = "rollback") -> str:
+        """Make the version promoted before the current one current again; returns it.
+
+        Promotions form a stack: each rollback goes one further back (A, B, C promoted:
+        rollback -> B, rollback -> A). Versions refused since, or failing ``check``, are
+        skipped."""
+        with self.locked():
+            current = self.current()
+            stack = self._stack()
+            if current is None or not stack:
+                raise RegistryError("nothing to roll back: no version was promoted")
+            stack.pop()
+            while stack:
+                target = stack.pop()
+                if self._record(target).get("refused"):
+                    continue
+                try:
+                    self._check(target)
+                except RegistryError:
+                    continue
+                self._point_at(target)
+                self._log("rollback", target, previous=current, reason=reason)
+                return target
+            raise RegistryError(f"nothing to roll back to: {current} is the only usable version")
+
+    def refuse(self, version: str, report: dict[str, Any] | None = None) -> None:
+        """Mark ``version`` refused (e.g. a retrain gate measured it worse): kept for
+        inspection, never promoted without ``force``. The current version cannot be
+        refused (roll back first)."""
+        with self.locked():
+            record = self._record(version)
+            if self.current() == version:
+                raise RegistryError(f"{version} is the current version; roll back before refusing")
+            record["refused"] = {"at": time.time(), "report": dict(report or {})}
+            _write_json_atomic(self.versions_dir / version / VERSION_FILE, record)
+            self._log("refuse", version, report=record["refused"]["report"])
+
+    # --- internals ---------------------------------------------------------------------
+    def _names(self) -> builtins.list[str]:
+        names = [
+            p.name
+            for p in self.versions_dir.iterdir()
+            if VERSION_RE.match(p.name) and (p / VERSION_FILE).is_file()
+        ]
+        return sorted(names, key=lambda n: int(n[1:]))
+
+    def _require(self, version: str) -> None:
+        if not isinstance(version, str) or not VERSION_RE.match(version):
+            raise RegistryError(f"{version!r} is not a version name (v0001, v0002, ...)")
+        if not (self.versions_dir / version / VERSION_FILE).is_file():
+            known = self._names()
+            hint = f"; known: {', '.join(known[-5:])}" if known else "; the registry is empty"
+            raise RegistryError(f"no version {version} in {self.root}{hint}")
+
+    def _record(self, version: str) -> dict[str, Any]:
+        self._require(version)
+        path = self.versions_dir / version / VERSION_FILE
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise RegistryError(f"{path}: unreadable ({err})") from err
+        if not isinstance(record, dict):
+            raise RegistryError(f"{path}: not a JSON object")
+        return record
+
+    def _served(self, current: str | None) -> set[str]:
+        served = {e.get("version") for e in self.history() if e.get("event") in _POINTING}
+        if current:
+            served.add(current)
+        return {v for v in served if isinstance(v, str)}
+
+    def _info(
+        self, version: str, record: dict[str, Any], current: str | None, served: set[str]
+    ) -> VersionInfo:
+        status: Status
+        if version == current:
+            status = "promoted"
+        elif record.get("refused"):
+            status = "refused"
+        elif version in served:
+            status = "retired"
+        else:
+            status = "candidate"
+        return VersionInfo(
+            version=version,
+            status=status,
+            path=self.versions_dir / version / BUNDLE_DIR,
+            added_at=float(record.get("added_at", 0.0)),
+            model_version=record.get("model_version"),
+            meta=record.get("meta") or {},
+            refused=record.get("refused"),
+        )
+
+    def _check(self, version: str) -> None:
+        try:
+            self.check(self.versions_dir / version / BUNDLE_DIR)
+        except (BundleError, OSError, ValueError) as err:
+            raise RegistryError(f"{version} does not load: {err}") from None
+
+    def _point_at(self, version: str) -> None:
+        """Switch ``current`` to ``version`` atomically (new symlink renamed over it)."""
+        link = self.root / CURRENT
+        tmp = self.root / f".{CURRENT}.{os.getpid()}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.symlink(os.path.join("versions", version, BUNDLE_DIR), tmp)
+        os.replace(tmp, link)
+        _fsync_dir(self.root)
+
+    def _stack(self) -> builtins.list[str]:
+        """The promotion stack from the history: promote pushes, rollback pops."""
+        stack: builtins.list[str] = []
+        for e in self.history():
+            event, version = e.get("event"), e.get("version")
+            if not isinstance(version, str):
+                continue
+            if event in ("promote", "recovered"):
+                if not stack or stack[-1] != version:
+                    stack.append(version)
+            elif event == "rollback":
+                while stack and stack[-1] != version:
+                    stack.pop()
+                if not stack:
+                    stack.append(version)
+        return stack
+
+    def _repair(self) -> None:
+        """A crash between switching ``current`` and writing its history line leaves
+        them apart; the pointer is the truth, the history is told (under the lock)."""
+        current = self.current()
+        if current is None:
+            return
+        stack = self._stack()
+        if not stack or stack[-1] != current:
+            self._log("recovered", current, reason="current pointer switched, history line lost")
+
+    def _next_version(self) -> str:
+        numbers = [int(n[1:]) for n in self._names()]
+        numbers += [
+            int(m.group(1))
+            for e in self.history()
+            if (m := VERSION_RE.match(str(e.get("version", ""))))
+        ]
+        return f"v{max(numbers, default=0) + 1:04d}"
+
+    def _log(self, event: str, version: str, **fields: Any) -> None:
+        now = time.time()
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        entry = {"time": now, "at": at, "event": event, "version": version, **fields}
+        line = json.dumps(entry, sort_keys=True, default=str) + "\n"
+        with open(self.root / HISTORY, "ab") as f:
+            if f.tell() > 0:
+                with open(self.root / HISTORY, "rb") as r:
+                    r.seek(-1, os.SEEK_END)
+                    if r.read(1) != b"\n":  # a line torn by a crash: do not extend it
+                        line = "\n" + line
+            f.write(line.encode())
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _clean_incoming(self) -> None:
+        """Remove ``.incoming-*`` directories whose writer is gone (its lock is free)."""
+        for p in self.root.glob(f"{INCOMING}*"):
+            try:
+                fd = os.open(p / OWNER, os.O_RDWR)
+            except OSError:
+                fd = -1  # no owner file: its writer died before taking the lock
+            if fd >= 0:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live add
+                finally:
+                    os.close(fd)
+            shutil.rmtree(p, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the registry lock (re-entrant in this process; other processes wait):
+        every mutation takes it; callers take it around a mutation plus what must happen
+        in the same order (``app/promotion.py`` announces the version under it)."""
+        with self._thread_lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            with open(self.root / ".lock", "a") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                self._depth = 1
+                try:
+                    self._repair()
+                    yield
+                finally:
+                    self._depth = 0
+                    fcntl.flock(f, fcntl.LOCK_UN)
+
+
+_POINTING = ("promote", "rollback", "recovered")
+"""History events after which their version was current."""
+
+
+def _refusal_reason(record: dict[str, Any]) -> str:
+    report = (record.get("refused") or {}).get("report") or {}
+    reason = report.get("reason") if isinstance(report, dict) else None
+    return str(reason) if reason else "see `micrec bundles show`"
