@@ -11,6 +11,7 @@ SERVICE_COMMANDS: tuple[str, ...] = (
     "app.commands.serve",
     "app.commands.bundles",
     "app.commands.export",
+    "app.commands.retrain",
 )
 
 

@@ -33,7 +33,7 @@ from model.data.loading import INTERACTIONS_FILE, _rows
 from model.data.split import DomainSplit, InductiveSplit, SplitConfig
 from model.data.writer import DatasetWriter, Row, read_items
 from model.encoders.base import ItemFeatures
-from model.evaluation import evaluate
+from model.evaluation import DEGREE_BUCKETS, evaluate
 from model.nn.graph import TemplateMap
 from model.nn.micrec import MICRec
 from model.rankers import MICRecRanker
@@ -44,9 +44,10 @@ Results = dict[str, dict[str, dict[str, float | None]]]
 
 @dataclass(frozen=True)
 class Window:
-    """The evaluation window: the newest ``fraction`` of rows, or (``days`` set) the rows
-    of the last ``days`` days before the newest row. Rows sharing the cutoff timestamp
-    stay in training, so a window may be slightly smaller than asked."""
+    """The evaluation window, taken from the rows newer than the current bundle's training
+    data (neither model has seen them): the newest ``fraction`` of those, or (``days``
+    set) those of the last ``days`` days before the newest row. Rows sharing the cutoff
+    timestamp stay in training, so a window may be slightly smaller than asked."""
 
     fraction: float = 0.1
     days: float | None = None
@@ -57,13 +58,22 @@ class Window:
         if self.days is not None and self.days <= 0:
             raise ValueError(f"window days must be > 0, got {self.days}")
 
-    def cutoff(self, stamps: np.ndarray) -> int:
-        """Rows with timestamp > cutoff are in the window."""
+    def cutoff(self, stamps: np.ndarray, trained_until: int) -> int:
+        """Rows with timestamp > cutoff are in the window; cutoff >= ``trained_until``."""
+        new = np.sort(stamps[stamps > trained_until])
+        if len(new) == 0:
+            raise NothingNew(
+                f"no interaction newer than the current bundle's training data "
+                f"(timestamp {trained_until}): nothing to evaluate a candidate on"
+            )
         if self.days is not None:
-            return int(stamps.max() - self.days * DAY_S)
-        s = np.sort(stamps)
-        k = min(len(s) - 1, max(1, round(len(s) * self.fraction)))  # rows asked for
-        return int(s[len(s) - k - 1])
+            return max(trained_until, int(new[-1] - self.days * DAY_S))
+        k = min(len(new), max(1, round(len(new) * self.fraction)))  # rows asked for
+        return int(new[len(new) - k - 1]) if k < len(new) else trained_until
+
+
+class NothingNew(ValueError):
+    """No interaction arrived since the current bundle's training data (nothing to do)."""
 
 
 @dataclass
@@ -82,13 +92,14 @@ def _stamps(export_dir: Path) -> np.ndarray:
     return np.fromiter((int(float(r[c])) for _, r in rows), dtype=np.int64)
 
 
-def split_by_time(export_dir: Path, train_dir: Path, window: Window) -> WindowSplit:
+def split_by_time(
+    export_dir: Path, train_dir: Path, window: Window, trained_until: int
+) -> WindowSplit:
     """Write ``train_dir``: the export's items, rows up to the cutoff as interactions.csv,
-    the window's rows as holdout.csv (streamed; one int64 per row held for the cutoff)."""
+    the window's rows as holdout.csv (streamed; one int64 per row held for the cutoff).
+    ``trained_until``: the newest timestamp the current bundle was trained on."""
     stamps = _stamps(export_dir)
-    if len(stamps) < 2:
-        raise ValueError(f"{export_dir}: too few interactions to hold any out")
-    cutoff = window.cutoff(stamps)
+    cutoff = window.cutoff(stamps, trained_until)
     writer = DatasetWriter(train_dir, replace=True)
     try:
         for rec, source in read_items(export_dir):
@@ -110,8 +121,6 @@ def split_by_time(export_dir: Path, train_dir: Path, window: Window) -> WindowSp
     except BaseException:
         writer.abort()
         raise
-    if n_window == 0:
-        raise ValueError(f"the evaluation window ({window}) holds no interaction")
     return WindowSplit(cutoff, Path(train_dir), len(stamps) - n_window, n_window)
 
 
@@ -208,6 +217,21 @@ def score_on_window(
     return evaluate(ranker, restricted)
 
 
+SLICES = (
+    "all",
+    "old_users",
+    "new_users",
+    "old_items",
+    "new_items",
+    "old_users_old_items",
+    "cold_items",
+    "cold_items_vs_all",
+    "cd_cold_users",
+    *(name for name, _, _ in DEGREE_BUCKETS),
+)
+"""The slices of ``model.evaluation.build_slices``."""
+
+
 @dataclass(frozen=True)
 class Gate:
     """Promote when candidate >= current - ``tolerance`` on ``metric`` of ``slice``."""
@@ -215,6 +239,10 @@ class Gate:
     metric: str = "ndcg@20"
     slice: str = "all"
     tolerance: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.slice not in SLICES:
+            raise ValueError(f"gate slice {self.slice!r} is not one of {', '.join(SLICES)}")
 
 
 def overall(results: Results, metric: str, slice_name: str) -> float | None:

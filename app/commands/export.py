@@ -10,13 +10,16 @@ from pathlib import Path
 from model.cli import UserError
 
 
-def add_settings_args(p: argparse.ArgumentParser) -> None:
+def add_settings_args(p: argparse.ArgumentParser, *, bundle: bool = True) -> None:
     p.add_argument("--env-file", help="read MICREC_* settings from this file (as micrec serve)")
+    if not bundle:
+        return
     p.add_argument(
         "--bundle",
         type=Path,
         default=None,
-        help="bundle whose training data is exported (default: the one micrec serve loads)",
+        help="bundle whose training data is exported (default: the registry's current "
+        "version, else MICREC_BUNDLE_PATH)",
     )
 
 

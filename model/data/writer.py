@@ -199,6 +199,22 @@ class TrainingData:
                     BUNDLE,
                 )
 
+    def trained_until(self) -> int:
+        """The newest timestamp the bundle was trained on: the cutoff of a retrain's
+        training folder, else the dataset's newest row, else the bundle's creation time."""
+        if self.root is None:
+            return self.fallback_time
+        meta = self.root / META_FILE
+        if meta.is_file():
+            cutoff = json.loads(meta.read_text()).get("cutoff")
+            if cutoff is not None:
+                return int(cutoff)
+        cols, rows = _rows(self.root / INTERACTIONS_FILE, ("user_id", "item_id", "domain"))
+        c_ts = cols.get("timestamp")
+        if c_ts is None:
+            return self.fallback_time
+        return max((_parse_timestamp(r[c_ts].strip()) for _, r in rows), default=0)
+
     def _bundle_rows(self) -> Iterator[Row]:
         from safetensors.torch import load_file
 

@@ -1,0 +1,181 @@
+"""Export + retrain with the gate on the tiny synthetic catalogue (no content encoders, a few
+seconds of training): the export's content, erasure, the window, promote and refuse in the
+registry, the report. The end-to-end run on the demo catalogue through a served process is
+tests/e2e/test_continuous_learning.py (slow)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app.export import export_dataset
+from app.promotion import promote
+from app.retrain import RetrainOptions, retrain
+from app.store.base import Interaction
+from app.store.sqlite import SQLiteStore
+from model.bundle import verify_bundle
+from model.data.loading import load_dataset
+from model.data.synth import SynthConfig, write_synthetic_catalogue
+from model.pipeline import train_run
+from model.registry import BundleRegistry
+from model.retrain import Gate, NothingNew, Window
+from model.runconfig import load_run_config
+
+
+def _cfg(root: Path, epochs: int):  # type: ignore[no-untyped-def]
+    return load_run_config(
+        None,
+        {
+            "features": {"text": "none", "image": "none", "cache_dir": str(root / "cache")},
+            "model": {"modalities": []},
+            "train": {"epochs": epochs, "patience": 100, "batch_size": 512, "lr": 0.005},
+            "blend": {"enabled": False},
+            "tune": {"trials": 0},
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The tiny catalogue cut in time: the bundle is trained on the older 70 % of the
+    rows; the newer 30 % are what the shop's users do afterwards (posted to the store)."""
+    root = tmp_path_factory.mktemp("retrain")
+    full, data = root / "full", root / "data"
+    write_synthetic_catalogue(full, SynthConfig.tiny(images=False, users=300))
+    data.mkdir()
+    shutil.copy(full / "items.csv", data / "items.csv")
+    with open(full / "interactions.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], sorted(rows[1:], key=lambda r: int(r[3]))
+    cut = int(len(body) * 0.7)
+    with open(data / "interactions.csv", "w", newline="") as f:
+        csv.writer(f).writerows([header, *body[:cut]])
+    later = [Interaction(u, i, d, float(t)) for u, i, d, t in body[cut:]]
+    v1 = train_run(data, _cfg(root, epochs=25), root / "v1", progress=False, run_test=False)
+    return {"root": root, "data": data, "v1": v1.bundle_dir, "later": later}
+
+
+def _shuffled(split_by_time: Any) -> Any:
+    """``split_by_time`` whose training rows get their items shuffled within each domain:
+    a candidate that learned nothing true (the window is left alone)."""
+
+    def wrapped(export_dir: Path, train_dir: Path, *args: Any) -> Any:
+        out = split_by_time(export_dir, train_dir, *args)
+        path = train_dir / "interactions.csv"
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        rng = np.random.default_rng(0)
+        body = rows[1:]
+        for d in {r[2] for r in body}:
+            idx = [k for k, r in enumerate(body) if r[2] == d]
+            items = [body[k][1] for k in idx]
+            rng.shuffle(items)
+            for k, item in zip(idx, items, strict=True):
+                body[k][1] = item
+        with open(path, "w", newline="") as f:
+            csv.writer(f).writerows([rows[0], *body])
+        return out
+
+    return wrapped
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_export_has_bundle_and_store_rows_and_no_erased_user(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    store = SQLiteStore(tmp_path / "state.db")
+    posted = world["later"][:400]
+    store.add_interactions(posted, history_cap=200)
+    erased = posted[0].user_id
+    store.erase_user(erased, time.time())
+    late = time.time() + 5  # posted after the erasure: new data, kept
+    store.add_interactions([Interaction(erased, "food_0002", "food", late)], 200)
+    out = export_dataset(store, world["v1"], tmp_path / "export", progress=False)
+    rows = _rows(out.path / "interactions.csv")
+    assert {r["source"] for r in rows} == {"bundle", "store"}
+    mine = [r for r in rows if r["user_id"] == erased]
+    assert [(r["item_id"], r["source"]) for r in mine] == [("food_0002", "store")]
+    assert out.counts["rows_store"] == len([r for r in posted if r.user_id != erased]) + 1
+    assert out.counts["rows_skipped_erased"] > 0  # its bundle rows
+    stored = {
+        (r["user_id"], r["item_id"], int(r["timestamp"])) for r in rows if r["source"] == "store"
+    }
+    assert (posted[1].user_id, posted[1].item_id, int(posted[1].timestamp)) in stored
+    ds = load_dataset(out.path)  # what micrec train reads
+    assert len(ds.interactions) == len({(r["user_id"], r["item_id"]) for r in rows})
+
+
+def test_window_is_taken_from_rows_the_current_bundle_never_saw() -> None:
+    stamps = np.array([1, 2, 3, 4, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19])
+    assert Window(fraction=0.2).cutoff(stamps, trained_until=4) == 17  # 2 of the 10 new
+    assert Window(days=1).cutoff(stamps, trained_until=4) == 4  # all new rows: < 1 day
+    with pytest.raises(NothingNew):
+        Window().cutoff(stamps, trained_until=19)
+    with pytest.raises(ValueError, match="slice"):
+        Gate(slice="everything")
+
+
+def test_retrain_promotes_a_real_candidate_and_refuses_a_shuffled_one(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(tmp_path / "state.db")
+    reg = BundleRegistry(tmp_path / "registry")
+    promote(reg, store, reg.add(world["v1"]), reason="test")
+    later = world["later"]
+    store.add_interactions(later[: len(later) // 2], history_cap=200)
+    erased = later[0].user_id
+    store.erase_user(erased, time.time())
+
+    opts = RetrainOptions(window=Window(0.3), gate=Gate(tolerance=0.02), epochs=25)
+    good = retrain(store, reg, tmp_path / "runs", replace(opts, progress=False))
+    assert good is not None and good.outcome == "promoted", good
+    assert reg.current() == good.version == "v0002"
+    assert store.get_bundle_version().version == "v0002"  # type: ignore[union-attr]
+    assert good.decision["metric"] == "ndcg@20" and good.decision["slice"] == "all"
+    cand = reg.path("v0002")
+    verify_bundle(cand)
+    report = json.loads((cand / "retrain-report.json").read_text())
+    for name in ("candidate", "current"):  # every slice of every domain, for both
+        assert set(report["results"][name]) == {"food", "kitchen", "office"}
+        assert len(report["results"][name]["food"]) == 13
+    w = report["window"]  # the window holds only rows the current bundle never saw
+    assert w["current_trained_until"] <= later[0].timestamp <= w["cutoff"]
+    assert (cand / "retrain-report.md").read_text().startswith("# Retrain report: **promote**")
+    assert (cand / "retrain-report.png").stat().st_size > 0
+    catalogue = json.loads((cand / "catalogue.json").read_text())
+    assert all(erased not in c["user_ids"] for c in catalogue.values())
+    export = _rows(good.run_dir / "export" / "interactions.csv")
+    assert erased not in {r["user_id"] for r in export}
+
+    store.add_interactions(later[len(later) // 2 :], history_cap=200)
+    import app.retrain as retrain_module
+
+    monkeypatch.setattr(retrain_module, "split_by_time", _shuffled(retrain_module.split_by_time))
+    bad = retrain(store, reg, tmp_path / "runs", replace(opts, progress=False))
+    assert bad is not None and bad.outcome == "refused", bad
+    assert bad.decision["candidate"] < bad.decision["current"] - 0.02
+    assert reg.current() == "v0002"  # the current keeps serving
+    assert reg.show(bad.version).status == "refused"  # type: ignore[arg-type]
+    assert store.get_bundle_version().version == "v0002"  # type: ignore[union-attr]
+
+
+def test_retrain_with_nothing_new_is_skipped(world: dict[str, Any], tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "state.db")
+    reg = BundleRegistry(tmp_path / "registry")
+    promote(reg, store, reg.add(world["v1"]), reason="test")
+    out = retrain(store, reg, tmp_path / "runs", RetrainOptions(progress=False))
+    assert out is not None and out.outcome == "skipped"
+    assert "no interaction newer" in (out.error or "")
+    assert [v.version for v in reg.list()] == ["v0001"]
