@@ -12,6 +12,7 @@ SERVICE_COMMANDS: tuple[str, ...] = (
     "app.commands.bundles",
     "app.commands.export",
     "app.commands.retrain",
+    "app.commands.trainer",
 )
 
 
