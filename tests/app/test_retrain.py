@@ -63,25 +63,25 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"root": root, "data": data, "v1": v1.bundle_dir, "later": later}
 
 
-def _shuffled(split_by_time: Any) -> Any:
-    """``split_by_time`` whose training rows get their items shuffled within each domain:
-    a candidate that learned nothing true (the window is left alone)."""
+def shuffled_split(split_by_time: Any) -> Any:
+    """``split_by_time`` whose training rows get items drawn uniformly at random from their
+    domain: a candidate that learned nothing true, not even popularity (the window is left
+    alone). A permutation of the item column would keep every item's popularity."""
 
     def wrapped(export_dir: Path, train_dir: Path, *args: Any) -> Any:
         out = split_by_time(export_dir, train_dir, *args)
         path = train_dir / "interactions.csv"
         with open(path, newline="") as f:
             rows = list(csv.reader(f))
+        with open(train_dir / "items.csv", newline="") as f:
+            by_domain: dict[str, list[str]] = {}
+            for r in list(csv.reader(f))[1:]:
+                by_domain.setdefault(r[1], []).append(r[0])
         rng = np.random.default_rng(0)
-        body = rows[1:]
-        for d in {r[2] for r in body}:
-            idx = [k for k, r in enumerate(body) if r[2] == d]
-            items = [body[k][1] for k in idx]
-            rng.shuffle(items)
-            for k, item in zip(idx, items, strict=True):
-                body[k][1] = item
+        for r in rows[1:]:
+            r[1] = str(rng.choice(by_domain[r[2]]))
         with open(path, "w", newline="") as f:
-            csv.writer(f).writerows([rows[0], *body])
+            csv.writer(f).writerows(rows)
         return out
 
     return wrapped
@@ -162,7 +162,9 @@ def test_retrain_promotes_a_real_candidate_and_refuses_a_shuffled_one(
     store.add_interactions(later[len(later) // 2 :], history_cap=200)
     import app.retrain as retrain_module
 
-    monkeypatch.setattr(retrain_module, "split_by_time", _shuffled(retrain_module.split_by_time))
+    monkeypatch.setattr(
+        retrain_module, "split_by_time", shuffled_split(retrain_module.split_by_time)
+    )
     bad = retrain(store, reg, tmp_path / "runs", replace(opts, progress=False))
     assert bad is not None and bad.outcome == "refused", bad
     assert bad.decision["candidate"] < bad.decision["current"] - 0.02
