@@ -12,7 +12,9 @@ A version that cannot be loaded here (missing on this host, fails its checksums,
 match this code) leaves the old one serving: ``/readyz`` reports ``bundle: {serving,
 wanted, error}`` and ``degraded``, and ``micrec_bundle_in_sync`` is 0. Each announcement is
 tried once; announcing the same version again (promote it again) retries, a rollback or a
-new promotion moves on.
+new promotion moves on. A process that *starts* while the wanted version cannot be loaded
+has no old one: it falls back to the newest other promoted version (once) and reports the
+same way.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ class BundleFollower:
         self._tried: WantedBundle | None = None
         """The last announcement acted on (loaded, or found unloadable)."""
         self._error: str | None = None
-        """Why the tried version cannot even be started (unknown here)."""
+        """Why the tried version cannot be served (set when it cannot even be started, or
+        when a fallback replaced its failed load)."""
+        self._fell_back = False
 
     # --- what is wanted ---------------------------------------------------------------
     def wanted(self) -> WantedBundle | None:
@@ -94,8 +98,12 @@ class BundleFollower:
             wanted = self.wanted()
         except StoreUnavailable:
             return  # the store's health is reported by the change feed and /readyz
-        if wanted is None or wanted == self._tried:
+        if wanted is None:
             return
+        if wanted == self._tried:
+            self._fall_back_if_nothing_serves(wanted.version)
+            return
+        self._fell_back = False
         if wanted.version == self.serving():
             self._tried, self._error = wanted, None
             return
@@ -111,6 +119,28 @@ class BundleFollower:
             return  # another load runs; the next tick tries again
         log.info("bundle %s wanted (was %s): loading", wanted.version, self.serving())
         self._tried, self._error = wanted, None
+
+    def _fall_back_if_nothing_serves(self, wanted: str) -> None:
+        """A process that starts while the wanted version cannot be loaded here has no old
+        version to keep serving: it loads the newest other promoted version once (not
+        refused), and keeps reporting the wanted one as not loaded."""
+        if self._fell_back or self.loader.feed.state is not None:
+            return
+        error = self._error or self._load_error(wanted)
+        if error is None:  # still loading, or not failed
+            return
+        self._fell_back = True
+        for version in reversed(self.registry.promotions()):
+            if version == wanted or self.registry.show(version).refused:
+                continue
+            try:
+                self.loader.start(self.registry.path(version))
+            except Conflict:
+                self._fell_back = False  # a load runs; try again next tick
+                return
+            log.warning("bundle %s cannot be loaded (%s); serving %s", wanted, error, version)
+            self._error = error
+            return
 
     # --- reporting --------------------------------------------------------------------
     def status(self) -> BundleStatus:

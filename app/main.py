@@ -30,7 +30,7 @@ from app.errors import ServiceError
 from app.idempotency import HEADER as IDEMPOTENCY_HEADER
 from app.idempotency import REPLAYED_HEADER
 from app.metrics import Metrics, MetricsMiddleware
-from app.routers import admin, health, interactions, items, model, recommend, users
+from app.routers import admin, bundles, health, interactions, items, model, recommend, users
 from app.service import RecommendationService
 from app.settings import Settings, load_settings
 from app.store.base import Store
@@ -242,6 +242,7 @@ def create_app(
         users.router,
         model.router,
         admin.router,
+        bundles.router,
         health.router,
     ):
         app.include_router(router)

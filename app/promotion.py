@@ -13,11 +13,18 @@ promoting the same version again announces it again (nothing else changes).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from app.errors import Conflict, InvalidInput, NotFound, Unavailable
+from app.schemas import BundlesOut, BundleVersionOut, PromotionOut
 from app.store.base import Store, StoreUnavailable
-from model.registry import BundleRegistry
+from model.registry import BundleRegistry, RegistryError, UnknownVersion, UnusableVersion
+
+if TYPE_CHECKING:
+    from app.bundle_follow import BundleFollower
 
 
 @dataclass(frozen=True)
@@ -68,3 +75,74 @@ def _announce(store: Store, version: str, previous: str | None) -> Promotion:
     except StoreUnavailable as err:
         return Promotion(version, previous, None, str(err))
     return Promotion(version, previous, now)
+
+
+HISTORY_SHOWN = 50
+"""History events ``GET /v1/admin/bundles`` returns (the newest)."""
+
+
+class RegistryAdmin:
+    """The admin API's registry operations (``/v1/admin/bundles``): the CLI's list,
+    promote and rollback, with registry errors as HTTP errors. After an announcement this
+    process polls at once; the other replicas follow within their poll interval."""
+
+    def __init__(self, follower: BundleFollower, store: Store, retry_after_s: int) -> None:
+        self.follower = follower
+        self.registry = follower.registry
+        self.store = store
+        self.retry_after_s = retry_after_s
+
+    def list(self) -> BundlesOut:
+        with _http_errors():
+            versions = [
+                BundleVersionOut(
+                    version=v.version,
+                    status=v.status,
+                    added_at=v.added_at,
+                    model_version=v.model_version,
+                    meta=v.meta,
+                    refused=v.refused,
+                )
+                for v in self.registry.list()
+            ]
+            return BundlesOut(
+                current=self.registry.current(),
+                bundle=self.follower.status(),
+                versions=versions,
+                history=self.registry.history()[-HISTORY_SHOWN:],
+            )
+
+    def promote(self, version: str, reason: str, *, force: bool) -> PromotionOut:
+        with _http_errors():
+            done = promote(self.registry, self.store, version, reason=reason, force=force)
+        return self._announced(done)
+
+    def rollback(self, reason: str) -> PromotionOut:
+        with _http_errors():
+            done = rollback(self.registry, self.store, reason=reason)
+        return self._announced(done)
+
+    def _announced(self, done: Promotion) -> PromotionOut:
+        if done.announced_at is None:
+            raise Unavailable(
+                f"{done.version} is current in the registry, but the store could not be "
+                f"told ({done.error}); replicas keep their version: promote "
+                f"{done.version} again",
+                retry_after_s=self.retry_after_s,
+            )
+        self.follower.tick()
+        return PromotionOut(
+            version=done.version, previous=done.previous, announced_at=done.announced_at
+        )
+
+
+@contextmanager
+def _http_errors() -> Iterator[None]:
+    try:
+        yield
+    except UnknownVersion as err:
+        raise NotFound(str(err)) from None
+    except UnusableVersion as err:
+        raise InvalidInput(str(err)) from None
+    except RegistryError as err:  # refused, nothing to roll back to, unreadable registry
+        raise Conflict(str(err)) from None

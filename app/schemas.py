@@ -402,6 +402,38 @@ class BundleStatus(BaseModel):
     error: str | None = None
 
 
+class PromoteRequest(_Strict):
+    version: str = Field(pattern=r"^v[0-9]{4,12}$", description="Registry version (v0002).")
+    reason: str = Field(default="promoted through the admin API", min_length=1, max_length=500)
+    force: bool = Field(default=False, description="Promote a refused version anyway.")
+
+
+class RollbackRequest(_Strict):
+    reason: str = Field(default="rolled back through the admin API", min_length=1, max_length=500)
+
+
+class PromotionOut(BaseModel):
+    version: str = Field(description="The version now current (every replica loads it).")
+    previous: str | None
+    announced_at: float
+
+
+class BundleVersionOut(BaseModel):
+    version: str
+    status: Literal["candidate", "promoted", "refused", "retired"]
+    added_at: float
+    model_version: str | None
+    meta: dict[str, Any]
+    refused: dict[str, Any] | None
+
+
+class BundlesOut(BaseModel):
+    current: str | None = Field(description="The registry's promoted version.")
+    bundle: BundleStatus = Field(description="What this process serves and wants.")
+    versions: list[BundleVersionOut]
+    history: list[dict[str, Any]] = Field(description="The newest history events, oldest first.")
+
+
 class Readiness(BaseModel):
     status: Literal["ready", "degraded", "loading", "failed"]
     model_version: str | None = None

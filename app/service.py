@@ -37,6 +37,7 @@ from app.items import Items
 from app.metrics import Metrics
 from app.parts import Parts
 from app.popularity import PopularityBook
+from app.promotion import RegistryAdmin
 from app.recommend import Recommender
 from app.reload import ModelLoader
 from app.schemas import (
@@ -98,11 +99,13 @@ class RecommendationService:
         self.erase_user = self.users.erase
         self.idempotent = self.idempotency.run
         self.follower: BundleFollower | None = None
+        self.registry_admin: RegistryAdmin | None = None
         if settings.registry_dir is not None:
             self.follower = BundleFollower(
                 BundleRegistry(settings.registry_dir, create=False), store, self.loader
             )
             self.metrics.registry.register(self.follower.collector())
+            self.registry_admin = RegistryAdmin(self.follower, store, settings.store_retry_after_s)
 
     # --- lifecycle --------------------------------------------------------------------
     @property

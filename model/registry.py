@@ -66,7 +66,20 @@ Status = Literal["candidate", "promoted", "refused", "retired"]
 
 class RegistryError(RuntimeError):
     """A registry operation cannot be done (unknown version, refused, nothing to roll back
-    to, bundle fails its check...); ``str(err)`` is one line for the user."""
+    to, bundle fails its check...); ``str(err)`` is one line for the user. Subclasses
+    name the cases a caller may treat apart (the admin API maps them to 404/409/422)."""
+
+
+class UnknownVersion(RegistryError):
+    """No such version here (or not a version name)."""
+
+
+class RefusedVersion(RegistryError):
+    """The version was refused; promoting it needs ``force``."""
+
+
+class UnusableVersion(RegistryError):
+    """The version's bundle fails the check a promotion requires."""
 
 
 @dataclass(frozen=True)
@@ -189,12 +202,19 @@ class BundleRegistry:
 
     def list(self) -> builtins.list[VersionInfo]:
         """Every version, oldest first."""
-        return [self.show(v) for v in self._names()]
+        current = self.current()
+        served = self._served(current)
+        return [self._info(v, self._record(v), current, served) for v in self._names()]
 
     def show(self, version: str) -> VersionInfo:
         record = self._record(version)
         current = self.current()
         return self._info(version, record, current, self._served(current))
+
+    def promotions(self) -> builtins.list[str]:
+        """The versions a rollback would walk back through, oldest first; the last one is
+        normally current (each promotion pushes, each rollback pops)."""
+        return self._stack()
 
     def history(self) -> builtins.list[dict[str, Any]]:
         """Every history event, oldest first (a torn last line from a crash is skipped)."""
@@ -266,7 +286,7 @@ class BundleRegistry:
         with self.locked():
             record = self._record(version)
             if record.get("refused") and not force:
-                raise RegistryError(
+                raise RefusedVersion(
                     f"{version} was refused ({_refusal_reason(record)}); "
                     "promote it with force to serve it anyway"
                 )
@@ -299,7 +319,7 @@ class BundleRegistry:
                     continue
                 try:
                     self._check(target)
-                except RegistryError:
+                except UnusableVersion:
                     continue
                 self._point_at(target)
                 self._log("rollback", target, previous=current, reason=reason)
@@ -329,11 +349,11 @@ class BundleRegistry:
 
     def _require(self, version: str) -> None:
         if not isinstance(version, str) or not VERSION_RE.match(version):
-            raise RegistryError(f"{version!r} is not a version name (v0001, v0002, ...)")
+            raise UnknownVersion(f"{version!r} is not a version name (v0001, v0002, ...)")
         if not (self.versions_dir / version / VERSION_FILE).is_file():
             known = self._names()
             hint = f"; known: {', '.join(known[-5:])}" if known else "; the registry is empty"
-            raise RegistryError(f"no version {version} in {self.root}{hint}")
+            raise UnknownVersion(f"no version {version} in {self.root}{hint}")
 
     def _record(self, version: str) -> dict[str, Any]:
         self._require(version)
@@ -378,7 +398,7 @@ class BundleRegistry:
         try:
             self.check(self.versions_dir / version / BUNDLE_DIR)
         except (BundleError, OSError, ValueError) as err:
-            raise RegistryError(f"{version} does not load: {err}") from None
+            raise UnusableVersion(f"{version} does not load: {err}") from None
 
     def _point_at(self, version: str) -> None:
         """Switch ``current`` to ``version`` atomically (new symlink renamed over it)."""

@@ -100,7 +100,8 @@ def _list(registry: BundleRegistry, args: argparse.Namespace, store_url: str) ->
 
 def _show(registry: BundleRegistry, args: argparse.Namespace, store_url: str) -> int:
     info = registry.show(args.version).to_json()
-    info["history"] = [e for e in registry.history() if e.get("version") == args.version]
+    v = args.version  # events of this version, and those that replaced it
+    info["history"] = [e for e in registry.history() if v in (e.get("version"), e.get("previous"))]
     print(json.dumps(info, indent=1, default=str))
     return 0
 

@@ -3,8 +3,6 @@ rollback order, refusals, the lock, and crash safety with real SIGKILLed process
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -16,27 +14,9 @@ from pathlib import Path
 import pytest
 
 from model.registry import BundleRegistry, RegistryError
+from tests.model.checked_bundle import make_bundle
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def make_bundle(directory: Path, *, version: str = "m-1", files: int = 3) -> Path:
-    """A directory that passes ``verify_bundle``: manifest + the files it lists."""
-    directory.mkdir(parents=True)
-    names = ["weights.safetensors", "catalogue.json", *[f"domain-{k}.bin" for k in range(files)]]
-    sums = {}
-    for k, name in enumerate(names):
-        data = f"{version}:{name}:{k}".encode() * 100
-        (directory / name).write_bytes(data)
-        sums[name] = hashlib.sha256(data).hexdigest()
-    manifest = {
-        "format_version": 1,
-        "model_version": version,
-        "domain_files": {f"d{k}": f"domain-{k}.bin" for k in range(files)},
-        "sha256": sums,
-    }
-    (directory / "manifest.json").write_text(json.dumps(manifest))
-    return directory
 
 
 @pytest.fixture
@@ -108,7 +88,9 @@ def test_rollback_walks_back_through_promotions(registry: BundleRegistry, three:
     a, b, c = three
     for v in (a, b, c):
         registry.promote(v, "step")
+    assert registry.promotions() == [a, b, c]
     assert registry.rollback() == b
+    assert registry.promotions() == [a, b]
     assert registry.rollback("bad") == a
     assert registry.current() == a
     with pytest.raises(RegistryError, match="nothing to roll back to"):

@@ -2,10 +2,10 @@
 
 * :class:`ThreadServer` - the app (any engine factory / store) behind a real uvicorn server
   in a thread of the test process: real sockets and request timeouts, cheap to start.
-* :class:`ServiceProcess` - ``python -m uvicorn`` in its own process on a free loopback
-  port, configured only through ``MICREC_*`` environment variables, as in production. It
-  runs either the production factory (``app.main:create_app``, real bundle) or
-  ``tests.reliability.fake_app:create_app`` (the FakeEngine, fast). ``kill()`` is a
+* :class:`ServiceProcess` - ``python -m uvicorn`` (or ``micrec serve``) in its own process
+  on a free loopback port, configured only through ``MICREC_*`` environment variables, as
+  in production. It runs either the production factory (``app.main:create_app``, real
+  bundle) or ``tests.reliability.fake_app:create_app`` (the FakeEngine, fast). ``kill()`` is a
   SIGKILL (a crash), ``stop()`` a SIGTERM (graceful), ``start()`` starts it again on the
   same port. Only the PID this object started is ever signalled.
 * :func:`record` prints one ``RELIABILITY {json}`` line of figures per test (and appends it
@@ -123,8 +123,12 @@ class ServiceProcess:
         app: str = FAKE_APP,
         log_path: Path,
         port: int | None = None,
+        micrec_serve: bool = False,
     ) -> None:
         self.app = app
+        self.micrec_serve = micrec_serve
+        """Run ``micrec serve`` (the production app, settings from the environment)
+        instead of ``uvicorn app``."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -169,6 +173,8 @@ class ServiceProcess:
             "--host", "127.0.0.1", "--port", str(self.port),
             "--log-level", "warning", "--timeout-graceful-shutdown", "5",
         ]  # fmt: skip
+        if self.micrec_serve:
+            args = [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)]
         with self.log_path.open("ab") as log:
             log.write(f"\n--- start {self.starts} ---\n".encode())
             self.proc = subprocess.Popen(

@@ -1,0 +1,50 @@
+"""Bundle registry admin API (``MICREC_REGISTRY_DIR``): ``GET /v1/admin/bundles``,
+``POST /v1/admin/bundles/promote``, ``POST /v1/admin/bundles/rollback``.
+
+The same operations as ``micrec bundles list | promote | rollback`` (app/promotion.py):
+a promotion switches the registry and announces the version in the store; every replica
+then reloads it in the background (app/bundle_follow.py). 404 when the service does not
+serve from a registry.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.deps import AdminAccess, ServiceDep
+from app.errors import NotFound
+from app.promotion import RegistryAdmin
+from app.routers.common import ADMIN_AUTH, CONFLICT, INVALID, MALFORMED, NOT_FOUND, NOT_READY
+from app.schemas import BundlesOut, PromoteRequest, PromotionOut, RollbackRequest
+
+router = APIRouter(prefix="/v1/admin/bundles", tags=["admin"], dependencies=[AdminAccess])
+
+
+def _admin(service: ServiceDep) -> RegistryAdmin:
+    if service.registry_admin is None:
+        raise NotFound("this service does not serve from a bundle registry (MICREC_REGISTRY_DIR)")
+    return service.registry_admin
+
+
+@router.get("", responses={**ADMIN_AUTH, **NOT_FOUND})
+def list_bundles(service: ServiceDep) -> BundlesOut:
+    """Every version with its status, the current one, this process's served and wanted
+    versions, and the newest history events."""
+    return _admin(service).list()
+
+
+@router.post(
+    "/promote",
+    responses={**ADMIN_AUTH, **MALFORMED, **INVALID, **NOT_FOUND, **CONFLICT, **NOT_READY},
+)
+def promote(service: ServiceDep, body: PromoteRequest) -> PromotionOut:
+    """Make ``version`` current on every replica. 404 unknown version, 409 refused (unless
+    ``force``), 422 the bundle fails its check, 503 the store could not be told."""
+    return _admin(service).promote(body.version, body.reason, force=body.force)
+
+
+@router.post("/rollback", responses={**ADMIN_AUTH, **MALFORMED, **INVALID, **CONFLICT, **NOT_READY})
+def rollback(service: ServiceDep, body: RollbackRequest | None = None) -> PromotionOut:
+    """Back to the previously promoted version on every replica (409: nothing to roll
+    back to)."""
+    return _admin(service).rollback(body.reason if body else RollbackRequest().reason)
