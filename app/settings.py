@@ -30,7 +30,7 @@ from model.runconfig import ConfigError
 ENV_PREFIX = "MICREC_"
 
 
-LIBRARY_ENV_KEYS = frozenset({"MICREC_THREADS", "MICREC_ENV_FILE"})
+LIBRARY_ENV_KEYS = frozenset({"MICREC_THREADS", "MICREC_ENV_FILE", "MICREC_DIST_BACKEND"})
 """``MICREC_*`` variables read by the library/CLI rather than by the service settings."""
 
 MB = 1024 * 1024

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -181,3 +185,39 @@ def test_retrain_with_nothing_new_is_skipped(world: dict[str, Any], tmp_path: Pa
     assert out is not None and out.outcome == "skipped"
     assert "no interaction newer" in (out.error or "")
     assert [v.version for v in reg.list()] == ["v0001"]
+
+
+@pytest.mark.slow
+def test_retrain_under_torchrun_writes_the_registry_once(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    store = SQLiteStore(tmp_path / "state.db")
+    reg = BundleRegistry(tmp_path / "registry")
+    promote(reg, store, reg.add(world["v1"]), reason="test")
+    store.add_interactions(world["later"], history_cap=200)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MICREC_")}
+    env.update(
+        {
+            "MICREC_DIST_BACKEND": "gloo",
+            "OMP_NUM_THREADS": "1",
+            "MICREC_STORE_URL": f"sqlite:///{tmp_path / 'state.db'}",
+            "MICREC_REGISTRY_DIR": str(reg.root),
+            "MICREC_RETRAIN_DIR": str(tmp_path / "runs"),
+        }
+    )
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(port),
+        "-m", "app.cli", "retrain", "--epochs", "5", "--quiet", "--tolerance", "1",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count('"outcome"') == 1  # rank 0 alone reports
+    out = json.loads(proc.stdout[proc.stdout.index("{") : proc.stdout.rindex("}") + 1])
+    assert out["outcome"] == "promoted"
+    assert [v.version for v in reg.list()] == ["v0001", "v0002"]  # one add, by rank 0
+    report = json.loads((reg.path("v0002") / "retrain-report.json").read_text())
+    assert report["config"]["world_size"] == 2
