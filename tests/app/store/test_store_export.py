@@ -3,9 +3,17 @@
 
 from __future__ import annotations
 
+import csv
+import json
+from pathlib import Path
+
 import numpy as np
 
+from app.export import export_dataset
 from app.store.base import Interaction, Store, StoredItem
+from model.bundle import FORMAT_VERSION
+from model.data.loading import load_dataset
+from model.pipeline import data_fingerprint
 from tests.app.store.conftest import Backend
 
 
@@ -74,3 +82,60 @@ def test_iter_interactions_survives_reopening(backend: Backend) -> None:
     again = backend.open()
     assert sorted(again.iter_interactions(batch=5), key=repr) == sorted(rows, key=repr)
     assert again.interaction_count() == len(rows)
+
+
+def _bundle_with_dataset(tmp_path: Path) -> Path:
+    """A bundle directory as far as the export reads one: a manifest naming its dataset."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "items.csv").write_text(
+        "item_id,domain,title,categories\n"
+        + "".join(f"a{k},arts,title {k},Arts\n" for k in range(5))
+    )
+    (data / "interactions.csv").write_text(
+        "user_id,item_id,domain,timestamp\n"
+        + "".join(f"u{k % 3},a{k},arts,{100 + k}\n" for k in range(5))
+    )
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "created_at": "2026-01-01T00:00:00Z",
+        "data": {
+            "dataset": str(data),
+            "split_config": {},
+            "fingerprint": data_fingerprint(data, {}),
+            "run_config": {},
+        },
+    }
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    return bundle
+
+
+def test_export_reads_either_store(store: Store, tmp_path: Path) -> None:
+    bundle = _bundle_with_dataset(tmp_path)
+    store.put_item(StoredItem("new:1", "arts", title="fresh", categories="Arts|New"))
+    store.add_interactions(
+        [
+            Interaction("u1", "new:1", "arts", 5000.5),
+            Interaction("u9", "a2", "arts", 5001.0),
+            Interaction("u0", "a4", "arts", 5002.0),
+        ],
+        history_cap=10,
+    )
+    store.erase_user("u0", erased_at=6000.0)  # bundle rows and stored rows go
+    out = export_dataset(store, bundle, tmp_path / "export", progress=False, batch=2)
+    with open(out.path / "interactions.csv", newline="") as f:
+        rows = [tuple(r.values()) for r in csv.DictReader(f)]
+    assert sorted(rows) == sorted(
+        [
+            ("u1", "a1", "arts", "101", "bundle"),
+            ("u2", "a2", "arts", "102", "bundle"),
+            ("u1", "a4", "arts", "104", "bundle"),
+            ("u1", "new:1", "arts", "5000", "store"),
+            ("u9", "a2", "arts", "5001", "store"),
+        ]
+    )
+    ds = load_dataset(out.path)
+    assert ds.items["new:1"].text() == "fresh. Arts|New"
+    assert out.counts["rows_skipped_erased"] == 2
