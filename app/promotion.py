@@ -94,17 +94,8 @@ class RegistryAdmin:
 
     def list(self) -> BundlesOut:
         with _http_errors():
-            versions = [
-                BundleVersionOut(
-                    version=v.version,
-                    status=v.status,
-                    added_at=v.added_at,
-                    model_version=v.model_version,
-                    meta=v.meta,
-                    refused=v.refused,
-                )
-                for v in self.registry.list()
-            ]
+            # no "path": the answer names versions, not host paths
+            versions = [BundleVersionOut.model_validate(v.to_json()) for v in self.registry.list()]
             return BundlesOut(
                 current=self.registry.current(),
                 bundle=self.follower.status(),

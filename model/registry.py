@@ -52,6 +52,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from model.bundle import BundleError, read_manifest, verify_bundle
+from model.fsio import atomic_write, fsync_dir, fsync_tree
+from model.registry_history import History
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 BUNDLE_DIR = "bundle"
@@ -108,40 +110,6 @@ class VersionInfo:
         }
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
 class BundleRegistry:
     """Bundles by version under ``root``, one of them current. ``create=False`` refuses
     a directory that is not a registry yet (a service must not make one from a typo).
@@ -168,6 +136,7 @@ class BundleRegistry:
                 f"{self.root} is not a bundle registry (no versions/ inside; "
                 "`micrec bundles --registry DIR add BUNDLE` creates one)"
             )
+        self.events = History(self.root / HISTORY)
         self._thread_lock = threading.RLock()
         self._depth = 0
 
@@ -214,23 +183,11 @@ class BundleRegistry:
     def promotions(self) -> builtins.list[str]:
         """The versions a rollback would walk back through, oldest first; the last one is
         normally current (each promotion pushes, each rollback pops)."""
-        return self._stack()
+        return self.events.stack()
 
     def history(self) -> builtins.list[dict[str, Any]]:
-        """Every history event, oldest first (a torn last line from a crash is skipped)."""
-        try:
-            text = (self.root / HISTORY).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return []
-        out = []
-        for line in text.splitlines():
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(event, dict):
-                out.append(event)
-        return out
+        """Every history event, oldest first (model/registry_history.py)."""
+        return self.events.events()
 
     # --- changing (under the lock) -----------------------------------------------------
     def add(self, src_dir: str | Path, *, meta: dict[str, Any] | None = None) -> str:
@@ -256,14 +213,14 @@ class BundleRegistry:
                 "meta": dict(meta or {}),
                 "refused": None,
             }
-            _write_json_atomic(staging / VERSION_FILE, record)
-            _fsync_tree(staging)
+            _write_json(staging / VERSION_FILE, record)
+            fsync_tree(staging)
             with self.locked():
                 version = self._next_version()
                 os.rename(staging, self.versions_dir / version)
                 os.unlink(self.versions_dir / version / OWNER)
-                _fsync_dir(self.versions_dir)
-                self._log("add", version, source=str(src), meta=record["meta"])
+                fsync_dir(self.versions_dir)
+                self.events.append("add", version, source=str(src), meta=record["meta"])
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -296,7 +253,7 @@ class BundleRegistry:
             self._check(version)
             self._point_at(version)
             forced = bool(force and record.get("refused"))
-            self._log(
+            self.events.append(
                 "promote", version, previous=previous, reason=reason, metrics=metrics, forced=forced
             )
             return previous
@@ -309,7 +266,7 @@ class BundleRegistry:
         skipped."""
         with self.locked():
             current = self.current()
-            stack = self._stack()
+            stack = self.events.stack()
             if current is None or not stack:
                 raise RegistryError("nothing to roll back: no version was promoted")
             stack.pop()
@@ -322,7 +279,7 @@ class BundleRegistry:
                 except UnusableVersion:
                     continue
                 self._point_at(target)
-                self._log("rollback", target, previous=current, reason=reason)
+                self.events.append("rollback", target, previous=current, reason=reason)
                 return target
             raise RegistryError(f"nothing to roll back to: {current} is the only usable version")
 
@@ -335,8 +292,8 @@ class BundleRegistry:
             if self.current() == version:
                 raise RegistryError(f"{version} is the current version; roll back before refusing")
             record["refused"] = {"at": time.time(), "report": dict(report or {})}
-            _write_json_atomic(self.versions_dir / version / VERSION_FILE, record)
-            self._log("refuse", version, report=record["refused"]["report"])
+            _write_json(self.versions_dir / version / VERSION_FILE, record)
+            self.events.append("refuse", version, report=record["refused"]["report"])
 
     # --- internals ---------------------------------------------------------------------
     def _names(self) -> builtins.list[str]:
@@ -367,10 +324,7 @@ class BundleRegistry:
         return record
 
     def _served(self, current: str | None) -> set[str]:
-        served = {e.get("version") for e in self.history() if e.get("event") in _POINTING}
-        if current:
-            served.add(current)
-        return {v for v in served if isinstance(v, str)}
+        return self.events.served() | ({current} if current else set())
 
     def _info(
         self, version: str, record: dict[str, Any], current: str | None, served: set[str]
@@ -408,24 +362,7 @@ class BundleRegistry:
             os.unlink(tmp)
         os.symlink(os.path.join("versions", version, BUNDLE_DIR), tmp)
         os.replace(tmp, link)
-        _fsync_dir(self.root)
-
-    def _stack(self) -> builtins.list[str]:
-        """The promotion stack from the history: promote pushes, rollback pops."""
-        stack: builtins.list[str] = []
-        for e in self.history():
-            event, version = e.get("event"), e.get("version")
-            if not isinstance(version, str):
-                continue
-            if event in ("promote", "recovered"):
-                if not stack or stack[-1] != version:
-                    stack.append(version)
-            elif event == "rollback":
-                while stack and stack[-1] != version:
-                    stack.pop()
-                if not stack:
-                    stack.append(version)
-        return stack
+        fsync_dir(self.root)
 
     def _repair(self) -> None:
         """A crash between switching ``current`` and writing its history line leaves
@@ -433,33 +370,20 @@ class BundleRegistry:
         current = self.current()
         if current is None:
             return
-        stack = self._stack()
+        stack = self.events.stack()
         if not stack or stack[-1] != current:
-            self._log("recovered", current, reason="current pointer switched, history line lost")
+            self.events.append(
+                "recovered", current, reason="current pointer switched, history line lost"
+            )
 
     def _next_version(self) -> str:
         numbers = [int(n[1:]) for n in self._names()]
         numbers += [
             int(m.group(1))
-            for e in self.history()
+            for e in self.events.events()
             if (m := VERSION_RE.match(str(e.get("version", ""))))
         ]
         return f"v{max(numbers, default=0) + 1:04d}"
-
-    def _log(self, event: str, version: str, **fields: Any) -> None:
-        now = time.time()
-        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
-        entry = {"time": now, "at": at, "event": event, "version": version, **fields}
-        line = json.dumps(entry, sort_keys=True, default=str) + "\n"
-        with open(self.root / HISTORY, "ab") as f:
-            if f.tell() > 0:
-                with open(self.root / HISTORY, "rb") as r:
-                    r.seek(-1, os.SEEK_END)
-                    if r.read(1) != b"\n":  # a line torn by a crash: do not extend it
-                        line = "\n" + line
-            f.write(line.encode())
-            f.flush()
-            os.fsync(f.fileno())
 
     def _clean_incoming(self) -> None:
         """Remove ``.incoming-*`` directories whose writer is gone (its lock is free)."""
@@ -501,8 +425,10 @@ class BundleRegistry:
                     fcntl.flock(f, fcntl.LOCK_UN)
 
 
-_POINTING = ("promote", "rollback", "recovered")
-"""History events after which their version was current."""
+def _write_json(path: Path, data: Any) -> None:
+    blob = json.dumps(data, indent=1, sort_keys=True, default=str).encode()
+    atomic_write(path, lambda f: f.write(blob))
+    fsync_dir(path.parent)
 
 
 def _refusal_reason(record: dict[str, Any]) -> str:

@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bundles",
         help="bundle registry: list, show, add, promote, rollback, refuse",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description="The bundle registry (--registry or MICREC_REGISTRY_DIR). promote and "
+        "rollback also announce the version in the store (MICREC_STORE_URL), so every "
+        "replica serving from the registry reloads it.",
     )
     # Accepted before or after the action (``bundles --registry R list`` or ``bundles list
     # --registry R``); SUPPRESS keeps an action's missing option from hiding the other.

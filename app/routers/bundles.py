@@ -14,10 +14,14 @@ from fastapi import APIRouter
 from app.deps import AdminAccess, ServiceDep
 from app.errors import NotFound
 from app.promotion import RegistryAdmin
-from app.routers.common import ADMIN_AUTH, CONFLICT, INVALID, MALFORMED, NOT_FOUND, NOT_READY
-from app.schemas import BundlesOut, PromoteRequest, PromotionOut, RollbackRequest
+from app.routers.common import ADMIN_AUTH, CONFLICT, INVALID, MALFORMED, NOT_READY, Responses
+from app.schemas import BundlesOut, ErrorBody, PromoteRequest, PromotionOut, RollbackRequest
 
 router = APIRouter(prefix="/v1/admin/bundles", tags=["admin"], dependencies=[AdminAccess])
+
+NOT_FOUND: Responses = {
+    404: {"model": ErrorBody, "description": "Not serving from a registry, or no such version"}
+}
 
 
 def _admin(service: ServiceDep) -> RegistryAdmin:
@@ -43,7 +47,10 @@ def promote(service: ServiceDep, body: PromoteRequest) -> PromotionOut:
     return _admin(service).promote(body.version, body.reason, force=body.force)
 
 
-@router.post("/rollback", responses={**ADMIN_AUTH, **MALFORMED, **INVALID, **CONFLICT, **NOT_READY})
+@router.post(
+    "/rollback",
+    responses={**ADMIN_AUTH, **MALFORMED, **INVALID, **NOT_FOUND, **CONFLICT, **NOT_READY},
+)
 def rollback(service: ServiceDep, body: RollbackRequest | None = None) -> PromotionOut:
     """Back to the previously promoted version on every replica (409: nothing to roll
     back to)."""

@@ -22,20 +22,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import secrets
-import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from model.data.dataset import Dataset, ItemRecord
 from model.encoders.base import MODALITIES, ContentEncoder, ItemFeatures, ModalityFeatures
+from model.fsio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -88,20 +87,6 @@ def item_content(rec: ItemRecord, modality: str) -> Content | str | None:
 def _safe_dirname(name: str) -> str:
     """A folder name for an encoder name (its real name is kept inside index.json)."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "_"
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write ``path`` via a temp file in the same folder + ``os.replace`` (never half-written)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class EncoderStore:
@@ -205,7 +190,7 @@ class EncoderStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         vectors = self.vectors
         new_file = f"vectors-{secrets.token_hex(6)}.npy"
-        _atomic_write(self.folder / new_file, lambda f: np.save(f, vectors, allow_pickle=False))
+        atomic_write(self.folder / new_file, lambda f: np.save(f, vectors, allow_pickle=False))
         meta = {
             "format": INDEX_FORMAT,
             "encoder": self.encoder,
@@ -216,7 +201,7 @@ class EncoderStore:
             "items": {iid: [sha, row] for iid, (sha, row) in self.items.items()},
         }
         blob = json.dumps(meta, separators=(",", ":")).encode("utf-8")
-        _atomic_write(self.folder / "index.json", lambda f: f.write(blob))
+        atomic_write(self.folder / "index.json", lambda f: f.write(blob))
         old, self._vectors_file, self._dirty = self._vectors_file, new_file, False
         if old and old != new_file:
             (self.folder / old).unlink(missing_ok=True)

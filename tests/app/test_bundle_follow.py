@@ -28,6 +28,12 @@ def registry(tmp_path: Path, engine_factory: FakeEngineFactory) -> BundleRegistr
     return make_registry(tmp_path, engine_factory)
 
 
+@pytest.fixture
+def bad(registry: BundleRegistry, tmp_path: Path, engine_factory: FakeEngineFactory) -> str:
+    """v0004: passes the registry's check, the service cannot load it."""
+    return add_broken(registry, tmp_path, engine_factory)
+
+
 def follow(svc: RecommendationService) -> None:
     """One poll, then wait for the reload it started."""
     assert svc.follower is not None
@@ -93,11 +99,10 @@ def test_unloadable_version_keeps_the_old_one_serving(
     start_registry: Callable[..., RecommendationService],
     registry: BundleRegistry,
     engine_factory: FakeEngineFactory,
-    tmp_path: Path,
+    bad: str,
 ) -> None:
     store = MemoryStore()
     svc = start_registry(store)
-    bad = add_broken(registry, tmp_path, engine_factory)
     promotion.promote(registry, store, bad, reason="x")
     follow(svc)
     assert state_of(svc).model_version == "fake-v1"
@@ -138,7 +143,7 @@ def test_readyz_and_metrics_report_the_bundle(
     make_settings: Callable[..., Settings],
     engine_factory: FakeEngineFactory,
     registry: BundleRegistry,
-    tmp_path: Path,
+    bad: str,
 ) -> None:
     store = MemoryStore()
     settings = make_settings(registry_dir=registry.root, registry_poll_s=3600)
@@ -148,7 +153,6 @@ def test_readyz_and_metrics_report_the_bundle(
         assert client.get("/v1/model", headers=AUTH).json()["bundle_version"] == "v0001"
         assert "micrec_bundle_in_sync 1.0" in client.get("/metrics").text
 
-        bad = add_broken(registry, tmp_path, engine_factory)
         store.set_bundle_version(bad, 1.0)
         follow(service_of(client))
         r = client.get("/readyz")
@@ -170,11 +174,10 @@ def test_starting_on_an_unloadable_version_falls_back_once(
     start_registry: Callable[..., RecommendationService],
     registry: BundleRegistry,
     engine_factory: FakeEngineFactory,
-    tmp_path: Path,
+    bad: str,
 ) -> None:
     store = MemoryStore()
     promotion.promote(registry, store, "v0002", reason="good")
-    bad = add_broken(registry, tmp_path, engine_factory)
     promotion.promote(registry, store, bad, reason="broken")  # e.g. while this one was down
     svc = start_registry(store, wait=False)
     assert svc.wait_ready(30) is False  # the wanted version fails, nothing served yet

@@ -251,7 +251,7 @@ def test_kill_between_switch_and_history_is_repaired(
         reg = BundleRegistry(sys.argv[1])
         def die(*args, **kw):
             os.kill(os.getpid(), signal.SIGKILL)
-        reg._log = die
+        reg.events.append = die
         reg.promote("v0002", "dies before writing history")
         """,
         str(registry.root),
