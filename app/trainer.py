@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from app.settings import Settings
 from app.store.base import Store, StoreUnavailable
+from model.fsio import atomic_write
 
 log = logging.getLogger("micrec.trainer")
 STATE_FILE = "trainer-state.json"
@@ -85,9 +85,8 @@ class TrainerState:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"last_count": self.last_count, "last_run": self.last_run}))
-        os.replace(tmp, path)
+        doc = json.dumps({"last_count": self.last_count, "last_run": self.last_run})
+        atomic_write(path, lambda f: f.write(doc.encode()))
 
 
 class Trainer:

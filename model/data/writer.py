@@ -25,6 +25,7 @@ from typing import Any, TextIO
 from model.bundle import read_manifest
 from model.data.dataset import DatasetError, ItemRecord
 from model.data.loading import INTERACTIONS_FILE, ITEMS_FILE, _parse_timestamp, _rows
+from model.fsio import fsync_dir, fsync_tree
 
 INTERACTION_HEADER = ("user_id", "item_id", "domain", "timestamp", "source")
 ITEM_HEADER = ("item_id", "domain", "title", "categories", "description", "image", "source")
@@ -117,9 +118,11 @@ class DatasetWriter:
             raise DatasetError(self.out, None, "nothing to export: no item")
         doc = {**meta, "counts": dict(sorted(self.counts.items()))}
         (self.tmp / META_FILE).write_text(json.dumps(doc, indent=1, default=str))
+        fsync_tree(self.tmp)  # complete on disk before it is visible under its name
         if self.out.exists():
             shutil.rmtree(self.out)
         os.replace(self.tmp, self.out)
+        fsync_dir(self.out.parent)
         return self.out
 
     def abort(self) -> None:

@@ -175,6 +175,13 @@ def test_retrain_promotes_a_real_candidate_and_refuses_a_shuffled_one(
     assert reg.current() == "v0002"  # the current keeps serving
     assert reg.show(bad.version).status == "refused"  # type: ignore[arg-type]
     assert store.get_bundle_version().version == "v0002"  # type: ignore[union-attr]
+    # the next export starts from the promoted bundle's training folder (+ its holdout.csv)
+    # and loses no row of the original data; stored rows come from the store again
+    first = json.loads((good.run_dir / "export" / "export.json").read_text())
+    second = json.loads((bad.run_dir / "export" / "export.json").read_text())
+    assert second["base"] == f"dataset {(good.run_dir / 'train').resolve()}"
+    assert second["counts"]["rows_bundle"] == first["counts"]["rows_bundle"]
+    assert second["counts"]["rows_store"] > first["counts"]["rows_store"]
 
 
 def test_retrain_with_nothing_new_is_skipped(world: dict[str, Any], tmp_path: Path) -> None:
