@@ -63,9 +63,14 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {args.epochs}")
+    try:
+        window = Window(s.retrain_window_fraction, s.retrain_window_days)
+        gate = Gate(s.retrain_metric, s.retrain_slice, s.retrain_tolerance)
+    except ValueError as err:
+        raise UserError(str(err)) from None
     opts = RetrainOptions(
-        window=Window(s.retrain_window_fraction, s.retrain_window_days),
-        gate=Gate(s.retrain_metric, s.retrain_slice, s.retrain_tolerance),
+        window=window,
+        gate=gate,
         tune=s.retrain_tune,
         epochs=args.epochs,
         data=args.data,
