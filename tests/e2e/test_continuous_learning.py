@@ -31,7 +31,7 @@ from model.data.loading import load_dataset
 from model.registry import BundleRegistry
 from model.retrain import Gate, Window
 from tests.app.test_retrain import shuffled_split
-from tests.reliability.procs import AUTH, REAL_APP, REPO, ServiceProcess, wait_for
+from tests.reliability.procs import AUTH, REAL_APP, REPO, ServiceProcess, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -221,3 +221,55 @@ def test_retrain_learns_a_new_pattern_refuses_a_bad_candidate_survives_kill9(
     v4 = reg.add(reg.path("v0002"))  # the registry still takes new versions
     assert v4 == "v0004"
     assert not list(reg.root.glob(".incoming-*"))  # a dead writer's leftovers are gone
+
+
+def test_trainer_retrains_after_new_traffic_and_the_service_follows(
+    shop: Any, tmp_path: Path
+) -> None:
+    """``micrec serve`` + ``micrec trainer`` and nothing else: traffic arrives, the trainer
+    notices the count, retrains, the gate promotes, the served process follows."""
+    reg, client, env = shop["reg"], shop["client"], shop["env"]
+    data = load_dataset(DEMO_DATA)
+    inter = data.interactions
+    cat = json.loads((DEMO_BUNDLE / "catalogue.json").read_text())["office"]
+    pop = dict(zip(cat["item_ids"], cat["popularity"], strict=True))
+    group = sorted(pop, key=lambda i: (pop[i], i))[:GROUP]
+    in_office = Counter(inter.user[inter.domain == "office"].tolist())
+    kitchen = sorted(set(inter.user[inter.domain == "kitchen"].tolist()))
+    buyers = [u for u in kitchen if in_office[u] >= 3][:300]
+    port = free_port()
+    trainer_env = {
+        **env,
+        "MICREC_TRAINER_MIN_NEW_INTERACTIONS": "1000",
+        "MICREC_TRAINER_CHECK_S": "0.5",
+        "MICREC_TRAINER_METRICS_PORT": str(port),
+    }
+    trainer = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "trainer"],
+        env=trainer_env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "trainer.log", "w"),  # noqa: SIM115 - closed with the process
+    )
+
+    def runs(outcome: str) -> float:
+        body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        line = f'micrec_trainer_runs_total{{outcome="{outcome}"}} '
+        return float(next(x for x in body.splitlines() if x.startswith(line)).split()[-1])
+
+    try:
+        assert wait_for(lambda: runs("promoted") == 0, 120)  # up, nothing due yet
+        post(client, pattern(buyers, group, time.time() - 400_000))  # 1800 new rows
+        t = time.time()
+        assert wait_for(lambda: runs("promoted") == 1, 900, 0.5), (
+            tmp_path / "trainer.log"
+        ).read_text()[-3000:]
+        assert reg.current() == "v0002"
+        assert wait_for(lambda: serving(client) == "v0002", 60)
+        record("trainer", seconds_to_promoted=round(time.time() - t, 1))
+        trainer.send_signal(signal.SIGTERM)
+        assert trainer.wait(30) == 0
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+            trainer.wait()
