@@ -216,16 +216,28 @@ def retrain(
             trained.bundle_dir,
             meta={"source": "retrain", "run_dir": str(run_dir), "gate": verdict},
         )
-        announced = None
-        if decision.promote:
-            p = promote(registry, store, version, reason=f"retrain gate: {decision.reason}")
-            announced = p.announced
-            if not p.announced:
-                log.error("retrain: %s promoted but not announced: %s", version, p.error)
-        else:
-            registry.refuse(version, report=verdict)
+        announced, promoted = None, False
+        with registry.locked():  # no other promotion between this check and ours
+            moved = registry.current()
+            if decision.promote and moved != current_version:
+                # the candidate was measured against a bundle that no longer serves
+                verdict = {
+                    **verdict,
+                    "promote": False,
+                    "reason": (
+                        f"{decision.reason}, but the current version changed from "
+                        f"{current_version} to {moved} during the run"
+                    ),
+                }
+            if verdict["promote"]:
+                p = promote(registry, store, version, reason=f"retrain gate: {decision.reason}")
+                announced, promoted = p.announced, True
+                if not p.announced:
+                    log.error("retrain: %s promoted but not announced: %s", version, p.error)
+            else:
+                registry.refuse(version, report=verdict)
     out = Outcome(
-        "promoted" if decision.promote else "refused",
+        "promoted" if promoted else "refused",
         run_dir,
         version,
         verdict,

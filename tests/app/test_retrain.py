@@ -228,3 +228,28 @@ def test_retrain_under_torchrun_writes_the_registry_once(
     assert [v.version for v in reg.list()] == ["v0001", "v0002"]  # one add, by rank 0
     report = json.loads((reg.path("v0002") / "retrain-report.json").read_text())
     assert report["config"]["world_size"] == 2
+
+
+def test_a_promotion_during_the_run_makes_the_gate_stale(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(tmp_path / "state.db")
+    reg = BundleRegistry(tmp_path / "registry")
+    promote(reg, store, reg.add(world["v1"]), reason="test")
+    other = reg.add(world["v1"])  # v0002: someone promotes it while the retrain runs
+    store.add_interactions(world["later"], history_cap=200)
+    import app.retrain as retrain_module
+    import model.retrain_report as report_module
+
+    write = report_module.write_report
+
+    def meanwhile(*args: Any) -> Any:
+        promote(reg, store, other, reason="by hand")
+        return write(*args)
+
+    monkeypatch.setattr(report_module, "write_report", meanwhile)
+    opts = RetrainOptions(window=Window(0.3), gate=Gate(tolerance=1.0), epochs=2, progress=False)
+    out = retrain_module.retrain(store, reg, tmp_path / "runs", opts)
+    assert out is not None and out.outcome == "refused"
+    assert "changed from v0001 to v0002" in out.decision["reason"]
+    assert reg.current() == "v0002" and reg.show("v0003").status == "refused"
