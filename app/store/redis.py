@@ -47,12 +47,13 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from app.store import paging
 from app.store.base import (
     IdempotencyRecord,
     Interaction,
@@ -414,50 +415,12 @@ class RedisStore(Store):
             h: Any = self._r.hgetall(self._k_pop(domain))
         return {_s(k): int(v) for k, v in h.items()}
 
-    # --- export ------------------------------------------------------------------------
+    # --- export (paged reads: app/store/paging.py) ---------------------------------------
     def iter_interactions(self, batch: int = 1000) -> Iterator[Interaction]:
-        # SCAN the history lists; SCAN may return a key twice (rehashing), hence ``seen``
-        # (one entry per user and domain, not per row)
-        head = f"{self.prefix}hist:"
-        seen: set[Any] = set()
-        cursor: Any = 0
-        while True:
-            with self._errors():
-                cursor, keys = self._r.scan(cursor, match=f"{head}*", count=batch)
-                keys = [k for k in keys if k not in seen]
-                seen.update(keys)
-                pipe = self._r.pipeline(transaction=False)
-                for k in keys:
-                    domain_q, _, user_id = _s(k)[len(head) :].partition(":")
-                    pipe.lrange(k, 0, -1)
-                    pipe.lrange(self._k_hist_ts(user_id, unquote(domain_q)), 0, -1)
-                replies = pipe.execute() if keys else []
-            for k, items, stamps in zip(keys, replies[::2], replies[1::2], strict=True):
-                domain_q, _, user_id = _s(k)[len(head) :].partition(":")
-                domain = unquote(domain_q)
-                # aligned from the newest end; rows stored before timestamps were kept: 0
-                pad = [0.0] * (len(items) - len(stamps))
-                for item, ts in zip(items, pad + [float(t) for t in stamps], strict=False):
-                    yield Interaction(user_id, _s(item), domain, ts)
-            if int(cursor) == 0:
-                return
+        return paging.redis_interactions(self, batch)
 
     def iter_items(self, batch: int = 500) -> Iterator[StoredItem]:
-        seen: set[Any] = set()
-        cursor: Any = 0
-        while True:
-            with self._errors():
-                cursor, members = self._r.sscan(self._k_items, cursor, count=batch)
-                ids = [m for m in members if m not in seen]
-                seen.update(ids)
-                pipe = self._r.pipeline(transaction=False)
-                for m in ids:
-                    pipe.hgetall(self._k_item(_s(m)))
-                hashes = pipe.execute() if ids else []
-            # an item deleted since SSCAN has an empty hash: not listed
-            yield from (self._decode_item(_s(m), h) for m, h in zip(ids, hashes, strict=True) if h)
-            if int(cursor) == 0:
-                return
+        return paging.redis_items(self, batch)
 
     def interaction_count(self) -> int:
         with self._errors():

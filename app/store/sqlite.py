@@ -31,10 +31,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from app.store import paging
 from app.store.base import (
     IdempotencyRecord,
     Interaction,
@@ -380,41 +380,12 @@ class SQLiteStore(Store):
         )
         return {i: int(n) for i, n in rows}
 
-    # --- export ------------------------------------------------------------------------
+    # --- export (paged reads: app/store/paging.py) ---------------------------------------
     def iter_interactions(self, batch: int = 1000) -> Iterator[Interaction]:
-        # keyset pages on the row id: each page is one short read transaction
-        def page(conn: sqlite3.Connection, after: int) -> list[Any]:
-            return conn.execute(
-                "SELECT id, user_id, item_id, domain, timestamp FROM history"
-                " WHERE id > ? ORDER BY id LIMIT ?",
-                (after, int(batch)),
-            ).fetchall()
-
-        last = 0
-        while True:
-            rows = self._tx(partial(page, after=last), write=False)
-            for _, u, i, d, ts in rows:
-                yield Interaction(u, i, d, float(ts))
-            if len(rows) < batch:
-                return
-            last = rows[-1][0]
+        return paging.sqlite_interactions(self, batch)
 
     def iter_items(self, batch: int = 500) -> Iterator[StoredItem]:
-        def page(conn: sqlite3.Connection, after: str) -> list[StoredItem]:
-            return self._items(
-                conn,
-                "WHERE item_id IN (SELECT item_id FROM items WHERE item_id > ?"
-                " ORDER BY item_id LIMIT ?)",
-                (after, int(batch)),
-            )
-
-        last = ""
-        while True:
-            items = self._tx(partial(page, after=last), write=False)
-            yield from items
-            if len(items) < batch:
-                return
-            last = items[-1].item_id
+        return paging.sqlite_items(self, batch)
 
     def interaction_count(self) -> int:
         # AUTOINCREMENT's high-water mark = rows ever inserted into history
