@@ -91,6 +91,14 @@ def shuffled_split(split_by_time: Any) -> Any:
     return wrapped
 
 
+def _serving_v1(world: dict[str, Any], tmp_path: Path) -> tuple[SQLiteStore, BundleRegistry]:
+    """A store and a registry whose current (announced) version v0001 is the world's v1."""
+    store = SQLiteStore(tmp_path / "state.db")
+    reg = BundleRegistry(tmp_path / "registry")
+    promote(reg, store, reg.add(world["v1"]), reason="test")
+    return store, reg
+
+
 def _rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -134,9 +142,7 @@ def test_window_is_taken_from_rows_the_current_bundle_never_saw() -> None:
 def test_retrain_promotes_a_real_candidate_and_refuses_a_shuffled_one(
     world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = SQLiteStore(tmp_path / "state.db")
-    reg = BundleRegistry(tmp_path / "registry")
-    promote(reg, store, reg.add(world["v1"]), reason="test")
+    store, reg = _serving_v1(world, tmp_path)
     later = world["later"]
     store.add_interactions(later[: len(later) // 2], history_cap=200)
     erased = later[0].user_id
@@ -185,9 +191,7 @@ def test_retrain_promotes_a_real_candidate_and_refuses_a_shuffled_one(
 
 
 def test_retrain_with_nothing_new_is_skipped(world: dict[str, Any], tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "state.db")
-    reg = BundleRegistry(tmp_path / "registry")
-    promote(reg, store, reg.add(world["v1"]), reason="test")
+    store, reg = _serving_v1(world, tmp_path)
     out = retrain(store, reg, tmp_path / "runs", RetrainOptions(progress=False))
     assert out is not None and out.outcome == "skipped"
     assert "no interaction newer" in (out.error or "")
@@ -198,9 +202,7 @@ def test_retrain_with_nothing_new_is_skipped(world: dict[str, Any], tmp_path: Pa
 def test_retrain_under_torchrun_writes_the_registry_once(
     world: dict[str, Any], tmp_path: Path
 ) -> None:
-    store = SQLiteStore(tmp_path / "state.db")
-    reg = BundleRegistry(tmp_path / "registry")
-    promote(reg, store, reg.add(world["v1"]), reason="test")
+    store, reg = _serving_v1(world, tmp_path)
     store.add_interactions(world["later"], history_cap=200)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -233,9 +235,7 @@ def test_retrain_under_torchrun_writes_the_registry_once(
 def test_a_promotion_during_the_run_makes_the_gate_stale(
     world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = SQLiteStore(tmp_path / "state.db")
-    reg = BundleRegistry(tmp_path / "registry")
-    promote(reg, store, reg.add(world["v1"]), reason="test")
+    store, reg = _serving_v1(world, tmp_path)
     other = reg.add(world["v1"])  # v0002: someone promotes it while the retrain runs
     store.add_interactions(world["later"], history_cap=200)
     import app.retrain as retrain_module
