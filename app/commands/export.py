@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from app.export import export_dataset
     from app.jobs import open_store, serving_bundle
     from app.settings import load_settings
+    from app.store.base import StoreUnavailable
 
     settings = load_settings(env_file=args.env_file)  # SettingsError: one line (model.cli)
     bundle = serving_bundle(settings, args.bundle)
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         result = export_dataset(
             store, bundle, args.out, replace=args.force, progress=not args.quiet
         )
-    except FileExistsError as err:
+    except (FileExistsError, StoreUnavailable) as err:
         raise UserError(str(err)) from None
     finally:
         store.close()

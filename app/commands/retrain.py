@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from app.jobs import open_store, registry_of
     from app.retrain import RetrainOptions, retrain
     from app.settings import load_settings
+    from app.store.base import StoreUnavailable
     from model.registry import RegistryError
     from model.retrain import Gate, Window
 
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     store = open_store(s)
     try:
         out = retrain(store, registry, s.retrain_dir, opts)
-    except (RegistryError, ValueError) as err:
+    except (RegistryError, ValueError, StoreUnavailable) as err:
         raise UserError(str(err)) from None
     finally:
         store.close()

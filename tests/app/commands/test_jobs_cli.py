@@ -46,3 +46,12 @@ def test_retrain_command_needs_a_registry(tmp_path: Path) -> None:
     assert "no bundle registry: set MICREC_REGISTRY_DIR" in proc.stderr
     bad = _micrec(["retrain", "--registry", str(tmp_path), "--slice", "everything"], env)
     assert bad.returncode == 2 and "gate slice 'everything'" in bad.stderr
+
+
+def test_export_with_the_store_down_is_one_line(tmp_path: Path) -> None:
+    bundle = _bundle_with_dataset(tmp_path)
+    env = {"MICREC_STORE_URL": "redis://127.0.0.1:1/0", "MICREC_BUNDLE_PATH": str(bundle)}
+    proc = _micrec(["export", str(tmp_path / "export"), "--quiet"], env)
+    assert proc.returncode == 2, proc.stderr
+    assert "redis 127.0.0.1:1" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "export").exists()  # nothing half-written
