@@ -14,9 +14,11 @@ to the registry (other ranks wait at a barrier for the data, then return None).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,6 +59,8 @@ class RetrainOptions:
     data: Path | None = None
     """An exported dataset to use instead of exporting now."""
     progress: bool = True
+    keep_runs: int = 0
+    """Keep only the newest N run directories (0: keep all); see :func:`prune_runs`."""
 
 
 @dataclass
@@ -245,4 +249,26 @@ def retrain(
         announced=announced,
     )
     (run_dir / OUTCOME_FILE).write_text(json.dumps(out.to_json(), indent=1))
+    if opts.keep_runs > 0:
+        prune_runs(Path(retrain_dir), registry, opts.keep_runs)
     return out
+
+
+def prune_runs(retrain_dir: Path, registry: BundleRegistry, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` run directories, except a run whose training
+    folder a registry version was trained on (a rollback may make it the next export's
+    base). Returns the directories deleted."""
+    used = set()
+    for info in registry.list():
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            used.add(Path(read_manifest(info.path)["data"]["dataset"]).resolve().parent)
+    marks = ("train", "export", OUTCOME_FILE)
+    runs = sorted(  # run names start with their UTC start time
+        p
+        for p in Path(retrain_dir).iterdir()
+        if p.is_dir() and any((p / m).exists() for m in marks)
+    )
+    gone = [p for p in runs[: max(0, len(runs) - keep)] if p.resolve() not in used]
+    for p in gone:
+        shutil.rmtree(p, ignore_errors=True)
+    return gone

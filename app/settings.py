@@ -319,6 +319,12 @@ class Settings(BaseSettings):
         description="Re-run the [tune] search when retraining (slow); default trains the "
         "current bundle's chosen configuration once.",
     )
+    retrain_keep_runs: int = Field(
+        0,
+        ge=0,
+        description="Keep only the newest N retrain runs in retrain_dir (0 = keep all); a "
+        "run whose training data a registry version was trained on is always kept.",
+    )
     trainer_interval_s: float = Field(
         0,
         ge=0,

@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         data=args.data,
         progress=not args.quiet,
+        keep_runs=s.retrain_keep_runs,
     )
     registry = registry_of(s)
     store = open_store(s)

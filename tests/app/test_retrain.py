@@ -148,7 +148,7 @@ def test_retrain_promotes_a_real_candidate_and_refuses_a_shuffled_one(
     erased = later[0].user_id
     store.erase_user(erased, time.time())
 
-    opts = RetrainOptions(window=Window(0.3), gate=Gate(tolerance=0.02), epochs=25)
+    opts = RetrainOptions(window=Window(0.3), gate=Gate(tolerance=0.02), epochs=25, keep_runs=1)
     good = retrain(store, reg, tmp_path / "runs", replace(opts, progress=False))
     assert good is not None and good.outcome == "promoted", good
     assert reg.current() == good.version == "v0002"
@@ -188,6 +188,8 @@ def test_retrain_promotes_a_real_candidate_and_refuses_a_shuffled_one(
     assert second["base"] == f"dataset {(good.run_dir / 'train').resolve()}"
     assert second["counts"]["rows_bundle"] == first["counts"]["rows_bundle"]
     assert second["counts"]["rows_store"] > first["counts"]["rows_store"]
+    # keep_runs=1 kept the newest run and the one v0002 was trained on
+    assert sorted((tmp_path / "runs").iterdir()) == sorted([good.run_dir, bad.run_dir])
 
 
 def test_retrain_with_nothing_new_is_skipped(world: dict[str, Any], tmp_path: Path) -> None:
@@ -253,3 +255,29 @@ def test_a_promotion_during_the_run_makes_the_gate_stale(
     assert out is not None and out.outcome == "refused"
     assert "changed from v0001 to v0002" in out.decision["reason"]
     assert reg.current() == "v0002" and reg.show("v0003").status == "refused"
+
+
+def test_prune_keeps_the_newest_runs_and_those_a_version_was_trained_on(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    from app.retrain import prune_runs
+
+    _, reg = _serving_v1(world, tmp_path)
+    runs = tmp_path / "runs"
+    names = [f"2026010{k}T000000Z-1" for k in range(1, 5)]
+    for name in names:
+        (runs / name / "train").mkdir(parents=True)
+    (runs / "trainer-state.json").write_text("{}")
+    (runs / "notes").mkdir()  # not a run: left alone
+    # a version trained on the oldest run's train/ (as a promoted candidate is)
+    src = tmp_path / "bundle"
+    shutil.copytree(world["v1"], src)
+    manifest = json.loads((src / "manifest.json").read_text())
+    manifest["data"]["dataset"] = str(runs / names[0] / "train")
+    (src / "manifest.json").write_text(json.dumps(manifest))
+    reg.add(src)
+    gone = prune_runs(runs, reg, keep=1)
+    assert sorted(p.name for p in gone) == names[1:3]
+    assert sorted(p.name for p in runs.iterdir()) == sorted(
+        [names[0], names[3], "notes", "trainer-state.json"]
+    )
