@@ -7,7 +7,13 @@ from collections.abc import Sequence
 
 from model.cli import run
 
-SERVICE_COMMANDS: tuple[str, ...] = ("app.commands.serve", "app.commands.bundles")
+SERVICE_COMMANDS: tuple[str, ...] = (
+    "app.commands.serve",
+    "app.commands.bundles",
+    "app.commands.export",
+    "app.commands.retrain",
+    "app.commands.trainer",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

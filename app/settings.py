@@ -30,7 +30,7 @@ from model.runconfig import ConfigError
 ENV_PREFIX = "MICREC_"
 
 
-LIBRARY_ENV_KEYS = frozenset({"MICREC_THREADS", "MICREC_ENV_FILE"})
+LIBRARY_ENV_KEYS = frozenset({"MICREC_THREADS", "MICREC_ENV_FILE", "MICREC_DIST_BACKEND"})
 """``MICREC_*`` variables read by the library/CLI rather than by the service settings."""
 
 MB = 1024 * 1024
@@ -296,6 +296,67 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest request line + headers per request (h11 "
         "max_incomplete_event_size; the httptools parser has its own fixed cap).",
+    )
+
+    # --- continuous learning (micrec retrain / micrec trainer, app/retrain.py) --------
+    retrain_dir: Path = Field(
+        Path("artifacts/retrain"),
+        description="Where micrec retrain keeps each run (export, training data, candidate, "
+        "outcome); a promoted candidate's run is the next export's base: keep it.",
+    )
+    retrain_window_fraction: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="Evaluation window: the newest share of interactions held out of "
+        "training and scored for both models (unless retrain_window_days is set).",
+    )
+    retrain_window_days: float | None = Field(
+        None, gt=0, description="Evaluation window: the last N days before the newest row."
+    )
+    retrain_metric: str = Field(
+        "ndcg@20",
+        pattern=r"^(ndcg|recall)@(10|20|50)$",
+        description="The gate's metric: candidate >= current - retrain_tolerance or refused.",
+    )
+    retrain_slice: str = Field("all", description="The gate's evaluation slice (all domains).")
+    retrain_tolerance: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="How much worse (absolute, e.g. 0.005 = half an NDCG point) a candidate "
+        "may measure and still be promoted; 0 = never promote one that measured worse.",
+    )
+    retrain_tune: bool = Field(
+        False,
+        description="Re-run the [tune] search when retraining (slow); default trains the "
+        "current bundle's chosen configuration once.",
+    )
+    retrain_keep_runs: int = Field(
+        0,
+        ge=0,
+        description="Keep only the newest N retrain runs in retrain_dir (0 = keep all); a "
+        "run whose training data a registry version was trained on is always kept.",
+    )
+    trainer_interval_s: float = Field(
+        0,
+        ge=0,
+        description="micrec trainer: retrain every this many seconds; 0 = not on a schedule.",
+    )
+    trainer_min_new_interactions: int = Field(
+        0,
+        ge=0,
+        description="micrec trainer: retrain once this many interactions arrived since the "
+        "last run; 0 = not on volume. Both 0 (the default): the trainer never retrains.",
+    )
+    trainer_check_s: float = Field(
+        30.0, gt=0, description="micrec trainer: how often the interaction count is read."
+    )
+    trainer_metrics_host: str = Field(
+        "127.0.0.1", description="micrec trainer: bind address of its Prometheus metrics."
+    )
+    trainer_metrics_port: int = Field(
+        9101, ge=0, le=65535, description="micrec trainer: port of its Prometheus /metrics."
     )
 
     _split = field_validator(

@@ -13,7 +13,7 @@ happens whole or not at all.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -154,6 +154,23 @@ class Store(ABC):
     @abstractmethod
     def popularity(self, domain: str) -> dict[str, int]:
         """item id -> number of interactions posted through the API in ``domain``."""
+
+    # --- export (app/export.py): streamed reads of everything stored ------------------
+    @abstractmethod
+    def iter_interactions(self, batch: int = 1000) -> Iterator[Interaction]:
+        """Every stored interaction (the capped histories), read ``batch`` rows per store
+        round trip so an export never holds the whole table. Order: per (user, domain)
+        oldest first; no other order is promised. Rows written while iterating may or may
+        not be seen."""
+
+    @abstractmethod
+    def iter_items(self, batch: int = 500) -> Iterator[StoredItem]:
+        """Every registered item, ``batch`` per round trip (like :meth:`list_items`)."""
+
+    @abstractmethod
+    def interaction_count(self) -> int:
+        """Interactions ever appended (monotonic: trimming and erasure do not lower it);
+        ``micrec trainer`` retrains after a configured number of new ones."""
 
     # --- user erasure (app/erasure.py) ------------------------------------------------
     @abstractmethod

@@ -12,6 +12,9 @@ Key layout (``P`` = ``prefix``; ids are the whole key suffix, so they may contai
   for why a compacted feed is enough for followers)
 * ``P hist:<domain>:<user>`` list, oldest first, trimmed with LTRIM; the domain is
   percent-encoded so it holds no ``:`` and the key cannot be confused with another pair
+* ``P histts:<domain>:<user>`` the rows' timestamps, pushed and trimmed with ``hist`` in
+  the same MULTI (so the two lists stay aligned from their newest end)
+* ``P interactions``         INCRBY counter of interactions ever appended
 * ``P user:<user_id>``       set of domains the user has history in (get_history)
 * ``P pop:<domain>``         hash item_id -> number of distinct users who interacted
 * ``P popusers:<domain>``    set of ``<item_id>\\0<user_id>`` pairs already counted in pop
@@ -51,6 +54,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from app.store import paging
 from app.store.base import (
     IdempotencyRecord,
     Interaction,
@@ -118,7 +122,8 @@ return 1
 """
 
 # KEYS: the user's domain set, the user's pair set (popitems), the erased hash, then per
-# domain (in ARGV order): history list, popusers set, pop hash. ARGV: user id, erased_at,
+# domain (in ARGV order): history list, popusers set, pop hash; then per domain the
+# history's timestamp list. ARGV: user id, erased_at,
 # then the user's domains as the caller read them; false = they changed since (retry).
 # Pairs are found through popitems and, for pairs counted before popitems existed, through
 # the history lists (a pair trimmed from those before then stays counted).
@@ -148,7 +153,7 @@ for _, pair in ipairs(redis.call('SMEMBERS', KEYS[2])) do
 end
 for i = 1, n do
   for _, item in ipairs(redis.call('LRANGE', KEYS[3 * i + 1], 0, -1)) do uncount(i, item) end
-  redis.call('DEL', KEYS[3 * i + 1])
+  redis.call('DEL', KEYS[3 * i + 1], KEYS[3 + 3 * n + i])
 end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
@@ -210,6 +215,7 @@ class RedisStore(Store):
         self._k_items = f"{prefix}items"
         self._k_changes = f"{prefix}changes"
         self._k_erased = f"{prefix}erased"
+        self._k_count = f"{prefix}interactions"
         self._k_bundle = f"{prefix}bundle"
         self._warn_if_not_durable()
 
@@ -219,6 +225,9 @@ class RedisStore(Store):
 
     def _k_hist(self, user_id: str, domain: str) -> str:
         return f"{self.prefix}hist:{quote(domain, safe='')}:{user_id}"
+
+    def _k_hist_ts(self, user_id: str, domain: str) -> str:
+        return f"{self.prefix}histts:{quote(domain, safe='')}:{user_id}"
 
     def _k_user(self, user_id: str) -> str:
         return f"{self.prefix}user:{user_id}"
@@ -364,20 +373,23 @@ class RedisStore(Store):
         if not rows:
             return {}
         # Group per (user, domain) keeping the given order: "newest" means appended last.
-        groups: dict[tuple[str, str], list[str]] = {}
+        groups: dict[tuple[str, str], list[Interaction]] = {}
         for r in rows:
-            groups.setdefault((r.user_id, r.domain), []).append(r.item_id)
+            groups.setdefault((r.user_id, r.domain), []).append(r)
         pairs: dict[str, list[str]] = {}  # domain -> item, user, item, user...
         user_pairs: dict[str, list[str]] = {}  # user -> domain\0item, ...
         for domain, item_id, user_id in sorted({(r.domain, r.item_id, r.user_id) for r in rows}):
             pairs.setdefault(domain, []).extend((item_id, user_id))
             user_pairs.setdefault(user_id, []).append(f"{domain}\0{item_id}")
         pipe = self._r.pipeline(transaction=True)  # one MULTI/EXEC: all or nothing
-        for (user_id, domain), items in groups.items():
-            key = self._k_hist(user_id, domain)
-            pipe.rpush(key, *items)
+        for (user_id, domain), group in groups.items():
+            key, ts_key = self._k_hist(user_id, domain), self._k_hist_ts(user_id, domain)
+            pipe.rpush(key, *[r.item_id for r in group])
             pipe.ltrim(key, -history_cap, -1)
+            pipe.rpush(ts_key, *[repr(float(r.timestamp)) for r in group])
+            pipe.ltrim(ts_key, -history_cap, -1)
             pipe.sadd(self._k_user(user_id), domain)
+        pipe.incrby(self._k_count, len(rows))
         for user_id, domain_items in user_pairs.items():
             pipe.sadd(self._k_pop_items(user_id), *domain_items)
         for domain, args in pairs.items():
@@ -407,6 +419,18 @@ class RedisStore(Store):
             h: Any = self._r.hgetall(self._k_pop(domain))
         return {_s(k): int(v) for k, v in h.items()}
 
+    # --- export (paged reads: app/store/paging.py) ---------------------------------------
+    def iter_interactions(self, batch: int = 1000) -> Iterator[Interaction]:
+        return paging.redis_interactions(self, batch)
+
+    def iter_items(self, batch: int = 500) -> Iterator[StoredItem]:
+        return paging.redis_items(self, batch)
+
+    def interaction_count(self) -> int:
+        with self._errors():
+            value: Any = self._r.get(self._k_count)
+        return int(value or 0)
+
     # --- user erasure ------------------------------------------------------------------
     def erase_user(self, user_id: str, erased_at: float) -> dict[tuple[str, str], int]:
         with self._errors():
@@ -421,6 +445,7 @@ class RedisStore(Store):
                         self._k_pop_users(domain),
                         self._k_pop(domain),
                     ]
+                keys += [self._k_hist_ts(user_id, domain) for domain in domains]
                 args = [user_id, repr(float(erased_at)), *domains]
                 out = self._erase(keys=keys, args=args)
                 if out is not None:

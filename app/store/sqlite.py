@@ -34,6 +34,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
 
+from app.store import paging
 from app.store.base import (
     IdempotencyRecord,
     Interaction,
@@ -268,7 +269,9 @@ class SQLiteStore(Store):
         return self._tx(tx, write=True)
 
     @staticmethod
-    def _items(conn: sqlite3.Connection, where: str, args: tuple[str, ...]) -> list[StoredItem]:
+    def _items(
+        conn: sqlite3.Connection, where: str, args: tuple[str | int, ...]
+    ) -> list[StoredItem]:
         rows = conn.execute(
             "SELECT item_id, domain, title, categories, description, created_at, updated_at"
             f" FROM items {where} ORDER BY item_id",
@@ -393,6 +396,23 @@ class SQLiteStore(Store):
             write=False,
         )
         return {i: int(n) for i, n in rows}
+
+    # --- export (paged reads: app/store/paging.py) ---------------------------------------
+    def iter_interactions(self, batch: int = 1000) -> Iterator[Interaction]:
+        return paging.sqlite_interactions(self, batch)
+
+    def iter_items(self, batch: int = 500) -> Iterator[StoredItem]:
+        return paging.sqlite_items(self, batch)
+
+    def interaction_count(self) -> int:
+        # AUTOINCREMENT's high-water mark = rows ever inserted into history
+        row = self._tx(
+            lambda c: c.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'history'"
+            ).fetchone(),
+            write=False,
+        )
+        return int(row[0]) if row else 0
 
     # --- user erasure ------------------------------------------------------------------
     def erase_user(self, user_id: str, erased_at: float) -> dict[tuple[str, str], int]:

@@ -18,7 +18,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +246,8 @@ class MemoryStore(Store):
         self._pairs: set[tuple[str, str, str]] = set()
         self._idem: dict[str, tuple[IdempotencyRecord, float]] = {}
         self._erased: dict[str, float] = {}
+        self._stamps: dict[str, dict[str, list[float]]] = {}  # aligned with _history
+        self._count = 0
         self._wanted: WantedBundle | None = None
 
     def ping(self) -> bool:
@@ -285,6 +287,10 @@ class MemoryStore(Store):
                 h = self._history.setdefault(r.user_id, {}).setdefault(r.domain, [])
                 h.append(r.item_id)
                 del h[:-history_cap]
+                ts = self._stamps.setdefault(r.user_id, {}).setdefault(r.domain, [])
+                ts.append(float(r.timestamp))
+                del ts[:-history_cap]
+                self._count += 1
                 if (r.domain, r.item_id, r.user_id) in self._pairs:
                     continue
                 self._pairs.add((r.domain, r.item_id, r.user_id))
@@ -309,11 +315,28 @@ class MemoryStore(Store):
                 if pop[item_id] <= 0:
                     del pop[item_id]
             self._history.pop(user_id, None)
+            self._stamps.pop(user_id, None)
             self._erased[user_id] = erased_at
             return {(d, i): 1 for d, i, _ in mine}
 
     def is_erased(self, user_id: str) -> bool:
         return user_id in self._erased
+
+    def iter_interactions(self, batch: int = 1000) -> Iterator[Interaction]:
+        with self._lock:
+            rows = [
+                Interaction(u, i, d, t)
+                for u, doms in self._history.items()
+                for d, items in doms.items()
+                for i, t in zip(items, self._stamps[u][d], strict=True)
+            ]
+        yield from rows
+
+    def iter_items(self, batch: int = 500) -> Iterator[StoredItem]:
+        yield from list(self._items.values())
+
+    def interaction_count(self) -> int:
+        return self._count
 
     def erased_users(self) -> dict[str, float]:
         return dict(self._erased)
@@ -412,6 +435,18 @@ class FlakyStore(Store):
     def erased_users(self) -> dict[str, float]:
         self._check()
         return self.inner.erased_users()
+
+    def iter_interactions(self, batch: int = 1000) -> Iterator[Interaction]:
+        self._check()
+        return self.inner.iter_interactions(batch)
+
+    def iter_items(self, batch: int = 500) -> Iterator[StoredItem]:
+        self._check()
+        return self.inner.iter_items(batch)
+
+    def interaction_count(self) -> int:
+        self._check()
+        return self.inner.interaction_count()
 
     def set_bundle_version(self, version: str, announced_at: float) -> None:
         self._check()

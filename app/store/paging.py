@@ -1,0 +1,105 @@
+"""The stores' paged reads for exports (``Store.iter_interactions`` / ``iter_items``; the
+contract is in base.py): one page per store round trip, so an export of millions of rows
+never holds them. Kept apart from the store classes, which are long enough already."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from app.store.base import Interaction, StoredItem
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from app.store.redis import RedisStore
+    from app.store.sqlite import SQLiteStore
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+# --- SQLite: keyset pages, each one short read transaction -----------------------------
+def sqlite_interactions(store: SQLiteStore, batch: int) -> Iterator[Interaction]:
+    def page(conn: sqlite3.Connection, after: int) -> list[Any]:
+        return conn.execute(
+            "SELECT id, user_id, item_id, domain, timestamp FROM history"
+            " WHERE id > ? ORDER BY id LIMIT ?",
+            (after, int(batch)),
+        ).fetchall()
+
+    last = 0
+    while True:
+        rows = store._tx(partial(page, after=last), write=False)
+        for _, u, i, d, ts in rows:
+            yield Interaction(u, i, d, float(ts))
+        if len(rows) < batch:
+            return
+        last = rows[-1][0]
+
+
+def sqlite_items(store: SQLiteStore, batch: int) -> Iterator[StoredItem]:
+    def page(conn: sqlite3.Connection, after: str) -> list[StoredItem]:
+        return store._items(
+            conn,
+            "WHERE item_id IN (SELECT item_id FROM items WHERE item_id > ?"
+            " ORDER BY item_id LIMIT ?)",
+            (after, int(batch)),
+        )
+
+    last = ""
+    while True:
+        items = store._tx(partial(page, after=last), write=False)
+        yield from items
+        if len(items) < batch:
+            return
+        last = items[-1].item_id
+
+
+# --- Redis: SCAN / SSCAN cursors; a cursor may return a key twice (rehashing), hence
+# ``seen`` (one entry per user and domain, or per item, never per row) -----------------
+def redis_interactions(store: RedisStore, batch: int) -> Iterator[Interaction]:
+    head = f"{store.prefix}hist:"
+    seen: set[Any] = set()
+    cursor: Any = 0
+    while True:
+        with store._errors():
+            cursor, keys = store._r.scan(cursor, match=f"{head}*", count=batch)
+            keys = [k for k in keys if k not in seen]
+            seen.update(keys)
+            pipe = store._r.pipeline(transaction=False)
+            for k in keys:
+                domain_q, _, user_id = _s(k)[len(head) :].partition(":")
+                pipe.lrange(k, 0, -1)
+                pipe.lrange(store._k_hist_ts(user_id, unquote(domain_q)), 0, -1)
+            replies = pipe.execute() if keys else []
+        for k, items, stamps in zip(keys, replies[::2], replies[1::2], strict=True):
+            domain_q, _, user_id = _s(k)[len(head) :].partition(":")
+            domain = unquote(domain_q)
+            # aligned from the newest end; rows stored before timestamps were kept: 0
+            pad = [0.0] * (len(items) - len(stamps))
+            for item, ts in zip(items, pad + [float(t) for t in stamps], strict=False):
+                yield Interaction(user_id, _s(item), domain, ts)
+        if int(cursor) == 0:
+            return
+
+
+def redis_items(store: RedisStore, batch: int) -> Iterator[StoredItem]:
+    seen: set[Any] = set()
+    cursor: Any = 0
+    while True:
+        with store._errors():
+            cursor, members = store._r.sscan(store._k_items, cursor, count=batch)
+            ids = [m for m in members if m not in seen]
+            seen.update(ids)
+            pipe = store._r.pipeline(transaction=False)
+            for m in ids:
+                pipe.hgetall(store._k_item(_s(m)))
+            hashes = pipe.execute() if ids else []
+        # an item deleted since SSCAN has an empty hash: not listed
+        yield from (store._decode_item(_s(m), h) for m, h in zip(ids, hashes, strict=True) if h)
+        if int(cursor) == 0:
+            return
