@@ -79,12 +79,14 @@ class RecommendationService:
             self.loader.require_state,
         )
         self.recommender = Recommender(parts)
+        self.feed.listeners.append(self.recommender)  # keeps its top-N cache exact
         self.items = Items(parts)
         self.interactions = Interactions(parts)
         self.users = Users(parts)
         self.idempotency = IdempotencyGuard(store, self.health, settings.idempotency_ttl_s)
         # The resource methods as their owners define them (signatures and docs there).
         self.recommend = self.recommender.recommend
+        self.recommend_async = self.recommender.recommend_async
         self.similar = self.recommender.similar
         self.get_item = self.items.get
         self.register_item = self.items.register

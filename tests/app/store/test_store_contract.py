@@ -26,8 +26,8 @@ from app.store.base import (
 from app.store.factory import create_store
 from app.store.redis import RedisStore
 from app.store.sqlite import SQLiteStore
+from bench.redis_server import RedisServer
 from tests.app.store.conftest import Backend
-from tests.redis_server import RedisServer
 
 
 def item(item_id: str, domain: str = "arts", **kw: object) -> StoredItem:
