@@ -45,9 +45,7 @@ def _pair(start: StartService, store: MemoryStore) -> tuple[RecommendationServic
     return cached, live
 
 
-def _check(
-    cached: RecommendationService, live: RecommendationService, user: str
-) -> list[bool]:
+def _check(cached: RecommendationService, live: RecommendationService, user: str) -> list[bool]:
     """Every request twice on ``cached`` == ``live``; returns whether each was cached."""
     cached.sync_once()
     flags = []
