@@ -10,6 +10,7 @@ at once (no added wait). docs/results/serve-steps/ has both variants measured.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -32,28 +33,52 @@ def _deliver(done: list[_Done]) -> None:
 
 
 class ModelThread:
+    """Started by the first :meth:`run`; :meth:`stop` ends it."""
+
     def __init__(self, name: str = "micrec-model") -> None:
-        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self.name = name
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
         self.batches = 0
         self.jobs = 0
 
     async def run(self, fn: Callable[[], T]) -> T:
         """``fn()`` on the model thread; its result (or exception) here."""
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                    self._thread.start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._jobs.put((fn, future, loop))
         return await future
 
+    def stop(self, timeout: float = 10.0) -> None:
+        """End the thread after the jobs already queued."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._jobs.put(None)
+            thread.join(timeout)
+
     def _run(self) -> None:
         while True:
-            batch = [self._jobs.get()]
+            first = self._jobs.get()
+            if first is None:
+                return
+            batch = [first]
+            stopping = False
             while True:
                 try:
-                    batch.append(self._jobs.get_nowait())
+                    job = self._jobs.get_nowait()
                 except queue.Empty:
                     break
+                if job is None:
+                    stopping = True
+                    break
+                batch.append(job)
             self.batches += 1
             self.jobs += len(batch)
             by_loop: dict[asyncio.AbstractEventLoop, list[_Done]] = {}
@@ -64,5 +89,7 @@ class ModelThread:
                     done = (future, None, err)
                 by_loop.setdefault(loop, []).append(done)
             for loop, results in by_loop.items():
-                if not loop.is_closed():
+                with contextlib.suppress(RuntimeError):  # that loop has closed meanwhile
                     loop.call_soon_threadsafe(_deliver, results)
+            if stopping:
+                return

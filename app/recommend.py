@@ -74,6 +74,10 @@ class Recommender(Resource):
         self.topn = TopNCache(self.settings.topn_cache_items, self.settings.topn_cache_entries)
         self.model_thread = ModelThread() if self.settings.model_thread else None
 
+    def stop(self) -> None:
+        if self.model_thread is not None:
+            self.model_thread.stop()
+
     def check_n(self, n: int | None) -> int:
         n = self.settings.default_n if n is None else n
         if n < 1 or n > self.settings.max_n:

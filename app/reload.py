@@ -150,7 +150,7 @@ class ModelLoader:
             old = self.feed.publish(state)
             # The model's ~200k long-lived objects out of the cyclic GC's sight: a full
             # collection over them stalled every request for ~0.7 s at 1e5 items per domain
-            # (docs/results/serve-steps/gc-freeze.md). Refcounting still frees them.
+            # (docs/results/serve-steps/hotpath.md). Refcounting still frees them.
             gc.freeze()
             self._ready.set()
             if old is not None:

@@ -111,8 +111,10 @@ class RecommendationService:
             self.loader.run_in_background(lambda: self.feed.sync_loop(stop), "micrec-sync")
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Stop the background threads (sync loop, a running load or warm-up)."""
+        """Stop the background threads (sync loop, a running load or warm-up, the model
+        thread)."""
         self.loader.stop(timeout)
+        self.recommender.stop()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until a model serves (True) or the initial load ended without one."""

@@ -275,10 +275,11 @@ class Settings(BaseSettings):
 
     # --- recommend hot path (app/recommend.py, app/topn.py) ------------------------------
     model_thread: bool = Field(
-        False,
+        True,
         description="Run recommends' model work (fold-in, search, response) on one "
-        "dedicated thread per worker that takes all waiting requests as a batch, instead "
-        "of inline on the event loop (docs/results/serve-steps/model-thread.md).",
+        "dedicated thread per worker that takes all waiting requests as a batch; false = "
+        "inline on the event loop, which used more CPU per request and lost at c=1 and "
+        "c=32 in interleaved runs (docs/results/serve-steps/hotpath.md).",
     )
     topn_cache_items: int = Field(
         200,

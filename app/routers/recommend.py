@@ -21,9 +21,10 @@ def _json(answer: RecommendResponse) -> Response:
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
-# No thread-pool hop: the store read is awaited on the event loop (app/store/redis_async.py)
-# and the ~1 ms of model work runs inline (or on the model thread, ``model_thread``); each
-# hop to a worker thread and back cost more than the work (docs/results/serve-steps/).
+# No anyio thread-pool hop: the store read is awaited on the event loop
+# (app/store/redis_async.py) and the model work goes to the worker's model thread, which
+# takes every waiting request as one batch (``model_thread``; or inline on the loop).
+# Measured side by side in docs/results/serve-steps/hotpath.md.
 @router.post("/recommend", response_model=RecommendResponse, responses={**ERRORS_READ, **MALFORMED})
 async def recommend(
     body: RecommendRequest,

@@ -2,9 +2,8 @@
 
 A recommend for a named user needs the erasure flag and the stored history: one MULTI/EXEC
 round trip (HEXISTS + one LRANGE per domain the model serves), so both come from the same
-instant. Doing it on the loop instead of a worker thread saves the two thread hops a
-request paid before (hand-off and wake-up of the loop), which were most of the service's
-overhead under concurrency (docs/results/serve-steps/async-read.md).
+instant. Awaited on the loop, it needs no worker thread (the anyio pool hop and the loop
+wake-up a request paid before); docs/results/serve-steps/hotpath.md has the measurements.
 
 The client is bound to the event loop it was made on (redis.asyncio's connections are), so
 one is made per running loop: a uvicorn worker has one loop; tests that run several apps in
