@@ -2,9 +2,10 @@
 
 The alternative to running the model work inline on the event loop: the loop hands each
 request's work to this thread and awaits it. The thread takes *every* job waiting when it
-wakes as one batch and hands all the results back to each loop with one wake-up, so under
-load the cost of crossing threads is paid per batch, not per request; when idle a job runs
-at once (no added wait). docs/results/serve-steps/ has both variants measured.
+wakes (one queue wake-up per batch) and runs them in turn, handing each answer back as soon
+as it is ready; when idle a job runs at once (no added wait). The jobs of a batch are not
+computed together (fold-in and search one request at a time). Inline vs this thread:
+docs/results/serve-steps/hotpath.md.
 """
 
 from __future__ import annotations
@@ -81,15 +82,15 @@ class ModelThread:
                 batch.append(job)
             self.batches += 1
             self.jobs += len(batch)
-            by_loop: dict[asyncio.AbstractEventLoop, list[_Done]] = {}
             for fn, future, loop in batch:
                 try:
                     done: _Done = (future, fn(), None)
                 except BaseException as err:  # handed to the awaiting request
                     done = (future, None, err)
-                by_loop.setdefault(loop, []).append(done)
-            for loop, results in by_loop.items():
+                # Each answer goes back as soon as it is ready: holding a batch's answers
+                # until the last one is done added the whole batch's time to every request
+                # (p99 325 ms vs 110 ms at c=32, docs/results/serve-steps/hotpath.md).
                 with contextlib.suppress(RuntimeError):  # that loop has closed meanwhile
-                    loop.call_soon_threadsafe(_deliver, results)
+                    loop.call_soon_threadsafe(_deliver, [done])
             if stopping:
                 return
