@@ -67,7 +67,7 @@ NOT_REQUESTED = UserLookup("not_requested")
 class Recommender(Resource):
     """Recommendations: :meth:`recommend` (blocking, in-process callers) and
     :meth:`recommend_async` (the HTTP handler: the store read on the event loop, the model
-    work inline or on the model thread, ``model_thread``)."""
+    work on the model thread, or inline with ``model_thread`` off)."""
 
     def __init__(self, parts: Parts) -> None:
         super().__init__(parts)
