@@ -44,7 +44,8 @@ class AsyncUserReader:
             "retry": Retry(NoBackoff(), 0),
             "retry_on_timeout": False,
             "decode_responses": False,
-            "max_connections": max_connections,
+            "max_connections": max_connections or 64,
+            "timeout": timeout_s,  # waiting for a free connection
         }
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: aioredis.Redis | None = None
@@ -52,7 +53,10 @@ class AsyncUserReader:
     def _client_for_loop(self) -> aioredis.Redis:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
-            self._client = aioredis.Redis.from_url(self.url, **self._kwargs)
+            # A blocking pool: more concurrent reads than connections wait for one (within
+            # the read's timeout) instead of failing as "store unavailable".
+            pool = aioredis.BlockingConnectionPool.from_url(self.url, **self._kwargs)
+            self._client = aioredis.Redis(connection_pool=pool)
             self._loop = loop
         return self._client
 

@@ -632,6 +632,14 @@ def test_redis_async_user_read_outage_timeout_and_recovery(
         assert (await s.read_user_async("u", ["arts"])).history == {"arts": ["a"]}
 
     asyncio.run(reads())
+
+    # More concurrent reads than pooled connections wait for one instead of failing.
+    small = RedisStore(own_redis_server.url, prefix="aio:", max_connections=2)
+
+    async def many() -> list[UserRead]:
+        return await asyncio.gather(*(small.read_user_async("u", ["arts"]) for _ in range(50)))
+
+    assert all(r.history == {"arts": ["a"]} for r in asyncio.run(many()))
     # A server that accepts but never answers: the read gives up after the timeout.
     with socket.socket() as mute:
         mute.bind(("127.0.0.1", 0))
