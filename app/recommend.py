@@ -34,7 +34,7 @@ from app.schemas import (
 )
 from app.state import ModelState
 from app.store.base import StoreUnavailable, UserRead
-from app.topn import Entry, TopNCache, history_fingerprint
+from app.topn import TopNCache, compute_entry, history_fingerprint
 from model.inference import UserEmbedding
 
 
@@ -196,27 +196,9 @@ class Recommender(Resource):
         )
         embedding = None
         if cacheable:
-            assert q.user_id is not None
-            fingerprint = history_fingerprint(user.history)
-            entry = self.topn.get(state, q.user_id, domain, fingerprint)
-            if entry is None:
-                embedding = state.engine.embed_user(domain, by_domain)
-                entry = self._new_entry(state, domain, by_domain, embedding, fingerprint)
-                if entry is not None:
-                    self.topn.put(q.user_id, domain, entry)
-            if entry is not None:
-                keep = None
-                if q.prefix is not None:
-                    prefix = q.prefix
-                    keep = lambda iid: category_matches(state.categories_of(iid), prefix)  # noqa: E731
-                picked = entry.pick(n, set(q.exclude), keep)
-                if picked is not None:
-                    report.items_used = entry.items_used
-                    hits = [RecommendedItem(item_id=i, score=s, source="model") for i, s in picked]
-                    self.metrics.topn_cache.labels(domain, "hit").inc()
-                    how = cast(UserEmbeddingMethod, entry.method)
-                    return self._respond(state, q, how, hits, report, warnings, cached=True)
-            self.metrics.topn_cache.labels(domain, "miss").inc()
+            answer, embedding = self._from_cache(state, q, user, by_domain, report, warnings)
+            if answer is not None:
+                return answer
         if embedding is None:
             embedding = state.engine.embed_user(domain, by_domain)
         report.items_used = embedding.n_history
@@ -247,6 +229,41 @@ class Recommender(Resource):
             warnings.append("no items matched (empty index, filters or exclusions)")
         return self._respond(state, q, method, items, report, warnings, cached=False)
 
+    def _from_cache(
+        self,
+        state: ModelState,
+        q: Query,
+        user: UserLookup,
+        by_domain: dict[str, list[str]],
+        report: HistoryReport,
+        warnings: list[str],
+    ) -> tuple[RecommendResponse | None, UserEmbedding | None]:
+        """The answer from the user's top-N list (computed now on a miss), or None and the
+        embedding computed on the way (the live path reuses it)."""
+        assert q.user_id is not None  # cacheable requests name a user
+        fingerprint = history_fingerprint(user.history)
+        entry = self.topn.get(state, q.user_id, q.domain, fingerprint)
+        embedding = None
+        if entry is None:
+            embedding = state.engine.embed_user(q.domain, by_domain)
+            entry = compute_entry(state, q.domain, by_domain, embedding, fingerprint, self.topn)
+            if entry is not None:
+                self.topn.put(q.user_id, q.domain, entry)
+        if entry is not None:
+            keep = None
+            if q.prefix is not None:
+                prefix = q.prefix
+                keep = lambda iid: category_matches(state.categories_of(iid), prefix)  # noqa: E731
+            picked = entry.pick(q.n, set(q.exclude), keep)
+            if picked is not None:
+                report.items_used = entry.items_used
+                items = [RecommendedItem(item_id=i, score=s, source="model") for i, s in picked]
+                self.metrics.topn_cache.labels(q.domain, "hit").inc()
+                how = cast(UserEmbeddingMethod, entry.method)
+                return self._respond(state, q, how, items, report, warnings, cached=True), None
+        self.metrics.topn_cache.labels(q.domain, "miss").inc()
+        return None, embedding
+
     def _respond(
         self,
         state: ModelState,
@@ -273,36 +290,6 @@ class Recommender(Resource):
             cached=cached,
         )
 
-    def _new_entry(
-        self,
-        state: ModelState,
-        domain: str,
-        by_domain: dict[str, list[str]],
-        embedding: UserEmbedding,
-        fingerprint: int,
-    ) -> Entry | None:
-        """The top-N cache entry for this user (None without a model answer)."""
-        method = embedding_method(embedding)
-        index = state.indexes[domain]
-        if method == "none" or len(index) == 0:
-            return None
-        version = state.registered.version  # before the search: conservative (app/topn.py)
-        seen = {i for ids in by_domain.values() for i in ids}
-        vector = np.asarray(embedding.vector, dtype=np.float32).reshape(-1)
-        hits = index.search(vector.reshape(1, -1), self.topn.items, exclude=[seen])[0]
-        return Entry(
-            generation=state.generation,
-            fingerprint=fingerprint,
-            version=version,
-            ids=[iid for iid, _ in hits],
-            scores=[float(s) for _, s in hits],
-            vector=vector,
-            method=method,
-            items_used=embedding.n_history,
-            known_user=bool(by_domain),
-            full=len(hits) >= self.topn.items,
-        )
-
     # --- the top-N cache's feed listener (app/feed.py) ------------------------------------
     def item_changed(
         self, state: ModelState, domain: str, item_id: str, vector: np.ndarray | None
@@ -327,7 +314,7 @@ class Recommender(Resource):
         by_domain, _ = self._collect_history(state, q, user, [])
         embedding = state.engine.embed_user(domain, by_domain)
         fingerprint = history_fingerprint(user.history)
-        entry = self._new_entry(state, domain, by_domain, embedding, fingerprint)
+        entry = compute_entry(state, domain, by_domain, embedding, fingerprint, self.topn)
         if entry is not None:
             self.topn.put(user_id, domain, entry)
 

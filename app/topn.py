@@ -42,12 +42,46 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from app.engine import embedding_method
 from app.state import ModelState
+from model.inference import UserEmbedding
 
 log = logging.getLogger("micrec.service")
 
 CHANGE_LOG_MAX = 4096
 """Item changes remembered per state; an entry older than the log is recomputed."""
+
+
+def compute_entry(
+    state: ModelState,
+    domain: str,
+    by_domain: Mapping[str, Sequence[str]],
+    embedding: UserEmbedding,
+    fingerprint: int,
+    cache: TopNCache,
+) -> Entry | None:
+    """A user's entry: the same search a live recommend runs (seen items excluded), for
+    ``cache.items`` items. None when the model has no answer (no usable history)."""
+    method = embedding_method(embedding)
+    index = state.indexes[domain]
+    if method == "none" or len(index) == 0:
+        return None
+    version = state.registered.version  # before the search: conservative (see _still_exact)
+    seen = {i for ids in by_domain.values() for i in ids}
+    vector = np.asarray(embedding.vector, dtype=np.float32).reshape(-1)
+    hits = index.search(vector.reshape(1, -1), cache.items, exclude=[seen])[0]
+    return Entry(
+        generation=state.generation,
+        fingerprint=fingerprint,
+        version=version,
+        ids=[iid for iid, _ in hits],
+        scores=[float(s) for _, s in hits],
+        vector=vector,
+        method=method,
+        items_used=embedding.n_history,
+        known_user=bool(by_domain),
+        full=len(hits) >= cache.items,
+    )
 
 
 def history_fingerprint(history: Mapping[str, Sequence[str]]) -> int:
