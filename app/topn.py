@@ -26,6 +26,12 @@ only ever served for the state, history and registered items it is still exact f
   the most recently used (user, domain) pairs are recomputed for the new state in the
   background (:meth:`TopNCache.refresh_in_background`).
 
+Exactness: the list is the first ``topn_cache_items`` of the same search a live request
+runs for ``n``; for an exact (flat) index its first n are the live answer. An IVF index
+fetches candidates by the equivalent L2 distance in float32, so with a different fetch size
+two items whose inner products differ by less than float rounding could swap at the n-th
+place (not observed; the tests use exact indexes).
+
 Memory is bounded: at most ``topn_cache_entries`` entries, least recently used evicted;
 an entry holds ``topn_cache_items`` id references, scores and one user vector (~2.5 KB
 at 200 items).
