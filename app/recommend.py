@@ -10,7 +10,7 @@ could not.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
@@ -108,7 +108,17 @@ class Recommender(Resource):
         fewer than ``n`` items, the configured fallback chain fills the list. A known
         user's answer may come from the top-N cache (app/topn.py; ``cached`` says so).
         """
-        state, q = self._query(domain, user_id, history, n, exclude_seen, exclude, category)
+        state, q = self._query(
+            {
+                "domain": domain,
+                "user_id": user_id,
+                "history": history,
+                "n": n,
+                "exclude_seen": exclude_seen,
+                "exclude": exclude,
+                "category": category,
+            }
+        )
         user = NOT_REQUESTED
         if q.user_id is not None:
             try:
@@ -123,7 +133,7 @@ class Recommender(Resource):
         """:meth:`recommend` for the event loop: the store read is awaited (Redis: on the
         loop itself), the model work runs inline or on the model thread. Only an unknown
         inline id's change-feed catch-up (rare, blocking) goes to a worker thread."""
-        state, q = self._query(**request)
+        state, q = self._query(request)
         user = NOT_REQUESTED
         if q.user_id is not None:
             try:
@@ -137,22 +147,20 @@ class Recommender(Resource):
             return await self.model_thread.run(partial(self.answer, state, q, user))
         return self.answer(state, q, user)
 
-    def _query(
-        self,
-        domain: str,
-        user_id: str | None = None,
-        history: Sequence[str] = (),
-        n: int | None = None,
-        exclude_seen: bool = True,
-        exclude: Sequence[str] = (),
-        category: str | None = None,
-    ) -> tuple[ModelState, Query]:
+    def _query(self, request: Mapping[str, Any]) -> tuple[ModelState, Query]:
+        """The current state and ``request`` (``recommend``'s keyword arguments) checked."""
         state = self.require_state()
+        domain: str = request["domain"]
         state.check_domain(domain)
-        n = self.check_n(n)
+        n = self.check_n(request.get("n"))
+        history: Sequence[str] = request.get("history", ())
+        exclude: Sequence[str] = request.get("exclude", ())
         self._check_list("history", history)
         self._check_list("exclude", exclude)
+        category = request.get("category")
         prefix = category.strip().lower() if category else None
+        exclude_seen = bool(request.get("exclude_seen", True))
+        user_id = request.get("user_id")
         return state, Query(domain, user_id, history, n, exclude_seen, exclude, prefix)
 
     def _looked_up(self, user_id: str, read: UserRead) -> UserLookup:
