@@ -161,7 +161,7 @@ class Browser(Resource):
         """What a recommend for ``user_id`` uses as history (bundle + stored), by domain."""
         state = self.require_state()
         # The very function a recommend collects its history with (erasure included).
-        by_domain, report = self.recommender._collect_history(state, user_id, (), [])
+        by_domain, report = self.recommender.user_history(state, user_id)
         return UserHistory(
             user_id=user_id, known_user=report.known_user, stored=report.stored, domains=by_domain
         )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Protocol
 
 import numpy as np
 
@@ -38,6 +39,17 @@ Change = tuple[int, str, StoredItem | None]
 """(seq, item id, the item or None when deleted)."""
 
 
+class FeedListener(Protocol):
+    def item_changed(
+        self, state: ModelState, domain: str, item_id: str, vector: np.ndarray | None
+    ) -> None:
+        """``item_id`` was registered in (``vector``) or removed from (None) ``domain``'s
+        index of ``state``; called under the write lock, after the change."""
+
+    def published(self, state: ModelState) -> None:
+        """``state`` is now the current one."""
+
+
 class ChangeFeed:
     def __init__(
         self, settings: Settings, store: Store, health: StoreHealth, popularity: PopularityBook
@@ -49,6 +61,8 @@ class ChangeFeed:
         self.lock = threading.RLock()
         """The write lock: held by every change to a state and by the swap."""
         self._state: ModelState | None = None
+        self.listeners: list[FeedListener] = []
+        """Told of every item change applied and of every published state."""
 
     @property
     def state(self) -> ModelState | None:
@@ -91,6 +105,8 @@ class ChangeFeed:
                 except StoreUnavailable as err:
                     self.health.failed("item change feed", err)
             self._state = new
+            for listener in self.listeners:
+                listener.published(new)
         return old
 
     def _drain(self, after: int) -> int:
@@ -190,7 +206,8 @@ class ChangeFeed:
             log.warning("registered item %r shadows a bundle item; skipped", item.item_id)
             return None
         previous = registered.get(item.item_id)
-        if previous is not None and previous.domain != item.domain:
+        moved = previous is not None and previous.domain != item.domain
+        if previous is not None and moved:
             state.indexes[previous.domain].remove([item.item_id])
         state.engine.remove_item(item.item_id)
         vector = state.engine.add_item(item.item_id, item.domain, item.content)
@@ -199,6 +216,10 @@ class ChangeFeed:
         )
         meta = ItemMeta.of(item)
         registered.put(meta, seq)
+        for listener in self.listeners:
+            if previous is not None and moved:
+                listener.item_changed(state, previous.domain, item.item_id, None)
+            listener.item_changed(state, item.domain, item.item_id, vector)
         return meta
 
     def apply_delete(self, state: ModelState, item_id: str, seq: int) -> bool:
@@ -210,4 +231,6 @@ class ChangeFeed:
             return False
         state.indexes[meta.domain].remove([item_id])
         state.engine.remove_item(item_id)
+        for listener in self.listeners:
+            listener.item_changed(state, meta.domain, item_id, None)
         return True

@@ -93,6 +93,12 @@ class Metrics:
         self.items_served = Counter(
             "micrec_recommended_items", "Items returned by source", ["domain", "source"], registry=r
         )
+        self.topn_cache = Counter(
+            "micrec_topn_cache",
+            "Known-user recommends that could use the top-N cache, by result (hit/miss)",
+            ["domain", "result"],
+            registry=r,
+        )
         self.reloads = Counter(
             "micrec_model_reloads", "Model loads by result", ["result"], registry=r
         )

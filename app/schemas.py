@@ -161,6 +161,7 @@ class RecommendResponse(BaseModel):
                         "unknown_ids": [],
                     },
                     "warnings": [],
+                    "cached": False,
                 }
             ]
         }
@@ -173,6 +174,11 @@ class RecommendResponse(BaseModel):
     items: list[RecommendedItem]
     history: HistoryReport
     warnings: list[str] = Field(default_factory=list)
+    cached: bool = Field(
+        default=False,
+        description="The items came from this user's precomputed top-N list (the same "
+        "items a live computation gives for the same state).",
+    )
 
 
 # --- interactions ------------------------------------------------------------------------

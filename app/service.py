@@ -89,12 +89,14 @@ class RecommendationService:
             self.loader.require_state,
         )
         self.recommender = Recommender(parts)
+        self.feed.listeners.append(self.recommender)  # keeps its top-N cache exact
         self.items = Items(parts)
         self.interactions = Interactions(parts)
         self.users = Users(parts)
         self.idempotency = IdempotencyGuard(store, self.health, settings.idempotency_ttl_s)
         # The resource methods as their owners define them (signatures and docs there).
         self.recommend = self.recommender.recommend
+        self.recommend_async = self.recommender.recommend_async
         self.similar = self.recommender.similar
         self.get_item = self.items.get
         self.register_item = self.items.register
@@ -136,8 +138,10 @@ class RecommendationService:
             self.loader.run_in_background(lambda: follower.loop(stop, interval), "micrec-bundle")
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Stop the background threads (sync loop, a running load or warm-up)."""
+        """Stop the background threads (sync loop, a running load or warm-up, the model
+        thread)."""
         self.loader.stop(timeout)
+        self.recommender.stop()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until a model serves (True) or the initial load ended without one."""

@@ -358,6 +358,28 @@ class Settings(BaseSettings):
     trainer_metrics_port: int = Field(
         9101, ge=0, le=65535, description="micrec trainer: port of its Prometheus /metrics."
     )
+    # --- recommend hot path (app/recommend.py, app/topn.py) ------------------------------
+    model_thread: bool = Field(
+        True,
+        description="Run recommends' model work (fold-in, search, response) on one "
+        "dedicated thread per worker that takes all waiting requests as a batch; false = "
+        "inline on the event loop, which used more CPU per request and lost at c=1 and "
+        "c=32 in interleaved runs (docs/results/serve-steps/hotpath.md).",
+    )
+    topn_cache_items: int = Field(
+        200,
+        ge=0,
+        le=10_000,
+        description="Items precomputed per known user and domain (top-N cache, "
+        "app/topn.py); a request with exclusions or a broad category filter is answered "
+        "from it when at least n items remain. 0 = no cache.",
+    )
+    topn_cache_entries: int = Field(
+        10_000,
+        ge=0,
+        description="Most (user, domain) lists the top-N cache keeps per worker, least "
+        "recently used dropped first (~2.5 KB each at 200 items). 0 = no cache.",
+    )
 
     _split = field_validator(
         "api_keys", "admin_keys", "cors_origins", "fallback_chain", mode="before"

@@ -69,6 +69,7 @@ from typing import Any
 
 import numpy as np
 from machine import busy_processes, git_commit, host_facts
+from redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 if "PYTHONPATH" not in os.environ and str(ROOT) not in sys.path:
@@ -609,8 +610,6 @@ def http_json(
 
 @contextmanager
 def redis_server() -> Iterator[str]:
-    from tests.redis_server import RedisServer
-
     with RedisServer() as server:
         yield server.url
 

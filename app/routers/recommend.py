@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Security
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Path, Query, Response, Security
 
 from app.deps import ReadAccess, ServiceDep, SettingsDep, UserReadAccess
 from app.ids import Id
@@ -17,18 +15,23 @@ from app.security import api_key_header, check_user_read
 router = APIRouter(prefix="/v1", tags=["recommend"], dependencies=[ReadAccess])
 
 
-# ``async def`` + one explicit hop: a plain ``def`` handler costs two thread-pool round
-# trips per request (the handler, then FastAPI's response validation), and each wake-up of
-# the event loop from a worker thread was ~20 % of a request's CPU (bench/serve.py).
-# The work stays off the event loop because a known user's history is a blocking store
-# read that must not stall every other request when the store is slow.
-@router.post("/recommend", responses={**ERRORS_READ, **MALFORMED})
+def _json(answer: RecommendResponse) -> Response:
+    # Serialised here by pydantic-core in one call: returning the model would have FastAPI
+    # validate it again against the response model and then serialise it.
+    return Response(answer.model_dump_json(), media_type="application/json")
+
+
+# No anyio thread-pool hop: the store read is awaited on the event loop
+# (app/store/redis_async.py) and the model work goes to the worker's model thread, which
+# takes every waiting request as one batch (``model_thread``; or inline on the loop).
+# Measured side by side in docs/results/serve-steps/hotpath.md.
+@router.post("/recommend", response_model=RecommendResponse, responses={**ERRORS_READ, **MALFORMED})
 async def recommend(
     body: RecommendRequest,
     service: ServiceDep,
     settings: SettingsDep,
     key: Annotated[str | None, Security(api_key_header)],
-) -> RecommendResponse:
+) -> Response:
     """Top-n items of ``domain`` for a known user and/or an inline history.
 
     ``user_embedding`` says how the user was represented: ``inductive`` (history in the
@@ -38,11 +41,14 @@ async def recommend(
     """
     if body.user_id is not None:
         check_user_read(key, settings)
-    return await run_in_threadpool(partial(service.recommend, **body.model_dump()))
+    return _json(await service.recommend_async(**body.model_dump()))
 
 
 @router.get(
-    "/users/{user_id}/recommendations", responses=ERRORS_READ, dependencies=[UserReadAccess]
+    "/users/{user_id}/recommendations",
+    response_model=RecommendResponse,
+    responses=ERRORS_READ,
+    dependencies=[UserReadAccess],
 )
 async def user_recommendations(
     user_id: Annotated[Id, Path()],
@@ -51,16 +57,10 @@ async def user_recommendations(
     n: Annotated[int | None, Query(ge=1, description="Items wanted (1..max_n).")] = None,
     exclude_seen: bool = True,
     category: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-) -> RecommendResponse:
+) -> Response:
     """The simple case of ``POST /v1/recommend``: a known user, no inline history (API
     key needed unless ``open_user_reads``)."""
-    return await run_in_threadpool(
-        partial(
-            service.recommend,
-            domain=domain,
-            user_id=user_id,
-            n=n,
-            exclude_seen=exclude_seen,
-            category=category,
-        )
+    answer = await service.recommend_async(
+        domain=domain, user_id=user_id, n=n, exclude_seen=exclude_seen, category=category
     )
+    return _json(answer)

@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+import anyio.to_thread
 import numpy as np
 
 
@@ -50,6 +51,15 @@ class Interaction:
     item_id: str
     domain: str
     timestamp: float
+
+
+@dataclass(frozen=True)
+class UserRead:
+    """What a recommend reads about a named user, in one go: whether they were erased, and
+    their stored history (domain -> item ids, oldest first) in the domains asked for."""
+
+    erased: bool
+    history: dict[str, list[str]]
 
 
 @dataclass(frozen=True)
@@ -150,6 +160,18 @@ class Store(ABC):
     @abstractmethod
     def get_history(self, user_id: str) -> dict[str, list[str]]:
         """domain -> item ids, oldest first (capped)."""
+
+    def read_user(self, user_id: str, domains: Sequence[str]) -> UserRead:
+        """Erasure flag + stored history in ``domains`` (what a recommend needs). This
+        default asks twice; a store that can answers in one round trip."""
+        erased = self.is_erased(user_id)
+        history = self.get_history(user_id)
+        return UserRead(erased, {d: history[d] for d in domains if d in history})
+
+    async def read_user_async(self, user_id: str, domains: Sequence[str]) -> UserRead:
+        """:meth:`read_user` for the event loop. This default runs it on a worker thread
+        (a blocking store must not stall the loop); the Redis store reads on the loop."""
+        return await anyio.to_thread.run_sync(self.read_user, user_id, domains)
 
     @abstractmethod
     def popularity(self, domain: str) -> dict[str, int]:

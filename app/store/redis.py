@@ -62,10 +62,12 @@ from app.store.base import (
     Store,
     StoredItem,
     StoreUnavailable,
+    UserRead,
     WantedBundle,
     pack_vector,
     unpack_vector,
 )
+from app.store.redis_async import AsyncUserReader
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +219,12 @@ class RedisStore(Store):
         self._k_erased = f"{prefix}erased"
         self._k_count = f"{prefix}interactions"
         self._k_bundle = f"{prefix}bundle"
+        self._aio = AsyncUserReader(
+            url,
+            timeout_s=socket_timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            max_connections=max_connections,
+        )
         self._warn_if_not_durable()
 
     # --- keys ------------------------------------------------------------------------
@@ -413,6 +421,29 @@ class RedisStore(Store):
                 pipe.lrange(self._k_hist(user_id, domain), 0, -1)
             lists = pipe.execute()
         return {d: [_s(i) for i in items] for d, items in zip(domains, lists, strict=True)}
+
+    def read_user(self, user_id: str, domains: Sequence[str]) -> UserRead:
+        keys = [self._k_hist(user_id, d) for d in domains]
+        with self._errors():
+            pipe = self._r.pipeline(transaction=True)  # one round trip, one instant
+            pipe.hexists(self._k_erased, user_id)
+            for key in keys:
+                pipe.lrange(key, 0, -1)
+            replies = pipe.execute()
+        return self._user_read(domains, replies[0], replies[1:])
+
+    async def read_user_async(self, user_id: str, domains: Sequence[str]) -> UserRead:
+        keys = [self._k_hist(user_id, d) for d in domains]
+        with self._errors():
+            erased, lists = await self._aio.read(self._k_erased, user_id, keys)
+        return self._user_read(domains, erased, lists)
+
+    @staticmethod
+    def _user_read(domains: Sequence[str], erased: Any, lists: list[Any]) -> UserRead:
+        history = {
+            d: [i.decode() for i in ids] for d, ids in zip(domains, lists, strict=True) if ids
+        }
+        return UserRead(bool(erased), history)
 
     def popularity(self, domain: str) -> dict[str, int]:
         with self._errors():

@@ -67,10 +67,10 @@ def test_genuine_bug_is_a_logged_500(
         svc = service_of(c)
         assert svc.wait_ready(30)
 
-        def boom(**_: object) -> None:
+        async def boom(**_: object) -> None:
             raise RuntimeError("bug")
 
-        svc.recommend = boom  # type: ignore[method-assign]
+        svc.recommend_async = boom  # type: ignore[method-assign,assignment]
         r = c.post("/v1/recommend", json={"domain": "arts"})
         assert r.status_code == 500 and r.json() == {"detail": "internal server error"}
 

@@ -26,9 +26,9 @@ def _redis_server() -> Any:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server not installed (make system-deps)")
     try:
-        from tests.redis_server import RedisServer
+        from bench.redis_server import RedisServer
     except ImportError:
-        pytest.skip("tests/redis_server.py not available yet")
+        pytest.skip("bench/redis_server.py not available yet")
     return RedisServer()
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.redis_server import RedisServer
 from tests.app.fakes import FakeEngineFactory
-from tests.redis_server import RedisServer
 from tests.reliability.procs import FAKE_APP, ServiceProcess
 
 MAX_N = 2000  # lets a test list a whole (fake) domain: "is the item served at all"

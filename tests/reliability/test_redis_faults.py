@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from app.store.redis import RedisStore
-from tests.redis_server import RedisServer
+from bench.redis_server import RedisServer
 from tests.reliability.procs import AUTH, ServiceProcess, record, wait_for
 from tests.reliability.traffic import Outcome, Traffic, by_status
 

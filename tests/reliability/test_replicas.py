@@ -26,7 +26,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.redis_server import RedisServer
+from bench.redis_server import RedisServer
 from tests.reliability.conftest import MAX_N
 from tests.reliability.procs import AUTH, ServiceProcess, record
 

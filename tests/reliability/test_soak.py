@@ -33,8 +33,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.redis_server import RedisServer
 from tests.app.real_bundle import RealBundles, build_real_bundles
-from tests.redis_server import RedisServer
 from tests.reliability.procs import AUTH, REAL_APP, ServiceProcess, record
 from tests.reliability.traffic import Traffic
 

@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -248,6 +249,12 @@ def test_stats_count_what_the_service_did(client: TestClient) -> None:
     rec = next(r for r in s["latency"] if r["route"] == "/v1/recommend")
     assert rec["count"] == 4 and 0 < rec["p50_ms"] <= rec["p95_ms"] <= rec["p99_ms"]
     assert s["reloads"] == {"succeeded": 1}
+    # A local write does not move the feed position (only a contiguous read of the feed
+    # does): the sync loop (every 0.05 s) reads the registration back shortly.
+    deadline = time.monotonic() + 5
+    while s["replica"]["feed_seq"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+        s = client.get("/v1/stats").json()
     assert s["replica"] == {
         "store": "sqlite",  # the settings' store_url scheme (the test's store is in memory)
         "feed_seq": 1,  # one registration

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from fastapi.testclient import TestClient
 
 import app.state as state_module
 from app.settings import Settings
+from app.store.base import UserRead
 from tests.app.conftest import AUTH, catalogue_ids, running
 from tests.app.fakes import FakeEngineFactory, MemoryStore
 
@@ -192,3 +195,39 @@ def test_category_filter_paths_agree(
     # Fallback (no history) with a filter: popular matching items, most popular first.
     out = rec(client, domain="arts", n=3, category="group2", exclude=["arts-2"])
     assert [i["item_id"] for i in out["items"]] == ["arts-5", "arts-8", "arts-11"]
+
+
+class _SlowReads(MemoryStore):
+    """A store whose user read blocks (a slow store, read through the default
+    ``read_user_async``: on a worker thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def read_user(self, user_id: str, domains: Sequence[str]) -> UserRead:
+        self.release.wait(10)
+        return super().read_user(user_id, domains)
+
+
+def test_a_slow_store_read_does_not_stall_other_requests(
+    make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
+) -> None:
+    """Recommends run on the event loop: a blocking store must stay off it."""
+    store = _SlowReads()
+    with running(make_settings(), engine_factory, store) as client:
+        slow: list[int] = []
+        t = threading.Thread(
+            target=lambda: slow.append(
+                client.post(
+                    "/v1/recommend", json={"user_id": "u1", "domain": "arts"}, headers=AUTH
+                ).status_code
+            )
+        )
+        t.start()
+        time.sleep(0.2)  # the named-user request is waiting on the store now
+        r = client.post("/v1/recommend", json={"history": ["arts-1"], "domain": "arts"})
+        assert r.status_code == 200 and not slow  # answered while the other one waits
+        store.release.set()
+        t.join(10)
+        assert slow == [200]

@@ -1,4 +1,4 @@
-"""Fixtures for the Store contract tests: a private redis-server (see tests/redis_server.py)
+"""Fixtures for the Store contract tests: a private redis-server (see bench/redis_server.py)
 and one ``Backend`` per implementation, so every contract test runs on both."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from app.store.base import Store
 from app.store.redis import RedisStore
 from app.store.sqlite import SQLiteStore
-from tests.redis_server import RedisServer
+from bench.redis_server import RedisServer
 
 
 def _need_redis_server() -> None:

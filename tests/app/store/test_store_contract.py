@@ -3,7 +3,9 @@ real redis-server. Implementation-specific checks are at the end."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -22,13 +24,14 @@ from app.store.base import (
     Store,
     StoredItem,
     StoreUnavailable,
+    UserRead,
     WantedBundle,
 )
 from app.store.factory import create_store
 from app.store.redis import RedisStore
 from app.store.sqlite import SQLiteStore
+from bench.redis_server import RedisServer
 from tests.app.store.conftest import Backend
-from tests.redis_server import RedisServer
 
 
 def item(item_id: str, domain: str = "arts", **kw: object) -> StoredItem:
@@ -253,6 +256,23 @@ def test_empty_batch_and_bad_cap(store: Store) -> None:
     with pytest.raises(ValueError):
         store.add_interactions(rows("u", "arts", ["a"]), 0)
     assert store.get_history("u") == {}
+
+
+def test_read_user_gives_erasure_and_history_of_the_asked_domains(store: Store) -> None:
+    """What a recommend reads (blocking and on the event loop): the same answer."""
+    store.add_interactions(rows("u", "arts", ["a1", "a2"]) + rows("u", "toys", ["t1"]), 5)
+
+    def both(user: str, domains: list[str]) -> UserRead:
+        sync = store.read_user(user, domains)
+        assert asyncio.run(store.read_user_async(user, domains)) == sync
+        return sync
+
+    assert both("u", ["arts", "office"]) == UserRead(False, {"arts": ["a1", "a2"]})
+    assert both("u", ["arts", "toys"]).history == {"arts": ["a1", "a2"], "toys": ["t1"]}
+    assert both("nobody", ["arts"]) == UserRead(False, {})
+    store.erase_user("u", 1.0)
+    store.add_interactions(rows("u", "arts", ["a3"]), 5)  # after the erasure: kept
+    assert both("u", ["arts"]) == UserRead(True, {"arts": ["a3"]})
 
 
 # --- user erasure -----------------------------------------------------------------------
@@ -629,6 +649,42 @@ def test_redis_outage_raises_store_unavailable_and_recovers(
     assert s.put_item(item("b")) > 1
     assert {i.item_id for i in s.list_items()} == {"a", "b"}
     assert s.get_history("u") == {"arts": ["a"]}
+
+
+def test_redis_async_user_read_outage_timeout_and_recovery(
+    own_redis_server: RedisServer,
+) -> None:
+    s = RedisStore(own_redis_server.url, prefix="aio:")
+    s.add_interactions(rows("u", "arts", ["a"]), 5)
+
+    async def reads() -> None:
+        assert (await s.read_user_async("u", ["arts"])).history == {"arts": ["a"]}
+        own_redis_server.stop(hard=True)
+        with pytest.raises(StoreUnavailable):
+            await s.read_user_async("u", ["arts"])
+        own_redis_server.start()
+        # the pooled connection died with the server: replaced, no error
+        assert (await s.read_user_async("u", ["arts"])).history == {"arts": ["a"]}
+
+    asyncio.run(reads())
+
+    # More concurrent reads than pooled connections wait for one instead of failing.
+    small = RedisStore(own_redis_server.url, prefix="aio:", max_connections=2)
+
+    async def many() -> list[UserRead]:
+        return await asyncio.gather(*(small.read_user_async("u", ["arts"]) for _ in range(50)))
+
+    assert all(r.history == {"arts": ["a"]} for r in asyncio.run(many()))
+    # A server that accepts but never answers: the read gives up after the timeout.
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen()
+        port = mute.getsockname()[1]
+        slow = RedisStore(f"redis://127.0.0.1:{port}/0", socket_timeout_s=0.3)
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            asyncio.run(slow.read_user_async("u", ["arts"]))
+        assert time.monotonic() - t0 < 5
 
 
 def test_redis_stale_connections_after_a_restart_are_replaced(

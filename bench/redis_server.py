@@ -1,4 +1,5 @@
-"""A private redis-server for tests: free loopback port, own data directory, AOF on.
+"""A private redis-server for tests and benchmarks (bench/serve.py): free loopback port,
+own data directory, AOF on.
 
     with RedisServer() as server:          # starts it
         store = RedisStore(server.url)

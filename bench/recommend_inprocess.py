@@ -1,0 +1,133 @@
+"""Where a recommend's time goes without HTTP: ``service.recommend`` (blocking) and
+``service.recommend_async`` (on an event loop) per request type, against their parts.
+
+    python bench/recommend_inprocess.py --bundle artifacts/serve-work/bundle-100000
+
+Same bundle, request bodies, stored histories, Redis (private server, AOF always) and
+thread pins as bench/serve.py. Prints p50 ms per request type for: the store read
+(``read_user``), the model work (``embed_user`` + ``index.search``), serialising the
+answer, and the whole call with the top-N cache off, and on (second pass = cache hits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from redis_server import RedisServer
+from serve import RECOMMEND_TYPES, THREAD_ENV, build_requests
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def p50_ms(fn: Callable[[Any], object], reqs: list[Any]) -> float:
+    times = []
+    for req in reqs:
+        t = time.perf_counter()
+        fn(req)
+        times.append(time.perf_counter() - t)
+    return float(np.percentile(times, 50) * 1000)
+
+
+def measure(svc: Any, state: Any, rs: list[dict[str, Any]], *, cached: bool) -> dict[str, float]:
+    """p50 ms of each part for the requests ``rs`` (one type) on service ``svc``."""
+    row: dict[str, float] = {}
+    for r in rs[:20]:
+        svc.recommend(**r)  # warm-up
+    if cached:
+        for r in rs:
+            svc.recommend(**r)  # fills the cache
+        row["recommend (cache hit)"] = p50_ms(lambda r: svc.recommend(**r), rs)
+        return row
+    rec = svc.recommender
+    row["store read_user"] = p50_ms(
+        lambda r: svc.store.read_user(r.get("user_id", "-"), state.domains), rs
+    )
+
+    def work(r: dict[str, Any]) -> None:
+        user = rec._looked_up("x", svc.store.read_user(r.get("user_id", "-"), state.domains))
+        by, _ = rec._collect_history(state, rec._query(r)[1], user, [])
+        emb = state.engine.embed_user(r["domain"], by)
+        seen = {i for ids in by.values() for i in ids}
+        state.indexes[r["domain"]].search(emb.vector, 10, exclude=[seen])
+
+    row["read + embed + search"] = p50_ms(work, rs)
+    answers = [svc.recommend(**r) for r in rs]
+    row["serialise answer"] = p50_ms(lambda a: a.model_dump_json(), answers)
+    row["recommend (no cache)"] = p50_ms(lambda r: svc.recommend(**r), rs)
+
+    async def run_async() -> float:
+        times = []
+        for r in rs:
+            t = time.perf_counter()
+            await svc.recommend_async(**r)
+            times.append(time.perf_counter() - t)
+        return float(np.percentile(times, 50) * 1000)
+
+    row["recommend_async (no cache)"] = asyncio.run(run_async())
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--bundle", default="artifacts/serve-work/bundle-100000")
+    ap.add_argument("--source", default="artifacts/demo-bundle", help="the unpadded bundle")
+    ap.add_argument("--calls", type=int, default=300)
+    a = ap.parse_args()
+    for k, v in THREAD_ENV.items():
+        os.environ.setdefault(k, v)
+
+    from app.engine import load_engine
+    from app.schemas import InteractionIn
+    from app.service import RecommendationService
+    from app.settings import Settings
+    from app.store.redis import RedisStore
+
+    bundle = Path(a.bundle)
+    n_items = json.loads((bundle / "manifest.json").read_text())["data"]["padded"]
+    reqs = build_requests(Path(a.source), int(n_items["items_per_domain"]))
+    rows = [InteractionIn(**r) for rs in reqs["stored"].values() for r in rs]
+    bodies = {k: [json.loads(b) for b in reqs["bodies"][k]][: a.calls] for k in RECOMMEND_TYPES}
+    out: dict[str, dict[str, float]] = {}
+    with RedisServer() as server:
+        for cache in (0, 200):
+            values: dict[str, Any] = {
+                "bundle_path": bundle,
+                "store_url": server.url,
+                "topn_cache_items": cache,
+                "replica_sync_interval_s": 0,
+                "popularity_refresh_s": 0,
+            }
+            settings = Settings(**values)
+            svc = RecommendationService(settings, RedisStore(server.url), load_engine)
+            svc.start()
+            assert svc.wait_ready(900)
+            svc.wait_reload(900)  # encoder warm-up done: nothing else holds the GIL
+            state = svc.state
+            assert state is not None
+            if cache == 0:
+                for start in range(0, len(rows), 500):
+                    svc.add_interactions(rows[start : start + 500])
+            for kind, rs in bodies.items():
+                out.setdefault(kind, {}).update(measure(svc, state, rs, cached=cache > 0))
+            svc.stop()
+    names = list(next(iter(out.values())))
+    print("| p50 ms | " + " | ".join(RECOMMEND_TYPES) + " |")
+    print("|---|" + "---:|" * len(RECOMMEND_TYPES))
+    for name in names:
+        print(f"| {name} | " + " | ".join(f"{out[k].get(name, 0):.3f}" for k in out) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""The model thread (app/model_thread.py): results, errors, batching, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from app.model_thread import ModelThread
+
+
+def test_results_errors_and_the_thread_it_runs_on() -> None:
+    mt = ModelThread()
+
+    def boom() -> None:
+        raise ValueError("bad")
+
+    async def go() -> None:
+        assert await mt.run(lambda: 2 + 2) == 4
+        assert await mt.run(lambda: threading.current_thread().name) == "micrec-model"
+        with pytest.raises(ValueError, match="bad"):
+            await mt.run(boom)
+
+    asyncio.run(go())
+    asyncio.run(go())  # another event loop later: still delivered
+    mt.stop()
+    assert not any(t.name == "micrec-model" for t in threading.enumerate())
+
+
+def test_waiting_jobs_run_as_one_batch() -> None:
+    mt = ModelThread()
+    gate = threading.Event()
+
+    async def go() -> list[int]:
+        first = asyncio.ensure_future(mt.run(lambda: gate.wait(10) and 0))
+        await asyncio.sleep(0.05)  # the thread is busy with the first job
+        rest = [asyncio.ensure_future(mt.run(lambda k=k: k)) for k in range(1, 6)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        return list(await asyncio.gather(first, *rest))
+
+    assert asyncio.run(go()) == [0, 1, 2, 3, 4, 5]
+    assert mt.jobs == 6 and mt.batches == 2  # the five waiting jobs were taken at once
+    mt.stop()
