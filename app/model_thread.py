@@ -6,6 +6,10 @@ wakes (one queue wake-up per batch) and runs them in turn, handing each answer b
 as it is ready; when idle a job runs at once (no added wait). The jobs of a batch are not
 computed together (fold-in and search one request at a time). Inline vs this thread:
 docs/results/serve-steps/hotpath.md.
+
+With ``count`` > 1 (``model_threads``) several threads share one queue and each takes one
+job at a time: the GIL-free parts of a fold-in and a search (torch, FAISS) of different
+requests then overlap on different cores, which one thread cannot do.
 """
 
 from __future__ import annotations
@@ -36,32 +40,43 @@ def _deliver(done: list[_Done]) -> None:
 class ModelThread:
     """Started by the first :meth:`run`; :meth:`stop` ends it."""
 
-    def __init__(self, name: str = "micrec-model") -> None:
+    def __init__(self, name: str = "micrec-model", count: int = 1) -> None:
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
         self.name = name
+        self.count = count
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self.batches = 0
         self.jobs = 0
 
+    def _thread_name(self, i: int) -> str:
+        return self.name if self.count == 1 else f"{self.name}-{i}"
+
     async def run(self, fn: Callable[[], T]) -> T:
         """``fn()`` on the model thread; its result (or exception) here."""
-        if self._thread is None:
+        if not self._threads:
             with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-                    self._thread.start()
+                if not self._threads:
+                    self._threads = [
+                        threading.Thread(target=self._run, name=self._thread_name(i), daemon=True)
+                        for i in range(self.count)
+                    ]
+                    for thread in self._threads:
+                        thread.start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._jobs.put((fn, future, loop))
         return await future
 
     def stop(self, timeout: float = 10.0) -> None:
-        """End the thread after the jobs already queued."""
+        """End the threads after the jobs already queued."""
         with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
+            threads, self._threads = self._threads, []
+        for _ in threads:
             self._jobs.put(None)
+        for thread in threads:
             thread.join(timeout)
 
     def _run(self) -> None:
@@ -71,7 +86,7 @@ class ModelThread:
                 return
             batch = [first]
             stopping = False
-            while True:
+            while self.count == 1:  # several threads: one job each, so they overlap
                 try:
                     job = self._jobs.get_nowait()
                 except queue.Empty:

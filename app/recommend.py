@@ -72,7 +72,9 @@ class Recommender(Resource):
     def __init__(self, parts: Parts) -> None:
         super().__init__(parts)
         self.topn = TopNCache(self.settings.topn_cache_items, self.settings.topn_cache_entries)
-        self.model_thread = ModelThread() if self.settings.model_thread else None
+        self.model_thread = (
+            ModelThread(count=self.settings.model_threads) if self.settings.model_thread else None
+        )
 
     def stop(self) -> None:
         if self.model_thread is not None:

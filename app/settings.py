@@ -366,6 +366,14 @@ class Settings(BaseSettings):
         "inline on the event loop, which used more CPU per request and lost at c=1 and "
         "c=32 in interleaved runs (docs/results/serve-steps/hotpath.md).",
     )
+    model_threads: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Model threads per worker when model_thread is on; more than one lets "
+        "the GIL-free parts (torch, FAISS) of concurrent recommends overlap on several "
+        "cores (docs/results/serve-steps/model-threads.md).",
+    )
     topn_cache_items: int = Field(
         200,
         ge=0,

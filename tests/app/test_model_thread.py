@@ -43,3 +43,21 @@ def test_waiting_jobs_run_as_one_batch() -> None:
     assert asyncio.run(go()) == [0, 1, 2, 3, 4, 5]
     assert mt.jobs == 6 and mt.batches == 2  # the five waiting jobs were taken at once
     mt.stop()
+
+
+def test_several_threads_run_waiting_jobs_at_the_same_time() -> None:
+    mt = ModelThread(count=2)
+    both = threading.Barrier(2, timeout=10)  # passes only if two jobs run at once
+
+    def job() -> str:
+        both.wait()
+        return threading.current_thread().name
+
+    async def go() -> list[str]:
+        return list(await asyncio.gather(mt.run(job), mt.run(job)))
+
+    assert sorted(asyncio.run(go())) == ["micrec-model-0", "micrec-model-1"]
+    mt.stop()
+    assert not any(t.name.startswith("micrec-model") for t in threading.enumerate())
+    with pytest.raises(ValueError, match="count must be >= 1"):
+        ModelThread(count=0)
