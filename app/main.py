@@ -194,7 +194,12 @@ def create_app(
     environment; tests pass settings, a test engine factory and/or a store."""
     if settings is None:
         settings = load_settings(env_file=os.environ.get("MICREC_ENV_FILE"))
-    factory: EngineFactory = engine_factory or partial(load_engine, device=settings.device)
+    factory: EngineFactory = engine_factory or partial(
+        load_engine,
+        device=settings.device,
+        cache_root=settings.serving_cache_root,
+        vector_dtype=settings.vector_dtype,
+    )
     metrics = Metrics()
 
     @asynccontextmanager

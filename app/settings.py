@@ -132,6 +132,25 @@ class Settings(BaseSettings):
         description="Bundle users searched to calibrate an IVF index's nprobe; 0 = no "
         "calibration (nprobe = ivf_nprobe).",
     )
+    serving_cache: bool = Field(
+        True,
+        description="Write the arrays derived from a bundle (serving item vectors, template "
+        "rows, each domain's FAISS index) once per machine and memory-map them read-only, so "
+        "the workers of a machine share one copy instead of holding one each "
+        "(docs/results/serve-steps/mmap.md); false = compute them in each worker's memory.",
+    )
+    serving_cache_dir: Path | None = Field(
+        None,
+        description="Where the serving cache is written (one subdirectory per bundle and "
+        "settings, keyed by their hash); unset = <bundle>/serving-cache. Must be writable; "
+        "if it is not, the service computes in memory and logs a warning.",
+    )
+    vector_dtype: Literal["float32", "float16"] = Field(
+        "float32",
+        description="Storage of the bundle's serving item vectors in the cache and index "
+        "(float16: half the memory, scores on rounded vectors; recall and NDCG effect in "
+        "docs/results/serve-steps/float16.md). Needs serving_cache for the engine's copy.",
+    )
 
     # --- state store -----------------------------------------------------------------
     store_url: str = Field(
@@ -305,6 +324,12 @@ class Settings(BaseSettings):
     @property
     def auth_enabled(self) -> bool:
         return bool(self.api_keys)
+
+    def serving_cache_root(self, bundle_path: Path) -> Path | None:
+        """The serving cache directory for ``bundle_path`` (None: caching off)."""
+        if not self.serving_cache:
+            return None
+        return self.serving_cache_dir or Path(bundle_path) / "serving-cache"
 
     @property
     def bundles_root(self) -> Path:

@@ -17,9 +17,12 @@ single writer (the service serialises them).
 
 from __future__ import annotations
 
+import logging
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +31,9 @@ import torch
 from model.bundle import Bundle
 from model.nn.blend import DomainBlend, profile
 from model.nn.foldin import MultiDomainEmbedder, project_content
+from model.serving_cache import CacheError, cache_key, load_array, open_cached, save_array
+
+log = logging.getLogger("micrec.inference")
 
 USER_METHODS = ("inductive", "cross_domain", "none")
 
@@ -49,7 +55,8 @@ class UserEmbedding:
 class DomainCatalogue:
     """The servable bundle items of one domain: ``vectors`` float32 [n_items, dim] (inner
     product with a user's vector = the served score, the blend's parts included),
-    ``popularity`` int64 training degree, titles/categories for display and filters."""
+    ``popularity`` int64 training degree, titles/categories for display and filters.
+    With a serving cache ``vectors`` is a read-only memory map (float32 or float16)."""
 
     domain: str
     item_ids: list[str]
@@ -67,10 +74,24 @@ class _AddedItem:
     reduced: torch.Tensor | None = None  # c of the score blend, [r]
 
 
-class InferenceEngine:
-    """Serves a trained MICRec bundle: user and item embeddings without retraining."""
+VECTOR_DTYPES = ("float32", "float16")
 
-    def __init__(self, bundle: Bundle) -> None:
+
+class InferenceEngine:
+    """Serves a trained MICRec bundle: user and item embeddings without retraining.
+
+    ``cache_dir``: where the arrays the engine derives from the bundle (serving item
+    vectors, each item's template row) are written once per machine and memory-mapped
+    (model.serving_cache), so every worker process shares one copy; None computes them in
+    this process's memory. ``vector_dtype``: storage of the cached serving item vectors
+    ("float16" halves them; user vectors and fold-in stay float32).
+    """
+
+    def __init__(
+        self, bundle: Bundle, *, cache_dir: Path | None = None, vector_dtype: str = "float32"
+    ) -> None:
+        if vector_dtype not in VECTOR_DTYPES:
+            raise ValueError(f"vector_dtype must be one of {VECTOR_DTYPES}, got {vector_dtype!r}")
         self.bundle = bundle
         self.model_version = bundle.model_version
         self.domains = sorted(bundle.domains)
@@ -92,11 +113,14 @@ class InferenceEngine:
         for d, s in bundle.domains.items():
             self._item_pos.update({iid: (d, k) for k, iid in enumerate(s.item_ids)})
             self._user_pos[d] = {u: k for k, u in enumerate(s.user_ids)}
+        vectors = self._cached_arrays(cache_dir, vector_dtype)
         self._catalogues = {
             d: DomainCatalogue(
                 domain=d,
                 item_ids=s.item_ids,
-                vectors=self._serving_items(d, s.embedder.item_vectors()),
+                vectors=vectors[d]
+                if d in vectors
+                else self._serving_items(d, s.embedder.item_vectors()),
                 popularity=s.popularity,
                 categories=s.categories,
                 titles=s.titles,
@@ -106,6 +130,36 @@ class InferenceEngine:
         self._added: dict[str, _AddedItem] = {}
         self._encoders: dict[str, Any] = {}
         self._enc_lock = threading.Lock()
+
+    def _cached_arrays(self, cache_dir: Path | None, dtype: str) -> dict[str, np.ndarray]:
+        """Serving vectors per domain from the memory-mapped cache (built on a miss); the
+        embedders' item template rows are switched to the cached copy too. {} without a
+        cache (or when it cannot be written: then computed here, as without one)."""
+        if cache_dir is None:
+            return {}
+        files = {d: Path(self.bundle.manifest["domain_files"][d]).stem for d in self.domains}
+
+        def build(tmp: Path) -> None:
+            for d, stem in files.items():
+                s = self.bundle.domains[d]
+                v = self._serving_items(d, s.embedder.item_vectors())
+                save_array(tmp, f"vectors-{stem}", v.astype(dtype))
+                save_array(tmp, f"template-{stem}", s.embedder.item_template.cpu().numpy())
+
+        key = cache_key(self.bundle.path / "manifest.json", {"engine": 1, "dtype": dtype})
+        try:
+            directory = open_cached(Path(cache_dir), key, build)
+        except CacheError as err:
+            log.warning("%s; serving vectors are computed in memory", err)
+            return {}
+        out = {}
+        for d, stem in files.items():
+            out[d] = load_array(directory, f"vectors-{stem}")
+            emb = self.bundle.domains[d].embedder
+            with warnings.catch_warnings():  # read-only by design: nothing writes to it
+                warnings.simplefilter("ignore", UserWarning)
+                emb.item_template = torch.from_numpy(load_array(directory, f"template-{stem}"))
+        return out
 
     def _serving_items(self, domain: str, z: torch.Tensor) -> np.ndarray:
         blend = self._blends.get(domain)
@@ -127,8 +181,15 @@ class InferenceEngine:
         return np.ascontiguousarray(v.cpu().numpy(), dtype=np.float32)
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, *, device: str = "cpu") -> InferenceEngine:
-        return cls(bundle)
+    def from_bundle(
+        cls,
+        bundle: Bundle,
+        *,
+        device: str = "cpu",
+        cache_dir: Path | None = None,
+        vector_dtype: str = "float32",
+    ) -> InferenceEngine:
+        return cls(bundle, cache_dir=cache_dir, vector_dtype=vector_dtype)
 
     # --- catalogue --------------------------------------------------------------------
     def catalogue(self, domain: str) -> DomainCatalogue:
