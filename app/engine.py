@@ -75,10 +75,12 @@ def load_engine(
     device: str = "cpu",
     cache_root: Callable[[Path], Path | None] | None = None,
     vector_dtype: str = "float32",
+    encoder_provider: Callable[[str], Any] | None = None,
 ) -> InferenceEngine:
     """The production engine factory: verify and load a bundle, never unpickling.
 
-    ``cache_root(path)``: the serving cache directory for the bundle (None: no cache).
+    ``cache_root(path)``: the serving cache directory for the bundle (None: no cache);
+    ``encoder_provider``: content encoders by name (None: in this process).
     """
     from model.bundle import load_bundle
 
@@ -87,4 +89,5 @@ def load_engine(
         device=device,
         cache_dir=None if cache_root is None else cache_root(path),
         vector_dtype=vector_dtype,
+        encoder_provider=encoder_provider,
     )

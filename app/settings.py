@@ -30,8 +30,11 @@ from model.runconfig import ConfigError
 ENV_PREFIX = "MICREC_"
 
 
-LIBRARY_ENV_KEYS = frozenset({"MICREC_THREADS", "MICREC_ENV_FILE"})
-"""``MICREC_*`` variables read by the library/CLI rather than by the service settings."""
+LIBRARY_ENV_KEYS = frozenset(
+    {"MICREC_THREADS", "MICREC_ENV_FILE", "MICREC_ENCODER_ADDRESS", "MICREC_ENCODER_KEY"}
+)
+"""``MICREC_*`` variables read by the library/CLI rather than by the service settings
+(the encoder ones are set by ``micrec serve`` for its workers, app/encoding.py)."""
 
 MB = 1024 * 1024
 
@@ -99,6 +102,30 @@ class Settings(BaseSettings):
         description="Threads per worker for item registration and replacement (content "
         "encoding), counted apart from request_threads so a registration never queues "
         "behind recommendations.",
+    )
+
+    encoder_process: bool = Field(
+        True,
+        description="Encode registration content (MiniLM text, EfficientNet image) in a "
+        "separate process, one per machine (micrec serve starts it; an app started "
+        "otherwise starts its own on its first registration) and restarted if it dies, so "
+        "encodings and recommends do not compete for a worker's interpreter; false = "
+        "encode on the worker's registration threads.",
+    )
+    encoder_threads: int = Field(
+        1, ge=1, description="torch threads of the encoder process (its CPU budget)."
+    )
+    encoder_queue: int = Field(
+        8,
+        ge=1,
+        description="Most registrations of one worker waiting for or in the encoder process; "
+        "one more gets 503 + Retry-After at once.",
+    )
+    encoder_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A registration whose encoding takes longer gets 503 + Retry-After (the "
+        "encoder process being down or restarting is a 503 at once).",
     )
 
     # --- index -----------------------------------------------------------------------

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,11 +84,18 @@ class InferenceEngine:
     vectors, each item's template row) are written once per machine and memory-mapped
     (model.serving_cache), so every worker process shares one copy; None computes them in
     this process's memory. ``vector_dtype``: storage of the cached serving item vectors
-    ("float16" halves them; user vectors and fold-in stay float32).
+    ("float16" halves them; user vectors and fold-in stay float32). ``encoder_provider``:
+    returns the content encoder called ``name`` (default ``create_encoder``, in this
+    process; the service passes one that encodes in a separate process).
     """
 
     def __init__(
-        self, bundle: Bundle, *, cache_dir: Path | None = None, vector_dtype: str = "float32"
+        self,
+        bundle: Bundle,
+        *,
+        cache_dir: Path | None = None,
+        vector_dtype: str = "float32",
+        encoder_provider: Callable[[str], Any] | None = None,
     ) -> None:
         if vector_dtype not in VECTOR_DTYPES:
             raise ValueError(f"vector_dtype must be one of {VECTOR_DTYPES}, got {vector_dtype!r}")
@@ -130,6 +137,7 @@ class InferenceEngine:
         self._added: dict[str, _AddedItem] = {}
         self._encoders: dict[str, Any] = {}
         self._enc_lock = threading.Lock()
+        self._encoder_provider = encoder_provider
 
     def _cached_arrays(self, cache_dir: Path | None, dtype: str) -> dict[str, np.ndarray]:
         """Serving vectors per domain from the memory-mapped cache (built on a miss); the
@@ -188,8 +196,14 @@ class InferenceEngine:
         device: str = "cpu",
         cache_dir: Path | None = None,
         vector_dtype: str = "float32",
+        encoder_provider: Callable[[str], Any] | None = None,
     ) -> InferenceEngine:
-        return cls(bundle, cache_dir=cache_dir, vector_dtype=vector_dtype)
+        return cls(
+            bundle,
+            cache_dir=cache_dir,
+            vector_dtype=vector_dtype,
+            encoder_provider=encoder_provider,
+        )
 
     # --- catalogue --------------------------------------------------------------------
     def catalogue(self, domain: str) -> DomainCatalogue:
@@ -306,7 +320,8 @@ class InferenceEngine:
         with self._enc_lock:
             if modality not in self._encoders:
                 info = self.encoders_info[modality]
-                self._encoders[modality] = create_encoder(info["name"])
+                make = self._encoder_provider or create_encoder
+                self._encoders[modality] = make(info["name"])
             return self._encoders[modality]
 
     def content_modalities(self) -> list[str]:

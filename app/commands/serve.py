@@ -113,6 +113,22 @@ def run(args: argparse.Namespace) -> int:
             "`micrec demo build` makes a demo bundle)"
         )
     os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout_s)  # for every worker
+    supervisor = None
+    if settings.encoder_process:  # one encoder process for all workers of this machine
+        from app.encoding import EncoderSupervisor
+
+        supervisor = EncoderSupervisor(settings.encoder_threads)
+        supervisor.start()
+        os.environ.update(supervisor.env())
+    try:
+        _run_uvicorn(uvicorn, settings)
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+    return 0
+
+
+def _run_uvicorn(uvicorn: Any, settings: Any) -> None:
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -125,4 +141,3 @@ def run(args: argparse.Namespace) -> int:
         limit_concurrency=settings.max_concurrency,
         h11_max_incomplete_event_size=settings.max_header_bytes,
     )
-    return 0
