@@ -99,9 +99,10 @@ class DomainIndex:
         self._rw = RWLock()
         self._write_mutex = threading.Lock()
         self._base = BaseIndex.empty(self.dim)
-        self._base_ids: list[str] = []  # base label (row) -> id
-        self._base_labels: dict[str, int] = {}  # id -> base label, for ids still served
+        self._base_ids: Sequence[str] = []  # base label (row) -> id
+        self._base_pos: Callable[[str], int | None] = _nowhere  # id -> base label
         self._hidden: set[int] = set()  # base labels removed or replaced since the build
+        self._hidden_ids: set[str] = set()
         self._delta: Any = self._new_delta()
         self._delta_ids: dict[int, str] = {}  # delta label -> id; labels never reused
         self._delta_labels: dict[str, int] = {}
@@ -150,6 +151,7 @@ class DomainIndex:
         queries: Queries = None,
         cache_root: Path | None = None,
         source_key: str = "",
+        positions: Callable[[str], int | None] | None = None,
     ) -> None:
         """Replace the whole content with ``ids`` / ``vectors`` ([n, dim]).
 
@@ -158,10 +160,16 @@ class DomainIndex:
         returning them): an IVF base with a target recall has its nprobe calibrated on
         them. ``cache_root`` + ``source_key`` (what the vectors were derived from, e.g.
         the bundle): the base is built once into ``cache_root`` and memory-mapped.
+        ``positions``: id -> row in ``ids`` (None if absent) when the caller already has
+        that map (the engine does): the index then keeps ``ids`` as given and builds no
+        dict of its own (~60 bytes per item per worker).
         """
-        ids = list(ids)
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"{self.domain}: duplicate ids in one call")
+        if positions is None:
+            ids = list(ids)
+            own = {item_id: k for k, item_id in enumerate(ids)}
+            if len(own) != len(ids):
+                raise ValueError(f"{self.domain}: duplicate ids in one call")
+            positions = own.get
         self._omp()
         with self._write_mutex:
             if cache_root is None:
@@ -175,14 +183,13 @@ class DomainIndex:
                 base = BaseIndex.load(open_cached(cache_root, key, write))
                 if len(base) != len(ids) or base.dim != self.dim:
                     raise ValueError(f"{self.domain}: cached index does not match the items")
-            labels = {item_id: k for k, item_id in enumerate(ids)}
             with self._rw.write():
-                self._base, self._base_ids, self._base_labels = base, ids, labels
-                self._hidden = set()
+                self._base, self._base_ids, self._base_pos = base, ids, positions
+                self._hidden, self._hidden_ids = set(), set()
                 self._delta, self._delta_ids, self._delta_labels = self._new_delta(), {}, {}
                 self._next_label = len(ids)
 
-    def _build_base(self, ids: list[str], vectors: np.ndarray, queries: Queries) -> BaseIndex:
+    def _build_base(self, ids: Sequence[str], vectors: np.ndarray, queries: Queries) -> BaseIndex:
         x = self._check_vectors(ids, vectors)
         q = None
         if len(ids) > self.params.exact_max_items and self.params.target_recall:
@@ -218,9 +225,10 @@ class DomainIndex:
         removed = 0
         gone = []
         for item_id in set(ids):
-            label = self._base_labels.pop(item_id, None)
+            label = self._base_label(item_id)
             if label is not None:
                 self._hidden.add(label)
+                self._hidden_ids.add(item_id)
                 removed += 1
             label = self._delta_labels.pop(item_id, None)
             if label is not None:
@@ -241,10 +249,19 @@ class DomainIndex:
 
     # --- reads ---------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._base_labels) + len(self._delta_labels)
+        return len(self._base_ids) - len(self._hidden) + len(self._delta_labels)
 
     def __contains__(self, item_id: object) -> bool:
-        return item_id in self._delta_labels or item_id in self._base_labels
+        if not isinstance(item_id, str):
+            return False
+        return item_id in self._delta_labels or self._base_label(item_id) is not None
+
+    def _base_label(self, item_id: str) -> int | None:
+        """The base row of ``item_id`` while it is served from the base, else None."""
+        if item_id in self._hidden_ids:
+            return None
+        label = self._base_pos(item_id)
+        return label if label is not None and label < len(self._base_ids) else None
 
     @property
     def nprobe(self) -> int | None:
@@ -280,7 +297,7 @@ class DomainIndex:
 
     def _label(self, item_id: str) -> int | None:
         label = self._delta_labels.get(item_id)
-        return self._base_labels.get(item_id) if label is None else label
+        return self._base_label(item_id) if label is None else label
 
     def _reconstruct(self, labels: np.ndarray) -> np.ndarray:
         """[len(labels), dim] stored vectors (caller holds a lock)."""
@@ -410,6 +427,10 @@ class DomainIndex:
             labels = np.fromiter((self._label(i) for i in ids), np.int64, len(ids))
             x = self._reconstruct(labels)
         return ids, x
+
+
+def _nowhere(item_id: str) -> int | None:
+    return None
 
 
 def measure_recall(index: DomainIndex, queries: np.ndarray, k: int) -> float:

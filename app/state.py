@@ -156,6 +156,11 @@ def build_state(engine: Engine, path: Path, settings: Settings) -> ModelState:
     )
 
 
+def _bundle_row(engine: Engine, domain: str, item_id: str) -> int | None:
+    pos = engine.bundle_position(item_id)
+    return pos[1] if pos is not None and pos[0] == domain else None
+
+
 def bundle_key(path: Path) -> str:
     """What a bundle's derived files depend on: its manifest (every file's sha256)."""
     return cache_key(Path(path) / "manifest.json", {})
@@ -193,6 +198,7 @@ def build_domain_index(
         queries=queries,
         cache_root=settings.serving_cache_root(path) if bundle and path else None,
         source_key=bundle_key(path) if bundle and path else "",
+        positions=partial(_bundle_row, engine, domain),  # the engine's map, not a copy
     )
     c = index.calibration
     if c is not None and c.exact_instead:

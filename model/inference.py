@@ -115,10 +115,14 @@ class InferenceEngine:
             {d: s.embedder for d, s in bundle.domains.items()},
             bundle.model.config.cross_domain_rule,
         )
-        self._item_pos: dict[str, tuple[str, int]] = {}
+        # item id -> domain number << 32 | row: one int per item rather than a (domain, row)
+        # tuple (~60 bytes less per item in every worker; 180 MB at 3 x 1e6 items)
+        self._item_pos: dict[str, int] = {}
+        self._domain_order = list(bundle.domains)
         self._user_pos: dict[str, dict[str, int]] = {}
         for d, s in bundle.domains.items():
-            self._item_pos.update({iid: (d, k) for k, iid in enumerate(s.item_ids)})
+            code = self._domain_order.index(d) << 32
+            self._item_pos.update({iid: code | k for k, iid in enumerate(s.item_ids)})
             self._user_pos[d] = {u: k for k, u in enumerate(s.user_ids)}
         vectors = self._cached_arrays(cache_dir, vector_dtype)
         self._catalogues = {
@@ -211,8 +215,9 @@ class InferenceEngine:
         return self._catalogues[domain]
 
     def item_domain(self, item_id: str) -> str | None:
-        if item_id in self._item_pos:
-            return self._item_pos[item_id][0]
+        code = self._item_pos.get(item_id)
+        if code is not None:
+            return self._domain_order[code >> 32]
         added = self._added.get(item_id)
         return added.domain if added else None
 
@@ -221,7 +226,8 @@ class InferenceEngine:
 
     def bundle_position(self, item_id: str) -> tuple[str, int] | None:
         """(domain, row in that domain's :meth:`catalogue`) of a bundle item, else None."""
-        return self._item_pos.get(item_id)
+        code = self._item_pos.get(item_id)
+        return None if code is None else (self._domain_order[code >> 32], code & 0xFFFFFFFF)
 
     def bundle_history(self, user_id: str) -> dict[str, list[str]]:
         """The user's training-input items per domain as shipped in the bundle ({} if unknown)."""
@@ -257,9 +263,10 @@ class InferenceEngine:
                 if iid in seen:
                     continue
                 seen.add(iid)
-                if iid in self._item_pos:
-                    d, k = self._item_pos[iid]
-                    local.setdefault(d, []).append(k)
+                code = self._item_pos.get(iid)
+                if code is not None:
+                    d = self._domain_order[code >> 32]
+                    local.setdefault(d, []).append(code & 0xFFFFFFFF)
                 elif iid in self._added:
                     a = self._added[iid]
                     if a.content is not None:

@@ -379,6 +379,24 @@ def test_cached_base_is_memory_mapped_and_answers_the_same(
     assert len(list(tmp_path.iterdir())) == 4
 
 
+def test_positions_of_the_caller_replace_the_index_s_own_map(
+    flat: tuple[DomainIndex, np.ndarray],
+) -> None:
+    """Given the caller's id -> row map (the engine's), the index answers as with its own."""
+    own, x = flat
+    ids = ids_of(500)
+    rows = {i: k for k, i in enumerate(ids)} | {"elsewhere": 7}  # another domain's id
+    shared = DomainIndex("arts", D, threads=1)
+    shared.build(ids, x, positions=lambda i: rows.get(i) if i != "elsewhere" else None)
+    assert len(shared) == 500 and "i7" in shared and "elsewhere" not in shared
+    assert shared.search(x[:3], 20) == own.search(x[:3], 20)
+    assert shared.remove(["i7", "elsewhere"]) == 1 and "i7" not in shared and len(shared) == 499
+    assert shared.vector("i7") is None and shared.remove(["i7"]) == 0
+    shared.upsert(["i7"], x[7:8])
+    np.testing.assert_array_equal(shared.vector("i7"), x[7])
+    assert [i for i, _ in shared.search(x[7], 1)[0]] == ["i7"]
+
+
 @pytest.mark.parametrize("kind", ["flat", "ivf"])
 def test_float16_storage_rounds_vectors_only(kind: str, rng: np.random.Generator) -> None:
     d = 16
