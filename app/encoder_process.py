@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import threading
+import time
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection, Listener
 from typing import Any
@@ -78,10 +79,19 @@ def _serve_connection(conn: Connection, max_frame: int) -> None:
                     return
 
 
-def serve(address: str, authkey: bytes, threads: int, max_frame: int) -> None:
-    """Process entry point: listen on ``address`` until killed."""
+def _exit_with_parent(parent: int) -> None:
+    """End this process when the one that started it is gone (even killed with SIGKILL,
+    when multiprocessing's own clean-up of daemon children never runs)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+def serve(address: str, authkey: bytes, threads: int, max_frame: int, parent: int) -> None:
+    """Process entry point: listen on ``address`` until killed or orphaned."""
     import torch
 
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     with Listener(address, family="AF_UNIX", authkey=authkey) as listener:

@@ -81,7 +81,7 @@ class EncoderSupervisor:
         ctx = multiprocessing.get_context("spawn")
         self._proc = ctx.Process(
             target=serve,
-            args=(self.address, self.authkey, self.threads, MAX_FRAME),
+            args=(self.address, self.authkey, self.threads, MAX_FRAME, os.getpid()),
             name="micrec-encoder",
             daemon=True,
         )

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,3 +100,32 @@ def test_encoder_errors_are_value_errors_and_a_wrong_key_is_refused(
     with pytest.raises(Exception):  # noqa: B017 - AuthenticationError or a 503
         stranger.encode("minilm-l6-v2", TEXT)
     assert client.encode("minilm-l6-v2", TEXT).shape == (384,)  # still serving
+
+
+def test_the_process_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
+    """A parent killed with SIGKILL runs no clean-up; the orphaned encoder must not live on."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, time\n"
+        "from app.encoding import EncoderSupervisor\n"
+        "sup = EncoderSupervisor(1)\n"
+        "sup.start()\n"
+        "print(sup.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, cwd=Path(__file__).parents[2]
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    os.kill(child, 0)  # running
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "orphaned encoder process still running"
+        time.sleep(0.1)
