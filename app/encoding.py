@@ -62,13 +62,16 @@ class EncoderSupervisor:
         self._monitor: threading.Thread | None = None
         self.restarts = 0
 
-    def start(self, wait_s: float = 30.0) -> None:
-        """Start the process and wait (up to ``wait_s``) until it listens."""
+    def start(self, wait_s: float = 120.0) -> None:
+        """Start the process and wait until it listens (at most ``wait_s``: importing torch
+        on a busy machine takes a while; a process that dies meanwhile ends the wait)."""
         self._spawn()
         self._monitor = threading.Thread(target=self._watch, name="micrec-encoder", daemon=True)
         self._monitor.start()
         deadline = time.monotonic() + wait_s
         while not Path(self.address).exists() and time.monotonic() < deadline:
+            if not self._proc.is_alive():
+                break
             time.sleep(0.02)
 
     @property

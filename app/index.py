@@ -35,12 +35,12 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import faiss
 import numpy as np
 
 from app.index_base import BaseIndex, BaseParams, IndexCalibration, default_nlist
+from app.index_delta import DeltaIndex
 from app.rwlock import RWLock
 from model.serving_cache import open_cached
 
@@ -103,10 +103,7 @@ class DomainIndex:
         self._base_pos: Callable[[str], int | None] = _nowhere  # id -> base label
         self._hidden: set[int] = set()  # base labels removed or replaced since the build
         self._hidden_ids: set[str] = set()
-        self._delta: Any = self._new_delta()
-        self._delta_ids: dict[int, str] = {}  # delta label -> id; labels never reused
-        self._delta_labels: dict[str, int] = {}
-        self._next_label = 0
+        self._delta = DeltaIndex(self.dim, 0)
 
     @property
     def exact_max_items(self) -> int:
@@ -124,23 +121,8 @@ class DomainIndex:
         if self.threads is not None:
             faiss.omp_set_num_threads(self.threads)
 
-    def _new_delta(self) -> Any:
-        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
-
     def _check_vectors(self, ids: Sequence[str], vectors: np.ndarray) -> np.ndarray:
-        vectors = np.asarray(vectors)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(
-                f"{self.domain}: vectors must have shape [n, {self.dim}], got {vectors.shape}"
-            )
-        if len(ids) != vectors.shape[0]:
-            raise ValueError(f"{self.domain}: {len(ids)} ids for {vectors.shape[0]} vectors")
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"{self.domain}: duplicate ids in one call")
-        out = np.ascontiguousarray(vectors, dtype=np.float32)
-        if not np.isfinite(out).all():
-            raise ValueError(f"{self.domain}: vectors contain NaN or inf")
-        return out
+        return check_vectors(self.domain, self.dim, ids, vectors)
 
     # --- construction --------------------------------------------------------------------
     def build(
@@ -186,8 +168,7 @@ class DomainIndex:
             with self._rw.write():
                 self._base, self._base_ids, self._base_pos = base, ids, positions
                 self._hidden, self._hidden_ids = set(), set()
-                self._delta, self._delta_ids, self._delta_labels = self._new_delta(), {}, {}
-                self._next_label = len(ids)
+                self._delta = DeltaIndex(self.dim, len(ids))
 
     def _build_base(self, ids: Sequence[str], vectors: np.ndarray, queries: Queries) -> BaseIndex:
         x = self._check_vectors(ids, vectors)
@@ -212,34 +193,18 @@ class DomainIndex:
         self._omp()
         with self._write_mutex, self._rw.write():
             self._remove_locked(ids)
-            start = max(self._next_label, len(self._base_ids))
-            labels = np.arange(start, start + len(ids), dtype=np.int64)
-            self._next_label = start + len(ids)
-            self._delta.add_with_ids(x, labels)
-            for item_id, label in zip(ids, labels.tolist(), strict=True):
-                self._delta_ids[label] = item_id
-                self._delta_labels[item_id] = label
+            self._delta.add(ids, x)
 
     def _remove_locked(self, ids: Sequence[str]) -> int:
         """Remove ids from both parts (caller holds the write lock); returns how many."""
         removed = 0
-        gone = []
         for item_id in set(ids):
             label = self._base_label(item_id)
             if label is not None:
                 self._hidden.add(label)
                 self._hidden_ids.add(item_id)
                 removed += 1
-            label = self._delta_labels.pop(item_id, None)
-            if label is not None:
-                del self._delta_ids[label]
-                gone.append(label)
-        if gone:
-            sel = np.array(gone, dtype=np.int64)
-            # IndexIDMap tests every stored id for membership: a hash set, not a list scan.
-            selector = faiss.IDSelectorBatch(sel.size, faiss.swig_ptr(sel))
-            removed += int(self._delta.remove_ids(selector))
-        return removed
+        return removed + self._delta.remove(ids)
 
     def remove(self, ids: Sequence[str]) -> int:
         """Remove the given ids; unknown ids are ignored. Returns how many were removed."""
@@ -249,12 +214,12 @@ class DomainIndex:
 
     # --- reads ---------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._base_ids) - len(self._hidden) + len(self._delta_labels)
+        return len(self._base_ids) - len(self._hidden) + len(self._delta)
 
     def __contains__(self, item_id: object) -> bool:
         if not isinstance(item_id, str):
             return False
-        return item_id in self._delta_labels or self._base_label(item_id) is not None
+        return item_id in self._delta.labels or self._base_label(item_id) is not None
 
     def _base_label(self, item_id: str) -> int | None:
         """The base row of ``item_id`` while it is served from the base, else None."""
@@ -276,7 +241,7 @@ class DomainIndex:
     @property
     def delta_size(self) -> int:
         """Vectors upserted since the build (held in the exact in-memory part)."""
-        return len(self._delta_labels)
+        return len(self._delta)
 
     @property
     def needs_rebuild(self) -> bool:
@@ -296,7 +261,7 @@ class DomainIndex:
             self._base.set_nprobe(nprobe)
 
     def _label(self, item_id: str) -> int | None:
-        label = self._delta_labels.get(item_id)
+        label = self._delta.labels.get(item_id)
         return self._base_label(item_id) if label is None else label
 
     def _reconstruct(self, labels: np.ndarray) -> np.ndarray:
@@ -306,7 +271,7 @@ class DomainIndex:
         if in_base.any():
             out[in_base] = self._base.reconstruct(labels[in_base])
         if not in_base.all():
-            out[~in_base] = self._delta.reconstruct_batch(labels[~in_base])
+            out[~in_base] = self._delta.reconstruct(labels[~in_base])
         return out
 
     def vector(self, item_id: str) -> np.ndarray | None:
@@ -372,7 +337,7 @@ class DomainIndex:
             if exclude is not None:
                 extra = max(sum(1 for i in ex if i in self) for ex in exclude)
             scores, labels = self._candidates(q, k + extra)
-            base_ids, delta_ids = self._base_ids, self._delta_ids
+            base_ids, delta_ids = self._base_ids, self._delta.ids
             nb, hidden = len(base_ids), self._hidden
             out: list[list[tuple[str, float]]] = []
             for row in range(m):
@@ -405,28 +370,48 @@ class DomainIndex:
         else:
             scores = np.empty((q.shape[0], 0), np.float32)
             labels = np.empty((q.shape[0], 0), np.int64)
-        nd = len(self._delta_labels)
-        if not nd:
+        if not len(self._delta):
             return scores, labels
-        ds, dl = self._delta.search(q, min(want, nd))
-        scores = np.hstack([np.where(labels >= 0, scores, -np.inf), ds])
-        labels = np.hstack([labels, dl])
-        order = np.argsort(-scores, axis=1, kind="stable")
-        labels = np.take_along_axis(labels, order, axis=1)
-        top = np.take_along_axis(scores, order, axis=1)
-        labels[~np.isfinite(top)] = -1
-        return top, labels
+        return merge(scores, labels, *self._delta.search(q, want))
 
     def export(self) -> tuple[list[str], np.ndarray]:
         """(ids, [n, dim] vectors) currently in the index (for exact comparisons)."""
         with self._rw.read():
             ids = [i for k, i in enumerate(self._base_ids) if k not in self._hidden]
-            ids += list(self._delta_ids.values())
+            ids += list(self._delta.ids.values())
             if not ids:
                 return [], np.empty((0, self.dim), dtype=np.float32)
             labels = np.fromiter((self._label(i) for i in ids), np.int64, len(ids))
             x = self._reconstruct(labels)
         return ids, x
+
+
+def check_vectors(domain: str, dim: int, ids: Sequence[str], vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` as contiguous float32 [len(ids), dim], or ValueError saying what is wrong."""
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise ValueError(f"{domain}: vectors must have shape [n, {dim}], got {vectors.shape}")
+    if len(ids) != vectors.shape[0]:
+        raise ValueError(f"{domain}: {len(ids)} ids for {vectors.shape[0]} vectors")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{domain}: duplicate ids in one call")
+    out = np.ascontiguousarray(vectors, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise ValueError(f"{domain}: vectors contain NaN or inf")
+    return out
+
+
+def merge(
+    s1: np.ndarray, l1: np.ndarray, s2: np.ndarray, l2: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two (scores, labels) result lists per query merged best first (-1 labels last)."""
+    scores = np.hstack([np.where(l1 >= 0, s1, -np.inf), np.where(l2 >= 0, s2, -np.inf)])
+    labels = np.hstack([l1, l2])
+    order = np.argsort(-scores, axis=1, kind="stable")
+    labels = np.take_along_axis(labels, order, axis=1)
+    top = np.take_along_axis(scores, order, axis=1)
+    labels[~np.isfinite(top)] = -1
+    return top, labels
 
 
 def _nowhere(item_id: str) -> int | None:
