@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from model.bundle import sha256_file
+
 CACHE_FORMAT = 1
 
 META = "meta.json"
@@ -49,14 +51,6 @@ def cache_key(manifest_path: Path, params: Mapping[str, Any]) -> str:
     return h.hexdigest()[:32]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check(directory: Path, key: str) -> bool:
     """True when ``directory`` is a complete cache for ``key`` whose files match meta.json."""
     meta_path = directory / META
@@ -72,7 +66,7 @@ def _check(directory: Path, key: str) -> bool:
         f = directory / name
         if Path(name).name != name or not f.is_file() or f.stat().st_size != info.get("size"):
             return False
-        if _sha256(f) != info.get("sha256"):
+        if sha256_file(f) != info.get("sha256"):
             return False
     return True
 
@@ -101,7 +95,7 @@ def open_cached(root: Path, key: str, build: Callable[[Path], None]) -> Path:
             try:
                 build(tmp)
                 files = {
-                    f.name: {"size": f.stat().st_size, "sha256": _sha256(f)}
+                    f.name: {"size": f.stat().st_size, "sha256": sha256_file(f)}
                     for f in sorted(tmp.iterdir())
                 }
                 meta = {"format": CACHE_FORMAT, "key": key, "files": files}
