@@ -87,8 +87,15 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(0)
 
 
-def serve(address: str, authkey: bytes, threads: int, max_frame: int, parent: int) -> None:
+def serve(
+    address: str, authkey: bytes, threads: int, max_frame: int, parent: int, nice: int = 0
+) -> None:
     """Process entry point: listen on ``address`` until killed or orphaned."""
+    if nice:
+        try:  # before torch starts its threads, which inherit it
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        except OSError as err:  # raising priority needs CAP_SYS_NICE
+            log.warning("encoder process priority %d not set: %s", nice, err)
     import torch
 
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()

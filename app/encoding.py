@@ -51,8 +51,9 @@ MAX_FRAME = 64 * 1024 * 1024
 class EncoderSupervisor:
     """Runs the encoder process and restarts it when it exits (checked twice a second)."""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, nice: int = 0) -> None:
         self.threads = threads
+        self.nice = nice
         # created (mode 0700: only this user can connect) when the process is started
         self._dir = Path(tempfile.gettempdir()) / f"micrec-encoder-{secrets.token_hex(8)}"
         self.address = str(self._dir / "encoder.sock")
@@ -84,7 +85,7 @@ class EncoderSupervisor:
         ctx = multiprocessing.get_context("spawn")
         self._proc = ctx.Process(
             target=serve,
-            args=(self.address, self.authkey, self.threads, MAX_FRAME, os.getpid()),
+            args=(self.address, self.authkey, self.threads, MAX_FRAME, os.getpid(), self.nice),
             name="micrec-encoder",
             daemon=True,
         )
@@ -139,8 +140,10 @@ class EncoderClient:
         self._lock = threading.Lock()
 
     @classmethod
-    def own_process(cls, *, threads: int, timeout_s: float, max_pending: int) -> EncoderClient:
-        sup = EncoderSupervisor(threads)
+    def own_process(
+        cls, *, threads: int, timeout_s: float, max_pending: int, nice: int = 0
+    ) -> EncoderClient:
+        sup = EncoderSupervisor(threads, nice)
         return cls(
             sup.address, sup.authkey, timeout_s=timeout_s, max_pending=max_pending, supervisor=sup
         )
@@ -236,7 +239,7 @@ def encoder_client(settings: Settings) -> EncoderClient | None:
         "max_pending": settings.encoder_queue,
     }
     return EncoderClient.from_env(**kw) or EncoderClient.own_process(
-        threads=settings.encoder_threads, **kw
+        threads=settings.encoder_threads, nice=settings.encoder_nice, **kw
     )
 
 

@@ -115,6 +115,13 @@ class Settings(BaseSettings):
     encoder_threads: int = Field(
         1, ge=1, description="torch threads of the encoder process (its CPU budget)."
     )
+    encoder_nice: int = Field(
+        0,
+        ge=-20,
+        le=19,
+        description="Scheduling priority (nice) of the encoder process; below 0 lets an "
+        "encoding take CPU from busy workers (needs CAP_SYS_NICE, else logged and ignored).",
+    )
     encoder_queue: int = Field(
         8,
         ge=1,

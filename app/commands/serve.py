@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if settings.encoder_process:  # one encoder process for all workers of this machine
         from app.encoding import EncoderSupervisor
 
-        supervisor = EncoderSupervisor(settings.encoder_threads)
+        supervisor = EncoderSupervisor(settings.encoder_threads, settings.encoder_nice)
         supervisor.start()
         os.environ.update(supervisor.env())
     try:
