@@ -51,7 +51,7 @@ MAX_FRAME = 64 * 1024 * 1024
 class EncoderSupervisor:
     """Runs the encoder process and restarts it when it exits (checked twice a second)."""
 
-    def __init__(self, threads: int, nice: int = 0) -> None:
+    def __init__(self, threads: int, nice: int = -5) -> None:
         self.threads = threads
         self.nice = nice
         # created (mode 0700: only this user can connect) when the process is started
@@ -141,7 +141,7 @@ class EncoderClient:
 
     @classmethod
     def own_process(
-        cls, *, threads: int, timeout_s: float, max_pending: int, nice: int = 0
+        cls, *, threads: int, timeout_s: float, max_pending: int, nice: int = -5
     ) -> EncoderClient:
         sup = EncoderSupervisor(threads, nice)
         return cls(
