@@ -125,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if supervisor is not None:
             supervisor.stop()
+            for key in supervisor.env():  # a stale address must not outlive the process
+                os.environ.pop(key, None)
     return 0
 
 

@@ -106,12 +106,13 @@ def test_the_process_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
     """A parent killed with SIGKILL runs no clean-up; the orphaned encoder must not live on."""
     script = tmp_path / "parent.py"
     script.write_text(
-        "import sys, time\n"
+        "import time\n"
         "from app.encoding import EncoderSupervisor\n"
-        "sup = EncoderSupervisor(1)\n"
-        "sup.start()\n"
-        "print(sup.pid, flush=True)\n"
-        "time.sleep(600)\n"
+        "if __name__ == '__main__':  # the spawned child imports this file too\n"
+        "    sup = EncoderSupervisor(1)\n"
+        "    sup.start()\n"
+        "    print(sup.pid, flush=True)\n"
+        "    time.sleep(600)\n"
     )
     parent = subprocess.Popen(
         [sys.executable, str(script)], stdout=subprocess.PIPE, cwd=Path(__file__).parents[2]
