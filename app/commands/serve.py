@@ -88,7 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="worker processes (MICREC_WORKERS, default 1)")
     p.add_argument("--bundle", help="model bundle directory (MICREC_BUNDLE_PATH)")
     p.add_argument("--env-file", help="read MICREC_* settings from this file")
-    p.set_defaults(handler=run)
+    # the supervisor of --workers N never needs torch (~160 MB it would hold for nothing);
+    # torch and OpenMP read the thread count from the environment where they are imported
+    p.set_defaults(handler=run, lazy_threads=True)
 
 
 def run(args: argparse.Namespace) -> int:
