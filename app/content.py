@@ -19,7 +19,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from app.errors import InvalidInput, PayloadTooLarge
-from model.encoders.image import IMAGE_FORMATS, MAX_ASPECT_RATIO, ImageRejected, check_geometry
+from model.encoders.imageguard import (
+    IMAGE_FORMATS,
+    MAX_ASPECT_RATIO,
+    ImageRejected,
+    check_geometry,
+)
 
 CATEGORY_SEPARATOR = "|"
 

@@ -69,8 +69,25 @@ EngineFactory = Callable[[Path], Engine]
 """Loads an engine from a bundle directory (raises e.g. ``model.bundle.BundleError``)."""
 
 
-def load_engine(path: Path, *, device: str = "cpu") -> InferenceEngine:
-    """The production engine factory: verify and load a bundle, never unpickling."""
+def load_engine(
+    path: Path,
+    *,
+    device: str = "cpu",
+    cache_root: Callable[[Path], Path | None] | None = None,
+    vector_dtype: str = "float32",
+    encoder_provider: Callable[[str], Any] | None = None,
+) -> InferenceEngine:
+    """The production engine factory: verify and load a bundle, never unpickling.
+
+    ``cache_root(path)``: the serving cache directory for the bundle (None: no cache);
+    ``encoder_provider``: content encoders by name (None: in this process).
+    """
     from model.bundle import load_bundle
 
-    return InferenceEngine.from_bundle(load_bundle(path, device=device), device=device)
+    return InferenceEngine.from_bundle(
+        load_bundle(path, device=device),
+        device=device,
+        cache_dir=None if cache_root is None else cache_root(path),
+        vector_dtype=vector_dtype,
+        encoder_provider=encoder_provider,
+    )

@@ -1,139 +1,53 @@
 """Per-domain FAISS inner-product index over string item ids.
 
-Index kinds (chosen by :meth:`DomainIndex.build` from the number of items):
+A domain index has two parts, searched together and merged by score:
 
-* ``"flat"`` (n <= ``exact_max_items``): ``IndexIDMap2(IndexFlatIP)``, exact. The ID map
-  lets single items be removed and reconstructed by label.
-* ``"ivf"``: ``IndexIVFFlat`` over the vectors mapped from inner product to L2 (below),
-  ``nlist`` ~ 4*sqrt(n) lists trained on (a sample of) the vectors, ``nprobe`` lists
-  scanned per query. It keeps its own ids, and a hashtable direct map makes remove and
-  reconstruct by label work. Candidates are re-scored by exact inner product.
+* the **base** (app/index_base.py): the bundle's items, read-only once built: exact
+  (flat) up to ``exact_max_items``, IVF above (nprobe calibrated on real users). With a
+  serving cache directory it is built once per machine, written to a file and
+  memory-mapped read-only by every worker (``IO_FLAG_MMAP_IFC``), so workers share one
+  copy of the pages instead of holding one each;
+* the **delta**: a small in-memory exact index (``IndexIDMap2(IndexFlatIP)``) of the
+  vectors upserted after the build (items registered through the API, replacements).
+  Removing or replacing a base item hides its base row (over-fetched like an exclusion).
 
-Why IVF over L2 rather than inner product: item vectors are not unit length, and lists
-built by k-means for inner product miss long vectors. Appending ``sqrt(R^2 - |x|^2)`` to
-every item (``R`` = the largest norm at build time) and 0 to every query makes L2 order
-equal inner-product order (Bachrach et al., RecSys 2014): on the padded 1e5 bench
-catalogue recall@100 at nprobe 32 rose from 0.49 to 1.00 (bench/ivf_mips_transform.py).
-Items upserted later with a norm above ``R`` have no such coordinate; they go to a small
-exact "overflow" index searched alongside (a rebuild folds them in).
+Search results never contain FAISS's ``-1`` padding, honour ``exclude`` by over-fetching,
+and scores are raw inner products (normalise vectors first for cosine).
 
-Recall is measured, not assumed: when :meth:`DomainIndex.build` gets sample queries (the
-service passes real users of the bundle), it searches them exactly and raises ``nprobe``
-from the configured value, doubling, until recall@100 reaches ``ivf_target_recall``
-(:attr:`DomainIndex.calibration` records the outcome; all lists = exact, so the target is
-always reachable). When the target needs more than half of the lists, the domain is served
-by an exact index instead: on vectors with no cluster structure IVF at that nprobe was
-slower than exact search (bench/index_recall.py).
-
-The kind is fixed at build time: upserts into a flat index that push it past
-``exact_max_items`` keep it exact (correct, only slower) and IVF keeps its trained
-centroids for new vectors; :attr:`DomainIndex.needs_rebuild` says when a rebuild (done by
-the caller, e.g. at the next model load) would change the kind.
+The base's kind is fixed at build time: upserts that push a flat index past
+``exact_max_items`` keep it exact (correct, only slower) and IVF keeps its trained lists;
+:attr:`DomainIndex.needs_rebuild` says when a rebuild (e.g. at the next model load) would
+change the kind, or when more than 1 % of an IVF index's items sit in the exact delta.
 
 Concurrency: FAISS allows concurrent searches but not a search during ``add``/``remove``.
-We use a writer-preferring readers-writer lock rather than copy-on-write snapshots:
-
-* copy-on-write clones the whole index per write, O(n*d) time and a second copy in memory
-  (~0.5 GB transient at 1M items, d=64) for every registered cold-start item, while a
-  single-item add/remove under the exclusive lock takes microseconds (flat add, IVF add)
-  to a few milliseconds (an O(n) compaction on remove), so readers wait at most that long;
-* ``build`` (seconds for IVF: k-means) is done outside the lock on a new index that is then
-  swapped in under the exclusive lock, so a rebuild never blocks searches;
-* writer preference keeps a steady stream of searches from starving registrations.
-
-Writers are serialised by a separate mutex, so a build cannot overwrite an upsert that ran
-while it was training. Search results never contain FAISS's ``-1`` padding, honour
-``exclude`` by over-fetching, and scores are raw inner products (normalise vectors first
-for cosine).
+A writer-preferring readers-writer lock (app/rwlock.py) guards the delta and the label
+maps rather than copy-on-write snapshots (which would clone the index per write);
+``build`` (seconds for IVF: k-means) runs outside the lock on new objects that are then
+swapped in, so a rebuild never blocks searches. Writers are serialised by a separate
+mutex, so a build cannot overwrite an upsert that ran while it was training.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import hashlib
+import json
 import threading
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import faiss
 import numpy as np
 
+from app.index_base import BaseIndex, BaseParams, IndexCalibration, default_nlist
+from app.index_delta import DeltaIndex
+from app.rwlock import RWLock
+from model.serving_cache import open_cached
 
-class _RWLock:
-    """Many readers or one writer; waiting writers block new readers (writer preference)."""
+__all__ = ["DomainIndex", "IndexCalibration", "default_nlist", "measure_recall"]
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._readers = 0
-        self._writer = False
-        self._writers_waiting = 0
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        with self._cond:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        with self._cond:
-            self._writers_waiting += 1
-            try:
-                while self._writer or self._readers:
-                    self._cond.wait()
-            finally:
-                self._writers_waiting -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
-
-
-@dataclasses.dataclass(frozen=True)
-class IndexCalibration:
-    """How an IVF index's ``nprobe`` was chosen at build time."""
-
-    target_recall: float
-    nprobe: int
-    nlist: int
-    recall: float  # recall@k at ``nprobe`` on the sample queries
-    k: int
-    queries: int
-    seconds: float
-    exact_instead: bool = False
-    """The target needed more than half of the lists: the index was built exact instead
-    (scanning that much of an IVF index costs about what exact search does)."""
-
-
-def _augment(x: np.ndarray, radius: float) -> np.ndarray:
-    """[n, d] -> [n, d+1]: append sqrt(radius^2 - |x|^2), so |x'| = radius for every row and
-    |q' - x'|^2 = |q|^2 + radius^2 - 2 q.x for a query q' = [q, 0]."""
-    sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
-    extra = np.sqrt(np.maximum(radius * radius - sq, 0.0))
-    return np.ascontiguousarray(np.hstack([x, extra[:, None]]), dtype=np.float32)
-
-
-def _pad_queries(q: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.hstack([q, np.zeros((q.shape[0], 1), q.dtype)]))
-
-
-def default_nlist(n: int) -> int:
-    """~4*sqrt(n) inverted lists, at least 1 and never more than n/39 (FAISS wants >= 39
-    training points per centroid for a stable k-means)."""
-    return max(1, min(round(4 * math.sqrt(n)), n // 39))
+Queries = np.ndarray | Callable[[], np.ndarray] | None
+"""Calibration queries, or a function computing them (called only when the base is built)."""
 
 
 class DomainIndex:
@@ -143,7 +57,7 @@ class DomainIndex:
     default (``OMP_NUM_THREADS`` or the number of cores). ``omp_set_num_threads`` only
     sets the *calling* thread's value, so setting it once at construction would not reach
     the server's worker threads: it is set again (a cheap per-thread variable) before every
-    FAISS call.
+    FAISS call. ``dtype``: storage of the base vectors ("float32" or "float16").
     """
 
     def __init__(
@@ -158,6 +72,7 @@ class DomainIndex:
         threads: int | None = None,
         ivf_train_points_per_list: int = 64,
         ivf_train_iters: int = 10,
+        dtype: str = "float32",
     ) -> None:
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
@@ -165,238 +80,204 @@ class DomainIndex:
             raise ValueError(f"ivf_nprobe must be >= 1, got {ivf_nprobe}")
         if ivf_target_recall is not None and not 0 < ivf_target_recall <= 1:
             raise ValueError(f"ivf_target_recall must be in (0, 1], got {ivf_target_recall}")
-        self.domain = domain
-        self.dim = int(dim)
-        self.exact_max_items = int(exact_max_items)
-        self.ivf_nlist = ivf_nlist
-        self.ivf_nprobe = int(ivf_nprobe)
-        self.ivf_target_recall = ivf_target_recall
-        # k-means on 64 points per list is within noise of FAISS's default 256 for recall
-        # and 4x cheaper to train (1M items: ~4000 lists, 256k training points).
-        self.ivf_train_points_per_list = int(ivf_train_points_per_list)
-        # 10 k-means iterations instead of FAISS's 25: IVF only needs a reasonable
-        # partition (recall is measured, bench/index_recall.py), and training is the
-        # dominant cost of a build.
-        self.ivf_train_iters = int(ivf_train_iters)
+        if dtype not in ("float32", "float16"):
+            raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        self.domain = domain
+        self.dim = int(dim)
+        self.params = BaseParams(
+            exact_max_items=int(exact_max_items),
+            nlist=ivf_nlist,
+            nprobe=int(ivf_nprobe),
+            target_recall=ivf_target_recall,
+            train_points_per_list=int(ivf_train_points_per_list),
+            train_iters=int(ivf_train_iters),
+            dtype=dtype,
+        )
         self.threads = threads
-        self._rw = _RWLock()
+        self._rw = RWLock()
         self._write_mutex = threading.Lock()
-        # Any: faiss's stubs type IVF attributes (nprobe, nlist) on subclasses only.
-        self._index: Any = self._new_flat()
-        self.kind = "flat"
-        # IVF only: the radius of the L2 mapping, and the exact index (+ its labels) for
-        # vectors upserted after the build with a larger norm.
-        self._radius = 0.0
-        self._overflow: Any = self._new_flat()
-        self._overflow_labels: set[int] = set()
-        self.calibration: IndexCalibration | None = None
-        self._ids: list[str | None] = []  # label -> id (None once removed); labels never reused
-        self._labels: dict[str, int] = {}  # id -> label
+        self._base = BaseIndex.empty(self.dim)
+        self._base_ids: Sequence[str] = []  # base label (row) -> id
+        self._base_pos: Callable[[str], int | None] = _nowhere  # id -> base label
+        self._hidden: set[int] = set()  # base labels removed or replaced since the build
+        self._hidden_ids: set[str] = set()
+        self._delta = DeltaIndex(self.dim, 0)
+
+    @property
+    def exact_max_items(self) -> int:
+        return self.params.exact_max_items
+
+    @property
+    def kind(self) -> str:
+        return self._base.kind
+
+    @property
+    def calibration(self) -> IndexCalibration | None:
+        return self._base.calibration
 
     def _omp(self) -> None:
         if self.threads is not None:
             faiss.omp_set_num_threads(self.threads)
 
-    # --- construction --------------------------------------------------------------------
-    def _new_flat(self) -> faiss.Index:
-        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
-
-    def _new_ivf(self, augmented: np.ndarray) -> Any:
-        n = augmented.shape[0]
-        nlist = min(self.ivf_nlist or default_nlist(n), n)
-        quantizer = faiss.IndexFlatL2(self.dim + 1)
-        index = faiss.IndexIVFFlat(quantizer, self.dim + 1, nlist, faiss.METRIC_L2)
-        # (faiss's Python wrapper keeps `quantizer` alive as long as `index`.)
-        index.cp.max_points_per_centroid = self.ivf_train_points_per_list
-        index.cp.niter = self.ivf_train_iters
-        index.train(augmented)
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
-        index.nprobe = min(self.ivf_nprobe, nlist)
-        return index
-
-    def _calibrate(self, index: Any, x: np.ndarray, queries: np.ndarray) -> IndexCalibration:
-        """Smallest nprobe (configured value, doubled up to all lists) whose recall@100 on
-        ``queries`` reaches the target; sets it on ``index``."""
-        assert self.ivf_target_recall is not None
-        t = time.perf_counter()
-        k = min(100, x.shape[0])
-        _, truth = faiss.knn(queries, x, k, metric=faiss.METRIC_INNER_PRODUCT)
-        padded = _pad_queries(queries)
-        nprobe, nlist = min(self.ivf_nprobe, index.nlist), index.nlist
-        while True:
-            index.nprobe = nprobe
-            _, found = index.search(padded, k)
-            hits = sum(
-                len(set(a.tolist()) & set(b.tolist())) for a, b in zip(truth, found, strict=True)
-            )
-            recall = hits / (k * len(queries))
-            if recall >= self.ivf_target_recall or nprobe >= nlist:
-                break
-            nprobe = min(2 * nprobe, nlist)
-        return IndexCalibration(
-            target_recall=self.ivf_target_recall,
-            nprobe=nprobe,
-            nlist=nlist,
-            recall=recall,
-            k=k,
-            queries=len(queries),
-            seconds=time.perf_counter() - t,
-        )
-
     def _check_vectors(self, ids: Sequence[str], vectors: np.ndarray) -> np.ndarray:
-        vectors = np.asarray(vectors)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(
-                f"{self.domain}: vectors must have shape [n, {self.dim}], got {vectors.shape}"
-            )
-        if len(ids) != vectors.shape[0]:
-            raise ValueError(f"{self.domain}: {len(ids)} ids for {vectors.shape[0]} vectors")
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"{self.domain}: duplicate ids in one call")
-        out = np.ascontiguousarray(vectors, dtype=np.float32)
-        if not np.isfinite(out).all():
-            raise ValueError(f"{self.domain}: vectors contain NaN or inf")
-        return out
+        return check_vectors(self.domain, self.dim, ids, vectors)
 
+    # --- construction --------------------------------------------------------------------
     def build(
-        self, ids: Sequence[str], vectors: np.ndarray, *, queries: np.ndarray | None = None
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        *,
+        queries: Queries = None,
+        cache_root: Path | None = None,
+        source_key: str = "",
+        positions: Callable[[str], int | None] | None = None,
     ) -> None:
-        """Replace the whole content with ``ids`` / ``vectors`` ([n, dim] float32).
+        """Replace the whole content with ``ids`` / ``vectors`` ([n, dim]).
 
-        The new index is constructed (and trained, for IVF) while searches keep using the
-        old one, then swapped in. ``queries`` ([m, dim], e.g. real user vectors): for an
-        IVF index with ``ivf_target_recall`` set, ``nprobe`` is calibrated on them.
+        The new base is constructed (and trained, for IVF) while searches keep using the
+        old one, then swapped in. ``queries`` ([m, dim] real user vectors, or a function
+        returning them): an IVF base with a target recall has its nprobe calibrated on
+        them. ``cache_root`` + ``source_key`` (what the vectors were derived from, e.g.
+        the bundle): the base is built once into ``cache_root`` and memory-mapped.
+        ``positions``: id -> row in ``ids`` (None if absent) when the caller already has
+        that map (the engine does): the index then keeps ``ids`` as given and builds no
+        dict of its own (~60 bytes per item per worker).
         """
-        ids = list(ids)
-        x = self._check_vectors(ids, vectors)
-        n = len(ids)
+        if positions is None:
+            ids = list(ids)
+            own = {item_id: k for k, item_id in enumerate(ids)}
+            if len(own) != len(ids):
+                raise ValueError(f"{self.domain}: duplicate ids in one call")
+            positions = own.get
         self._omp()
-        calibration = None
-        radius = 0.0
         with self._write_mutex:
-            if n > self.exact_max_items and n > 0:
-                radius = float(np.sqrt(np.einsum("ij,ij->i", x, x).max())) or 1.0
-                augmented = _augment(x, radius)
-                index, kind = self._new_ivf(augmented), "ivf"
-                index.add_with_ids(augmented, np.arange(n, dtype=np.int64))
-                del augmented
-                if queries is not None and len(queries) and self.ivf_target_recall:
-                    q = self._check_vectors([str(k) for k in range(len(queries))], queries)
-                    calibration = self._calibrate(index, x, q)
-                    if 2 * calibration.nprobe > index.nlist:
-                        calibration = dataclasses.replace(calibration, exact_instead=True)
-                        index, kind, radius = self._new_flat(), "flat", 0.0
-                        index.add_with_ids(x, np.arange(n, dtype=np.int64))
+            if cache_root is None:
+                base = self._build_base(ids, vectors, queries)
             else:
-                index, kind = self._new_flat(), "flat"
-                if n:
-                    index.add_with_ids(x, np.arange(n, dtype=np.int64))
-            labels = {item_id: k for k, item_id in enumerate(ids)}
+                key = self._cache_key(source_key, len(ids))
+
+                def write(tmp: Path) -> None:
+                    self._build_base(ids, vectors, queries).save(tmp)
+
+                base = BaseIndex.load(open_cached(cache_root, key, write))
+                if len(base) != len(ids) or base.dim != self.dim:
+                    raise ValueError(f"{self.domain}: cached index does not match the items")
             with self._rw.write():
-                self._index, self.kind, self._radius = index, kind, radius
-                self._overflow, self._overflow_labels = self._new_flat(), set()
-                self._ids, self._labels = list(ids), labels
-                self.calibration = calibration
+                self._base, self._base_ids, self._base_pos = base, ids, positions
+                self._hidden, self._hidden_ids = set(), set()
+                self._delta = DeltaIndex(self.dim, len(ids))
+
+    def _build_base(self, ids: Sequence[str], vectors: np.ndarray, queries: Queries) -> BaseIndex:
+        x = self._check_vectors(ids, vectors)
+        q = None
+        if len(ids) > self.params.exact_max_items and self.params.target_recall:
+            q = queries() if callable(queries) else queries
+            if q is not None and len(q):
+                q = self._check_vectors([str(k) for k in range(len(q))], q)
+        return BaseIndex.build(x, self.params, q)
+
+    def _cache_key(self, source_key: str, n: int) -> str:
+        params = {"source": source_key, "domain": self.domain, "n": n, "dim": self.dim}
+        params |= dataclasses.asdict(self.params) | {"faiss": faiss.__version__}
+        return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:32]
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray) -> None:
-        """Add new ids, replace the vectors of existing ones."""
+        """Add new ids, replace the vectors of existing ones (into the exact delta)."""
         ids = list(ids)
         x = self._check_vectors(ids, vectors)
         if not ids:
             return
         self._omp()
         with self._write_mutex, self._rw.write():
-            old = np.array([self._labels[i] for i in ids if i in self._labels], dtype=np.int64)
-            if old.size:
-                self._remove_labels(old)
-            # An existing id keeps its label; a new one gets the next, never reused, label.
-            labels = np.empty(len(ids), dtype=np.int64)
-            for k, item_id in enumerate(ids):
-                label = self._labels.get(item_id)
-                if label is None:
-                    label = len(self._ids)
-                    self._ids.append(item_id)
-                    self._labels[item_id] = label
-                labels[k] = label
-            if self.kind != "ivf":
-                self._index.add_with_ids(x, labels)
-                return
-            # Rows longer than the build's radius cannot be mapped to L2 exactly.
-            fits = np.einsum("ij,ij->i", x, x) <= self._radius * self._radius
-            if fits.any():
-                self._index.add_with_ids(_augment(x[fits], self._radius), labels[fits])
-            if not fits.all():
-                self._overflow.add_with_ids(x[~fits], labels[~fits])
-                self._overflow_labels.update(labels[~fits].tolist())
+            self._remove_locked(ids)
+            self._delta.add(ids, x)
 
-    def _remove_labels(self, labels: np.ndarray) -> int:
-        """Remove labels from the FAISS index (caller holds the write lock)."""
-        if self.kind != "ivf":
-            return _remove_from(self._index, labels, hashed=False)
-        spilled = np.array([x for x in labels.tolist() if x in self._overflow_labels], np.int64)
+    def _remove_locked(self, ids: Sequence[str]) -> int:
+        """Remove ids from both parts (caller holds the write lock); returns how many."""
         removed = 0
-        if spilled.size:
-            removed += _remove_from(self._overflow, spilled, hashed=False)
-            self._overflow_labels.difference_update(spilled.tolist())
-        rest = np.setdiff1d(labels, spilled)
-        if rest.size:
-            removed += _remove_from(self._index, rest, hashed=True)
-        return removed
+        for item_id in set(ids):
+            label = self._base_label(item_id)
+            if label is not None:
+                self._hidden.add(label)
+                self._hidden_ids.add(item_id)
+                removed += 1
+        return removed + self._delta.remove(ids)
 
     def remove(self, ids: Sequence[str]) -> int:
         """Remove the given ids; unknown ids are ignored. Returns how many were removed."""
         self._omp()
         with self._write_mutex, self._rw.write():
-            labels = [self._labels.pop(i) for i in set(ids) if i in self._labels]
-            if not labels:
-                return 0
-            removed = self._remove_labels(np.array(labels, dtype=np.int64))
-            for label in labels:
-                self._ids[label] = None
-            return removed
+            return self._remove_locked(ids)
 
     # --- reads ---------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._labels)
+        return len(self._base_ids) - len(self._hidden) + len(self._delta)
 
     def __contains__(self, item_id: object) -> bool:
-        return item_id in self._labels
+        if not isinstance(item_id, str):
+            return False
+        return item_id in self._delta.labels or self._base_label(item_id) is not None
+
+    def _base_label(self, item_id: str) -> int | None:
+        """The base row of ``item_id`` while it is served from the base, else None."""
+        if item_id in self._hidden_ids:
+            return None
+        label = self._base_pos(item_id)
+        return label if label is not None and label < len(self._base_ids) else None
 
     @property
     def nprobe(self) -> int | None:
         """Lists scanned per query (IVF only)."""
-        index = self._index
-        return int(index.nprobe) if self.kind == "ivf" else None
+        return self._base.nprobe
 
     @property
-    def overflow_size(self) -> int:
-        """IVF: vectors upserted since the build that live in the exact overflow index."""
-        return len(self._overflow_labels)
+    def nlist(self) -> int | None:
+        """Inverted lists of the base (IVF only)."""
+        return self._base.nlist
+
+    @property
+    def delta_size(self) -> int:
+        """Vectors upserted since the build (held in the exact in-memory part)."""
+        return len(self._delta)
 
     @property
     def needs_rebuild(self) -> bool:
         """True when a build() over the current content would pick another kind, or when
-        more than 1 % of an IVF index's items sit in its exact overflow index."""
+        more than 1 % of an IVF index's items sit in its exact delta."""
         n = len(self)
         if (self.kind == "flat") == (n > self.exact_max_items):
             return True
-        return self.kind == "ivf" and self.overflow_size > 0.01 * n
+        return self.kind == "ivf" and self.delta_size > 0.01 * n
 
     def set_nprobe(self, nprobe: int) -> None:
         """Change the recall/latency trade-off of an IVF index (no effect on flat)."""
         if nprobe < 1:
             raise ValueError(f"nprobe must be >= 1, got {nprobe}")
         with self._write_mutex, self._rw.write():
-            self.ivf_nprobe = nprobe
-            if self.kind == "ivf":
-                self._index.nprobe = min(nprobe, self._index.nlist)
+            self.params = dataclasses.replace(self.params, nprobe=nprobe)
+            self._base.set_nprobe(nprobe)
+
+    def _label(self, item_id: str) -> int | None:
+        label = self._delta.labels.get(item_id)
+        return self._base_label(item_id) if label is None else label
+
+    def _reconstruct(self, labels: np.ndarray) -> np.ndarray:
+        """[len(labels), dim] stored vectors (caller holds a lock)."""
+        out = np.empty((labels.size, self.dim), dtype=np.float32)
+        in_base = labels < len(self._base_ids)
+        if in_base.any():
+            out[in_base] = self._base.reconstruct(labels[in_base])
+        if not in_base.all():
+            out[~in_base] = self._delta.reconstruct(labels[~in_base])
+        return out
 
     def vector(self, item_id: str) -> np.ndarray | None:
         """The stored vector of ``item_id`` (a copy), or None."""
         with self._rw.read():
-            label = self._labels.get(item_id)
+            label = self._label(item_id)
             if label is None:
                 return None
             return self._reconstruct(np.array([label], dtype=np.int64))[0].copy()
@@ -409,24 +290,12 @@ class DomainIndex:
         if q.shape[0] != self.dim or not np.isfinite(q).all():
             raise ValueError(f"{self.domain}: query must be {self.dim} finite numbers")
         with self._rw.read():
-            present = [i for i in ids if i in self._labels]
+            present = [i for i in ids if i in self]
             if not present:
                 return []
-            labels = np.fromiter((self._labels[i] for i in present), np.int64, len(present))
+            labels = np.fromiter((self._label(i) for i in present), np.int64, len(present))
             scores = self._reconstruct(labels) @ q
         return list(zip(present, scores.tolist(), strict=True))
-
-    def _reconstruct(self, labels: np.ndarray) -> np.ndarray:
-        """[len(labels), dim] stored vectors (caller holds a lock)."""
-        if self.kind != "ivf":
-            return np.asarray(self._index.reconstruct_batch(labels), dtype=np.float32)
-        out = np.empty((labels.size, self.dim), dtype=np.float32)
-        spilled = np.fromiter((x in self._overflow_labels for x in labels.tolist()), bool)
-        if spilled.any():
-            out[spilled] = self._overflow.reconstruct_batch(labels[spilled])
-        if not spilled.all():
-            out[~spilled] = self._index.reconstruct_batch(labels[~spilled])[:, : self.dim]
-        return out
 
     def search(
         self,
@@ -460,19 +329,16 @@ class DomainIndex:
             return [[] for _ in range(m)]
         self._omp()
         with self._rw.read():
-            n = len(self._labels)
+            n = len(self)
             if n == 0:
                 return [[] for _ in range(m)]
             k = min(k, n)
             extra = 0
             if exclude is not None:
-                extra = max(sum(1 for i in ex if i in self._labels) for ex in exclude)
-            fetch = min(k + extra, n)
-            if self.kind == "ivf":
-                scores, labels = self._search_ivf(q, fetch)
-            else:
-                scores, labels = self._index.search(q, fetch)
-            ids = self._ids  # labels -> ids, read under the same lock as the search
+                extra = max(sum(1 for i in ex if i in self) for ex in exclude)
+            scores, labels = self._candidates(q, k + extra)
+            base_ids, delta_ids = self._base_ids, self._delta.ids
+            nb, hidden = len(base_ids), self._hidden
             out: list[list[tuple[str, float]]] = []
             for row in range(m):
                 skip = exclude[row] if exclude is not None else ()
@@ -480,8 +346,13 @@ class DomainIndex:
                 for label, score in zip(labels[row].tolist(), scores[row].tolist(), strict=True):
                     if label < 0:  # FAISS pads with -1 when it has fewer than `fetch`
                         break
-                    item_id = ids[label]
-                    if item_id is None or item_id in skip:
+                    if label < nb:
+                        if label in hidden:
+                            continue
+                        item_id = base_ids[label]
+                    else:
+                        item_id = delta_ids[label]
+                    if item_id in skip:
                         continue
                     hits.append((item_id, score))
                     if len(hits) == k:
@@ -489,46 +360,62 @@ class DomainIndex:
                 out.append(hits)
         return out
 
-    def _search_ivf(self, q: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
-        """IVF candidates re-scored by exact inner product, merged with the overflow index:
-        ([m, fetch] scores, [m, fetch] labels), best first, -1 padded (caller holds a lock)."""
-        _, cand = self._index.search(_pad_queries(q), fetch)
-        scores = np.full(cand.shape, -np.inf, dtype=np.float32)
-        for row in range(q.shape[0]):
-            valid = cand[row] >= 0
-            if valid.any():
-                vecs = self._index.reconstruct_batch(cand[row][valid])[:, : self.dim]
-                scores[row, valid] = vecs @ q[row]
-        if self._overflow_labels:
-            extra_s, extra_l = self._overflow.search(q, min(fetch, len(self._overflow_labels)))
-            scores = np.hstack([scores, np.where(extra_l >= 0, extra_s, -np.inf)])
-            cand = np.hstack([cand, extra_l])
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :fetch]
-        labels = np.take_along_axis(cand, order, axis=1)
-        top = np.take_along_axis(scores, order, axis=1)
-        labels[~np.isfinite(top)] = -1
-        return top, labels
+    def _candidates(self, q: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``want`` live candidates per query from both parts (plus the hidden base rows
+        they may include): ([m, f] scores, [m, f] labels), best first, -1 padded."""
+        nb = len(self._base)
+        fetch_base = min(want + len(self._hidden), nb)
+        if fetch_base:
+            scores, labels = self._base.search(q, fetch_base)
+        else:
+            scores = np.empty((q.shape[0], 0), np.float32)
+            labels = np.empty((q.shape[0], 0), np.int64)
+        if not len(self._delta):
+            return scores, labels
+        return merge(scores, labels, *self._delta.search(q, want))
 
     def export(self) -> tuple[list[str], np.ndarray]:
         """(ids, [n, dim] vectors) currently in the index (for exact comparisons)."""
         with self._rw.read():
-            ids = [i for i in self._ids if i is not None]
-            labels = np.array([self._labels[i] for i in ids], dtype=np.int64)
+            ids = [i for k, i in enumerate(self._base_ids) if k not in self._hidden]
+            ids += list(self._delta.ids.values())
             if not ids:
                 return [], np.empty((0, self.dim), dtype=np.float32)
+            labels = np.fromiter((self._label(i) for i in ids), np.int64, len(ids))
             x = self._reconstruct(labels)
-        return ids, x.reshape(len(ids), self.dim)
+        return ids, x
 
 
-def _remove_from(index: Any, labels: np.ndarray, *, hashed: bool) -> int:
-    if hashed:
-        # IVF's hashtable direct map only removes through an explicit id array (it then
-        # finds each id's list directly instead of scanning all lists).
-        sel: Any = faiss.IDSelectorArray(labels.size, faiss.swig_ptr(labels))
-    else:
-        # IndexIDMap tests every stored id for membership: a hash set, not a list scan.
-        sel = faiss.IDSelectorBatch(labels.size, faiss.swig_ptr(labels))
-    return int(index.remove_ids(sel))
+def check_vectors(domain: str, dim: int, ids: Sequence[str], vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` as contiguous float32 [len(ids), dim], or ValueError saying what is wrong."""
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise ValueError(f"{domain}: vectors must have shape [n, {dim}], got {vectors.shape}")
+    if len(ids) != vectors.shape[0]:
+        raise ValueError(f"{domain}: {len(ids)} ids for {vectors.shape[0]} vectors")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{domain}: duplicate ids in one call")
+    out = np.ascontiguousarray(vectors, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise ValueError(f"{domain}: vectors contain NaN or inf")
+    return out
+
+
+def merge(
+    s1: np.ndarray, l1: np.ndarray, s2: np.ndarray, l2: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two (scores, labels) result lists per query merged best first (-1 labels last)."""
+    scores = np.hstack([np.where(l1 >= 0, s1, -np.inf), np.where(l2 >= 0, s2, -np.inf)])
+    labels = np.hstack([l1, l2])
+    order = np.argsort(-scores, axis=1, kind="stable")
+    labels = np.take_along_axis(labels, order, axis=1)
+    top = np.take_along_axis(scores, order, axis=1)
+    labels[~np.isfinite(top)] = -1
+    return top, labels
+
+
+def _nowhere(item_id: str) -> int | None:
+    return None
 
 
 def measure_recall(index: DomainIndex, queries: np.ndarray, k: int) -> float:

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import validation
+from app.encoding import encoder_client
 from app.engine import EngineFactory, load_engine
 from app.errors import ServiceError
 from app.idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -194,7 +195,15 @@ def create_app(
     environment; tests pass settings, a test engine factory and/or a store."""
     if settings is None:
         settings = load_settings(env_file=os.environ.get("MICREC_ENV_FILE"))
-    factory: EngineFactory = engine_factory or partial(load_engine, device=settings.device)
+    # registration encoding in a separate process (only for the production engine)
+    encoders = encoder_client(settings) if engine_factory is None else None
+    factory: EngineFactory = engine_factory or partial(
+        load_engine,
+        device=settings.device,
+        cache_root=settings.serving_cache_root,
+        vector_dtype=settings.vector_dtype,
+        encoder_provider=None if encoders is None else encoders.encoder,
+    )
     metrics = Metrics()
 
     @asynccontextmanager
@@ -224,6 +233,8 @@ def create_app(
             yield
         finally:
             service.stop()
+            if encoders is not None:
+                encoders.close()
             if own_store:
                 the_store.close()
 

@@ -30,8 +30,17 @@ from model.runconfig import ConfigError
 ENV_PREFIX = "MICREC_"
 
 
-LIBRARY_ENV_KEYS = frozenset({"MICREC_THREADS", "MICREC_ENV_FILE", "MICREC_DIST_BACKEND"})
-"""``MICREC_*`` variables read by the library/CLI rather than by the service settings."""
+LIBRARY_ENV_KEYS = frozenset(
+    {
+        "MICREC_THREADS",
+        "MICREC_ENV_FILE",
+        "MICREC_DIST_BACKEND",
+        "MICREC_ENCODER_ADDRESS",
+        "MICREC_ENCODER_KEY",
+    }
+)
+"""``MICREC_*`` variables read by the library/CLI rather than by the service settings
+(the encoder ones are set by ``micrec serve`` for its workers, app/encoding.py)."""
 
 MB = 1024 * 1024
 
@@ -113,6 +122,40 @@ class Settings(BaseSettings):
         "behind recommendations.",
     )
 
+    encoder_process: bool = Field(
+        True,
+        description="Encode registration content (MiniLM text, EfficientNet image) in a "
+        "separate process, one per machine (micrec serve starts it; an app started "
+        "otherwise starts its own on its first registration) and restarted if it dies, so "
+        "encodings and recommends do not compete for a worker's interpreter; false = "
+        "encode on the worker's registration threads.",
+    )
+    encoder_threads: int = Field(
+        1, ge=1, description="torch threads of the encoder process (its CPU budget)."
+    )
+    encoder_nice: int = Field(
+        -5,
+        ge=-20,
+        le=19,
+        description="Scheduling priority (nice) of the encoder process: below 0 an encoding "
+        "takes CPU from busy workers instead of queueing behind them (needs CAP_SYS_NICE, "
+        "else logged and left at 0). 2 workers, 1e5, text+image registration p99 under 31 "
+        "concurrent recommends: 263 ms at -5, 751-972 ms at 0 (docs/results/serve-steps/"
+        "memory.md).",
+    )
+    encoder_queue: int = Field(
+        8,
+        ge=1,
+        description="Most registrations of one worker waiting for or in the encoder process; "
+        "one more gets 503 + Retry-After at once.",
+    )
+    encoder_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A registration whose encoding takes longer gets 503 + Retry-After (the "
+        "encoder process being down or restarting is a 503 at once).",
+    )
+
     # --- index -----------------------------------------------------------------------
     exact_index_max_items: int = Field(
         50_000,
@@ -143,6 +186,25 @@ class Settings(BaseSettings):
         ge=0,
         description="Bundle users searched to calibrate an IVF index's nprobe; 0 = no "
         "calibration (nprobe = ivf_nprobe).",
+    )
+    serving_cache: bool = Field(
+        True,
+        description="Write the arrays derived from a bundle (serving item vectors, template "
+        "rows, each domain's FAISS index) once per machine and memory-map them read-only, so "
+        "the workers of a machine share one copy instead of holding one each "
+        "(docs/results/serve-steps/mmap.md); false = compute them in each worker's memory.",
+    )
+    serving_cache_dir: Path | None = Field(
+        None,
+        description="Where the serving cache is written (one subdirectory per bundle and "
+        "settings, keyed by their hash); unset = <bundle>/serving-cache. Must be writable; "
+        "if it is not, the service computes in memory and logs a warning.",
+    )
+    vector_dtype: Literal["float32", "float16"] = Field(
+        "float32",
+        description="Storage of the bundle's serving item vectors in the cache and index "
+        "(float16: half the memory, scores on rounded vectors; recall and NDCG effect in "
+        "docs/results/serve-steps/float16.md). Needs serving_cache for the engine's copy.",
     )
 
     # --- state store -----------------------------------------------------------------
@@ -421,6 +483,12 @@ class Settings(BaseSettings):
     @property
     def auth_enabled(self) -> bool:
         return bool(self.api_keys)
+
+    def serving_cache_root(self, bundle_path: Path) -> Path | None:
+        """The serving cache directory for ``bundle_path`` (None: caching off)."""
+        if not self.serving_cache:
+            return None
+        return self.serving_cache_dir or Path(bundle_path) / "serving-cache"
 
     @property
     def bundles_root(self) -> Path:

@@ -16,9 +16,8 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-
-import numpy as np
 
 from app.content import CategoryIndex
 from app.engine import Engine
@@ -27,6 +26,7 @@ from app.index import DomainIndex
 from app.registered import RegisteredItems
 from app.schemas import IndexCalibrationInfo, IndexInfo, ModelInfo
 from app.settings import Settings
+from model.serving_cache import cache_key
 
 log = logging.getLogger("micrec.service")
 
@@ -151,16 +151,30 @@ def build_state(engine: Engine, path: Path, settings: Settings) -> ModelState:
         engine=engine,
         bundle_path=path,
         loaded_at=time.time(),
-        indexes={d: build_domain_index(engine, d, settings) for d in engine.domains},
+        indexes={d: build_domain_index(engine, d, settings, path) for d in engine.domains},
         category_index={d: CategoryIndex(engine.catalogue(d).categories) for d in engine.domains},
     )
 
 
-def build_domain_index(engine: Engine, domain: str, settings: Settings) -> DomainIndex:
+def _bundle_row(engine: Engine, domain: str, item_id: str) -> int | None:
+    pos = engine.bundle_position(item_id)
+    return pos[1] if pos is not None and pos[0] == domain else None
+
+
+def bundle_key(path: Path) -> str:
+    """What a bundle's derived files depend on: its manifest (every file's sha256)."""
+    return cache_key(Path(path) / "manifest.json", {})
+
+
+def build_domain_index(
+    engine: Engine, domain: str, settings: Settings, path: Path | None = None
+) -> DomainIndex:
     """The serving index of ``domain``'s bundle catalogue, as ``settings`` configure it.
 
     An IVF index (catalogues above ``exact_index_max_items``) has its nprobe calibrated on
-    up to ``ivf_calibration_queries`` real bundle users of the domain.
+    up to ``ivf_calibration_queries`` real bundle users of the domain. With a serving cache
+    (``settings.serving_cache_root(path)``) the index is built once per machine and
+    memory-mapped by every worker.
     """
     cat = engine.catalogue(domain)
     index = DomainIndex(
@@ -171,12 +185,20 @@ def build_domain_index(engine: Engine, domain: str, settings: Settings) -> Domai
         ivf_nprobe=settings.ivf_nprobe,
         ivf_target_recall=settings.ivf_target_recall,
         threads=settings.faiss_threads,
+        dtype=settings.vector_dtype,
     )
     queries = None
-    if len(cat.item_ids) > settings.exact_index_max_items and settings.ivf_calibration_queries:
-        queries = engine.sample_user_vectors(domain, settings.ivf_calibration_queries)
+    if settings.ivf_calibration_queries:
+        # called only when the index is built (not when a cached one is mapped)
+        queries = partial(engine.sample_user_vectors, domain, settings.ivf_calibration_queries)
+    bundle = path is not None and (Path(path) / "manifest.json").is_file()
     index.build(
-        list(cat.item_ids), np.ascontiguousarray(cat.vectors, dtype=np.float32), queries=queries
+        cat.item_ids,
+        cat.vectors,
+        queries=queries,
+        cache_root=settings.serving_cache_root(path) if bundle and path else None,
+        source_key=bundle_key(path) if bundle and path else "",
+        positions=partial(_bundle_row, engine, domain),  # the engine's map, not a copy
     )
     c = index.calibration
     if c is not None and c.exact_instead:

@@ -530,6 +530,21 @@ class ServerProcess:
                 total += p.memory_info().rss
         return total / 2**20
 
+    def memory(self) -> dict[str, Any]:
+        """RSS, PSS and USS (MB) summed over the server's processes, and per process. RSS
+        counts a page shared by N processes N times; PSS counts 1/N of it in each, so the
+        PSS sum is what the machine holds."""
+        out: dict[str, Any] = {"rss_mb": 0.0, "pss_mb": 0.0, "uss_mb": 0.0, "processes": []}
+        for p in self.processes():
+            with suppress(Exception):
+                m = p.memory_full_info()
+                row = {"pid": p.pid, "name": " ".join(p.cmdline()[-4:])[:80]}
+                for key in ("rss", "pss", "uss"):
+                    row[f"{key}_mb"] = getattr(m, key) / 2**20
+                    out[f"{key}_mb"] += row[f"{key}_mb"]
+                out["processes"].append(row)
+        return out
+
     def cpu_s(self) -> float:
         total = 0.0
         for p in self.processes():
@@ -786,10 +801,12 @@ class Bench:
                 self.seed_and_warm(server, reqs, workers)
                 info["startup_s"] = time.perf_counter() - t
                 info["rss_mb_idle"] = server.rss_mb()
+                info["memory_idle"] = server.memory()
                 self.service_points(server, reqs, n, workers)
                 if "visibility" not in a.skip:
                     info["visibility"] = self.visibility(server, reqs, a.visibility_trials)
                 info["rss_mb_end"] = server.rss_mb()
+                info["memory_end"] = server.memory()
                 info["log_tail"] = server.log_tail(10)
             finally:
                 server.stop()
@@ -1336,22 +1353,24 @@ def markdown(report: dict[str, Any]) -> str:
         )
     L += ["", "## Start-up, memory and index", ""]
     L += [
-        "| items/domain | workers | ready s | RSS idle MB | RSS max MB | index | "
-        "recall@100 vs exact | raw work process RSS MB |",
-        "|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| items/domain | workers | ready s | RSS idle MB | RSS max MB | RSS / PSS / USS "
+        "end MB | index | recall@100 vs exact | raw work process RSS MB |",
+        "|---:|---:|---:|---:|---:|---|---|---:|---:|",
     ]
     for s in report["services"]:
         n = s["items_per_domain"]
         if "error" in s:
-            L.append(f"| {fmt_n(n)} | {s['workers']} | failed: {s['error'][:200]} | | | | | |")
+            L.append(f"| {fmt_n(n)} | {s['workers']} | failed: {s['error'][:200]} | | | | | | |")
             continue
         fl = report["floors"].get(str(n), {"index_kind": {}, "recall_at_100": {}, "rss_mb": 0})
         rss_max = max([p["server_rss_mb_max"] for p in s["points"]] or [0])
         kinds = ", ".join(sorted(set(fl["index_kind"].values())))
         rec = min(fl["recall_at_100"].values()) if fl["recall_at_100"] else None
+        m = s.get("memory_end") or {}
+        mem = " / ".join(f"{m[k]:,.0f}" for k in ("rss_mb", "pss_mb", "uss_mb") if k in m)
         L.append(
             f"| {fmt_n(n)} | {s['workers']} | {s['ready_s']:.0f} | {s['rss_mb_idle']:,.0f} | "
-            f"{rss_max:,.0f} | {kinds} | {_f(rec, 3)} | {fl['rss_mb']:,.0f} |"
+            f"{rss_max:,.0f} | {mem or '-'} | {kinds} | {_f(rec, 3)} | {fl['rss_mb']:,.0f} |"
         )
     L += [
         "",

@@ -247,6 +247,7 @@ def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
     except (KeyError, ValueError, RuntimeError, TypeError, json.JSONDecodeError) as err:
         raise BundleError(f"{path}: bundle does not match this model code ({err})") from err
     domains: dict[str, DomainState] = {}
+    distinct: dict[str, str] = {}
     for d in manifest["domains"]:
         t = raw[d]
         tmap = templates[d]
@@ -273,7 +274,9 @@ def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
             user_ids=c["user_ids"],
             item_ids=c["item_ids"],
             titles=c["titles"],
-            categories=c["categories"],
+            # one str object per distinct category path (a catalogue has few; JSON
+            # decoding makes one per item, ~70 bytes each in every worker)
+            categories=[distinct.setdefault(x, x) for x in c["categories"]],
             popularity=np.asarray(c["popularity"], dtype=np.int64),
             embedder=emb,
             history_ptr=t["history_ptr"].cpu().numpy(),

@@ -28,14 +28,22 @@ class UserError(Exception):
     """An error caused by the user's input; printed as one line without traceback."""
 
 
-def set_threads(n: int | None = None) -> int:
+def set_threads(n: int | None = None, *, import_libs: bool = True) -> int:
     """Pin torch/OpenMP/BLAS thread counts (oversubscription makes small batches 10-80x slower).
 
-    ``n`` defaults to ``$MICREC_THREADS`` or the number of cores.
+    ``n`` defaults to ``$MICREC_THREADS`` or the number of cores. ``import_libs=False``
+    only sets the environment (torch and OpenMP read it when first imported): for a
+    process that may never need torch, e.g. the supervisor of ``micrec serve --workers N``.
     """
+    explicit = n
     n = n or int(os.environ.get("MICREC_THREADS", "0")) or (os.cpu_count() or 1)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ.setdefault(var, str(n))
+        if explicit and not import_libs:
+            os.environ[var] = str(n)  # what torch.set_num_threads(n) would have forced
+        else:
+            os.environ.setdefault(var, str(n))
+    if not import_libs:
+        return n
     import torch
 
     torch.set_num_threads(n)
@@ -68,7 +76,7 @@ def run(argv: Sequence[str] | None, extra: Sequence[str] = ()) -> int:
     )
     if not args.verbose:  # faiss logs which CPU build it loaded at INFO, on every command
         logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-    set_threads(args.threads)
+    set_threads(args.threads, import_libs=not getattr(args, "lazy_threads", False))
     handler: Callable[[argparse.Namespace], int | None] = args.handler
     try:
         return int(handler(args) or 0)

@@ -92,7 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--registry", help="serve from this bundle registry (MICREC_REGISTRY_DIR; see bundles)"
     )
     p.add_argument("--env-file", help="read MICREC_* settings from this file")
-    p.set_defaults(handler=run)
+    # the supervisor of --workers N never needs torch (~160 MB it would hold for nothing);
+    # torch and OpenMP read the thread count from the environment where they are imported
+    p.set_defaults(handler=run, lazy_threads=True)
 
 
 def _check_registry(root: Path) -> None:
@@ -134,6 +136,24 @@ def run(args: argparse.Namespace) -> int:
             "`micrec demo build` makes a demo bundle)"
         )
     os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout_s)  # for every worker
+    supervisor = None
+    if settings.encoder_process:  # one encoder process for all workers of this machine
+        from app.encoding import EncoderSupervisor
+
+        supervisor = EncoderSupervisor(settings.encoder_threads, settings.encoder_nice)
+        supervisor.start()
+        os.environ.update(supervisor.env())
+    try:
+        _run_uvicorn(uvicorn, settings)
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+            for key in supervisor.env():  # a stale address must not outlive the process
+                os.environ.pop(key, None)
+    return 0
+
+
+def _run_uvicorn(uvicorn: Any, settings: Any) -> None:
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -146,4 +166,3 @@ def run(args: argparse.Namespace) -> int:
         limit_concurrency=settings.max_concurrency,
         h11_max_incomplete_event_size=settings.max_header_bytes,
     )
-    return 0

@@ -130,6 +130,9 @@ def real_settings(bundle: Path, state_dir: Path, **overrides: Any) -> Settings:
         "torch_threads": 1,
         "faiss_threads": 1,
         "max_n": 500,
+        # the first registration starts the encoder process and loads MiniLM in it: on a
+        # loaded test machine that can take longer than the production default allows
+        "encoder_timeout_s": 300,
     }
     values.update(overrides)
     return Settings(**values)

@@ -4,6 +4,7 @@ concurrent readers with a writer."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -78,7 +79,7 @@ def test_ivf_recall_at_100_on_clustered_vectors(rng: np.random.Generator) -> Non
     index = DomainIndex("arts", d, exact_max_items=10_000, threads=2)  # default nlist/nprobe
     index.build(ids_of(50_000), x)
     assert index.kind == "ivf" and index.nprobe == 32
-    assert index._index.nlist == default_nlist(50_000) == 894
+    assert index.nlist == default_nlist(50_000) == 894
     recall = measure_recall(index, q, 100)
     assert recall >= 0.95, recall
     # IVF results still never hold FAISS's -1 padding and are real ids, best first.
@@ -305,9 +306,10 @@ def test_ivf_scans_all_lists_exactly_and_scores_are_inner_products(
     np.testing.assert_allclose(index.vector("i7"), x[7], rtol=0, atol=1e-6)
 
 
-def test_ivf_overflow_keeps_long_upserts_exact(rng: np.random.Generator) -> None:
-    """A vector longer than the build's radius cannot be mapped to L2; it goes to the exact
-    overflow index and is found, scored, reconstructed, replaced and removed like any."""
+def test_ivf_delta_keeps_upserts_exact(rng: np.random.Generator) -> None:
+    """Vectors upserted after the build (even ones longer than the build's radius, which
+    the L2 mapping could not hold) live in the exact in-memory delta: found, scored,
+    reconstructed, replaced and removed like any; replacing a base item hides its row."""
     d = 16
     x = varied_norms(2_000, d, rng, unit(rng.standard_normal((20, d))))
     index = DomainIndex("a", d, exact_max_items=0, ivf_nlist=16, ivf_nprobe=1)
@@ -315,27 +317,102 @@ def test_ivf_overflow_keeps_long_upserts_exact(rng: np.random.Generator) -> None
     q = unit(rng.standard_normal((1, d)))
     long = (q * 50).astype(np.float32)  # far beyond the radius (max norm ~3)
     index.upsert(["long"], long)
-    assert index.overflow_size == 1 and len(index) == 2_001
+    assert index.delta_size == 1 and len(index) == 2_001
     top = index.search(q, 3)[0]
     assert top[0][0] == "long" and top[0][1] == pytest.approx(50.0, rel=1e-5)
     np.testing.assert_allclose(index.vector("long"), long[0], atol=1e-6)
     ids, vecs = index.export()
     assert ids[-1] == "long" and np.allclose(vecs[-1], long[0])
-    # Replaced by a short vector: leaves the overflow for the IVF lists.
-    index.upsert(["long"], (q * 0.5).astype(np.float32))
-    assert index.overflow_size == 0 and len(index) == 2_001
+    index.upsert(["long"], (q * 0.5).astype(np.float32))  # replaced: still one entry
+    assert index.delta_size == 1 and len(index) == 2_001
     assert index.search(q, 1, exclude=[set()])[0][0][0] != "long"
-    index.upsert(["long"], long)
-    assert index.remove(["long"]) == 1 and index.overflow_size == 0 and "long" not in index
-    assert all(i != "long" for i, _ in index.search(q, 50)[0])
-    # More than 1 % of the items in the overflow: a rebuild would fold them in.
+    # A base item replaced: its base row is hidden, the new vector served from the delta.
+    index.upsert(["i3"], long)
+    assert len(index) == 2_001 and index.search(q, 1)[0][0][0] == "i3"
+    found = [i for i, _ in index.search(q, 2_001)[0]]
+    assert found.count("i3") == 1
+    assert index.remove(["long", "i3"]) == 2 and index.delta_size == 0
+    assert "long" not in index and "i3" not in index and len(index) == 1_999
+    assert all(i not in ("long", "i3") for i, _ in index.search(q, 50)[0])
+    # More than 1 % of the items in the delta: a rebuild would fold them in.
     assert not index.needs_rebuild
     many = (unit(rng.standard_normal((21, d))) * 40).astype(np.float32)
     index.upsert(ids_of(21, "big"), many)
-    assert index.overflow_size == 21 and index.needs_rebuild
+    assert index.delta_size == 21 and index.needs_rebuild
     index.build(*index.export())
-    assert index.overflow_size == 0 and not index.needs_rebuild
+    assert index.delta_size == 0 and not index.needs_rebuild
     assert index.search(many[:1], 1)[0][0][0] == "big0"
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_cached_base_is_memory_mapped_and_answers_the_same(
+    kind: str, rng: np.random.Generator, tmp_path: Path
+) -> None:
+    """With a cache root the base is built once, written, and mapped read-only by every
+    later build with the same source (e.g. the other workers): same answers, no rebuild."""
+    d = 16
+    x = varied_norms(3_000, d, rng, unit(rng.standard_normal((20, d))))
+    q = rng.standard_normal((20, d)).astype(np.float32)
+    opts = {"exact_max_items": 0 if kind == "ivf" else 10**6, "ivf_nlist": 16}
+    plain = DomainIndex("a", d, **opts)
+    plain.build(ids_of(3_000), x, queries=q)
+    calls = []
+
+    def queries() -> np.ndarray:
+        calls.append(1)
+        return q
+
+    first, second = DomainIndex("a", d, **opts), DomainIndex("a", d, **opts)
+    first.build(ids_of(3_000), x, queries=queries, cache_root=tmp_path, source_key="b1")
+    second.build(ids_of(3_000), x, queries=queries, cache_root=tmp_path, source_key="b1")
+    assert len(calls) == (1 if kind == "ivf" else 0)  # built (and calibrated) once
+    assert first.kind == second.kind == plain.kind and second.nprobe == plain.nprobe
+    assert second.calibration == first.calibration
+    assert len(list(tmp_path.iterdir())) == 2  # one cache directory + its lock file
+    for index in (first, second):
+        assert index.search(q, 30) == plain.search(q, 30)
+        index.upsert(["new"], x[:1] * 2)  # the mapped base is read-only; the delta is not
+        assert index.search(x[:1], 1)[0][0][0] == "new"
+    # Another source (a new bundle) gets its own cache.
+    other = DomainIndex("a", d, **opts)
+    other.build(ids_of(3_000), x, cache_root=tmp_path, source_key="b2")
+    assert len(list(tmp_path.iterdir())) == 4
+
+
+def test_positions_of_the_caller_replace_the_index_s_own_map(
+    flat: tuple[DomainIndex, np.ndarray],
+) -> None:
+    """Given the caller's id -> row map (the engine's), the index answers as with its own."""
+    own, x = flat
+    ids = ids_of(500)
+    rows = {i: k for k, i in enumerate(ids)} | {"elsewhere": 7}  # another domain's id
+    shared = DomainIndex("arts", D, threads=1)
+    shared.build(ids, x, positions=lambda i: rows.get(i) if i != "elsewhere" else None)
+    assert len(shared) == 500 and "i7" in shared and "elsewhere" not in shared
+    assert shared.search(x[:3], 20) == own.search(x[:3], 20)
+    assert shared.remove(["i7", "elsewhere"]) == 1 and "i7" not in shared and len(shared) == 499
+    assert shared.vector("i7") is None and shared.remove(["i7"]) == 0
+    shared.upsert(["i7"], x[7:8])
+    np.testing.assert_array_equal(shared.vector("i7"), x[7])
+    assert [i for i, _ in shared.search(x[7], 1)[0]] == ["i7"]
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_float16_storage_rounds_vectors_only(kind: str, rng: np.random.Generator) -> None:
+    d = 16
+    x = varied_norms(3_000, d, rng, unit(rng.standard_normal((20, d))))
+    q = rng.standard_normal((20, d)).astype(np.float32)
+    opts = {"exact_max_items": 0 if kind == "ivf" else 10**6, "ivf_nlist": 16, "ivf_nprobe": 16}
+    half = DomainIndex("a", d, dtype="float16", **opts)
+    half.build(ids_of(3_000), x)
+    x16 = x.astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(half.vector("i5"), x16[5])
+    want_s, want_l = exact_top(x16, q, 20)  # exact search over the rounded vectors
+    for row, hits in enumerate(half.search(q, 20)):
+        assert [i for i, _ in hits] == [f"i{j}" for j in want_l[row]]
+        np.testing.assert_allclose([s for _, s in hits], want_s[row], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="dtype"):
+        DomainIndex("a", d, dtype="int8")
 
 
 def test_ivf_calibrates_nprobe_to_the_target_recall(rng: np.random.Generator) -> None:

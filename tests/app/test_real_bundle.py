@@ -521,3 +521,31 @@ def test_reload_to_second_bundle_while_requests_run(
     assert info["registered_items"] == 1 and info["indexes"]["kitchen"]["registered_items"] == 1
     whole = recommend(client, history=["new-mug-1"], domain="kitchen", n=500, exclude_seen=False)
     assert any(it["item_id"] == "new-mug-1" and it["source"] == "model" for it in whole["items"])
+
+
+def test_serving_cache_engine_equals_in_memory_engine(
+    real: RealBundles, engine: InferenceEngine, tmp_path: Path
+) -> None:
+    """The memory-mapped serving arrays (one copy per machine) are the in-memory ones:
+    same item vectors, same user vectors; a second engine maps the same files; float16
+    storage rounds the item vectors and nothing else."""
+    cached = InferenceEngine.from_bundle(load_bundle(real.v1), cache_dir=tmp_path)
+    again = InferenceEngine.from_bundle(load_bundle(real.v1), cache_dir=tmp_path)
+    half = InferenceEngine.from_bundle(
+        load_bundle(real.v1), cache_dir=tmp_path, vector_dtype="float16"
+    )
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2  # float32 + float16
+    for d in engine.domains:
+        want = engine.catalogue(d).vectors
+        for e in (cached, again):
+            got = e.catalogue(d).vectors
+            assert isinstance(got, np.memmap) and not got.flags.writeable
+            np.testing.assert_array_equal(got, want)
+        assert half.catalogue(d).vectors.dtype == np.float16
+        np.testing.assert_array_equal(half.catalogue(d).vectors, want.astype(np.float16))
+        ids = engine.catalogue(d).item_ids
+        for history in ([ids[0], ids[5], ids[9]], [ids[17]]):
+            for e in (cached, half):
+                a, b = engine.embed_user(d, {d: history}), e.embed_user(d, {d: history})
+                assert a.method == b.method
+                np.testing.assert_array_equal(a.vector, b.vector)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -206,3 +207,25 @@ def test_slow_header_clients_are_disconnected(http: str) -> None:
         server.should_exit = True
         thread.join(30)
         sock.close()
+
+
+def test_serve_runs_one_encoder_process_for_its_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers get the encoder process's address and key in the environment while
+    uvicorn runs; afterwards the process is stopped and the variables are gone."""
+    from app.encoding import ADDRESS_ENV, KEY_ENV
+
+    seen: dict[str, str | None] = {}
+
+    def fake_run(*a: object, **kw: object) -> None:
+        seen["address"] = os.environ.get(ADDRESS_ENV)
+        seen["key"] = os.environ.get(KEY_ENV)
+        seen["listening"] = str(Path(seen["address"] or "/nonexistent").exists())
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    (tmp_path / "manifest.json").write_text("{}")
+    assert main(["serve", "--bundle", str(tmp_path)]) == 0
+    assert seen["address"] and seen["key"] and seen["listening"] == "True"
+    assert ADDRESS_ENV not in os.environ and KEY_ENV not in os.environ
+    assert not Path(seen["address"]).exists()
