@@ -33,8 +33,8 @@ import pytest
 
 from app import promotion
 from app.store.redis import RedisStore
+from bench.redis_server import RedisServer
 from model.registry import BundleRegistry
-from tests.redis_server import RedisServer
 from tests.reliability.procs import AUTH, REPO, ServiceProcess, record
 
 BOUND_S = 120.0  # ends a failing test only
