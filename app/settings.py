@@ -432,9 +432,10 @@ class Settings(BaseSettings):
         1,
         ge=1,
         le=16,
-        description="Model threads per worker when model_thread is on; more than one lets "
-        "the GIL-free parts (torch, FAISS) of concurrent recommends overlap on several "
-        "cores (docs/results/serve-steps/model-threads.md).",
+        description="Model threads per worker when model_thread is on, sharing one queue "
+        "(each takes one job at a time, so the GIL-free torch/FAISS parts of concurrent "
+        "recommends may overlap); 2 did not beat 1 on a 2-core machine "
+        "(docs/results/serve-steps/model-threads.md).",
     )
     topn_cache_items: int = Field(
         200,

@@ -20,6 +20,15 @@
     }
   }
 
+  // /readyz's `bundle` (MICREC_REGISTRY_DIR): the version served, the one promoted, and
+  // why the promoted one is not served yet when it could not be loaded.
+  function registryState(b) {
+    if (!b) return "not serving from a registry";
+    if (b.error) return `serving ${b.serving}; promoted ${b.wanted} could not be loaded: ${b.error}`;
+    if (b.wanted && b.wanted !== b.serving) return `serving ${b.serving}; loading promoted ${b.wanted}`;
+    return `serving ${b.serving} (the promoted version)`;
+  }
+
   async function show() {
     UI.clearErrors();
     try {
@@ -29,10 +38,12 @@
         ["degraded", (ready.degraded || []).join("; ") || "nothing"],
         ["store", ready.store.ok ? "reachable" : `unavailable: ${ready.store.detail}`],
         ["reload", await reloadState()],
+        ["bundle registry", registryState(ready.bundle)],
       ]);
       const model = await UI.model();
       facts(document.getElementById("model"), [
         ["version", model.model_version],
+        ["registry version", model.bundle_version || "not served from a registry"],
         ["loaded", when(model.loaded_at)],
         ["domains", model.domains.join(", ")],
         ["serving vector", `${model.dim} dimensions`],
