@@ -438,7 +438,7 @@ def index_options(
         default = serving.nprobe
         for nprobe in sorted({default, 128, 512}):
             serving.set_nprobe(nprobe)
-            timed(serving, f"ivf nlist={serving._index.nlist} nprobe={nprobe}")
+            timed(serving, f"ivf nlist={serving.nlist} nprobe={nprobe}")
         serving.set_nprobe(default)
         exact = DomainIndex(d, engine.dim, exact_max_items=len(cat.item_ids), threads=1)
         exact.build(list(cat.item_ids), np.ascontiguousarray(cat.vectors, dtype=np.float32))
