@@ -58,9 +58,10 @@ class Engine(Protocol):
 
     def encode_content(self, *, text: str | None, image: Any | None) -> dict[str, np.ndarray]: ...
 
-    def add_item(
-        self, item_id: str, domain: str, content: Mapping[str, np.ndarray]
-    ) -> np.ndarray: ...
+    def add_item(self, item_id: str, domain: str, content: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Register ``item_id`` (replacing an earlier registration in one step, so a
+        concurrent ``embed_user`` sees the old or the new version, never neither)."""
+        ...
 
     def remove_item(self, item_id: str) -> None: ...
 

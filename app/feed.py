@@ -12,8 +12,8 @@ seq, item id, deleted) then tells each state what to apply. :class:`ChangeFeed`
   "read feed position, apply, swap" atomic with respect to writes, so no registration is
   lost by a reload that runs concurrently.
 
-Applying a change is idempotent (each item remembers the seq last applied), so a change
-this process made itself, or that a replay already applied, is harmless when seen again.
+Applying a change is idempotent (each item remembers the seq last applied): a change this
+process made itself, or that a replay already applied, is skipped when seen again.
 """
 
 from __future__ import annotations
@@ -192,7 +192,9 @@ class ChangeFeed:
     def apply_upsert(self, state: ModelState, item: StoredItem, seq: int) -> ItemMeta | None:
         """Serve ``item`` (change ``seq``) from ``state``; None when it cannot be."""
         registered = state.registered
-        if registered.is_newer_than(item.item_id, seq):
+        if registered.has_applied(item.item_id, seq):
+            # This process's own write seen again in the feed, or a replayed item: applying
+            # it twice would only invalidate caches for nothing.
             return registered.get(item.item_id)
         if item.domain not in state.indexes:
             log.warning(
@@ -209,7 +211,8 @@ class ChangeFeed:
         moved = previous is not None and previous.domain != item.domain
         if previous is not None and moved:
             state.indexes[previous.domain].remove([item.item_id])
-        state.engine.remove_item(item.item_id)
+        # add_item replaces an earlier version in one step: removing it first would let a
+        # concurrent recommend fold a history in without this item (reads take no lock).
         vector = state.engine.add_item(item.item_id, item.domain, item.content)
         state.indexes[item.domain].upsert(
             [item.item_id], np.asarray(vector, dtype=np.float32).reshape(1, -1)

@@ -105,6 +105,10 @@ class RegisteredItems:
         """True when a later change of ``item_id`` than ``seq`` was already applied."""
         return self._applied_seq.get(item_id, -1) > seq
 
+    def has_applied(self, item_id: str, seq: int) -> bool:
+        """True when change ``seq`` of ``item_id`` (or a later one) was already applied."""
+        return self._applied_seq.get(item_id, -1) >= seq
+
     def put(self, meta: ItemMeta, seq: int) -> None:
         self._items[meta.item_id] = meta
         self._applied_seq[meta.item_id] = seq

@@ -15,6 +15,7 @@ to the registry (other ranks wait at a barrier for the data, then return None).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -114,13 +115,24 @@ def candidate_config(manifest: dict[str, Any], opts: RetrainOptions) -> RunConfi
     return cfg
 
 
-def _run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
+def _new_run_dir(root: Path) -> str:
+    """Creates and names a fresh run directory: UTC start time and pid, plus a counter when
+    that name is taken (two runs of one process within a second)."""
+    base = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
+    root.mkdir(parents=True, exist_ok=True)
+    for k in itertools.count(1):
+        name = base if k == 1 else f"{base}-{k}"
+        try:
+            (root / name).mkdir()
+        except FileExistsError:
+            continue
+        return name
+    raise AssertionError("unreachable")
 
 
 def _shared_run_dir(root: Path, rank: int, world: int) -> Path:
     """Rank 0 names the run; under torchrun the name is broadcast to the other ranks."""
-    name = [_run_id() if rank == 0 else ""]
+    name = [_new_run_dir(root) if rank == 0 else ""]
     if world > 1:
         import torch.distributed as dist
 

@@ -82,3 +82,25 @@ def test_a_replica_catches_up_when_a_request_names_an_item_it_does_not_know(
     c = start(memory_store, replica_sync_interval_s=0)
     a.register_item(item_id="cup", domain="office", title="cup")
     assert c.recommend(domain="office", history=["cup"]).history.unknown_ids == ["cup"]
+
+
+def test_a_change_seen_again_is_not_applied_twice(
+    start: StartService, memory_store: MemoryStore
+) -> None:
+    """The sync loop reads this process's own registration back from the feed. Applying it
+    again would briefly take the item out of the engine (a concurrent recommend folded the
+    history in without it: a CI failure) and invalidate caches for nothing."""
+    svc = start(memory_store)
+    svc.register_item(item_id="mug", domain="arts", title="red mug")
+    state = state_of(svc)
+    version = state.registered.version
+    calls: list[str] = []
+
+    def add_item(item_id: str, *args: object, **kwargs: object) -> np.ndarray:
+        calls.append(item_id)
+        raise AssertionError("re-applied")
+
+    state.engine.add_item = add_item  # type: ignore[method-assign]
+    svc.sync_once()
+    assert calls == [] and state.registered.version == version
+    assert "mug" in state.indexes["arts"]

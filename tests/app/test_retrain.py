@@ -281,3 +281,15 @@ def test_prune_keeps_the_newest_runs_and_those_a_version_was_trained_on(
     assert sorted(p.name for p in runs.iterdir()) == sorted(
         [names[0], names[3], "notes", "trainer-state.json"]
     )
+
+
+def test_two_runs_in_one_second_get_their_own_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.retrain as retrain_module
+
+    monkeypatch.setattr(retrain_module.time, "strftime", lambda *_: "20261129T120000Z")
+    first = retrain_module._shared_run_dir(tmp_path / "runs", 0, 1)
+    second = retrain_module._shared_run_dir(tmp_path / "runs", 0, 1)
+    assert first != second and first.is_dir() and second.is_dir()
+    assert sorted([first, second]) == [first, second]  # prune_runs keeps start order
