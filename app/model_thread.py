@@ -2,10 +2,16 @@
 
 The alternative to running the model work inline on the event loop: the loop hands each
 request's work to this thread and awaits it. The thread takes *every* job waiting when it
-wakes (one queue wake-up per batch) and runs them in turn, handing each answer back as soon
-as it is ready; when idle a job runs at once (no added wait). The jobs of a batch are not
-computed together (fold-in and search one request at a time). Inline vs this thread:
-docs/results/serve-steps/hotpath.md.
+wakes (one queue wake-up per batch); when idle a job runs at once (no added wait).
+
+* :meth:`ModelThread.run` jobs run one at a time, each answer handed back as soon as it
+  is ready.
+* :meth:`ModelThread.run_batched` jobs that wait together and name the same batch
+  function are computed by one call of it (up to ``batch_max`` at a time; the recommend
+  path: one fold-in and one index search for all of them, app/answering.py).
+
+Inline vs this thread: docs/results/serve-steps/hotpath.md; batched vs one at a time:
+docs/results/serve-steps/batch.md.
 
 With ``count`` > 1 (``model_threads``) several threads share one queue and each takes one
 job at a time: the GIL-free parts of a fold-in and a search (torch, FAISS) of different
@@ -22,8 +28,15 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+A = TypeVar("A")
 
-_Job = tuple[Callable[[], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
+BatchFn = Callable[[list[Any]], list[Any]]
+"""Computes a list of arguments at once; returns one result or Exception per argument."""
+
+_SINGLE = object()
+"""The ``arg`` of a :meth:`ModelThread.run` job (no batch function)."""
+
+_Job = tuple[Callable[..., Any], asyncio.Future[Any], asyncio.AbstractEventLoop, Any]
 _Done = tuple[asyncio.Future[Any], Any, BaseException | None]
 
 
@@ -40,11 +53,14 @@ def _deliver(done: list[_Done]) -> None:
 class ModelThread:
     """Started by the first :meth:`run`; :meth:`stop` ends it."""
 
-    def __init__(self, name: str = "micrec-model", count: int = 1) -> None:
+    def __init__(self, name: str = "micrec-model", count: int = 1, batch_max: int = 32) -> None:
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
+        if batch_max < 1:
+            raise ValueError(f"batch_max must be >= 1, got {batch_max}")
         self.name = name
         self.count = count
+        self.batch_max = batch_max
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -56,6 +72,14 @@ class ModelThread:
 
     async def run(self, fn: Callable[[], T]) -> T:
         """``fn()`` on the model thread; its result (or exception) here."""
+        return await self._submit(fn, _SINGLE)
+
+    async def run_batched(self, fn: Callable[[list[A]], list[T | Exception]], arg: A) -> T:
+        """``fn([.., arg, ..])`` on the model thread, with the other waiting jobs of ``fn``;
+        this job's element of the result here (raised if it is an Exception)."""
+        return await self._submit(fn, arg)
+
+    async def _submit(self, fn: Callable[..., Any], arg: Any) -> Any:
         if not self._threads:
             with self._lock:
                 if not self._threads:
@@ -66,8 +90,8 @@ class ModelThread:
                     for thread in self._threads:
                         thread.start()
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((fn, future, loop))
+        future: asyncio.Future[Any] = loop.create_future()
+        self._jobs.put((fn, future, loop, arg))
         return await future
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -97,15 +121,50 @@ class ModelThread:
                 batch.append(job)
             self.batches += 1
             self.jobs += len(batch)
-            for fn, future, loop in batch:
-                try:
-                    done: _Done = (future, fn(), None)
-                except BaseException as err:  # handed to the awaiting request
-                    done = (future, None, err)
-                # Each answer goes back as soon as it is ready: holding a batch's answers
-                # until the last one is done added the whole batch's time to every request
-                # (p99 325 ms vs 110 ms at c=32, docs/results/serve-steps/hotpath.md).
-                with contextlib.suppress(RuntimeError):  # that loop has closed meanwhile
-                    loop.call_soon_threadsafe(_deliver, [done])
+            for group in self._groups(batch):
+                self._compute(group)
             if stopping:
                 return
+
+    def _groups(self, batch: list[_Job]) -> list[list[_Job]]:
+        """The batch in arrival order of each group's first job: a run job alone, the jobs
+        of one batch function together (in pieces of ``batch_max``)."""
+        groups: list[list[_Job]] = []
+        open_groups: dict[Callable[..., Any], list[_Job]] = {}
+        for job in batch:
+            fn, arg = job[0], job[3]
+            if arg is _SINGLE:
+                groups.append([job])
+                continue
+            # keyed by the function itself: each access of a bound method makes a new
+            # object, equal (and hashing equal) to the others of the same instance
+            group = open_groups.get(fn)
+            if group is None or len(group) >= self.batch_max:
+                group = open_groups[fn] = []
+                groups.append(group)
+            group.append(job)
+        return groups
+
+    @staticmethod
+    def _compute(group: list[_Job]) -> None:
+        fn, arg = group[0][0], group[0][3]
+        done: list[_Done]
+        try:
+            if arg is _SINGLE:
+                done = [(group[0][1], fn(), None)]
+            else:
+                results = fn([job[3] for job in group])
+                if len(results) != len(group):
+                    raise RuntimeError(f"{len(results)} results for {len(group)} jobs")
+                done = [
+                    (job[1], None, r) if isinstance(r, Exception) else (job[1], r, None)
+                    for job, r in zip(group, results, strict=True)
+                ]
+        except BaseException as err:  # handed to the awaiting requests
+            done = [(job[1], None, err) for job in group]
+        # Each answer goes back as soon as it is ready: holding a batch's answers until the
+        # last one is done added the whole batch's time to every request (p99 325 ms vs
+        # 110 ms at c=32, docs/results/serve-steps/hotpath.md).
+        for job, d in zip(group, done, strict=True):
+            with contextlib.suppress(RuntimeError):  # that loop has closed meanwhile
+                job[2].call_soon_threadsafe(_deliver, [d])

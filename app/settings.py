@@ -424,7 +424,7 @@ class Settings(BaseSettings):
     model_thread: bool = Field(
         True,
         description="Run recommends' model work (fold-in, search, response) on one "
-        "dedicated thread per worker that takes all waiting requests as a batch; false = "
+        "dedicated thread per worker that takes all waiting requests at once; false = "
         "inline on the event loop, which used more CPU per request and lost at c=1 and "
         "c=32 in interleaved runs (docs/results/serve-steps/hotpath.md).",
     )
@@ -436,6 +436,14 @@ class Settings(BaseSettings):
         "(each takes one job at a time, so the GIL-free torch/FAISS parts of concurrent "
         "recommends may overlap); 2 did not beat 1 on a 2-core machine "
         "(docs/results/serve-steps/model-threads.md).",
+    )
+    model_batch_max: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="Most waiting recommends the model thread computes together (one "
+        "batched fold-in and one multi-query index search); 1 = one at a time. Only with one "
+        "model thread (docs/results/serve-steps/batch.md).",
     )
     topn_cache_items: int = Field(
         200,

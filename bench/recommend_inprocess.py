@@ -49,6 +49,8 @@ def measure(svc: Any, state: Any, rs: list[dict[str, Any]], *, cached: bool) -> 
             svc.recommend(**r)  # fills the cache
         row["recommend (cache hit)"] = p50_ms(lambda r: svc.recommend(**r), rs)
         return row
+    from app.answering import collect_history
+
     rec = svc.recommender
     row["store read_user"] = p50_ms(
         lambda r: svc.store.read_user(r.get("user_id", "-"), state.domains), rs
@@ -56,7 +58,7 @@ def measure(svc: Any, state: Any, rs: list[dict[str, Any]], *, cached: bool) -> 
 
     def work(r: dict[str, Any]) -> None:
         user = rec._looked_up("x", svc.store.read_user(r.get("user_id", "-"), state.domains))
-        by, _ = rec._collect_history(state, rec._query(r)[1], user, [])
+        by, _ = collect_history(state, rec._query(r)[1], user, [])
         emb = state.engine.embed_user(r["domain"], by)
         seen = {i for ids in by.values() for i in ids}
         state.indexes[r["domain"]].search(emb.vector, 10, exclude=[seen])

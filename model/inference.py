@@ -74,6 +74,19 @@ class _AddedItem:
     reduced: torch.Tensor | None = None  # c of the score blend, [r]
 
 
+@dataclass
+class _ParsedHistory:
+    """A history resolved against the bundle and the registered items."""
+
+    local: dict[str, np.ndarray]  # domain -> bundle rows (int64)
+    extra: dict[str, list[torch.Tensor]]  # domain -> content h of registered items
+    reduced: dict[str, list[torch.Tensor]]  # domain -> blend content c of registered items
+    n: int  # distinct known items
+
+    def extra_tensors(self, dim: int) -> dict[str, torch.Tensor]:
+        return {d: (torch.stack(v) if v else torch.zeros(0, dim)) for d, v in self.extra.items()}
+
+
 VECTOR_DTYPES = ("float32", "float16")
 
 
@@ -253,7 +266,37 @@ class InferenceEngine:
         The domain an id belongs to is looked up, so ``history`` may be keyed loosely (the
         key is ignored); registered items contribute their content.
         """
+        return self.embed_users(domain, [history])[0]
+
+    @torch.no_grad()
+    def embed_users(
+        self, domain: str, histories: Sequence[Mapping[str, Sequence[str]]]
+    ) -> list[UserEmbedding]:
+        """:meth:`embed_user` for several users at once (one batched fold-in per method:
+        the service's model thread embeds the requests waiting together this way)."""
         self._check_domain(domain)
+        parsed = [self._parse_history(h) for h in histories]
+        z, methods = self._md.embed_many(
+            domain, [p.local for p in parsed], [p.extra_tensors(self.model_dim) for p in parsed]
+        )
+        vectors: list[np.ndarray | None] = [None] * len(parsed)
+        for method in set(methods):
+            rows = [k for k, m in enumerate(methods) if m == method]
+            # the content profile reads the same items the model vector was built from:
+            # the domain's own history, or (cross-domain) every other domain's
+            own = method == "inductive"
+            parts = [self._profile_parts(domain, parsed[k], own) for k in rows]
+            served = self._serving_users(domain, z[rows], method, parts)
+            for k, v in zip(rows, served, strict=True):
+                vectors[k] = v
+        return [
+            UserEmbedding(vector=v, method=m, n_history=p.n)
+            for v, m, p in zip(vectors, methods, parsed, strict=True)
+            if v is not None
+        ]
+
+    def _parse_history(self, history: Mapping[str, Sequence[str]]) -> _ParsedHistory:
+        """Item ids -> bundle rows per domain, and the content of registered items."""
         local: dict[str, list[int]] = {}
         extra: dict[str, list[torch.Tensor]] = {}
         reduced: dict[str, list[torch.Tensor]] = {}
@@ -275,28 +318,24 @@ class InferenceEngine:
                         extra.setdefault(a.domain, [])
                     if a.reduced is not None:
                         reduced.setdefault(a.domain, []).append(a.reduced)
-        hist = {d: np.asarray(v, dtype=np.int64) for d, v in local.items()}
-        ex = {
-            d: (torch.stack(v) if v else torch.zeros(0, self.model_dim)) for d, v in extra.items()
-        }
-        vec, method = self._md.embed(domain, hist, ex)
-        n = sum(len(v) for v in local.values()) + sum(len(v) for v in extra.values())
-        # the content profile reads the same items the model vector was built from: the
-        # domain's own history, or (cross-domain) every other domain's
-        own = method == "inductive"
+        return _ParsedHistory(
+            local={d: np.asarray(v, dtype=np.int64) for d, v in local.items()},
+            extra=extra,
+            reduced=reduced,
+            n=sum(len(v) for v in local.values()) + sum(len(v) for v in extra.values()),
+        )
+
+    def _profile_parts(self, domain: str, p: _ParsedHistory, own: bool) -> list[torch.Tensor]:
+        """The blend's content rows of the items a user's vector was built from."""
         parts: list[torch.Tensor] = []
-        for d, rows_k in hist.items():
+        for d, rows_k in p.local.items():
             c = self._blends[d].content if d in self._blends else None
             if c is not None and (d == domain) == own:
                 parts.append(c[torch.as_tensor(np.unique(rows_k))])
-        for d, rows in reduced.items():
+        for d, rows in p.reduced.items():
             if (d == domain) == own:
                 parts.append(torch.stack(rows))
-        return UserEmbedding(
-            vector=self._serving_users(domain, vec.unsqueeze(0), method, [parts])[0],
-            method=method,
-            n_history=n,
-        )
+        return parts
 
     @torch.no_grad()
     def sample_user_vectors(self, domain: str, limit: int) -> np.ndarray:

@@ -99,6 +99,8 @@ class FakeEngine:
             for m, info in self.encoders_info.items()
         }
         self.add_calls = 0
+        self.batches: list[int] = []
+        """The size of each ``embed_users`` call (the model thread's batches)."""
 
     # --- catalogue --------------------------------------------------------------------
     def catalogue(self, domain: str) -> DomainCatalogue:
@@ -144,6 +146,12 @@ class FakeEngine:
         if other:
             return UserEmbedding(_unit(np.mean(other, axis=0)), "cross_domain", len(other))
         return UserEmbedding(np.zeros(self.dim, np.float32), "none", 0)
+
+    def embed_users(
+        self, domain: str, histories: Sequence[Mapping[str, Sequence[str]]]
+    ) -> list[UserEmbedding]:
+        self.batches.append(len(histories))
+        return [self.embed_user(domain, h) for h in histories]
 
     def sample_user_vectors(self, domain: str, limit: int) -> np.ndarray:
         vecs = [

@@ -18,6 +18,7 @@ read-only checks never see their effects.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 import time
@@ -446,6 +447,88 @@ def test_bundle_item_reregistered_through_the_api_is_encoded_as_in_training(
         folded = engine.add_item(new_id, source.domain, {"text": trained})
         engine.remove_item(new_id)
         np.testing.assert_allclose(served, folded, atol=1e-5)
+
+
+# --- the model thread's batches ------------------------------------------------------------
+def test_requests_computed_together_get_the_answers_they_get_alone(
+    real: RealBundles, fresh: Callable[..., TestClient]
+) -> None:
+    """Requests waiting together for the model thread are embedded by one batched fold-in
+    and ranked by one multi-query search per domain; each gets the answer it gets alone
+    (known users, inline and cross-domain histories, filters, exclusions, several n)."""
+    client = fresh(topn_cache_items=0)  # every known user goes through the fold-in too
+    svc = service_of(client)
+    kitchen, food = real.split.domains["kitchen"], real.split.domains["food"]
+    state = svc.state
+    assert state is not None
+    category = state.categories_of(kitchen.item_ids[20]).split("|")[0].split(">")[0].strip()
+    assert category
+    queries: list[dict[str, Any]] = [
+        *(
+            {"user_id": u, "domain": "kitchen", "n": 5 + k}
+            for k, u in enumerate(kitchen.user_ids[:5])
+        ),
+        *({"user_id": u, "domain": "food", "n": 20} for u in food.user_ids[:3]),
+        {"history": kitchen.item_ids[:3], "domain": "kitchen", "n": 20},
+        {"history": kitchen.item_ids[3:6], "domain": "kitchen", "n": 7, "exclude_seen": False},
+        {"history": food.item_ids[:4], "domain": "kitchen", "n": 20},  # cross-domain
+        {"history": kitchen.item_ids[6:9], "domain": "kitchen", "n": 10, "category": category},
+        {
+            "history": kitchen.item_ids[9:12],
+            "domain": "kitchen",
+            "n": 10,
+            "exclude": kitchen.item_ids[12:40],
+        },
+        {"history": ["not-an-item"], "domain": "kitchen", "n": 10},  # fallback only
+    ]
+    alone = [svc.recommend(**q) for q in queries]
+    searches: list[int] = []
+    index = state.indexes["kitchen"]
+    search = index.search
+
+    def counted(queries: np.ndarray, k: int, **kw: Any) -> list[list[tuple[str, float]]]:
+        searches.append(len(np.atleast_2d(queries)))
+        return search(queries, k, **kw)
+
+    index.search = counted  # type: ignore[method-assign]
+    model_thread = svc.recommender.model_thread
+    assert model_thread is not None
+    gate, running = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        running.set()
+        gate.wait(60)
+
+    async def together() -> list[Any]:
+        deadline = time.monotonic() + 60  # a bound against hanging only
+        busy = asyncio.ensure_future(model_thread.run(hold))
+        while not running.is_set():  # the thread is inside hold(): the rest must queue
+            assert time.monotonic() < deadline, "the model thread never started"
+            await asyncio.sleep(0.005)
+        tasks = [asyncio.ensure_future(svc.recommender.recommend_async(**q)) for q in queries]
+        while model_thread._jobs.qsize() < len(queries):
+            assert not any(t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
+            assert time.monotonic() < deadline, "the requests never reached the model thread"
+            await asyncio.sleep(0.005)
+        batches = model_thread.batches
+        gate.set()
+        await busy
+        out = await asyncio.gather(*tasks)
+        assert model_thread.batches == batches + 1  # all of them taken at once
+        return list(out)
+
+    answers = asyncio.run(together())
+    # kitchen: one search for the 9 requests without a category filter (the filtered one
+    # scores its few matching items; the one without usable history falls back)
+    assert searches == [9]
+
+    for q, one, batched in zip(queries, alone, answers, strict=True):
+        assert [i.item_id for i in batched.items] == [i.item_id for i in one.items], q
+        np.testing.assert_allclose(
+            [i.score for i in batched.items], [i.score for i in one.items], rtol=1e-5
+        )
+        assert (batched.user_embedding, batched.cached) == (one.user_embedding, one.cached)
+        assert [i.source for i in batched.items] == [i.source for i in one.items]
 
 
 # --- hot reload -------------------------------------------------------------------------------

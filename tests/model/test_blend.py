@@ -140,6 +140,21 @@ def test_bundle_round_trip_serves_the_blend(trained, tmp_path) -> None:  # type:
     np.testing.assert_allclose(vec[model.config.dim + 1 :], want_c, rtol=1e-5, atol=1e-6)
     emb = engine.embed_user(dom, {dom: ["new-1"]})
     assert emb.vector.shape == (engine.dim,)
+    # one batched call embeds every kind of user exactly as one call per user does
+    other = sorted(d)[1]
+    histories = [
+        {dom: d[dom].item_ids[:3]},
+        {other: d[other].item_ids[:2]},  # cross-domain
+        {},  # nothing: the user token
+        {dom: ["new-1", d[dom].item_ids[4]], other: d[other].item_ids[2:4]},
+        {other: ["not-an-item"]},
+    ]
+    batched = engine.embed_users(dom, histories)
+    assert [e.method for e in batched] == ["inductive", "cross_domain", "none", "inductive", "none"]
+    for h, got in zip(histories, batched, strict=True):
+        one = engine.embed_user(dom, h)
+        assert got.method == one.method and got.n_history == one.n_history
+        np.testing.assert_allclose(got.vector, one.vector, rtol=1e-5, atol=1e-6)
 
 
 def test_save_bundle_without_blend_serves_model_vectors(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
