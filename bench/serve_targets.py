@@ -93,30 +93,22 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                         "<=",
                         workers=w,
                     )
-        reg = find(
-            report, kind="service", items_per_domain=100_000, workers=w, scenario="reg_under_load"
-        )
-        if reg:
-            add(
-                "text+image registration p99 (1e5, under c=31 recommend load)",
-                reg["groups"]["reg_image"].get("p99_ms"),
-                500,
-                "ms",
-                "<=",
-                workers=w,
+        for scenario, load in (
+            ("reg_under_load", "under c=31 recommend load"),
+            ("reg_image_c8", "c=8 registrations"),
+        ):
+            reg = find(
+                report, kind="service", items_per_domain=100_000, workers=w, scenario=scenario
             )
-        reg8 = find(
-            report, kind="service", items_per_domain=100_000, workers=w, scenario="reg_image_c8"
-        )
-        if reg8:
-            add(
-                "text+image registration p99 (1e5, c=8 registrations)",
-                reg8["groups"]["reg_image"].get("p99_ms"),
-                500,
-                "ms",
-                "<=",
-                workers=w,
-            )
+            if reg:
+                add(
+                    f"text+image registration p99 (1e5, {load})",
+                    reg["groups"]["reg_image"].get("p99_ms"),
+                    500,
+                    "ms",
+                    "<=",
+                    workers=w,
+                )
         big = find(
             report,
             kind="service",
