@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 from redis_server import RedisServer
-from serve import RECOMMEND_TYPES, THREAD_ENV, build_requests
+from serve_common import RECOMMEND_TYPES, THREAD_ENV
+from serve_requests import build_requests
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

@@ -25,16 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from redis_server import RedisServer
-from serve import (
-    API_KEY,
-    RECOMMEND_TYPES,
-    ROOT,
-    Bench,
-    ServerProcess,
-    build_requests,
-    free_port,
-    log,
-)
+from serve_bench import Bench
+from serve_common import API_KEY, ROOT, free_port, log
+from serve_http import seed_and_warm
+from serve_procs import ServerProcess
+from serve_requests import build_requests, recommend_mix
 
 
 def parse_variant(text: str) -> tuple[str, Path, dict[str, str]]:
@@ -97,7 +92,7 @@ def main() -> int:
     bench = Bench(argparse.Namespace(**vars(a), source_root=None))
     reqs = build_requests(Path(a.bundle), a.items)
     bodies = reqs["bodies"]
-    mix = [b for trio in zip(*(bodies[k] for k in RECOMMEND_TYPES), strict=False) for b in trio]
+    mix = recommend_mix(bodies)
     report: dict[str, Any] = {"command": shlex.join(["python", *sys.argv]), "rounds": []}
     with ExitStack() as stack:
         bare = start_bare(bench, stack, a.workers)
@@ -105,7 +100,7 @@ def main() -> int:
         bare.wait_ready("/docs", a.workers, 60)
         for name, server in servers.items():
             server.wait_ready("/readyz", a.workers, a.ready_timeout)
-            bench.seed_and_warm(server, reqs, a.workers)
+            seed_and_warm(server, reqs, a.workers, a.ready_timeout)
             log(f"{name} ready")
         for r in range(a.rounds):
             for c in a.concurrency:

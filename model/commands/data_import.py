@@ -23,7 +23,7 @@ from pathlib import Path
 
 from model.cli import UserError
 from model.data.importers import FORMATS, IMAGE_EXTENSIONS, ImporterError, ImportOptions
-from model.data.importers.common import DEFAULT_DESCRIPTION_MAX_CHARS, parse_domain_spec
+from model.data.importers.base import DEFAULT_DESCRIPTION_MAX_CHARS, parse_domain_spec
 
 _INTERACTIONS_HELP = {
     "amazon2023": "reviews JSONL (e.g. Grocery_and_Gourmet_Food.jsonl.gz)",

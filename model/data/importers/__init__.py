@@ -1,7 +1,7 @@
 """Importers from raw public review dumps into the project's dataset format.
 
 ``FORMATS`` maps a format name (the ``micrec data import <format>`` verb) to its import
-function ``(domains, out, options) -> ImportReport``. See :mod:`.common` for the shared
+function ``(domains, out, options) -> ImportReport``. See :mod:`.driver` for the shared
 behaviour (streaming, dedup, cross-domain item conflicts, text cleaning, local images).
 """
 
@@ -12,15 +12,14 @@ from pathlib import Path
 
 from model.data.importers.amazon2018 import import_amazon2018
 from model.data.importers.amazon2023 import import_amazon2023
-from model.data.importers.common import (
+from model.data.importers.base import (
     IMAGE_EXTENSIONS,
-    DomainReport,
     DomainSource,
     ImporterError,
     ImportOptions,
-    ImportReport,
     parse_domain_spec,
 )
+from model.data.importers.report import DomainReport, ImportReport
 
 ImportFn = Callable[[Sequence[DomainSource], "str | Path", "ImportOptions | None"], ImportReport]
 

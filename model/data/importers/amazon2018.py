@@ -34,24 +34,26 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from model.data.importers.common import (
+from model.data.importers.base import (
     DomainSource,
     FormatSpec,
     ImportOptions,
-    ImportReport,
     MalformedLine,
     MetaParser,
     RawMeta,
     Review,
     ReviewParser,
+)
+from model.data.importers.driver import run_import
+from model.data.importers.lines import (
     iter_lines,
     parse_json_object,
     req_str,
-    run_import,
     str_list,
     to_float,
     to_int,
 )
+from model.data.importers.report import ImportReport
 
 
 def parse_rating_row(line: bytes, lineno: int) -> Review | None:

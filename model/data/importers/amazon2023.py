@@ -17,7 +17,7 @@ product, and the metadata is keyed by it); ``user_id`` verbatim; ``timestamp`` =
 ``main_category`` when the path is empty) plus ``store: <store>`` (``details["Brand"]``
 when there is no store); ``description`` = the ``description`` paragraphs, or the
 ``features`` bullets when there is no description. Image URLs in the metadata are
-ignored: images come only from a local folder (see :class:`.common.ImportOptions`).
+ignored: images come only from a local folder (see :class:`.base.ImportOptions`).
 """
 
 from __future__ import annotations
@@ -25,23 +25,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from model.data.importers.common import (
+from model.data.importers.base import (
     DomainSource,
     FormatSpec,
     ImportOptions,
-    ImportReport,
     MalformedLine,
     MetaParser,
     RawMeta,
     Review,
     ReviewParser,
-    parse_json_object,
-    req_str,
-    run_import,
-    str_list,
-    to_float,
-    to_int,
 )
+from model.data.importers.driver import run_import
+from model.data.importers.lines import parse_json_object, req_str, str_list, to_float, to_int
+from model.data.importers.report import ImportReport
 
 
 def parse_review(line: bytes, lineno: int) -> Review:

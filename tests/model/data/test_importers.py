@@ -30,7 +30,7 @@ from model.data.importers import (
     import_amazon2023,
     parse_domain_spec,
 )
-from model.data.importers.common import clean_text, truncate
+from model.data.importers.text import clean_text, truncate
 
 FIX = Path(__file__).parent / "fixtures"
 A23, A18 = FIX / "amazon2023", FIX / "amazon2018"
