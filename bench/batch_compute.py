@@ -113,10 +113,7 @@ def main() -> int:
             k: {str(b): float(np.median(v)) for b, v in d.items()} for k, d in per_round.items()
         },
         "ratio_to_one": {
-            k: {
-                str(b): float(np.median(np.array(d[b]) / np.array(d[a.sizes[0]])))
-                for b in a.sizes
-            }
+            k: {str(b): float(np.median(np.array(d[b]) / np.array(d[a.sizes[0]]))) for b in a.sizes}
             for k, d in per_round.items()
         },
         "answers_differing_from_one_at_a_time": mismatches,
