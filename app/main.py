@@ -8,6 +8,7 @@ loading the model in a background thread, so ``/healthz`` answers at once and
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -174,6 +175,7 @@ def _configure_runtime(settings: Settings) -> None:
     # rejects anything above 1x before decoding.
     Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
+    gc.set_threshold(settings.gc_gen0_threshold, *gc.get_threshold()[1:])
     if settings.torch_threads:
         import torch
 

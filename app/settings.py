@@ -114,6 +114,16 @@ class Settings(BaseSettings):
         "at 5 ms, 0.37 s at 1 ms, 0.07 s alone; in the full service the difference was "
         "within run-to-run noise (docs/results/serve-steps).",
     )
+    gc_gen0_threshold: int = Field(
+        50_000,
+        ge=700,
+        le=10_000_000,
+        description="Allocations between the cyclic garbage collector's young-generation "
+        "runs (gc.set_threshold; Python's default is 700). Each run scans every object of the "
+        "requests in flight; at 700 that was 7 % of a busy worker's event loop "
+        "(docs/results/serve-steps/batch.md). Objects are still freed by reference counting "
+        "at once; only garbage in reference cycles waits longer.",
+    )
     registration_threads: int = Field(
         2,
         ge=1,

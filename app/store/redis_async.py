@@ -1,9 +1,12 @@
 """The one store read of a recommend, done on the event loop (``redis.asyncio`` + hiredis).
 
-A recommend for a named user needs the erasure flag and the stored history: one MULTI/EXEC
-round trip (HEXISTS + one LRANGE per domain the model serves), so both come from the same
-instant. Awaited on the loop, it needs no worker thread (the anyio pool hop and the loop
-wake-up a request paid before); docs/results/serve-steps/hotpath.md has the measurements.
+A recommend for a named user needs the erasure flag and the stored history: one round trip
+running a small Lua script (HEXISTS + one LRANGE per domain the model serves), so both come
+from the same instant (a script runs atomically, like MULTI/EXEC). One command and one reply
+instead of a MULTI pipeline's n + 3 halved the client's CPU per read (110 -> 53 us, measured
+in docs/results/serve-steps/batch.md); the event loop is the busiest thread of a worker.
+Awaited on the loop, it needs no worker thread (the anyio pool hop and the loop wake-up a
+request paid before); docs/results/serve-steps/hotpath.md has the measurements.
 
 The client is bound to the event loop it was made on (redis.asyncio's connections are), so
 one is made per running loop: a uvicorn worker has one loop; tests that run several apps in
@@ -21,8 +24,16 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 
 from app.store.base import StoreUnavailable
+
+READ_USER = """
+local out = {redis.call('HEXISTS', KEYS[1], ARGV[1])}
+for i = 2, #KEYS do out[i] = redis.call('LRANGE', KEYS[i], 0, -1) end
+return out
+"""
+"""KEYS: the erased-users hash, then one history list per domain; ARGV: the user id."""
 
 
 class AsyncUserReader:
@@ -49,29 +60,30 @@ class AsyncUserReader:
         }
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: aioredis.Redis | None = None
+        self._script: AsyncScript | None = None
 
-    def _client_for_loop(self) -> aioredis.Redis:
+    def _script_for_loop(self) -> AsyncScript:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
             # A blocking pool: more concurrent reads than connections wait for one (within
             # the read's timeout) instead of failing as "store unavailable".
             pool = aioredis.BlockingConnectionPool.from_url(self.url, **self._kwargs)
             self._client = aioredis.Redis(connection_pool=pool)
+            # EVALSHA, loading the script again when the server answers NOSCRIPT (a
+            # restarted or flushed server)
+            self._script = self._client.register_script(READ_USER)
             self._loop = loop
-        return self._client
+        assert self._script is not None
+        return self._script
 
     async def read(
         self, erased_key: str, user_id: str, history_keys: Sequence[str]
     ) -> tuple[bool, list[list[bytes]]]:
         """(HEXISTS erased_key user_id, [LRANGE key 0 -1 for each history key])."""
-        client = self._client_for_loop()
+        script = self._script_for_loop()
         try:
             async with asyncio.timeout(self.timeout_s):
-                async with client.pipeline(transaction=True) as pipe:
-                    pipe.hexists(erased_key, user_id)
-                    for key in history_keys:
-                        pipe.lrange(key, 0, -1)
-                    replies: list[Any] = await pipe.execute()
+                replies: list[Any] = await script(keys=[erased_key, *history_keys], args=[user_id])
         except TimeoutError as err:  # asyncio.timeout; redis' own errors: the caller's
             raise StoreUnavailable(f"redis: user read timed out after {self.timeout_s} s") from err
         return bool(replies[0]), replies[1:]

@@ -659,6 +659,8 @@ def test_redis_async_user_read_outage_timeout_and_recovery(
 
     async def reads() -> None:
         assert (await s.read_user_async("u", ["arts"])).history == {"arts": ["a"]}
+        s._r.script_flush()  # the read's Lua script is gone: NOSCRIPT, loaded again
+        assert (await s.read_user_async("u", ["arts"])).history == {"arts": ["a"]}
         own_redis_server.stop(hard=True)
         with pytest.raises(StoreUnavailable):
             await s.read_user_async("u", ["arts"])
