@@ -66,6 +66,8 @@ def test_unknown_key_in_env_file_is_rejected(tmp_path: Path) -> None:
         ("MICREC_FALLBACK_CHAIN", "popular,popular", "twice"),
         ("MICREC_API_KEYS", "short", "8 characters"),
         ("MICREC_REPLICA_SYNC_INTERVAL_S", "-1", "MICREC_REPLICA_SYNC_INTERVAL_S"),
+        ("MICREC_SERVING_CACHE_VERIFY", "sometimes", "MICREC_SERVING_CACHE_VERIFY"),
+        ("MICREC_SERVING_CACHE_KEEP", "-1", "MICREC_SERVING_CACHE_KEEP"),
     ],
 )
 def test_invalid_values_stop_start_up(
