@@ -36,6 +36,7 @@ from typing import Any
 
 from machine import ROOT, busy_processes, git_commit, host_facts
 
+from model import serving_cache
 from model.bundle import verify_bundle
 from model.serving_cache import META, CachePolicy, open_cached
 
@@ -46,19 +47,45 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def build_cache(bundle: Path, cache: Path) -> float:
-    """Seconds to build the cache as the first worker of a machine does."""
+def load_like_a_worker(bundle: Path, cache: Path, verify: str = "quick") -> float:
+    """Seconds to load the engine and every domain index as a worker start does (building
+    the cache when it is absent)."""
     from app.engine import load_engine
     from app.settings import Settings
     from app.state import build_domain_index
 
-    t0 = time.perf_counter()
-    values: dict[str, Any] = {"serving_cache_dir": cache, "faiss_threads": 1}
+    values: dict[str, Any] = {
+        "serving_cache_dir": cache,
+        "serving_cache_verify": verify,
+        "serving_cache_keep": 0,
+        "faiss_threads": 1,
+    }
     settings = Settings(bundle_path=bundle, **values)
+    serving_cache.configure(settings.serving_cache_policy())
+    t0 = time.perf_counter()
     engine = load_engine(bundle, cache_root=settings.serving_cache_root)
     for domain in engine.domains:
         build_domain_index(engine, domain, settings, bundle)
     return time.perf_counter() - t0
+
+
+def worker_start(bundle: Path, cache: Path, verify: str) -> float:
+    """Seconds of :func:`load_like_a_worker` in a fresh process, one that refuses to build
+    (a missing cache would be timed as a build, not a start)."""
+    code = (
+        "import sys; sys.path.insert(0, 'bench'); import serving_cache_open as b; "
+        "b.serving_cache._build = b.refuse_build; "
+        f"print(b.load_like_a_worker(b.Path({str(bundle)!r}), b.Path({str(cache)!r}), "
+        f"{verify!r}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def refuse_build(*args: object) -> None:
+    raise RuntimeError("the cache failed its check: the benchmark would time a rebuild")
 
 
 def cache_files(cache: Path) -> dict[str, list[Path]]:
@@ -79,10 +106,6 @@ def drop_page_cache(files: list[Path]) -> None:
             os.close(fd)
 
 
-def must_not_build(tmp: Path) -> None:
-    raise RuntimeError("the cache failed its check: the benchmark would time a rebuild")
-
-
 def timed(fn: Callable[[], object], before: Callable[[], None], repeats: int) -> dict[str, Any]:
     runs = []
     for _ in range(repeats):
@@ -90,6 +113,10 @@ def timed(fn: Callable[[], object], before: Callable[[], None], repeats: int) ->
         t0 = time.perf_counter()
         fn()
         runs.append(time.perf_counter() - t0)
+    return summary(runs)
+
+
+def summary(runs: list[float]) -> dict[str, Any]:
     return {
         "median_s": statistics.median(runs),
         "min_s": min(runs),
@@ -105,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default="docs/results/serving_cache_open")
     ap.add_argument("--setup", default="", help="how --cache was made, for the results file")
+    ap.add_argument(
+        "--worker-starts", type=int, default=3, help="whole worker starts timed per mode"
+    )
     args = ap.parse_args(argv)
     bundle, cache = Path(args.bundle), Path(args.cache)
     report: dict[str, Any] = {
@@ -118,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "out": Path(args.out).name,
     }
     if not (cache.is_dir() and cache_files(cache)):
-        report["build_s"] = build_cache(bundle, cache)
+        report["build_s"] = load_like_a_worker(bundle, cache)
     keys = cache_files(cache)
     all_files = [f for fs in keys.values() for f in fs]
     report["cache"] = {
@@ -136,13 +166,21 @@ def main(argv: list[str] | None = None) -> int:
 
             def start(policy: CachePolicy = policy) -> None:
                 for key in keys:
-                    open_cached(cache, key, must_not_build, policy)
+                    open_cached(cache, key, refuse_build, policy)
 
             start()  # first open of a mode may record a new stat in meta.json
             results[f"{mode} {state}"] = timed(start, before, args.repeats)
             print(f"{mode:5s} {state}: {results[f'{mode} {state}']['median_s']:.3f} s", flush=True)
     bundle_files = [p for p in bundle.iterdir() if p.is_file()]
     results["verify_bundle warm"] = timed(lambda: verify_bundle(bundle), lambda: None, 3)
+    starts: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for _ in range(args.worker_starts):
+        for mode in MODES:  # alternated, so a change in the machine's load hits both
+            starts[mode].append(worker_start(bundle, cache, mode))
+            print(f"worker start {mode}: {starts[mode][-1]:.2f} s", flush=True)
+    for mode, runs in starts.items():
+        if runs:
+            results[f"whole worker start (fresh process), {mode}"] = summary(runs)
     report["results"] = results
     report["load_after"] = uptime()
     report["busy_after"] = busy_processes("serving_cache_open")
