@@ -229,7 +229,9 @@ def markdown(r: dict[str, Any]) -> str:
             "`full` is the check every start did before (sha256 of every byte), so it grows "
             "with the cache's bytes; quick reads a fixed sample per file, so it grows with the "
             "number of files. `verify_bundle` is the bundle's own sha256 check in "
-            "`load_bundle`, also done at every worker start (not changed here). Cold = the "
+            "`load_bundle`, also done at every worker start (not changed here). A whole "
+            "worker start is `load_engine` + every domain's `build_domain_index` in a fresh "
+            "process after its imports, --worker-starts times per mode. Cold = the "
             "cache's files dropped from this machine's page cache (`posix_fadvise`); the "
             "virtual disk below may still be cached by its host, so a cold start on real "
             "hardware can take longer for `full`.",
