@@ -160,3 +160,41 @@ def test_opening_a_pruned_key_builds_it_again(tmp_path: Path) -> None:
     assert prune(tmp_path, keep=1, unused_s=HOUR, current=key(2)) == [key(1)]
     d = open_cached(tmp_path, key(1), build_of(1), CachePolicy(keep=0))
     np.testing.assert_array_equal(load_array(d, "v"), np.full(1000, 1))
+
+
+def test_builds_stay_one_at_a_time_while_pruners_remove_lock_files(tmp_path: Path) -> None:
+    """Openers of three keys, each open pruning the others at once (keep 1, no age): lock
+    files are unlinked while other threads wait on them, yet no key is ever built by two
+    threads at a time and every open succeeds."""
+    active: dict[str, int] = {}
+    most: list[int] = [0]
+    guard = threading.Lock()
+    errors: list[BaseException] = []
+
+    def build_for(k: str) -> Callable[[Path], None]:
+        def build(tmp: Path) -> None:
+            with guard:
+                active[k] = active.get(k, 0) + 1
+                most[0] = max(most[0], active[k])
+            time.sleep(0.002)  # widen the window a second builder would use
+            save_array(tmp, "v", np.ones(4, dtype=np.float32))
+            with guard:
+                active[k] -= 1
+
+        return build
+
+    aggressive = CachePolicy(keep=1, unused_s=0)
+
+    def opener(k: str) -> None:
+        try:
+            for _ in range(30):
+                open_cached(tmp_path, k, build_for(k), aggressive)
+        except BaseException as err:  # reported below, not lost in the thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=opener, args=(key(n % 3),)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and most[0] == 1
