@@ -198,8 +198,10 @@ class Settings(BaseSettings):
     serving_cache_dir: Path | None = Field(
         None,
         description="Where the serving cache is written (one subdirectory per bundle and "
-        "settings, keyed by their hash); unset = <bundle>/serving-cache. Must be writable; "
-        "if it is not, the service computes in memory and logs a warning.",
+        "settings, keyed by their hash); unset = <registry_dir>/serving-cache with a "
+        "registry (one root for every version, so old versions' caches are pruned), else "
+        "<bundle>/serving-cache. Must be writable; if it is not, the service computes in "
+        "memory and logs a warning.",
     )
     serving_cache_verify: VerifyMode = Field(
         CachePolicy().verify,
@@ -507,10 +509,16 @@ class Settings(BaseSettings):
         return bool(self.api_keys)
 
     def serving_cache_root(self, bundle_path: Path) -> Path | None:
-        """The serving cache directory for ``bundle_path`` (None: caching off)."""
+        """The serving cache directory for ``bundle_path`` (None: caching off). With a
+        registry, one root for all its versions (not inside each version's bundle), so
+        pruning removes the caches of versions no longer served."""
         if not self.serving_cache:
             return None
-        return self.serving_cache_dir or Path(bundle_path) / "serving-cache"
+        if self.serving_cache_dir is not None:
+            return self.serving_cache_dir
+        if self.registry_dir is not None:
+            return self.registry_dir / "serving-cache"
+        return Path(bundle_path) / "serving-cache"
 
     def serving_cache_policy(self) -> CachePolicy:
         """How the serving cache is verified at open and pruned."""
