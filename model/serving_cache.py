@@ -40,9 +40,11 @@ root (caches of older bundles or other settings) are removed when they are not a
 ``keep`` most recently used, have not been opened for ``unused_s`` seconds, and their lock
 is free (nobody is building or opening them); the directory just opened never is. The age
 keeps what a starting worker is about to map (its open touched the lock, it maps right
-after) and the caches of the other directories of the same start (one per domain index).
-A process that still maps a removed file keeps its pages (Linux frees a deleted file when
-its last mapping goes); a later open of that key builds it again.
+after) and the other directories of the same start (one per domain index), which a count
+alone would not: a start opens several. A process that still maps a removed file keeps its
+pages (Linux frees a deleted file's space when its last mapping goes); a later open of
+that key builds it again. Pruning only sees one root, so bundles whose old caches should go
+share one (the service does for all versions of a registry).
 """
 
 from __future__ import annotations
