@@ -36,6 +36,7 @@ from app.routers import admin, bundles, health, interactions, items, model, reco
 from app.service import RecommendationService
 from app.settings import Settings, load_settings
 from app.store.base import Store
+from model import serving_cache
 
 log = logging.getLogger("micrec.app")
 
@@ -185,6 +186,7 @@ def _configure_runtime(settings: Settings) -> None:
 
         faiss.omp_set_num_threads(settings.faiss_threads)
     logging.getLogger("micrec").setLevel(settings.log_level.upper())
+    serving_cache.configure(settings.serving_cache_policy())
 
 
 def create_app(

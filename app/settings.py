@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from app.fallbacks import DEFAULT_CHAIN, FallbackName
 from app.ids import MAX_LIST_ITEMS
 from model.runconfig import ConfigError
+from model.serving_cache import CachePolicy, VerifyMode
 
 ENV_PREFIX = "MICREC_"
 
@@ -207,8 +208,30 @@ class Settings(BaseSettings):
     serving_cache_dir: Path | None = Field(
         None,
         description="Where the serving cache is written (one subdirectory per bundle and "
-        "settings, keyed by their hash); unset = <bundle>/serving-cache. Must be writable; "
-        "if it is not, the service computes in memory and logs a warning.",
+        "settings, keyed by their hash); unset = <registry_dir>/serving-cache with a "
+        "registry (one root for every version, so old versions' caches are pruned), else "
+        "<bundle>/serving-cache. Must be writable; if it is not, the service computes in "
+        "memory and logs a warning.",
+    )
+    serving_cache_verify: VerifyMode = Field(
+        CachePolicy().verify,
+        description="How each worker start checks the serving cache: quick = size, mtime, "
+        "ctime and inode as recorded at build plus a sha256 of each file's first and last "
+        "256 KiB (a file whose stat differs is hashed in full); full = sha256 of every byte. "
+        "A cache that fails is rebuilt (model/serving_cache.py says why quick is safe).",
+    )
+    serving_cache_keep: int = Field(
+        CachePolicy().keep,
+        ge=0,
+        description="Serving cache directories kept at least under one cache root, most "
+        "recently used first (a bundle uses one for the engine and one per domain index: "
+        "8 = the current and the previous bundle of 3 domains); 0 = never remove any.",
+    )
+    serving_cache_unused_s: float = Field(
+        CachePolicy().unused_s,
+        ge=0,
+        description="Beyond the kept ones, a serving cache directory is removed once it has "
+        "not been opened for this many seconds (and nobody is building it).",
     )
     vector_dtype: Literal["float32", "float16"] = Field(
         "float32",
@@ -504,10 +527,22 @@ class Settings(BaseSettings):
         return bool(self.api_keys)
 
     def serving_cache_root(self, bundle_path: Path) -> Path | None:
-        """The serving cache directory for ``bundle_path`` (None: caching off)."""
+        """The serving cache directory for ``bundle_path`` (None: caching off). With a
+        registry, one root for all its versions (not inside each version's bundle), so
+        pruning removes the caches of versions no longer served."""
         if not self.serving_cache:
             return None
-        return self.serving_cache_dir or Path(bundle_path) / "serving-cache"
+        if self.serving_cache_dir is not None:
+            return self.serving_cache_dir
+        if self.registry_dir is not None:
+            return self.registry_dir / "serving-cache"
+        return Path(bundle_path) / "serving-cache"
+
+    def serving_cache_policy(self) -> CachePolicy:
+        """How the serving cache is verified at open and pruned."""
+        return CachePolicy(
+            self.serving_cache_verify, self.serving_cache_keep, self.serving_cache_unused_s
+        )
 
     @property
     def bundles_root(self) -> Path:

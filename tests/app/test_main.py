@@ -146,6 +146,22 @@ def test_gil_switch_interval_is_set_at_start(
         sys.setswitchinterval(before)
 
 
+def test_serving_cache_policy_is_set_at_start(
+    make_settings: Callable[..., Settings],
+    engine_factory: FakeEngineFactory,
+    memory_store: MemoryStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from model import serving_cache
+
+    monkeypatch.setattr(serving_cache, "_policy", serving_cache.CachePolicy())  # restored
+    settings = make_settings(
+        serving_cache_verify="full", serving_cache_keep=2, serving_cache_unused_s=60
+    )
+    with running(settings, engine_factory, memory_store):
+        assert serving_cache.current_policy() == serving_cache.CachePolicy("full", 2, 60)
+
+
 def test_registrations_do_not_queue_behind_request_threads(
     make_settings: Callable[..., Settings],
     engine_factory: FakeEngineFactory,

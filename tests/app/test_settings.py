@@ -66,6 +66,8 @@ def test_unknown_key_in_env_file_is_rejected(tmp_path: Path) -> None:
         ("MICREC_FALLBACK_CHAIN", "popular,popular", "twice"),
         ("MICREC_API_KEYS", "short", "8 characters"),
         ("MICREC_REPLICA_SYNC_INTERVAL_S", "-1", "MICREC_REPLICA_SYNC_INTERVAL_S"),
+        ("MICREC_SERVING_CACHE_VERIFY", "sometimes", "MICREC_SERVING_CACHE_VERIFY"),
+        ("MICREC_SERVING_CACHE_KEEP", "-1", "MICREC_SERVING_CACHE_KEEP"),
     ],
 )
 def test_invalid_values_stop_start_up(
@@ -87,3 +89,16 @@ def test_example_file_documents_every_key_with_its_default() -> None:
     assert keys == {"MICREC_" + name.upper() for name in Settings.model_fields}
     # Loading the example as-is gives exactly the defaults.
     assert load_settings(env_file=EXAMPLE) == Settings()
+
+
+def test_serving_cache_root(tmp_path: Path) -> None:
+    """One root for every registry version (so pruning reaches old versions' caches)."""
+    bundle = tmp_path / "reg" / "versions" / "v0001" / "bundle"
+    assert Settings().serving_cache_root(bundle) == bundle / "serving-cache"
+    assert Settings(registry_dir=tmp_path / "reg").serving_cache_root(bundle) == (
+        tmp_path / "reg" / "serving-cache"
+    )
+    own = tmp_path / "cache"
+    s = Settings(registry_dir=tmp_path / "reg", serving_cache_dir=own)
+    assert s.serving_cache_root(bundle) == own
+    assert Settings(serving_cache=False).serving_cache_root(bundle) is None
