@@ -55,7 +55,12 @@ def main() -> int:
     bodies = {k: [json.loads(b) for b in reqs["bodies"][k]][: a.requests] for k in RECOMMEND_TYPES}
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "state.db"
-        settings = Settings(bundle_path=bundle, store_url=f"sqlite:///{db}", topn_cache_items=0)
+        values: dict[str, Any] = {
+            "bundle_path": bundle,
+            "store_url": f"sqlite:///{db}",
+            "topn_cache_items": 0,  # the compute alone
+        }
+        settings = Settings(**values)
         svc = RecommendationService(settings, SQLiteStore(db), load_engine)
         svc.start()
         assert svc.wait_ready(900)
@@ -130,9 +135,9 @@ def main() -> int:
     print(table)
     print("answers differing from one at a time:", mismatches)
     if a.out:
-        out = Path(a.out)
-        out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-        out.with_suffix(".md").write_text(
+        dest = Path(a.out)
+        dest.with_suffix(".json").write_text(json.dumps(result, indent=1))
+        dest.with_suffix(".md").write_text(
             f"# Model work per request, computed in batches of B (in process)\n\n"
             f"`python bench/{result['command']}` at {result['git_commit']}, "
             f"{result['items_per_domain']:,} items per domain, {a.requests} requests per type, "

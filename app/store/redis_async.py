@@ -3,8 +3,8 @@
 A recommend for a named user needs the erasure flag and the stored history: one round trip
 running a small Lua script (HEXISTS + one LRANGE per domain the model serves), so both come
 from the same instant (a script runs atomically, like MULTI/EXEC). One command and one reply
-instead of a MULTI pipeline's n + 3 halved the client's CPU per read (110 -> 53 us, measured
-in docs/results/serve-steps/batch.md); the event loop is the busiest thread of a worker.
+instead of a MULTI pipeline's n + 3 halves the client's CPU per read, and the event loop is
+the busiest thread of a worker (bench/redis_user_read.py, docs/results/serve-steps/batch.md).
 Awaited on the loop, it needs no worker thread (the anyio pool hop and the loop wake-up a
 request paid before); docs/results/serve-steps/hotpath.md has the measurements.
 
