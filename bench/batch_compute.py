@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 from serve_common import RECOMMEND_TYPES, ROOT, THREAD_ENV
-from serve_requests import build_requests
+from serve_requests import requests_for_bundle
 
 
 def main() -> int:
@@ -50,8 +50,7 @@ def main() -> int:
     from app.store.sqlite import SQLiteStore
 
     bundle = Path(a.bundle)
-    n_items = json.loads((bundle / "manifest.json").read_text())["data"]["padded"]
-    reqs = build_requests(Path(a.source), int(n_items["items_per_domain"]))
+    reqs, n_items = requests_for_bundle(bundle, Path(a.source))
     bodies = {k: [json.loads(b) for b in reqs["bodies"][k]][: a.requests] for k in RECOMMEND_TYPES}
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "state.db"
@@ -109,7 +108,7 @@ def main() -> int:
     result: dict[str, Any] = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "bundle": str(bundle),
-        "items_per_domain": int(n_items["items_per_domain"]),
+        "items_per_domain": n_items,
         "requests_per_type": a.requests,
         "rounds": a.rounds,
         "load_avg": os.getloadavg(),

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from redis_server import RedisServer
 from serve_common import RECOMMEND_TYPES, THREAD_ENV
-from serve_requests import build_requests
+from serve_requests import requests_for_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -97,8 +97,7 @@ def main() -> int:
     from app.store.redis import RedisStore
 
     bundle = Path(a.bundle)
-    n_items = json.loads((bundle / "manifest.json").read_text())["data"]["padded"]
-    reqs = build_requests(Path(a.source), int(n_items["items_per_domain"]))
+    reqs, _ = requests_for_bundle(bundle, Path(a.source))
     rows = [InteractionIn(**r) for rs in reqs["stored"].values() for r in rs]
     bodies = {k: [json.loads(b) for b in reqs["bodies"][k]][: a.calls] for k in RECOMMEND_TYPES}
     out: dict[str, dict[str, float]] = {}

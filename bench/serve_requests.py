@@ -92,6 +92,14 @@ def build_requests(src: Path, n_items: int, *, seed: int = 0, count: int = 300) 
     }
 
 
+def requests_for_bundle(bundle: Path, source: Path) -> tuple[dict[str, Any], int]:
+    """``build_requests`` for a padded bundle (its manifest says how many items per domain)
+    made from the unpadded ``source``; also returns that item count."""
+    padded = json.loads((bundle / "manifest.json").read_text())["data"]["padded"]
+    n_items = int(padded["items_per_domain"])
+    return build_requests(source, n_items), n_items
+
+
 def recommend_mix(bodies: dict[str, list[str]]) -> list[str]:
     """The recommend mix: equal shares of the three user types, interleaved."""
     return [b for trio in zip(*(bodies[k] for k in RECOMMEND_TYPES), strict=False) for b in trio]
