@@ -92,8 +92,10 @@ class DomainEmbedder:
         )
         dev = self.item_layers.device
         idx = torch.as_tensor(np.stack([rows, cols]).astype(np.int64), device=dev).reshape(2, -1)
+        # Rows and columns are built here from known item rows: the invariant check would only
+        # cost time (and its implicit default prints a warning on a server's first request).
         hist = torch.sparse_coo_tensor(
-            idx, torch.ones(idx.shape[1], device=dev), (b, self.n_items)
+            idx, torch.ones(idx.shape[1], device=dev), (b, self.n_items), check_invariants=False
         ).coalesce()
         n_hist = (
             torch.sparse.sum(hist, dim=1).to_dense() if idx.shape[1] else torch.zeros(b, device=dev)
@@ -118,7 +120,9 @@ class DomainEmbedder:
         inv_du = n_hist.clamp_min(1.0).rsqrt().unsqueeze(1)
         hidx = hist.indices()
         inv_di = self.item_degree[hidx[1]].clamp_min(1.0).rsqrt()
-        hist_w = torch.sparse_coo_tensor(hidx, inv_di, hist.shape, is_coalesced=True)
+        hist_w = torch.sparse_coo_tensor(
+            hidx, inv_di, hist.shape, is_coalesced=True, check_invariants=False
+        )
         layers = [e0]
         for layer in range(self.n_layers):
             layers.append(inv_du * torch.sparse.mm(hist_w, self.item_layers[layer]))

@@ -98,7 +98,10 @@ class TemplateIncidence:
             values = values * keep / (1.0 - drop)
         # indices were coalesced once at build time; dropped entries stay as explicit zeros,
         # which saves a sort of every non-zero at every training step
-        return torch.sparse_coo_tensor(self.indices, values, self.shape, is_coalesced=True)
+        # (checked once when the incidence was built; not again at every step)
+        return torch.sparse_coo_tensor(
+            self.indices, values, self.shape, is_coalesced=True, check_invariants=False
+        )
 
     def to(self, device: torch.device | str) -> TemplateIncidence:
         return TemplateIncidence(
@@ -128,6 +131,7 @@ def template_incidence(
         torch.from_numpy(np.stack([rows, cols]).astype(np.int64)),
         torch.ones(len(rows)),
         (n_nodes, tmap.n_rows),
+        check_invariants=True,  # once per graph build: indices come from a dataset
     ).coalesce()  # duplicates (repeated interactions) are summed, as in INMO's scipy matrix
     return TemplateIncidence(
         indices=coo.indices(),
@@ -153,10 +157,13 @@ def normalized_adjacency(n_users: int, n_items: int, pairs: np.ndarray) -> torch
         torch.from_numpy(np.stack([rows, cols]).astype(np.int64)),
         torch.from_numpy(vals.astype(np.float32)),
         (n, n),
+        check_invariants=True,  # once per graph build: indices come from a dataset
     ).coalesce()
 
 
 def interaction_matrix(n_users: int, n_items: int, pairs: np.ndarray) -> torch.Tensor:
     """Binary user x item sparse matrix [n_users, n_items] (for content preference)."""
     idx = torch.from_numpy(pairs.T.astype(np.int64).copy())
-    return torch.sparse_coo_tensor(idx, torch.ones(len(pairs)), (n_users, n_items)).coalesce()
+    return torch.sparse_coo_tensor(
+        idx, torch.ones(len(pairs)), (n_users, n_items), check_invariants=True
+    ).coalesce()
