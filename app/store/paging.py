@@ -11,6 +11,7 @@ from urllib.parse import unquote
 
 from app.store.base import Interaction, StoredItem
 from app.store.redis_layout import as_str, decode_item
+from app.store.sqlite_items import read_items
 
 if TYPE_CHECKING:
     import sqlite3
@@ -40,7 +41,7 @@ def sqlite_interactions(store: SQLiteStore, batch: int) -> Iterator[Interaction]
 
 def sqlite_items(store: SQLiteStore, batch: int) -> Iterator[StoredItem]:
     def page(conn: sqlite3.Connection, after: str) -> list[StoredItem]:
-        return store._items(
+        return read_items(
             conn,
             "WHERE item_id IN (SELECT item_id FROM items WHERE item_id > ?"
             " ORDER BY item_id LIMIT ?)",
