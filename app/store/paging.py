@@ -10,16 +10,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from app.store.base import Interaction, StoredItem
+from app.store.redis_layout import as_str, decode_item
+from app.store.sqlite_items import read_items
 
 if TYPE_CHECKING:
     import sqlite3
 
     from app.store.redis import RedisStore
     from app.store.sqlite import SQLiteStore
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 # --- SQLite: keyset pages, each one short read transaction -----------------------------
@@ -43,7 +41,7 @@ def sqlite_interactions(store: SQLiteStore, batch: int) -> Iterator[Interaction]
 
 def sqlite_items(store: SQLiteStore, batch: int) -> Iterator[StoredItem]:
     def page(conn: sqlite3.Connection, after: str) -> list[StoredItem]:
-        return store._items(
+        return read_items(
             conn,
             "WHERE item_id IN (SELECT item_id FROM items WHERE item_id > ?"
             " ORDER BY item_id LIMIT ?)",
@@ -72,17 +70,17 @@ def redis_interactions(store: RedisStore, batch: int) -> Iterator[Interaction]:
             seen.update(keys)
             pipe = store._r.pipeline(transaction=False)
             for k in keys:
-                domain_q, _, user_id = _s(k)[len(head) :].partition(":")
+                domain_q, _, user_id = as_str(k)[len(head) :].partition(":")
                 pipe.lrange(k, 0, -1)
-                pipe.lrange(store._k_hist_ts(user_id, unquote(domain_q)), 0, -1)
+                pipe.lrange(store.keys.hist_ts(user_id, unquote(domain_q)), 0, -1)
             replies = pipe.execute() if keys else []
         for k, items, stamps in zip(keys, replies[::2], replies[1::2], strict=True):
-            domain_q, _, user_id = _s(k)[len(head) :].partition(":")
+            domain_q, _, user_id = as_str(k)[len(head) :].partition(":")
             domain = unquote(domain_q)
             # aligned from the newest end; rows stored before timestamps were kept: 0
             pad = [0.0] * (len(items) - len(stamps))
             for item, ts in zip(items, pad + [float(t) for t in stamps], strict=False):
-                yield Interaction(user_id, _s(item), domain, ts)
+                yield Interaction(user_id, as_str(item), domain, ts)
         if int(cursor) == 0:
             return
 
@@ -92,14 +90,14 @@ def redis_items(store: RedisStore, batch: int) -> Iterator[StoredItem]:
     cursor: Any = 0
     while True:
         with store._errors():
-            cursor, members = store._r.sscan(store._k_items, cursor, count=batch)
+            cursor, members = store._r.sscan(store.keys.items, cursor, count=batch)
             ids = [m for m in members if m not in seen]
             seen.update(ids)
             pipe = store._r.pipeline(transaction=False)
             for m in ids:
-                pipe.hgetall(store._k_item(_s(m)))
+                pipe.hgetall(store.keys.item(as_str(m)))
             hashes = pipe.execute() if ids else []
         # an item deleted since SSCAN has an empty hash: not listed
-        yield from (store._decode_item(_s(m), h) for m, h in zip(ids, hashes, strict=True) if h)
+        yield from (decode_item(as_str(m), h) for m, h in zip(ids, hashes, strict=True) if h)
         if int(cursor) == 0:
             return

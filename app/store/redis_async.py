@@ -50,7 +50,7 @@ class AsyncUserReader:
         self._kwargs: dict[str, Any] = {
             "socket_timeout": timeout_s,
             "socket_connect_timeout": connect_timeout_s,
-            # No retries, like the sync client (app/store/redis.py): a read could be
+            # No retries, like the sync client (app/store/redis_conn.py): a read could be
             # retried safely, but a slow store must cost a request one timeout, not three.
             "retry": Retry(NoBackoff(), 0),
             "retry_on_timeout": False,

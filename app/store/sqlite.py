@@ -1,38 +1,17 @@
 """Embedded durable store on one SQLite file: the default for a single machine.
 
-Durability and atomicity:
-
-* ``journal_mode=WAL`` + ``synchronous=FULL``: every commit fsyncs the write-ahead log before
-  the call returns, so an acknowledged write survives a process crash or power loss (WAL with
-  ``NORMAL`` would only survive a process crash). WAL also lets readers run while one writer
-  commits.
-* Every method runs in one transaction. Writes open it with ``BEGIN IMMEDIATE``: that takes
-  the write lock up front, so two writers queue on ``busy_timeout`` instead of both reading
-  under a shared lock and one failing with SQLITE_BUSY when it tries to upgrade (a deadlock
-  the busy handler cannot resolve).
-
-Threads: FastAPI runs sync handlers in a thread pool, and an sqlite3 connection must not be
-used by two threads at once. Each thread gets its own connection (``threading.local``), so
-reads proceed in parallel under WAL; SQLite itself serialises the writers.
-
-The change feed keeps the *latest* change per item (an item's older entry is replaced by the
-new one, under a new, larger seq). A follower that is behind therefore still sees every item
-whose state differs from what it applied, in seq order, and the feed stays as large as the
-number of distinct item ids ever written (deletions stay as tombstones so followers learn of
-them) instead of growing with every write.
+Where the pieces are: the schema, per-thread connections, transactions and their
+durability in app/store/sqlite_db.py (the base class); the items' tables and the change
+feed in app/store/sqlite_items.py; the export's paged reads in app/store/paging.py. Every
+method below is one transaction (``_tx``).
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from pathlib import Path
-from typing import TypeVar
+from collections.abc import Iterator, Sequence
 
 from app.store import paging
 from app.store.base import (
@@ -41,285 +20,40 @@ from app.store.base import (
     ItemChange,
     Store,
     StoredItem,
-    StoreUnavailable,
     WantedBundle,
     pack_vector,
-    unpack_vector,
 )
-
-T = TypeVar("T")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (
-    item_id     TEXT PRIMARY KEY,
-    domain      TEXT NOT NULL,
-    title       TEXT NOT NULL,
-    categories  TEXT NOT NULL,
-    description TEXT NOT NULL,
-    created_at  REAL NOT NULL,
-    updated_at  REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS item_content (
-    item_id  TEXT NOT NULL REFERENCES items(item_id) ON DELETE CASCADE,
-    modality TEXT NOT NULL,
-    dtype    TEXT NOT NULL,
-    shape    TEXT NOT NULL,  -- JSON list of ints
-    data     BLOB NOT NULL,  -- raw little-endian bytes, never a pickle
-    PRIMARY KEY (item_id, modality)
-);
-CREATE TABLE IF NOT EXISTS item_pictures (
-    item_id TEXT PRIMARY KEY REFERENCES items(item_id) ON DELETE CASCADE,
-    data    BLOB NOT NULL   -- a WebP thumbnail (app/images.py), served as is
-);
--- AUTOINCREMENT: a seq is never reused, even after the row holding the largest one is
--- deleted (the feed compaction below deletes rows), so seqs only ever grow.
-CREATE TABLE IF NOT EXISTS item_changes (
-    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
-    item_id TEXT NOT NULL UNIQUE,
-    deleted INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS history (
-    id        INTEGER PRIMARY KEY AUTOINCREMENT,
-    user_id   TEXT NOT NULL,
-    domain    TEXT NOT NULL,
-    item_id   TEXT NOT NULL,
-    timestamp REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS history_user ON history (user_id, domain, id);
-CREATE TABLE IF NOT EXISTS popularity (
-    domain  TEXT NOT NULL,
-    item_id TEXT NOT NULL,
-    count   INTEGER NOT NULL,
-    PRIMARY KEY (domain, item_id)
-);
-CREATE TABLE IF NOT EXISTS popularity_users (
-    domain  TEXT NOT NULL,
-    item_id TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    PRIMARY KEY (domain, item_id, user_id)
-) WITHOUT ROWID;
--- Erasure finds a user's pairs without scanning every pair.
-CREATE INDEX IF NOT EXISTS popularity_users_user ON popularity_users (user_id);
--- Erased users (app/erasure.py): their bundle history is no longer used; exports skip them.
-CREATE TABLE IF NOT EXISTS erased_users (
-    user_id   TEXT PRIMARY KEY,
-    erased_at REAL NOT NULL
-);
--- The bundle version replicas should serve (app/promotion.py): at most one row.
-CREATE TABLE IF NOT EXISTS bundle_version (
-    id           INTEGER PRIMARY KEY CHECK (id = 1),
-    version      TEXT NOT NULL,
-    announced_at REAL NOT NULL
-);
--- Idempotency-Key answers; status 0 = in flight. Expired rows are purged by claims.
-CREATE TABLE IF NOT EXISTS idempotency (
-    key         TEXT PRIMARY KEY,
-    fingerprint TEXT NOT NULL,
-    token       TEXT NOT NULL,
-    status      INTEGER NOT NULL,
-    body        BLOB NOT NULL,
-    expires_at  REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency (expires_at);
-"""
+from app.store.sqlite_db import SQLiteDatabase
+from app.store.sqlite_items import read_items, record_change, write_item
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteDatabase, Store):
     """:class:`Store` on a SQLite file (created with its parent directory when missing).
 
     ``busy_timeout_s`` bounds how long a writer waits for another writer; past it, and on
     I/O errors, methods raise :class:`StoreUnavailable` (the service answers 503).
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._busy_timeout_ms = int(busy_timeout_s * 1000)
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._conns_lock = threading.Lock()
-        self._closed = False
-        conn = self._conn()
-        with self._errors():
-            # journal_mode is persistent in the file; the schema is idempotent.
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreUnavailable(f"{self.path}: cannot enable WAL (journal_mode={mode})")
-            conn.executescript(_SCHEMA)
-
-    # --- connections and transactions --------------------------------------------------
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
-        if self._closed:
-            raise StoreUnavailable(f"{self.path}: store is closed")
-        with self._errors():
-            # isolation_level=None: no implicit transactions; we issue BEGIN/COMMIT ourselves.
-            # check_same_thread=False only so close() may close every thread's connection;
-            # each connection is still used by its own thread alone.
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self._busy_timeout_ms / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            # synchronous and foreign_keys are per connection, not stored in the file.
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
-        with self._conns_lock:
-            self._conns.append(conn)
-        self._local.conn = conn
-        return conn
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Map "cannot reach the data" errors (locked past the timeout, I/O, cannot open) to
-        StoreUnavailable; programming errors (sqlite3.ProgrammingError etc.) propagate."""
-        try:
-            yield
-        except sqlite3.OperationalError as err:
-            raise StoreUnavailable(f"sqlite {self.path}: {err}") from err
-
-    def _tx(self, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
-        """Run ``fn`` in one transaction: all of it commits, or none of it."""
-        conn = self._conn()
-        with self._errors():
-            try:
-                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                out = fn(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                # Also covers a failed COMMIT (disk full, I/O error): never leave the
-                # thread's connection inside a transaction.
-                if conn.in_transaction:
-                    with suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                raise
-        return out
-
-    def ping(self) -> bool:
-        try:
-            return self._tx(lambda c: c.execute("SELECT 1").fetchone()[0] == 1, write=False)
-        except (StoreUnavailable, sqlite3.Error):
-            return False
-
-    def close(self) -> None:
-        """Close every thread's connection; later calls raise StoreUnavailable. Call it once
-        in-flight calls have finished (at shutdown)."""
-        self._closed = True
-        with self._conns_lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            with suppress(sqlite3.Error):
-                conn.close()
-        self._local = threading.local()
-
     # --- items -------------------------------------------------------------------------
-    @staticmethod
-    def _record_change(conn: sqlite3.Connection, item_id: str, deleted: bool) -> int:
-        # Compaction: only the newest change of an item is kept (see module docstring).
-        conn.execute("DELETE FROM item_changes WHERE item_id = ?", (item_id,))
-        cur = conn.execute(
-            "INSERT INTO item_changes (item_id, deleted) VALUES (?, ?)", (item_id, int(deleted))
-        )
-        seq = cur.lastrowid
-        assert seq is not None
-        return int(seq)
-
     def put_item(self, item: StoredItem) -> int:
         # Encode before the transaction: a bad vector fails without touching the file.
         content = [(m, *pack_vector(v)) for m, v in item.content.items()]
-
-        def tx(conn: sqlite3.Connection) -> int:
-            seq = self._record_change(conn, item.item_id, deleted=False)
-            conn.execute(
-                "INSERT INTO items (item_id, domain, title, categories, description,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (item_id) DO UPDATE SET domain = excluded.domain,"
-                " title = excluded.title, categories = excluded.categories,"
-                " description = excluded.description, created_at = excluded.created_at,"
-                " updated_at = excluded.updated_at",
-                (
-                    item.item_id,
-                    item.domain,
-                    item.title,
-                    item.categories,
-                    item.description,
-                    float(item.created_at),
-                    float(item.updated_at),
-                ),
-            )
-            # A replace must not keep a modality the new version lacks.
-            conn.execute("DELETE FROM item_content WHERE item_id = ?", (item.item_id,))
-            conn.executemany(
-                "INSERT INTO item_content (item_id, modality, dtype, shape, data)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [(item.item_id, m, dt, json.dumps(shape), data) for m, dt, shape, data in content],
-            )
-            conn.execute("DELETE FROM item_pictures WHERE item_id = ?", (item.item_id,))
-            if item.picture is not None:
-                conn.execute(
-                    "INSERT INTO item_pictures (item_id, data) VALUES (?, ?)",
-                    (item.item_id, item.picture),
-                )
-            return seq
-
-        return self._tx(tx, write=True)
-
-    @staticmethod
-    def _items(
-        conn: sqlite3.Connection, where: str, args: tuple[str | int, ...]
-    ) -> list[StoredItem]:
-        rows = conn.execute(
-            "SELECT item_id, domain, title, categories, description, created_at, updated_at"
-            f" FROM items {where} ORDER BY item_id",
-            args,
-        ).fetchall()
-        items = {
-            r[0]: StoredItem(
-                item_id=r[0],
-                domain=r[1],
-                title=r[2],
-                categories=r[3],
-                description=r[4],
-                created_at=r[5],
-                updated_at=r[6],
-            )
-            for r in rows
-        }
-        if items:
-            content = conn.execute(
-                "SELECT item_id, modality, dtype, shape, data FROM item_content"
-                f" WHERE item_id IN (SELECT item_id FROM items {where})",
-                args,
-            )
-            for item_id, modality, dtype, shape, data in content:
-                items[item_id].content[modality] = unpack_vector(dtype, json.loads(shape), data)
-            pictures = conn.execute(
-                "SELECT item_id, data FROM item_pictures"
-                f" WHERE item_id IN (SELECT item_id FROM items {where})",
-                args,
-            )
-            for item_id, data in pictures:
-                items[item_id].picture = bytes(data)
-        return list(items.values())
+        return self._tx(lambda c: write_item(c, item, content), write=True)
 
     def get_item(self, item_id: str) -> StoredItem | None:
-        found = self._tx(lambda c: self._items(c, "WHERE item_id = ?", (item_id,)), write=False)
+        found = self._tx(lambda c: read_items(c, "WHERE item_id = ?", (item_id,)), write=False)
         return found[0] if found else None
 
     def delete_item(self, item_id: str) -> int | None:
         def tx(conn: sqlite3.Connection) -> int | None:
             if conn.execute("DELETE FROM items WHERE item_id = ?", (item_id,)).rowcount == 0:
                 return None
-            return self._record_change(conn, item_id, deleted=True)
+            return record_change(conn, item_id, deleted=True)
 
         return self._tx(tx, write=True)
 
     def list_items(self) -> list[StoredItem]:
-        return self._tx(lambda c: self._items(c, "", ()), write=False)
+        return self._tx(lambda c: read_items(c, "", ()), write=False)
 
     def item_changes(self, after_seq: int, limit: int = 1000) -> list[ItemChange]:
         rows = self._tx(

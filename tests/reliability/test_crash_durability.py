@@ -195,7 +195,7 @@ def _verify(svc: ServiceProcess, redis_url: str, bursts: list[Burst]) -> dict[st
                         counts["failed_4xx_5xx"] += 1
             # the store's item set and the item hashes agree (no orphan either way)
             ids = {i.item_id for i in store.list_items()}
-            members = {m.decode() for m in store._r.smembers(store._k_items)}
+            members = {m.decode() for m in store._r.smembers(store.keys.items)}
             assert ids == members, members ^ ids
             served = http.get("/v1/model", headers=AUTH).json()["registered_items"]
             assert served == len(ids), (served, len(ids))

@@ -722,7 +722,7 @@ def test_redis_erasure_of_pairs_counted_before_the_per_user_set(
     s = RedisStore(redis_server.url, prefix="legacy-erase:")
     try:
         s.add_interactions(rows("u", "arts", ["a", "b"]) + rows("v", "arts", ["a"]), 5)
-        s._r.delete(s._k_pop_items("u"))  # as an older version wrote it
+        s._r.delete(s.keys.pop_items("u"))  # as an older version wrote it
         assert s.erase_user("u", 1.0) == {("arts", "a"): 1, ("arts", "b"): 1}
         assert s.popularity("arts") == {"a": 1}
         assert s.get_history("u") == {}
