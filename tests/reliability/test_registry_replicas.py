@@ -110,12 +110,17 @@ def _until_all(clients: list[httpx.Client], version: str, since: float) -> list[
     """Seconds from ``since`` to each replica's first /readyz naming ``version``."""
     pending = dict(enumerate(clients))
     times = [0.0] * len(clients)
+    last: dict[int, dict[str, Any]] = {}
     while pending:
         for k, http in list(pending.items()):
-            if _ready(http)["bundle"]["serving"] == version:
+            last[k] = _ready(http)
+            if last[k]["bundle"]["serving"] == version:
                 times[k] = time.monotonic() - since
                 del pending[k]
-        assert time.monotonic() - since < BOUND_S, f"not every replica serves {version}"
+        # the replicas' own words, should this ever fail (it failed once, unreproduced)
+        assert time.monotonic() - since < BOUND_S, (
+            f"not every replica serves {version}: {[last[k] for k in pending]}"
+        )
         time.sleep(0.01)
     return times
 
@@ -171,8 +176,8 @@ def test_promotion_and_rollback_reach_every_replica(
                 promote_s += _until_all(clients, version, _since_announced(store))
                 for http in clients:
                     info = http.get("/v1/model", headers=AUTH).json()
-                    assert info["bundle_version"] == version
-                    assert model is None or info["model_version"] == model
+                    assert info["bundle_version"] == version, (info, _ready(http))
+                    assert model is None or info["model_version"] == model, info
                     r = http.post(
                         "/v1/recommend", json={"domain": info["domains"][0]}, headers=AUTH
                     )
