@@ -163,6 +163,14 @@ class _Work:
         return excluded
 
 
+def _by_batch(work: list[tuple[int, _Work]]) -> list[list[tuple[int, _Work]]]:
+    """``work`` grouped by (state, domain): the requests one batched call can serve."""
+    groups: dict[tuple[int, str], list[tuple[int, _Work]]] = {}
+    for k, w in work:
+        groups.setdefault(w.batch_key, []).append((k, w))
+    return list(groups.values())
+
+
 class Answerer:
     """Turns (state, query, user read) into responses; :meth:`answer_many` batches."""
 
@@ -240,10 +248,7 @@ class Answerer:
     def _embed(self, work: list[tuple[int, _Work]], outcomes: _Outcomes) -> None:
         """Step 3: one batched fold-in per (state, domain); one by one if a batch fails, so
         that only the request at fault gets the error."""
-        groups: dict[tuple[int, str], list[tuple[int, _Work]]] = {}
-        for k, w in work:
-            groups.setdefault(w.batch_key, []).append((k, w))
-        for group in groups.values():
+        for group in _by_batch(work):
             engine, domain = group[0][1].state.engine, group[0][1].q.domain
             try:
                 embeddings = engine.embed_users(domain, [w.by_domain for _, w in group])
@@ -291,16 +296,16 @@ class Answerer:
     def _rank(self, live: list[tuple[int, _Work]], outcomes: _Outcomes) -> None:
         """Step 5: one multi-query search per (state, domain) for the requests without a
         category filter; the others (and any short of n items) one at a time."""
-        groups: dict[tuple[int, str], list[tuple[int, _Work]]] = {}
+        together = []
         for k, w in live:
             assert w.embedding is not None
             if embedding_method(w.embedding) == "none" or not len(w.state.indexes[w.q.domain]):
                 continue
             if w.q.prefix is None:
-                groups.setdefault(w.batch_key, []).append((k, w))
+                together.append((k, w))
             else:
                 outcomes.run(k, lambda: self._rank_one(w))  # noqa: B023
-        for group in groups.values():
+        for group in _by_batch(together):
             try:
                 self._rank_together([w for _, w in group])
             except Exception:

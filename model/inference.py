@@ -279,21 +279,19 @@ class InferenceEngine:
         z, methods = self._md.embed_many(
             domain, [p.local for p in parsed], [p.extra_tensors(self.model_dim) for p in parsed]
         )
-        vectors: list[np.ndarray | None] = [None] * len(parsed)
-        for method in set(methods):
-            rows = [k for k, m in enumerate(methods) if m == method]
+        rows_of: dict[str, list[int]] = {}
+        for k, method in enumerate(methods):
+            rows_of.setdefault(method, []).append(k)
+        out: dict[int, UserEmbedding] = {}
+        for method, rows in rows_of.items():
             # the content profile reads the same items the model vector was built from:
             # the domain's own history, or (cross-domain) every other domain's
             own = method == "inductive"
             parts = [self._profile_parts(domain, parsed[k], own) for k in rows]
             served = self._serving_users(domain, z[rows], method, parts)
             for k, v in zip(rows, served, strict=True):
-                vectors[k] = v
-        return [
-            UserEmbedding(vector=v, method=m, n_history=p.n)
-            for v, m, p in zip(vectors, methods, parsed, strict=True)
-            if v is not None
-        ]
+                out[k] = UserEmbedding(vector=v, method=method, n_history=parsed[k].n)
+        return [out[k] for k in range(len(parsed))]
 
     def _parse_history(self, history: Mapping[str, Sequence[str]]) -> _ParsedHistory:
         """Item ids -> bundle rows per domain, and the content of registered items."""
