@@ -41,11 +41,20 @@ from model.training import Trainer
 
 log = logging.getLogger("bench.quality")
 DEFAULT_METHODS = "popular,content-knn,lightgcn,inmo,micrec,micrec-untuned,micrec-no-blend"
-SERVED = {
-    # what `micrec train` produces by default: [tune] search + fitted score blend
+SERVED: dict[str, dict[str, Any]] = {
+    # what `micrec train` produces by default: [tune] search + cross-domain maps + blend
     "micrec": {},
-    # the configuration as given + the blend (no search)
+    # the configuration as given + maps + blend (no search)
     "micrec-untuned": {"tune": {"trials": 0}},
+    # ablations of the served default
+    "micrec-no-bridge": {"bridge": {"enabled": False}},
+    "micrec-untuned-no-bridge": {"tune": {"trials": 0}, "bridge": {"enabled": False}},
+    "inmo-blend": {"tune": {"trials": 0}, "variant": "inmo"},
+    "inmo-blend-no-bridge": {
+        "tune": {"trials": 0},
+        "variant": "inmo",
+        "bridge": {"enabled": False},
+    },
 }
 """Methods trained by model.pipeline.fit_served_model (the recipe of `micrec train`), with
 the run-config overrides that make each one. Every other trained method is an ablation of
@@ -75,10 +84,23 @@ def run_method(
     t0 = time.perf_counter()
     if method in SERVED:
         over = SERVED[method]
-        run = replace(cfg, tune=replace(cfg.tune, **over.get("tune", {})))
+        run = replace(
+            cfg,
+            tune=replace(cfg.tune, **over.get("tune", {})),
+            bridge=replace(cfg.bridge, **over.get("bridge", {})),
+            variant=over.get("variant", cfg.variant),
+        )
         served = fit_served_model(split, features, run, progress=progress, label=method)
         model = served.result.model
-        served_ranker = MICRecRanker(method, model, split, features, blend=served.blend)  # type: ignore[arg-type]
+        served_ranker = MICRecRanker(
+            method,
+            model,  # type: ignore[arg-type]
+            split,
+            features,
+            blend=served.blend,
+            bridges=served.maps.bridges,
+            item_maps=served.maps.item_maps,
+        )
         info = {
             "best_epoch": served.result.best_epoch,
             "epochs_run": len(served.result.history),
@@ -89,6 +111,8 @@ def run_method(
             "chosen_config": served.cfg.model.to_dict(),
             "tuning_trials": (served.tuning or {}).get("trials"),
             "blend_weights": served.blend.weights_json() if served.blend else None,
+            "cross_domain_rule": served.cfg.model.cross_domain_rule,
+            "maps": served.maps.report,
         }
         return evaluate(served_ranker, split), info
     if method == "micrec-no-blend":
@@ -175,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--patience", type=int, default=None)
     ap.add_argument("--sparsify", default=None, help="DOMAIN=SHARE applied to every run")
+    ap.add_argument("--k-core", type=int, default=None, help="[data] k_core of every run")
     ap.add_argument(
         "--sparsify-sweep", default=None, help="DOMAIN:1.0,0.5,0.3,0.1 -> micrec vs inmo gain plot"
     )
@@ -218,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.sparsify:
         d, share = args.sparsify.split("=")
         overrides["data"] = {"sparsify": {d: float(share)}}
+    if args.k_core is not None:
+        overrides.setdefault("data", {})["k_core"] = args.k_core
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
@@ -271,8 +298,15 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     for i, seed in enumerate(args.seeds):
+        # every seeded part follows the run's seed (the search, the blend's user sample,
+        # the maps' initialisation), so seeds are independent repetitions
         cfg = replace(
-            base, data=replace(base.data, seed=seed), train=replace(base.train, seed=seed)
+            base,
+            data=replace(base.data, seed=seed),
+            train=replace(base.train, seed=seed),
+            tune=replace(base.tune, seed=seed),
+            blend=replace(base.blend, seed=seed),
+            bridge=replace(base.bridge, seed=seed),
         )
         split = restrict(build_split(dataset, cfg.data), cfg.domains)
         for m in methods:

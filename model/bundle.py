@@ -9,6 +9,8 @@ Layout::
                                degrees, content vectors, users' input histories (CSR)
     catalogue.json             per-domain user/item ids, titles, categories, popularity
     blend.safetensors          the score blend's content reducer (model.nn.blend), if any
+    bridge.safetensors         the cross-domain maps (model.nn.bridge), if any
+    itemmap.safetensors        the content -> item vector maps (model.nn.itemmap), if any
     tuning.json                every blend-fit and tuning trial (params -> validation NDCG)
 
 Loading verifies the format version and the sha256 of every listed file before parsing
@@ -32,9 +34,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model.nn.blend import Blend, ContentReducer, DomainBlend
+from model.nn.bridge import Bridges
 from model.nn.config import MICRecConfig
 from model.nn.foldin import DomainEmbedder
 from model.nn.graph import TemplateMap
+from model.nn.itemmap import ItemMaps
 from model.nn.micrec import MICRec
 
 FORMAT_VERSION = 1
@@ -79,6 +83,10 @@ class Bundle:
     model: MICRec
     domains: dict[str, DomainState]
     blend: Blend | None = None
+    bridges: Bridges | None = None
+    """The cross-domain maps the rule "bridge" serves with (None: none trained)."""
+    item_maps: ItemMaps | None = None
+    """The content -> item vector maps of items registered later (None: none trained)."""
 
     @property
     def model_version(self) -> str:
@@ -106,6 +114,8 @@ def save_bundle(
     blends: dict[str, DomainBlend] | None = None,
     blend: Blend | None = None,
     tuning: dict[str, Any] | None = None,
+    bridges: Bridges | None = None,
+    item_maps: ItemMaps | None = None,
 ) -> Path:
     """Write a bundle atomically (to a temp dir, then rename).
 
@@ -135,6 +145,9 @@ def save_bundle(
         }
         if emb.item_content is not None:
             tensors["item_content"] = emb.item_content.cpu()
+        if emb.mapped_rows is not None and emb.mapped is not None:
+            tensors["mapped_rows"] = emb.mapped_rows.cpu()
+            tensors["mapped"] = emb.mapped.cpu()
         if blends and d in blends and blends[d].content is not None:
             tensors["blend_content"] = blends[d].content.cpu()  # type: ignore[union-attr]
         name = f"domain-{k}.safetensors"
@@ -160,6 +173,18 @@ def save_bundle(
             )
             blend_meta["reducer"] = {"modalities": list(r.modalities), "dims": list(r.dims)}
             files.append("blend.safetensors")
+    bridge_meta: dict[str, Any] | None = None
+    if bridges is not None:
+        state = {k: v.detach().cpu().contiguous() for k, v in bridges.state_dict().items()}
+        save_file(state, str(tmp / "bridge.safetensors"))
+        bridge_meta = bridges.meta()
+        files.append("bridge.safetensors")
+    item_map_meta: dict[str, Any] | None = None
+    if item_maps is not None:
+        state = {k: v.detach().cpu().contiguous() for k, v in item_maps.state_dict().items()}
+        save_file(state, str(tmp / "itemmap.safetensors"))
+        item_map_meta = item_maps.meta()
+        files.append("itemmap.safetensors")
     if tuning is not None:
         (tmp / "tuning.json").write_text(json.dumps(tuning, default=float))
         files.append("tuning.json")
@@ -175,6 +200,8 @@ def save_bundle(
         "alpha": float(model.alpha),
         "encoders": encoders,
         "blend": blend_meta,
+        "bridge": bridge_meta,
+        "item_map": item_map_meta,
         "data": data,
         "metrics": metrics,
         "sha256": {f: sha256_file(tmp / f) for f in files},
@@ -210,6 +237,10 @@ def verify_bundle(path: Path) -> dict[str, Any]:
     required = {"weights.safetensors", "catalogue.json", *manifest.get("domain_files", {}).values()}
     if (manifest.get("blend") or {}).get("reducer"):
         required.add("blend.safetensors")
+    if manifest.get("bridge"):
+        required.add("bridge.safetensors")
+    if manifest.get("item_map"):
+        required.add("itemmap.safetensors")
     if not isinstance(sums, dict) or not required <= set(sums):
         raise BundleError(
             f"{path}: manifest does not list checksums for {sorted(required - set(sums or {}))}"
@@ -244,6 +275,16 @@ def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
         )
         model.eval()
         blend = _load_blend(path, manifest.get("blend"))
+        bridges = None
+        if manifest.get("bridge"):
+            bridges = Bridges.from_state(
+                manifest["bridge"], load_file(str(path / "bridge.safetensors"), device=device)
+            )
+        item_maps = None
+        if manifest.get("item_map"):
+            item_maps = ItemMaps.from_state(
+                manifest["item_map"], load_file(str(path / "itemmap.safetensors"), device=device)
+            )
     except (KeyError, ValueError, RuntimeError, TypeError, json.JSONDecodeError) as err:
         raise BundleError(f"{path}: bundle does not match this model code ({err})") from err
     domains: dict[str, DomainState] = {}
@@ -267,6 +308,8 @@ def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
             item_content=t.get("item_content"),
             user_content=config.user_content,
             cold_scale=float(t["cold_scale"][0]) if "cold_scale" in t else 1.0,
+            mapped_rows=t.get("mapped_rows"),
+            mapped=t.get("mapped"),
         )
         c = cat[d]
         domains[d] = DomainState(
@@ -285,7 +328,15 @@ def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
             if blend is None
             else blend.for_domain(d, t["item_degree"], content=t.get("blend_content")),
         )
-    return Bundle(path=path, manifest=manifest, model=model, domains=domains, blend=blend)
+    return Bundle(
+        path=path,
+        manifest=manifest,
+        model=model,
+        domains=domains,
+        blend=blend,
+        bridges=bridges,
+        item_maps=item_maps,
+    )
 
 
 def _load_blend(path: Path, meta: dict[str, Any] | None) -> Blend | None:

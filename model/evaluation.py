@@ -29,6 +29,12 @@ from model.metrics import coverage_at_k, long_tail_mask, long_tail_share_at_k, u
 KS = (10, 20, 50)
 CATALOGUE_SLICE = "all"
 """The slice whose top-K tables give coverage@K and long_tail@K."""
+CROSS_DOMAIN_KINDS = ("cd_cold", "cd_pseudo")
+"""Input kinds whose users are served from their other domains only."""
+PSEUDO_COLD_SLICE = "cd_pseudo_cold"
+"""Validation only: old users shared with another domain, their history in this domain
+hidden (model.data.split.InductiveSplit.pseudo_cold_users): the validation stand-in for
+users new to a domain."""
 DEGREE_BUCKETS = (("deg_0", 0, 0), ("deg_1-5", 1, 5), ("deg_6-20", 6, 20), ("deg_>20", 21, 10**12))
 
 
@@ -52,7 +58,7 @@ class Slice:
 
     name: str
     domain: str
-    input_kind: str  # "standard" | "cold_items" | "cd_cold"
+    input_kind: str  # "standard" | "cold_items" | "cd_cold" | "cd_pseudo"
     users: np.ndarray
     targets: list[np.ndarray]
     candidates: np.ndarray  # bool [n_items]
@@ -81,9 +87,20 @@ def _slice(
     return Slice(name, ds.domain, kind, u, _group(test, u), cand)
 
 
+def _population(sl: Slice, keep: np.ndarray) -> Slice:
+    """``sl`` restricted to the users with ``keep[user]``."""
+    ok = keep[sl.users]
+    targets = [t for t, k in zip(sl.targets, ok, strict=True) if k]
+    return Slice(sl.name, sl.domain, sl.input_kind, sl.users[ok], targets, sl.candidates)
+
+
 def build_slices(split: InductiveSplit, domain: str, *, stage: str = "test") -> list[Slice]:
     """The slices of ``domain`` with targets from the test split, or from the validation
-    split (``stage="val"``: what weights and hyperparameters are chosen on)."""
+    split (``stage="val"``: what weights and hyperparameters are chosen on).
+
+    Validation slices hold only the users the test split scores
+    (``DomainSplit.test_population``), so what is fitted on them is fitted on the
+    population it serves, and add the pseudo-cold users (``PSEUDO_COLD_SLICE``)."""
     ds = split.domains[domain]
     new_u, new_i = ds.new_user_mask(), ds.new_item_mask()
     all_i = np.ones(ds.n_items, dtype=bool)
@@ -102,11 +119,17 @@ def build_slices(split: InductiveSplit, domain: str, *, stage: str = "test") -> 
         _slice("cold_items_vs_all", ds, "cold_items", test[new_i[test[:, 1]]], all_i),
         _slice("cd_cold_users", ds, "cd_cold", test, all_i, split.cross_domain_cold_users(domain)),
     ]
+    if stage == "val":
+        pseudo = split.pseudo_cold_users(domain)
+        out.append(_slice(PSEUDO_COLD_SLICE, ds, "cd_pseudo", test, all_i, pseudo))
     for name, lo, hi in DEGREE_BUCKETS:
         bucket = (deg >= lo) & (deg <= hi)
         s = _slice(name, ds, "standard", test[bucket[test[:, 1]]], all_i)
         s.candidates = all_i  # rank among all items; only targets are restricted to the bucket
         out.append(s)
+    if stage == "val":
+        keep = ds.test_population()
+        out = [_population(s, keep) for s in out]
     return out
 
 
@@ -118,6 +141,9 @@ def slice_inputs(split: InductiveSplit, domain: str, kind: str) -> dict[str, np.
         inputs[domain] = ds.train[~ds.new_item_mask()[ds.train[:, 1]]]
     elif kind == "cd_cold":  # the slice's users lose their whole target-domain history
         hide = np.isin(ds.train[:, 0], split.cross_domain_cold_users(domain))
+        inputs[domain] = ds.train[~hide]
+    elif kind == "cd_pseudo":  # pseudo-cold validation users: the same, for old users
+        hide = np.isin(ds.train[:, 0], split.pseudo_cold_users(domain))
         inputs[domain] = ds.train[~hide]
     return inputs
 
@@ -201,7 +227,7 @@ def evaluate(
             tops: list[np.ndarray] = []
             for b in range(0, len(sl.users), batch_users):
                 users = sl.users[b : b + batch_users]
-                s = scorer.scores(domain, users, cross_domain=sl.input_kind == "cd_cold")
+                s = scorer.scores(domain, users, cross_domain=sl.input_kind in CROSS_DOMAIN_KINDS)
                 if s is None:
                     tops = []
                     break

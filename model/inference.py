@@ -127,6 +127,7 @@ class InferenceEngine:
         self._md = MultiDomainEmbedder(
             {d: s.embedder for d, s in bundle.domains.items()},
             bundle.model.config.cross_domain_rule,
+            bundle.bridges,
         )
         # item id -> domain number << 32 | row: one int per item rather than a (domain, row)
         # tuple (~60 bytes less per item in every worker; 180 MB at 3 x 1e6 items)
@@ -373,6 +374,8 @@ class InferenceEngine:
         mods = set(self.bundle.model.modalities)
         if self._reducer is not None:
             mods |= set(self._reducer.modalities)
+        if self.bundle.item_maps is not None:
+            mods |= set(self.bundle.item_maps.modalities)
         return sorted(m for m in mods if m in self.encoders_info)
 
     def encode_content(self, *, text: str | None, image: Any | None) -> dict[str, np.ndarray]:
@@ -413,7 +416,14 @@ class InferenceEngine:
                 model.content, feats, {m: torch.ones(1, dtype=torch.bool) for m in feats}
             )
         hv = None if h is None else h[0]
-        z = self.bundle.domains[domain].embedder.new_item_vector(hv)
+        maps = self.bundle.item_maps
+        mapped = {m: v for m, v in content.items() if maps is not None and m in maps.modalities}
+        if maps is not None and mapped:
+            # the same map the bundle's own cold items were given (model.nn.itemmap)
+            raw = {m: np.asarray(v, dtype=np.float32).reshape(1, -1) for m, v in mapped.items()}
+            z = maps.map(domain, raw, 1)[0]
+        else:
+            z = self.bundle.domains[domain].embedder.new_item_vector(hv)
         c = None
         blend = self._blends.get(domain)
         if blend is not None and self._reducer is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from model.data.loading import load_dataset
 from model.data.split import InductiveSplit, build_split
 from model.encoders.base import ItemFeatures
 from model.evaluation import evaluate
+from model.maps import Maps, fit_maps
 from model.nn.blend import Blend
 from model.nn.foldin import build_embedder
 from model.nn.micrec import DomainInputs, MICRec
@@ -118,6 +119,7 @@ def build_bundle_from_model(
     metrics: dict[str, Any],
     blend: Blend | None = None,
     tuning: dict[str, Any] | None = None,
+    maps: Maps | None = None,
 ) -> Path:
     """Serving state on the split's full training input (the graph evaluation reads)."""
     dev = next(model.parameters()).device
@@ -129,6 +131,10 @@ def build_bundle_from_model(
             model.templates[d], ds.n_users, ds.n_items, ds.train, feats, masks, device=dev
         )
         embedders[d] = build_embedder(model, d, inp)
+        if maps is not None and maps.item_maps is not None:
+            embedders[d].attach_item_map(
+                maps.item_maps, *domain_features(features, ds.item_ids, maps.item_maps.modalities)
+            )
         if blend is not None:
             raw, _ = domain_features(
                 features, ds.item_ids, blend.reducer.modalities if blend.reducer else ()
@@ -163,6 +169,8 @@ def build_bundle_from_model(
         blends=blends or None,
         blend=blend,
         tuning=tuning,
+        bridges=None if maps is None else maps.bridges,
+        item_maps=None if maps is None else maps.item_maps,
     )
 
 
@@ -177,6 +185,8 @@ class ServedModel:
     cfg: RunConfig
     rank: int = 0
     """Process rank under torchrun; only rank 0 fits the blend and writes the bundle."""
+    maps: Maps = field(default_factory=Maps)
+    """The cross-domain and item maps (model.maps)."""
 
 
 def fit_served_model(
@@ -187,7 +197,8 @@ def fit_served_model(
     progress: bool = True,
     label: str = "",
 ) -> ServedModel:
-    """Tune (``[tune]``, when trials > 1), train, fit the score blend (``[blend]``).
+    """Tune (``[tune]``, when trials > 1), train, fit the cross-domain maps (``[bridge]``)
+    and the score blend (``[blend]``).
 
     The one recipe shared by ``micrec train`` and bench/quality.py's ``micrec`` method.
     Tuning runs in single-process jobs only; under torchrun the config is trained as given.
@@ -195,6 +206,7 @@ def fit_served_model(
     mc = cfg.model_config()
     tuning: dict[str, Any] | None = None
     blend: Blend | None = None
+    maps = Maps()
     _, world = distributed_rank_world()
     if cfg.tune.trials > 1 and world == 1:
         log.info(
@@ -203,10 +215,27 @@ def fit_served_model(
             cfg.tune.trials,
             cfg.tune.timeout_s,
         )
-        tuned = tune(split, features, mc, cfg.train, cfg.tune, cfg.blend, progress=progress)
-        result, blend = tuned.result, tuned.blend
+        seed = cfg.train.seed if cfg.tune.seed is None else cfg.tune.seed
+        tuned = tune(
+            split,
+            features,
+            mc,
+            cfg.train,
+            replace(cfg.tune, seed=seed),
+            cfg.blend,
+            bridge_cfg=cfg.bridge,
+            item_map_cfg=cfg.item_map,
+            progress=progress,
+        )
+        result, blend, maps = tuned.result, tuned.blend, tuned.maps
         cfg = replace(cfg, model=tuned.model_config, variant="micrec", train=tuned.train_config)
-        tuning = {"trials": tuned.trials, "chosen": tuned.chosen, "blend": tuned.blend_report}
+        tuning = {
+            "trials": tuned.trials,
+            "chosen": tuned.chosen,
+            "blend": tuned.blend_report,
+            "budget": tuned.budget,
+            **maps.report,
+        }
     else:
         trainer = Trainer(split, features, mc, cfg.train)
         log.info(
@@ -220,12 +249,26 @@ def fit_served_model(
         result = trainer.fit(progress=progress and trainer.rank == 0)
         if trainer.rank != 0:
             return ServedModel(result, None, None, cfg, rank=trainer.rank)
+    if tuning is None:  # trained once: the maps and the blend are fitted here
+        maps = fit_maps(result.model, split, features, cfg.bridge, cfg.item_map)  # type: ignore[arg-type]
+        tuning = dict(maps.report)
+        if cfg.blend.enabled:
+            blend, blend_report = fit_blend(
+                result.model,  # type: ignore[arg-type]
+                split,
+                features,
+                cfg.blend,
+                bridges=maps.bridges,
+                item_maps=maps.item_maps,
+            )
+            tuning["blend"] = blend_report
     if not cfg.blend.enabled:
         blend = None
-    elif blend is None:
-        blend, blend_report = fit_blend(result.model, split, features, cfg.blend)  # type: ignore[arg-type]
-        tuning = {"blend": blend_report}
-    return ServedModel(result, blend, tuning, cfg)
+    # the blend fit may choose the cross-domain rule (written to the model's config)
+    if isinstance(result.model, MICRec):
+        rule = result.model.config.cross_domain_rule
+        cfg = replace(cfg, model=replace(cfg.model, cross_domain_rule=rule))
+    return ServedModel(result, blend, tuning, cfg, maps=maps)
 
 
 def train_run(
@@ -251,17 +294,29 @@ def train_run(
     if served.rank != 0:  # under torchrun only rank 0 evaluates and writes the bundle
         return RunOutput(out_dir, served.result, {})
     result, blend, tuning, cfg = served.result, served.blend, served.tuning, served.cfg
+    maps = served.maps
     model = result.model
     assert isinstance(model, MICRec)
     test_metrics: dict[str, Any] = {}
     if run_test:
         test_metrics = evaluate(
-            MICRecRanker(cfg.variant, model, split, features, blend=blend), split
+            MICRecRanker(
+                cfg.variant,
+                model,
+                split,
+                features,
+                blend=blend,
+                bridges=maps.bridges,
+                item_maps=maps.item_maps,
+            ),
+            split,
         )
     encoders = {}
     if features is not None:
-        mods = set(model.modalities) | set(
-            blend.reducer.modalities if blend and blend.reducer else ()
+        mods = (
+            set(model.modalities)
+            | set(blend.reducer.modalities if blend and blend.reducer else ())
+            | set(maps.item_maps.modalities if maps.item_maps else ())
         )
         for m in sorted(mods):
             encoders[m] = {
@@ -294,6 +349,7 @@ def train_run(
         metrics=metrics,
         blend=blend,
         tuning=tuning,
+        maps=maps,
     )
     (out_dir / "history.json").write_text(json.dumps(result.history, indent=1))
     if tuning and "trials" in tuning:
@@ -331,7 +387,16 @@ def evaluate_bundle(
     features = load_features(dataset, cfg, progress=progress)
     results: dict[str, Any] = {
         cfg.variant: evaluate(
-            MICRecRanker(cfg.variant, bundle.model, split, features, blend=bundle.blend), split
+            MICRecRanker(
+                cfg.variant,
+                bundle.model,
+                split,
+                features,
+                blend=bundle.blend,
+                bridges=bundle.bridges,
+                item_maps=bundle.item_maps,
+            ),
+            split,
         )
     }
     if baselines:

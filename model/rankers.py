@@ -12,9 +12,11 @@ from model.data.split import InductiveSplit
 from model.encoders.base import ItemFeatures
 from model.evaluation import Scorer, _group
 from model.nn.blend import Blend, DomainBlend, profile
+from model.nn.bridge import Bridges
 from model.nn.config import MICRecConfig
 from model.nn.foldin import MultiDomainEmbedder, build_embedder
 from model.nn.graph import TemplateMap
+from model.nn.itemmap import ItemMaps
 from model.nn.micrec import DomainInputs, MICRec, domain_key
 from model.nn.modules import propagate
 from model.training import domain_features
@@ -49,7 +51,9 @@ def other_domain_histories(
 
 class MICRecRanker:
     """A trained MICRec (any ablation, INMO included) scored through fold-in, with the
-    fitted score blend (model.nn.blend) when one is given: exactly what the service ranks."""
+    fitted score blend (model.nn.blend), cross-domain maps (model.nn.bridge) and item maps
+    (model.nn.itemmap) when given: exactly what the service ranks. ``cross_domain_rule``
+    overrides the model's."""
 
     def __init__(
         self,
@@ -60,8 +64,22 @@ class MICRecRanker:
         *,
         calibrate_cold: bool = True,
         blend: Blend | None = None,
+        bridges: Bridges | None = None,
+        cross_domain_rule: str | None = None,
+        item_maps: ItemMaps | None = None,
     ) -> None:
         self.name = name
+        self.bridges = bridges
+        self.item_maps = item_maps
+        self.map_feats = (
+            {
+                d: domain_features(features, split.domains[d].item_ids, item_maps.modalities)
+                for d in model.domains
+            }
+            if item_maps is not None
+            else {}
+        )
+        self.cross_domain_rule = cross_domain_rule or model.config.cross_domain_rule
         self.calibrate_cold = calibrate_cold
         self.model = model
         self.split = split
@@ -93,7 +111,9 @@ class MICRecRanker:
                 m.templates[d], ds.n_users, ds.n_items, inputs[d], *self.feats[d], device=dev
             )
             embedders[d] = build_embedder(m, d, inp, calibrate=self.calibrate_cold)
-        md = MultiDomainEmbedder(embedders, m.config.cross_domain_rule)
+            if self.item_maps is not None:
+                embedders[d].attach_item_map(self.item_maps, *self.map_feats[d])
+        md = MultiDomainEmbedder(embedders, self.cross_domain_rule, self.bridges)
         blends = {}
         if self.blend is not None:
             for d in m.domains:

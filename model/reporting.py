@@ -99,6 +99,7 @@ TARGET_SLICES = (
     "new_users",
     "new_items",
     "cold_items",
+    "cold_items_vs_all",
     "cd_cold_users",
     "deg_1-5",
     "deg_6-20",

@@ -12,6 +12,8 @@ themselves (``__post_init__`` / ``SplitConfig.validate``).
     [model]     model.nn.config.MICRecConfig + ``variant`` (an ablation name, default "micrec")
     [train]     model.nn.config.TrainConfig
     [blend]     model.nn.config.BlendConfig (the served score blend, fitted on validation)
+    [bridge]    model.nn.config.BridgeConfig (the cross-domain mapping, model.bridgefit)
+    [item_map]  model.nn.config.ItemMapConfig (content -> item vectors, model.itemmapfit)
     [tune]      model.nn.config.TuneConfig (the per-dataset search of model.tuning)
 """
 
@@ -26,7 +28,15 @@ from pydantic import TypeAdapter, ValidationError
 
 from model.data.split import SplitConfig
 from model.encoders.factory import BUILTIN_MODALITY
-from model.nn.config import ABLATIONS, BlendConfig, MICRecConfig, TrainConfig, TuneConfig
+from model.nn.config import (
+    ABLATIONS,
+    BlendConfig,
+    BridgeConfig,
+    ItemMapConfig,
+    MICRecConfig,
+    TrainConfig,
+    TuneConfig,
+)
 
 T = TypeVar("T")
 
@@ -80,6 +90,8 @@ class RunConfig:
     variant: str = "micrec"
     train: TrainConfig = field(default_factory=TrainConfig)
     blend: BlendConfig = field(default_factory=BlendConfig)
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
+    item_map: ItemMapConfig = field(default_factory=ItemMapConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
 
     def model_config(self) -> MICRecConfig:
@@ -92,6 +104,8 @@ class RunConfig:
             "model": {**self.model.to_dict(), "variant": self.variant},
             "train": {k: v for k, v in asdict(self.train).items() if k != "extra"},
             "blend": asdict(self.blend),
+            "bridge": asdict(self.bridge),
+            "item_map": asdict(self.item_map),
             "tune": asdict(self.tune),
         }
 
@@ -128,7 +142,7 @@ def _build(cls: type[T], values: dict[str, Any], section: str) -> T:
 
 def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
     """A validated RunConfig; raises :class:`ConfigError` (one line) on any problem."""
-    sections = ("data", "features", "model", "train", "blend", "tune")
+    sections = ("data", "features", "model", "train", "blend", "bridge", "item_map", "tune")
     unknown = sorted(set(d) - set(sections))
     if unknown:
         raise ConfigError(f"unknown config sections {unknown}; known: {', '.join(sections)}")
@@ -162,6 +176,12 @@ def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
         features=_build(FeatureConfig, feats, "features"),
         model=_build(MICRecConfig, model, "model"),
         blend=_build(BlendConfig, _strict(BlendConfig, _section(d, "blend"), "blend"), "blend"),
+        bridge=_build(
+            BridgeConfig, _strict(BridgeConfig, _section(d, "bridge"), "bridge"), "bridge"
+        ),
+        item_map=_build(
+            ItemMapConfig, _strict(ItemMapConfig, _section(d, "item_map"), "item_map"), "item_map"
+        ),
         tune=_build(TuneConfig, _strict(TuneConfig, _section(d, "tune"), "tune"), "tune"),
         variant=variant,
         train=train_config,

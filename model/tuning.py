@@ -1,22 +1,27 @@
 """Per-dataset choice of the training trade-offs with Optuna, on validation only.
 
 A shop cannot know in advance whether its data wants the content term, the cross-domain
-alignment or neither, so ``micrec train`` tries a few configurations and keeps the best
-one on the validation split (the test split is never read):
+alignment, the maps trained after the backbone, or none of them, so ``micrec train``
+tries configurations and keeps the best one on the validation split (the test split is
+never read):
 
-- trial 0 is the configuration as given, trial 1 is INMO (no content, no alignment), so
-  the chosen model is never below either on the objective; the remaining trials are drawn
-  by Optuna's TPE sampler (seeded) from ``search_space``;
-- every trial trains with early stopping; a trial whose intermediate validation NDCG@20
-  falls below the median of earlier trials at the same epoch is pruned (MedianPruner);
-- the objective of a finished trial is its *served* validation quality: the score blend
-  (model.blendfit) is fitted for the trial's model, and the objective is the mean over
-  domains and over the slices all / new items / cold items / cross-domain cold users of
-  the blended validation NDCG@20. (Each slice counts once, so the trial that serves new
-  items and users best is not traded for a small gain on ``all``.)
-
-The budget is a number of trials and a wall-clock limit (``TuneConfig``); every trial's
-parameters and per-domain validation NDCG@20 go into the bundle's tuning.json.
+- a designed start (``designed_trials``): the configuration as given, INMO, full MICRec,
+  content only, cross-domain alignment only (content trials only where the data has
+  content), each with the cross-domain and item maps; then Optuna's TPE sampler, seeded,
+  draws from ``search_space`` (``n_startup_trials`` = the designed trials, so every draw
+  after them is TPE's, not a random configuration that is the same on every dataset);
+- every trial trains with early stopping and is not pruned: the objective below only
+  exists for a trained model, and the backbone's own validation NDCG (what a pruner could
+  watch) ranks trials differently from the served score;
+- the objective of a trial is its *served* validation quality: the cross-domain maps and
+  the item map are fitted (model.maps), the score blend (model.blendfit) is fitted and
+  chooses the cross-domain rule, and the objective is the mean over domains and over the
+  slices all / new items / cold items / cold items among all items / pseudo-cold users of
+  the blended validation NDCG@20 (each slice counts once);
+- the budget: at most ``trials`` trials, and no new trial once the search has run
+  ``budget_trainings`` times as long as its first trial (``timeout_s`` caps it in
+  seconds). tuning.json records every trial's parameters, per-domain validation NDCG@20,
+  chosen cross-domain rule and seconds, and the budget.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import copy
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +40,33 @@ from tqdm.auto import tqdm
 from model.blendfit import fit_blend
 from model.data.split import InductiveSplit
 from model.encoders.base import ItemFeatures
-from model.evaluation import evaluate
+from model.evaluation import PSEUDO_COLD_SLICE, evaluate
+from model.maps import Maps, fit_maps
 from model.nn.blend import Blend
-from model.nn.config import BlendConfig, MICRecConfig, TrainConfig, TuneConfig
+from model.nn.config import (
+    BlendConfig,
+    BridgeConfig,
+    ItemMapConfig,
+    MICRecConfig,
+    TrainConfig,
+    TuneConfig,
+)
 from model.training import Trainer, TrainResult
 
 log = logging.getLogger(__name__)
 
-OBJECTIVE_SLICES = ("all", "new_items", "cold_items", "cd_cold_users")
+OBJECTIVE_SLICES = ("all", "new_items", "cold_items", "cold_items_vs_all", PSEUDO_COLD_SLICE)
 
 
-def search_space(trial: Any, base: MICRecConfig, tc: TrainConfig) -> dict[str, Any]:
-    """The trade-offs searched: content on/off with its weight at the start and the
-    content-only loss, the cross-domain weight (0 included) and temperature, the lr."""
-    content = base.uses_content and trial.suggest_categorical("content", [True, False])
+def search_space(
+    trial: Any, base: MICRecConfig, tc: TrainConfig, *, has_content: bool
+) -> dict[str, Any]:
+    """Every trade-off that changed a served number in our measurements: content in the
+    graph (on/off, its weight at the start, the content-only loss), the cross-domain
+    alignment (0 included) and its temperature, interaction dropout, the lr, and whether
+    cold items get the trained item map (model.nn.itemmap). The cross-domain map's use is
+    chosen inside every trial by the blend fit (model.blendfit), on the same validation."""
+    content = has_content and trial.suggest_categorical("content", [True, False])
     cd_on = trial.suggest_categorical("cross_domain", [True, False])
     params: dict[str, Any] = {
         "content": content,
@@ -57,11 +75,14 @@ def search_space(trial: Any, base: MICRecConfig, tc: TrainConfig) -> dict[str, A
         if cd_on
         else 0.0,
         "temperature": trial.suggest_float("temperature", 0.1, 0.5),
+        "drop_interaction": trial.suggest_float("drop_interaction", 0.0, 0.3),
         "lr": trial.suggest_float("lr", tc.lr / 3, tc.lr * 3, log=True),
     }
     if content:
-        params["gamma_init"] = trial.suggest_categorical("gamma_init", [0.0, 1.0])
+        params["gamma_init"] = trial.suggest_float("gamma_init", 0.0, 2.0)
         params["cold_item_weight"] = trial.suggest_float("cold_item_weight", 0.0, 1.0)
+    if has_content:
+        params["item_map"] = trial.suggest_categorical("item_map", [True, False])
     return params
 
 
@@ -75,19 +96,47 @@ def apply_params(
     return replace(mc, **m), replace(tc, lr=params.get("lr", tc.lr))
 
 
-def _given(mc: MICRecConfig, tc: TrainConfig) -> dict[str, Any]:
-    p: dict[str, Any] = {
-        "content": mc.uses_content,
-        "cross_domain": mc.cross_domain_weight > 0,
+def designed_trials(
+    mc: MICRecConfig, tc: TrainConfig, *, has_content: bool
+) -> list[dict[str, Any]]:
+    """The first trials, before TPE: the configuration as given, INMO, full MICRec
+    (content and alignment), content only, cross-domain alignment only; each once (a
+    dataset without content features has no content trials). Every one gets the
+    cross-domain map and, with content, the item map; the TPE trials may turn them off."""
+    cd_weight = mc.cross_domain_weight if mc.cross_domain_weight > 0 else 0.1
+    shared = {
         "temperature": mc.temperature,
+        "drop_interaction": mc.drop_interaction,
         "lr": tc.lr,
     }
-    if mc.cross_domain_weight > 0:
-        p["cross_domain_weight"] = mc.cross_domain_weight
-    if mc.uses_content:
-        p["gamma_init"] = mc.gamma_init
-        p["cold_item_weight"] = mc.cold_item_weight
-    return p
+    content = {
+        "content": True,
+        "gamma_init": mc.gamma_init,
+        "cold_item_weight": mc.cold_item_weight,
+    }
+    no_content = {"content": False}
+    cd = {"cross_domain": True, "cross_domain_weight": cd_weight}
+    no_cd = {"cross_domain": False, "cross_domain_weight": 0.0}
+    given_content = content if (mc.uses_content and has_content) else no_content
+    given_cd = (
+        {"cross_domain": True, "cross_domain_weight": mc.cross_domain_weight}
+        if mc.cross_domain_weight > 0
+        else no_cd
+    )
+    out = [
+        {**given_content, **given_cd, **shared},  # given
+        {**no_content, **no_cd, **shared},  # INMO
+    ]
+    if has_content:
+        out += [{**content, **cd, **shared}, {**content, **no_cd, **shared}]  # full, content only
+    out.append({**no_content, **cd, **shared})  # cross-domain only
+    if has_content:
+        out = [{**p, "item_map": True} for p in out]
+    unique: list[dict[str, Any]] = []
+    for p in out:
+        if p not in unique:
+            unique.append(p)
+    return unique
 
 
 def served_validation(
@@ -95,14 +144,37 @@ def served_validation(
     split: InductiveSplit,
     features: ItemFeatures | None,
     blend_cfg: BlendConfig,
+    bridge_cfg: BridgeConfig | None = None,
+    item_map_cfg: ItemMapConfig | None = None,
+    *,
+    use_item_map: bool = True,
 ) -> tuple[float, dict[str, dict[str, float | None]], Blend, dict[str, Any]]:
-    """(objective, {domain: {slice: val NDCG@20}}, blend, blend report) of a trained model."""
+    """(objective, {domain: {slice: val NDCG@20}}, blend, blend report) of a trained model
+    served as ``micrec train`` serves it (cross-domain and item maps, then the blend)."""
     from model.rankers import MICRecRanker
 
     model = result.model
-    blend, report = fit_blend(model, split, features, blend_cfg)  # type: ignore[arg-type]
+    maps = fit_maps(model, split, features, bridge_cfg, item_map_cfg)  # type: ignore[arg-type]
+    if not use_item_map:
+        maps.item_maps = None
+    blend, report = fit_blend(
+        model,  # type: ignore[arg-type]
+        split,
+        features,
+        blend_cfg,
+        bridges=maps.bridges,
+        item_maps=maps.item_maps,
+    )
     val = evaluate(
-        MICRecRanker("trial", model, split, features, blend=blend),  # type: ignore[arg-type]
+        MICRecRanker(
+            "trial",
+            model,  # type: ignore[arg-type]
+            split,
+            features,
+            blend=blend,
+            bridges=maps.bridges,
+            item_maps=maps.item_maps,
+        ),
         split,
         ks=(20,),
         only=OBJECTIVE_SLICES,
@@ -122,6 +194,9 @@ class TuneResult:
     blend_report: dict[str, Any]
     trials: list[dict[str, Any]]
     chosen: int
+    maps: Maps
+    budget: dict[str, Any] = field(default_factory=dict)
+    """Seconds of the first training, the budget derived from it, the time spent."""
 
 
 def tune(
@@ -132,79 +207,101 @@ def tune(
     tune_cfg: TuneConfig,
     blend_cfg: BlendConfig,
     *,
+    bridge_cfg: BridgeConfig | None = None,
+    item_map_cfg: ItemMapConfig | None = None,
     progress: bool = True,
 ) -> TuneResult:
     """Search, keep the best trial's trained model, refit its blend with ``blend_cfg``."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    has_content = features is not None and bool(features.modalities)
+    designed = designed_trials(mc, tc, has_content=has_content)
+    # TPE starts right after the designed trials (its random start-up trials would be the
+    # same configurations on every dataset for one seed); no pruning: what the search
+    # maximises (the served validation score, maps and blend included) only exists once
+    # a trial is trained, and the backbone's own validation NDCG ranks trials differently
     study = optuna.create_study(
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=tune_cfg.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=tc.eval_every),
+        sampler=optuna.samplers.TPESampler(seed=tune_cfg.seed, n_startup_trials=len(designed)),
+        pruner=optuna.pruners.NopPruner(),
     )
-    study.enqueue_trial(_given(mc, tc))
-    if mc.uses_content or mc.cross_domain_weight > 0:
-        study.enqueue_trial(
-            {"content": False, "cross_domain": False, "temperature": mc.temperature, "lr": tc.lr}
-        )
+    for p in designed[: max(1, tune_cfg.trials)]:
+        study.enqueue_trial(p)
     trial_blend = replace(blend_cfg, trials=tune_cfg.blend_trials)
     records: list[dict[str, Any]] = []
     best: dict[str, Any] = {}
     t_start = time.perf_counter()
+    budget: dict[str, float] = {}
     bar = tqdm(total=tune_cfg.trials, desc="tune", unit="trial", disable=not progress)
 
     def objective(trial: optuna.Trial) -> float:
-        params = search_space(trial, mc, tc)
+        params = search_space(trial, mc, tc, has_content=has_content)
         tmc, ttc = apply_params(mc, tc, params)
         t0 = time.perf_counter()
-        trainer = Trainer(split, features, tmc, ttc)
-
-        def report(row: dict[str, Any]) -> None:
-            if "val_ndcg@20" in row:
-                trial.report(row["val_ndcg@20"], row["epoch"])
-                if trial.should_prune():
-                    raise optuna.TrialPruned()
-
         record: dict[str, Any] = {"number": trial.number, "params": params}
         records.append(record)
-        try:
-            res = trainer.fit(progress=False, on_epoch=report)
-        except optuna.TrialPruned:
-            record.update(state="pruned", seconds=time.perf_counter() - t0)
-            bar.update(1)
-            raise
-        value, per, _, _ = served_validation(res, split, features, trial_blend)
+        res = Trainer(split, features, tmc, ttc).fit(progress=False)
+        value, per, _, _ = served_validation(
+            res,
+            split,
+            features,
+            trial_blend,
+            bridge_cfg,
+            item_map_cfg,
+            use_item_map=params.get("item_map", True),
+        )
         record.update(
             state="complete",
             objective=value,
             val_ndcg20=per,
             best_epoch=res.best_epoch,
+            cross_domain_rule=getattr(res.model, "config", tmc).cross_domain_rule,
             seconds=time.perf_counter() - t0,
         )
+        if not budget:  # the search's budget is a multiple of its first training
+            budget["first_s"] = record["seconds"]
+            budget["budget_s"] = min(
+                tune_cfg.timeout_s, tune_cfg.budget_trainings * record["seconds"]
+            )
         if not best or value > best["value"]:
             best.update(
                 value=value,
                 number=trial.number,
-                mc=tmc,
+                mc=replace(tmc, cross_domain_rule=record["cross_domain_rule"]),
                 tc=ttc,
+                item_map=params.get("item_map", True),
                 result=replace(res, model=copy.deepcopy(res.model)),
             )
         bar.update(1)
         bar.set_postfix(best=f"{best['value']:.4f}", last=f"{value:.4f}")
         log.info("tuning trial %d: %s -> %.4f", trial.number, params, value)
+        if time.perf_counter() - t_start > budget["budget_s"]:
+            trial.study.stop()
         return value
 
     study.optimize(objective, n_trials=max(1, tune_cfg.trials), timeout=tune_cfg.timeout_s)
     bar.close()
+    elapsed = time.perf_counter() - t_start
     log.info(
-        "tuning: %d trials in %.0f s, chosen trial %d (%.4f)",
+        "tuning: %d trials in %.0f s (%.1f x the first training), chosen trial %d (%.4f)",
         len(records),
-        time.perf_counter() - t_start,
+        elapsed,
+        elapsed / max(budget.get("first_s", 1.0), 1e-9),
         best["number"],
         best["value"],
     )
-    blend, breport = fit_blend(best["result"].model, split, features, blend_cfg)
+    maps = fit_maps(best["result"].model, split, features, bridge_cfg, item_map_cfg)
+    if not best["item_map"]:
+        maps.item_maps = None
+    blend, breport = fit_blend(
+        best["result"].model,
+        split,
+        features,
+        blend_cfg,
+        bridges=maps.bridges,
+        item_maps=maps.item_maps,
+    )
     return TuneResult(
         model_config=best["mc"],
         train_config=best["tc"],
@@ -213,6 +310,13 @@ def tune(
         blend_report=breport,
         trials=records,
         chosen=best["number"],
+        maps=maps,
+        budget={
+            "first_training_s": budget.get("first_s"),
+            "budget_s": budget.get("budget_s"),
+            "elapsed_s": elapsed,
+            "multiple_of_first": elapsed / max(budget.get("first_s", 1.0), 1e-9),
+        },
     )
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+CROSS_DOMAIN_RULES = ("content", "aligned", "content+aligned", "bridge")
+
 
 @dataclass
 class MICRecConfig:
@@ -61,14 +63,17 @@ class MICRecConfig:
     """InfoNCE temperature tau."""
     cross_domain_rule: str = "content+aligned"
     """How a user with no history in a domain is served: "content" (content preference of
-    their other-domain items), "aligned" (their other-domain representation), or both
-    summed. Chosen by measurement on the cross-domain cold-user slice."""
+    their other-domain items), "aligned" (their other-domain representation), both
+    summed, or "bridge" (their other-domain representation through the trained
+    cross-domain mapping, model.nn.bridge). The blend fit chooses among the configured
+    rule and "bridge" on pseudo-cold validation users and records its choice here."""
 
     def __post_init__(self) -> None:
         self.modalities = tuple(self.modalities)
-        if self.cross_domain_rule not in ("content", "aligned", "content+aligned"):
+        if self.cross_domain_rule not in CROSS_DOMAIN_RULES:
             raise ValueError(
-                f"cross_domain_rule must be content|aligned|content+aligned, got {self.cross_domain_rule!r}"
+                f"cross_domain_rule must be {'|'.join(CROSS_DOMAIN_RULES)}, "
+                f"got {self.cross_domain_rule!r}"
             )
         if self.item_content_weight not in ("constant", "degree"):
             raise ValueError(
@@ -195,21 +200,90 @@ class BlendConfig:
 
 
 @dataclass
+class BridgeConfig:
+    """The cross-domain mapping (model.nn.bridge, model.bridgefit), trained after the
+    backbone on users shared by two domains. Every key is documented with its default."""
+
+    enabled: bool = True
+    """Train the mapping; false leaves users new to a domain to the configured rule."""
+    hidden: int = 128
+    """Width of the mapping's hidden layer (0 = a linear map, EMCDR's simplest form)."""
+    epochs: int = 40
+    """Passes over the anchor users at most (early stopping on a tenth of them)."""
+    patience: int = 5
+    """Epochs without a better held-back loss before stopping."""
+    lr: float = 3e-3
+    """Adam learning rate."""
+    batch_users: int = 256
+    """Anchor users per step."""
+    mse_weight: float = 0.0
+    """Weight of EMCDR's regression of the user's own target-domain vector, added to the
+    ranking loss (0 = ranking only, as task-oriented mappings train)."""
+    weight_decay: float = 1e-4
+    """Adam weight decay."""
+    seed: int = 0
+    """Seed of the initialisation, batch order and held-back users."""
+
+    def __post_init__(self) -> None:
+        _at_least(self, hidden=0, epochs=1, patience=1, batch_users=1)
+        _at_least(self, mse_weight=0.0, weight_decay=0.0)
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class ItemMapConfig:
+    """The content -> collaborative item map (model.nn.itemmap, model.itemmapfit), trained
+    after the backbone on warm items. Every key is documented with its default."""
+
+    enabled: bool = True
+    """Train the map (needs content features); false leaves cold items to the graph's
+    layer-0 vector."""
+    hidden: int = 256
+    """Width of the map's hidden layer."""
+    epochs: int = 30
+    """Passes over the training interactions at most (early stopping on a tenth of the
+    warm items)."""
+    patience: int = 4
+    """Epochs without a better held-back loss before stopping."""
+    lr: float = 2e-3
+    """Adam learning rate."""
+    batch_pairs: int = 1024
+    """(user, item) training pairs per step; the batch's other items are the negatives."""
+    distill_weight: float = 1.0
+    """Weight of the squared distance to the warm item's own vector (the ranking loss
+    has weight 1)."""
+    weight_decay: float = 1e-4
+    """Adam weight decay."""
+    seed: int = 0
+    """Seed of the initialisation, batch order and held-back items."""
+
+    def __post_init__(self) -> None:
+        _at_least(self, hidden=1, epochs=1, patience=1, batch_pairs=2)
+        _at_least(self, distill_weight=0.0, weight_decay=0.0)
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+@dataclass
 class TuneConfig:
     """The search budget of ``micrec train``. Every key is documented with its default."""
 
-    trials: int = 4
-    """Trainings tried (0 or 1 = train the configuration as given, no search)."""
+    trials: int = 8
+    """Trainings tried at most (0 or 1 = train the configuration as given, no search).
+    The first ones are the designed trials (model.tuning.designed_trials: up to 5)."""
+    budget_trainings: float = 8.0
+    """No new trial starts once the search has taken this many times its first trial."""
     timeout_s: float = 3600.0
     """No new trial starts after this many seconds (the running one finishes)."""
-    seed: int = 0
-    """Seed of the TPE sampler."""
+    seed: int | None = None
+    """Seed of the TPE sampler; None = the run's ``[train] seed``."""
     blend_trials: int = 20
     """Blend-fit trials per domain and user type inside each tuning trial (the final
     model's blend is refitted with [blend] trials)."""
 
     def __post_init__(self) -> None:
-        _at_least(self, trials=0, blend_trials=3)
+        _at_least(self, trials=0, blend_trials=3, budget_trainings=1.0)
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
 

@@ -11,12 +11,14 @@ tests/model/test_foldin.py). These tensors are what a bundle ships per domain.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from model.nn.bridge import Bridges
+from model.nn.itemmap import ItemMaps
 from model.nn.micrec import DomainInputs, MICRec
 from model.nn.modules import ModalityAggregator
 
@@ -44,6 +46,11 @@ class DomainEmbedder:
     """Users get the content preference term (MICRecConfig.user_content)."""
     cold_scale: float = 1.0
     """Multiplier of isolated (cold) items' vectors, see ``calibrate_cold_scale``."""
+    mapped_rows: torch.Tensor | None = None
+    """[m] rows of isolated items whose vector comes from the item map (model.nn.itemmap)
+    instead of their layer-0 vector; None without an item map."""
+    mapped: torch.Tensor | None = None
+    """[m, d] the item map's vectors of ``mapped_rows``."""
 
     @property
     def n_layers(self) -> int:
@@ -63,7 +70,24 @@ class DomainEmbedder:
         z = self.item_layers.mean(dim=0)
         if self.cold_scale != 1.0:
             z = torch.where((self.item_degree == 0).unsqueeze(1), z * self.cold_scale, z)
+        if self.mapped_rows is not None and self.mapped is not None and len(self.mapped_rows):
+            z = z.clone()
+            z[self.mapped_rows] = self.mapped.to(z.dtype)
         return z
+
+    def attach_item_map(
+        self, maps: ItemMaps, features: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray]
+    ) -> None:
+        """Give every isolated item with content its item-map vector (``features``: the
+        map's modalities for all of this domain's items)."""
+        has = np.zeros(self.n_items, dtype=bool)
+        for m in maps.modalities:
+            if m in masks:
+                has |= np.asarray(masks[m], dtype=bool)
+        rows = np.flatnonzero(has & (self.item_degree.cpu().numpy() == 0))
+        sub = {m: f[rows] for m, f in features.items() if m in maps.modalities}
+        self.mapped_rows = torch.as_tensor(rows, dtype=torch.int64)
+        self.mapped = maps.map(self.domain, sub, len(rows))
 
     def _scale(self, c: torch.Tensor) -> torch.Tensor:
         return c.clamp_min(1.0).pow(self.alpha / 2 - 1)
@@ -231,11 +255,18 @@ class MultiDomainEmbedder:
 
     In-domain history -> fold-in ("inductive"); history only elsewhere -> the cross-domain
     rule ("cross_domain"); nothing -> user token only ("none", callers fall back).
+    ``bridges``: the trained cross-domain maps the rule "bridge" uses (model.nn.bridge).
     """
 
-    def __init__(self, embedders: dict[str, DomainEmbedder], rule: str = "content+aligned") -> None:
+    def __init__(
+        self,
+        embedders: dict[str, DomainEmbedder],
+        rule: str = "content+aligned",
+        bridges: Bridges | None = None,
+    ) -> None:
         self.embedders = embedders
         self.rule = rule
+        self.bridges = bridges
 
     def embed(
         self,
@@ -302,6 +333,8 @@ class MultiDomainEmbedder:
         """Batch of users served in ``domain`` from their other domains only: [b, d]."""
         target = self.embedders[domain]
         out = torch.zeros(len(histories), target.dim, device=target.item_layers.device)
+        if self.rule == "bridge":
+            return self._bridged(domain, histories, out)
         for d, emb in self.embedders.items():
             if d == domain:
                 continue
@@ -324,3 +357,20 @@ class MultiDomainEmbedder:
                 h_all = torch.cat(parts) if parts else torch.zeros(0, target.dim)
                 out[k] += target.content_only_user(h_all)
         return out
+
+    def _bridged(
+        self, domain: str, histories: list[dict[str, np.ndarray]], out: torch.Tensor
+    ) -> torch.Tensor:
+        """The mean over a user's other domains of their mapped fold-in vectors (zero for a
+        user whose other-domain history holds only registered items)."""
+        count = torch.zeros(len(histories), 1, device=out.device)
+        for d, emb in self.embedders.items():
+            if d == domain or self.bridges is None or not self.bridges.has(d, domain):
+                continue
+            idx = [k for k, h in enumerate(histories) if len(h.get(d, ()))]
+            if idx:
+                out[idx] += self.bridges.map(
+                    d, domain, emb.embed_users([histories[k][d] for k in idx])
+                )
+                count[idx] += 1
+        return out / count.clamp_min(1.0)

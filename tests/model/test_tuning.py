@@ -56,3 +56,31 @@ def test_the_served_model_is_the_best_validation_trial(tuned) -> None:  # type: 
     # every completed trial lists its validation NDCG@20 per domain and slice
     for t in done:
         assert set(t["val_ndcg20"]) == set(bundle.model.domains)
+
+
+def test_the_search_records_its_budget_as_a_multiple_of_the_first_training(tuned) -> None:  # type: ignore[no-untyped-def]
+    tuning = json.loads((tuned / "tuning.json").read_text())
+    budget = tuning["budget"]
+    assert budget["first_training_s"] > 0
+    assert budget["elapsed_s"] >= budget["first_training_s"]
+    assert budget["multiple_of_first"] == pytest.approx(
+        budget["elapsed_s"] / budget["first_training_s"]
+    )
+    # the given config is full MICRec, so the third designed trial is content only
+    third = tuning["trials"][2]["params"]
+    assert third["content"] is True and third["cross_domain"] is False and third["item_map"]
+    assert {t["cross_domain_rule"] for t in tuning["trials"]} <= {"content+aligned", "bridge"}
+
+
+def test_designed_trials_cover_the_parts_once_and_skip_content_without_features() -> None:
+    from model.nn.config import MICRecConfig, TrainConfig
+    from model.tuning import designed_trials
+
+    mc, tc = MICRecConfig(), TrainConfig()
+    with_content = designed_trials(mc, tc, has_content=True)
+    kinds = [(p["content"], p["cross_domain"]) for p in with_content]
+    # given (= full MICRec here, so once), INMO, content only, cross-domain only
+    assert kinds == [(True, True), (False, False), (True, False), (False, True)]
+    without = designed_trials(mc, tc, has_content=False)
+    assert [(p["content"], p["cross_domain"]) for p in without] == [(False, True), (False, False)]
+    assert all("item_map" not in p for p in without)

@@ -1,0 +1,139 @@
+"""The maps trained after the backbone, on one trained backbone: with and without them.
+
+    python bench/bridge_probe.py --dataset ../shared/datasets/amazon-arts-office \
+        --config configs/bench-quality.toml --variant inmo --seed 0 --out docs/results/quality/probes/bridge-arts-office-s0.json
+
+Trains the backbone once (``--variant``, no search), then fits the served blend on
+validation three times: without maps (the config's cross-domain rule, cold items from the
+graph), with the cross-domain maps only (the fit chooses the rule on pseudo-cold
+validation users), with both maps. All are scored on the test slices with most-popular
+and content kNN beside them, so the rows differ only by the maps. A probe for choosing
+settings, not the quality table (bench/quality.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from model.blendfit import fit_blend
+from model.cli import set_threads
+from model.data.loading import load_dataset
+from model.data.split import build_split
+from model.evaluation import PSEUDO_COLD_SLICE, evaluate
+from model.maps import Maps, fit_maps
+from model.nn.micrec import MICRec
+from model.pipeline import load_features, restrict
+from model.rankers import ContentKNNRanker, MICRecRanker, PopularRanker
+from model.runconfig import load_run_config
+from model.training import Trainer
+
+SLICES = ("all", "new_users", "cd_cold_users", "cold_items", "cold_items_vs_all", "deg_1-5")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", type=Path, required=True)
+    ap.add_argument("--config", type=Path, default=Path("configs/bench-quality.toml"))
+    ap.add_argument("--variant", default="inmo")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--k-core", type=int, default=None)
+    ap.add_argument("--sparsify", default=None, help="DOMAIN=SHARE")
+    ap.add_argument("--set-bridge", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--set-item-map", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    set_threads(args.threads)
+    over: dict[str, dict[str, Any]] = {"data": {}, "bridge": {}, "item_map": {}}
+    if args.k_core is not None:
+        over["data"]["k_core"] = args.k_core
+    if args.sparsify:
+        d, share = args.sparsify.split("=")
+        over["data"]["sparsify"] = {d: float(share)}
+    for section, items in (("bridge", args.set_bridge), ("item_map", args.set_item_map)):
+        for item in items:
+            k, _, v = item.partition("=")
+            over[section][k] = float(v) if "." in v or "e" in v else int(v)
+    cfg = load_run_config(args.config, over)
+    cfg = replace(
+        cfg,
+        variant=args.variant,
+        data=replace(cfg.data, seed=args.seed),
+        train=replace(cfg.train, seed=args.seed),
+        blend=replace(cfg.blend, seed=args.seed),
+        bridge=replace(cfg.bridge, seed=args.seed),
+        item_map=replace(cfg.item_map, seed=args.seed),
+    )
+    dataset = load_dataset(args.dataset, min_rating=cfg.data.min_rating)
+    split = restrict(build_split(dataset, cfg.data), cfg.domains)
+    features = load_features(dataset, cfg, progress=False)
+    t0 = time.perf_counter()
+    res = Trainer(split, features, cfg.model_config(), cfg.train).fit(progress=False)
+    model = res.model
+    assert isinstance(model, MICRec)
+    out: dict[str, Any] = {
+        "dataset": str(args.dataset),
+        "variant": args.variant,
+        "seed": args.seed,
+        "k_core": cfg.data.k_core,
+        "sparsify": cfg.data.sparsify,
+        "bridge_config": vars(cfg.bridge),
+        "train_seconds": time.perf_counter() - t0,
+        "pseudo_cold_users": {d: len(split.pseudo_cold_users(d)) for d in split.domains},
+        "cd_cold_test_users": {d: len(split.cross_domain_cold_users(d)) for d in split.domains},
+    }
+    out["popular"] = evaluate(PopularRanker(split), split, ks=(20,), only=SLICES)
+    if features is not None and "text" in features.modalities:
+        out["content_knn"] = evaluate(
+            ContentKNNRanker(split, features), split, ks=(20,), only=SLICES
+        )
+    t1 = time.perf_counter()
+    maps = fit_maps(model, split, features, cfg.bridge, cfg.item_map)
+    out["maps_seconds"] = time.perf_counter() - t1
+    out["maps_report"] = maps.report
+    given = model.config.cross_domain_rule
+    variants = {
+        "no_maps": Maps(),
+        "bridge": Maps(bridges=maps.bridges),
+        "both_maps": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
+    }
+    for name, mp in variants.items():
+        model.config.cross_domain_rule = given
+        blend, rep = fit_blend(
+            model, split, features, cfg.blend, bridges=mp.bridges, item_maps=mp.item_maps
+        )
+        ranker = MICRecRanker(
+            name, model, split, features, blend=blend, bridges=mp.bridges, item_maps=mp.item_maps
+        )
+        out[name] = evaluate(ranker, split, ks=(20,), only=SLICES)
+        out[f"{name}_rule"] = model.config.cross_domain_rule
+        out[f"{name}_rules_val"] = {
+            d: r.get("cross_domain", {}).get("rules_val_ndcg@20") for d, r in rep.items()
+        }
+        out[f"{name}_val"] = evaluate(
+            ranker, split, ks=(20,), only=(*SLICES[:2], *SLICES[3:], PSEUDO_COLD_SLICE), stage="val"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1, default=str))
+    methods = [m for m in ("popular", "content_knn", *variants) if m in out]
+    for d in split.domains:
+        print(f"== {d} (test NDCG@20 %)")
+        print("method".ljust(12), *(sl[:12].rjust(12) for sl in SLICES))
+        for m in methods:
+            vals = [out[m][d].get(sl, {}).get("ndcg@20") for sl in SLICES]
+            print(
+                m.ljust(12), *(("n/a" if v is None else f"{100 * v:.2f}").rjust(12) for v in vals)
+            )
+    print("rule with the bridge:", out["bridge_rule"], out["bridge_rules_val"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

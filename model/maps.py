@@ -1,0 +1,37 @@
+"""The parts trained after the backbone, on its frozen vectors: the cross-domain maps
+(model.bridgefit) and the item maps (model.itemmapfit). One call, so ``micrec train``,
+every tuning trial and the benchmarks fit them the same way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from model.bridgefit import fit_bridges
+from model.data.split import InductiveSplit
+from model.encoders.base import ItemFeatures
+from model.itemmapfit import fit_item_maps
+from model.nn.bridge import Bridges
+from model.nn.config import BridgeConfig, ItemMapConfig
+from model.nn.itemmap import ItemMaps
+from model.nn.micrec import MICRec
+
+
+@dataclass
+class Maps:
+    bridges: Bridges | None = None
+    item_maps: ItemMaps | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+    """{"bridge": per domain pair, "item_map": per domain}: anchors, epochs, seconds."""
+
+
+def fit_maps(
+    model: MICRec,
+    split: InductiveSplit,
+    features: ItemFeatures | None,
+    bridge: BridgeConfig | None = None,
+    item_map: ItemMapConfig | None = None,
+) -> Maps:
+    bridges, bridge_report = fit_bridges(model, split, features, bridge)
+    item_maps, item_report = fit_item_maps(model, split, features, item_map)
+    return Maps(bridges, item_maps, {"bridge": bridge_report, "item_map": item_report})

@@ -1,0 +1,177 @@
+"""The parts trained after the backbone: cross-domain maps (model.nn.bridge,
+model.bridgefit), item maps (model.nn.itemmap, model.itemmapfit), and the validation they
+are chosen on (pseudo-cold users, the test population)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model.blendfit import fit_blend
+from model.bridgefit import _anchors, fit_bridges
+from model.bundle import load_bundle
+from model.data.loading import load_dataset
+from model.data.split import build_split
+from model.data.synth import SynthConfig, write_synthetic_catalogue
+from model.evaluation import PSEUDO_COLD_SLICE, build_slices, evaluate, slice_inputs
+from model.inference import InferenceEngine
+from model.maps import fit_maps
+from model.nn.bridge import Bridges
+from model.nn.config import BlendConfig, BridgeConfig, ItemMapConfig
+from model.pipeline import build_bundle_from_model, load_features
+from model.rankers import MICRecRanker
+from model.runconfig import ConfigError, load_run_config, run_config_from_dict
+from model.training import Trainer
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("maps")
+    write_synthetic_catalogue(root / "data", SynthConfig.tiny(images=False, users=400))
+    cfg = load_run_config(
+        None,
+        {
+            "features": {"image": "none", "cache_dir": str(root / "cache")},
+            "model": {"variant": "inmo"},
+            "train": {"epochs": 10, "patience": 100, "batch_size": 512, "lr": 0.005},
+        },
+    )
+    ds = load_dataset(root / "data")
+    split = build_split(ds, cfg.data)
+    feats = load_features(ds, cfg, progress=False)
+    model = Trainer(split, feats, cfg.model_config(), cfg.train).fit(progress=False).model
+    maps = fit_maps(
+        model,  # type: ignore[arg-type]
+        split,
+        feats,
+        BridgeConfig(epochs=30),
+        ItemMapConfig(epochs=15, batch_pairs=256),
+    )
+    return root, cfg, ds, split, feats, model, maps
+
+
+def test_pseudo_cold_users_are_old_shared_users_never_used_as_anchors(trained) -> None:  # type: ignore[no-untyped-def]
+    split = trained[3]
+    for dst in split.domains:
+        pseudo = split.pseudo_cold_users(dst)
+        assert len(pseudo) > 0
+        np.testing.assert_array_equal(pseudo, split.pseudo_cold_users(dst))  # seeded
+        ds = split.domains[dst]
+        assert (pseudo < ds.n_old_users).all()
+        for src in split.domains:
+            if src == dst:
+                continue
+            anchors, _ = _anchors(split, src, dst)
+            assert len(anchors) > len(pseudo)
+            assert not set(anchors.tolist()) & set(pseudo.tolist())
+
+
+def test_validation_scores_only_the_test_population(trained) -> None:  # type: ignore[no-untyped-def]
+    split = trained[3]
+    d = sorted(split.domains)[0]
+    ds = split.domains[d]
+    tested = set(np.unique(ds.test[:, 0]).tolist())
+    # a user with validation rows but no test rows (as sparse data makes them)
+    lonely = int(ds.n_old_users - 1)
+    ds.test = ds.test[ds.test[:, 0] != lonely]
+    try:
+        assert lonely in set(ds.val[:, 0].tolist())
+        for sl in build_slices(split, d, stage="val"):
+            assert lonely not in set(sl.users.tolist()), sl.name
+            assert set(sl.users.tolist()) <= tested, sl.name
+        assert any(
+            sl.name == PSEUDO_COLD_SLICE and len(sl.users)
+            for sl in build_slices(split, d, stage="val")
+        )
+    finally:
+        ds.test = np.concatenate([ds.test, np.empty((0, 2), dtype=np.int64)])
+
+
+def _pseudo_cold_ndcg(trained, bridges: Bridges) -> float:  # type: ignore[no-untyped-def]
+    _, _, _, split, feats, model, _ = trained
+    ranker = MICRecRanker("probe", model, split, feats, bridges=bridges, cross_domain_rule="bridge")
+    res = evaluate(ranker, split, ks=(20,), only=(PSEUDO_COLD_SLICE,), stage="val")
+    return float(np.mean([r[PSEUDO_COLD_SLICE]["ndcg@20"] for r in res.values()]))
+
+
+def test_trained_bridge_ranks_pseudo_cold_users_better_than_an_untrained_one(trained) -> None:  # type: ignore[no-untyped-def]
+    model, maps = trained[5], trained[6]
+    assert maps.bridges is not None
+    torch.manual_seed(0)
+    untrained = Bridges(model.config.dim, maps.bridges.hidden, maps.bridges.pairs)
+    assert _pseudo_cold_ndcg(trained, maps.bridges) > _pseudo_cold_ndcg(trained, untrained)
+    for rec in maps.report["bridge"].values():
+        assert rec["trained"] and rec["anchors"] > 0
+
+
+def test_blend_fit_chooses_the_cross_domain_rule_on_validation(trained) -> None:  # type: ignore[no-untyped-def]
+    _, _, _, split, feats, model, maps = trained
+    given = model.config.cross_domain_rule
+    try:
+        _, report = fit_blend(model, split, feats, BlendConfig(trials=6), bridges=maps.bridges)
+        chosen = model.config.cross_domain_rule
+        for d in split.domains:
+            rec = report[d]["cross_domain"]
+            scores = rec["rules_val_ndcg@20"]
+            assert set(scores) == {given, "bridge"}
+            assert rec["rule"] == chosen
+            assert scores[chosen] == max(scores.values()) or len(split.domains) > 2
+    finally:
+        model.config.cross_domain_rule = given
+
+
+def test_cold_items_get_content_dependent_vectors_and_registration_matches_them(
+    trained, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    _, cfg, ds, split, feats, model, maps = trained
+    assert maps.item_maps is not None
+    d = sorted(split.domains)[0]
+    out = build_bundle_from_model(
+        tmp_path / "bundle",
+        model=model,
+        split=split,
+        dataset=ds,
+        features=feats,
+        cfg=cfg,
+        encoders={"text": {"name": "minilm-l6-v2", "dim": 384}},
+        metrics={},
+        maps=maps,
+    )
+    bundle = load_bundle(out)
+    assert bundle.bridges is not None and bundle.item_maps is not None
+    # the cold-item slice: new items lose every interaction, as items registered later
+    ranker = MICRecRanker("probe", model, split, feats, item_maps=maps.item_maps)
+    scorer = ranker.bind(slice_inputs(split, d, "cold_items"))
+    emb = scorer.md.embedders[d]  # type: ignore[attr-defined]
+    assert emb.mapped_rows is not None
+    ids = split.domains[d].item_ids
+    has_text = feats.rows(ids).modalities["text"].mask
+    new_items = np.arange(split.domains[d].n_old_items, split.domains[d].n_items)
+    new_items = new_items[has_text[new_items]]
+    assert len(new_items) > 1
+    assert set(new_items.tolist()) <= set(emb.mapped_rows.tolist())
+    z = emb.item_vectors()
+    cold = z[torch.as_tensor(new_items)]
+    # INMO alone gives every cold item the same vector; the map makes them differ
+    assert float((cold - cold[0]).abs().sum(dim=1)[1:].min()) > 0
+    # registration goes through the same map: same content, same model vector
+    engine = InferenceEngine.from_bundle(bundle)
+    row = int(new_items[0])
+    item = split.domains[d].item_ids[row]
+    text = np.asarray(feats.rows([item]).modalities["text"].vectors[0])
+    vec = engine.add_item("registered-copy", d, {"text": text})
+    np.testing.assert_allclose(vec[: model.config.dim], z[row].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_bridge_and_item_map_sections_refuse_unknown_keys() -> None:
+    with pytest.raises(ConfigError, match=r"\[bridge\] unknown keys \['hiden'\]"):
+        run_config_from_dict({"bridge": {"hiden": 3}})
+    with pytest.raises(ConfigError, match=r"\[item_map\]"):
+        run_config_from_dict({"item_map": {"epochs": 0}})
+
+
+def test_bridges_none_for_one_domain(trained) -> None:  # type: ignore[no-untyped-def]
+    _, _, _, split, feats, model, _ = trained
+    assert fit_bridges(model, split, feats, BridgeConfig(enabled=False)) == (None, {})
