@@ -33,7 +33,8 @@ def _handler(args: argparse.Namespace) -> int:
         for section, values in cfg.to_dict().items():
             print(f"[{section}]")
             for k, v in values.items():
-                print(f"{k} = {json.dumps(v) if v is not None else '# unset'}")
+                # an unset key is printed commented out, so the output stays valid TOML
+                print(f"{k} = {json.dumps(v)}" if v is not None else f"# {k} = (unset)")
             print()
         return 0
     if args.dataset is None:
