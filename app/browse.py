@@ -15,7 +15,7 @@ import numpy as np
 
 from app.content import category_matches, split_categories
 from app.errors import NotFound, PayloadTooLarge, Unavailable
-from app.images import BundlePictures, Picture
+from app.images import BundlePictures, Picture, PictureRefused
 from app.parts import Parts, Resource
 from app.recommend import Recommender
 from app.schemas_console import ItemPage, ItemSummary, UserHistory
@@ -30,7 +30,11 @@ class Browser(Resource):
     def __init__(self, parts: Parts, recommender: Recommender) -> None:
         super().__init__(parts)
         self.recommender = recommender
-        self.pictures = BundlePictures(self.settings.item_images_dir, self.settings.max_image_bytes)
+        self.pictures = BundlePictures(
+            self.settings.item_images_dir,
+            self.settings.max_image_bytes,
+            self.settings.max_image_pixels,
+        )
         self._orders: dict[tuple[int, str], list[int]] = {}
         """(state generation, domain) -> catalogue rows by training degree, highest first."""
 
@@ -136,7 +140,10 @@ class Browser(Resource):
         state = self.require_state()
         found = None
         if state.is_bundle_item(item_id):
-            found = self.pictures.read(item_id)
+            try:
+                found = self.pictures.read(item_id)
+            except PictureRefused as err:
+                raise NotFound(f"item {item_id!r} has no servable picture: {err}") from None
         else:
             # The store, not memory: it is where registered pictures live (any replica's).
             try:
