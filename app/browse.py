@@ -21,6 +21,7 @@ from app.recommend import Recommender
 from app.schemas_console import ItemPage, ItemSummary, UserHistory
 from app.state import ModelState
 from app.store.base import StoreUnavailable
+from app.validation import shown
 
 MAX_PAGE = 100
 """Most items in one page of the item list, and most ids in one ``ids`` lookup."""
@@ -143,7 +144,7 @@ class Browser(Resource):
             try:
                 found = self.pictures.read(item_id)
             except PictureRefused as err:
-                raise NotFound(f"item {item_id!r} has no servable picture: {err}") from None
+                raise NotFound(f"item {shown(item_id)} has no servable picture: {err}") from None
         else:
             # The store, not memory: it is where registered pictures live (any replica's).
             try:
@@ -156,11 +157,11 @@ class Browser(Resource):
                 ) from None
             self.health.ok()
             if stored is None:
-                raise NotFound(f"item {item_id!r} not found")
+                raise NotFound(f"item {shown(item_id)} not found")
             if stored.picture is not None:
                 found = Picture(stored.picture, "image/webp")
         if found is None:
-            raise NotFound(f"item {item_id!r} has no picture")
+            raise NotFound(f"item {shown(item_id)} has no picture")
         return found
 
     # --- a user's history -------------------------------------------------------------

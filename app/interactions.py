@@ -11,6 +11,7 @@ from app.parts import Resource
 from app.schemas import InteractionIn, InteractionsResponse, RejectedRow
 from app.store.base import Interaction, StoreUnavailable
 from app.timestamps import in_range
+from app.validation import shown
 
 
 class Interactions(Resource):
@@ -40,7 +41,7 @@ class Interactions(Resource):
                     RejectedRow(
                         index=k,
                         item_id=row.item_id,
-                        reason=f"domain mismatch: item is in {domain!r}, not {row.domain!r}",
+                        reason=f"domain mismatch: item is in {shown(domain)}, not {shown(row.domain)}",
                     )
                 )
                 continue
