@@ -365,9 +365,17 @@ def main(argv: list[str] | None = None) -> int:
         default=REPO,
         help="source tree to serve (e.g. `git archive <commit>` unpacked: the code before)",
     )
+    p.add_argument(
+        "--workdir", type=Path, help="keep the store, log and pictures here (default: a temp dir)"
+    )
     p.add_argument("attacks", nargs="*", default=list(ATTACKS))
     args = p.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.workdir is not None:
+            args.workdir.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.workdir)
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory())
         served = start_serve(args.bundle.resolve(), Path(tmp), admin=args.admin_key, repo=args.repo)
         try:
             rows = measure(served, args.attacks)

@@ -93,11 +93,16 @@ print(json.dumps(out))
 
 
 def _retrain_split(s: Served, user: str) -> dict[str, Any]:
-    """Export the store and cut the retrain window with the served code (what `micrec
-    retrain` does first), in a child process."""
-    env = {**os.environ, "PYTHONPATH": str(s.repo), "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-c", RETRAIN_SPLIT, str(s.db), str(s.bundle), user]
-    done = subprocess.run(args, cwd=s.repo, env=env, capture_output=True, text=True, timeout=600)
+    return retrain_split(s.repo, s.db, s.bundle, user)
+
+
+def retrain_split(repo: Path, db: Path, bundle: Path, user: str) -> dict[str, Any]:
+    """Export the store ``db`` and cut the retrain window (what `micrec retrain` does
+    first) with the code in ``repo``, in a child process; how many window rows are
+    ``user``'s."""
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-c", RETRAIN_SPLIT, str(db), str(bundle), user]
+    done = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         return {"retrain_split": f"exit {done.returncode}: {done.stderr[-200:]}"}
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -193,3 +198,13 @@ def images_dir(workdir: Path) -> Path:
     d = workdir / "images"
     d.mkdir(exist_ok=True)
     return d
+
+
+if __name__ == "__main__":
+    # python -m tests.reliability.attacks_inputs DB BUNDLE USER: the split with this tree's
+    # code on a store an attack run kept (attacks.py --workdir), e.g. one the code before
+    # filled with out-of-range timestamps
+    from tests.reliability.procs import REPO
+
+    db_arg, bundle_arg, user_arg = sys.argv[1:4]
+    print(json.dumps(retrain_split(REPO, Path(db_arg), Path(bundle_arg), user_arg)))
