@@ -15,12 +15,13 @@ import numpy as np
 
 from app.content import category_matches, split_categories
 from app.errors import NotFound, PayloadTooLarge, Unavailable
-from app.images import BundlePictures, Picture
+from app.images import BundlePictures, Picture, PictureRefused
 from app.parts import Parts, Resource
 from app.recommend import Recommender
 from app.schemas_console import ItemPage, ItemSummary, UserHistory
 from app.state import ModelState
 from app.store.base import StoreUnavailable
+from app.validation import shown
 
 MAX_PAGE = 100
 """Most items in one page of the item list, and most ids in one ``ids`` lookup."""
@@ -30,7 +31,11 @@ class Browser(Resource):
     def __init__(self, parts: Parts, recommender: Recommender) -> None:
         super().__init__(parts)
         self.recommender = recommender
-        self.pictures = BundlePictures(self.settings.item_images_dir, self.settings.max_image_bytes)
+        self.pictures = BundlePictures(
+            self.settings.item_images_dir,
+            self.settings.max_image_bytes,
+            self.settings.max_image_pixels,
+        )
         self._orders: dict[tuple[int, str], list[int]] = {}
         """(state generation, domain) -> catalogue rows by training degree, highest first."""
 
@@ -136,7 +141,10 @@ class Browser(Resource):
         state = self.require_state()
         found = None
         if state.is_bundle_item(item_id):
-            found = self.pictures.read(item_id)
+            try:
+                found = self.pictures.read(item_id)
+            except PictureRefused as err:
+                raise NotFound(f"item {shown(item_id)} has no servable picture: {err}") from None
         else:
             # The store, not memory: it is where registered pictures live (any replica's).
             try:
@@ -149,11 +157,11 @@ class Browser(Resource):
                 ) from None
             self.health.ok()
             if stored is None:
-                raise NotFound(f"item {item_id!r} not found")
+                raise NotFound(f"item {shown(item_id)} not found")
             if stored.picture is not None:
                 found = Picture(stored.picture, "image/webp")
         if found is None:
-            raise NotFound(f"item {item_id!r} has no picture")
+            raise NotFound(f"item {shown(item_id)} has no picture")
         return found
 
     # --- a user's history -------------------------------------------------------------

@@ -12,7 +12,11 @@ What is written:
   interaction (the capped histories) with its timestamp;
 * erased users (``Store.erased_users()``) are left out of the bundle rows entirely and
   out of stored rows up to their erasure time (later rows are new data, app/erasure.py);
-* rows whose item is no longer registered are skipped and counted (export.json).
+* rows whose item is no longer registered are skipped and counted (export.json);
+* stored rows whose timestamp is not finite, negative or more than
+  ``max_timestamp_skew_s`` past the export's clock are skipped and counted
+  (``rows_skipped_bad_timestamp``, app/timestamps.py): stored before the API bounded
+  timestamps, they would crash the retrain (1e308 is no int64) or fill its window.
 
 Everything streams: the store is read in pages (``iter_items`` / ``iter_interactions``)
 and rows are written as they come; memory holds the item ids and the erased-user ids.
@@ -20,6 +24,7 @@ and rows are written as they come; memory holds the item ids and the erased-user
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +33,11 @@ from typing import Any
 from tqdm import tqdm
 
 from app.store.base import Store
+from app.timestamps import DEFAULT_TIMESTAMP_SKEW_S, in_range
 from model.data.dataset import ItemRecord
 from model.data.writer import STORE, DatasetWriter, Row, bundle_training_data
+
+log = logging.getLogger("micrec.export")
 
 
 @dataclass
@@ -50,13 +58,15 @@ def export_dataset(
     replace: bool = False,
     progress: bool = True,
     batch: int = 1000,
+    max_timestamp_skew_s: float = DEFAULT_TIMESTAMP_SKEW_S,
 ) -> ExportResult:
     """Write the export of ``bundle_dir`` + ``store`` to ``out`` (atomically)."""
     started = time.time()
+    latest = started + max_timestamp_skew_s
     base = bundle_training_data(Path(bundle_dir))
     erased = store.erased_users()
     writer = DatasetWriter(out, replace=replace)
-    skipped_erased = 0
+    skipped_erased = skipped_time = 0
     try:
         for it in store.iter_items(batch=batch // 2 or 1):
             writer.add_item(
@@ -73,19 +83,31 @@ def export_dataset(
             bar.update()
         for r in store.iter_interactions(batch=batch):
             gone = erased.get(r.user_id)
-            if gone is not None and r.timestamp <= gone:
+            if not in_range(r.timestamp, latest):
+                skipped_time += 1
+            elif gone is not None and r.timestamp <= gone:
                 skipped_erased += 1
             else:
                 writer.add_row(Row(r.user_id, r.item_id, r.domain, int(r.timestamp), STORE))
             bar.update()
         bar.close()
         writer.counts["rows_skipped_erased"] = skipped_erased
+        writer.counts["rows_skipped_bad_timestamp"] = skipped_time
+        if skipped_time:
+            log.warning(
+                "export: skipped %d stored interaction(s) whose timestamp is not within "
+                "0..%.0f (max_timestamp_skew_s=%g past the export's clock)",
+                skipped_time,
+                latest,
+                max_timestamp_skew_s,
+            )
         meta = {
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "bundle": str(Path(bundle_dir).resolve()),
             "base": base.description,
             "base_fallback_time": base.fallback_time,
             "erased_users": len(erased),
+            "max_timestamp_skew_s": max_timestamp_skew_s,
             "seconds": round(time.time() - started, 3),
         }
         path = writer.commit(meta)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from app.errors import PayloadTooLarge
+from app.errors import InvalidInput, PayloadTooLarge
 from app.parts import Resource
 from app.schemas import InteractionIn, InteractionsResponse, RejectedRow
 from app.store.base import Interaction, StoreUnavailable
+from app.timestamps import in_range
+from app.validation import shown
 
 
 class Interactions(Resource):
@@ -21,6 +23,7 @@ class Interactions(Resource):
             )
         state = self.require_state()
         now = time.time()
+        self._check_timestamps(rows, now)
         accepted: list[Interaction] = []
         rejected: list[RejectedRow] = []
         looked_up: dict[str, str | None] = {}
@@ -38,7 +41,7 @@ class Interactions(Resource):
                     RejectedRow(
                         index=k,
                         item_id=row.item_id,
-                        reason=f"domain mismatch: item is in {domain!r}, not {row.domain!r}",
+                        reason=f"domain mismatch: item is in {shown(domain)}, not {shown(row.domain)}",
                     )
                 )
                 continue
@@ -53,6 +56,19 @@ class Interactions(Resource):
                 book.add(increments)
             self.health.ok()
         return InteractionsResponse(accepted=len(accepted), rejected=rejected)
+
+    def _check_timestamps(self, rows: Sequence[InteractionIn], now: float) -> None:
+        """422 for the whole batch (nothing written) if a row's stamp is out of range: a
+        far-future stamp would sit among the newest rows for ever (the retrain window)."""
+        skew = self.settings.max_timestamp_skew_s
+        latest = now + skew
+        for k, row in enumerate(rows):
+            if row.timestamp is not None and not in_range(row.timestamp, latest):
+                # The value is not echoed (it may be 1e308): the bound says what to send.
+                raise InvalidInput(
+                    f"interactions[{k}].timestamp is out of range: unix seconds from 0 to "
+                    f"{latest:.0f} (the server's clock plus max_timestamp_skew_s={skew:g})"
+                )
 
     def _store_item_domain(self, item_id: str) -> str | None:
         """Domain of an item another replica registered that we have not synced yet."""

@@ -24,6 +24,7 @@ from app.registered import ItemMeta
 from app.schemas import ItemOut
 from app.state import ModelState
 from app.store.base import StoredItem, StoreUnavailable
+from app.validation import shown
 from model.data.dataset import item_text
 
 
@@ -44,7 +45,7 @@ class Items(Resource):
         meta = state.registered.get(item_id)
         if meta is not None:
             return meta.to_out()
-        raise NotFound(f"item {item_id!r} not found")
+        raise NotFound(f"item {shown(item_id)} not found")
 
     def _content(
         self,
@@ -103,7 +104,7 @@ class Items(Resource):
         state = self.require_state()
         state.check_domain(domain)
         if state.is_bundle_item(item_id):
-            raise Conflict(f"item {item_id!r} is part of the model bundle and is read-only")
+            raise Conflict(f"item {shown(item_id)} is part of the model bundle and is read-only")
         earlier = None if replace else self._earlier(state, item_id)
         cats = join_categories(list(categories))
         fields = {"title": title, "categories": cats, "description": description}
@@ -115,7 +116,7 @@ class Items(Resource):
         if earlier is not None:  # a retry of the same registration is answered, not refused
             if same_item(earlier, domain=domain, fields=fields, content=content):
                 return self._item_out(state, earlier), False
-            raise Conflict(f"item {item_id!r} already exists; use PUT to replace it")
+            raise Conflict(f"item {shown(item_id)} already exists; use PUT to replace it")
         with self.feed.lock:
             current = self.require_state()
             if current is not state:
@@ -127,7 +128,7 @@ class Items(Resource):
                 )
             existing = state.registered.get(item_id)
             if not replace and existing is not None:
-                raise Conflict(f"item {item_id!r} already exists; use PUT to replace it")
+                raise Conflict(f"item {shown(item_id)} already exists; use PUT to replace it")
             now = time.time()
             stored = StoredItem(
                 item_id=item_id,
@@ -156,7 +157,7 @@ class Items(Resource):
         except StoreUnavailable as err:
             raise self.health.unavailable("item", err, attempted=False) from None
         if found is None and item_id in state.registered:  # store lost it: cannot compare
-            raise Conflict(f"item {item_id!r} already exists; use PUT to replace it")
+            raise Conflict(f"item {shown(item_id)} already exists; use PUT to replace it")
         return found
 
     @staticmethod
@@ -167,7 +168,9 @@ class Items(Resource):
     def delete(self, item_id: str) -> None:
         state = self.require_state()
         if state.is_bundle_item(item_id):
-            raise Conflict(f"item {item_id!r} is part of the model bundle and cannot be deleted")
+            raise Conflict(
+                f"item {shown(item_id)} is part of the model bundle and cannot be deleted"
+            )
         with self.feed.lock:
             state = self.require_state()
             try:
@@ -180,5 +183,5 @@ class Items(Resource):
                 if item_id in state.registered:  # store lost it: still drop it here
                     self.feed.apply_delete(state, item_id, state.feed_seq)
                     return
-                raise NotFound(f"item {item_id!r} not found")
+                raise NotFound(f"item {shown(item_id)} not found")
             self.feed.apply_delete(state, item_id, seq)

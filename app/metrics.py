@@ -116,6 +116,12 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+def _label(template: str) -> str:
+    """The route template as the OpenAPI document writes it: ``{user_id:path}`` (ids with
+    "/", app/ids.py) is labelled ``{user_id}``, so labels do not depend on converters."""
+    return template.replace(":path}", "}")
+
+
 class MetricsMiddleware:
     """Pure ASGI middleware timing every HTTP request by its route *template*.
 
@@ -145,7 +151,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route: Any = scope.get("route")
-            template = getattr(route, "path", None) or UNMATCHED_ROUTE
+            template = _label(getattr(route, "path", None) or UNMATCHED_ROUTE)
             method = scope.get("method", "")
             method = method if method in HTTP_METHODS else OTHER_METHOD
             self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)

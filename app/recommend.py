@@ -23,6 +23,7 @@ from app.schemas import HistoryReport, RecommendedItem, RecommendResponse, Simil
 from app.state import ModelState
 from app.store.base import StoreUnavailable, UserRead
 from app.topn import TopNCache, compute_entry, history_fingerprint
+from app.validation import shown
 
 
 class Recommender(Resource):
@@ -47,7 +48,9 @@ class Recommender(Resource):
     def check_n(self, n: int | None) -> int:
         n = self.settings.default_n if n is None else n
         if n < 1 or n > self.settings.max_n:
-            raise InvalidInput(f"n must be between 1 and max_n={self.settings.max_n}, got {n}")
+            raise InvalidInput(
+                f"n must be between 1 and max_n={self.settings.max_n}, got {shown(n)}"
+            )
         return n
 
     def _check_list(self, name: str, values: Sequence[str]) -> None:
@@ -201,11 +204,11 @@ class Recommender(Resource):
             self.feed.catch_up()
         domain = state.item_domain(item_id)
         if domain is None:
-            raise NotFound(f"item {item_id!r} not found")
+            raise NotFound(f"item {shown(item_id)} not found")
         index = state.indexes[domain]
         vector = index.vector(item_id)
         if vector is None:
-            raise NotFound(f"item {item_id!r} is not in the {domain!r} index")
+            raise NotFound(f"item {shown(item_id)} is not in the {shown(domain)} index")
         k = min(len(index), n + 1)
         hits = index.search(vector.reshape(1, -1).astype(np.float32), k, exclude=[{item_id}])[0]
         items = [

@@ -18,6 +18,7 @@ from app.errors import NotFound
 from app.images import sniff
 from app.schemas_console import EvaluationReport
 from app.state import ModelState
+from app.validation import shown
 
 MAX_REPORT_BYTES = 8 * 1024 * 1024
 """Larger report files are skipped (a bundle's are tens of KiB)."""
@@ -70,5 +71,5 @@ def plot(state: ModelState, name: str) -> bytes:
     rel = plot_files(state.domains).get(name)
     data = None if rel is None else _read(state.bundle_path / rel)
     if data is None or sniff(data) != "image/png":
-        raise NotFound(f"the bundle has no plot {name!r}")
+        raise NotFound(f"the bundle has no plot {shown(name)}")
     return data

@@ -30,6 +30,7 @@ from typing import Any
 from app.export import export_dataset
 from app.promotion import promote
 from app.store.base import Store
+from app.timestamps import DEFAULT_TIMESTAMP_SKEW_S
 from model.bundle import load_bundle, read_manifest
 from model.data.writer import bundle_training_data
 from model.registry import BundleRegistry
@@ -62,6 +63,8 @@ class RetrainOptions:
     progress: bool = True
     keep_runs: int = 0
     """Keep only the newest N run directories (0: keep all); see :func:`prune_runs`."""
+    max_timestamp_skew_s: float = DEFAULT_TIMESTAMP_SKEW_S
+    """Stored rows stamped later than this past the export's clock are left out of it."""
 
 
 @dataclass
@@ -165,7 +168,13 @@ def retrain(
         run_dir.mkdir(parents=True, exist_ok=True)
         if opts.data is None:
             with clock.stage("export"):
-                export_dataset(store, current_dir, export_dir, progress=opts.progress)
+                export_dataset(
+                    store,
+                    current_dir,
+                    export_dir,
+                    progress=opts.progress,
+                    max_timestamp_skew_s=opts.max_timestamp_skew_s,
+                )
         with clock.stage("split"):
             until = bundle_training_data(current_dir).trained_until()
             try:
@@ -217,6 +226,7 @@ def retrain(
             "spec": {"fraction": opts.window.fraction, "days": opts.window.days},
             "train_rows": cut.n_train,
             "window_rows": cut.n_window,
+            "rows_dropped_bad_timestamp": _export_count(export_dir, "rows_skipped_bad_timestamp"),
             "targets": {d: len(s.test) for d, s in split.domains.items()},
         },
         "config": {"tune": opts.tune, "epochs": cfg.train.epochs, "world_size": world},
@@ -264,6 +274,14 @@ def retrain(
     if opts.keep_runs > 0:
         prune_runs(Path(retrain_dir), registry, opts.keep_runs)
     return out
+
+
+def _export_count(export_dir: Path, key: str) -> int:
+    """A count from the export's export.json (0 when absent: an export made elsewhere)."""
+    try:
+        return int(json.loads((export_dir / "export.json").read_text())["counts"].get(key, 0))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return 0
 
 
 def prune_runs(retrain_dir: Path, registry: BundleRegistry, keep: int) -> list[Path]:

@@ -188,7 +188,13 @@ class InteractionIn(_Strict):
     domain: Id | None = Field(
         default=None, description="Checked against the item's domain if given."
     )
-    timestamp: float | None = Field(default=None, ge=0, description="Unix seconds; default now.")
+    timestamp: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Unix seconds, at most max_timestamp_skew_s (a day) past the server's "
+        "clock; default now.",
+    )
 
 
 class InteractionsRequest(_Strict):

@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.fallbacks import DEFAULT_CHAIN, FallbackName
 from app.ids import MAX_LIST_ITEMS
+from app.timestamps import DEFAULT_TIMESTAMP_SKEW_S
 from model.runconfig import ConfigError
 from model.serving_cache import CachePolicy, VerifyMode
 
@@ -349,6 +350,13 @@ class Settings(BaseSettings):
     )
     max_text_chars: int = Field(
         10_000, ge=1, description="Longest title + categories + description of an item."
+    )
+    max_timestamp_skew_s: float = Field(
+        DEFAULT_TIMESTAMP_SKEW_S,
+        ge=0,
+        description="How far past the server's clock an interaction's timestamp may be "
+        "(422); exports and retraining drop stored rows beyond it (counted), so far-future "
+        "stamps cannot fill the evaluation window.",
     )
 
     # --- behaviour -------------------------------------------------------------------

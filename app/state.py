@@ -22,10 +22,12 @@ from pathlib import Path
 from app.content import CategoryIndex
 from app.engine import Engine
 from app.errors import InvalidInput
+from app.ids import is_normal_id
 from app.index import DomainIndex
 from app.registered import RegisteredItems
 from app.schemas import IndexCalibrationInfo, IndexInfo, ModelInfo
 from app.settings import Settings
+from app.validation import shown
 from model.serving_cache import cache_key
 
 log = logging.getLogger("micrec.service")
@@ -109,7 +111,7 @@ class ModelState:
     def check_domain(self, domain: str) -> None:
         if domain not in self.indexes:
             raise InvalidInput(
-                f"unknown domain {domain!r}; valid domains: {', '.join(self.domains)}"
+                f"unknown domain {shown(domain)}; valid domains: {', '.join(self.domains)}"
             )
 
     def info(self) -> ModelInfo:
@@ -147,6 +149,7 @@ class ModelState:
 def build_state(engine: Engine, path: Path, settings: Settings) -> ModelState:
     """A new state for ``engine`` (loaded from ``path``): the bundle catalogue indexed, no
     registered items yet (the feed replays them)."""
+    _warn_unreachable_ids(engine)
     return ModelState(
         engine=engine,
         bundle_path=path,
@@ -154,6 +157,21 @@ def build_state(engine: Engine, path: Path, settings: Settings) -> ModelState:
         indexes={d: build_domain_index(engine, d, settings, path) for d in engine.domains},
         category_index={d: CategoryIndex(engine.catalogue(d).categories) for d in engine.domains},
     )
+
+
+def _warn_unreachable_ids(engine: Engine) -> None:
+    """A bundle trained before ids were NFKC-normalised may hold ids no request can name
+    (requests are normalised, app/ids.py): say so, it is fixed by retraining."""
+    for d in engine.domains:
+        odd = [i for i in engine.catalogue(d).item_ids if not is_normal_id(i)]
+        if odd:
+            log.warning(
+                "%s: %d bundle item id(s) are not in normal form (NFKC, trimmed), e.g. %r; "
+                "requests cannot name them: retrain (the loader normalises ids)",
+                d,
+                len(odd),
+                odd[0][:60],
+            )
 
 
 def _bundle_row(engine: Engine, domain: str, item_id: str) -> int | None:

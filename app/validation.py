@@ -4,6 +4,7 @@ A body with a million bad values yields a million pydantic errors, each quoting 
 input; sent back as they are, a 2 MB request answered 142 MB (docs/results/reliability.md,
 "Security"). The answer names at most ``MAX_ERRORS`` of them, with locations and messages
 cut to a few dozen characters and no input echoed, plus how many there were in all.
+The service's own errors name the values they refuse through :func:`shown`, bounded too.
 """
 
 from __future__ import annotations
@@ -16,8 +17,20 @@ MAX_LOC_PART_CHARS = 40
 MAX_MSG_CHARS = 200
 
 
+MAX_SHOWN_CHARS = 60
+"""Longest value (its repr) an error message shows of what a request sent."""
+
+
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` cut to :data:`MAX_SHOWN_CHARS`: how every error message names a value
+    taken from a request (an id, ``n``, a name), so no answer echoes unbounded input."""
+    if isinstance(value, int) and abs(value) >= 10**MAX_SHOWN_CHARS:
+        return f"a {len(str(abs(value)))}-digit number"  # repr itself would be the echo
+    return _cut(repr(value), MAX_SHOWN_CHARS)
 
 
 def summarise(errors: Sequence[Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ def _pct(v: float | None) -> str:
 def markdown(report: dict[str, Any], seconds: dict[str, float]) -> str:
     g, w = report["gate"], report["window"]
     verdict = "**promote**" if g["promote"] else "**refuse**"
+    dropped = w.get("rows_dropped_bad_timestamp", 0)  # app/export.py
     lines = [
         f"# Retrain report: {verdict}",
         "",
@@ -32,7 +33,8 @@ def markdown(report: dict[str, Any], seconds: dict[str, float]) -> str:
         f"- current: {report['current_version']} ({report['current_model_version']}); "
         f"candidate {report['candidate_model_version']}",
         f"- window: rows with timestamp > {w['cutoff']} ({w['spec']}): {w['window_rows']} "
-        f"rows held out, {w['train_rows']} trained on; targets per domain {w['targets']}",
+        f"rows held out, {w['train_rows']} trained on; targets per domain {w['targets']}"
+        + (f"; {dropped} stored rows left out for out-of-range timestamps" if dropped else ""),
         f"- training: epochs {report['config']['epochs']}, tune {report['config']['tune']}, "
         f"world size {report['config']['world_size']}",
         "- seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()),

@@ -46,7 +46,12 @@ def run(args: argparse.Namespace) -> int:
     store = open_store(settings)
     try:
         result = export_dataset(
-            store, bundle, args.out, replace=args.force, progress=not args.quiet
+            store,
+            bundle,
+            args.out,
+            replace=args.force,
+            progress=not args.quiet,
+            max_timestamp_skew_s=settings.max_timestamp_skew_s,
         )
     except (FileExistsError, StoreUnavailable) as err:
         raise UserError(str(err)) from None
@@ -61,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"interactions: {c.get('rows_bundle', 0)} bundle, {c.get('rows_store', 0)} store; "
         f"skipped {c.get('rows_skipped_erased', 0)} of erased users, "
-        f"{c.get('rows_skipped_unknown_item', 0)} of unregistered items"
+        f"{c.get('rows_skipped_unknown_item', 0)} of unregistered items, "
+        f"{c.get('rows_skipped_bad_timestamp', 0)} with out-of-range timestamps"
     )
     return 0

@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data,
         progress=not args.quiet,
         keep_runs=s.retrain_keep_runs,
+        max_timestamp_skew_s=s.max_timestamp_skew_s,
     )
     registry = registry_of(s)
     store = open_store(s)

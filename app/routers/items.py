@@ -44,10 +44,15 @@ from app.schemas import (
     SimilarResponse,
 )
 from app.schemas_console import ItemPage
+from app.validation import shown
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 
 ItemId = Annotated[ItemIdType, Path()]
+"""A registered item's id (PUT, DELETE): never holds "/"."""
+AnyItemId = Annotated[Id, Path()]
+"""Any item's id (reads): a bundle's ids may hold "/", so the read routes take the rest of
+the path; the /similar and /image routes come first, so their suffix ends the id."""
 FILE_FIELD = "image"
 LIST_FIELD = "categories"
 
@@ -207,13 +212,42 @@ def list_items(
     return service.search_items(domain, q=q, category=category, offset=offset, limit=limit)
 
 
-@router.get("/{item_id}", dependencies=[ReadAccess], responses={**ERRORS_READ, **NOT_FOUND})
-def get_item(item_id: ItemId, service: ServiceDep) -> ItemOut:
+@router.get(
+    "/{item_id:path}/similar", dependencies=[ReadAccess], responses={**ERRORS_READ, **NOT_FOUND}
+)
+def similar_items(
+    item_id: AnyItemId,
+    service: ServiceDep,
+    n: Annotated[int | None, Query(ge=1, description="Items wanted (1..max_n).")] = None,
+) -> SimilarResponse:
+    """Nearest items to this one by item vector, in the same domain."""
+    return service.similar(item_id, n)
+
+
+@router.get(
+    "/{item_id:path}/image",
+    dependencies=[ReadAccess],
+    response_class=Response,
+    responses={
+        **ERRORS_READ,
+        **NOT_FOUND,
+        200: {"content": {m: {} for m in CONTENT_TYPES.values()}, "description": "The picture"},
+    },
+)
+def item_image(item_id: AnyItemId, service: ServiceDep) -> Response:
+    """The item's picture (bundle items with a file in item_images_dir); 404 without one."""
+    picture = service.item_picture(item_id)
+    headers = {"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"}
+    return Response(picture.data, media_type=picture.content_type, headers=headers)
+
+
+@router.get("/{item_id:path}", dependencies=[ReadAccess], responses={**ERRORS_READ, **NOT_FOUND})
+def get_item(item_id: AnyItemId, service: ServiceDep) -> ItemOut:
     return service.get_item(item_id)
 
 
 @router.put(
-    "/{item_id}",
+    "/{item_id:path}",
     dependencies=[WriteAccess],
     responses={
         **ERRORS_WRITE,
@@ -232,7 +266,7 @@ async def replace_item(
     """Create or replace a registered item (200 replaced, 201 created); bundle items 409."""
     if payload.item.item_id not in (None, item_id):
         raise InvalidInput(
-            f"item_id in the body ({payload.item.item_id!r}) differs from the path ({item_id!r})"
+            f"item_id in the body ({shown(payload.item.item_id)}) differs from the path ({shown(item_id)})"
         )
     update = partial(service.update_item, item_id, **_fields(payload))
     item, created = await anyio.to_thread.run_sync(update, limiter=limiter)
@@ -242,7 +276,7 @@ async def replace_item(
 
 
 @router.delete(
-    "/{item_id}",
+    "/{item_id:path}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=[WriteAccess],
     responses=ERRORS_WRITE,
@@ -250,30 +284,3 @@ async def replace_item(
 def delete_item(item_id: ItemId, service: ServiceDep) -> None:
     """Remove a registered item (bundle items: 409)."""
     service.delete_item(item_id)
-
-
-@router.get("/{item_id}/similar", dependencies=[ReadAccess], responses={**ERRORS_READ, **NOT_FOUND})
-def similar_items(
-    item_id: ItemId,
-    service: ServiceDep,
-    n: Annotated[int | None, Query(ge=1, description="Items wanted (1..max_n).")] = None,
-) -> SimilarResponse:
-    """Nearest items to this one by item vector, in the same domain."""
-    return service.similar(item_id, n)
-
-
-@router.get(
-    "/{item_id}/image",
-    dependencies=[ReadAccess],
-    response_class=Response,
-    responses={
-        **ERRORS_READ,
-        **NOT_FOUND,
-        200: {"content": {m: {} for m in CONTENT_TYPES.values()}, "description": "The picture"},
-    },
-)
-def item_image(item_id: ItemId, service: ServiceDep) -> Response:
-    """The item's picture (bundle items with a file in item_images_dir); 404 without one."""
-    picture = service.item_picture(item_id)
-    headers = {"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"}
-    return Response(picture.data, media_type=picture.content_type, headers=headers)

@@ -45,7 +45,7 @@ async def recommend(
 
 
 @router.get(
-    "/users/{user_id}/recommendations",
+    "/users/{user_id:path}/recommendations",  # ids may hold "/" (app/ids.py)
     response_model=RecommendResponse,
     responses=ERRORS_READ,
     dependencies=[UserReadAccess],

@@ -1,5 +1,9 @@
 """``DELETE /v1/users/{user_id}``: erase a user (app/erasure.py); ``GET
-/v1/users/{user_id}/history``: what recommendations use as their history."""
+/v1/users/{user_id}/history``: what recommendations use as their history.
+
+User ids may contain "/" (app/ids.py), so these routes take the rest of the path as the id
+(``{user_id:path}``): ``/v1/users/acme%2F42`` and ``/v1/users/acme/42`` both name ``acme/42``,
+and ``/v1/users/a/b/history`` is the history of ``a/b`` (the fixed suffix ends the id)."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, status
 
 from app.deps import ServiceDep, UserReadAccess, WriteOrAdminAccess
-from app.ids import Id
+from app.ids import Id, RawId, stored_forms
 from app.routers.common import AUTH, ERRORS_READ, INVALID, NOT_READY
 from app.schemas_console import UserHistory
 
@@ -16,20 +20,23 @@ router = APIRouter(prefix="/v1", tags=["users"])
 
 
 @router.delete(
-    "/users/{user_id}",
+    "/users/{user_id:path}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=[WriteOrAdminAccess],
     responses={**AUTH, **INVALID, **NOT_READY},
 )
-def erase_user(user_id: Annotated[Id, Path()], service: ServiceDep) -> None:
+def erase_user(user_id: Annotated[RawId, Path()], service: ServiceDep) -> None:
     """Erase a user (API key or admin key): their stored history and their share of the
     popularity counts are deleted, and the erasure is recorded so that their bundle
     (training) history is no longer used, on every replica, and exports and retraining
-    leave them out. 204 whether or not the user existed, and on every repeat."""
-    service.erase_user(user_id)
+    leave them out. 204 whether or not the user existed, and on every repeat. The id is
+    normalised like every id; the form an older version stored it in (``"acme "``) is
+    erased too."""
+    for form in stored_forms(user_id):
+        service.erase_user(form)
 
 
-@router.get("/users/{user_id}/history", dependencies=[UserReadAccess], responses=ERRORS_READ)
+@router.get("/users/{user_id:path}/history", dependencies=[UserReadAccess], responses=ERRORS_READ)
 def user_history(user_id: Annotated[Id, Path()], service: ServiceDep) -> UserHistory:
     """The user's history by domain as a recommend uses it: the bundle's (training)
     history and what POST /v1/interactions stored (API key needed unless

@@ -7,6 +7,10 @@ relative to the dataset folder). Extra columns are ignored so that richer export
 load. Files are read with the ``csv`` module (quoted fields, embedded commas and newlines
 are fine) as UTF-8, a leading byte-order mark tolerated.
 
+Ids and domains are read in the service's normal form (``normalise_id``: NFKC, trimmed),
+so every id of a bundle trained from them is reachable through the API, which normalises
+the ids requests carry the same way.
+
 Every problem a user can fix raises :class:`~model.data.dataset.DatasetError` whose
 message is one line ``<file>:<line>: <problem>``; the loader stops at the first problem
 rather than guessing what a malformed row meant.
@@ -25,6 +29,7 @@ import numpy as np
 
 from model.data.dataset import Dataset, DatasetError, Interactions, ItemRecord
 from model.data.filtering import filter_min_rating
+from model.data.ids import normalise_id
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +115,7 @@ def _load_items(root: Path) -> tuple[dict[str, ItemRecord], dict[str, int]]:
     items: dict[str, ItemRecord] = {}
     lines: dict[str, int] = {}
     for line, row in rows:
-        item_id, domain = row[c_id].strip(), row[c_dom].strip()
+        item_id, domain = normalise_id(row[c_id]), normalise_id(row[c_dom])
         if not item_id:
             raise DatasetError(path, line, "empty item_id")
         if not domain:
@@ -203,7 +208,7 @@ def load_dataset(path: str | Path, *, min_rating: float | None = None) -> Datase
     n_rows = 0
     for line, row in rows:
         n_rows += 1
-        user, item, domain = row[c_user].strip(), row[c_item].strip(), row[c_dom].strip()
+        user, item, domain = (normalise_id(row[c]) for c in (c_user, c_item, c_dom))
         if not user:
             raise DatasetError(ipath, line, "empty user_id")
         if not item:

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from model.bundle import read_manifest
 from model.data.dataset import DatasetError, ItemRecord
+from model.data.ids import normalise_id
 from model.data.loading import INTERACTIONS_FILE, ITEMS_FILE, _parse_timestamp, _rows
 from model.fsio import fsync_dir, fsync_tree
 
@@ -138,8 +139,8 @@ def read_items(root: Path) -> Iterator[tuple[ItemRecord, str]]:
     for _, r in rows:
         image = r[c_img].strip() if c_img is not None else ""
         rec = ItemRecord(
-            item_id=r[cols["item_id"]].strip(),
-            domain=r[cols["domain"]].strip(),
+            item_id=normalise_id(r[cols["item_id"]]),
+            domain=normalise_id(r[cols["domain"]]),
             title=r[cols["title"]],
             categories=r[cols["categories"]],
             description=r[c_desc] if c_desc is not None else "",
@@ -174,7 +175,7 @@ class TrainingData:
             for item_id, title, cats in zip(
                 c["item_ids"], c["titles"], c["categories"], strict=True
             ):
-                yield ItemRecord(item_id, d, title=title, categories=cats)
+                yield ItemRecord(normalise_id(item_id), d, title=title, categories=cats)
 
     def rows(self) -> Iterator[Row]:
         """Every row, except ``source=store`` rows of an earlier export (the store is their
@@ -195,9 +196,9 @@ class TrainingData:
                     continue
                 ts = self.fallback_time if c_ts is None else _parse_timestamp(r[c_ts].strip())
                 yield Row(
-                    r[cols["user_id"]].strip(),
-                    r[cols["item_id"]].strip(),
-                    r[cols["domain"]].strip(),
+                    normalise_id(r[cols["user_id"]]),
+                    normalise_id(r[cols["item_id"]]),
+                    normalise_id(r[cols["domain"]]),
                     ts,
                     BUNDLE,
                 )
@@ -227,7 +228,9 @@ class TrainingData:
         for d in manifest["domains"]:
             t = load_file(str(self.bundle_dir / manifest["domain_files"][d]))
             ptr, items = t["history_ptr"].numpy(), t["history_items"].numpy()
-            users, item_ids = cat[d]["user_ids"], cat[d]["item_ids"]
+            # ids in normal form, as a bundle trained now has them (older ones may not)
+            users = [normalise_id(u) for u in cat[d]["user_ids"]]
+            item_ids = [normalise_id(i) for i in cat[d]["item_ids"]]
             for u, user in enumerate(users):
                 for i in items[ptr[u] : ptr[u + 1]]:
                     yield Row(user, item_ids[int(i)], d, self.fallback_time, BUNDLE)

@@ -183,6 +183,33 @@ def test_lax_types_refused(hard: TestClient, extra: dict[str, object]) -> None:
     assert r.status_code == 422, r.text
 
 
+def test_refused_values_are_never_echoed_in_full(hard: TestClient) -> None:
+    """Issue 22 finding 7: a 4,200-digit n came back whole in the 422 (4.3 KB); every value
+    an error names is cut short (app/validation.shown)."""
+    digits = "7" * 4200
+    r = hard.post(
+        "/v1/recommend",
+        content='{"domain": "arts", "n": ' + digits + "}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 422 and "got a 4200-digit number" in r.json()["detail"], r.text
+    r = hard.get("/v1/items/arts-1/similar", params={"n": digits})
+    assert r.status_code == 422 and "got a 4200-digit number" in r.json()["detail"], r.text
+    long_id = "z" * 256
+    for r in (
+        hard.get(f"/v1/items/{long_id}"),
+        hard.post("/v1/recommend", json={"domain": long_id}),
+        hard.get(f"/v1/model/evaluation/plots/{'p' * 5000}"),
+        hard.post(
+            "/v1/interactions",
+            json={"interactions": [{"user_id": "u", "item_id": "arts-1", "domain": long_id}]},
+            headers=AUTH,
+        ),
+    ):
+        assert r.status_code in (404, 207, 422), r.text
+        assert "z" * 80 not in r.text and "p" * 80 not in r.text and len(r.content) < 400, r.text
+
+
 def test_multipart_refuses_unknown_fields(hard: TestClient) -> None:
     r = hard.post(
         "/v1/items",

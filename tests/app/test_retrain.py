@@ -192,6 +192,34 @@ def test_retrain_promotes_a_real_candidate_and_refuses_a_shuffled_one(
     assert sorted((tmp_path / "runs").iterdir()) == sorted([good.run_dir, bad.run_dir])
 
 
+def test_retrain_leaves_out_stored_rows_with_out_of_range_timestamps(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """Issue 22 finding 4: rows stored before timestamps were bounded (1e308, inf, a far
+    future) made every retrain fail (OverflowError) or would fill its window."""
+    store, reg = _serving_v1(world, tmp_path)
+    later = world["later"]
+    store.add_interactions(later[:400], history_cap=200)
+    far = time.time() + 10 * 365 * 86400
+    bad = [("evil-1", 1e308), ("evil-2", float("inf")), ("evil-3", far)]
+    item = later[0]
+    store.add_interactions([Interaction(u, item.item_id, item.domain, t) for u, t in bad], 200)
+    opts = RetrainOptions(window=Window(0.3), epochs=2, progress=False)
+    out = retrain(store, reg, tmp_path / "runs", opts)
+    assert out is not None and out.outcome in ("promoted", "refused"), out
+    export = out.run_dir / "export"
+    assert json.loads((export / "export.json").read_text())["counts"][
+        "rows_skipped_bad_timestamp"
+    ] == len(bad)
+    users = {r["user_id"] for r in _rows(export / "interactions.csv")}
+    assert users.isdisjoint(u for u, _ in bad) and later[1].user_id in users
+    report = json.loads((reg.path(out.version) / "retrain-report.json").read_text())  # type: ignore[arg-type]
+    assert report["window"]["rows_dropped_bad_timestamp"] == len(bad)
+    assert report["window"]["cutoff"] < time.time()  # the window is the real newest rows
+    md = (reg.path(out.version) / "retrain-report.md").read_text()  # type: ignore[arg-type]
+    assert "3 stored rows left out for out-of-range timestamps" in md
+
+
 def test_retrain_with_nothing_new_is_skipped(world: dict[str, Any], tmp_path: Path) -> None:
     store, reg = _serving_v1(world, tmp_path)
     out = retrain(store, reg, tmp_path / "runs", RetrainOptions(progress=False))

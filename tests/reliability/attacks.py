@@ -1,12 +1,14 @@
-"""The security findings of issue 13, measured against a real ``micrec serve`` process.
+"""The security findings of issue 13 and the input findings of issue 22
+(tests/reliability/attacks_inputs.py), measured against a real ``micrec serve`` process.
 
 ``python -m tests.reliability.attacks --bundle artifacts/demo-bundle --out FILE.jsonl``
 starts ``micrec serve`` (one worker, SQLite store in a temporary directory, one API key,
 otherwise default settings), sends each attack in turn and records, per attack: the HTTP
 status, the response size, the wall time, the worker's RSS growth (VmRSS after minus
 before) and its peak growth (VmHWM, reset before each attack through
-``/proc/<pid>/clear_refs``), plus a note on what the answer revealed. The rows are what
-docs/results/reliability.md ("Security") reports, before and after the fixes.
+``/proc/<pid>/clear_refs``), how many answers during the attack were 5xx, plus a note on
+what the answer revealed. The rows are what docs/results/reliability.md ("Security",
+"Round 3: inputs") reports, before and after the fixes.
 
 Not a pytest test (it takes a real bundle and minutes); the findings themselves are
 tested in tests/reliability/test_security_hardening.py.
@@ -32,6 +34,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
+from tests.reliability.attacks_inputs import INPUT_ATTACKS, images_dir
 from tests.reliability.procs import API_KEY, AUTH, REPO, free_port, wait_for
 
 VICTIM = "victim-user"
@@ -102,6 +105,10 @@ class Served:
     domain: str
     item: str
     admin: bool
+    repo: Path
+    bundle: Path
+    db: Path
+    images: Path
 
 
 def start_serve(
@@ -120,6 +127,7 @@ def start_serve(
             "MICREC_API_KEYS": API_KEY,
             "MICREC_STORE_URL": f"sqlite:///{workdir / 'state.db'}",
             "MICREC_LOG_LEVEL": "warning",
+            "MICREC_ITEM_IMAGES_DIR": str(images_dir(workdir)),
             **({"MICREC_ADMIN_KEYS": ADMIN_KEY} if admin else {}),
             **env,
         }
@@ -143,7 +151,8 @@ def start_serve(
         headers=AUTH,
         timeout=120,
     )
-    return Served(proc, url, log, domain, item, admin)
+    db, images = workdir / "state.db", images_dir(workdir)
+    return Served(proc, url, log, domain, item, admin, repo, bundle, db, images)
 
 
 def _slow_headers(url: str, seconds: float) -> dict[str, Any]:
@@ -296,14 +305,23 @@ ATTACKS: dict[str, Attack] = {
     "model-info-without-key": _model_no_key,
     "metrics-33-methods": _methods,
     "slow-header-trickle": _slow,
+    **INPUT_ATTACKS,
 }
 
 
 def measure(served: Served, names: list[str]) -> list[dict[str, Any]]:
     pid = served.proc.pid
     rows = []
-    with httpx.Client(base_url=served.url, timeout=120) as http:
+    errors = [0]
+
+    def count_5xx(response: httpx.Response) -> None:
+        errors[0] += response.status_code >= 500
+
+    with httpx.Client(
+        base_url=served.url, timeout=120, event_hooks={"response": [count_5xx]}
+    ) as http:
         for name in names:
+            errors[0] = 0
             _reset_peak(pid)
             rss0 = _status_kib(pid, "VmRSS")
             t0 = time.perf_counter()
@@ -317,6 +335,7 @@ def measure(served: Served, names: list[str]) -> list[dict[str, Any]]:
             row = {
                 "attack": name,
                 "status": status,
+                "responses_5xx": errors[0],
                 "response_bytes": size,
                 "seconds": round(seconds, 2),
                 "rss_growth_mib": round((_status_kib(pid, "VmRSS") - rss0) / 1024, 1)
@@ -346,9 +365,17 @@ def main(argv: list[str] | None = None) -> int:
         default=REPO,
         help="source tree to serve (e.g. `git archive <commit>` unpacked: the code before)",
     )
+    p.add_argument(
+        "--workdir", type=Path, help="keep the store, log and pictures here (default: a temp dir)"
+    )
     p.add_argument("attacks", nargs="*", default=list(ATTACKS))
     args = p.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.workdir is not None:
+            args.workdir.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.workdir)
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory())
         served = start_serve(args.bundle.resolve(), Path(tmp), admin=args.admin_key, repo=args.repo)
         try:
             rows = measure(served, args.attacks)

@@ -178,6 +178,55 @@ def test_a_picture_over_max_image_bytes_is_not_served(
         assert c.get("/v1/items/arts-1/image").status_code == 404
 
 
+def jpeg(width: int, height: int) -> bytes:
+    """A real JPEG of that size (uniform grey, so a few hundred KB at most)."""
+    buf = io.BytesIO()
+    Image.new("L", (width, height), 128).save(buf, "JPEG", quality=10)
+    return buf.getvalue()
+
+
+def test_a_bad_catalogue_picture_costs_only_its_own_picture(
+    make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory, tmp_path: Path
+) -> None:
+    """Issue 22 finding 2: a 5200x5000 JPEG (PIL's DecompressionBombError at 2x
+    max_image_pixels) gave 500 on its picture and on every page listing the item."""
+    d = tmp_path / "catalogue"
+    d.mkdir()
+    big = jpeg(5200, 5000)  # 26 MP: above 2 x 12 MP, PIL's own bomb error
+    (d / "arts-0.jpg").write_bytes(big)
+    (d / "arts-1.jpg").write_bytes(jpeg(4000, 4000))  # 16 MP: above 1x (PIL only warns)
+    (d / "arts-2.jpg").write_bytes(big[:200])  # truncated header
+    (d / "arts-3.png").write_bytes(png()[:8] + b"junk" * 10)  # PNG signature, then garbage
+    (d / "arts-4.png").write_bytes(png())  # a good one beside them
+    settings = make_settings(item_images_dir=d, max_image_pixels=12_000_000)
+    with running(settings, engine_factory, MemoryStore()) as c:
+        for item_id, reason in [
+            ("arts-0", "the image has too many pixels; the limit is max_image_pixels=12000000"),
+            (
+                "arts-1",
+                "the image is 4000x4000 = 16000000 pixels; the limit is max_image_pixels=12000000",
+            ),
+            ("arts-2", "the image header is damaged (OSError)"),
+            ("arts-3", "the image header is damaged (OSError)"),
+        ]:
+            r = c.get(f"/v1/items/{item_id}/image")
+            assert r.status_code == 404, (item_id, r.text)
+            assert r.json()["detail"] == f"item {item_id!r} has no servable picture: {reason}"
+        assert c.get("/v1/items/arts-4/image").content == png()
+        # every page that lists the items answers, with the bad pictures marked unavailable
+        listed = c.get("/v1/items", params={"domain": "arts", "limit": 5})
+        searched = c.get("/v1/items", params={"domain": "arts", "q": "arts item", "limit": 5})
+        looked_up = c.get("/v1/items", params=[("ids", f"arts-{k}") for k in range(5)])
+        for page in (listed, searched, looked_up):
+            assert page.status_code == 200, page.text
+            flags = {it["item_id"]: it["image"] for it in page.json()["items"]}
+            assert flags == {"arts-0": False, "arts-1": False, "arts-2": False} | {
+                "arts-3": False,
+                "arts-4": True,
+            }
+        assert c.get("/v1/users/arts-user-0/history", headers=AUTH).status_code == 200
+
+
 # --- a user's history ----------------------------------------------------------------
 def test_user_history_needs_a_key_and_shows_bundle_then_stored_history(
     client: TestClient,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -60,6 +61,43 @@ def test_malformed_body_fails_whole_batch(client: TestClient, memory_store: Memo
     status, body = post(client, [{"user_id": "u", "item_id": "arts-1", "timestamp": -5}])
     assert status == 422 and "timestamp" in body["detail"]
     assert memory_store.get_history("u") == {}
+
+
+def test_timestamps_out_of_range_refuse_the_batch_without_echoing_them(
+    make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
+) -> None:
+    """Issue 22 finding 4: 1e308 was accepted (then every retrain failed); a far-future
+    stamp would sit among the newest rows, where the retrain window is taken from."""
+    store = MemoryStore()
+    with running(make_settings(max_timestamp_skew_s=3600), engine_factory, store) as c:
+        now = time.time()
+        good = {"user_id": "u", "item_id": "arts-1", "timestamp": now + 1800}  # within skew
+        for bad in (1e308, now + 2 * 86400):
+            r = c.post(
+                "/v1/interactions",
+                json={"interactions": [good, {**good, "timestamp": bad}]},
+                headers=AUTH,
+            )
+            assert r.status_code == 422, r.text
+            detail = r.json()["detail"]
+            assert detail.startswith("interactions[1].timestamp is out of range: unix seconds")
+            assert detail.endswith("(the server's clock plus max_timestamp_skew_s=3600)")
+            assert "e+308" not in r.text and len(r.content) < 300
+        # not JSON numbers in the strict sense: the schema refuses them, not echoed either
+        for raw in ("Infinity", "NaN", "1" + "0" * 400):
+            body = '{"interactions": [{"user_id": "u", "item_id": "arts-1", "timestamp": %s}]}'
+            r = c.post(
+                "/v1/interactions",
+                content=body % raw,
+                headers={**AUTH, "Content-Type": "application/json"},
+            )
+            assert r.status_code == 422 and "timestamp" in r.json()["detail"], r.text
+            assert "0" * 40 not in r.text
+        assert store.get_history("u") == {}  # nothing of a refused batch was written
+        assert c.post("/v1/interactions", json={"interactions": [good]}, headers=AUTH).json() == {
+            "accepted": 1,
+            "rejected": [],
+        }
 
 
 def test_batch_limit_and_history_cap(

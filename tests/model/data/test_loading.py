@@ -225,3 +225,16 @@ def test_real_arts_office(arts_office: object) -> None:
     assert arts_office.domains == ["arts", "office"]
     assert int((inter.domain == "arts").sum()) == 110_016
     assert len(set(inter.user.tolist())) == 9_577
+
+
+def test_ids_are_read_in_the_services_normal_form(write_raw: Callable[..., Path]) -> None:
+    """Issue 22 finding 7: the API normalises ids (NFKC, trimmed); a bundle trained on ids
+    in another form would hold ids no request can name, so the loader reads the same form."""
+    items = (
+        "item_id,domain,title,categories\n\uff41\uff11 ,\uff41rts,paint,art\no1, office ,pen,x\n"
+    )
+    inter = "user_id,item_id,domain\n u\uff11,a1 ,arts\nu1,\uff4f1,office\n"
+    ds = load_dataset(write_raw(inter, items))
+    assert list(ds.items) == ["a1", "o1"] and ds.domains == ["arts", "office"]
+    assert ds.interactions.user.tolist() == ["u1", "u1"]
+    assert ds.interactions.item.tolist() == ["a1", "o1"]

@@ -474,3 +474,15 @@ def test_collaborative_signal_beyond_content(signal_dir: Path, tmp_path: Path) -
     print(f"within-class hit@3: real={real} no-collab={control}")
     assert real["pop+lift"] > 1.15 * real["popularity"]
     assert control["pop+lift"] < 1.02 * control["popularity"]
+
+
+def test_ids_are_in_the_services_normal_form(tiny: Path) -> None:
+    """The demo catalogue's ids pass the service's normalisation unchanged (app/ids.py), so
+    its bundles need no lookup translation."""
+    from model.data.ids import is_normal_id
+
+    with open(tiny / "items.csv", newline="") as f:
+        ids = [v for r in list(csv.reader(f))[1:] for v in r[:2]]  # item_id, domain
+    with open(tiny / "interactions.csv", newline="") as f:
+        ids += [v for r in list(csv.reader(f))[1:] for v in r[:3]]  # user, item, domain
+    assert len(ids) > 1000 and all(is_normal_id(i) for i in ids)
