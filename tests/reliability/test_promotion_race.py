@@ -10,7 +10,8 @@ would, or through app/promotion.py from this process, as ``micrec bundles`` and 
 retrain`` do (then both replicas learn of it by polling). The operations come in bursts of
 random length with random gaps, so that some land while a replica is loading; half the
 bursts end with the sequence of the issue: a promotion, then at once a rollback, through
-one replica (which starts loading at the promotion: the rollback arrives during the load).
+one replica (which starts loading at the promotion: the rollback arrives during the load);
+some send all their operations at once from threads.
 
 * Before each operation every replica's ``/readyz`` is read: whenever it reports a
   serving version other than the one it wants, it must say ``degraded`` (with the reason).
@@ -33,6 +34,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,8 +69,17 @@ def registry_root(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path) -
     return reg.root
 
 
+@dataclass(frozen=True)
+class Op:
+    promote: bool
+    version: str
+    via: int
+    """A replica's index (its admin API), or ``len(clients)``: app/promotion.py here."""
+
+
 class Operator:
-    """Sends the random operations and counts them."""
+    """Sends the random operations and counts them (every random draw on the test's
+    thread, so a seed gives one sequence)."""
 
     def __init__(
         self, seed: int, clients: list[httpx.Client], registry: BundleRegistry, store: RedisStore
@@ -80,23 +91,39 @@ class Operator:
         self.counts = dict.fromkeys(
             ("promote", "rollback", "rollback_refused", "via_api", "loading", "pairs"), 0
         )
+        self.counts["concurrent"] = 0
 
     @property
     def done(self) -> int:
         return self.counts["promote"] + self.counts["rollback"] + self.counts["rollback_refused"]
 
     def burst(self, most: int) -> None:
-        """1 to ``most`` operations, each after a random gap (before each, every
-        replica's report is checked); half the bursts of two or more end with the
-        issue's sequence: a promotion, then at once a rollback, through one replica."""
+        """1 to ``most`` operations. Half the bursts of two or more end with the issue's
+        sequence (a promotion, then at once a rollback, through one replica); a quarter
+        of the others send all theirs at once from threads; the rest one at a time after
+        a random gap, every replica's report checked before each."""
         n = self.rng.randint(1, most)
         pair = n >= 2 and self.rng.random() < 0.5
+        if not pair and n >= 2 and self.rng.random() < 0.25:
+            ops = [self.draw() for _ in range(n)]
+            with ThreadPoolExecutor(n) as pool:
+                for kind in pool.map(self.operate, ops):
+                    self.counts[kind] += 1
+            self.counts["concurrent"] += n
+            self.counts["via_api"] += sum(op.via < len(self.clients) for op in ops)
+            return
         for _ in range(n - 2 if pair else n):
             time.sleep(self.rng.choice(GAPS_S))
             self.check_reports()
-            self.operate()
+            op = self.draw()
+            self.counts[self.operate(op)] += 1
+            self.counts["via_api"] += op.via < len(self.clients)
         if pair:
             self.promote_then_rollback()
+
+    def draw(self) -> Op:
+        promote = self.rng.random() < 0.5
+        return Op(promote, self.rng.choice(VERSIONS), self.rng.randrange(len(self.clients) + 1))
 
     def check_reports(self) -> None:
         bodies = [_ready(http) for http in self.clients]
@@ -107,47 +134,40 @@ class Operator:
     def promote_then_rollback(self) -> None:
         """Promote another version than the current one through a replica's admin API (it
         starts loading at once), and roll back through it with no pause."""
-        http = self.rng.choice(self.clients)
+        via = self.rng.randrange(len(self.clients))
         version = self.rng.choice([v for v in VERSIONS if v != self.registry.current()])
         self.check_reports()
-        r = http.post("/v1/admin/bundles/promote", json={"version": version}, headers=ADMIN)
-        assert r.status_code == 200, r.text
-        r = http.post("/v1/admin/bundles/rollback", json={}, headers=ADMIN)
-        assert r.status_code == 200, r.text  # the promotion just made is there to undo
+        assert self.operate(Op(True, version, via)) == "promote"
+        assert self.operate(Op(False, version, via)) == "rollback"  # undoes that promotion
         self.counts["promote"] += 1
         self.counts["rollback"] += 1
         self.counts["via_api"] += 2
         self.counts["pairs"] += 1
 
-    def operate(self) -> None:
-        """A promote (random version) or a rollback, through a random replica's admin API
-        or app/promotion.py."""
-        promote = self.rng.random() < 0.5
-        version = self.rng.choice(VERSIONS)
-        via = self.rng.randrange(len(self.clients) + 1)
-        if via == len(self.clients):
+    def operate(self, op: Op) -> str:
+        """Send ``op``; returns what it did: promote, rollback or rollback_refused
+        (nothing left to roll back to)."""
+        kind = "promote" if op.promote else "rollback"
+        if op.via == len(self.clients):
             try:
-                if promote:
-                    promotion.promote(self.registry, self.store, version, reason="race")
+                if op.promote:
+                    promotion.promote(self.registry, self.store, op.version, reason="race")
                 else:
                     promotion.rollback(self.registry, self.store, reason="race")
             except RegistryError as err:
-                assert not promote and "nothing to roll back" in str(err), err
-                self.counts["rollback_refused"] += 1
-                return
+                assert not op.promote and "nothing to roll back" in str(err), err
+                return "rollback_refused"
+            return kind
+        http = self.clients[op.via]
+        if op.promote:
+            r = http.post("/v1/admin/bundles/promote", json={"version": op.version}, headers=ADMIN)
         else:
-            http = self.clients[via]
-            self.counts["via_api"] += 1
-            if promote:
-                r = http.post("/v1/admin/bundles/promote", json={"version": version}, headers=ADMIN)
-            else:
-                r = http.post("/v1/admin/bundles/rollback", json={}, headers=ADMIN)
-            if r.status_code == 409 and not promote:  # nothing left to roll back to
-                assert "nothing to roll back" in r.json()["detail"], r.text
-                self.counts["rollback_refused"] += 1
-                return
-            assert r.status_code == 200, r.text
-        self.counts["promote" if promote else "rollback"] += 1
+            r = http.post("/v1/admin/bundles/rollback", json={}, headers=ADMIN)
+        if r.status_code == 409 and not op.promote:
+            assert "nothing to roll back" in r.json()["detail"], r.text
+            return "rollback_refused"
+        assert r.status_code == 200, r.text
+        return kind
 
 
 def _ready(http: httpx.Client) -> dict[str, Any]:
@@ -290,6 +310,7 @@ def test_random_promotions_and_rollbacks_converge(
         rollbacks_refused=counts["rollback_refused"],
         through_the_admin_api=counts["via_api"],
         promote_then_rollback_pairs=counts["pairs"],
+        sent_concurrently=counts["concurrent"],
         operations_with_a_load_in_flight=counts["loading"],
         bursts=len(settled),
         bursts_ending_with_a_replica_behind=sum(s.behind for s in settled),
