@@ -3,17 +3,28 @@
 With ``registry_dir`` set, the version a replica should serve is the one announced in the
 store (``Store.get_bundle_version``, written by ``micrec bundles promote/rollback`` through
 app/promotion.py), or the registry's ``current`` pointer when nothing was announced.
-:class:`BundleFollower` polls that every ``registry_poll_s`` in its own thread
-(``micrec-bundle``) and, when it changes, reloads through the ordinary background reload
-(app/reload.py): the old model serves until the new one is complete, and the first request
-after the swap uses the new version.
+:class:`BundleFollower` reads it every ``registry_poll_s`` in its own thread
+(``micrec-bundle``; an admin promote or rollback also at once) and converges on it:
+whenever the version served is not the wanted one and no load runs, it loads the wanted
+one through the ordinary background reload (app/reload.py). The old model serves until
+the new one is complete, and the first request after the swap uses the new version.
+
+One load runs at a time. An announcement that arrives while one runs (a rollback while
+the promoted version loads) is acted on when it ends, and a load whose version is no
+longer wanted by then is dropped rather than served (``superseded`` in the reload status).
+Whatever ends up serving (a load that became stale just after that check, an admin reload
+of another bundle), the next read sees that it is not the wanted version and loads that
+one again. While the store cannot be read, the last version read stays the wanted one.
+
+Until the wanted version serves, ``/readyz`` reports ``degraded`` and why (it is loading,
+a stale load runs first, or it could not be loaded), with ``bundle: {serving, wanted,
+loading, error}``; ``micrec_bundle_in_sync`` is 0.
 
 A version that cannot be loaded here (missing on this host, fails its checksums, does not
-match this code) leaves the old one serving: ``/readyz`` reports ``bundle: {serving,
-wanted, error}`` and ``degraded``, and ``micrec_bundle_in_sync`` is 0. Each announcement is
-tried once; announcing the same version again (promote it again) retries, a rollback or a
-new promotion moves on. A process that *starts* while the wanted version cannot be loaded
-has no old one: it falls back to the newest other promoted version (once) and reports the
+match this code) leaves the old one serving, with the ``error``. Each announcement is tried
+once; announcing the same version again (promote it again) retries, a rollback or a new
+promotion moves on. A process that *starts* while the wanted version cannot be loaded has
+no old one: it falls back to the newest other promoted version (once) and reports the
 same way.
 """
 
@@ -37,17 +48,21 @@ log = logging.getLogger("micrec.service")
 
 
 class BundleFollower:
-    """Which registry version this process serves and wants; reloads when they differ."""
+    """Which registry version this process serves and wants; reloads until they agree."""
 
     def __init__(self, registry: BundleRegistry, store: Store, loader: ModelLoader) -> None:
         self.registry = registry
         self.store = store
         self.loader = loader
-        self._tried: WantedBundle | None = None
-        """The last announcement acted on (loaded, or found unloadable)."""
+        self._lock = threading.Lock()
+        """One tick at a time (the poll thread and admin requests both tick)."""
+        self._wanted: WantedBundle | None = None
+        """The last announcement read (kept while the store cannot be read)."""
+        self._attempted = False
+        """A load of the wanted version was started under this announcement."""
         self._error: str | None = None
-        """Why the tried version cannot be served (set when it cannot even be started, or
-        when a fallback replaced its failed load)."""
+        """Why the wanted version cannot be served under this announcement (not tried
+        again until it is announced again)."""
         self._fell_back = False
 
     # --- what is wanted ---------------------------------------------------------------
@@ -72,16 +87,26 @@ class BundleFollower:
             wanted = None if current is None else WantedBundle(current, 0.0)
         if wanted is None:
             return self.registry.root / CURRENT
-        self._tried = wanted
+        self._announced(wanted)
         try:
-            return self.registry.path(wanted.version)
+            path = self.registry.path(wanted.version)
         except RegistryError as err:
             self._error = str(err)
             return self.registry.root / CURRENT
+        self._attempted = True
+        return path
 
     def serving(self) -> str | None:
         state = self.loader.feed.state
         return None if state is None else self.registry.version_of(state.bundle_path)
+
+    def loading(self) -> str | None:
+        """The registry version being loaded now (None: no load runs, or not one of the
+        registry's versions)."""
+        status = self.loader.status()
+        if status.status != "loading" or status.bundle_path is None:
+            return None
+        return self.registry.version_of(status.bundle_path)
 
     # --- following --------------------------------------------------------------------
     def loop(self, stop: threading.Event, interval: float) -> None:
@@ -93,41 +118,61 @@ class BundleFollower:
                 log.exception("bundle registry follow failed")
 
     def tick(self) -> None:
-        """Start loading the wanted version when it is new (one store read)."""
+        """Read the wanted version (one store read) and start loading it unless it serves,
+        could not be loaded under this announcement, or a load runs."""
+        with self._lock:
+            try:
+                wanted = self.wanted()
+            except StoreUnavailable:
+                # the store's health is reported by the change feed and /readyz; meanwhile
+                # the last version read is still the one to serve
+                wanted = self._wanted
+            if wanted is None:
+                return
+            if wanted != self._wanted:
+                self._announced(wanted)
+            self._converge(wanted.version)
+
+    def _announced(self, wanted: WantedBundle) -> None:
+        """A new announcement: its version gets one try (even if an earlier one failed)."""
+        self._wanted, self._attempted, self._error, self._fell_back = wanted, False, None, False
+
+    def _converge(self, wanted: str) -> None:
+        if self.serving() == wanted:
+            return  # a load still running for another version is dropped when it ends
+        if self._error is None and self._attempted:
+            self._error = self._load_error(wanted)  # None unless its load failed
+            if self._error is not None:
+                log.error("bundle %s cannot be loaded here: %s", wanted, self._error)
+        if self._error is not None:
+            self._fall_back_if_nothing_serves(wanted)
+            return
+        if self.loader.status().status == "loading":
+            return  # one load at a time: a later tick, once it ended
         try:
-            wanted = self.wanted()
-        except StoreUnavailable:
-            return  # the store's health is reported by the change feed and /readyz
-        if wanted is None:
-            return
-        if wanted == self._tried:
-            self._fall_back_if_nothing_serves(wanted.version)
-            return
-        self._fell_back = False
-        if wanted.version == self.serving():
-            self._tried, self._error = wanted, None
-            return
-        try:
-            path = self.registry.path(wanted.version)
+            path = self.registry.path(wanted)
         except RegistryError as err:
-            log.error("bundle %s wanted but cannot be served here: %s", wanted.version, err)
-            self._tried, self._error = wanted, str(err)
+            log.error("bundle %s wanted but cannot be served here: %s", wanted, err)
+            self._error = str(err)
             return
         try:
-            self.loader.start(path)
+            self.loader.start(path, keep=lambda: self._still_wanted(wanted))
         except Conflict:
-            return  # another load runs; the next tick tries again
-        log.info("bundle %s wanted (was %s): loading", wanted.version, self.serving())
-        self._tried, self._error = wanted, None
+            return  # a load began since the check; a later tick
+        log.info("bundle %s wanted (serving %s): loading", wanted, self.serving())
+        self._attempted = True
+
+    def _still_wanted(self, version: str) -> bool:
+        """Asked by the loader before it serves ``version``: not after a newer
+        announcement of another version (a rollback during the load)."""
+        wanted = self._wanted
+        return wanted is None or wanted.version == version
 
     def _fall_back_if_nothing_serves(self, wanted: str) -> None:
         """A process that starts while the wanted version cannot be loaded here has no old
         version to keep serving: it loads the newest other promoted version once (not
         refused), and keeps reporting the wanted one as not loaded."""
         if self._fell_back or self.loader.feed.state is not None:
-            return
-        error = self._error or self._load_error(wanted)
-        if error is None:  # still loading, or not failed
             return
         self._fell_back = True
         for version in reversed(self.registry.promotions()):
@@ -138,18 +183,19 @@ class BundleFollower:
             except Conflict:
                 self._fell_back = False  # a load runs; try again next tick
                 return
-            log.warning("bundle %s cannot be loaded (%s); serving %s", wanted, error, version)
-            self._error = error
+            log.warning("bundle %s cannot be loaded (%s); serving %s", wanted, self._error, version)
             return
 
     # --- reporting --------------------------------------------------------------------
     def status(self) -> BundleStatus:
         serving = self.serving()
-        wanted = self._tried.version if self._tried else None
+        wanted = self._wanted.version if self._wanted else None
         error = None
         if wanted is not None and wanted != serving:
-            error = self._error or self._load_error(wanted)
-        return BundleStatus(serving=serving, wanted=wanted, error=error)
+            error = self._error
+            if error is None and self._attempted:  # a failure the next tick will see
+                error = self._load_error(wanted)
+        return BundleStatus(serving=serving, wanted=wanted, loading=self.loading(), error=error)
 
     def _load_error(self, wanted: str) -> str | None:
         """The reload's error when it was the wanted version's load that failed, with the
@@ -162,6 +208,21 @@ class BundleFollower:
 
     def collector(self) -> Collector:
         return _FollowerCollector(self)
+
+
+def degraded(status: BundleStatus) -> list[str]:
+    """What /readyz says while ``status`` is not serving the wanted version."""
+    wanted, loading = status.wanted, status.loading
+    if wanted is None or wanted == status.serving:
+        return []
+    serving = status.serving or "a bundle outside the registry"
+    if status.error is not None:
+        return [f"bundle {wanted} could not be loaded; serving {serving}"]
+    if loading == wanted:
+        return [f"bundle {wanted} is loading; serving {serving} until it is complete"]
+    if loading is not None:
+        return [f"bundle {wanted} wanted; serving {serving}; loads once {loading}'s load ends"]
+    return [f"bundle {wanted} wanted; serving {serving}: reloading"]
 
 
 class _FollowerCollector(Collector):

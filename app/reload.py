@@ -4,7 +4,9 @@ A load runs in a background thread: the engine factory loads the bundle, the sta
 built (app/state.py) and the change feed replays the registered items into it, then the
 feed publishes it. The old model serves until the new one is complete; a failed load
 keeps it and reports why (to an admin: the error may name paths). ``/readyz`` is 503
-until the first load succeeded.
+until the first load succeeded. A load started with ``keep`` (the bundle follower's) asks
+it once the new state is built and drops that state when it is no longer wanted
+(``superseded``: the old model keeps serving).
 """
 
 from __future__ import annotations
@@ -106,9 +108,14 @@ class ModelLoader:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
 
     # --- loading ----------------------------------------------------------------------
-    def start(self, bundle_path: str | Path | None) -> ReloadStatus:
+    def start(
+        self, bundle_path: str | Path | None, *, keep: Callable[[], bool] | None = None
+    ) -> ReloadStatus:
         """Load ``bundle_path`` (default: the current one) in the background; 409 if a load
-        is already running. The old model keeps serving until the new one is complete."""
+        is already running. The old model keeps serving until the new one is complete.
+
+        ``keep``: asked once the new state is built, before it replaces the serving one;
+        False drops it (status ``superseded``). Never asked while nothing serves."""
         if not self._lock.acquire(blocking=False):
             raise Conflict("a model reload is already running; see GET /v1/admin/reload")
         current = self.feed.state
@@ -125,27 +132,34 @@ class ModelLoader:
         )
         self._status = started
         try:
-            self.run_in_background(lambda: self._worker(path), "micrec-load")
+            self.run_in_background(lambda: self._worker(path, keep), "micrec-load")
         except BaseException:
             self._lock.release()
             raise
         # The status as of the start: the worker may already have finished (fast failure).
         return started
 
-    def _worker(self, path: Path) -> None:
-        state = self._load(path)
+    def _worker(self, path: Path, keep: Callable[[], bool] | None) -> None:
+        state = self._load(path, keep)
         if state is not None and self.settings.warm_encoders:
             # After the swap and after releasing the reload lock: readiness and reload
             # status never wait for it.
             self._warm_encoders(state)
 
-    def _load(self, path: Path) -> ModelState | None:
+    def _load(self, path: Path, keep: Callable[[], bool] | None) -> ModelState | None:
         """Build and publish a new state; on failure keep the old one and report why."""
         try:
             try:
                 state = self._build(path)
             except Exception as err:  # a failed load must never take the old model down
                 self._failed(err)
+                return None
+            if keep is not None and self.feed.state is not None and not keep():
+                log.info("model load of %s superseded: dropped, the old model serves", path)
+                self.metrics.reloads.labels("superseded").inc()
+                self._status = self._status.model_copy(
+                    update={"status": "superseded", "finished_at": time.time()}
+                )
                 return None
             old = self.feed.publish(state)
             # The model's ~200k long-lived objects out of the cyclic GC's sight: a full

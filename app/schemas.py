@@ -388,7 +388,10 @@ class ReloadRequest(_Strict):
 
 
 class ReloadStatus(BaseModel):
-    status: Literal["idle", "loading", "succeeded", "failed"]
+    status: Literal["idle", "loading", "succeeded", "failed", "superseded"] = Field(
+        description="superseded: built, then dropped because another bundle version was "
+        "wanted by then (registry follower); the old model kept serving."
+    )
     bundle_path: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
@@ -410,7 +413,14 @@ class BundleStatus(BaseModel):
     wanted one is not served (the old one keeps serving)."""
 
     serving: str | None = None
-    wanted: str | None = None
+    wanted: str | None = Field(
+        default=None, description="The version announced in the store (the last one read)."
+    )
+    loading: str | None = Field(
+        default=None,
+        description="The registry version being loaded now (the wanted one, or one that "
+        "was wanted when its load began: dropped when it ends).",
+    )
     error: str | None = None
 
 

@@ -30,6 +30,7 @@ from typing import Any
 from app import reports
 from app.browse import Browser
 from app.bundle_follow import BundleFollower
+from app.bundle_follow import degraded as bundle_degraded
 from app.engine import EngineFactory
 from app.erasure import Users
 from app.feed import ChangeFeed
@@ -183,11 +184,12 @@ class RecommendationService:
         """(ok, detail): pings the store now (readiness reports degradation)."""
         return self.health.status()
 
-    def degraded(self) -> list[str]:
+    def degraded(self, bundle: BundleStatus | None = None) -> list[str]:
+        """What does not work as it should; ``bundle``: the registry status the caller
+        reports with it (read now when not given), so both say the same."""
         out = self.loader.degraded()
-        bundle = self.bundle_status()
-        if bundle is not None and bundle.error is not None:
-            out.append(f"bundle {bundle.wanted} could not be loaded; serving {bundle.serving}")
+        if self.follower is not None:
+            out += bundle_degraded(bundle or self.follower.status())
         return out
 
     def evaluation(self) -> EvaluationReport:

@@ -36,5 +36,6 @@ def start_reload(
 
 @router.get("/reload", responses=ADMIN_AUTH)
 def reload_status(service: ServiceDep) -> ReloadStatus:
-    """State of the last reload: idle, loading, succeeded or failed (with the error)."""
+    """State of the last reload: idle, loading, succeeded, failed (with the error) or
+    superseded (a registry version dropped because another one was wanted by then)."""
     return service.reload_status()

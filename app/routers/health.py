@@ -39,7 +39,8 @@ def readyz(service: ServiceDep, response: Response) -> Readiness:
             error=LOAD_FAILED if failed else None,
             bundle=service.bundle_status(),
         )
-    degraded = service.degraded()
+    bundle = service.bundle_status()  # read once: "degraded" and "bundle" agree
+    degraded = service.degraded(bundle)
     if not ok:
         degraded.insert(0, f"state store unavailable ({detail}): writes fail with 503")
     return Readiness(
@@ -49,7 +50,7 @@ def readyz(service: ServiceDep, response: Response) -> Readiness:
         domains=state.domains,
         store=store,
         degraded=degraded,
-        bundle=service.bundle_status(),
+        bundle=bundle,
     )
 
 

@@ -8,7 +8,8 @@ Two processes on a real Redis: tests/reliability/test_registry_replicas.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from app.service import RecommendationService
 from app.settings import Settings
 from model.registry import BundleRegistry
 from tests.app.conftest import AUTH, StartService, running, service_of, state_of
-from tests.app.fakes import FakeEngineFactory, MemoryStore, wait_until
+from tests.app.fakes import FakeEngineFactory, FlakyStore, MemoryStore, wait_until
 from tests.app.registry_fakes import add_broken, make_registry
 
 
@@ -32,6 +33,22 @@ def registry(tmp_path: Path, engine_factory: FakeEngineFactory) -> BundleRegistr
 def bad(registry: BundleRegistry, tmp_path: Path, engine_factory: FakeEngineFactory) -> str:
     """v0004: passes the registry's check, the service cannot load it."""
     return add_broken(registry, tmp_path, engine_factory)
+
+
+@pytest.fixture
+def hold_loads(engine_factory: FakeEngineFactory) -> Iterator[Callable[[], threading.Event]]:
+    """``hold_loads()``: loads started from then on wait until the event it returns is set
+    (set at the end of the test in any case)."""
+    gates: list[threading.Event] = []
+
+    def hold() -> threading.Event:
+        gates.append(threading.Event())
+        engine_factory.gate = gates[-1]
+        return gates[-1]
+
+    yield hold
+    for gate in gates:
+        gate.set()
 
 
 def follow(svc: RecommendationService) -> None:
@@ -62,7 +79,12 @@ def test_serves_the_registry_and_follows_promotion_and_rollback(
     assert svc.model_info().bundle_version == "v0001"
     status = svc.bundle_status()
     assert status is not None
-    assert status.model_dump() == {"serving": "v0001", "wanted": "v0001", "error": None}
+    assert status.model_dump() == {
+        "serving": "v0001",
+        "wanted": "v0001",
+        "loading": None,
+        "error": None,
+    }
 
     done = promotion.promote(registry, store, "v0003", reason="test")
     assert (done.version, done.previous, done.announced) == ("v0003", "v0001", True)
@@ -149,7 +171,12 @@ def test_readyz_and_metrics_report_the_bundle(
     settings = make_settings(registry_dir=registry.root, registry_poll_s=3600)
     with running(settings, engine_factory, store) as client:
         ready = client.get("/readyz").json()
-        assert ready["bundle"] == {"serving": "v0001", "wanted": "v0001", "error": None}
+        assert ready["bundle"] == {
+            "serving": "v0001",
+            "wanted": "v0001",
+            "loading": None,
+            "error": None,
+        }
         assert client.get("/v1/model", headers=AUTH).json()["bundle_version"] == "v0001"
         assert "micrec_bundle_in_sync 1.0" in client.get("/metrics").text
 
@@ -195,5 +222,164 @@ def test_starting_on_an_unloadable_version_falls_back_once(
     assert status is not None and status.model_dump() == {
         "serving": "v0002",
         "wanted": "v0002",
+        "loading": None,
         "error": None,
     }
+
+
+# --- announcements while a load is in flight (issue 22) ---------------------------------
+def test_a_rollback_while_the_promoted_version_loads_wins(
+    start_registry: Callable[..., RecommendationService],
+    registry: BundleRegistry,
+    hold_loads: Callable[[], threading.Event],
+) -> None:
+    """promote v0002, roll back while it loads: v0001 keeps serving for good (the old
+    follower took "v0001 wanted and serving" as done, then served v0002 once its load
+    ended and never reloaded)."""
+    store = MemoryStore()
+    svc = start_registry(store)
+    follower = svc.follower
+    assert follower is not None
+    gate = hold_loads()
+    promotion.promote(registry, store, "v0002", reason="test")
+    follower.tick()  # starts loading v0002: held
+    promotion.rollback(registry, store)  # back to v0001 while v0002 loads
+    follower.tick()
+    gate.set()
+    svc.wait_reload(30)
+    follow(svc)
+    follow(svc)
+    assert state_of(svc).model_version == "fake-v1"
+    assert svc.reload_status().status == "superseded"  # v0002 was built, never served
+    assert svc.degraded() == []
+    status = svc.bundle_status()
+    assert status is not None and status.model_dump() == {
+        "serving": "v0001",
+        "wanted": "v0001",
+        "loading": None,
+        "error": None,
+    }
+
+
+def test_readyz_is_degraded_until_the_wanted_version_serves(
+    make_settings: Callable[..., Settings],
+    engine_factory: FakeEngineFactory,
+    registry: BundleRegistry,
+    hold_loads: Callable[[], threading.Event],
+) -> None:
+    store = MemoryStore()
+    settings = make_settings(registry_dir=registry.root, registry_poll_s=3600)
+    with running(settings, engine_factory, store) as client:
+        svc = service_of(client)
+        assert svc.follower is not None
+        gate = hold_loads()
+        try:
+            promotion.promote(registry, store, "v0002", reason="test")
+            svc.follower.tick()  # starts loading v0002: held
+            body = client.get("/readyz").json()
+            assert body["status"] == "degraded"
+            assert body["degraded"] == [
+                "bundle v0002 is loading; serving v0001 until it is complete"
+            ]
+            assert body["bundle"] == {
+                "serving": "v0001",
+                "wanted": "v0002",
+                "loading": "v0002",
+                "error": None,
+            }
+            assert "micrec_bundle_in_sync 0.0" in client.get("/metrics").text
+
+            promotion.rollback(registry, store)
+            svc.follower.tick()
+            body = client.get("/readyz").json()
+            assert body["status"] == "ready", body  # v0001 is the one to serve
+            assert body["bundle"]["loading"] == "v0002"
+        finally:
+            gate.set()
+        assert svc.wait_reload(30).status == "superseded"
+        metrics = client.get("/metrics").text
+        assert "micrec_bundle_in_sync 1.0" in metrics
+        assert 'micrec_model_reloads_total{result="superseded"} 1.0' in metrics
+
+
+def test_a_promotion_during_a_load_is_loaded_after_it(
+    start_registry: Callable[..., RecommendationService],
+    registry: BundleRegistry,
+    hold_loads: Callable[[], threading.Event],
+) -> None:
+    store = MemoryStore()
+    svc = start_registry(store)
+    follower = svc.follower
+    assert follower is not None
+    gate = hold_loads()
+    promotion.promote(registry, store, "v0002", reason="test")
+    follower.tick()
+    promotion.promote(registry, store, "v0003", reason="test")
+    follower.tick()  # one load at a time: v0003 waits
+    assert svc.degraded() == ["bundle v0003 wanted; serving v0001; loads once v0002's load ends"]
+    gate.set()
+    assert svc.wait_reload(30).status == "superseded"  # v0002: no longer wanted
+    assert state_of(svc).model_version == "fake-v1"
+    follow(svc)
+    assert state_of(svc).model_version == "fake-v3"
+    assert svc.degraded() == []
+
+
+def test_promoted_again_during_its_own_load_it_is_served(
+    start_registry: Callable[..., RecommendationService],
+    registry: BundleRegistry,
+    hold_loads: Callable[[], threading.Event],
+    engine_factory: FakeEngineFactory,
+) -> None:
+    """promote v0002, roll back, promote v0002 again, all during one load: that load is
+    the wanted one again when it ends, and is served (not loaded twice)."""
+    store = MemoryStore()
+    svc = start_registry(store)
+    follower = svc.follower
+    assert follower is not None
+    loads = engine_factory.loads
+    gate = hold_loads()
+    promotion.promote(registry, store, "v0002", reason="test")
+    follower.tick()
+    promotion.rollback(registry, store)
+    follower.tick()
+    promotion.promote(registry, store, "v0002", reason="test")
+    follower.tick()
+    gate.set()
+    assert svc.wait_reload(30).status == "succeeded"
+    follow(svc)
+    assert state_of(svc).model_version == "fake-v2"
+    assert engine_factory.loads == loads + 1
+
+
+def test_another_version_serving_is_replaced_by_the_wanted_one(
+    start_registry: Callable[..., RecommendationService], registry: BundleRegistry
+) -> None:
+    """Whatever made another version serve (an admin reload, a load that became stale
+    after its last check), the next poll loads the wanted one again."""
+    store = MemoryStore()
+    svc = start_registry(store)
+    svc.start_reload(registry.path("v0002"))
+    svc.wait_reload(30)
+    assert state_of(svc).model_version == "fake-v2"
+    assert svc.degraded() == ["bundle v0001 wanted; serving v0002: reloading"]
+    follow(svc)
+    assert state_of(svc).model_version == "fake-v1"
+    assert svc.degraded() == []
+
+
+def test_while_the_store_is_down_the_last_version_read_is_served(
+    start_registry: Callable[..., RecommendationService], registry: BundleRegistry
+) -> None:
+    flaky = FlakyStore(MemoryStore())
+    svc = start_registry(flaky)
+    promotion.promote(registry, flaky, "v0003", reason="test")
+    follow(svc)
+    assert state_of(svc).model_version == "fake-v3"
+    flaky.down = True
+    svc.start_reload(registry.path("v0002"))  # e.g. a load that became stale
+    svc.wait_reload(30)
+    follow(svc)  # the store cannot be read: v0003 is still the version to serve
+    assert state_of(svc).model_version == "fake-v3"
+    status = svc.bundle_status()
+    assert status is not None and (status.serving, status.wanted) == ("v0003", "v0003")

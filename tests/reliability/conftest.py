@@ -1,5 +1,6 @@
-"""Shared fixtures of the reliability tests: a private redis-server, a fake bundle, and
-service processes configured like production (``MICREC_*`` environment only)."""
+"""Shared fixtures of the reliability tests: a private redis-server, a fake bundle, a tiny
+real bundle, and service processes configured like production (``MICREC_*`` environment
+only)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from bench.redis_server import RedisServer
 from tests.app.fakes import FakeEngineFactory
 from tests.reliability.procs import FAKE_APP, ServiceProcess
+from tests.reliability.registry_bundles import tiny_bundle as train_tiny_bundle
 
 MAX_N = 2000  # lets a test list a whole (fake) domain: "is the item served at all"
 
@@ -28,6 +30,12 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 @pytest.fixture(scope="module")
 def fake_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return FakeEngineFactory().make_bundle(tmp_path_factory.mktemp("fake") / "bundle")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny real trained bundle (tests/reliability/registry_bundles.py), once a session."""
+    return train_tiny_bundle(tmp_path_factory.mktemp("tiny-bundle"))
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """Promotion reloads every replica: two real ``micrec serve`` processes on one real Redis,
 serving from one bundle registry (``MICREC_REGISTRY_DIR``, default poll interval).
 
-Bundles: one tiny real bundle (synthetic catalogue, no content encoders, 2 epochs, built
-once per module) added three times: A as is, B with another ``model_version`` in its
+Bundles: one tiny real bundle (tests/reliability/registry_bundles.py, trained once per
+session) added three times: A as is, B with another ``model_version`` in its
 manifest, C with a model config this code cannot load (its files still pass the
 registry's checksum check, like a bundle written by another code version).
 
@@ -19,7 +19,6 @@ ends a failing test.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -36,58 +35,18 @@ from app.store.redis import RedisStore
 from bench.redis_server import RedisServer
 from model.registry import BundleRegistry
 from tests.reliability.procs import AUTH, REPO, ServiceProcess, record
+from tests.reliability.registry_bundles import variant
 
 BOUND_S = 120.0  # ends a failing test only
 
 
-def _tiny_bundle(root: Path) -> Path:
-    import torch
-
-    from model.data.synth import SynthConfig, write_synthetic_catalogue
-    from model.pipeline import train_run
-    from model.runconfig import load_run_config
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        write_synthetic_catalogue(root / "data", SynthConfig.tiny(images=False, users=120))
-        cfg = load_run_config(
-            None,
-            {
-                "features": {"text": "none", "image": "none", "cache_dir": str(root / "cache")},
-                "train": {"epochs": 2, "patience": 100, "batch_size": 512, "seed": 0},
-            },
-        )
-        return train_run(
-            root / "data", cfg, root / "bundle", progress=False, run_test=False
-        ).bundle_dir
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _variant(src: Path, dst: Path, **changes: object) -> Path:
-    """A copy of ``src`` with top-level manifest fields changed (not covered by sha256)."""
-    import shutil
-
-    shutil.copytree(src, dst)
-    manifest = json.loads((dst / "manifest.json").read_text())
-    for key, value in changes.items():
-        if isinstance(value, dict):
-            manifest[key] = {**manifest[key], **value}
-        else:
-            manifest[key] = value
-    (dst / "manifest.json").write_text(json.dumps(manifest))
-    return dst
-
-
 @pytest.fixture(scope="module")
-def registry_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def registry_root(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path) -> Path:
     root = tmp_path_factory.mktemp("registry-e2e")
-    a = _tiny_bundle(root / "build")
     reg = BundleRegistry(root / "registry")
-    reg.add(a, meta={"name": "A"})
-    reg.add(_variant(a, root / "b", model_version="bundle-B"), meta={"name": "B"})
-    reg.add(_variant(a, root / "c", model_config={"dim": 7}), meta={"name": "C broken"})
+    reg.add(tiny_bundle, meta={"name": "A"})
+    reg.add(variant(tiny_bundle, root / "b", model_version="bundle-B"), meta={"name": "B"})
+    reg.add(variant(tiny_bundle, root / "c", model_config={"dim": 7}), meta={"name": "C broken"})
     return reg.root
 
 
@@ -165,7 +124,12 @@ def test_promotion_and_rollback_reach_every_replica(
         try:
             for http in clients:
                 body = _ready(http)
-                assert body["bundle"] == {"serving": "v0001", "wanted": "v0001", "error": None}
+                assert body["bundle"] == {
+                    "serving": "v0001",
+                    "wanted": "v0001",
+                    "loading": None,
+                    "error": None,
+                }
                 assert body["status"] == "ready"
 
             # promote B, then A, B...: every replica reloads each time

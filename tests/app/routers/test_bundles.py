@@ -52,7 +52,12 @@ def test_list(admin_client: TestClient) -> None:
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["current"] == "v0001"
-    assert body["bundle"] == {"serving": "v0001", "wanted": "v0001", "error": None}
+    assert body["bundle"] == {
+        "serving": "v0001",
+        "wanted": "v0001",
+        "loading": None,
+        "error": None,
+    }
     assert [(v["version"], v["status"]) for v in body["versions"]] == [
         ("v0001", "promoted"),
         ("v0002", "candidate"),
