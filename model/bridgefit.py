@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from model.data.split import InductiveSplit
 from model.encoders.base import ItemFeatures
 from model.evaluation import _group
+from model.nn.blend import DomainBlend
 from model.nn.bridge import Bridges, DomainMap, pair_key
 from model.nn.config import BridgeConfig
 from model.nn.foldin import DomainEmbedder, build_embedder
@@ -72,10 +73,15 @@ def _loss(
     positives: list[np.ndarray],
     target: torch.Tensor | None,
     mse_weight: float,
+    prior: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean over users of the mean softmax loss of their positives (+ EMCDR's MSE)."""
+    """Mean over users of the mean softmax loss of their positives (+ EMCDR's MSE); with
+    ``prior`` ([n_items]) the logits add ``prior_weight * prior`` (learned)."""
     out = F.normalize(f(x), dim=1)
-    logp = torch.log_softmax(f.log_scale.exp() * (out @ items.T), dim=1)
+    logits = f.log_scale.exp() * (out @ items.T)
+    if prior is not None:
+        logits = logits + f.prior_weight * prior
+    logp = torch.log_softmax(logits, dim=1)
     rows = np.concatenate([np.full(len(p), k) for k, p in enumerate(positives)])
     cols = np.concatenate(positives)
     weight = torch.as_tensor(np.concatenate([np.full(len(p), 1.0 / len(p)) for p in positives]))
@@ -92,6 +98,7 @@ def _fit_pair(
     positives: list[np.ndarray],
     target: torch.Tensor,
     cfg: BridgeConfig,
+    prior: torch.Tensor | None,
 ) -> dict[str, Any]:
     gen = np.random.default_rng(cfg.seed)
     order = gen.permutation(len(x))
@@ -105,7 +112,8 @@ def _fit_pair(
         train = train[gen.permutation(len(train))]
         for b in range(0, len(train), cfg.batch_users):
             idx = train[b : b + cfg.batch_users]
-            loss = _loss(f, x[idx], items, [positives[k] for k in idx], target[idx], cfg.mse_weight)
+            pos = [positives[k] for k in idx]
+            loss = _loss(f, x[idx], items, pos, target[idx], cfg.mse_weight, prior)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -113,7 +121,8 @@ def _fit_pair(
             continue
         f.eval()
         with torch.no_grad():
-            held = float(_loss(f, x[back], items, [positives[k] for k in back], target[back], 0.0))
+            pos = [positives[k] for k in back]
+            held = float(_loss(f, x[back], items, pos, target[back], 0.0, prior))
         if held < best - 1e-4:
             best, stale = held, 0
             best_state = {k: v.clone() for k, v in f.state_dict().items()}
@@ -124,7 +133,13 @@ def _fit_pair(
     if best_state is not None:
         f.load_state_dict(best_state)
     f.eval()
-    return {"anchors": len(x), "held_back": int(n_back), "epochs": epochs, "held_back_loss": best}
+    return {
+        "anchors": len(x),
+        "held_back": int(n_back),
+        "epochs": epochs,
+        "held_back_loss": best,
+        "prior_weight": float(f.prior_weight),
+    }
 
 
 def fit_bridges(
@@ -158,7 +173,8 @@ def fit_bridges(
             items = embedders[dst].item_vectors()
         f = bridges.maps[pair_key(src, dst)]
         assert isinstance(f, DomainMap)
-        rec = _fit_pair(f, x.detach(), items.detach(), own, target.detach(), cfg)
+        prior = DomainBlend.prior_of(embedders[dst].item_degree.cpu()) if cfg.with_prior else None
+        rec = _fit_pair(f, x.detach(), items.detach(), own, target.detach(), cfg, prior)
         rec.update(trained=True, seconds=round(time.perf_counter() - t0, 2))
         report[key] = rec
         log.info("bridge %s: %s", key, rec)

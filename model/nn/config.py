@@ -219,6 +219,9 @@ class BridgeConfig:
     mse_weight: float = 0.0
     """Weight of EMCDR's regression of the user's own target-domain vector, added to the
     ranking loss (0 = ranking only, as task-oriented mappings train)."""
+    with_prior: bool = True
+    """Train with the served item prior inside the loss (a learned weight), so the map
+    learns what popularity does not explain; the served blend adds the prior itself."""
     weight_decay: float = 1e-4
     """Adam weight decay."""
     seed: int = 0
