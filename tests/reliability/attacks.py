@@ -1,4 +1,5 @@
-"""The security findings of issue 13, measured against a real ``micrec serve`` process.
+"""The security findings of issue 13 (and the connection flood of issue 22), measured
+against a real ``micrec serve`` process.
 
 ``python -m tests.reliability.attacks --bundle artifacts/demo-bundle --out FILE.jsonl``
 starts ``micrec serve`` (one worker, SQLite store in a temporary directory, one API key,
@@ -32,6 +33,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
+from tests.reliability import flood
 from tests.reliability.procs import API_KEY, AUTH, REPO, free_port, wait_for
 
 VICTIM = "victim-user"
@@ -279,6 +281,14 @@ def _slow(s: Served, http: httpx.Client) -> tuple[httpx.Response | None, dict[st
     return None, _slow_headers(s.url, 20)
 
 
+def _connection_flood(
+    s: Served, http: httpx.Client
+) -> tuple[httpx.Response | None, dict[str, Any]]:
+    """Issue 22: 300 partial-header connections from another address, reopened every 8 s,
+    under a steady 10 recommends/s (tests/reliability/flood.py)."""
+    return None, flood.run_flood(s.url, flood.recommend_body(s.url))
+
+
 ATTACKS: dict[str, Attack] = {
     "user-history-without-key": _history_leak,
     "recommend-history-1e6-ints": _recommend_ints(1_000_000),
@@ -296,6 +306,7 @@ ATTACKS: dict[str, Attack] = {
     "model-info-without-key": _model_no_key,
     "metrics-33-methods": _methods,
     "slow-header-trickle": _slow,
+    "connection-flood-300": _connection_flood,
 }
 
 
