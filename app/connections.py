@@ -39,6 +39,10 @@ MAX_PENDING_ENV = "MICREC_MAX_PENDING_PER_CLIENT"
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_MAX_CONNECTIONS = 2048
 DEFAULT_MAX_PENDING = 128
+REFUSAL_LINGER_S = 1.0
+"""A refused connection is half-closed after its answer and closed when the client closes
+or after this long; closing at once reset connections whose request was already on its way,
+and the client saw a broken pipe instead of the answer."""
 REFUSAL_LOG_INTERVAL_S = 10.0
 """At most one warning per this many seconds about refused connections: a flood must not
 become a flood of log lines."""
@@ -162,15 +166,25 @@ class ConnectionCapMixin:
     server_state: Any
     client: tuple[str, int] | None
 
+    loop: Any
+
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         self._pending_host: str | None = None
+        self._refused = False
         refusal = self._refusal()
         if refusal is not None:
+            self._refused = True
             transport.write(refusal)
-            transport.close()
+            if transport.can_write_eof():
+                transport.write_eof()  # the rest of what the client sends is read and dropped
+                self.loop.call_later(REFUSAL_LINGER_S, transport.close)
+            else:
+                transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         cycle = getattr(self, "cycle", None)
         super().data_received(data)  # type: ignore[misc]
         if self._pending_host is not None and _request_started(self, cycle):
