@@ -32,7 +32,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,7 @@ uvicorn.run = lambda app, *a, **kw: real("tests.reliability.fake_app:create_app"
 sys.exit(main(sys.argv[1:]))
 """
 """``micrec serve`` (its settings, protocol and uvicorn options) with the FakeEngine app."""
+NGINX_SNIPPET = REPO / "configs" / "nginx-micrec.conf"
 
 
 @dataclass
@@ -65,13 +68,14 @@ class FloodStats:
     connect_errors: int = 0
     open_now: int = 0
     max_open: int = 0
+    stopping: bool = False
 
 
 async def _slot(
     i: int, n: int, host: str, port: int, source: str, hold_s: float, stats: FloodStats
 ) -> None:
     await asyncio.sleep(i * RAMP_S / n)
-    while True:
+    while not stats.stopping:  # also checked here: 3.11's wait_for can swallow a cancel
         started = time.monotonic()
         try:
             reader, writer = await asyncio.wait_for(
@@ -89,7 +93,7 @@ async def _slot(
             left = max(0.0, started + hold_s - time.monotonic())
             data = await asyncio.wait_for(reader.read(64), left)
             if data:
-                stats.answered[data.split(b" ", 2)[1].decode(errors="replace")] += 1
+                stats.answered[data[9:12].decode(errors="replace")] += 1  # the status
             else:
                 stats.closed_by_server += 1
         except TimeoutError:
@@ -111,9 +115,10 @@ async def _flood(
     ready.set()
     while not stop.is_set():
         await asyncio.sleep(0.2)
+    stats.stopping = True
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.wait(tasks, timeout=hold_s + 5)
     return stats
 
 
@@ -282,6 +287,41 @@ def start_fake_serve(workdir: Path, repo: Path, **env: str) -> tuple[subprocess.
     return proc, url
 
 
+@contextmanager
+def nginx_in_front(binary: str, upstream_url: str, workdir: Path) -> Iterator[str]:
+    """configs/nginx-micrec.conf (listen and upstream ports replaced) in a minimal
+    nginx.conf, proxying to ``upstream_url``; yields nginx's URL."""
+    d = workdir / "nginx"
+    d.mkdir()
+    port = free_port()
+    upstream = upstream_url.rsplit(":", 1)[1]
+    text = NGINX_SNIPPET.read_text()
+    for old, new in (("server 127.0.0.1:8000;", f"server 127.0.0.1:{upstream};"),
+                     ("listen 80;", f"listen 127.0.0.1:{port};")):  # fmt: skip
+        if text.count(old) != 1:
+            raise RuntimeError(f"{NGINX_SNIPPET}: expected one {old!r}")
+        text = text.replace(old, new)
+    (d / "micrec.conf").write_text(text)
+    temp = "\n".join(f"    {kind}_temp_path {d / kind};" for kind in
+                     ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))  # fmt: skip
+    (d / "nginx.conf").write_text(
+        ("user root;\n" if os.geteuid() == 0 else "")
+        + f"worker_processes 1;\nworker_rlimit_nofile 8192;\npid {d / 'nginx.pid'};\n"
+        f"events {{ worker_connections 4096; }}\n"
+        f"http {{\n    access_log off;\n{temp}\n    include {d / 'micrec.conf'};\n}}\n"
+    )
+    args = [binary, "-p", str(d), "-e", str(d / "error.log"), "-c", str(d / "nginx.conf")]
+    proc = subprocess.Popen([*args, "-g", "daemon off;"], stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if not wait_for(lambda: httpx.get(url + "/readyz", timeout=2).status_code == 200, 30):
+            raise RuntimeError((d / "error.log").read_text()[-3000:])
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def recommend_body(url: str) -> dict[str, Any]:
     """An inline-history recommend of the served model's first domain (the model path)."""
     domain = httpx.get(url + "/v1/model", headers=AUTH, timeout=10).json()["domains"][0]
@@ -302,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="seconds under the flood")
     p.add_argument("--source", default="127.0.0.2", help="the flood's source address")
     p.add_argument(
+        "--nginx", metavar="BINARY", help="flood nginx (configs/nginx-micrec.conf) in front"
+    )
+    p.add_argument(
         "--env", action="append", default=[], metavar="KEY=VALUE", help="a MICREC_* setting"
     )
     p.add_argument("--label", default="")
@@ -319,22 +362,26 @@ def main(argv: list[str] | None = None) -> int:
             )
             proc, url = served.proc, served.url
         try:
-            row = {
-                "label": args.label,
-                "attack": f"connection-flood-{args.connections}",
-                "app": "fake" if args.fake else "demo-bundle",
-                "env": env,
-                **run_flood(
-                    url,
-                    recommend_body(url),
-                    connections=args.connections,
-                    hold_s=args.hold,
-                    rate=args.rate,
-                    unloaded_s=args.unloaded,
-                    flood_s=args.seconds,
-                    source=args.source,
-                ),
-            }
+            with contextlib.ExitStack() as stack:
+                if args.nginx:
+                    url = stack.enter_context(nginx_in_front(args.nginx, url, Path(tmp)))
+                row = {
+                    "label": args.label,
+                    "attack": f"connection-flood-{args.connections}",
+                    "app": "fake" if args.fake else "demo-bundle",
+                    "proxy": "nginx" if args.nginx else None,
+                    "env": env,
+                    **run_flood(
+                        url,
+                        recommend_body(url),
+                        connections=args.connections,
+                        hold_s=args.hold,
+                        rate=args.rate,
+                        unloaded_s=args.unloaded,
+                        flood_s=args.seconds,
+                        source=args.source,
+                    ),
+                }
         finally:
             proc.terminate()
             proc.wait(30)
