@@ -236,3 +236,47 @@ def test_a_second_request_on_a_connection_gets_its_own_header_deadline(
         assert conn.recv(4096).startswith(b"HTTP/1.1 200 ")
         conn.sendall(PARTIAL)
         assert read_until_closed(conn) == b""
+
+
+def test_connections_beyond_max_connections_are_refused_with_503(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    make_settings: Callable[..., Settings],
+    engine_factory: FakeEngineFactory,
+) -> None:
+    """max_connections=3 (per-client cap off): with three connections open a fourth is
+    answered 503 before anything is read; once one closes, a request is served again."""
+    app = create_app(make_settings(), engine_factory=engine_factory, store=MemoryStore())
+    env = {"max_connections": "3", "max_pending_per_client": "0"}
+    with served_like_micrec(app, tmp_path, monkeypatch, **env) as (url, server):
+        held = [connect(url, ATTACKER) for _ in range(3)]
+        try:
+            assert wait_until(lambda: len(server.server_state.connections) == 3)
+            with connect(url) as extra:
+                answer = read_until_closed(extra)
+            assert answer.startswith(b"HTTP/1.1 503 "), answer[:80]
+            assert b"max_connections=3" in answer
+            held.pop().close()
+            assert wait_until(lambda: len(server.server_state.connections) == 2)
+            assert recommend(url).status_code == 200
+        finally:
+            for conn in held:
+                conn.close()
+
+
+def test_serve_raises_the_open_file_limit_to_fit_max_connections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import resource
+
+    from app.commands.serve import OPEN_FILES_RESERVE
+
+    limits = {"now": (1024, 65536)}
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: limits["now"])
+    monkeypatch.setattr(resource, "setrlimit", lambda kind, value: limits.update(now=value))
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: None)
+    monkeypatch.setenv("MICREC_ENCODER_PROCESS", "false")
+    monkeypatch.setenv("MICREC_MAX_CONNECTIONS", "5000")
+    (tmp_path / "manifest.json").write_text("{}")
+    assert main(["serve", "--bundle", str(tmp_path)]) == 0
+    assert limits["now"] == (5000 + OPEN_FILES_RESERVE, 65536)
