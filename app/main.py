@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import validation
+from app.connections import InFlightLimitMiddleware
 from app.encoding import encoder_client
 from app.engine import EngineFactory, load_engine
 from app.errors import ServiceError
@@ -282,5 +283,7 @@ def create_app(
         read_max_bytes=settings.max_recommend_body_bytes,
         timeout_s=settings.body_timeout_s,
     )
+    # requests in flight, not open sockets: idle connections cost no slot (app/connections.py)
+    app.add_middleware(InFlightLimitMiddleware, max_in_flight=settings.max_concurrency)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

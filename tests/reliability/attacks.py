@@ -1,5 +1,6 @@
-"""The security findings of issue 13 and the input findings of issue 22
-(tests/reliability/attacks_inputs.py), measured against a real ``micrec serve`` process.
+"""The security findings of issue 13, the input findings of issue 22
+(tests/reliability/attacks_inputs.py) and its connection flood, measured against a real
+``micrec serve`` process.
 
 ``python -m tests.reliability.attacks --bundle artifacts/demo-bundle --out FILE.jsonl``
 starts ``micrec serve`` (one worker, SQLite store in a temporary directory, one API key,
@@ -35,6 +36,7 @@ import httpx
 from PIL import Image
 
 from tests.reliability.attacks_inputs import INPUT_ATTACKS, images_dir
+from tests.reliability import flood
 from tests.reliability.procs import API_KEY, AUTH, REPO, free_port, wait_for
 
 VICTIM = "victim-user"
@@ -288,6 +290,14 @@ def _slow(s: Served, http: httpx.Client) -> tuple[httpx.Response | None, dict[st
     return None, _slow_headers(s.url, 20)
 
 
+def _connection_flood(
+    s: Served, http: httpx.Client
+) -> tuple[httpx.Response | None, dict[str, Any]]:
+    """Issue 22: 300 partial-header connections from another address, reopened every 8 s,
+    under a steady 10 recommends/s (tests/reliability/flood.py)."""
+    return None, flood.run_flood(s.url, flood.recommend_body(s.url))
+
+
 ATTACKS: dict[str, Attack] = {
     "user-history-without-key": _history_leak,
     "recommend-history-1e6-ints": _recommend_ints(1_000_000),
@@ -306,6 +316,7 @@ ATTACKS: dict[str, Attack] = {
     "metrics-33-methods": _methods,
     "slow-header-trickle": _slow,
     **INPUT_ATTACKS,
+    "connection-flood-300": _connection_flood,
 }
 
 
