@@ -35,8 +35,8 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from tests.reliability.attacks_inputs import INPUT_ATTACKS, images_dir
 from tests.reliability import flood
+from tests.reliability.attacks_inputs import INPUT_ATTACKS, images_dir
 from tests.reliability.procs import API_KEY, AUTH, REPO, free_port, wait_for
 
 VICTIM = "victim-user"
