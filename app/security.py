@@ -113,6 +113,14 @@ async def require_admin_key(
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key", headers=_CHALLENGE)
 
 
+def holds_admin_key(given: str | None, settings: Settings) -> bool:
+    """True when ``given`` is one of ``admin_keys``, or authentication is off altogether:
+    what may see admin traffic in a shared read (``GET /v1/stats``)."""
+    if not settings.auth_enabled and not settings.admin_keys:
+        return True
+    return bool(given) and _matches(given or "", settings.admin_keys)
+
+
 async def require_write_or_admin_key(
     settings: Annotated[Settings, Depends(_settings)],
     key: Annotated[str | None, Security(api_key_header)],

@@ -196,7 +196,8 @@ class RecommendationService:
     def evaluation_plot(self, name: str) -> bytes:
         return reports.plot(self.require_state(), name)
 
-    def stats(self) -> ServiceStats:
+    def stats(self, *, admin: bool = True) -> ServiceStats:
+        """The metrics summary; ``admin`` False leaves out the admin routes' rows."""
         state = self.state
         s = self.settings
         replica = ReplicaInfo(
@@ -206,4 +207,4 @@ class RecommendationService:
             sync_interval_s=s.replica_sync_interval_s,
             popularity_refresh_s=s.popularity_refresh_s,
         )
-        return summarise(self.metrics).model_copy(update={"replica": replica})
+        return summarise(self.metrics, admin_routes=admin).model_copy(update={"replica": replica})

@@ -300,6 +300,13 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed by CORS (comma-separated); empty = off."
     )
 
+    api_docs: bool = Field(
+        False,
+        description="Serve the interactive API pages /docs (Swagger UI) and /redoc. Their "
+        "scripts come from a CDN (cdn.jsdelivr.net), so they are off unless asked for "
+        "(make run turns them on for local use); /openapi.json is always served.",
+    )
+
     # --- web console -----------------------------------------------------------------
     console: bool = Field(
         True,
