@@ -132,7 +132,10 @@ class RecommendationService:
         self.loader.start(follower.initial_path() if follower else None)
         stop = self.loader.stopping
         if self.settings.replica_sync_interval_s > 0 or self.settings.popularity_refresh_s > 0:
-            self.loader.run_in_background(lambda: self.feed.sync_loop(stop), "micrec-sync")
+            # the sync thread also purges erased data from the store's files when due
+            self.loader.run_in_background(
+                lambda: self.feed.sync_loop(stop, self.users.purge), "micrec-sync"
+            )
         if follower is not None:
             interval = self.settings.registry_poll_s
             self.loader.run_in_background(lambda: follower.loop(stop, interval), "micrec-bundle")
