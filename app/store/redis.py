@@ -294,8 +294,11 @@ class RedisStore(RedisConnection, Store):
             ms = max(1, int(min_interval_s * 1000))
             if not self._r.set(self.keys.purge_lock, b"1", nx=True, px=ms):
                 return "waiting"  # a rewrite started less than min_interval_s ago
+            info: Any = self._r.info("persistence")
             try:
-                self._r.bgrewriteaof()
+                # without AOF there is no log to purge (a rewrite would write one)
+                if info.get("aof_enabled"):
+                    self._r.bgrewriteaof()
             except redis.ResponseError as err:
                 if "in progress" not in str(err):
                     raise
