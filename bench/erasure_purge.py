@@ -7,6 +7,7 @@ file of the server holds the erased id. Also reports the erasure itself and the 
 sizes. A private redis-server (bench/redis_server.py, AOF ``appendfsync always``).
 
     python bench/erasure_purge.py --users 20000 --rows 10
+    python bench/erasure_purge.py --users 20000 --rows 10 --secure-delete-rounds 3
 """
 
 from __future__ import annotations
@@ -86,11 +87,40 @@ def measure(name: str, store: Store, data: Path, users: int, rows: int) -> None:
     )
 
 
+def secure_delete_cost(users: int, rows: int, rounds: int) -> None:
+    """Interaction writes with ``secure_delete`` on (the store's setting) and off, the
+    history capped at ``rows // 2`` so every batch also deletes rows; alternated rounds."""
+    print("\n| secure_delete | round | rows written | s | rows/s |")
+    print("|---|---:|---:|---:|---:|")
+    for r in range(rounds):
+        for mode in ("ON", "OFF"):
+            with tempfile.TemporaryDirectory() as tmp:
+                store = SQLiteStore(Path(tmp) / "state.db")
+                store._conn().execute(f"PRAGMA secure_delete={mode}")  # this thread's
+                batch = [
+                    Interaction(f"u{u}", f"i{(u * 7 + k) % 5000}", "d", float(k))
+                    for u in range(users)
+                    for k in range(rows)
+                ]
+                t0 = time.perf_counter()
+                for start in range(0, len(batch), 1000):
+                    store.add_interactions(batch[start : start + 1000], max(1, rows // 2))
+                took = time.perf_counter() - t0
+                store.close()
+            print(f"| {mode} | {r} | {len(batch):,} | {took:.2f} | {len(batch) / took:,.0f} |")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--users", type=int, default=100000)
     p.add_argument("--rows", type=int, default=10)
+    p.add_argument(
+        "--secure-delete-rounds", type=int, default=0, help="also time writes with it off"
+    )
     args = p.parse_args()
+    if args.secure_delete_rounds:
+        secure_delete_cost(args.users, args.rows, args.secure_delete_rounds)
+        return 0
     print(
         "| store | rows | fill s | files MiB | erase ms | id in files after erase "
         "| purge | purge call ms | purge complete, s | id left | files MiB after |"

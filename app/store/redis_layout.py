@@ -18,11 +18,12 @@ Key layout (``P`` = ``prefix``; ids are the whole key suffix, so they may contai
 * ``P interactions``         INCRBY counter of interactions ever appended
 * ``P user:<user_id>``       set of domains the user has history in (get_history)
 * ``P pop:<domain>``         hash item_id -> number of distinct users who interacted
-* ``P popusers:<domain>``    set of ``<item_id>\\0<user_id>`` pairs already counted in pop
-* ``P popitems:<user_id>``   the same pairs per user, as ``<domain>\\0<item_id>`` (erasure
-  finds the counts a user added to without scanning every pair)
 * ``P popby:<domain>``       hash ``<item_id>\\0<user_id>`` -> the source (API-key
-  pseudonym) whose rows counted the pair
+  pseudonym) whose rows counted the pair: the pairs already counted in pop
+* ``P popusers:<domain>``    set of such pairs counted by older versions (no source); read
+  and erased, never added to
+* ``P popitems:<user_id>``   the pairs per user, as ``<domain>\\0<item_id>`` (erasure
+  finds the counts a user added to without scanning every pair)
 * ``P popsrc:<domain>``      hash ``<item_id>\\0<source>`` -> users that source counted
   for the item (what ``popularity_key_cap`` bounds)
 * ``P erasures``             hash erasure pseudonym (app.store.base.erasure_key) -> time
@@ -160,8 +161,8 @@ return seq
 """
 
 COUNT_NEW_PAIRS = """
--- KEYS: popusers set, pop hash, popby hash, popsrc hash (RedisKeys.count_script);
--- ARGV: source, cap (0 = none), then item, user, item, user, ...
+-- KEYS: popusers set (older versions' pairs), pop hash, popby hash, popsrc hash
+-- (RedisKeys.count_script); ARGV: source, cap (0 = none), then item, user, item, user, ...
 -- Counts each (item, user) pair once, and at most cap pairs per (item, source); returns
 -- the items whose count went up (per pair).
 local source, cap = ARGV[1], tonumber(ARGV[2])
@@ -170,11 +171,10 @@ for k = 3, #ARGV, 2 do
   local item = ARGV[k]
   local pair = item .. '\\0' .. ARGV[k + 1]
   local counted = item .. '\\0' .. source
-  if redis.call('SISMEMBER', KEYS[1], pair) == 0
+  if redis.call('HEXISTS', KEYS[3], pair) == 0 and redis.call('SISMEMBER', KEYS[1], pair) == 0
       and (cap <= 0 or tonumber(redis.call('HGET', KEYS[4], counted) or '0') < cap) then
-    redis.call('SADD', KEYS[1], pair)
-    redis.call('HINCRBY', KEYS[2], item, 1)
     redis.call('HSET', KEYS[3], pair, source)
+    redis.call('HINCRBY', KEYS[2], item, 1)
     redis.call('HINCRBY', KEYS[4], counted, 1)
     new[#new + 1] = item
   end
@@ -232,8 +232,8 @@ return 1
 
 # KEYS (RedisKeys.erase_script): the user's domain set, the user's pair set (popitems),
 # the erasures hash, the legacy erased hash, the user's idemusers set, the purge counter;
-# then per domain (in ARGV order): history list, popusers set, pop hash, popby hash, popsrc
-# hash; then per domain the history's timestamp list. ARGV: user id, erased_at, erasure
+# then per domain (in ARGV order): history list, popusers set (older pairs), pop hash, popby
+# hash, popsrc hash; then per domain the history's timestamp list. ARGV: user id, erased_at, erasure
 # pseudonym, idempotency key prefix, then the user's domains as the caller read them;
 # false = they changed since (retry).
 # Pairs are found through popitems and, for pairs counted before popitems existed, through
@@ -251,21 +251,21 @@ local out = {}
 local function uncount(i, item)
   local base = head + per * (i - 1)
   local pair = item .. '\\0' .. ARGV[1]
-  if redis.call('SREM', KEYS[base + 2], pair) == 1 then
-    if redis.call('HINCRBY', KEYS[base + 3], item, -1) <= 0 then
-      redis.call('HDEL', KEYS[base + 3], item)
+  local source = redis.call('HGET', KEYS[base + 4], pair)
+  if source then
+    redis.call('HDEL', KEYS[base + 4], pair)
+    local counted = item .. '\\0' .. source
+    if redis.call('HINCRBY', KEYS[base + 5], counted, -1) <= 0 then
+      redis.call('HDEL', KEYS[base + 5], counted)
     end
-    local source = redis.call('HGET', KEYS[base + 4], pair)
-    if source then
-      redis.call('HDEL', KEYS[base + 4], pair)
-      local counted = item .. '\\0' .. source
-      if redis.call('HINCRBY', KEYS[base + 5], counted, -1) <= 0 then
-        redis.call('HDEL', KEYS[base + 5], counted)
-      end
-    end
-    out[#out + 1] = ARGV[i + 4]
-    out[#out + 1] = item
+  elseif redis.call('SREM', KEYS[base + 2], pair) == 0 then
+    return  -- not counted (past its source's cap, or uncounted already)
   end
+  if redis.call('HINCRBY', KEYS[base + 3], item, -1) <= 0 then
+    redis.call('HDEL', KEYS[base + 3], item)
+  end
+  out[#out + 1] = ARGV[i + 4]
+  out[#out + 1] = item
 end
 for _, pair in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local sep = string.find(pair, '\\0', 1, true)

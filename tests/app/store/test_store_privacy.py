@@ -224,3 +224,24 @@ def test_one_source_counts_at_most_source_cap_users_per_item(backend: Backend) -
     more = [Interaction(f"bulk-{k}", "y", "arts", 0.0) for k in range(10)]
     assert store.add_interactions(more, 5, source="attacker") == {("arts", "y"): 10}
     assert store.popularity("arts") == {"x": 5, "y": 10}
+
+
+def test_redis_pairs_counted_by_an_older_version_are_neither_counted_again_nor_kept(
+    redis_server: RedisServer,
+) -> None:
+    """Older versions kept counted pairs in the ``popusers`` set, without a source."""
+    store = RedisStore(redis_server.url, prefix="legacy-pairs:")
+    try:
+        store._r.sadd(store.keys.pop_users("arts"), "x\0old")  # as an older version wrote it
+        store._r.hincrby(store.keys.pop("arts"), "x", 1)
+        store._r.sadd(store.keys.user("old"), "arts")
+        store._r.rpush(store.keys.hist("old", "arts"), "x")
+        assert store.add_interactions(rows("old", "arts", ["x"]), 5, source="k", source_cap=4) == {}
+        assert store.add_interactions(rows("new", "arts", ["x"]), 5, source="k") == {
+            ("arts", "x"): 1
+        }
+        assert store.erase_user("old", 1.0) == {("arts", "x"): 1}
+        assert store.popularity("arts") == {"x": 1}
+        assert not store._r.exists(store.keys.pop_users("arts"))
+    finally:
+        store.close()
