@@ -22,10 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from redis_server import RedisServer  # noqa: E402  (bench/, the script's directory)
+
 from app.store.base import IdempotencyRecord, Interaction, Store  # noqa: E402
 from app.store.redis import RedisStore  # noqa: E402
 from app.store.sqlite import SQLiteStore  # noqa: E402
-from bench.redis_server import RedisServer  # noqa: E402
 
 VICTIM = "u-victim-000"
 

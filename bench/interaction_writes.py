@@ -19,11 +19,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+from redis_server import RedisServer  # bench/, the script's directory
 
 from app.store.base import Interaction, Store
 from app.store.redis import RedisStore
 from app.store.sqlite import SQLiteStore
-from bench.redis_server import RedisServer
 
 
 def rows_of(users: int, per_user: int, items: int) -> list[Interaction]:
@@ -35,7 +37,7 @@ def rows_of(users: int, per_user: int, items: int) -> list[Interaction]:
 
 
 def write(store: Store, rows: list[Interaction], batch: int, cap: int) -> float:
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if "source" in inspect.signature(store.add_interactions).parameters:
         kwargs = {"source": "bench-key", "source_cap": cap}
     t0 = time.perf_counter()
