@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -121,8 +122,9 @@ class ChangeFeed:
                 return seq
 
     # --- following other replicas -----------------------------------------------------
-    def sync_loop(self, stop: threading.Event) -> None:
-        """Thread body: one :meth:`sync_once` per interval until ``stop`` is set."""
+    def sync_loop(self, stop: threading.Event, also: Callable[[], object] | None = None) -> None:
+        """Thread body: one :meth:`sync_once` (then ``also()``, which must not raise) per
+        interval until ``stop`` is set."""
         interval = self.settings.replica_sync_interval_s or self.settings.popularity_refresh_s
         follow = self.settings.replica_sync_interval_s > 0
         while not stop.wait(interval):
@@ -130,6 +132,8 @@ class ChangeFeed:
                 self.sync_once(follow_feed=follow)
             except Exception:  # the loop must survive anything; the next tick retries
                 log.exception("replica sync failed")
+            if also is not None:
+                also()
 
     def sync_once(self, *, follow_feed: bool = True) -> None:
         """Apply other replicas' item changes and refresh popularity (one tick)."""

@@ -248,6 +248,9 @@ def create_app(
         version="1",
         description=API_DESCRIPTION,
         lifespan=lifespan,
+        # /docs and /redoc only with api_docs (app/api_docs.py: CDN scripts, CSP)
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -263,6 +266,10 @@ def create_app(
     ):
         app.include_router(router)
     _install_error_handlers(app)
+    if settings.api_docs:
+        from app.api_docs import install as install_api_docs
+
+        install_api_docs(app)
     if settings.console:
         from app.ui.router import install as install_console
 

@@ -133,7 +133,10 @@ class RecommendationService:
         self.loader.start(follower.initial_path() if follower else None)
         stop = self.loader.stopping
         if self.settings.replica_sync_interval_s > 0 or self.settings.popularity_refresh_s > 0:
-            self.loader.run_in_background(lambda: self.feed.sync_loop(stop), "micrec-sync")
+            # the sync thread also purges erased data from the store's files when due
+            self.loader.run_in_background(
+                lambda: self.feed.sync_loop(stop, self.users.purge), "micrec-sync"
+            )
         if follower is not None:
             interval = self.settings.registry_poll_s
             self.loader.run_in_background(lambda: follower.loop(stop, interval), "micrec-bundle")
@@ -198,7 +201,8 @@ class RecommendationService:
     def evaluation_plot(self, name: str) -> bytes:
         return reports.plot(self.require_state(), name)
 
-    def stats(self) -> ServiceStats:
+    def stats(self, *, admin: bool = True) -> ServiceStats:
+        """The metrics summary; ``admin`` False leaves out the admin routes' rows."""
         state = self.state
         s = self.settings
         replica = ReplicaInfo(
@@ -208,4 +212,4 @@ class RecommendationService:
             sync_interval_s=s.replica_sync_interval_s,
             popularity_refresh_s=s.popularity_refresh_s,
         )
-        return summarise(self.metrics).model_copy(update={"replica": replica})
+        return summarise(self.metrics, admin_routes=admin).model_copy(update={"replica": replica})

@@ -269,6 +269,21 @@ class Settings(BaseSettings):
     store_retry_after_s: int = Field(
         5, ge=1, description="Retry-After (seconds) sent with 503 when the store is down."
     )
+    popularity_key_cap: int = Field(
+        50,
+        ge=0,
+        description="Most users one API key counts in one item's API popularity (the "
+        "popular fallback); rows beyond it are stored but not counted, so one key posting "
+        "made-up users cannot make an item popular. 0 = no cap (one trusted key). "
+        "Figures: docs/results/reliability.md.",
+    )
+    erasure_purge_interval_s: float = Field(
+        60.0,
+        ge=0,
+        description="Redis: at most one append-only-file rewrite per this many seconds to "
+        "purge erased users' data from the AOF (an erased id leaves the files within this "
+        "plus the rewrite's own time); SQLite checkpoints at once after each erasure.",
+    )
 
     # --- security --------------------------------------------------------------------
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
@@ -299,6 +314,13 @@ class Settings(BaseSettings):
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS (comma-separated); empty = off."
+    )
+
+    api_docs: bool = Field(
+        False,
+        description="Serve the interactive API pages /docs (Swagger UI) and /redoc. Their "
+        "scripts come from a CDN (cdn.jsdelivr.net), so they are off unless asked for "
+        "(make run turns them on for local use); /openapi.json is always served.",
     )
 
     # --- web console -----------------------------------------------------------------
