@@ -26,6 +26,7 @@ from model.evaluation import _group
 from model.nn.blend import DomainBlend
 from model.nn.bridge import Bridges, DomainMap, pair_key
 from model.nn.config import BridgeConfig
+from model.nn.earlystop import BestState
 from model.nn.foldin import DomainEmbedder, build_embedder
 from model.nn.micrec import DomainInputs, MICRec
 from model.training import domain_features
@@ -105,7 +106,7 @@ def _fit_pair(
     n_back = max(1, len(x) // 10) if len(x) >= 20 else 0
     back, train = order[:n_back], order[n_back:]
     opt = torch.optim.Adam(f.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    best, best_state, stale, epochs = float("inf"), None, 0, 0
+    stop, epochs = BestState(f, cfg.patience), 0
     for epoch in range(cfg.epochs):
         epochs = epoch + 1
         f.train()
@@ -123,22 +124,16 @@ def _fit_pair(
         with torch.no_grad():
             pos = [positives[k] for k in back]
             held = float(_loss(f, x[back], items, pos, target[back], 0.0, prior))
-        if held < best - 1e-4:
-            best, stale = held, 0
-            best_state = {k: v.clone() for k, v in f.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
-    if best_state is not None:
-        f.load_state_dict(best_state)
+        if stop.update(held):
+            break
+    stop.restore()
     f.eval()
     return {
         "anchors": len(x),
         "held_back": int(n_back),
         "epochs": epochs,
-        "held_back_loss": best,
-        "prior_weight": float(f.prior_weight),
+        "held_back_loss": stop.best,
+        "prior_weight": float(f.prior_weight.detach()),
     }
 
 
