@@ -100,10 +100,58 @@ def write_report(out: Path) -> Path:
             f"Runs: {', '.join(sorted({r['machine'] for r in rs}))}.",
             "",
         ]
+    lines += _targets(by_label)
     path = out / "ablation.md"
     path.write_text("\n".join(lines) + "\n")
     _plot(by_label, out / "ablation.png")
     return path
+
+
+def _mean(rs: list[dict[str, Any]], row: str, d: str, sl: str) -> float | None:
+    vals = [v for r in rs if row in r and (v := _ndcg(r[row], d, sl)) is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None:
+        return "n/a"
+    return f"{a:.2f} / {b:.2f} ({a / b:.2f})" if b > 0 else f"{a:.2f} / 0"
+
+
+def _targets(by_label: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Both maps against the issue's yardsticks, per backbone (means over seeds)."""
+    lines = [
+        "## Both maps against the yardsticks (means over seeds; ratio in brackets)",
+        "",
+        "| data / domain | backbone | users new to the domain vs most popular | vs no maps |"
+        " cold items vs content kNN | cold items among all vs content kNN |"
+        " items with 1-5 interactions vs content kNN | all vs INMO + blend (no maps) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, rs in sorted(by_label.items()):
+        for d in sorted(rs[0]["popular"]):
+            inmo = [r for r in rs if r["variant"] == "inmo"]
+            for variant in BACKBONES:
+                vr = [r for r in rs if r["variant"] == variant]
+                if not vr:
+                    continue
+                both = {sl: _mean(vr, "both_maps", d, sl) for sl in SLICES}
+                knn = {sl: _mean(vr, "content_knn", d, sl) for sl in SLICES}
+                lines.append(
+                    f"| {label} / {d} | {variant} ({len(vr)} seeds) | "
+                    + " | ".join(
+                        [
+                            _ratio(both["cd_cold_users"], _mean(vr, "popular", d, "cd_cold_users")),
+                            _ratio(both["cd_cold_users"], _mean(vr, "no_maps", d, "cd_cold_users")),
+                            _ratio(both["cold_items"], knn["cold_items"]),
+                            _ratio(both["cold_items_vs_all"], knn["cold_items_vs_all"]),
+                            _ratio(both["deg_1-5"], knn["deg_1-5"]),
+                            _ratio(both["all"], _mean(inmo, "no_maps", d, "all")),
+                        ]
+                    )
+                    + " |"
+                )
+    return [*lines, ""]
 
 
 def _plot(by_label: dict[str, list[dict[str, Any]]], path: Path) -> None:
