@@ -52,7 +52,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Query:
-    """A recommend request, checked against the settings and the state's domains."""
+    """A recommend request (``app.schemas.RecommendRequest``), checked against the settings
+    and the state's domains, with its defaults filled in (app/recommend.py builds it)."""
 
     domain: str
     user_id: str | None
@@ -75,8 +76,15 @@ class UserLookup:
 
 NOT_REQUESTED = UserLookup("not_requested")
 
-Job = tuple[ModelState, Query, UserLookup]
-"""One request's model work: the state it is answered from, the query, the user read."""
+
+@dataclass(frozen=True)
+class Job:
+    """One request's model work: the state it is answered from, the query, the user read."""
+
+    state: ModelState
+    query: Query
+    user: UserLookup
+
 
 Outcome = RecommendResponse | Exception
 
@@ -104,14 +112,19 @@ class _Outcomes:
 
 
 def collect_history(
-    state: ModelState, q: Query, user: UserLookup, warnings: list[str]
+    state: ModelState,
+    user_id: str | None,
+    inline: Sequence[str],
+    user: UserLookup,
+    warnings: list[str],
 ) -> tuple[dict[str, list[str]], HistoryReport]:
-    """domain -> item ids: bundle history + stored history + inline history."""
+    """domain -> item ids: bundle history of ``user_id`` + stored history (``user``) +
+    ``inline`` ids."""
     by_domain: dict[str, list[str]] = {}
     known = False
-    if q.user_id is not None:
+    if user_id is not None:
         if not user.erased:
-            for d, ids in state.engine.bundle_history(q.user_id).items():
+            for d, ids in state.engine.bundle_history(user_id).items():
                 by_domain[d] = list(ids)
         for d, ids in user.history.items():
             if d in by_domain:
@@ -120,7 +133,7 @@ def collect_history(
                 by_domain[d] = list(ids)
         known = bool(by_domain)
     unknown: list[str] = []
-    for iid in q.history:
+    for iid in inline:
         item_domain = state.item_domain(iid)
         if item_domain is None:
             unknown.append(iid)
@@ -182,8 +195,8 @@ class Answerer:
         self.popularity = popularity
         self.topn = topn
 
-    def answer(self, state: ModelState, q: Query, user: UserLookup) -> RecommendResponse:
-        out = self.answer_many([(state, q, user)])[0]
+    def answer(self, job: Job) -> RecommendResponse:
+        out = self.answer_many([job])[0]
         if isinstance(out, Exception):
             raise out
         return out
@@ -192,8 +205,8 @@ class Answerer:
         """The response (or the error) of each job, in order."""
         outcomes = _Outcomes(len(jobs))
         work: list[tuple[int, _Work]] = []
-        for k, (state, q, user) in enumerate(jobs):
-            started = outcomes.run(k, lambda: self._start(state, q, user))  # noqa: B023
+        for k, job in enumerate(jobs):
+            started = outcomes.run(k, lambda: self._start(job))  # noqa: B023
             if isinstance(started, RecommendResponse):
                 outcomes.out[k] = started
             elif started is not None:
@@ -214,14 +227,15 @@ class Answerer:
         return outcomes.done()
 
     # --- the steps ------------------------------------------------------------------------
-    def _start(self, state: ModelState, q: Query, user: UserLookup) -> RecommendResponse | _Work:
+    def _start(self, job: Job) -> RecommendResponse | _Work:
         """Steps 1-2: the history, and the answer from the user's top-N list if it has one."""
+        state, q, user = job.state, job.query, job.user
         warnings: list[str] = []
         if user.stored == "unavailable":
             warnings.append(
                 "history store unavailable: using the bundle's and the inline history only"
             )
-        by_domain, report = collect_history(state, q, user, warnings)
+        by_domain, report = collect_history(state, q.user_id, q.history, user, warnings)
         matching = None if q.prefix is None else state.category_candidates(q.domain, q.prefix)
         w = _Work(state, q, by_domain, report, warnings, matching)
         cacheable = (

@@ -1,7 +1,9 @@
 """Typed FastAPI dependencies shared by the routers.
 
-Handlers declare what they need (``service: ServiceDep``) and never reach into
-``request.app.state`` themselves.
+Handlers declare the part of the service they call (``recommender: RecommenderDep``,
+``items: ItemsDep``, ...; ``service: ServiceDep`` for what the service composes from
+several parts) and never reach into ``request.app.state`` themselves, so "go to
+definition" leads from a handler's call straight to the method that does the work.
 """
 
 from __future__ import annotations
@@ -11,8 +13,15 @@ from typing import Annotated
 from anyio import CapacityLimiter
 from fastapi import Depends, Header, Request
 
-from app.idempotency import HEADER, MAX_KEY_CHARS, KeyedRequest
+from app.browse import Browser
+from app.erasure import Users
+from app.idempotency import HEADER, MAX_KEY_CHARS, IdempotencyGuard, KeyedRequest
+from app.interactions import Interactions
+from app.items import Items
 from app.metrics import Metrics
+from app.promotion import RegistryAdmin
+from app.recommend import Recommender
+from app.reload import ModelLoader
 from app.security import (
     API_KEY_HEADER,
     require_admin_key,
@@ -35,6 +44,38 @@ async def get_settings(request: Request) -> Settings:
 async def get_service(request: Request) -> RecommendationService:
     service: RecommendationService = request.app.state.service
     return service
+
+
+async def get_recommender(request: Request) -> Recommender:
+    return (await get_service(request)).recommender
+
+
+async def get_items(request: Request) -> Items:
+    return (await get_service(request)).items
+
+
+async def get_interactions(request: Request) -> Interactions:
+    return (await get_service(request)).interactions
+
+
+async def get_erasure(request: Request) -> Users:
+    return (await get_service(request)).users
+
+
+async def get_browser(request: Request) -> Browser:
+    return (await get_service(request)).browser
+
+
+async def get_idempotency(request: Request) -> IdempotencyGuard:
+    return (await get_service(request)).idempotency
+
+
+async def get_loader(request: Request) -> ModelLoader:
+    return (await get_service(request)).loader
+
+
+async def get_registry_admin(request: Request) -> RegistryAdmin | None:
+    return (await get_service(request)).registry_admin
 
 
 async def get_metrics(request: Request) -> Metrics:
@@ -77,6 +118,15 @@ async def get_keyed_request(
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServiceDep = Annotated[RecommendationService, Depends(get_service)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
+ItemsDep = Annotated[Items, Depends(get_items)]
+InteractionsDep = Annotated[Interactions, Depends(get_interactions)]
+ErasureDep = Annotated[Users, Depends(get_erasure)]
+BrowserDep = Annotated[Browser, Depends(get_browser)]
+IdempotencyDep = Annotated[IdempotencyGuard, Depends(get_idempotency)]
+LoaderDep = Annotated[ModelLoader, Depends(get_loader)]
+RegistryAdminDep = Annotated[RegistryAdmin | None, Depends(get_registry_admin)]
+"""None when the service does not serve from a registry (the handler answers 404)."""
 RegistrationLimiterDep = Annotated[CapacityLimiter, Depends(get_registration_limiter)]
 """Threads for content encoding (``registration_threads``), apart from request work."""
 KeyedRequestDep = Annotated[KeyedRequest | None, Depends(get_keyed_request)]

@@ -9,27 +9,48 @@ thread, which batches the requests waiting together.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Coroutine, Sequence
+from typing import TypeVar
 
 import anyio.to_thread
 import numpy as np
 
-from app.answering import NOT_REQUESTED, Answerer, Query, UserLookup, collect_history
+from app.answering import NOT_REQUESTED, Answerer, Job, Query, UserLookup, collect_history
 from app.errors import InvalidInput, NotFound, PayloadTooLarge
 from app.model_thread import ModelThread
 from app.parts import Parts, Resource
-from app.schemas import HistoryReport, RecommendedItem, RecommendResponse, SimilarResponse
+from app.schemas import (
+    HistoryReport,
+    RecommendedItem,
+    RecommendRequest,
+    RecommendResponse,
+    SimilarResponse,
+)
 from app.state import ModelState
 from app.store.base import StoreUnavailable, UserRead
 from app.topn import TopNCache, compute_entry, history_fingerprint
 from app.validation import shown
 
+T = TypeVar("T")
+
+
+def _finish_now(steps: Coroutine[object, object, T]) -> T:
+    """The result of a coroutine that never suspends (its I/O is blocking), without an
+    event loop: the blocking entry points run the same steps as the awaited ones."""
+    try:
+        steps.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    steps.close()
+    raise RuntimeError("a blocking recommend step suspended")
+
 
 class Recommender(Resource):
-    """Recommendations: :meth:`recommend` (blocking, in-process callers) and
-    :meth:`recommend_async` (the HTTP handler: the store read on the event loop, the model
-    work on the model thread, or inline with ``model_thread`` off)."""
+    """Recommendations: :meth:`recommend_async` (the HTTP handlers: the store read on the
+    event loop, the model work on the model thread, or inline with ``model_thread`` off)
+    and :meth:`recommend` (blocking, for in-process callers: benchmarks, tests). Both take
+    the request through the same steps (:meth:`_prepare`)."""
 
     def __init__(self, parts: Parts) -> None:
         super().__init__(parts)
@@ -58,79 +79,73 @@ class Recommender(Resource):
         if len(values) > limit:
             raise PayloadTooLarge(f"{name} has {len(values)} ids; the limit is max_history={limit}")
 
-    def recommend(
-        self,
-        *,
-        domain: str,
-        user_id: str | None = None,
-        history: Sequence[str] = (),
-        n: int | None = None,
-        exclude_seen: bool = True,
-        exclude: Sequence[str] = (),
-        category: str | None = None,
-    ) -> RecommendResponse:
-        """Top-``n`` items of ``domain`` for a user.
+    async def recommend_async(self, request: RecommendRequest) -> RecommendResponse:
+        """Top-``n`` items of ``request.domain`` for a user.
 
         History = the bundle's history of ``user_id`` + its stored history + ``history``
         (inline ids, any domain). With history the engine embeds the user ("inductive" or
         "cross_domain") and the domain index ranks; without, or when the model yields
         fewer than ``n`` items, the configured fallback chain fills the list. A known
         user's answer may come from the top-N cache (app/topn.py; ``cached`` says so).
-        """
-        state, q = self._query(
-            {
-                "domain": domain,
-                "user_id": user_id,
-                "history": history,
-                "n": n,
-                "exclude_seen": exclude_seen,
-                "exclude": exclude,
-                "category": category,
-            }
-        )
-        user = NOT_REQUESTED
-        if q.user_id is not None:
-            try:
-                user = self._looked_up(q.user_id, self.store.read_user(q.user_id, state.domains))
-            except StoreUnavailable as err:
-                user = self._lookup_failed(q.user_id, err)
-        if self._has_unknown(state, q.history):
-            self.feed.catch_up()
-        return self.answer(state, q, user)
 
-    async def recommend_async(self, **request: Any) -> RecommendResponse:
-        """:meth:`recommend` for the event loop: the store read is awaited (Redis: on the
-        loop itself), the model work runs inline or on the model thread. Only an unknown
-        inline id's change-feed catch-up (rare, blocking) goes to a worker thread."""
-        state, q = self._query(request)
+        The store read is awaited (Redis: on the loop itself); the model work runs on the
+        model thread, with the other requests waiting then (app/answering.py), or inline.
+        """
+        job = await self._prepare(request, blocking=False)
+        if self.model_thread is not None:
+            return await self.model_thread.run_batched(self.answerer.answer_many, job)
+        return self.answerer.answer(job)
+
+    def recommend(self, request: RecommendRequest) -> RecommendResponse:
+        """:meth:`recommend_async` for callers without an event loop: the same steps, the
+        store read blocking, the model work inline on the calling thread."""
+        return self.answerer.answer(self.prepare(request))
+
+    def prepare(self, request: RecommendRequest) -> Job:
+        """The model work ``request`` asks for, with its store read done (blocking)."""
+        return _finish_now(self._prepare(request, blocking=True))
+
+    async def _prepare(self, request: RecommendRequest, *, blocking: bool) -> Job:
+        """Everything before the model work: the current state (read once, used to the
+        end), the request's checks, the user's stored history and erasure flag, and a
+        change-feed catch-up when an inline id is unknown here. ``blocking``: the store
+        read and the catch-up run here (this coroutine then never suspends); otherwise the
+        read is awaited and only the catch-up (rare) goes to a worker thread."""
+        state = self.require_state()
+        q = self._checked(state, request)
         user = NOT_REQUESTED
         if q.user_id is not None:
             try:
-                read = await self.store.read_user_async(q.user_id, state.domains)
+                if blocking:
+                    read = self.store.read_user(q.user_id, state.domains)
+                else:
+                    read = await self.store.read_user_async(q.user_id, state.domains)
                 user = self._looked_up(q.user_id, read)
             except StoreUnavailable as err:
                 user = self._lookup_failed(q.user_id, err)
         if self._has_unknown(state, q.history):
-            await anyio.to_thread.run_sync(self.feed.catch_up)
-        if self.model_thread is not None:
-            return await self.model_thread.run_batched(self.answerer.answer_many, (state, q, user))
-        return self.answer(state, q, user)
+            if blocking:
+                self.feed.catch_up()
+            else:
+                await anyio.to_thread.run_sync(self.feed.catch_up)
+        return Job(state, q, user)
 
-    def _query(self, request: Mapping[str, Any]) -> tuple[ModelState, Query]:
-        """The current state and ``request`` (``recommend``'s keyword arguments) checked."""
-        state = self.require_state()
-        domain: str = request["domain"]
-        state.check_domain(domain)
-        n = self.check_n(request.get("n"))
-        history: Sequence[str] = request.get("history", ())
-        exclude: Sequence[str] = request.get("exclude", ())
-        self._check_list("history", history)
-        self._check_list("exclude", exclude)
-        category = request.get("category")
-        prefix = category.strip().lower() if category else None
-        exclude_seen = bool(request.get("exclude_seen", True))
-        user_id = request.get("user_id")
-        return state, Query(domain, user_id, history, n, exclude_seen, exclude, prefix)
+    def _checked(self, state: ModelState, request: RecommendRequest) -> Query:
+        """``request`` checked against the settings and ``state``, defaults filled in."""
+        state.check_domain(request.domain)
+        n = self.check_n(request.n)
+        self._check_list("history", request.history)
+        self._check_list("exclude", request.exclude)
+        category = request.category
+        return Query(
+            domain=request.domain,
+            user_id=request.user_id,
+            history=request.history,
+            n=n,
+            exclude_seen=request.exclude_seen,
+            exclude=request.exclude,
+            prefix=category.strip().lower() if category else None,
+        )
 
     def _looked_up(self, user_id: str, read: UserRead) -> UserLookup:
         self.health.ok()
@@ -150,8 +165,7 @@ class Recommender(Resource):
             user = self._looked_up(user_id, self.store.read_user(user_id, state.domains))
         except StoreUnavailable as err:
             user = self._lookup_failed(user_id, err)
-        q = Query(state.domains[0], user_id, (), 1, True, (), None)
-        return collect_history(state, q, user, [])
+        return collect_history(state, user_id, (), user, [])
 
     def _lookup_failed(self, user_id: str, err: StoreUnavailable) -> UserLookup:
         self.health.failed("read history", err)
@@ -162,11 +176,6 @@ class Recommender(Resource):
         """An inline id this state does not know (it may have been registered on another
         replica moments ago: the caller catches up with the change feed first)."""
         return any(state.item_domain(iid) is None for iid in inline)
-
-    def answer(self, state: ModelState, q: Query, user: UserLookup) -> RecommendResponse:
-        """The response for ``q`` given what the store said about the user (the model
-        work: app/answering.py)."""
-        return self.answerer.answer(state, q, user)
 
     # --- the top-N cache's feed listener (app/feed.py) ------------------------------------
     def item_changed(
@@ -188,8 +197,7 @@ class Recommender(Resource):
         if read.erased:
             return
         user = UserLookup("ok", False, read.history)
-        q = Query(domain, user_id, (), 1, True, (), None)
-        by_domain, _ = collect_history(state, q, user, [])
+        by_domain, _ = collect_history(state, user_id, (), user, [])
         embedding = state.engine.embed_user(domain, by_domain)
         fingerprint = history_fingerprint(user.history)
         entry = compute_entry(state, domain, by_domain, embedding, fingerprint, self.topn)

@@ -1,19 +1,9 @@
 """The recommendation service without HTTP: the composition root of its parts.
 
-Routers call :class:`RecommendationService`; each method hands the call to the part that
-owns it (docs/ARCHITECTURE.md has the map):
-
-* app/state.py - ``ModelState``: one loaded model (engine, domain indexes, registered items)
-* app/reload.py - ``ModelLoader``: background (re)load, warm-up, status, readiness
-* app/feed.py - ``ChangeFeed``: replay, catch-up, replica sync; owns the write lock and
-  the published state
-* app/popularity.py, app/fallbacks.py - popularity counts and the fallback strategies
-* app/recommend.py, app/items.py, app/interactions.py, app/erasure.py - one class per API
-  resource
-* app/store/health.py - ``StoreHealth``: store failures, 503s, the readiness ping
-* app/idempotency.py - ``IdempotencyGuard``: writes sent with an Idempotency-Key run once
-* app/bundle_follow.py - ``BundleFollower``: serving from a bundle registry, following
-  promotions (only with ``registry_dir``)
+:class:`RecommendationService` builds the parts and wires them together; callers use the
+parts themselves (``service.recommender``, ``service.items``, ...; the routers through
+the per-part dependencies of app/deps.py). What each part owns, and the path of a
+request through them: docs/ARCHITECTURE.md.
 
 Concurrency: a request reads the current state *once* and uses that object to the end,
 so a reload that swaps it never changes the model under a running request. Reads take
@@ -23,9 +13,6 @@ Durability first: an item is written to the store before it becomes visible here
 """
 
 from __future__ import annotations
-
-from pathlib import Path
-from typing import Any
 
 from app import reports
 from app.browse import Browser
@@ -45,9 +32,7 @@ from app.recommend import Recommender
 from app.reload import ModelLoader
 from app.schemas import (
     BundleStatus,
-    ItemOut,
     ModelInfo,
-    ReloadStatus,
 )
 from app.schemas_console import EvaluationReport, ReplicaInfo, ServiceStats
 from app.settings import Settings
@@ -95,16 +80,6 @@ class RecommendationService:
         self.interactions = Interactions(parts)
         self.users = Users(parts)
         self.idempotency = IdempotencyGuard(store, self.health, settings.idempotency_ttl_s)
-        # The resource methods as their owners define them (signatures and docs there).
-        self.recommend = self.recommender.recommend
-        self.recommend_async = self.recommender.recommend_async
-        self.similar = self.recommender.similar
-        self.get_item = self.items.get
-        self.register_item = self.items.register
-        self.delete_item = self.items.delete
-        self.add_interactions = self.interactions.add
-        self.erase_user = self.users.erase
-        self.idempotent = self.idempotency.run
         self.follower: BundleFollower | None = None
         self.registry_admin: RegistryAdmin | None = None
         if settings.registry_dir is not None:
@@ -114,18 +89,11 @@ class RecommendationService:
             self.metrics.registry.register(self.follower.collector())
             self.registry_admin = RegistryAdmin(self.follower, store, settings.store_retry_after_s)
         self.browser = Browser(parts, self.recommender)
-        self.search_items = self.browser.search
-        self.item_details = self.browser.details
-        self.item_picture = self.browser.picture
-        self.user_history = self.browser.history
 
     # --- lifecycle --------------------------------------------------------------------
     @property
     def state(self) -> ModelState | None:
         return self.feed.state
-
-    def require_state(self) -> ModelState:
-        return self.loader.require_state()
 
     def start(self) -> None:
         """Begin the initial load (background) and the replica-sync loop."""
@@ -148,30 +116,9 @@ class RecommendationService:
         """Block until a model serves (True) or the initial load ended without one."""
         return self.loader.wait_ready(timeout)
 
-    def wait_reload(self, timeout: float | None = None) -> ReloadStatus:
-        """Block until no reload is running; returns the final status."""
-        return self.loader.wait(timeout)
-
-    def reload_status(self) -> ReloadStatus:
-        return self.loader.status()
-
-    def start_reload(self, bundle_path: str | Path | None) -> ReloadStatus:
-        """Load ``bundle_path`` (default: the current one) in the background; 409 if a load
-        is already running. The old model keeps serving until the new one is complete."""
-        return self.loader.start(bundle_path)
-
-    def sync_once(self, *, follow_feed: bool = True) -> None:
-        """Apply other replicas' item changes and refresh popularity (one tick)."""
-        self.feed.sync_once(follow_feed=follow_feed)
-
-    # --- resources (besides those bound in __init__) ------------------------------
-    def update_item(self, item_id: str, **fields: Any) -> tuple[ItemOut, bool]:
-        """PUT semantics: create or replace a registered item (bundle items: 409)."""
-        return self.items.register(item_id=item_id, replace=True, **fields)
-
     # --- model / probes ---------------------------------------------------------------
     def model_info(self) -> ModelInfo:
-        info = self.require_state().info()
+        info = self.loader.require_state().info()
         if self.follower is None:
             return info
         return info.model_copy(update={"bundle_version": self.follower.serving()})
@@ -179,10 +126,6 @@ class RecommendationService:
     def bundle_status(self) -> BundleStatus | None:
         """Registry version served and wanted (None: not serving from a registry)."""
         return None if self.follower is None else self.follower.status()
-
-    def store_status(self) -> tuple[bool, str | None]:
-        """(ok, detail): pings the store now (readiness reports degradation)."""
-        return self.health.status()
 
     def degraded(self, bundle: BundleStatus | None = None) -> list[str]:
         """What does not work as it should; ``bundle``: the registry status the caller
@@ -193,10 +136,10 @@ class RecommendationService:
         return out
 
     def evaluation(self) -> EvaluationReport:
-        return reports.evaluation(self.require_state())
+        return reports.evaluation(self.loader.require_state())
 
     def evaluation_plot(self, name: str) -> bytes:
-        return reports.plot(self.require_state(), name)
+        return reports.plot(self.loader.require_state(), name)
 
     def stats(self) -> ServiceStats:
         state = self.state

@@ -12,7 +12,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from app.bundles import bundle_inside
-from app.deps import AdminAccess, ServiceDep, SettingsDep
+from app.deps import AdminAccess, LoaderDep, SettingsDep
 from app.routers.common import ADMIN_AUTH, CONFLICT, INVALID, MALFORMED
 from app.schemas import ReloadRequest, ReloadStatus
 
@@ -25,17 +25,17 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminAccess
     responses={**ADMIN_AUTH, **MALFORMED, **INVALID, **CONFLICT},
 )
 def start_reload(
-    service: ServiceDep, settings: SettingsDep, body: ReloadRequest | None = None
+    loader: LoaderDep, settings: SettingsDep, body: ReloadRequest | None = None
 ) -> ReloadStatus:
     """Start loading ``bundle_path`` (default: the current bundle again), a directory
     inside ``bundles_dir`` (422 otherwise). 409 if a reload is already running."""
     requested = body.bundle_path if body else None
     path = None if requested is None else bundle_inside(requested, settings.bundles_root)
-    return service.start_reload(path)
+    return loader.start(path)
 
 
 @router.get("/reload", responses=ADMIN_AUTH)
-def reload_status(service: ServiceDep) -> ReloadStatus:
+def reload_status(loader: LoaderDep) -> ReloadStatus:
     """State of the last reload: idle, loading, succeeded, failed (with the error) or
     superseded (a registry version dropped because another one was wanted by then)."""
-    return service.reload_status()
+    return loader.status()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.deps import AdminAccess, ServiceDep
+from app.deps import AdminAccess, RegistryAdminDep
 from app.errors import NotFound
 from app.promotion import RegistryAdmin
 from app.routers.common import ADMIN_AUTH, CONFLICT, INVALID, MALFORMED, NOT_READY, Responses
@@ -24,34 +24,34 @@ NOT_FOUND: Responses = {
 }
 
 
-def _admin(service: ServiceDep) -> RegistryAdmin:
-    if service.registry_admin is None:
+def _required(admin: RegistryAdmin | None) -> RegistryAdmin:
+    if admin is None:
         raise NotFound("this service does not serve from a bundle registry (MICREC_REGISTRY_DIR)")
-    return service.registry_admin
+    return admin
 
 
 @router.get("", responses={**ADMIN_AUTH, **NOT_FOUND})
-def list_bundles(service: ServiceDep) -> BundlesOut:
+def list_bundles(admin: RegistryAdminDep) -> BundlesOut:
     """Every version with its status, the current one, this process's served and wanted
     versions, and the newest history events."""
-    return _admin(service).list()
+    return _required(admin).list()
 
 
 @router.post(
     "/promote",
     responses={**ADMIN_AUTH, **MALFORMED, **INVALID, **NOT_FOUND, **CONFLICT, **NOT_READY},
 )
-def promote(service: ServiceDep, body: PromoteRequest) -> PromotionOut:
+def promote(admin: RegistryAdminDep, body: PromoteRequest) -> PromotionOut:
     """Make ``version`` current on every replica. 404 unknown version, 409 refused (unless
     ``force``), 422 the bundle fails its check, 503 the store could not be told."""
-    return _admin(service).promote(body.version, body.reason, force=body.force)
+    return _required(admin).promote(body.version, body.reason, force=body.force)
 
 
 @router.post(
     "/rollback",
     responses={**ADMIN_AUTH, **MALFORMED, **INVALID, **NOT_FOUND, **CONFLICT, **NOT_READY},
 )
-def rollback(service: ServiceDep, body: RollbackRequest | None = None) -> PromotionOut:
+def rollback(admin: RegistryAdminDep, body: RollbackRequest | None = None) -> PromotionOut:
     """Back to the previously promoted version on every replica (409: nothing to roll
     back to)."""
-    return _admin(service).rollback(body.reason if body else RollbackRequest().reason)
+    return _required(admin).rollback(body.reason if body else RollbackRequest().reason)

@@ -26,12 +26,12 @@ def healthz() -> Health:
 def readyz(service: ServiceDep, response: Response) -> Readiness:
     """200 once a model serves (``degraded`` lists what does not work, e.g. the store);
     503 while loading or when the initial load failed."""
-    ok, detail = service.store_status()
+    ok, detail = service.health.status()
     store = StoreStatus(ok=ok, detail=detail)
     state = service.state
     if state is None:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        reload = service.reload_status()
+        reload = service.loader.status()
         failed = reload.status == "failed"
         return Readiness(
             status="failed" if failed else "loading",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from app.deps import KeyedRequestDep, ServiceDep, WriteAccess
+from app.deps import IdempotencyDep, InteractionsDep, KeyedRequestDep, WriteAccess
 from app.routers.common import ERRORS_WRITE, answer_response
 from app.schemas import InteractionsRequest, InteractionsResponse
 
@@ -20,7 +20,11 @@ router = APIRouter(prefix="/v1", tags=["interactions"], dependencies=[WriteAcces
     },
 )
 def add_interactions(
-    keyed: KeyedRequestDep, body: InteractionsRequest, service: ServiceDep, response: Response
+    keyed: KeyedRequestDep,
+    body: InteractionsRequest,
+    interactions: InteractionsDep,
+    idempotency: IdempotencyDep,
+    response: Response,
 ) -> InteractionsResponse | Response:
     """Rows are validated one by one: unknown items and domain mismatches are rejected
     with their index and reason (status 207) while the other rows are stored (200 when
@@ -28,10 +32,10 @@ def add_interactions(
     With an Idempotency-Key, a retry of the same batch is answered without storing it again."""
 
     def write() -> tuple[int, InteractionsResponse]:
-        result = service.add_interactions(body.interactions)
+        result = interactions.add(body.interactions)
         return (status.HTTP_207_MULTI_STATUS if result.rejected else status.HTTP_200_OK), result
 
     if keyed is not None:
-        return answer_response(service.idempotent(keyed, write))
+        return answer_response(idempotency.run(keyed, write))
     response.status_code, result = write()
     return result

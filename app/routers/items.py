@@ -19,10 +19,13 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from app.deps import (
+    BrowserDep,
+    IdempotencyDep,
+    ItemsDep,
     KeyedRequestDep,
     ReadAccess,
+    RecommenderDep,
     RegistrationLimiterDep,
-    ServiceDep,
     SettingsDep,
     WriteAccess,
 )
@@ -30,6 +33,7 @@ from app.errors import InvalidInput, PayloadTooLarge
 from app.ids import Id
 from app.ids import ItemId as ItemIdType
 from app.images import CONTENT_TYPES
+from app.items import Items
 from app.routers.common import (
     ERRORS_READ,
     ERRORS_WRITE,
@@ -139,16 +143,21 @@ NewItem = Annotated[ItemPayload, Depends(_payload_parser(ItemIn))]
 ItemReplacement = Annotated[ItemPayload, Depends(_payload_parser(ItemUpdate))]
 
 
-def _fields(payload: ItemPayload) -> dict[str, Any]:
+def _register(
+    items: Items, item_id: str, payload: ItemPayload, *, replace: bool
+) -> tuple[ItemOut, bool]:
+    """``Items.register`` with the parsed body's fields: (item, created)."""
     item = payload.item
-    return {
-        "domain": item.domain,
-        "title": item.title,
-        "categories": item.categories,
-        "description": item.description,
-        "image_base64": item.image_base64,
-        "image_bytes": payload.image_bytes,
-    }
+    return items.register(
+        item_id=item_id,
+        domain=item.domain,
+        title=item.title,
+        categories=item.categories,
+        description=item.description,
+        image_base64=item.image_base64,
+        image_bytes=payload.image_bytes,
+        replace=replace,
+    )
 
 
 @router.post(
@@ -166,7 +175,8 @@ def _fields(payload: ItemPayload) -> dict[str, Any]:
 async def create_item(
     keyed: KeyedRequestDep,  # first: it reads the raw body before the multipart parser
     payload: NewItem,
-    service: ServiceDep,
+    items: ItemsDep,
+    idempotency: IdempotencyDep,
     limiter: RegistrationLimiterDep,
     response: Response,
 ) -> ItemOut | Response:
@@ -174,14 +184,14 @@ async def create_item(
     returns 201. A content-identical re-POST (a retry) answers 200 with the stored item;
     409 if the id exists with other content (bundle or registered). With an
     Idempotency-Key, a retry gets the first answer again (201 included)."""
-    register = partial(service.register_item, item_id=payload.item.item_id, **_fields(payload))
+    register = partial(_register, items, payload.item.item_id, payload, replace=False)
 
     def write() -> tuple[int, ItemOut]:
         item, created = register()
         return (status.HTTP_201_CREATED if created else status.HTTP_200_OK), item
 
     if keyed is not None:
-        keyed_write = partial(service.idempotent, keyed, write)
+        keyed_write = partial(idempotency.run, keyed, write)
         return answer_response(await anyio.to_thread.run_sync(keyed_write, limiter=limiter))
     response.status_code, item = await anyio.to_thread.run_sync(write, limiter=limiter)
     return item
@@ -189,7 +199,7 @@ async def create_item(
 
 @router.get("", dependencies=[ReadAccess], responses=ERRORS_READ)
 def list_items(
-    service: ServiceDep,
+    browser: BrowserDep,
     domain: Annotated[
         Id | None, Query(description="Domain to list (required without ids).")
     ] = None,
@@ -206,10 +216,10 @@ def list_items(
     """Browse or search a domain's items (registered newest first, then bundle items by
     training degree), or look up ``ids``; each with its degree and whether it has a picture."""
     if ids:
-        return service.item_details(ids)
+        return browser.details(ids)
     if domain is None:
         raise InvalidInput("give a domain (or ids)")
-    return service.search_items(domain, q=q, category=category, offset=offset, limit=limit)
+    return browser.search(domain, q=q, category=category, offset=offset, limit=limit)
 
 
 @router.get(
@@ -217,11 +227,11 @@ def list_items(
 )
 def similar_items(
     item_id: AnyItemId,
-    service: ServiceDep,
+    recommender: RecommenderDep,
     n: Annotated[int | None, Query(ge=1, description="Items wanted (1..max_n).")] = None,
 ) -> SimilarResponse:
     """Nearest items to this one by item vector, in the same domain."""
-    return service.similar(item_id, n)
+    return recommender.similar(item_id, n)
 
 
 @router.get(
@@ -234,16 +244,16 @@ def similar_items(
         200: {"content": {m: {} for m in CONTENT_TYPES.values()}, "description": "The picture"},
     },
 )
-def item_image(item_id: AnyItemId, service: ServiceDep) -> Response:
+def item_image(item_id: AnyItemId, browser: BrowserDep) -> Response:
     """The item's picture (bundle items with a file in item_images_dir); 404 without one."""
-    picture = service.item_picture(item_id)
+    picture = browser.picture(item_id)
     headers = {"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"}
     return Response(picture.data, media_type=picture.content_type, headers=headers)
 
 
 @router.get("/{item_id:path}", dependencies=[ReadAccess], responses={**ERRORS_READ, **NOT_FOUND})
-def get_item(item_id: AnyItemId, service: ServiceDep) -> ItemOut:
-    return service.get_item(item_id)
+def get_item(item_id: AnyItemId, items: ItemsDep) -> ItemOut:
+    return items.get(item_id)
 
 
 @router.put(
@@ -259,7 +269,7 @@ def get_item(item_id: AnyItemId, service: ServiceDep) -> ItemOut:
 async def replace_item(
     item_id: ItemId,
     payload: ItemReplacement,
-    service: ServiceDep,
+    items: ItemsDep,
     limiter: RegistrationLimiterDep,
     response: Response,
 ) -> ItemOut:
@@ -268,7 +278,7 @@ async def replace_item(
         raise InvalidInput(
             f"item_id in the body ({shown(payload.item.item_id)}) differs from the path ({shown(item_id)})"
         )
-    update = partial(service.update_item, item_id, **_fields(payload))
+    update = partial(_register, items, item_id, payload, replace=True)
     item, created = await anyio.to_thread.run_sync(update, limiter=limiter)
     if created:
         response.status_code = status.HTTP_201_CREATED
@@ -281,6 +291,6 @@ async def replace_item(
     dependencies=[WriteAccess],
     responses=ERRORS_WRITE,
 )
-def delete_item(item_id: ItemId, service: ServiceDep) -> None:
+def delete_item(item_id: ItemId, items: ItemsDep) -> None:
     """Remove a registered item (bundle items: 409)."""
-    service.delete_item(item_id)
+    items.delete(item_id)

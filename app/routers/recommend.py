@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, Security
 
-from app.deps import ReadAccess, ServiceDep, SettingsDep, UserReadAccess
+from app.deps import ReadAccess, RecommenderDep, SettingsDep, UserReadAccess
 from app.ids import Id
 from app.routers.common import ERRORS_READ, MALFORMED
 from app.schemas import RecommendRequest, RecommendResponse
@@ -28,7 +28,7 @@ def _json(answer: RecommendResponse) -> Response:
 @router.post("/recommend", response_model=RecommendResponse, responses={**ERRORS_READ, **MALFORMED})
 async def recommend(
     body: RecommendRequest,
-    service: ServiceDep,
+    recommender: RecommenderDep,
     settings: SettingsDep,
     key: Annotated[str | None, Security(api_key_header)],
 ) -> Response:
@@ -41,7 +41,7 @@ async def recommend(
     """
     if body.user_id is not None:
         check_user_read(key, settings)
-    return _json(await service.recommend_async(**body.model_dump()))
+    return _json(await recommender.recommend_async(body))
 
 
 @router.get(
@@ -53,14 +53,14 @@ async def recommend(
 async def user_recommendations(
     user_id: Annotated[Id, Path()],
     domain: Annotated[Id, Query(description="Domain to recommend from.")],
-    service: ServiceDep,
+    recommender: RecommenderDep,
     n: Annotated[int | None, Query(ge=1, description="Items wanted (1..max_n).")] = None,
     exclude_seen: bool = True,
     category: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
 ) -> Response:
     """The simple case of ``POST /v1/recommend``: a known user, no inline history (API
     key needed unless ``open_user_reads``)."""
-    answer = await service.recommend_async(
+    request = RecommendRequest(
         domain=domain, user_id=user_id, n=n, exclude_seen=exclude_seen, category=category
     )
-    return _json(answer)
+    return _json(await recommender.recommend_async(request))

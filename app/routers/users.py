@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, status
 
-from app.deps import ServiceDep, UserReadAccess, WriteOrAdminAccess
+from app.deps import BrowserDep, ErasureDep, UserReadAccess, WriteOrAdminAccess
 from app.ids import Id, RawId, stored_forms
 from app.routers.common import AUTH, ERRORS_READ, INVALID, NOT_READY
 from app.schemas_console import UserHistory
@@ -25,7 +25,7 @@ router = APIRouter(prefix="/v1", tags=["users"])
     dependencies=[WriteOrAdminAccess],
     responses={**AUTH, **INVALID, **NOT_READY},
 )
-def erase_user(user_id: Annotated[RawId, Path()], service: ServiceDep) -> None:
+def erase_user(user_id: Annotated[RawId, Path()], erasure: ErasureDep) -> None:
     """Erase a user (API key or admin key): their stored history and their share of the
     popularity counts are deleted, and the erasure is recorded so that their bundle
     (training) history is no longer used, on every replica, and exports and retraining
@@ -33,12 +33,12 @@ def erase_user(user_id: Annotated[RawId, Path()], service: ServiceDep) -> None:
     normalised like every id; the form an older version stored it in (``"acme "``) is
     erased too."""
     for form in stored_forms(user_id):
-        service.erase_user(form)
+        erasure.erase(form)
 
 
 @router.get("/users/{user_id:path}/history", dependencies=[UserReadAccess], responses=ERRORS_READ)
-def user_history(user_id: Annotated[Id, Path()], service: ServiceDep) -> UserHistory:
+def user_history(user_id: Annotated[Id, Path()], browser: BrowserDep) -> UserHistory:
     """The user's history by domain as a recommend uses it: the bundle's (training)
     history and what POST /v1/interactions stored (API key needed unless
     ``open_user_reads``; known and unknown users get the same 401)."""
-    return service.user_history(user_id)
+    return browser.history(user_id)

@@ -95,7 +95,7 @@ def running(
     app = create_app(settings, engine_factory=engine_factory, store=store)
     with TestClient(app) as client:
         if wait:
-            assert service_of(client).wait_ready(30), service_of(client).reload_status()
+            assert service_of(client).wait_ready(30), service_of(client).loader.status()
         yield client
 
 

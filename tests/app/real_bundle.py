@@ -144,7 +144,7 @@ def running_real(settings: Settings) -> Iterator[TestClient]:
     app = create_app(settings)
     with TestClient(app) as client:
         service = service_of(client)
-        assert service.wait_ready(60), service.reload_status()
+        assert service.wait_ready(60), service.loader.status()
         yield client
 
 

@@ -55,7 +55,7 @@ def follow(svc: RecommendationService) -> None:
     """One poll, then wait for the reload it started."""
     assert svc.follower is not None
     svc.follower.tick()
-    svc.wait_reload(30)
+    svc.loader.wait(30)
 
 
 @pytest.fixture
@@ -246,11 +246,11 @@ def test_a_rollback_while_the_promoted_version_loads_wins(
     promotion.rollback(registry, store)  # back to v0001 while v0002 loads
     follower.tick()
     gate.set()
-    svc.wait_reload(30)
+    svc.loader.wait(30)
     follow(svc)
     follow(svc)
     assert state_of(svc).model_version == "fake-v1"
-    assert svc.reload_status().status == "superseded"  # v0002 was built, never served
+    assert svc.loader.status().status == "superseded"  # v0002 was built, never served
     assert svc.degraded() == []
     status = svc.bundle_status()
     assert status is not None and status.model_dump() == {
@@ -296,7 +296,7 @@ def test_readyz_is_degraded_until_the_wanted_version_serves(
             assert body["bundle"]["loading"] == "v0002"
         finally:
             gate.set()
-        assert svc.wait_reload(30).status == "superseded"
+        assert svc.loader.wait(30).status == "superseded"
         metrics = client.get("/metrics").text
         assert "micrec_bundle_in_sync 1.0" in metrics
         assert 'micrec_model_reloads_total{result="superseded"} 1.0' in metrics
@@ -318,7 +318,7 @@ def test_a_promotion_during_a_load_is_loaded_after_it(
     follower.tick()  # one load at a time: v0003 waits
     assert svc.degraded() == ["bundle v0003 wanted; serving v0001; loads once v0002's load ends"]
     gate.set()
-    assert svc.wait_reload(30).status == "superseded"  # v0002: no longer wanted
+    assert svc.loader.wait(30).status == "superseded"  # v0002: no longer wanted
     assert state_of(svc).model_version == "fake-v1"
     follow(svc)
     assert state_of(svc).model_version == "fake-v3"
@@ -346,7 +346,7 @@ def test_promoted_again_during_its_own_load_it_is_served(
     promotion.promote(registry, store, "v0002", reason="test")
     follower.tick()
     gate.set()
-    assert svc.wait_reload(30).status == "succeeded"
+    assert svc.loader.wait(30).status == "succeeded"
     follow(svc)
     assert state_of(svc).model_version == "fake-v2"
     assert engine_factory.loads == loads + 1
@@ -359,8 +359,8 @@ def test_another_version_serving_is_replaced_by_the_wanted_one(
     after its last check), the next poll loads the wanted one again."""
     store = MemoryStore()
     svc = start_registry(store)
-    svc.start_reload(registry.path("v0002"))
-    svc.wait_reload(30)
+    svc.loader.start(registry.path("v0002"))
+    svc.loader.wait(30)
     assert state_of(svc).model_version == "fake-v2"
     assert svc.degraded() == ["bundle v0001 wanted; serving v0002: reloading"]
     follow(svc)
@@ -377,8 +377,8 @@ def test_while_the_store_is_down_the_last_version_read_is_served(
     follow(svc)
     assert state_of(svc).model_version == "fake-v3"
     flaky.down = True
-    svc.start_reload(registry.path("v0002"))  # e.g. a load that became stale
-    svc.wait_reload(30)
+    svc.loader.start(registry.path("v0002"))  # e.g. a load that became stale
+    svc.loader.wait(30)
     follow(svc)  # the store cannot be read: v0003 is still the version to serve
     assert state_of(svc).model_version == "fake-v3"
     status = svc.bundle_status()

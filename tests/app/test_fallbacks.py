@@ -30,8 +30,8 @@ def test_the_chain_fills_in_order_without_repeats(
     start: StartService, memory_store: MemoryStore
 ) -> None:
     svc = start(memory_store)
-    svc.register_item(item_id="new-1", domain="arts", title="one")
-    svc.register_item(item_id="new-2", domain="arts", title="two")
+    svc.items.register(item_id="new-1", domain="arts", title="one")
+    svc.items.register(item_id="new-2", domain="arts", title="two")
     state = state_of(svc)
     query = FallbackQuery(state, "arts", svc.popularity, matching=None)
     taken = {"arts-0"}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from app.errors import NotFound
-from app.schemas import InteractionIn
+from app.schemas import InteractionIn, RecommendRequest
 from app.store.base import StoredItem
 from tests.app.conftest import StartService, state_of
 from tests.app.fakes import FlakyStore, MemoryStore
@@ -20,7 +20,7 @@ def test_start_up_replays_stored_items(start: StartService, memory_store: Memory
         )
     )
     svc = start(memory_store)
-    assert svc.get_item("old").title == "kept"
+    assert svc.items.get("old").title == "kept"
     assert "old" in state_of(svc).indexes["office"]
 
 
@@ -33,31 +33,31 @@ def test_store_down_at_start_is_degraded_then_replayed(
     svc = start(flaky)
     assert any("not replayed" in d for d in svc.degraded())
     with pytest.raises(NotFound):
-        svc.get_item("old")
+        svc.items.get("old")
     flaky.down = False
-    svc.sync_once()
+    svc.feed.sync_once()
     assert svc.degraded() == []
-    assert svc.get_item("old").title == "kept"
+    assert svc.items.get("old").title == "kept"
 
 
 def test_replicas_follow_each_other(start: StartService, memory_store: MemoryStore) -> None:
     a = start(memory_store)
     b = start(memory_store)
-    a.register_item(item_id="mug", domain="arts", title="red mug")
-    b.sync_once()
-    assert b.get_item("mug").title == "red mug"
+    a.items.register(item_id="mug", domain="arts", title="red mug")
+    b.feed.sync_once()
+    assert b.items.get("mug").title == "red mug"
     assert "mug" in state_of(b).indexes["arts"]
-    a.update_item("mug", domain="arts", title="blue mug")
-    b.sync_once()
-    assert b.get_item("mug").title == "blue mug"
-    a.delete_item("mug")
-    b.sync_once()
+    a.items.register(item_id="mug", replace=True, domain="arts", title="blue mug")
+    b.feed.sync_once()
+    assert b.items.get("mug").title == "blue mug"
+    a.items.delete("mug")
+    b.feed.sync_once()
     with pytest.raises(NotFound):
-        b.get_item("mug")
+        b.items.get("mug")
     assert "mug" not in state_of(b).indexes["arts"]
     # interactions on an item B registered but A has not synced yet are accepted
-    b.register_item(item_id="pen", domain="office", title="pen")
-    res = a.add_interactions([InteractionIn(user_id="u", item_id="pen", domain="office")])
+    b.items.register(item_id="pen", domain="office", title="pen")
+    res = a.interactions.add([InteractionIn(user_id="u", item_id="pen", domain="office")])
     assert res.accepted == 1
 
 
@@ -68,20 +68,24 @@ def test_a_replica_catches_up_when_a_request_names_an_item_it_does_not_know(
     reads the feed for the request instead of ignoring the id as unknown."""
     a = start(memory_store, replica_sync_interval_s=3600)
     b = start(memory_store, replica_sync_interval_s=3600)
-    a.register_item(item_id="lamp", domain="office", title="desk lamp")
+    a.items.register(item_id="lamp", domain="office", title="desk lamp")
     assert "lamp" not in state_of(b).indexes["office"]
-    out = b.recommend(domain="office", history=["lamp"], exclude_seen=False, n=500)
+    out = b.recommender.recommend(
+        RecommendRequest(domain="office", history=["lamp"], exclude_seen=False, n=500)
+    )
     assert out.user_embedding == "inductive" and out.history.unknown_ids == []
     assert "lamp" in {i.item_id for i in out.items}
-    a.register_item(item_id="pen", domain="office", title="pen")
-    assert b.similar("pen").item_id == "pen"
+    a.items.register(item_id="pen", domain="office", title="pen")
+    assert b.recommender.similar("pen").item_id == "pen"
     # Ids nobody registered stay unknown (and cost one feed read, no error).
-    out = b.recommend(domain="office", history=["never-registered"])
+    out = b.recommender.recommend(RecommendRequest(domain="office", history=["never-registered"]))
     assert out.history.unknown_ids == ["never-registered"]
     # With following off there is no feed to read: the id stays unknown until a reload.
     c = start(memory_store, replica_sync_interval_s=0)
-    a.register_item(item_id="cup", domain="office", title="cup")
-    assert c.recommend(domain="office", history=["cup"]).history.unknown_ids == ["cup"]
+    a.items.register(item_id="cup", domain="office", title="cup")
+    assert c.recommender.recommend(
+        RecommendRequest(domain="office", history=["cup"])
+    ).history.unknown_ids == ["cup"]
 
 
 def test_a_change_seen_again_is_not_applied_twice(
@@ -91,7 +95,7 @@ def test_a_change_seen_again_is_not_applied_twice(
     again would briefly take the item out of the engine (a concurrent recommend folded the
     history in without it: a CI failure) and invalidate caches for nothing."""
     svc = start(memory_store)
-    svc.register_item(item_id="mug", domain="arts", title="red mug")
+    svc.items.register(item_id="mug", domain="arts", title="red mug")
     state = state_of(svc)
     version = state.registered.version
     calls: list[str] = []
@@ -101,6 +105,6 @@ def test_a_change_seen_again_is_not_applied_twice(
         raise AssertionError("re-applied")
 
     state.engine.add_item = add_item  # type: ignore[method-assign]
-    svc.sync_once()
+    svc.feed.sync_once()
     assert calls == [] and state.registered.version == version
     assert "mug" in state.indexes["arts"]

@@ -253,7 +253,7 @@ def test_admin_needs_the_admin_key(hard: TestClient) -> None:
     assert hard.get("/v1/admin/reload", headers=AUTH).status_code == 403
     assert hard.post("/v1/admin/reload").status_code == 401
     assert hard.post("/v1/admin/reload", headers=ADMIN).status_code == 202
-    service_of(hard).wait_reload(30)
+    service_of(hard).loader.wait(30)
 
 
 @pytest.mark.parametrize("path", ["/etc", "../../..", "a" * 5000, "x/" * 3000, "\x00"])
@@ -269,7 +269,7 @@ def test_reload_inside_bundles_dir_works(
     v2 = engine_factory.make_bundle(bundle.parent / "bundle-v2", version="fake-v2")
     r = hard.post("/v1/admin/reload", json={"bundle_path": v2.name}, headers=ADMIN)
     assert r.status_code == 202, r.text
-    assert service_of(hard).wait_reload(30).status == "succeeded"
+    assert service_of(hard).loader.wait(30).status == "succeeded"
     assert hard.get("/v1/model").json()["model_version"] == "fake-v2"
 
 
@@ -329,7 +329,7 @@ def test_popularity_counts_a_user_item_pair_once(hard: TestClient) -> None:
     for _ in range(3):
         _interact(hard, "booster", ["arts-7"] * 20)
     _interact(hard, "someone-else", ["arts-7"])
-    service_of(hard).sync_once()
+    service_of(hard).feed.sync_once()
     assert score() == before + 2
 
 

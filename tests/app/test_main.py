@@ -70,7 +70,7 @@ def test_genuine_bug_is_a_logged_500(
         async def boom(**_: object) -> None:
             raise RuntimeError("bug")
 
-        svc.recommend_async = boom  # type: ignore[method-assign,assignment]
+        svc.recommender.recommend_async = boom  # type: ignore[method-assign,assignment]
         r = c.post("/v1/recommend", json={"domain": "arts"})
         assert r.status_code == 500 and r.json() == {"detail": "internal server error"}
 

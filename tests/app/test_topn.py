@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.schemas import InteractionIn, RecommendResponse
+from app.schemas import InteractionIn, RecommendRequest, RecommendResponse
 from app.service import RecommendationService
 from app.topn import Entry, TopNCache
 from tests.app.conftest import StartService, state_of
@@ -47,11 +47,11 @@ def _pair(start: StartService, store: MemoryStore) -> tuple[RecommendationServic
 
 def _check(cached: RecommendationService, live: RecommendationService, user: str) -> list[bool]:
     """Every request twice on ``cached`` == ``live``; returns whether each was cached."""
-    cached.sync_once()
+    cached.feed.sync_once()
     flags = []
     for req in REQUESTS * 2:
-        got = cached.recommend(domain="arts", user_id=user, **req)
-        want = live.recommend(domain="arts", user_id=user, **req)
+        got = cached.recommender.recommend(RecommendRequest(domain="arts", user_id=user, **req))
+        want = live.recommender.recommend(RecommendRequest(domain="arts", user_id=user, **req))
         assert not want.cached
         _same(got, want)
         flags.append(got.cached)
@@ -61,29 +61,43 @@ def _check(cached: RecommendationService, live: RecommendationService, user: str
 def test_cached_equals_live_through_changes(start: StartService, memory_store: MemoryStore) -> None:
     cached, live = _pair(start, memory_store)
     user = "u-bundle"  # bundle history arts-1, arts-2 (tests/app/fakes.py)
-    live.add_interactions([InteractionIn(user_id=user, item_id="arts-4")])
+    live.interactions.add([InteractionIn(user_id=user, item_id="arts-4")])
     assert all(_check(cached, live, user))  # the first request fills the entry, serves it
-    assert cached.recommend(domain="arts", user_id=user, n=5).history.stored == "ok"
+    assert (
+        cached.recommender.recommend(
+            RecommendRequest(domain="arts", user_id=user, n=5)
+        ).history.stored
+        == "ok"
+    )
 
     # An interaction posted on the other replica: the history read shows it at once.
-    top = cached.recommend(domain="arts", user_id=user, n=1).items[0].item_id
-    live.add_interactions([InteractionIn(user_id=user, item_id=top)])
+    top = (
+        cached.recommender.recommend(RecommendRequest(domain="arts", user_id=user, n=1))
+        .items[0]
+        .item_id
+    )
+    live.interactions.add([InteractionIn(user_id=user, item_id=top)])
     assert all(_check(cached, live, user))
-    assert top not in {i.item_id for i in cached.recommend(domain="arts", user_id=user).items}
+    assert top not in {
+        i.item_id
+        for i in cached.recommender.recommend(RecommendRequest(domain="arts", user_id=user)).items
+    }
 
     # Registrations (this domain and another), a replacement and a deletion, each
     # applied by ``cached`` from the change feed.
-    live.register_item(item_id="new1", domain="arts", title="t", categories=["arts|group1"])
+    live.items.register(item_id="new1", domain="arts", title="t", categories=["arts|group1"])
     _check(cached, live, user)
-    live.register_item(item_id="elsewhere", domain="office", title="t")
+    live.items.register(item_id="elsewhere", domain="office", title="t")
     _check(cached, live, user)
-    live.update_item("new1", domain="arts", title="other text", categories=["arts|group1"])
+    live.items.register(
+        item_id="new1", replace=True, domain="arts", title="other text", categories=["arts|group1"]
+    )
     _check(cached, live, user)
-    live.delete_item("new1")
+    live.items.delete("new1")
     _check(cached, live, user)
 
     # Erasure: never served from a cache again, on any replica.
-    live.erase_user(user)
+    live.users.erase(user)
     flags = _check(cached, live, user)
     assert not any(flags)
     assert not any(k[0] == user for k in cached.recommender.topn._entries)
@@ -91,20 +105,20 @@ def test_cached_equals_live_through_changes(start: StartService, memory_store: M
 
 def test_unaffected_changes_keep_the_entry(start: StartService, memory_store: MemoryStore) -> None:
     cached, live = _pair(start, memory_store)
-    live.add_interactions([InteractionIn(user_id="u2", item_id="arts-3")])
-    cached.recommend(domain="arts", user_id="u2", n=5)
-    live.register_item(item_id="other-domain", domain="office", title="x")
-    cached.sync_once()
-    got = cached.recommend(domain="arts", user_id="u2", n=5)
+    live.interactions.add([InteractionIn(user_id="u2", item_id="arts-3")])
+    cached.recommender.recommend(RecommendRequest(domain="arts", user_id="u2", n=5))
+    live.items.register(item_id="other-domain", domain="office", title="x")
+    cached.feed.sync_once()
+    got = cached.recommender.recommend(RecommendRequest(domain="arts", user_id="u2", n=5))
     assert got.cached
-    _same(got, live.recommend(domain="arts", user_id="u2", n=5))
+    _same(got, live.recommender.recommend(RecommendRequest(domain="arts", user_id="u2", n=5)))
 
 
 def test_requests_the_cache_cannot_answer_are_live(
     start: StartService, memory_store: MemoryStore
 ) -> None:
     cached, live = _pair(start, memory_store)
-    live.add_interactions([InteractionIn(user_id="u3", item_id="arts-5")])
+    live.interactions.add([InteractionIn(user_id="u3", item_id="arts-5")])
     cases: list[dict[str, Any]] = [
         {"n": LIST + 1},  # more than the list holds
         {"n": 5, "exclude_seen": False},
@@ -115,24 +129,31 @@ def test_requests_the_cache_cannot_answer_are_live(
     ]
     for req in cases:
         for _ in range(2):
-            got = cached.recommend(domain="arts", user_id="u3", **req)
-            _same(got, live.recommend(domain="arts", user_id="u3", **req))
-    assert not cached.recommend(domain="arts", user_id="u3", n=LIST + 1).cached
-    assert not cached.recommend(domain="arts", history=["arts-5"], n=5).cached
+            got = cached.recommender.recommend(RecommendRequest(domain="arts", user_id="u3", **req))
+            _same(
+                got,
+                live.recommender.recommend(RecommendRequest(domain="arts", user_id="u3", **req)),
+            )
+    assert not cached.recommender.recommend(
+        RecommendRequest(domain="arts", user_id="u3", n=LIST + 1)
+    ).cached
+    assert not cached.recommender.recommend(
+        RecommendRequest(domain="arts", history=["arts-5"], n=5)
+    ).cached
 
 
 def test_reload_refreshes_recent_entries(start: StartService, memory_store: MemoryStore) -> None:
     svc = start(memory_store, topn_cache_items=LIST)
-    svc.add_interactions([InteractionIn(user_id="u4", item_id="arts-2")])
-    before = svc.recommend(domain="arts", user_id="u4", n=5)
-    svc.start_reload(None)
-    svc.wait_reload(30)
+    svc.interactions.add([InteractionIn(user_id="u4", item_id="arts-2")])
+    before = svc.recommender.recommend(RecommendRequest(domain="arts", user_id="u4", n=5))
+    svc.loader.start(None)
+    svc.loader.wait(30)
     svc.recommender.topn.wait_refresh(30)
     state = state_of(svc)
     assert len(svc.recommender.topn) == 1
     (entry,) = svc.recommender.topn._entries.values()
     assert entry.generation == state.generation
-    after = svc.recommend(domain="arts", user_id="u4", n=5)
+    after = svc.recommender.recommend(RecommendRequest(domain="arts", user_id="u4", n=5))
     assert after.cached
     _same(before, after)  # same bundle reloaded: same answer
 

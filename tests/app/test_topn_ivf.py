@@ -37,8 +37,8 @@ def test_cached_equals_live_with_an_ivf_index(
         index = state_of(svc).indexes["arts"]
         assert index.kind == "ivf" and index.nprobe < index.nlist  # an approximate search
     for user, items in (("u-bundle", ["arts-4"]), ("u-new", ["arts-10", "arts-20", "office-3"])):
-        live.add_interactions([InteractionIn(user_id=user, item_id=i) for i in items])
+        live.interactions.add([InteractionIn(user_id=user, item_id=i) for i in items])
         flags = _check(cached, live, user)
         assert all(flags[len(flags) // 2 :])  # the repeats came from the cache
-    live.register_item(item_id="new1", domain="arts", title="t", categories=["arts|group1"])
+    live.items.register(item_id="new1", domain="arts", title="t", categories=["arts|group1"])
     _check(cached, live, "u-bundle")

@@ -18,7 +18,7 @@ def reload(client: TestClient, path: Path | str | None) -> dict:
     r = client.post("/v1/admin/reload", json=body, headers=ADMIN)
     assert r.status_code == 202, r.text
     assert r.json()["status"] == "loading"
-    return service_of(client).wait_reload(30).model_dump()
+    return service_of(client).loader.wait(30).model_dump()
 
 
 def test_reload_switches_version_and_keeps_registered_items(
@@ -70,7 +70,7 @@ def test_second_reload_while_running_is_409(
         client.post("/v1/recommend", json={"domain": "arts"}).json()["model_version"] == "fake-v1"
     )
     engine_factory.gate.set()
-    assert service_of(client).wait_reload(30).model_version == "fake-v2"
+    assert service_of(client).loader.wait(30).model_version == "fake-v2"
 
 
 def test_reload_under_concurrent_requests(

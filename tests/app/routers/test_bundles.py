@@ -42,7 +42,7 @@ def admin_client(
 
 
 def served(client: TestClient) -> str:
-    service_of(client).wait_reload(30)
+    service_of(client).loader.wait(30)
     version: str = client.get("/v1/model").json()["bundle_version"]
     return version
 

@@ -142,7 +142,7 @@ def test_store_down_is_503_with_retry_after(
         assert ready.json()["store"]["ok"] is False
         flaky.down = False
         assert c.get("/readyz").json()["status"] == "ready"
-        assert service_of(c).store_status() == (True, None)
+        assert service_of(c).health.status() == (True, None)
 
 
 # --- Idempotency-Key (app/idempotency.py) --------------------------------------------------
