@@ -2,26 +2,21 @@
 
 A strategy maps a :class:`FallbackQuery` to candidate (item id, score) pairs, best first.
 :data:`STRATEGIES` is the registry; ``fallback_chain`` (settings) names strategies from
-it, tried in order, and settings refuse any other name (:data:`FallbackName`). To add a
-strategy: write the function, register it, and add its name to ``FallbackName`` and to
-``app.schemas.Source`` (the ``source`` an item it contributes carries).
+it, tried in order, and settings refuse any other name (``app.settings.FallbackName``). To
+add a strategy: write the function, register it, and add its name to ``FallbackName`` and
+to ``app.schemas.Source`` (the ``source`` an item it contributes carries).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
 
 from app.content import category_matches
+from app.popularity import PopularityBook
 from app.schemas import RecommendedItem
-
-if TYPE_CHECKING:
-    from app.popularity import PopularityBook
-    from app.state import ModelState
-
-FallbackName = Literal["popular", "latest"]
-DEFAULT_CHAIN: tuple[FallbackName, ...] = ("popular", "latest")
+from app.settings import FallbackName
+from app.state import ModelState
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from app.registered import ItemMeta
 from app.settings import Settings
 from app.state import ModelState
 from app.store.base import Store, StoredItem, StoreUnavailable
-from app.store.health import StoreHealth
+from app.store_health import StoreHealth
 
 log = logging.getLogger("micrec.service")
 

@@ -1,7 +1,7 @@
 """Safe retries of writes: what a client sees when it cannot know whether a write happened.
 
 * A store that times out may still have applied the write: the 503 says the outcome is
-  unknown and how to check, instead of "not saved".
+  unknown and how to check, instead of "not saved" (app/store_health.py).
 * Registering an item is idempotent by content: re-posting the same id with the same
   fields and the same encoded content (a retry after a lost answer) answers 200 with the
   stored item instead of 409; different content is still a conflict.
@@ -28,16 +28,13 @@ import logging
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel
 
 from app.errors import Conflict, InvalidInput
 from app.store.base import IdempotencyRecord, Store, StoredItem, StoreUnavailable
-
-if TYPE_CHECKING:  # app.store.health imports this module's 503 messages
-    from app.store.health import StoreHealth
+from app.store_health import StoreHealth
 
 log = logging.getLogger("micrec.service")
 
@@ -51,21 +48,6 @@ whose worker died mid-request frees itself soon."""
 
 CONTENT_ATOL = 1e-5
 """Encoders are deterministic on one machine; this absorbs float rounding across threads."""
-
-
-def outcome_unknown(operation: str, check: str = "") -> str:
-    """The 503 message of a write the store did not confirm."""
-    how = f"{check} shows whether it was; " if check else ""
-    return (
-        f"state store unavailable or timed out: the {operation} write was not confirmed, so "
-        f"its outcome is unknown (it may or may not have been saved). {how}retrying the "
-        "same request is safe"
-    )
-
-
-def not_saved(operation: str) -> str:
-    """The 503 message when the store failed before anything was written."""
-    return f"state store unavailable; {operation} not saved, retry later"
 
 
 def same_item(

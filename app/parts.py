@@ -17,7 +17,7 @@ from app.popularity import PopularityBook
 from app.settings import Settings
 from app.state import ModelState
 from app.store.base import Store
-from app.store.health import StoreHealth
+from app.store_health import StoreHealth
 
 
 class ErasedUsers:

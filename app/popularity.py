@@ -22,7 +22,7 @@ import numpy as np
 
 from app.state import ModelState
 from app.store.base import Store, StoreUnavailable
-from app.store.health import StoreHealth
+from app.store_health import StoreHealth
 
 
 @dataclass(frozen=True)

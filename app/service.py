@@ -39,7 +39,7 @@ from app.settings import Settings
 from app.state import ModelState
 from app.stats import summarise
 from app.store.base import Store
-from app.store.health import StoreHealth
+from app.store_health import StoreHealth
 from model.registry import BundleRegistry
 
 

@@ -23,7 +23,6 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.fallbacks import DEFAULT_CHAIN, FallbackName
 from app.ids import MAX_LIST_ITEMS
 from app.timestamps import DEFAULT_TIMESTAMP_SKEW_S
 from model.runconfig import ConfigError
@@ -45,6 +44,10 @@ LIBRARY_ENV_KEYS = frozenset(
 (the encoder ones are set by ``micrec serve`` for its workers, app/encoding.py)."""
 
 MB = 1024 * 1024
+
+FallbackName = Literal["popular", "latest"]
+"""The fallback strategies ``fallback_chain`` may name (their code: app/fallbacks.py)."""
+DEFAULT_CHAIN: tuple[FallbackName, ...] = ("popular", "latest")
 
 
 def _split_list(value: Any) -> Any:

@@ -197,10 +197,10 @@ class RedisStore(RedisConnection, Store):
 
     # --- export (paged reads: app/store/paging.py) ---------------------------------------
     def iter_interactions(self, batch: int = 1000) -> Iterator[Interaction]:
-        return paging.redis_interactions(self, batch)
+        return paging.redis_interactions(self._r, self.keys, self._errors, batch)
 
     def iter_items(self, batch: int = 500) -> Iterator[StoredItem]:
-        return paging.redis_items(self, batch)
+        return paging.redis_items(self._r, self.keys, self._errors, batch)
 
     def interaction_count(self) -> int:
         with self._errors():

@@ -178,6 +178,10 @@ class SQLiteDatabase:
                 raise
         return out
 
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` in one read transaction."""
+        return self._tx(fn, write=False)
+
     def ping(self) -> bool:
         try:
             return self._tx(lambda c: c.execute("SELECT 1").fetchone()[0] == 1, write=False)

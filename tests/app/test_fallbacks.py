@@ -6,9 +6,9 @@ from typing import get_args
 
 import pytest
 
-from app.fallbacks import DEFAULT_CHAIN, STRATEGIES, FallbackName, FallbackQuery, fill
+from app.fallbacks import STRATEGIES, FallbackQuery, fill
 from app.schemas import Source
-from app.settings import Settings, SettingsError, load_settings
+from app.settings import DEFAULT_CHAIN, FallbackName, Settings, SettingsError, load_settings
 from tests.app.conftest import StartService, state_of
 from tests.app.fakes import MemoryStore
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from app.errors import Conflict, InvalidInput, Unavailable
 from app.idempotency import IdempotencyGuard, KeyedRequest
 from app.metrics import Metrics
-from app.store.health import StoreHealth
+from app.store_health import StoreHealth
 from tests.app.fakes import FlakyStore, MemoryStore
 
 

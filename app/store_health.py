@@ -2,7 +2,12 @@
 
 Every store call of the service reports its outcome here (``failed`` / ``ok``): failures
 are counted per operation (``micrec_store_errors``), logged once per outage, and shown by
-``/readyz``; a failed write becomes a 503 whose message says whether anything was sent.
+``/readyz``; a failed write becomes a 503 whose message says whether anything was sent
+(a store that times out may still have applied the write: the message then says the
+outcome is unknown and how to check, instead of "not saved").
+
+Kept out of app/store/, which knows nothing of the service's metrics and errors: the
+service wires a store, its metrics and this bookkeeping together (app/service.py).
 """
 
 from __future__ import annotations
@@ -10,11 +15,25 @@ from __future__ import annotations
 import logging
 
 from app.errors import Unavailable
-from app.idempotency import not_saved, outcome_unknown
 from app.metrics import Metrics
 from app.store.base import Store
 
 log = logging.getLogger("micrec.service")
+
+
+def outcome_unknown(operation: str, check: str = "") -> str:
+    """The 503 message of a write the store did not confirm."""
+    how = f"{check} shows whether it was; " if check else ""
+    return (
+        f"state store unavailable or timed out: the {operation} write was not confirmed, so "
+        f"its outcome is unknown (it may or may not have been saved). {how}retrying the "
+        "same request is safe"
+    )
+
+
+def not_saved(operation: str) -> str:
+    """The 503 message when the store failed before anything was written."""
+    return f"state store unavailable; {operation} not saved, retry later"
 
 
 class StoreHealth:

@@ -1,0 +1,160 @@
+"""The shape of the code: imports point one way, with no loops (type-only imports and
+imports inside functions count too); found by reading the source (an AST walk), not by
+importing it."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("app", "model")
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    path: Path
+
+    @property
+    def is_package(self) -> bool:
+        return self.path.name == "__init__.py"
+
+
+@cache
+def modules() -> dict[str, Module]:
+    out = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join(parts)] = Module(".".join(parts), path)
+    return out
+
+
+def _resolve(name: str) -> str | None:
+    """The module of ours that ``import name`` runs (a name inside it: its module)."""
+    known = modules()
+    while name and name not in known:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def imported(module: Module) -> Iterator[str]:
+    """Every module of ours ``module`` imports, anywhere in its file."""
+    package = module.name if module.is_package else module.name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(module.path.read_text(), str(module.path))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package
+                for _ in range(node.level - 1):
+                    anchor = anchor.rpartition(".")[0]
+                base = f"{anchor}.{base}" if base else anchor
+            # ``from pkg import mod`` imports pkg.mod; ``from mod import name``: mod
+            targets = [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        for target in targets:
+            found = _resolve(target)
+            if found is not None and found != module.name:
+                yield found
+
+
+@cache
+def graph() -> dict[str, frozenset[str]]:
+    return {name: frozenset(imported(m)) for name, m in modules().items()}
+
+
+def loops(edges: dict[str, frozenset[str]]) -> list[list[str]]:
+    """The import loops: strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_walk_sees_every_kind_of_import() -> None:
+    """The checks below are only as good as this walk: a type-only import, an import in a
+    function and a relative import are all edges, and a loop made of them is found."""
+    tree = {
+        "a": frozenset({"b"}),
+        "b": frozenset({"c"}),
+        "c": frozenset({"a"}),  # closes a loop a -> b -> c -> a
+        "d": frozenset({"a"}),
+    }
+    assert loops(tree) == [["a", "b", "c"]]
+    edges = graph()
+    # app/metrics.py imports app.state only for type checking
+    assert "app.state" in edges["app.metrics"]
+    # app/reload.py imports model.bundle inside a function
+    assert "model.bundle" in edges["app.reload"]
+    assert "app.store.base" in edges["app.store.sqlite"]
+
+
+def test_no_import_loops() -> None:
+    assert loops(graph()) == []
+
+
+def test_model_never_imports_app() -> None:
+    wrong = {m: sorted(t for t in ts if t.startswith("app")) for m, ts in graph().items()}
+    assert {m: ts for m, ts in wrong.items() if m.startswith("model") and ts} == {}
+
+
+def test_the_store_depends_on_nothing_else_of_the_service() -> None:
+    """app/store/ is the storage layer: the service's metrics, errors and health bookkeeping
+    build on it, never the other way round."""
+
+    def in_store(name: str) -> bool:
+        return name == "app.store" or name.startswith("app.store.")
+
+    outside = {
+        m: sorted(t for t in ts if t.startswith("app.") and not in_store(t))
+        for m, ts in graph().items()
+        if in_store(m)
+    }
+    assert {m: ts for m, ts in outside.items() if ts} == {}
+
+
+def test_settings_import_no_behaviour() -> None:
+    """Settings may name constants of leaf modules (which import nothing of the service),
+    not the code that uses them."""
+    edges = graph()
+    used = [t for t in edges["app.settings"] if t.startswith("app")]
+    assert used, "the check would pass vacuously"
+    assert {t: sorted(x for x in edges[t] if x.startswith("app")) for t in used} == {
+        t: [] for t in used
+    }
