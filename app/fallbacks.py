@@ -2,7 +2,7 @@
 
 A strategy maps a :class:`FallbackQuery` to candidate (item id, score) pairs, best first.
 :data:`STRATEGIES` is the registry; ``fallback_chain`` (settings) names strategies from
-it, tried in order, and settings refuse any other name (``app.settings.FallbackName``). To
+it, tried in order, and settings refuse any other name (``app.settings_groups.FallbackName``). To
 add a strategy: write the function, register it, and add its name to ``FallbackName`` and
 to ``app.schemas.Source`` (the ``source`` an item it contributes carries).
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from app.content import category_matches
 from app.popularity import PopularityBook
 from app.schemas import RecommendedItem
-from app.settings import FallbackName
+from app.settings_groups import FallbackName
 from app.state import ModelState
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from app.fallbacks import STRATEGIES, FallbackQuery, fill
 from app.schemas import Source
-from app.settings import DEFAULT_CHAIN, FallbackName, Settings, SettingsError, load_settings
+from app.settings import Settings, SettingsError, load_settings
+from app.settings_groups import DEFAULT_CHAIN, FallbackName
 from tests.app.conftest import StartService, state_of
 from tests.app.fakes import MemoryStore
 
