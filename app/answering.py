@@ -31,7 +31,6 @@ import numpy as np
 from app import fallbacks
 from app.content import category_matches
 from app.engine import embedding_method
-from app.metrics import Metrics
 from app.popularity import PopularityBook
 from app.schemas import (
     HistoryReport,
@@ -42,6 +41,7 @@ from app.schemas import (
 )
 from app.settings import Settings
 from app.state import ModelState
+from app.telemetry import Metrics
 from app.topn import Entry, TopNCache, compute_entry, history_fingerprint
 from model.inference import UserEmbedding
 

@@ -97,7 +97,7 @@ class BundleFollower:
         return path
 
     def serving(self) -> str | None:
-        state = self.loader.feed.state
+        state = self.loader.served.state
         return None if state is None else self.registry.version_of(state.bundle_path)
 
     def loading(self) -> str | None:
@@ -172,7 +172,7 @@ class BundleFollower:
         """A process that starts while the wanted version cannot be loaded here has no old
         version to keep serving: it loads the newest other promoted version once (not
         refused), and keeps reporting the wanted one as not loaded."""
-        if self._fell_back or self.loader.feed.state is not None:
+        if self._fell_back or self.loader.served.state is not None:
             return
         self._fell_back = True
         for version in reversed(self.registry.promotions()):

@@ -14,11 +14,10 @@ from anyio import CapacityLimiter
 from fastapi import Depends, Header, Request
 
 from app.browse import Browser
-from app.erasure import Users
+from app.erasure import UserErasure
 from app.idempotency import HEADER, MAX_KEY_CHARS, IdempotencyGuard, KeyedRequest
 from app.interactions import Interactions
 from app.items import Items
-from app.metrics import Metrics
 from app.promotion import RegistryAdmin
 from app.recommend import Recommender
 from app.reload import ModelLoader
@@ -32,6 +31,7 @@ from app.security import (
 )
 from app.service import RecommendationService
 from app.settings import Settings
+from app.telemetry import Metrics
 
 
 # ``async def``: FastAPI would run a plain ``def`` dependency in the thread pool (one hop
@@ -58,8 +58,8 @@ async def get_interactions(request: Request) -> Interactions:
     return (await get_service(request)).interactions
 
 
-async def get_erasure(request: Request) -> Users:
-    return (await get_service(request)).users
+async def get_erasure(request: Request) -> UserErasure:
+    return (await get_service(request)).erasure
 
 
 async def get_browser(request: Request) -> Browser:
@@ -121,7 +121,7 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
 ItemsDep = Annotated[Items, Depends(get_items)]
 InteractionsDep = Annotated[Interactions, Depends(get_interactions)]
-ErasureDep = Annotated[Users, Depends(get_erasure)]
+ErasureDep = Annotated[UserErasure, Depends(get_erasure)]
 BrowserDep = Annotated[Browser, Depends(get_browser)]
 IdempotencyDep = Annotated[IdempotencyGuard, Depends(get_idempotency)]
 LoaderDep = Annotated[ModelLoader, Depends(get_loader)]

@@ -25,7 +25,7 @@ from app.parts import Resource
 from app.store.base import StoreUnavailable
 
 
-class Users(Resource):
+class UserErasure(Resource):
     def erase(self, user_id: str) -> None:
         """Erase ``user_id`` (idempotent; unknown users too, so the answer reveals nothing)."""
         with self.popularity.local_write() as book:

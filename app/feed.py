@@ -5,12 +5,11 @@ seq, item id, deleted) then tells each state what to apply. :class:`ChangeFeed`
 
 * **replays** every stored item into a freshly built state (a load or reload),
 * **publishes** a state: catches it up with writes made while it was built, then swaps
-  the service's current state,
-* **applies** single changes (a local write, or other replicas' changes seen by the sync
-  loop or by a catch-up when a request names an unknown id),
-* owns the **write lock**: the engine wants a single writer, and holding the lock makes
-  "read feed position, apply, swap" atomic with respect to writes, so no registration is
-  lost by a reload that runs concurrently.
+  it in as the served one (app/served.py), under the write lock, so no registration is
+  lost by a reload that runs concurrently,
+* **follows** the feed: applies the changes after a state's position (other replicas'
+  writes; app/replica_sync.py calls this on a timer and for unknown ids),
+* **applies** single changes (a local write, or a followed one) under the write lock.
 
 Applying a change is idempotent (each item remembers the seq last applied): a change this
 process made itself, or that a replay already applied, is skipped when seen again.
@@ -19,14 +18,11 @@ process made itself, or that a replay already applied, is skipped when seen agai
 from __future__ import annotations
 
 import logging
-import threading
-from typing import Protocol
 
 import numpy as np
 
-from app.popularity import PopularityBook
 from app.registered import ItemMeta
-from app.settings import Settings
+from app.served import ServedModel
 from app.state import ModelState
 from app.store.base import Store, StoredItem, StoreUnavailable
 from app.store_health import StoreHealth
@@ -39,35 +35,11 @@ Change = tuple[int, str, StoredItem | None]
 """(seq, item id, the item or None when deleted)."""
 
 
-class FeedListener(Protocol):
-    def item_changed(
-        self, state: ModelState, domain: str, item_id: str, vector: np.ndarray | None
-    ) -> None:
-        """``item_id`` was registered in (``vector``) or removed from (None) ``domain``'s
-        index of ``state``; called under the write lock, after the change."""
-
-    def published(self, state: ModelState) -> None:
-        """``state`` is now the current one."""
-
-
 class ChangeFeed:
-    def __init__(
-        self, settings: Settings, store: Store, health: StoreHealth, popularity: PopularityBook
-    ) -> None:
-        self.settings = settings
+    def __init__(self, served: ServedModel, store: Store, health: StoreHealth) -> None:
+        self.served = served
         self.store = store
         self.health = health
-        self.popularity = popularity
-        self.lock = threading.RLock()
-        """The write lock: held by every change to a state and by the swap."""
-        self._state: ModelState | None = None
-        self.listeners: list[FeedListener] = []
-        """Told of every item change applied and of every published state."""
-
-    @property
-    def state(self) -> ModelState | None:
-        """The published state (None until the first load succeeds)."""
-        return self._state
 
     # --- loading ----------------------------------------------------------------------
     def replay(self, state: ModelState) -> None:
@@ -83,7 +55,7 @@ class ChangeFeed:
             self.health.failed("replay registered items", err)
             return
         self.health.ok()
-        with self.lock:
+        with self.served.lock:
             for item in items:
                 self.apply_upsert(state, item, seq)
             state.feed_seq = max(state.feed_seq, seq)
@@ -94,8 +66,7 @@ class ChangeFeed:
     def publish(self, new: ModelState) -> ModelState | None:
         """Catch ``new`` up with writes made during its build, then make it the current
         state; returns the state it replaced."""
-        with self.lock:
-            old = self._state
+        with self.served.lock:
             if new.replayed:
                 # Writes made while the new state was built are durable in the store and in
                 # the feed after new.feed_seq; holding the write lock, nothing new can
@@ -104,10 +75,7 @@ class ChangeFeed:
                     self._apply(new, self._read(new.feed_seq))
                 except StoreUnavailable as err:
                     self.health.failed("item change feed", err)
-            self._state = new
-            for listener in self.listeners:
-                listener.published(new)
-        return old
+            return self.served.swap(new)
 
     def _drain(self, after: int) -> int:
         """Newest change-feed seq (>= ``after``)."""
@@ -121,50 +89,25 @@ class ChangeFeed:
                 return seq
 
     # --- following other replicas -----------------------------------------------------
-    def sync_loop(self, stop: threading.Event) -> None:
-        """Thread body: one :meth:`sync_once` per interval until ``stop`` is set."""
-        interval = self.settings.replica_sync_interval_s or self.settings.popularity_refresh_s
-        follow = self.settings.replica_sync_interval_s > 0
-        while not stop.wait(interval):
-            try:
-                self.sync_once(follow_feed=follow)
-            except Exception:  # the loop must survive anything; the next tick retries
-                log.exception("replica sync failed")
-
-    def sync_once(self, *, follow_feed: bool = True) -> None:
-        """Apply other replicas' item changes and refresh popularity (one tick)."""
-        state = self._state
-        if state is None:
-            return
+    def follow(self, state: ModelState) -> None:
+        """Apply the changes after ``state``'s feed position (other replicas' writes); a
+        state whose replay failed (store down at load) is replayed instead."""
         if not state.replayed:
             self.replay(state)
-        elif follow_feed:
-            try:
-                # Store reads happen outside the write lock (a slow store must not block
-                # this process's own writes for longer than needed).
-                changes = self._read(state.feed_seq)
-            except StoreUnavailable as err:
-                self.health.failed("item change feed", err)
-            else:
-                self.health.ok()
-                if changes:
-                    with self.lock:
-                        # A reload may have swapped meanwhile; the new state caught up by
-                        # itself, so these changes only concern the state they were read for.
-                        self._apply(state, changes)
-        self.refresh_popularity(state)
-
-    def catch_up(self) -> None:
-        """Apply the item change feed now, for a request naming an id this replica does not
-        know: it may have been registered on another replica moments ago, and a client that
-        registers an item and then uses it must not depend on which replica answers. Only
-        requests with unknown ids pay this one store read; without replica following
-        (``replica_sync_interval_s`` = 0) there is nothing to catch up with."""
-        if self.settings.replica_sync_interval_s > 0:
-            self.sync_once()
-
-    def refresh_popularity(self, state: ModelState, *, force: bool = False) -> None:
-        self.popularity.refresh(self.store, state.domains, self.health, force=force)
+            return
+        try:
+            # Store reads happen outside the write lock (a slow store must not block
+            # this process's own writes for longer than needed).
+            changes = self._read(state.feed_seq)
+        except StoreUnavailable as err:
+            self.health.failed("item change feed", err)
+            return
+        self.health.ok()
+        if changes:
+            with self.served.lock:
+                # A reload may have swapped meanwhile; the new state caught up by itself,
+                # so these changes only concern the state they were read for.
+                self._apply(state, changes)
 
     def _read(self, after: int) -> list[Change]:
         """Feed entries after ``after``, with each upserted item read from the store."""
@@ -219,10 +162,9 @@ class ChangeFeed:
         )
         meta = ItemMeta.of(item)
         registered.put(meta, seq)
-        for listener in self.listeners:
-            if previous is not None and moved:
-                listener.item_changed(state, previous.domain, item.item_id, None)
-            listener.item_changed(state, item.domain, item.item_id, vector)
+        if previous is not None and moved:
+            self.served.item_changed(state, previous.domain, item.item_id, None)
+        self.served.item_changed(state, item.domain, item.item_id, vector)
         return meta
 
     def apply_delete(self, state: ModelState, item_id: str, seq: int) -> bool:
@@ -234,6 +176,5 @@ class ChangeFeed:
             return False
         state.indexes[meta.domain].remove([item_id])
         state.engine.remove_item(item_id)
-        for listener in self.listeners:
-            listener.item_changed(state, meta.domain, item_id, None)
+        self.served.item_changed(state, meta.domain, item_id, None)
         return True

@@ -117,7 +117,7 @@ class Items(Resource):
             if same_item(earlier, domain=domain, fields=fields, content=content):
                 return self._item_out(state, earlier), False
             raise Conflict(f"item {shown(item_id)} already exists; use PUT to replace it")
-        with self.feed.lock:
+        with self.served.lock:
             current = self.require_state()
             if current is not state:
                 # A reload swapped the model while we encoded: encode for the new one.
@@ -171,7 +171,7 @@ class Items(Resource):
             raise Conflict(
                 f"item {shown(item_id)} is part of the model bundle and cannot be deleted"
             )
-        with self.feed.lock:
+        with self.served.lock:
             state = self.require_state()
             try:
                 seq = self.store.delete_item(item_id)

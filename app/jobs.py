@@ -9,7 +9,7 @@ from pathlib import Path
 from app.settings import Settings
 from app.store.base import Store
 from app.store.factory import create_store
-from model.cli import UserError
+from model.commands.runner import UserError
 from model.registry import BundleRegistry
 
 

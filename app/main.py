@@ -31,11 +31,11 @@ from app.engine import EngineFactory, load_engine
 from app.errors import ServiceError
 from app.idempotency import HEADER as IDEMPOTENCY_HEADER
 from app.idempotency import REPLAYED_HEADER
-from app.metrics import Metrics, MetricsMiddleware
-from app.routers import admin, bundles, health, interactions, items, model, recommend, users
+from app.routers import bundles, health, interactions, items, model, recommend, reload, users
 from app.service import RecommendationService
 from app.settings import Settings, load_settings
 from app.store.base import Store
+from app.telemetry import Metrics, MetricsMiddleware
 from model import serving_cache
 
 log = logging.getLogger("micrec.app")
@@ -256,7 +256,7 @@ def create_app(
         interactions.router,
         users.router,
         model.router,
-        admin.router,
+        reload.router,
         bundles.router,
         health.router,
     ):

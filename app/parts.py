@@ -12,12 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from app.feed import ChangeFeed
-from app.metrics import Metrics
 from app.popularity import PopularityBook
+from app.replica_sync import ReplicaSync
+from app.served import ServedModel
 from app.settings import Settings
 from app.state import ModelState
 from app.store.base import Store
 from app.store_health import StoreHealth
+from app.telemetry import Metrics
 
 
 class ErasedUsers:
@@ -43,7 +45,9 @@ class Parts:
     settings: Settings
     store: Store
     health: StoreHealth
+    served: ServedModel
     feed: ChangeFeed
+    sync: ReplicaSync
     popularity: PopularityBook
     metrics: Metrics
     require_state: Callable[[], ModelState]
@@ -59,7 +63,9 @@ class Resource:
         self.settings = parts.settings
         self.store = parts.store
         self.health = parts.health
+        self.served = parts.served
         self.feed = parts.feed
+        self.sync = parts.sync
         self.popularity = parts.popularity
         self.metrics = parts.metrics
         self.require_state = parts.require_state

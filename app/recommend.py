@@ -9,6 +9,7 @@ thread, which batches the requests waiting together.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Coroutine, Sequence
 from typing import TypeVar
 
@@ -61,10 +62,14 @@ class Recommender(Resource):
             if self.settings.model_thread
             else None
         )
+        self._stopping = threading.Event()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """End the top-N refresh (after the entry it is computing) and the model thread."""
+        self._stopping.set()
+        self.topn.wait_refresh(timeout)
         if self.model_thread is not None:
-            self.model_thread.stop()
+            self.model_thread.stop(timeout)
 
     def check_n(self, n: int | None) -> int:
         n = self.settings.default_n if n is None else n
@@ -125,9 +130,9 @@ class Recommender(Resource):
                 user = self._lookup_failed(q.user_id, err)
         if self._has_unknown(state, q.history):
             if blocking:
-                self.feed.catch_up()
+                self.sync.catch_up()
             else:
-                await anyio.to_thread.run_sync(self.feed.catch_up)
+                await anyio.to_thread.run_sync(self.sync.catch_up)
         return Job(state, q, user)
 
     def _checked(self, state: ModelState, request: RecommendRequest) -> Query:
@@ -188,9 +193,11 @@ class Recommender(Resource):
         path (requests meanwhile compute live and fill the cache themselves)."""
         keys = self.topn.published(state)
         if keys:
-            self.topn.refresh_in_background(
-                state, keys, self._refresh_entry, lambda s: self.feed.state is s
-            )
+            self.topn.refresh_in_background(state, keys, self._refresh_entry, self._still_serves)
+
+    def _still_serves(self, state: ModelState) -> bool:
+        """Whether a top-N refresh for ``state`` should go on."""
+        return self.served.state is state and not self._stopping.is_set()
 
     def _refresh_entry(self, state: ModelState, user_id: str, domain: str) -> None:
         read = self.store.read_user(user_id, state.domains)
@@ -209,7 +216,7 @@ class Recommender(Resource):
         state = self.require_state()
         n = self.check_n(n)
         if state.item_domain(item_id) is None:
-            self.feed.catch_up()
+            self.sync.catch_up()
         domain = state.item_domain(item_id)
         if domain is None:
             raise NotFound(f"item {shown(item_id)} not found")

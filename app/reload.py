@@ -18,13 +18,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from app.background import BackgroundThreads
 from app.engine import EngineFactory
 from app.errors import Conflict, NotReady
 from app.feed import ChangeFeed
-from app.metrics import Metrics
+from app.replica_sync import ReplicaSync
 from app.schemas import ReloadStatus
+from app.served import ServedModel
 from app.settings import Settings
 from app.state import ModelState, build_state
+from app.telemetry import Metrics
 
 log = logging.getLogger("micrec.service")
 
@@ -33,30 +36,37 @@ LOAD_FAILED = "the model load failed; an admin sees why in GET /v1/admin/reload"
 
 
 class ModelLoader:
-    """Owns the reload status and the service's background threads."""
+    """Loads models (one at a time) and owns the reload status and readiness."""
 
     def __init__(
         self,
         settings: Settings,
         engine_factory: EngineFactory,
+        served: ServedModel,
         feed: ChangeFeed,
+        sync: ReplicaSync,
         metrics: Metrics,
+        threads: BackgroundThreads,
     ) -> None:
         self.settings = settings
         self.engine_factory = engine_factory
+        self.served = served
         self.feed = feed
+        self.sync = sync
         self.metrics = metrics
-        self.stopping = threading.Event()
+        self.threads = threads
         self._lock = threading.Lock()
         """Held while a load runs (one at a time)."""
         self._status = ReloadStatus(status="idle")
         self._ready = threading.Event()
         self._load_done = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._idle = threading.Event()
+        """Set while no load runs (the status is not "loading")."""
+        self._idle.set()
 
     # --- state and readiness ----------------------------------------------------------
     def require_state(self) -> ModelState:
-        state = self.feed.state
+        state = self.served.state
         if state is None:
             if self._status.status == "failed":
                 raise NotReady(f"no model loaded: {LOAD_FAILED}")
@@ -64,7 +74,7 @@ class ModelLoader:
         return state
 
     def status(self) -> ReloadStatus:
-        state = self.feed.state
+        state = self.served.state
         return self._status.model_copy(
             update={"model_version": state.model_version if state else None}
         )
@@ -75,37 +85,18 @@ class ModelLoader:
         return self._ready.is_set()
 
     def wait(self, timeout: float | None = None) -> ReloadStatus:
-        """Block until no reload is running; returns the final status."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self._status.status == "loading":
-            if deadline is not None and time.monotonic() > deadline:
-                break
-            time.sleep(0.01)
+        """Block until no reload is running (at most ``timeout``); returns the status."""
+        self._idle.wait(timeout)
         return self.status()
 
     def degraded(self) -> list[str]:
         out = []
-        state = self.feed.state
+        state = self.served.state
         if state is not None and not state.replayed:
             out.append("registered items not replayed yet (store unavailable at load)")
         if self._status.status == "failed" and state is not None:
             out.append(f"last reload failed ({LOAD_FAILED})")
         return out
-
-    # --- threads ----------------------------------------------------------------------
-    def run_in_background(self, target: Callable[[], None], name: str) -> None:
-        t = threading.Thread(target=target, name=name, daemon=True)
-        t.start()
-        # stop() joins it: a daemon thread killed inside torch/FAISS at interpreter exit
-        # aborts the process ("terminate called without an active exception").
-        self._threads = [th for th in self._threads if th.is_alive()] + [t]
-
-    def stop(self, timeout: float = 60.0) -> None:
-        """Stop the background threads (sync loop, a running load or warm-up)."""
-        self.stopping.set()
-        deadline = time.monotonic() + timeout
-        for t in list(self._threads):
-            t.join(timeout=max(0.0, deadline - time.monotonic()))
 
     # --- loading ----------------------------------------------------------------------
     def start(
@@ -118,7 +109,7 @@ class ModelLoader:
         False drops it (status ``superseded``). Never asked while nothing serves."""
         if not self._lock.acquire(blocking=False):
             raise Conflict("a model reload is already running; see GET /v1/admin/reload")
-        current = self.feed.state
+        current = self.served.state
         path = Path(
             bundle_path
             if bundle_path is not None
@@ -131,9 +122,11 @@ class ModelLoader:
             model_version=current.model_version if current else None,
         )
         self._status = started
+        self._idle.clear()
         try:
-            self.run_in_background(lambda: self._worker(path, keep), "micrec-load")
+            self.threads.start(lambda: self._worker(path, keep), "micrec-load")
         except BaseException:
+            self._idle.set()
             self._lock.release()
             raise
         # The status as of the start: the worker may already have finished (fast failure).
@@ -154,7 +147,7 @@ class ModelLoader:
             except Exception as err:  # a failed load must never take the old model down
                 self._failed(err)
                 return None
-            if keep is not None and self.feed.state is not None and not keep():
+            if keep is not None and self.served.state is not None and not keep():
                 log.info("model load of %s superseded: dropped, the old model serves", path)
                 self.metrics.reloads.labels("superseded").inc()
                 self._status = self._status.model_copy(
@@ -182,6 +175,7 @@ class ModelLoader:
             return state
         finally:
             self._load_done.set()
+            self._idle.set()
             self._lock.release()
 
     def _failed(self, err: Exception) -> None:
@@ -202,7 +196,7 @@ class ModelLoader:
         """Load the engine, build the indexes and replay registered items (no lock held)."""
         state = build_state(self.engine_factory(path), path, self.settings)
         self.feed.replay(state)
-        self.feed.refresh_popularity(state, force=True)
+        self.sync.refresh_popularity(state, force=True)
         return state
 
     def _warm_encoders(self, state: ModelState) -> None:
@@ -214,7 +208,7 @@ class ModelLoader:
         image = Image.new("RGB", (64, 64), "gray")
         try:
             for _ in range(2):
-                if self.stopping.is_set():
+                if self.threads.stopping.is_set():
                     return
                 state.engine.encode_content(text="warm-up", image=image)
         except Exception as err:  # registration will report the real error to its caller

@@ -15,31 +15,34 @@ Durability first: an item is written to the store before it becomes visible here
 from __future__ import annotations
 
 from app import reports
+from app.background import BackgroundThreads
 from app.browse import Browser
 from app.bundle_follow import BundleFollower
 from app.bundle_follow import degraded as bundle_degraded
 from app.engine import EngineFactory
-from app.erasure import Users
+from app.erasure import UserErasure
 from app.feed import ChangeFeed
 from app.idempotency import IdempotencyGuard
 from app.interactions import Interactions
 from app.items import Items
-from app.metrics import Metrics
 from app.parts import Parts
 from app.popularity import PopularityBook
 from app.promotion import RegistryAdmin
 from app.recommend import Recommender
 from app.reload import ModelLoader
+from app.replica_sync import ReplicaSync
 from app.schemas import (
     BundleStatus,
     ModelInfo,
 )
 from app.schemas_console import EvaluationReport, ReplicaInfo, ServiceStats
+from app.served import ServedModel
 from app.settings import Settings
 from app.state import ModelState
 from app.stats import summarise
 from app.store.base import Store
 from app.store_health import StoreHealth
+from app.telemetry import Metrics
 from model.registry import BundleRegistry
 
 
@@ -61,24 +64,39 @@ class RecommendationService:
         self.store = store
         self.engine_factory = engine_factory
         self.metrics = metrics or Metrics()
+        self.threads = BackgroundThreads()
         self.popularity = PopularityBook(settings.popularity_refresh_s)
         self.health = StoreHealth(store, self.metrics, settings.store_retry_after_s)
-        self.feed = ChangeFeed(settings, store, self.health, self.popularity)
-        self.loader = ModelLoader(settings, engine_factory, self.feed, self.metrics)
-        parts = Parts(
+        self.served = ServedModel()
+        self.feed = ChangeFeed(self.served, store, self.health)
+        self.sync = ReplicaSync(
+            settings, self.served, self.feed, self.popularity, store, self.health
+        )
+        self.loader = ModelLoader(
             settings,
-            store,
-            self.health,
+            engine_factory,
+            self.served,
             self.feed,
-            self.popularity,
+            self.sync,
             self.metrics,
-            self.loader.require_state,
+            self.threads,
+        )
+        parts = Parts(
+            settings=settings,
+            store=store,
+            health=self.health,
+            served=self.served,
+            feed=self.feed,
+            sync=self.sync,
+            popularity=self.popularity,
+            metrics=self.metrics,
+            require_state=self.loader.require_state,
         )
         self.recommender = Recommender(parts)
-        self.feed.listeners.append(self.recommender)  # keeps its top-N cache exact
+        self.served.listeners.append(self.recommender)  # keeps its top-N cache exact
         self.items = Items(parts)
         self.interactions = Interactions(parts)
-        self.users = Users(parts)
+        self.erasure = UserErasure(parts)
         self.idempotency = IdempotencyGuard(store, self.health, settings.idempotency_ttl_s)
         self.follower: BundleFollower | None = None
         self.registry_admin: RegistryAdmin | None = None
@@ -93,23 +111,23 @@ class RecommendationService:
     # --- lifecycle --------------------------------------------------------------------
     @property
     def state(self) -> ModelState | None:
-        return self.feed.state
+        return self.served.state
 
     def start(self) -> None:
         """Begin the initial load (background) and the replica-sync loop."""
         follower = self.follower
         self.loader.start(follower.initial_path() if follower else None)
-        stop = self.loader.stopping
-        if self.settings.replica_sync_interval_s > 0 or self.settings.popularity_refresh_s > 0:
-            self.loader.run_in_background(lambda: self.feed.sync_loop(stop), "micrec-sync")
+        stop = self.threads.stopping
+        if self.sync.needed:
+            self.threads.start(lambda: self.sync.loop(stop), "micrec-sync")
         if follower is not None:
             interval = self.settings.registry_poll_s
-            self.loader.run_in_background(lambda: follower.loop(stop, interval), "micrec-bundle")
+            self.threads.start(lambda: follower.loop(stop, interval), "micrec-bundle")
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop the background threads (sync loop, a running load or warm-up, the model
         thread)."""
-        self.loader.stop(timeout)
+        self.threads.stop(timeout)
         self.recommender.stop()
 
     def wait_ready(self, timeout: float | None = None) -> bool:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from app.metrics import Metrics
 from app.schemas_console import LatencySummary, ServiceStats
+from app.telemetry import Metrics
 
 MAX_ROUTES = 12
 

@@ -239,8 +239,8 @@ class TopNCache:
         compute: Callable[[ModelState, str, str], None],
         is_current: Callable[[ModelState], bool],
     ) -> threading.Thread:
-        """Recompute ``keys`` for ``state`` on a background thread (stops when another
-        state is published)."""
+        """Recompute ``keys`` for ``state`` on a background thread, while ``is_current``
+        (another state published, or the service stopping, ends it)."""
 
         def run() -> None:
             done = 0
@@ -260,7 +260,8 @@ class TopNCache:
         return thread
 
     def wait_refresh(self, timeout: float | None = None) -> None:
-        """Block until a background refresh has finished (tests)."""
+        """Block until a background refresh has finished (at stop: the thread must not be
+        killed inside FAISS at interpreter exit)."""
         thread = self._refreshing
         if thread is not None:
             thread.join(timeout)

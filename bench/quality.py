@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from machine import cpu_model, git_commit
 
-from model.cli import set_threads
+from model.commands.runner import set_threads
 from model.data.loading import load_dataset
 from model.data.split import build_split
 from model.evaluation import evaluate

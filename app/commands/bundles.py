@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from model.cli import UserError
+from model.commands.runner import UserError
 from model.registry import BundleRegistry, RegistryError
 
 
@@ -73,7 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from app.settings import load_settings
 
-    settings = load_settings(env_file=args.env_file)  # SettingsError: one line (model.cli)
+    settings = load_settings(
+        env_file=args.env_file
+    )  # SettingsError: one line (model.commands.runner)
     root = args.registry or settings.registry_dir
     if root is None:
         raise UserError("no registry: pass --registry DIR or set MICREC_REGISTRY_DIR")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from model.cli import UserError
+from model.commands.runner import UserError
 
 
 def add_settings_args(p: argparse.ArgumentParser, *, bundle: bool = True) -> None:
@@ -41,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from app.settings import load_settings
     from app.store.base import StoreUnavailable
 
-    settings = load_settings(env_file=args.env_file)  # SettingsError: one line (model.cli)
+    settings = load_settings(
+        env_file=args.env_file
+    )  # SettingsError: one line (model.commands.runner)
     bundle = serving_bundle(settings, args.bundle)
     store = open_store(settings)
     try:

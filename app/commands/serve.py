@@ -17,7 +17,7 @@ from typing import Any
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-from model.cli import UserError
+from model.commands.runner import UserError
 
 HEADER_TIMEOUT_ENV = "MICREC_HEADER_TIMEOUT_S"
 DEFAULT_HEADER_TIMEOUT_S = 10.0
@@ -127,7 +127,9 @@ def run(args: argparse.Namespace) -> int:
     for key, value in overrides.items():
         if value is not None:
             os.environ[key] = value
-    settings = load_settings(env_file=args.env_file)  # SettingsError: one line (model.cli)
+    settings = load_settings(
+        env_file=args.env_file
+    )  # SettingsError: one line (model.commands.runner)
     if settings.registry_dir is not None:
         _check_registry(settings.registry_dir)
     elif not (settings.bundle_path / "manifest.json").is_file():

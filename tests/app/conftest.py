@@ -111,7 +111,7 @@ StartService = Callable[..., RecommendationService]
 def start(
     make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
 ) -> Iterator[StartService]:
-    """Start services without HTTP (background sync off: tests call ``sync_once``)."""
+    """Start services without HTTP (background sync off: tests call ``sync.once``)."""
     started: list[RecommendationService] = []
 
     def make(store: Store, *, wait: bool = True, **overrides: object) -> RecommendationService:

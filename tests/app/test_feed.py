@@ -35,7 +35,7 @@ def test_store_down_at_start_is_degraded_then_replayed(
     with pytest.raises(NotFound):
         svc.items.get("old")
     flaky.down = False
-    svc.feed.sync_once()
+    svc.sync.once()
     assert svc.degraded() == []
     assert svc.items.get("old").title == "kept"
 
@@ -44,14 +44,14 @@ def test_replicas_follow_each_other(start: StartService, memory_store: MemorySto
     a = start(memory_store)
     b = start(memory_store)
     a.items.register(item_id="mug", domain="arts", title="red mug")
-    b.feed.sync_once()
+    b.sync.once()
     assert b.items.get("mug").title == "red mug"
     assert "mug" in state_of(b).indexes["arts"]
     a.items.register(item_id="mug", replace=True, domain="arts", title="blue mug")
-    b.feed.sync_once()
+    b.sync.once()
     assert b.items.get("mug").title == "blue mug"
     a.items.delete("mug")
-    b.feed.sync_once()
+    b.sync.once()
     with pytest.raises(NotFound):
         b.items.get("mug")
     assert "mug" not in state_of(b).indexes["arts"]
@@ -105,6 +105,6 @@ def test_a_change_seen_again_is_not_applied_twice(
         raise AssertionError("re-applied")
 
     state.engine.add_item = add_item  # type: ignore[method-assign]
-    svc.feed.sync_once()
+    svc.sync.once()
     assert calls == [] and state.registered.version == version
     assert "mug" in state.indexes["arts"]

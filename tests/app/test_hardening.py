@@ -329,7 +329,7 @@ def test_popularity_counts_a_user_item_pair_once(hard: TestClient) -> None:
     for _ in range(3):
         _interact(hard, "booster", ["arts-7"] * 20)
     _interact(hard, "someone-else", ["arts-7"])
-    service_of(hard).feed.sync_once()
+    service_of(hard).sync.once()
     assert score() == before + 2
 
 

@@ -11,8 +11,8 @@ from pydantic import BaseModel
 
 from app.errors import Conflict, InvalidInput, Unavailable
 from app.idempotency import IdempotencyGuard, KeyedRequest
-from app.metrics import Metrics
 from app.store_health import StoreHealth
+from app.telemetry import Metrics
 from tests.app.fakes import FlakyStore, MemoryStore
 
 

@@ -4,11 +4,14 @@ Two replicas share one store: ``cached`` keeps the cache (20 items per list, so 
 full and a low-scoring new item leaves them valid), ``live`` has it off and computes every
 answer. Every change is made through ``live`` (another replica, as far as ``cached`` is
 concerned) and ``cached`` learns it only as replicas do: the history read with each
-recommend, and the change feed (``sync_once``).
+recommend, and the change feed (``sync.once``).
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,6 +19,7 @@ import pytest
 
 from app.schemas import InteractionIn, RecommendRequest, RecommendResponse
 from app.service import RecommendationService
+from app.store.base import UserRead
 from app.topn import Entry, TopNCache
 from tests.app.conftest import StartService, state_of
 from tests.app.fakes import MemoryStore
@@ -47,7 +51,7 @@ def _pair(start: StartService, store: MemoryStore) -> tuple[RecommendationServic
 
 def _check(cached: RecommendationService, live: RecommendationService, user: str) -> list[bool]:
     """Every request twice on ``cached`` == ``live``; returns whether each was cached."""
-    cached.feed.sync_once()
+    cached.sync.once()
     flags = []
     for req in REQUESTS * 2:
         got = cached.recommender.recommend(RecommendRequest(domain="arts", user_id=user, **req))
@@ -97,7 +101,7 @@ def test_cached_equals_live_through_changes(start: StartService, memory_store: M
     _check(cached, live, user)
 
     # Erasure: never served from a cache again, on any replica.
-    live.users.erase(user)
+    live.erasure.erase(user)
     flags = _check(cached, live, user)
     assert not any(flags)
     assert not any(k[0] == user for k in cached.recommender.topn._entries)
@@ -108,7 +112,7 @@ def test_unaffected_changes_keep_the_entry(start: StartService, memory_store: Me
     live.interactions.add([InteractionIn(user_id="u2", item_id="arts-3")])
     cached.recommender.recommend(RecommendRequest(domain="arts", user_id="u2", n=5))
     live.items.register(item_id="other-domain", domain="office", title="x")
-    cached.feed.sync_once()
+    cached.sync.once()
     got = cached.recommender.recommend(RecommendRequest(domain="arts", user_id="u2", n=5))
     assert got.cached
     _same(got, live.recommender.recommend(RecommendRequest(domain="arts", user_id="u2", n=5)))
@@ -156,6 +160,41 @@ def test_reload_refreshes_recent_entries(start: StartService, memory_store: Memo
     after = svc.recommender.recommend(RecommendRequest(domain="arts", user_id="u4", n=5))
     assert after.cached
     _same(before, after)  # same bundle reloaded: same answer
+
+
+def test_stop_ends_the_refresh_after_the_entry_it_computes(
+    start: StartService, memory_store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refresh after a reload stops with the service (a thread left running could be
+    killed inside FAISS at interpreter exit) instead of computing every remaining entry."""
+    svc = start(memory_store, topn_cache_items=LIST)
+    users = ["u5", "u6", "u7"]
+    for user in users:
+        svc.interactions.add([InteractionIn(user_id=user, item_id="arts-2")])
+        svc.recommender.recommend(RecommendRequest(domain="arts", user_id=user, n=5))
+    reading, release = threading.Event(), threading.Event()
+    reads: list[str] = []
+    read_user = memory_store.read_user
+
+    def held(user_id: str, domains: Sequence[str]) -> UserRead:
+        if threading.current_thread().name == "micrec-topn":
+            reads.append(user_id)
+            reading.set()
+            release.wait(30)
+        return read_user(user_id, domains)
+
+    monkeypatch.setattr(memory_store, "read_user", held)
+    svc.loader.start(None)
+    assert svc.loader.wait(30).status == "succeeded"
+    assert reading.wait(30)  # the refresh is computing its first entry
+    stopped = threading.Thread(target=svc.recommender.stop)
+    stopped.start()
+    while not svc.recommender._stopping.is_set():
+        time.sleep(0.001)
+    release.set()
+    stopped.join(30)
+    assert not any(t.name == "micrec-topn" for t in threading.enumerate())
+    assert len(reads) == 1  # the other entries were never computed
 
 
 # --- the cache on its own --------------------------------------------------------------------

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from app.promotion import promote
-from app.retrain import RetrainOptions, retrain
+from app.retrain_run import RetrainOptions, retrain
 from app.store.sqlite import SQLiteStore
 from model.bundle import verify_bundle
 from model.data.loading import load_dataset
@@ -182,7 +182,7 @@ def test_retrain_learns_a_new_pattern_refuses_a_bad_candidate_survives_kill9(
 
     # --- a shuffled candidate is refused; the current keeps serving ---------------------
     post(client, pattern(second, group, t0 + 200_000))
-    import app.retrain as retrain_module
+    import app.retrain_run as retrain_module
 
     monkeypatch.setattr(
         retrain_module, "split_by_time", shuffled_split(retrain_module.split_by_time)

@@ -245,7 +245,7 @@ def test_cli_writes_catalogue(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_cli_rejects_bad_config(tmp_path: Path) -> None:
-    from model.cli import UserError
+    from model.commands.runner import UserError
 
     for extra in (["--set", "bogus=1"], ["--set", "users"], ["--overlap", "2"]):
         args = parse(["--out", str(tmp_path / "x"), *extra])

@@ -1,8 +1,9 @@
-"""The ``micrec`` command line (library part).
+"""Runs a ``micrec`` subcommand: the parser, logging, thread pins, one-line errors.
 
-Each subcommand lives in ``model/commands/<name>.py`` and exposes
-``register(subparsers) -> None``; the service adds ``serve``/``demo`` in ``app/cli.py``
-(the import direction is app -> model, never back).
+Each subcommand lives in a module of its own (``model/commands/<name>.py`` for the
+library's) that exposes ``register(subparsers) -> None``; the program ``micrec`` itself is
+app/cli.py, which adds the service's subcommands (the import direction is app -> model,
+never back).
 
 Errors the user can fix (bad files, bad config) are printed as one line, no traceback, and
 exit with status 2; configuration errors (:class:`model.runconfig.ConfigError`, which the
@@ -22,6 +23,7 @@ from model.data.dataset import DatasetError
 from model.runconfig import ConfigError
 
 LIBRARY_COMMANDS = ("data", "encode", "train", "evaluate", "demo")
+DESCRIPTION = "MICRec: inductive, cross-domain, multimodal recommendation (library and service)"
 
 
 class UserError(Exception):
@@ -58,7 +60,7 @@ def set_threads(n: int | None = None, *, import_libs: bool = True) -> int:
 
 def build_parser(extra: Sequence[str] = ()) -> argparse.ArgumentParser:
     """Parser with the library subcommands plus the modules named in ``extra``."""
-    parser = argparse.ArgumentParser(prog="micrec", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="micrec", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--threads", type=int, default=None, help="torch/FAISS threads")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -41,7 +41,7 @@ OUTCOMES = ("promoted", "refused", "skipped", "failed")
 EXIT_OUTCOME = {0: "promoted", 3: "refused", 4: "skipped"}
 
 
-class TrainerMetrics:
+class SchedulerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -71,12 +71,12 @@ class TrainerMetrics:
 
 
 @dataclass
-class TrainerState:
+class SchedulerState:
     last_count: int
     last_run: float
 
     @classmethod
-    def load(cls, path: Path, count: int, now: float) -> TrainerState:
+    def load(cls, path: Path, count: int, now: float) -> SchedulerState:
         try:
             doc = json.loads(path.read_text())
             return cls(int(doc["last_count"]), float(doc["last_run"]))
@@ -89,7 +89,7 @@ class TrainerState:
         atomic_write(path, lambda f: f.write(doc.encode()))
 
 
-class Trainer:
+class RetrainScheduler:
     """The loop; ``command`` is the retrain command line (tests pass their own)."""
 
     def __init__(
@@ -110,10 +110,10 @@ class Trainer:
         self.command = command or [sys.executable, "-m", "app.cli", "retrain", "--quiet"]
         if env_file:
             self.command += ["--env-file", env_file]
-        self.metrics = TrainerMetrics()
+        self.metrics = SchedulerMetrics()
         self.stop = threading.Event()
         self.state_path = Path(settings.retrain_dir) / STATE_FILE
-        self.state: TrainerState | None = None
+        self.state: SchedulerState | None = None
         self._child: subprocess.Popen[str] | None = None
 
     def _count(self) -> int | None:
@@ -187,7 +187,7 @@ class Trainer:
             now, count = time.time(), self._count()
             if count is not None:
                 if self.state is None:
-                    self.state = TrainerState.load(self.state_path, count, now)
+                    self.state = SchedulerState.load(self.state_path, count, now)
                 reason = self.due(now, count)
                 if reason is not None:
                     log.info("trainer: retrain due (%s)", reason)

@@ -1,4 +1,4 @@
-"""``micrec trainer`` (app/trainer.py): when a retrain is due, outcomes from the child's exit
+"""``micrec trainer`` (app/retrain_scheduler.py): when a retrain is due, outcomes from the child's exit
 status, failures counted and survived, state kept across restarts, metrics, SIGTERM."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from app.retrain_scheduler import RetrainScheduler, SchedulerState
 from app.settings import Settings
 from app.store.base import Interaction
 from app.store.sqlite import SQLiteStore
-from app.trainer import Trainer, TrainerState
 
 GATE = {"candidate": 0.31, "current": 0.30, "reason": "candidate 0.31 >= current 0.30 - 0"}
 
@@ -48,14 +48,14 @@ def _add(store: SQLiteStore, n: int) -> None:
 
 def test_off_by_default(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="the trainer is off"):
-        Trainer(_settings(tmp_path), SQLiteStore(tmp_path / "state.db"))
+        RetrainScheduler(_settings(tmp_path), SQLiteStore(tmp_path / "state.db"))
 
 
 def test_volume_trigger_outcomes_and_metrics(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "state.db")
     s = _settings(tmp_path, trainer_min_new_interactions=5)
-    t = Trainer(s, store, command=_child(0))
-    t.state = TrainerState.load(t.state_path, store.interaction_count(), time.time())
+    t = RetrainScheduler(s, store, command=_child(0))
+    t.state = SchedulerState.load(t.state_path, store.interaction_count(), time.time())
     assert t.due(time.time(), store.interaction_count()) is None
     _add(store, 4)
     assert t.due(time.time(), store.interaction_count()) is None
@@ -78,14 +78,14 @@ def test_volume_trigger_outcomes_and_metrics(tmp_path: Path) -> None:
     t.command = _child(3)
     assert t.run_once(store.interaction_count()) == "refused"
 
-    again = Trainer(s, store, command=_child(0))  # a restart reads the state back
-    again.state = TrainerState.load(again.state_path, 0, time.time())
+    again = RetrainScheduler(s, store, command=_child(0))  # a restart reads the state back
+    again.state = SchedulerState.load(again.state_path, 0, time.time())
     assert again.state.last_count == store.interaction_count()
 
 
 def test_schedule_trigger_runs_in_the_loop(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "state.db")
-    t = Trainer(_settings(tmp_path, trainer_interval_s=0.2), store, command=_child(4))
+    t = RetrainScheduler(_settings(tmp_path, trainer_interval_s=0.2), store, command=_child(4))
     th = threading.Thread(target=t.loop)
     th.start()
     deadline = time.time() + 20
@@ -100,7 +100,9 @@ def test_schedule_trigger_runs_in_the_loop(tmp_path: Path) -> None:
 
 def test_shutdown_stops_a_running_retrain(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "state.db")
-    t = Trainer(_settings(tmp_path, trainer_interval_s=0.01), store, command=_child(0, sleep=60))
+    t = RetrainScheduler(
+        _settings(tmp_path, trainer_interval_s=0.01), store, command=_child(0, sleep=60)
+    )
     th = threading.Thread(target=t.loop)
     th.start()
     deadline = time.time() + 20
