@@ -1,14 +1,12 @@
 """One dedicated thread per worker for the model work of recommends (``model_thread``).
 
 The alternative to running the model work inline on the event loop: the loop hands each
-request's work to this thread and awaits it. The thread takes *every* job waiting when it
-wakes (one queue wake-up per batch); when idle a job runs at once (no added wait).
-
-* :meth:`ModelThread.run` jobs run one at a time, each answer handed back as soon as it
-  is ready.
-* :meth:`ModelThread.run_batched` jobs that wait together and name the same batch
-  function are computed by one call of it (up to ``batch_max`` at a time; the recommend
-  path: one fold-in and one index search for all of them, app/answering.py).
+request's work to this thread and awaits it (:meth:`ModelThread.run_batched`). The thread
+takes *every* job waiting when it wakes (one queue wake-up per batch); when idle a job runs
+at once (no added wait). Jobs that wait together and name the same batch function are
+computed by one call of it (up to ``batch_max`` at a time; the recommend path: one fold-in
+and one index search for all of them, app/answering.py), and each answer is handed back as
+soon as it is ready.
 
 Inline vs this thread: docs/results/serve-steps/hotpath.md; batched vs one at a time:
 docs/results/serve-steps/batch.md.
@@ -33,9 +31,6 @@ A = TypeVar("A")
 BatchFn = Callable[[list[Any]], list[Any]]
 """Computes a list of arguments at once; returns one result or Exception per argument."""
 
-_SINGLE = object()
-"""The ``arg`` of a :meth:`ModelThread.run` job (no batch function)."""
-
 _Job = tuple[Callable[..., Any], asyncio.Future[Any], asyncio.AbstractEventLoop, Any]
 _Done = tuple[asyncio.Future[Any], Any, BaseException | None]
 
@@ -51,7 +46,7 @@ def _deliver(done: list[_Done]) -> None:
 
 
 class ModelThread:
-    """Started by the first :meth:`run`; :meth:`stop` ends it."""
+    """Started by the first :meth:`run_batched`; :meth:`stop` ends it."""
 
     def __init__(self, name: str = "micrec-model", count: int = 1, batch_max: int = 32) -> None:
         if count < 1:
@@ -69,10 +64,6 @@ class ModelThread:
 
     def _thread_name(self, i: int) -> str:
         return self.name if self.count == 1 else f"{self.name}-{i}"
-
-    async def run(self, fn: Callable[[], T]) -> T:
-        """``fn()`` on the model thread; its result (or exception) here."""
-        return await self._submit(fn, _SINGLE)
 
     async def run_batched(self, fn: Callable[[list[A]], list[T | Exception]], arg: A) -> T:
         """``fn([.., arg, ..])`` on the model thread, with the other waiting jobs of ``fn``;
@@ -127,15 +118,12 @@ class ModelThread:
                 return
 
     def _groups(self, batch: list[_Job]) -> list[list[_Job]]:
-        """The batch in arrival order of each group's first job: a run job alone, the jobs
-        of one batch function together (in pieces of ``batch_max``)."""
+        """The batch in arrival order of each group's first job: the jobs of one batch
+        function together (in pieces of ``batch_max``)."""
         groups: list[list[_Job]] = []
         open_groups: dict[Callable[..., Any], list[_Job]] = {}
         for job in batch:
-            fn, arg = job[0], job[3]
-            if arg is _SINGLE:
-                groups.append([job])
-                continue
+            fn = job[0]
             # keyed by the function itself: each access of a bound method makes a new
             # object, equal (and hashing equal) to the others of the same instance
             group = open_groups.get(fn)
@@ -147,19 +135,16 @@ class ModelThread:
 
     @staticmethod
     def _compute(group: list[_Job]) -> None:
-        fn, arg = group[0][0], group[0][3]
+        fn = group[0][0]
         done: list[_Done]
         try:
-            if arg is _SINGLE:
-                done = [(group[0][1], fn(), None)]
-            else:
-                results = fn([job[3] for job in group])
-                if len(results) != len(group):
-                    raise RuntimeError(f"{len(results)} results for {len(group)} jobs")
-                done = [
-                    (job[1], None, r) if isinstance(r, Exception) else (job[1], r, None)
-                    for job, r in zip(group, results, strict=True)
-                ]
+            results = fn([job[3] for job in group])
+            if len(results) != len(group):
+                raise RuntimeError(f"{len(results)} results for {len(group)} jobs")
+            done = [
+                (job[1], None, r) if isinstance(r, Exception) else (job[1], r, None)
+                for job, r in zip(group, results, strict=True)
+            ]
         except BaseException as err:  # handed to the awaiting requests
             done = [(job[1], None, err) for job in group]
         # Each answer goes back as soon as it is ready: holding a batch's answers until the

@@ -70,7 +70,6 @@ class DomainCatalogue:
 class _AddedItem:
     domain: str
     content: torch.Tensor | None  # h, [d]
-    vector: np.ndarray
     reduced: torch.Tensor | None = None  # c of the score blend, [r]
 
 
@@ -439,12 +438,8 @@ class InferenceEngine:
             if blend is None
             else (blend.new_item(z, c).cpu().numpy().astype(np.float32))
         )
-        self._added[item_id] = _AddedItem(domain, hv, vec, c)
+        self._added[item_id] = _AddedItem(domain, hv, c)
         return vec
 
     def remove_item(self, item_id: str) -> None:
         self._added.pop(item_id, None)
-
-    def added_item_vector(self, item_id: str) -> np.ndarray | None:
-        a = self._added.get(item_id)
-        return None if a is None else a.vector

@@ -77,9 +77,6 @@ class DatasetWriter:
     def _count(self, key: str) -> None:
         self.counts[key] = self.counts.get(key, 0) + 1
 
-    def has_item(self, item_id: str) -> bool:
-        return item_id in self.item_domain
-
     def add_item(self, rec: ItemRecord, source: str) -> bool:
         """Write ``rec`` unless an item of that id was written already (False)."""
         if rec.item_id in self.item_domain:

@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
 from app.model_thread import ModelThread
+
+T = TypeVar("T")
+
+
+async def one(mt: ModelThread, fn: Callable[[], T]) -> T:
+    """``fn()`` as a job of its own batch function (a new one per call: never batched with
+    another job)."""
+
+    def alone(args: list[None]) -> list[T]:
+        return [fn() for _ in args]
+
+    return await mt.run_batched(alone, None)
 
 
 def test_results_errors_and_the_thread_it_runs_on() -> None:
@@ -17,10 +31,10 @@ def test_results_errors_and_the_thread_it_runs_on() -> None:
         raise ValueError("bad")
 
     async def go() -> None:
-        assert await mt.run(lambda: 2 + 2) == 4
-        assert await mt.run(lambda: threading.current_thread().name) == "micrec-model"
+        assert await one(mt, lambda: 2 + 2) == 4
+        assert await one(mt, lambda: threading.current_thread().name) == "micrec-model"
         with pytest.raises(ValueError, match="bad"):
-            await mt.run(boom)
+            await one(mt, boom)
 
     asyncio.run(go())
     asyncio.run(go())  # another event loop later: still delivered
@@ -33,9 +47,9 @@ def test_waiting_jobs_run_as_one_batch() -> None:
     gate = threading.Event()
 
     async def go() -> list[int]:
-        first = asyncio.ensure_future(mt.run(lambda: gate.wait(10) and 0))
+        first = asyncio.ensure_future(one(mt, lambda: gate.wait(10) and 0))
         await asyncio.sleep(0.05)  # the thread is busy with the first job
-        rest = [asyncio.ensure_future(mt.run(lambda k=k: k)) for k in range(1, 6)]
+        rest = [asyncio.ensure_future(one(mt, lambda k=k: k)) for k in range(1, 6)]
         await asyncio.sleep(0.05)
         gate.set()
         return list(await asyncio.gather(first, *rest))
@@ -54,7 +68,7 @@ def test_several_threads_run_waiting_jobs_at_the_same_time() -> None:
         return threading.current_thread().name
 
     async def go() -> list[str]:
-        return list(await asyncio.gather(mt.run(job), mt.run(job)))
+        return list(await asyncio.gather(one(mt, job), one(mt, job)))
 
     assert sorted(asyncio.run(go())) == ["micrec-model-0", "micrec-model-1"]
     mt.stop()
@@ -65,8 +79,8 @@ def test_several_threads_run_waiting_jobs_at_the_same_time() -> None:
 
 def test_waiting_jobs_of_one_batch_function_are_computed_by_one_call() -> None:
     """run_batched jobs that wait together go to one call of their batch function (in
-    pieces of batch_max); an Exception in the result is raised for that job alone; plain
-    run jobs keep their own calls."""
+    pieces of batch_max); an Exception in the result is raised for that job alone; jobs of
+    another batch function keep their own calls."""
     mt = ModelThread(batch_max=3)
     gate = threading.Event()
     calls: list[list[int]] = []
@@ -79,11 +93,11 @@ def test_waiting_jobs_of_one_batch_function_are_computed_by_one_call() -> None:
     doubler = Doubler()
 
     async def go() -> list[object]:
-        first = asyncio.ensure_future(mt.run(lambda: gate.wait(10) and 0))
+        first = asyncio.ensure_future(one(mt, lambda: gate.wait(10) and 0))
         await asyncio.sleep(0.05)  # the thread is busy with the first job
         # a bound method, as the service passes it: a new object at each access
         rest = [asyncio.ensure_future(mt.run_batched(doubler.double, k)) for k in range(1, 6)]
-        single = asyncio.ensure_future(mt.run(lambda: "alone"))
+        single = asyncio.ensure_future(one(mt, lambda: "alone"))
         await asyncio.sleep(0.05)
         gate.set()
         return list(await asyncio.gather(first, *rest, single, return_exceptions=True))

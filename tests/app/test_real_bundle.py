@@ -502,7 +502,7 @@ def test_requests_computed_together_get_the_answers_they_get_alone(
 
     async def together() -> list[Any]:
         deadline = time.monotonic() + 60  # a bound against hanging only
-        busy = asyncio.ensure_future(model_thread.run(hold))
+        busy = asyncio.ensure_future(model_thread.run_batched(lambda args: [hold()], None))
         while not running.is_set():  # the thread is inside hold(): the rest must queue
             assert time.monotonic() < deadline, "the model thread never started"
             await asyncio.sleep(0.005)
