@@ -15,9 +15,8 @@ Search results never contain FAISS's ``-1`` padding, honour ``exclude`` by over-
 and scores are raw inner products (normalise vectors first for cosine).
 
 The base's kind is fixed at build time: upserts that push a flat index past
-``exact_max_items`` keep it exact (correct, only slower) and IVF keeps its trained lists;
-:attr:`DomainIndex.needs_rebuild` says when a rebuild (e.g. at the next model load) would
-change the kind, or when more than 1 % of an IVF index's items sit in the exact delta.
+``exact_max_items`` keep it exact (correct, only slower) and IVF keeps its trained lists
+until the next model load builds the base again.
 
 Concurrency: FAISS allows concurrent searches but not a search during ``add``/``remove``.
 A writer-preferring readers-writer lock (app/rwlock.py) guards the delta and the label
@@ -25,6 +24,12 @@ maps rather than copy-on-write snapshots (which would clone the index per write)
 ``build`` (seconds for IVF: k-means) runs outside the lock on new objects that are then
 swapped in, so a rebuild never blocks searches. Writers are serialised by a separate
 mutex, so a build cannot overwrite an upsert that ran while it was training.
+
+Threads: ``DomainIndex(threads=...)`` is the number of OpenMP threads of its FAISS calls;
+``None`` leaves the OpenMP default (``OMP_NUM_THREADS`` or the number of cores).
+``omp_set_num_threads`` only sets the *calling* thread's value, so setting it once at
+construction would not reach the server's worker threads: it is set again (a cheap
+per-thread variable) before every FAISS call.
 """
 
 from __future__ import annotations
@@ -51,14 +56,9 @@ Queries = np.ndarray | Callable[[], np.ndarray] | None
 
 
 class DomainIndex:
-    """Inner-product top-k search over the items of one domain.
-
-    ``threads``: OpenMP threads for this index's FAISS calls; ``None`` leaves the OpenMP
-    default (``OMP_NUM_THREADS`` or the number of cores). ``omp_set_num_threads`` only
-    sets the *calling* thread's value, so setting it once at construction would not reach
-    the server's worker threads: it is set again (a cheap per-thread variable) before every
-    FAISS call. ``dtype``: storage of the base vectors ("float32" or "float16").
-    """
+    """Inner-product top-k search over the items of one domain. ``threads``: OpenMP
+    threads of its FAISS calls (module docstring); ``dtype``: storage of the base vectors
+    ("float32" or "float16")."""
 
     def __init__(
         self,
@@ -76,12 +76,6 @@ class DomainIndex:
     ) -> None:
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
-        if ivf_nprobe < 1:
-            raise ValueError(f"ivf_nprobe must be >= 1, got {ivf_nprobe}")
-        if ivf_target_recall is not None and not 0 < ivf_target_recall <= 1:
-            raise ValueError(f"ivf_target_recall must be in (0, 1], got {ivf_target_recall}")
-        if dtype not in ("float32", "float16"):
-            raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.domain = domain
@@ -106,10 +100,6 @@ class DomainIndex:
         self._delta = DeltaIndex(self.dim, 0)
 
     @property
-    def exact_max_items(self) -> int:
-        return self.params.exact_max_items
-
-    @property
     def kind(self) -> str:
         return self._base.kind
 
@@ -120,9 +110,6 @@ class DomainIndex:
     def _omp(self) -> None:
         if self.threads is not None:
             faiss.omp_set_num_threads(self.threads)
-
-    def _check_vectors(self, ids: Sequence[str], vectors: np.ndarray) -> np.ndarray:
-        return check_vectors(self.domain, self.dim, ids, vectors)
 
     # --- construction --------------------------------------------------------------------
     def build(
@@ -157,7 +144,7 @@ class DomainIndex:
             if cache_root is None:
                 base = self._build_base(ids, vectors, queries)
             else:
-                key = self._cache_key(source_key, len(ids))
+                key = cache_key(self.domain, self.dim, self.params, source_key, len(ids))
 
                 def write(tmp: Path) -> None:
                     self._build_base(ids, vectors, queries).save(tmp)
@@ -171,23 +158,18 @@ class DomainIndex:
                 self._delta = DeltaIndex(self.dim, len(ids))
 
     def _build_base(self, ids: Sequence[str], vectors: np.ndarray, queries: Queries) -> BaseIndex:
-        x = self._check_vectors(ids, vectors)
+        x = check_vectors(self.domain, self.dim, ids, vectors)
         q = None
         if len(ids) > self.params.exact_max_items and self.params.target_recall:
             q = queries() if callable(queries) else queries
             if q is not None and len(q):
-                q = self._check_vectors([str(k) for k in range(len(q))], q)
+                q = check_vectors(self.domain, self.dim, [str(k) for k in range(len(q))], q)
         return BaseIndex.build(x, self.params, q)
-
-    def _cache_key(self, source_key: str, n: int) -> str:
-        params = {"source": source_key, "domain": self.domain, "n": n, "dim": self.dim}
-        params |= dataclasses.asdict(self.params) | {"faiss": faiss.__version__}
-        return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:32]
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray) -> None:
         """Add new ids, replace the vectors of existing ones (into the exact delta)."""
         ids = list(ids)
-        x = self._check_vectors(ids, vectors)
+        x = check_vectors(self.domain, self.dim, ids, vectors)
         if not ids:
             return
         self._omp()
@@ -242,15 +224,6 @@ class DomainIndex:
     def delta_size(self) -> int:
         """Vectors upserted since the build (held in the exact in-memory part)."""
         return len(self._delta)
-
-    @property
-    def needs_rebuild(self) -> bool:
-        """True when a build() over the current content would pick another kind, or when
-        more than 1 % of an IVF index's items sit in its exact delta."""
-        n = len(self)
-        if (self.kind == "flat") == (n > self.exact_max_items):
-            return True
-        return self.kind == "ivf" and self.delta_size > 0.01 * n
 
     def set_nprobe(self, nprobe: int) -> None:
         """Change the recall/latency trade-off of an IVF index (no effect on flat)."""
@@ -312,19 +285,8 @@ class DomainIndex:
         clamped to the index size; an IVF index may return fewer than k when the probed
         lists hold fewer candidates.
         """
-        q = np.asarray(queries)
-        if q.ndim == 1:
-            q = q.reshape(1, -1)
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise ValueError(
-                f"{self.domain}: queries must have shape [m, {self.dim}], got {np.shape(queries)}"
-            )
-        q = np.ascontiguousarray(q, dtype=np.float32)
-        if not np.isfinite(q).all():
-            raise ValueError(f"{self.domain}: queries contain NaN or inf")
+        q = check_queries(self.domain, self.dim, queries, exclude)
         m = q.shape[0]
-        if exclude is not None and len(exclude) != m:
-            raise ValueError(f"{self.domain}: {len(exclude)} exclude sets for {m} queries")
         if m == 0 or k <= 0:
             return [[] for _ in range(m)]
         self._omp()
@@ -337,28 +299,34 @@ class DomainIndex:
             if exclude is not None:
                 extra = max(sum(1 for i in ex if i in self) for ex in exclude)
             scores, labels = self._candidates(q, k + extra)
-            base_ids, delta_ids = self._base_ids, self._delta.ids
-            nb, hidden = len(base_ids), self._hidden
-            out: list[list[tuple[str, float]]] = []
-            for row in range(m):
-                skip = exclude[row] if exclude is not None else ()
-                hits: list[tuple[str, float]] = []
-                for label, score in zip(labels[row].tolist(), scores[row].tolist(), strict=True):
-                    if label < 0:  # FAISS pads with -1 when it has fewer than `fetch`
-                        break
-                    if label < nb:
-                        if label in hidden:
-                            continue
-                        item_id = base_ids[label]
-                    else:
-                        item_id = delta_ids[label]
-                    if item_id in skip:
-                        continue
-                    hits.append((item_id, score))
-                    if len(hits) == k:
-                        break
-                out.append(hits)
-        return out
+            return [
+                self._hits(labels[row], scores[row], k, exclude[row] if exclude is not None else ())
+                for row in range(m)
+            ]
+
+    def _hits(
+        self, labels: np.ndarray, scores: np.ndarray, k: int, skip: set[str] | tuple[()]
+    ) -> list[tuple[str, float]]:
+        """One query's candidates as (id, score), best first: hidden base rows and ``skip``
+        left out, at most ``k`` (caller holds the read lock)."""
+        base_ids, delta_ids = self._base_ids, self._delta.ids
+        nb, hidden = len(base_ids), self._hidden
+        hits: list[tuple[str, float]] = []
+        for label, score in zip(labels.tolist(), scores.tolist(), strict=True):
+            if label < 0:  # FAISS pads with -1 when it has fewer than `fetch`
+                break
+            if label < nb:
+                if label in hidden:
+                    continue
+                item_id = base_ids[label]
+            else:
+                item_id = delta_ids[label]
+            if item_id in skip:
+                continue
+            hits.append((item_id, score))
+            if len(hits) == k:
+                break
+        return hits
 
     def _candidates(self, q: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
         """Best ``want`` live candidates per query from both parts (plus the hidden base rows
@@ -386,6 +354,13 @@ class DomainIndex:
         return ids, x
 
 
+def cache_key(domain: str, dim: int, params: BaseParams, source_key: str, n: int) -> str:
+    """The serving cache key of a base index: everything its content depends on."""
+    doc = {"source": source_key, "domain": domain, "n": n, "dim": dim}
+    doc |= dataclasses.asdict(params) | {"faiss": faiss.__version__}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
+
+
 def check_vectors(domain: str, dim: int, ids: Sequence[str], vectors: np.ndarray) -> np.ndarray:
     """``vectors`` as contiguous float32 [len(ids), dim], or ValueError saying what is wrong."""
     vectors = np.asarray(vectors)
@@ -399,6 +374,24 @@ def check_vectors(domain: str, dim: int, ids: Sequence[str], vectors: np.ndarray
     if not np.isfinite(out).all():
         raise ValueError(f"{domain}: vectors contain NaN or inf")
     return out
+
+
+def check_queries(
+    domain: str, dim: int, queries: np.ndarray, exclude: Sequence[set[str]] | None
+) -> np.ndarray:
+    """``queries`` ([m, dim], or one [dim] vector) as contiguous float32 [m, dim], or
+    ValueError saying what is wrong (also: one exclude set per query)."""
+    q = np.asarray(queries)
+    if q.ndim == 1:
+        q = q.reshape(1, -1)
+    if q.ndim != 2 or q.shape[1] != dim:
+        raise ValueError(f"{domain}: queries must have shape [m, {dim}], got {np.shape(queries)}")
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    if not np.isfinite(q).all():
+        raise ValueError(f"{domain}: queries contain NaN or inf")
+    if exclude is not None and len(exclude) != q.shape[0]:
+        raise ValueError(f"{domain}: {len(exclude)} exclude sets for {q.shape[0]} queries")
+    return q
 
 
 def merge(

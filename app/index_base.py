@@ -81,6 +81,14 @@ class BaseParams:
     train_iters: int = 10
     dtype: str = "float32"
 
+    def __post_init__(self) -> None:
+        if self.nprobe < 1:
+            raise ValueError(f"ivf_nprobe must be >= 1, got {self.nprobe}")
+        if self.target_recall is not None and not 0 < self.target_recall <= 1:
+            raise ValueError(f"ivf_target_recall must be in (0, 1], got {self.target_recall}")
+        if self.dtype not in ("float32", "float16"):
+            raise ValueError(f"dtype must be float32 or float16, got {self.dtype!r}")
+
 
 def augment(x: np.ndarray, radius: float) -> np.ndarray:
     """[n, d] -> [n, d+1]: append sqrt(radius^2 - |x|^2), so |x'| = radius for every row and
