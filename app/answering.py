@@ -29,7 +29,7 @@ from typing import TypeVar, cast
 import numpy as np
 
 from app import fallbacks
-from app.content import category_matches
+from app.categories import category_matches
 from app.engine import embedding_method
 from app.popularity import PopularityBook
 from app.schemas import (

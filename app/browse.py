@@ -1,5 +1,5 @@
 """Reads for browsing the catalogue and a user (no HTTP; the item list, item pictures and
-``GET /v1/users/{id}/history`` call these through the service).
+``GET /v1/users/{id}/history`` routes call these through ``BrowserDep``).
 
 The item list: registered items first (newest first), then bundle items by training
 degree, most connected first (that order is computed once per model state). A search (part
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from app.content import category_matches, split_categories
+from app.categories import category_matches, split_categories
 from app.errors import NotFound, PayloadTooLarge, Unavailable
 from app.images import BundlePictures, Picture, PictureRefused
 from app.parts import Parts, Resource

@@ -1,5 +1,5 @@
 """User erasure: ``DELETE /v1/users/{user_id}`` (no HTTP here; app/routers/users.py calls
-this through the service).
+this through ``ErasureDep``, app/deps.py).
 
 Erasing a user is one atomic store write (``Store.erase_user``): the stored history goes,
 the user leaves every popularity count they added to, and the erasure is recorded (user

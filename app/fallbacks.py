@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from app.content import category_matches
+from app.categories import category_matches
 from app.popularity import PopularityBook
 from app.schemas import RecommendedItem
 from app.settings_groups import FallbackName

@@ -1,5 +1,5 @@
 """Interactions: append users' events to their stored histories and to item popularity
-(no HTTP; app/routers/interactions.py calls this through the service)."""
+(no HTTP; app/routers/interactions.py calls this through ``InteractionsDep``)."""
 
 from __future__ import annotations
 

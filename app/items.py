@@ -1,8 +1,8 @@
 """Items: read any item, register / replace / delete cold-start items (no HTTP;
-app/routers/items.py calls these through the service).
+app/routers/items.py calls these through ``ItemsDep``).
 
 The path of a registration: validate -> encode the content (outside any lock: the slow
-part) -> under the feed's write lock, a durable store write -> the change is applied to
+part) -> under the write lock, a durable store write -> the change is applied to
 the current state (engine fold-in + domain index), so a 201 means the item survives a
 restart and is served by the next request. A store failure leaves memory untouched
 (503 + Retry-After).
@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from app.content import decode_base64_image, join_categories, open_image, split_categories
+from app.categories import join_categories, split_categories
+from app.content import decode_base64_image, open_image
 from app.errors import Conflict, InvalidInput, NotFound
 from app.idempotency import same_item
 from app.images import thumbnail

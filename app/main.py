@@ -231,7 +231,6 @@ def create_app(
             the_store = store
         service = RecommendationService(settings, the_store, factory, metrics)
         app.state.service = service
-        metrics.watch_state(lambda: service.state)
         service.start()
         try:
             yield

@@ -1,5 +1,5 @@
 """Recommendations for a user, and items similar to an item (no HTTP; app/routers/recommend.py
-and the similar route of app/routers/items.py call these through the service).
+and the similar route of app/routers/items.py call these through ``RecommenderDep``).
 
 Here: the request checks, the user's stored history read (on the event loop for HTTP
 requests), the change-feed catch-up for unknown ids, and the hand-over of the model work
@@ -182,7 +182,7 @@ class Recommender(Resource):
         replica moments ago: the caller catches up with the change feed first)."""
         return any(state.item_domain(iid) is None for iid in inline)
 
-    # --- the top-N cache's feed listener (app/feed.py) ------------------------------------
+    # --- the top-N cache as a listener of the served model (app/served.py) ---------------
     def item_changed(
         self, state: ModelState, domain: str, item_id: str, vector: np.ndarray | None
     ) -> None:

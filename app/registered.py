@@ -2,7 +2,7 @@
 
 :class:`RegisteredItems` is the one owner of that state: which items a model state holds,
 the change-feed position each was last applied at, and the caches derived from them.
-It changes only under the feed's write lock (app/feed.py); reads take no lock (a dict
+It changes only under the write lock (app/served.py); reads take no lock (a dict
 read is atomic, and every scan iterates over a copy).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from app.content import category_matches, split_categories
+from app.categories import category_matches, split_categories
 from app.schemas import ItemOut
 from app.store.base import StoredItem
 
@@ -100,7 +100,7 @@ class RegisteredItems:
         """Ids in ``domain`` whose categories match ``prefix`` (see ``category_matches``)."""
         return [m.item_id for m in self.in_domain(domain) if category_matches(m.categories, prefix)]
 
-    # --- changes (the caller holds the feed's write lock) --------------------------------
+    # --- changes (the caller holds the write lock) --------------------------------
     def is_newer_than(self, item_id: str, seq: int) -> bool:
         """True when a later change of ``item_id`` than ``seq`` was already applied."""
         return self._applied_seq.get(item_id, -1) > seq

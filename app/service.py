@@ -8,7 +8,7 @@ request through them: docs/ARCHITECTURE.md.
 Concurrency: a request reads the current state *once* and uses that object to the end,
 so a reload that swaps it never changes the model under a running request. Reads take
 no lock (the engine's reads are thread-safe, ``DomainIndex`` serialises its own writes,
-dict lookups are atomic). Writes that change a state hold the feed's write lock.
+dict lookups are atomic). Writes that change a state hold the write lock.
 Durability first: an item is written to the store before it becomes visible here.
 """
 
@@ -68,6 +68,7 @@ class RecommendationService:
         self.popularity = PopularityBook(settings.popularity_refresh_s)
         self.health = StoreHealth(store, self.metrics, settings.store_retry_after_s)
         self.served = ServedModel()
+        self.metrics.registry.register(self.served.collector())
         self.feed = ChangeFeed(self.served, store, self.health)
         self.sync = ReplicaSync(
             settings, self.served, self.feed, self.popularity, store, self.health

@@ -1,7 +1,7 @@
 """One loaded model and everything the service derives from it (:class:`ModelState`).
 
 A state is built whole by :func:`build_state` (engine + one ``DomainIndex`` per domain)
-and published by the change feed (app/feed.py); a reload builds a new one and swaps the
+and published by the change feed (app/feed.py) into app/served.py; a reload builds a new one and swaps the
 reference. A request reads ``service.state`` once and uses that object to the end, so a
 reload never changes the model under a running request.
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from app.content import CategoryIndex
+from app.categories import CategoryIndex
 from app.engine import Engine
 from app.errors import InvalidInput
 from app.ids import is_normal_id

@@ -11,16 +11,10 @@ process (tests, reload) never collide. Fallback rate in PromQL::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from app.state import ModelState
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
@@ -28,35 +22,6 @@ OTHER_METHOD = "other"
 """Label of any other method: clients choose the method, so it must not become a label."""
 UNMATCHED_ROUTE = "<unmatched>"
 """Label for requests no route matched: raw paths would make label cardinality unbounded."""
-
-
-class _StateCollector(Collector):
-    """Gauges read from the live model state at scrape time, so they are never stale."""
-
-    def __init__(self, get_state: Callable[[], ModelState | None]) -> None:
-        self._get_state = get_state
-
-    def collect(self) -> Iterable[Metric]:
-        state = self._get_state()
-        size = GaugeMetricFamily(
-            "micrec_index_items", "Items in the serving index per domain", labels=["domain", "kind"]
-        )
-        registered = GaugeMetricFamily(
-            "micrec_registered_items",
-            "Items registered through the API per domain",
-            labels=["domain"],
-        )
-        info = GaugeMetricFamily(
-            "micrec_model_info", "Serving model version (value is always 1)", labels=["version"]
-        )
-        ready = GaugeMetricFamily("micrec_ready", "1 when a model is loaded and serving")
-        ready.add_metric([], 0.0 if state is None else 1.0)
-        if state is not None:
-            info.add_metric([state.model_version], 1.0)
-            for domain, index in state.indexes.items():
-                size.add_metric([domain, index.kind], float(len(index)))
-                registered.add_metric([domain], float(state.registered_count(domain)))
-        yield from (size, registered, info, ready)
 
 
 class Metrics:
@@ -108,9 +73,6 @@ class Metrics:
             ["operation"],
             registry=r,
         )
-
-    def watch_state(self, get_state: Callable[[], ModelState | None]) -> None:
-        self.registry.register(_StateCollector(get_state))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

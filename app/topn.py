@@ -210,7 +210,7 @@ class TopNCache:
         self, state: ModelState, domain: str, item_id: str, vector: np.ndarray | None
     ) -> None:
         """The change feed applied a registration (``vector``) or deletion (None) to
-        ``state`` (called under the feed's write lock, after the change)."""
+        ``state`` (called under the write lock, after the change)."""
         if not self.enabled:
             return
         v = None if vector is None else np.asarray(vector, dtype=np.float32).reshape(-1)

@@ -5,6 +5,8 @@ importing it."""
 from __future__ import annotations
 
 import ast
+import fnmatch
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -107,7 +109,7 @@ def loops(edges: dict[str, frozenset[str]]) -> list[list[str]]:
     return found
 
 
-def test_the_walk_sees_every_kind_of_import() -> None:
+def test_the_walk_sees_every_kind_of_import(tmp_path: Path) -> None:
     """The checks below are only as good as this walk: a type-only import, an import in a
     function and a relative import are all edges, and a loop made of them is found."""
     tree = {
@@ -117,12 +119,15 @@ def test_the_walk_sees_every_kind_of_import() -> None:
         "d": frozenset({"a"}),
     }
     assert loops(tree) == [["a", "b", "c"]]
-    edges = graph()
-    # app/telemetry.py imports app.state only for type checking
-    assert "app.state" in edges["app.telemetry"]
-    # app/reload.py imports model.bundle inside a function
-    assert "model.bundle" in edges["app.reload"]
-    assert "app.store.base" in edges["app.store.sqlite"]
+    source = tmp_path / "probe.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from app.served import ServedModel\n"
+        "def f():\n    import model.bundle\n"
+        "from .base import Store\n"
+    )
+    probe = Module("app.store.probe", source)
+    assert set(imported(probe)) == {"app.served", "model.bundle", "app.store.base"}
 
 
 def test_no_import_loops() -> None:
@@ -159,3 +164,42 @@ def test_settings_import_no_behaviour() -> None:
     assert {t: sorted(x for x in edges[t] if x.startswith("app.")) for t in used} == {
         t: [] for t in used
     }
+
+
+# --- the map of the code ------------------------------------------------------------------
+ARCHITECTURE = ROOT / "docs" / "ARCHITECTURE.md"
+
+
+def named_modules(text: str) -> tuple[set[str], set[str]]:
+    """(names, patterns): the ``.py`` paths the map names in backticks, as repository
+    paths. Under a ``## app/ ...`` or ``## model/ ...`` heading a path is relative to that
+    package (``store/redis.py`` there is ``app/store/redis.py``); a name with ``*`` is a
+    pattern (``data/synth_*.py``)."""
+    names: set[str] = set()
+    patterns: set[str] = set()
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("## "):
+            head = line[3:].split()[0] if line[3:].split() else ""
+            section = head if head.rstrip("/") in PACKAGES else ""
+        for token in re.findall(r"`([^`\s]+\.py)`", line):
+            path = token if token.split("/")[0] in PACKAGES or not section else section + token
+            (patterns if "*" in path else names).add(path)
+    return names, patterns
+
+
+def test_the_map_names_every_module_and_only_modules_that_exist() -> None:
+    files = {
+        str(m.path.relative_to(ROOT)) for m in modules().values() if m.path.name != "__init__.py"
+    }
+    names, patterns = named_modules(ARCHITECTURE.read_text())
+    covered = names | {f for f in files for p in patterns if fnmatch.fnmatch(f, p)}
+    assert sorted(files - covered) == [], "modules docs/ARCHITECTURE.md does not name"
+    stale = sorted(n for n in names if n.split("/")[0] in PACKAGES and n not in files)
+    stale += sorted(p for p in patterns if not any(fnmatch.fnmatch(f, p) for f in files))
+    assert stale == [], "paths docs/ARCHITECTURE.md names that do not exist"
+
+
+def test_the_map_reader_resolves_section_paths() -> None:
+    text = "## app/ — the service\n`store/redis.py`, `model/bundle.py`\n## model/ x\n`data/*.py`"
+    assert named_modules(text) == ({"app/store/redis.py", "model/bundle.py"}, {"model/data/*.py"})

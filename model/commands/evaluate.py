@@ -1,4 +1,4 @@
-"""``micrec evaluate BUNDLE``: every slice of METHOD.md section 3 at K = 10, 20, 50, and
+"""``micrec evaluate BUNDLE``: every slice of docs/evaluation.md at K = 10, 20, 50, and
 catalogue coverage@20 / long-tail share@20 per domain (model.evaluation)."""
 
 from __future__ import annotations

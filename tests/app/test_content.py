@@ -10,14 +10,8 @@ import zlib
 import pytest
 from PIL import Image
 
-from app.content import (
-    CategoryIndex,
-    category_matches,
-    decode_base64_image,
-    join_categories,
-    open_image,
-    split_categories,
-)
+from app.categories import CategoryIndex, category_matches, join_categories, split_categories
+from app.content import decode_base64_image, open_image
 from app.errors import InvalidInput, PayloadTooLarge
 from model.data.dataset import item_text
 

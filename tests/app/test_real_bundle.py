@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.content import join_categories
+from app.categories import join_categories
 from app.engine import Engine
 from app.schemas import RecommendRequest
 from model.bundle import load_bundle
