@@ -53,7 +53,7 @@ demo-bundle: setup
 	else $(BIN)/micrec demo build --out $(BUNDLE); fi
 
 run: demo-bundle
-	MICREC_BUNDLE_PATH=$(BUNDLE) MICREC_ITEM_IMAGES_DIR=$(DEMO_DATA)/images \
+	MICREC_BUNDLE_PATH=$(BUNDLE) MICREC_ITEM_IMAGES_DIR=$(DEMO_DATA)/images MICREC_API_DOCS=true \
 	  $(BIN)/micrec serve --host $(HOST) --port $(PORT)
 
 lint: setup-dev

@@ -15,6 +15,8 @@
   key with another request is a 422; while the first is still running, a 409. Keys are
   per API key, so one client can neither read nor block another's answers. A request
   that fails (4xx, 503, a bug) releases its key: nothing was applied, a retry runs again.
+  A record is filed under the users its request names (``users``): erasing one of them
+  deletes it (app/erasure.py), so a retry of that request after the erasure runs again.
 
   Limit: the answer is written after the effect, not in the same transaction. If the
   store fails between the two, or on the write itself (a 503 "outcome unknown"), a retry
@@ -26,13 +28,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel
 
 from app.errors import Conflict, InvalidInput
+from app.security import key_source
 from app.store.base import IdempotencyRecord, Store, StoredItem, StoreUnavailable
 from app.store_health import StoreHealth
 
@@ -85,11 +88,14 @@ class KeyedRequest:
             raise InvalidInput(
                 f"{HEADER} must be 1 to {MAX_KEY_CHARS} printable ASCII characters (0x20-0x7E)"
             )
-        # Scoped per API key (hashed: the store never holds a key in clear).
-        scope = hashlib.sha256((api_key or "").encode()).hexdigest()[:16]
+        # Scoped per API key (hashed: the store never holds a key in clear), and the
+        # client's key hashed too: clients often put ids in it (a user's), which would
+        # otherwise stay in the store after that user's erasure.
+        scope = key_source(api_key)
         digest = hashlib.sha256(f"{method.upper()} {path}\n".encode())
         digest.update(body)
-        return cls(key=f"{scope}:{key}", fingerprint=digest.hexdigest())
+        named = hashlib.sha256(key.encode()).hexdigest()[:32]
+        return cls(key=f"{scope}:{named}", fingerprint=digest.hexdigest())
 
 
 @dataclass(frozen=True)
@@ -112,10 +118,17 @@ class IdempotencyGuard:
         self.ttl_s = ttl_s
         self.lease_s = min(lease_s, ttl_s)
 
-    def run(self, request: KeyedRequest, write: Callable[[], tuple[int, BaseModel]]) -> Answer:
+    def run(
+        self,
+        request: KeyedRequest,
+        write: Callable[[], tuple[int, BaseModel]],
+        users: Iterable[str] = (),
+    ) -> Answer:
         """``write()`` -> (status, answer model), run only if this request claims the key;
-        otherwise the stored answer, a 409 (in flight) or a 422 (other request)."""
-        claim = IdempotencyRecord(request.fingerprint, secrets.token_hex(16))
+        otherwise the stored answer, a 409 (in flight) or a 422 (other request). ``users``:
+        the user ids the request names; erasing one of them deletes the record."""
+        named = tuple(sorted(set(users)))
+        claim = IdempotencyRecord(request.fingerprint, secrets.token_hex(16), users=named)
         try:
             found = self.store.claim_idempotency_key(request.key, claim, self.lease_s)
         except StoreUnavailable as err:
@@ -129,7 +142,7 @@ class IdempotencyGuard:
             self._release(request.key, claim)
             raise
         answer = IdempotencyRecord(
-            claim.fingerprint, claim.token, status, model.model_dump_json().encode()
+            claim.fingerprint, claim.token, status, model.model_dump_json().encode(), named
         )
         try:
             if not self.store.complete_idempotency_key(request.key, claim, answer, self.ttl_s):

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import validation
+from app.connections import InFlightLimitMiddleware
 from app.encoding import encoder_client
 from app.engine import EngineFactory, load_engine
 from app.errors import ServiceError
@@ -246,6 +247,9 @@ def create_app(
         version="1",
         description=API_DESCRIPTION,
         lifespan=lifespan,
+        # /docs and /redoc only with api_docs (app/api_docs.py: CDN scripts, CSP)
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -261,6 +265,10 @@ def create_app(
     ):
         app.include_router(router)
     _install_error_handlers(app)
+    if settings.api_docs:
+        from app.api_docs import install as install_api_docs
+
+        install_api_docs(app)
     if settings.console:
         from app.ui.router import install as install_console
 
@@ -281,5 +289,7 @@ def create_app(
         read_max_bytes=settings.max_recommend_body_bytes,
         timeout_s=settings.body_timeout_s,
     )
+    # requests in flight, not open sockets: idle connections cost no slot (app/connections.py)
+    app.add_middleware(InFlightLimitMiddleware, max_in_flight=settings.max_concurrency)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from app.feed import ChangeFeed
 from app.popularity import PopularityBook
@@ -45,8 +46,9 @@ class ReplicaSync:
         """Whether the settings ask for the sync loop at all."""
         return self.settings.replica_sync_interval_s > 0 or self.settings.popularity_refresh_s > 0
 
-    def loop(self, stop: threading.Event) -> None:
-        """Thread body: one :meth:`once` per interval until ``stop`` is set."""
+    def loop(self, stop: threading.Event, also: Callable[[], object] | None = None) -> None:
+        """Thread body: one :meth:`once` (then ``also()``, which must not raise) per
+        interval until ``stop`` is set."""
         interval = self.settings.replica_sync_interval_s or self.settings.popularity_refresh_s
         follow = self.settings.replica_sync_interval_s > 0
         while not stop.wait(interval):
@@ -54,6 +56,8 @@ class ReplicaSync:
                 self.once(follow_feed=follow)
             except Exception:  # the loop must survive anything; the next tick retries
                 log.exception("replica sync failed")
+            if also is not None:
+                also()
 
     def once(self, *, follow_feed: bool = True) -> None:
         """Apply other replicas' item changes and refresh popularity (one tick). A state

@@ -11,6 +11,7 @@ never logged.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Sequence
 from typing import Annotated
@@ -36,6 +37,12 @@ api_key_header = APIKeyHeader(
 async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+def key_source(given: str | None) -> str:
+    """A short pseudonym of an API key (sha256 prefix; "no key" has one too): what the store
+    files a key's idempotency records and popularity counts under, never the key."""
+    return hashlib.sha256((given or "").encode()).hexdigest()[:16]
 
 
 def key_is_valid(given: str, settings: Settings) -> bool:
@@ -111,6 +118,14 @@ async def require_admin_key(
         if key_is_valid(key, settings):
             raise HTTPException(status.HTTP_403_FORBIDDEN, "this endpoint needs an admin key")
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key", headers=_CHALLENGE)
+
+
+def holds_admin_key(given: str | None, settings: Settings) -> bool:
+    """True when ``given`` is one of ``admin_keys``, or authentication is off altogether:
+    what may see admin traffic in a shared read (``GET /v1/stats``)."""
+    if not settings.auth_enabled and not settings.admin_keys:
+        return True
+    return bool(given) and _matches(given or "", settings.admin_keys)
 
 
 async def require_write_or_admin_key(

@@ -120,7 +120,8 @@ class RecommendationService:
         self.loader.start(follower.initial_path() if follower else None)
         stop = self.threads.stopping
         if self.sync.needed:
-            self.threads.start(lambda: self.sync.loop(stop), "micrec-sync")
+            # the sync thread also purges erased data from the store's files when due
+            self.threads.start(lambda: self.sync.loop(stop, self.erasure.purge), "micrec-sync")
         if follower is not None:
             interval = self.settings.registry_poll_s
             self.threads.start(lambda: follower.loop(stop, interval), "micrec-bundle")
@@ -160,7 +161,8 @@ class RecommendationService:
     def evaluation_plot(self, name: str) -> bytes:
         return reports.plot(self.loader.require_state(), name)
 
-    def stats(self) -> ServiceStats:
+    def stats(self, *, admin: bool = True) -> ServiceStats:
+        """The metrics summary; ``admin`` False leaves out the admin routes' rows."""
         state = self.state
         s = self.settings
         replica = ReplicaInfo(
@@ -170,4 +172,4 @@ class RecommendationService:
             sync_interval_s=s.replica_sync_interval_s,
             popularity_refresh_s=s.popularity_refresh_s,
         )
-        return summarise(self.metrics).model_copy(update={"replica": replica})
+        return summarise(self.metrics, admin_routes=admin).model_copy(update={"replica": replica})

@@ -77,8 +77,9 @@ class ServerSettings(BaseModel):
     header_timeout_s: float = Field(
         10.0,
         gt=0,
-        description="A request's headers must arrive within this many seconds of its first "
-        "byte, or the connection is closed (slow-header clients).",
+        description="A request's headers must be complete within this many seconds, or the "
+        "connection is closed (silent and slow-header clients): from the connection's start "
+        "for its first request, from the first byte for later ones.",
     )
     body_timeout_s: float = Field(
         30.0,
@@ -89,8 +90,26 @@ class ServerSettings(BaseModel):
     max_concurrency: int = Field(
         256,
         ge=1,
-        description="Open connections + tasks per worker beyond which uvicorn answers 503 "
-        "(uvicorn limit_concurrency).",
+        description="Requests in flight per worker beyond which a new request gets 503 + "
+        "Retry-After at once. Open connections without a request in progress do not count "
+        "(uvicorn's limit_concurrency counted them: 300 idle connections made every request "
+        "503, docs/results/reliability.md).",
+    )
+    max_connections: int = Field(
+        2048,
+        ge=1,
+        description="Open connections per worker; a new connection beyond it is answered 503 "
+        "and closed before anything is read. micrec serve raises the soft open-file limit to "
+        "fit when the hard limit allows.",
+    )
+    max_pending_per_client: int = Field(
+        128,
+        ge=0,
+        description="Connections from one client address that have not completed their first "
+        "request's headers (new, silent or trickling); a new one beyond it is answered 429 "
+        "and closed before anything is read. 0 = no cap: set 0 behind a reverse proxy, where "
+        "every client has the proxy's address and the proxy limits clients "
+        "(docs/service.md).",
     )
     max_header_bytes: int = Field(
         16 * 1024,
@@ -141,6 +160,12 @@ class ServerSettings(BaseModel):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the service loggers."
+    )
+    api_docs: bool = Field(
+        False,
+        description="Serve the interactive API pages /docs (Swagger UI) and /redoc. Their "
+        "scripts come from a CDN (cdn.jsdelivr.net), so they are off unless asked for "
+        "(make run turns them on for local use); /openapi.json is always served.",
     )
     console: bool = Field(
         True,

@@ -218,6 +218,21 @@ class StoreSettings(BaseModel):
     store_retry_after_s: int = Field(
         5, ge=1, description="Retry-After (seconds) sent with 503 when the store is down."
     )
+    popularity_key_cap: int = Field(
+        50,
+        ge=0,
+        description="Most users one API key counts in one item's API popularity (the "
+        "popular fallback); rows beyond it are stored but not counted, so one key posting "
+        "made-up users cannot make an item popular. 0 = no cap (one trusted key). "
+        "Figures: docs/results/reliability.md.",
+    )
+    erasure_purge_interval_s: float = Field(
+        60.0,
+        ge=0,
+        description="Redis: at most one append-only-file rewrite per this many seconds to "
+        "purge erased users' data from the AOF (an erased id leaves the files within this "
+        "plus the rewrite's own time); SQLite checkpoints at once after each erasure.",
+    )
 
 
 class RecommendSettings(BaseModel):

@@ -15,6 +15,7 @@ from app.schemas_console import LatencySummary, ServiceStats
 from app.telemetry import Metrics
 
 MAX_ROUTES = 12
+ADMIN_PREFIX = "/v1/admin"
 
 
 def quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
@@ -38,7 +39,9 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 2)
 
 
-def summarise(metrics: Metrics) -> ServiceStats:
+def summarise(metrics: Metrics, *, admin_routes: bool = True) -> ServiceStats:
+    """The summary; ``admin_routes`` False leaves the ``/v1/admin`` routes out of the
+    per-route latency rows (their requests still count in the totals by status)."""
     by_status: dict[str, int] = defaultdict(int)
     recommendations: dict[str, int] = defaultdict(int)
     by_source: dict[str, int] = defaultdict(int)
@@ -54,6 +57,8 @@ def summarise(metrics: Metrics) -> ServiceStats:
                 if created and labels["route"].startswith("/v1/items"):
                     registrations += int(value)
             elif s.name == "micrec_http_request_duration_seconds_bucket":
+                if not admin_routes and labels["route"].startswith(ADMIN_PREFIX):
+                    continue
                 key = (labels["method"], labels["route"])
                 buckets[key].append((float(labels["le"]), value))
             elif s.name == "micrec_recommendations_total":

@@ -127,20 +127,7 @@ def run_method(
         tr = Trainer(split, features, mc, cfg.train)
         res = tr.fit(progress=progress)
         ranker = MICRecRanker(method, res.model, split, features)  # type: ignore[arg-type]
-    if method not in ("lightgcn", "inmo", "no-cd") and isinstance(ranker, MICRecRanker):
-        # the cross-domain serving rule is chosen by measurement (METHOD.md 2): score the
-        # cross-domain cold-user slice under each rule with the same trained model
-        rules = {}
-        for rule in ("content", "aligned", "content+aligned"):
-            ranker.model.config.cross_domain_rule = rule
-            r = evaluate(ranker, split, ks=(20,), only=("cd_cold_users",))
-            rules[rule] = {d: v["cd_cold_users"]["ndcg@20"] for d, v in r.items()}
-        ranker.model.config.cross_domain_rule = mc.cross_domain_rule
-        cd_rules = rules
-    else:
-        cd_rules = {}
     info = {
-        "cd_rule_ndcg@20": cd_rules,
         "best_epoch": res.best_epoch,
         "epochs_run": len(res.history),
         "best_val_ndcg@20": res.best_val,

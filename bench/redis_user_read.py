@@ -36,13 +36,15 @@ async def measure(url: str, calls: int, rounds: int) -> None:
 
     async def multi() -> list[object]:
         async with client.pipeline(transaction=True) as pipe:
+            pipe.hexists("erasures", "k1")
             pipe.hexists("erased", "u1")
             for key in keys:
                 pipe.lrange(key, 0, -1)
-            return list(await pipe.execute())
+            erasures, erased, *lists = await pipe.execute()
+            return [erasures + erased, *lists]
 
     async def lua() -> list[object]:
-        return list(await script(keys=["erased", *keys], args=["u1"]))
+        return list(await script(keys=["erasures", "erased", *keys], args=["k1", "u1"]))
 
     assert await multi() == await lua(), "the two reads disagree"
     print("| round | variant | client CPU us/call | wall us/call |")

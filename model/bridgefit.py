@@ -23,8 +23,10 @@ import torch.nn.functional as F
 from model.data.split import InductiveSplit
 from model.encoders.base import ItemFeatures
 from model.evaluation import _group
+from model.nn.blend import DomainBlend
 from model.nn.bridge import Bridges, DomainMap, pair_key
 from model.nn.config import BridgeConfig
+from model.nn.earlystop import BestState
 from model.nn.foldin import DomainEmbedder, build_embedder
 from model.nn.micrec import DomainInputs, MICRec
 from model.training import domain_features
@@ -72,10 +74,15 @@ def _loss(
     positives: list[np.ndarray],
     target: torch.Tensor | None,
     mse_weight: float,
+    prior: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean over users of the mean softmax loss of their positives (+ EMCDR's MSE)."""
+    """Mean over users of the mean softmax loss of their positives (+ EMCDR's MSE); with
+    ``prior`` ([n_items]) the logits add ``prior_weight * prior`` (learned)."""
     out = F.normalize(f(x), dim=1)
-    logp = torch.log_softmax(f.log_scale.exp() * (out @ items.T), dim=1)
+    logits = f.log_scale.exp() * (out @ items.T)
+    if prior is not None:
+        logits = logits + f.prior_weight * prior
+    logp = torch.log_softmax(logits, dim=1)
     rows = np.concatenate([np.full(len(p), k) for k, p in enumerate(positives)])
     cols = np.concatenate(positives)
     weight = torch.as_tensor(np.concatenate([np.full(len(p), 1.0 / len(p)) for p in positives]))
@@ -92,20 +99,22 @@ def _fit_pair(
     positives: list[np.ndarray],
     target: torch.Tensor,
     cfg: BridgeConfig,
+    prior: torch.Tensor | None,
 ) -> dict[str, Any]:
     gen = np.random.default_rng(cfg.seed)
     order = gen.permutation(len(x))
     n_back = max(1, len(x) // 10) if len(x) >= 20 else 0
     back, train = order[:n_back], order[n_back:]
     opt = torch.optim.Adam(f.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    best, best_state, stale, epochs = float("inf"), None, 0, 0
+    stop, epochs = BestState(f, cfg.patience), 0
     for epoch in range(cfg.epochs):
         epochs = epoch + 1
         f.train()
         train = train[gen.permutation(len(train))]
         for b in range(0, len(train), cfg.batch_users):
             idx = train[b : b + cfg.batch_users]
-            loss = _loss(f, x[idx], items, [positives[k] for k in idx], target[idx], cfg.mse_weight)
+            pos = [positives[k] for k in idx]
+            loss = _loss(f, x[idx], items, pos, target[idx], cfg.mse_weight, prior)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -113,18 +122,19 @@ def _fit_pair(
             continue
         f.eval()
         with torch.no_grad():
-            held = float(_loss(f, x[back], items, [positives[k] for k in back], target[back], 0.0))
-        if held < best - 1e-4:
-            best, stale = held, 0
-            best_state = {k: v.clone() for k, v in f.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
-    if best_state is not None:
-        f.load_state_dict(best_state)
+            pos = [positives[k] for k in back]
+            held = float(_loss(f, x[back], items, pos, target[back], 0.0, prior))
+        if stop.update(held):
+            break
+    stop.restore()
     f.eval()
-    return {"anchors": len(x), "held_back": int(n_back), "epochs": epochs, "held_back_loss": best}
+    return {
+        "anchors": len(x),
+        "held_back": int(n_back),
+        "epochs": epochs,
+        "held_back_loss": stop.best,
+        "prior_weight": float(f.prior_weight.detach()),
+    }
 
 
 def fit_bridges(
@@ -158,7 +168,8 @@ def fit_bridges(
             items = embedders[dst].item_vectors()
         f = bridges.maps[pair_key(src, dst)]
         assert isinstance(f, DomainMap)
-        rec = _fit_pair(f, x.detach(), items.detach(), own, target.detach(), cfg)
+        prior = DomainBlend.prior_of(embedders[dst].item_degree.cpu()) if cfg.with_prior else None
+        rec = _fit_pair(f, x.detach(), items.detach(), own, target.detach(), cfg, prior)
         rec.update(trained=True, seconds=round(time.perf_counter() - t0, 2))
         report[key] = rec
         log.info("bridge %s: %s", key, rec)

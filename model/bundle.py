@@ -15,6 +15,9 @@ Layout::
 
 Loading verifies the format version and the sha256 of every listed file before parsing
 anything but the manifest; a missing, mismatched or tampered file raises ``BundleError``.
+A bundle is self-contained: the manifest and every file it lists must resolve inside the
+bundle directory, so a symlink out of it (to a file the bundle's author does not own, or
+one that changes after the check) is refused like a missing file.
 """
 
 from __future__ import annotations
@@ -213,10 +216,38 @@ def save_bundle(
     return out_dir
 
 
+def bundle_file(path: Path, name: str) -> Path:
+    """``path / name`` if it resolves (symlinks followed) to a file inside the resolved
+    ``path``; a link out of the bundle raises :class:`BundleError`. Links inside it are
+    fine. (A missing file is the caller's to report.)"""
+    f = Path(path) / name
+    try:
+        inside = f.resolve().is_relative_to(Path(path).resolve())
+    except (OSError, RuntimeError) as err:  # a symlink loop, a name too long
+        raise BundleError(f"{path}: {name} cannot be resolved ({type(err).__name__})") from None
+    if not inside:
+        raise BundleError(
+            f"{path}: {name} is a link to a file outside the bundle directory; a bundle must "
+            "hold its own files"
+        )
+    return f
+
+
+def check_self_contained(path: Path) -> None:
+    """BundleError unless every entry under ``path`` (files and directories, at any depth)
+    resolves inside it: what a copy of the bundle (``BundleRegistry.add``) needs, since a
+    copy would otherwise take in whatever the links point at."""
+    root = Path(path)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in (*dirnames, *filenames):
+            bundle_file(root, os.path.relpath(os.path.join(dirpath, name), root))
+
+
 def read_manifest(path: Path) -> dict[str, Any]:
     mpath = Path(path) / "manifest.json"
     if not mpath.is_file():
         raise BundleError(f"{path}: not a bundle (manifest.json missing)")
+    bundle_file(Path(path), "manifest.json")
     try:
         manifest = json.loads(mpath.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -249,6 +280,7 @@ def verify_bundle(path: Path) -> dict[str, Any]:
         f = path / name
         if Path(name).name != name or not f.is_file():
             raise BundleError(f"{path}: missing file {name}")
+        bundle_file(path, name)
         if sha256_file(f) != expected:
             raise BundleError(
                 f"{path}: {name} does not match its sha256 in manifest.json (tampered or truncated)"

@@ -29,6 +29,7 @@ from model.data.split import InductiveSplit
 from model.encoders.base import ItemFeatures
 from model.evaluation import _group
 from model.nn.config import ItemMapConfig
+from model.nn.earlystop import BestState
 from model.nn.itemmap import ItemMaps, domain_key
 from model.nn.micrec import MICRec
 from model.training import domain_features
@@ -94,7 +95,7 @@ def _fit_domain(
     train, back = pairs[~is_back[pairs[:, 1]]], pairs[is_back[pairs[:, 1]]]
     net = maps.maps[domain_key(d)]
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    best, best_state, stale, epochs = float("inf"), None, 0, 0
+    stop, epochs = BestState(net, cfg.patience), 0
     for epoch in range(cfg.epochs):
         epochs = epoch + 1
         maps.train()
@@ -106,20 +107,14 @@ def _fit_domain(
             opt.step()
         maps.eval()
         held = _held_loss(maps, d, data, back, cfg)
-        if held < best - 1e-4:
-            best, stale = held, 0
-            best_state = {k: v.clone() for k, v in net.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
-    if best_state is not None:
-        net.load_state_dict(best_state)
+        if stop.update(held):
+            break
+    stop.restore()
     return {
         "warm_items": int(warm.sum()),
         "pairs": len(pairs),
         "epochs": epochs,
-        "held_back_loss": best,
+        "held_back_loss": stop.best,
         "trained": True,
     }
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from model.blendfit import fit_blend
+from model.bridgefit import serving_embedders
 from model.bundle import save_bundle
 from model.data.dataset import Dataset
 from model.data.loading import load_dataset
@@ -24,8 +25,7 @@ from model.encoders.base import ItemFeatures
 from model.evaluation import evaluate
 from model.maps import Maps, fit_maps
 from model.nn.blend import Blend
-from model.nn.foldin import build_embedder
-from model.nn.micrec import DomainInputs, MICRec
+from model.nn.micrec import MICRec
 from model.rankers import MICRecRanker
 from model.runconfig import ConfigError, RunConfig
 from model.training import (
@@ -122,15 +122,10 @@ def build_bundle_from_model(
     maps: Maps | None = None,
 ) -> Path:
     """Serving state on the split's full training input (the graph evaluation reads)."""
-    dev = next(model.parameters()).device
-    embedders, catalogue, histories, blends = {}, {}, {}, {}
+    embedders = serving_embedders(model, split, features)
+    catalogue, histories, blends = {}, {}, {}
     for d in model.domains:
         ds = split.domains[d]
-        feats, masks = domain_features(features, ds.item_ids, tuple(model.modalities))
-        inp = DomainInputs.build(
-            model.templates[d], ds.n_users, ds.n_items, ds.train, feats, masks, device=dev
-        )
-        embedders[d] = build_embedder(model, d, inp)
         if maps is not None and maps.item_maps is not None:
             embedders[d].attach_item_map(
                 maps.item_maps, *domain_features(features, ds.item_ids, maps.item_maps.modalities)

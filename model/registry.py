@@ -12,6 +12,11 @@ Layout (``root`` = the registry directory)::
     .incoming-*/                  a version being added (ignored; removed once its writer
                                   is dead)
 
+The registry holds its own copies: a version directory, its ``bundle/`` or its
+``version.json`` that resolves outside ``versions/`` (a symlink planted out of the
+registry) is never listed, loaded or promoted, and ``add`` refuses a source bundle with a
+link out of itself (the copy would take in whatever the link names).
+
 Crash safety (a ``kill -9`` at any instant):
 
 * a version is *listed* only once its directory is renamed into ``versions/``; ``add``
@@ -51,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from model.bundle import BundleError, read_manifest, verify_bundle
+from model.bundle import BundleError, check_self_contained, read_manifest, verify_bundle
 from model.fsio import atomic_write, fsync_dir, fsync_tree
 from model.registry_history import History
 
@@ -197,6 +202,8 @@ class BundleRegistry:
         src = Path(src_dir)
         try:
             manifest = read_manifest(src)
+            # the copy below follows links: one out of the bundle would copy in any file
+            check_self_contained(src)
         except BundleError as err:
             raise RegistryError(str(err)) from None
         with self.locked():
@@ -272,9 +279,9 @@ class BundleRegistry:
             stack.pop()
             while stack:
                 target = stack.pop()
-                if self._record(target).get("refused"):
-                    continue
                 try:
+                    if self._record(target).get("refused"):
+                        continue
                     self._check(target)
                 except UnusableVersion:
                     continue
@@ -300,13 +307,36 @@ class BundleRegistry:
         names = [
             p.name
             for p in self.versions_dir.iterdir()
-            if VERSION_RE.match(p.name) and (p / VERSION_FILE).is_file()
+            if VERSION_RE.match(p.name)
+            and (p / VERSION_FILE).is_file()
+            and self._outside(p.name) is None
         ]
         return sorted(names, key=lambda n: int(n[1:]))
+
+    def _outside(self, version: str) -> str | None:
+        """What of ``version`` (its directory, bundle or record) resolves outside
+        ``versions/`` (a symlink out of the registry), None when nothing does. Such a
+        version is never listed, loaded or promoted: the registry holds its own copies,
+        and a link could point anywhere or change after the check."""
+        home = self.versions_dir / version
+        try:
+            base = self.versions_dir.resolve()
+            for part in (home, home / BUNDLE_DIR, home / VERSION_FILE):
+                if part.resolve() != base / part.relative_to(self.versions_dir):
+                    return str(part.relative_to(self.root))
+        except (OSError, RuntimeError):  # a symlink loop
+            return str(home.relative_to(self.root))
+        return None
 
     def _require(self, version: str) -> None:
         if not isinstance(version, str) or not VERSION_RE.match(version):
             raise UnknownVersion(f"{version!r} is not a version name (v0001, v0002, ...)")
+        outside = self._outside(version)
+        if outside is not None:
+            raise UnusableVersion(
+                f"{version}: {outside} is a link out of the registry; refused (add the bundle "
+                "with `micrec bundles add` instead)"
+            )
         if not (self.versions_dir / version / VERSION_FILE).is_file():
             known = self._names()
             hint = f"; known: {', '.join(known[-5:])}" if known else "; the registry is empty"
@@ -377,7 +407,10 @@ class BundleRegistry:
             )
 
     def _next_version(self) -> str:
-        numbers = [int(n[1:]) for n in self._names()]
+        # every version-named entry, also those refused as links out (the name is taken)
+        numbers = [
+            int(m.group(1)) for p in self.versions_dir.iterdir() if (m := VERSION_RE.match(p.name))
+        ]
         numbers += [
             int(m.group(1))
             for e in self.events.events()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import socket
 from pathlib import Path
@@ -17,51 +18,24 @@ from typing import Any
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+from app.connections import (
+    HEADER_TIMEOUT_ENV,
+    MAX_CONNECTIONS_ENV,
+    MAX_PENDING_ENV,
+    ConnectionCapMixin,
+    HeaderTimeoutMixin,
+)
 from model.commands.runner import UserError
 
-HEADER_TIMEOUT_ENV = "MICREC_HEADER_TIMEOUT_S"
-DEFAULT_HEADER_TIMEOUT_S = 10.0
+log = logging.getLogger("micrec.serve")
+
+__all__ = ["HeaderTimeoutMixin", "NoDelayHTTPProtocol", "register", "run"]
 
 
-class HeaderTimeoutMixin:
-    """Closes a connection whose request headers are not complete ``header_timeout_s``
-    after the request's first bytes (for uvicorn's h11 and httptools protocols).
-
-    uvicorn times out idle keep-alive connections but not a request whose headers trickle
-    in a byte at a time, so a few hundred such clients held every connection slot
-    forever. uvicorn creates a new request cycle when the headers are complete, so "the
-    cycle is still the one seen when the timer was armed" means "headers not complete".
-    """
-
-    header_timeout_s: float | None = None
-    """Class-level override (tests); else MICREC_HEADER_TIMEOUT_S, which ``run`` sets."""
-
-    loop: Any
-    transport: Any
-
-    def data_received(self, data: bytes) -> None:
-        cycle = getattr(self, "cycle", None)
-        idle = cycle is None or cycle.response_complete
-        if idle and getattr(self, "_header_timer", None) is None:
-            self._header_timer = self.loop.call_later(
-                self._header_timeout(), self._headers_overdue, cycle
-            )
-        super().data_received(data)  # type: ignore[misc]
-
-    def _header_timeout(self) -> float:
-        if self.header_timeout_s is not None:
-            return self.header_timeout_s
-        return float(os.environ.get(HEADER_TIMEOUT_ENV, DEFAULT_HEADER_TIMEOUT_S))
-
-    def _headers_overdue(self, cycle_then: Any) -> None:
-        self._header_timer = None
-        if getattr(self, "cycle", None) is cycle_then and not self.transport.is_closing():
-            self.transport.close()
-
-
-class NoDelayHTTPProtocol(HeaderTimeoutMixin, AutoHTTPProtocol):  # type: ignore[misc,valid-type]
-    """uvicorn's HTTP protocol with TCP_NODELAY set on every connection, and the header
-    read timeout of :class:`HeaderTimeoutMixin`.
+class NoDelayHTTPProtocol(ConnectionCapMixin, HeaderTimeoutMixin, AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+    """uvicorn's HTTP protocol with TCP_NODELAY set on every connection, the connection
+    caps of :class:`ConnectionCapMixin` and the header read timeout of
+    :class:`HeaderTimeoutMixin` (app/connections.py).
 
     With ``--workers`` > 1 uvicorn binds the listening socket itself with proto 0, and
     asyncio only disables Nagle on sockets whose proto is IPPROTO_TCP; so every response
@@ -137,7 +111,11 @@ def run(args: argparse.Namespace) -> int:
             f"no model bundle at {settings.bundle_path} (set --bundle or MICREC_BUNDLE_PATH; "
             "`micrec demo build` makes a demo bundle)"
         )
-    os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout_s)  # for every worker
+    # for the protocol of every worker (app/connections.py)
+    os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout_s)
+    os.environ[MAX_CONNECTIONS_ENV] = str(settings.max_connections)
+    os.environ[MAX_PENDING_ENV] = str(settings.max_pending_per_client)
+    _fit_open_files(settings.max_connections)
     supervisor = None
     if settings.encoder_process:  # one encoder process for all workers of this machine
         from app.encoding import EncoderSupervisor
@@ -155,6 +133,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+OPEN_FILES_RESERVE = 256
+"""File descriptors kept for what a worker opens besides connections (store, bundle files,
+logs, the encoder process's socket)."""
+
+
+def _fit_open_files(max_connections: int) -> None:
+    """Raises the soft open-file limit so ``max_connections`` sockets fit (up to the hard
+    limit); below it the worker would fail to accept (EMFILE) before the cap refuses."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = max_connections + OPEN_FILES_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < need:
+        new = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+    if soft != resource.RLIM_INFINITY and soft < need:
+        log.warning(
+            "open-file limit %d is below max_connections + %d: lower max_connections or "
+            "raise the limit (ulimit -n)",
+            soft,
+            OPEN_FILES_RESERVE,
+        )
+
+
 def _run_uvicorn(uvicorn: Any, settings: Any) -> None:
     uvicorn.run(
         "app.main:create_app",
@@ -165,6 +169,8 @@ def _run_uvicorn(uvicorn: Any, settings: Any) -> None:
         log_level=settings.log_level,
         http="app.commands.serve:NoDelayHTTPProtocol",
         timeout_keep_alive=settings.keep_alive_timeout_s,
-        limit_concurrency=settings.max_concurrency,
+        # no limit_concurrency: it counts open sockets with the requests, so idle or
+        # trickling connections made real requests 503 (the app limits requests in flight,
+        # the protocol the sockets: app/connections.py)
         h11_max_incomplete_event_size=settings.max_header_bytes,
     )

@@ -3,12 +3,15 @@ and plots; ``GET /v1/stats``: a summary of this process's metrics."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
 
-from app.deps import ReadAccess, ServiceDep
+from fastapi import APIRouter, Response, Security
+
+from app.deps import ReadAccess, ServiceDep, SettingsDep
 from app.routers.common import AUTH, NOT_FOUND, NOT_READY
 from app.schemas import ModelInfo
 from app.schemas_console import EvaluationReport, ServiceStats
+from app.security import api_key_header, holds_admin_key
 
 router = APIRouter(prefix="/v1", tags=["model"], dependencies=[ReadAccess])
 
@@ -37,7 +40,13 @@ def model_evaluation_plot(name: str, service: ServiceDep) -> Response:
 
 
 @router.get("/stats", responses=AUTH)
-def stats(service: ServiceDep) -> ServiceStats:
+def stats(
+    service: ServiceDep,
+    settings: SettingsDep,
+    key: Annotated[str | None, Security(api_key_header)],
+) -> ServiceStats:
     """Requests, latency percentiles per route, recommendations by how the user was
-    embedded, items by source, fallbacks, registrations, reloads (since start-up)."""
-    return service.stats()
+    embedded, items by source, fallbacks, registrations, reloads (since start-up). The
+    admin routes' rows (``/v1/admin/...``) only for an admin key (or with authentication
+    off): they tell when operators act."""
+    return service.stats(admin=holds_admin_key(key, settings))

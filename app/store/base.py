@@ -8,13 +8,21 @@ the record of erased users (app/erasure.py) and the bundle version replicas shou
 (app/promotion.py).
 Every write method returns only once the write is durable (acknowledged); a write either
 happens whole or not at all.
+
+Erased data leaves the store's files too, not only its live data: the erasure record holds
+a pseudonym of the id (:func:`erasure_key`), never the id; the user's idempotency records
+go with their history; and :meth:`Store.purge_erased` rewrites what still holds deleted
+bytes (SQLite: the write-ahead log; Redis: the append-only file), within the bound
+docs/service.md ("User erasure") states.
 """
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import anyio.to_thread
 import numpy as np
@@ -91,10 +99,59 @@ class IdempotencyRecord:
     token: str
     status: int = 0
     body: bytes = b""
+    users: tuple[str, ...] = field(default=(), compare=False)
+    """The user ids the request names (its record goes when one of them is erased); not
+    part of the stored value, so a record read back has none."""
 
     @property
     def in_flight(self) -> bool:
         return self.status == 0
+
+
+def erasure_key(user_id: str) -> str:
+    """The pseudonym an erasure is recorded under: a sha256 of the id. The record must let
+    the service recognise the id again (to keep its bundle history retired and exports
+    from learning it again), not hold it, so an erased id is left nowhere in the store.
+    Not a secret: whoever knows an id can test whether it was erased."""
+    return hashlib.sha256(b"micrec erased user\x00" + user_id.encode()).hexdigest()
+
+
+class ErasureRecords:
+    """The erased users (:meth:`Store.erased_users`): looked up by user id, which is hashed
+    to its record's pseudonym (:func:`erasure_key`); the records cannot be listed back as
+    ids."""
+
+    def __init__(self, by_key: Mapping[str, float]) -> None:
+        self._by_key = dict(by_key)
+
+    @classmethod
+    def of_ids(cls, erased: Mapping[str, float]) -> ErasureRecords:
+        """From user id -> time (records written before pseudonyms, test doubles)."""
+        return cls({erasure_key(u): t for u, t in erased.items()})
+
+    def get(self, user_id: str) -> float | None:
+        """Time of the user's latest erasure, None when never erased."""
+        return self._by_key.get(erasure_key(user_id))
+
+    def __contains__(self, user_id: object) -> bool:
+        return isinstance(user_id, str) and erasure_key(user_id) in self._by_key
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ErasureRecords) and self._by_key == other._by_key
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking value: not hashable
+
+    def __repr__(self) -> str:
+        return f"ErasureRecords({len(self)} users)"
+
+
+PurgeState = Literal["idle", "done", "started", "waiting"]
+"""What :meth:`Store.purge_erased` did: nothing was due / the files hold no erased data
+any more / a rewrite that will leave it out was started / due, but not now (too soon after
+the last rewrite, or one is running): a later call does it."""
 
 
 # --- vector codec shared by the implementations ------------------------------------------
@@ -150,12 +207,21 @@ class Store(ABC):
     # --- interactions -----------------------------------------------------------------
     @abstractmethod
     def add_interactions(
-        self, rows: Sequence[Interaction], history_cap: int
+        self,
+        rows: Sequence[Interaction],
+        history_cap: int,
+        *,
+        source: str = "",
+        source_cap: int = 0,
     ) -> dict[tuple[str, str], int]:
         """Append rows atomically to user histories (keeping the newest ``history_cap`` per
         user and domain) and count each (user, item) pair not seen before once in the
-        item's popularity (re-posted rows cannot inflate it). Returns the popularity
-        increments made: (domain, item id) -> new users."""
+        item's popularity (re-posted rows cannot inflate it). ``source`` names who posted
+        the rows (a pseudonym of the API key); with ``source_cap`` > 0 one source counts at
+        most that many users per item (pairs beyond it are stored in the history but not
+        counted, so a key posting made-up users cannot make an item popular; erasing a
+        counted user frees a place). Returns the popularity increments made: (domain,
+        item id) -> new users."""
 
     @abstractmethod
     def get_history(self, user_id: str) -> dict[str, list[str]]:
@@ -197,11 +263,13 @@ class Store(ABC):
     # --- user erasure (app/erasure.py) ------------------------------------------------
     @abstractmethod
     def erase_user(self, user_id: str, erased_at: float) -> dict[tuple[str, str], int]:
-        """Atomically delete the user's stored history, take the user out of every
-        popularity count they added to, and record the erasure (``erased_at``, seconds
+        """Atomically delete the user's stored history and the idempotency records of
+        requests that named the user, take the user out of every popularity count they
+        added to, and record the erasure under :func:`erasure_key` (``erased_at``, seconds
         since the epoch; a later erasure of the same user replaces the time). Idempotent;
         an unknown user is recorded too. Returns the popularity decrements made:
-        (domain, item id) -> users removed (>= 1)."""
+        (domain, item id) -> users removed (>= 1). The deleted bytes may stay in the
+        store's files until :meth:`purge_erased`."""
 
     @abstractmethod
     def is_erased(self, user_id: str) -> bool:
@@ -209,10 +277,19 @@ class Store(ABC):
         (training) history of this user any more."""
 
     @abstractmethod
-    def erased_users(self) -> dict[str, float]:
-        """Every erased user id -> time of its latest erasure. For exports and retraining:
-        they must leave out these users' bundle (training) interactions and any stored
-        interaction up to that time, so an erased user is not learned again."""
+    def erased_users(self) -> ErasureRecords:
+        """Every erasure (user id -> time of its latest erasure, looked up by id). For
+        exports and retraining: they must leave out these users' bundle (training)
+        interactions and any stored interaction up to that time, so an erased user is not
+        learned again."""
+
+    def purge_erased(self, min_interval_s: float = 0.0) -> PurgeState:
+        """Rewrite what still holds the bytes of data erased since the last purge (write-
+        ahead log, append-only file), or start doing so; ``min_interval_s`` spaces out
+        expensive rewrites (Redis). Cheap when nothing is due; call it after an erasure
+        and now and then (a "waiting" purge is done by a later call). This default is
+        for stores without such files."""
+        return "idle"
 
     # --- bundle version (app/promotion.py, app/bundle_follow.py) ---------------------
     @abstractmethod
@@ -231,7 +308,8 @@ class Store(ABC):
     ) -> IdempotencyRecord | None:
         """Store ``claim`` (in flight) under ``key`` for ``ttl_s`` seconds unless an
         unexpired record is there. None = claimed; else the record found. Atomic: of two
-        concurrent claims of one key exactly one gets None."""
+        concurrent claims of one key exactly one gets None. The record is filed under each
+        of ``claim.users``, so erasing one of them deletes it (:meth:`erase_user`)."""
 
     @abstractmethod
     def complete_idempotency_key(

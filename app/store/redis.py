@@ -8,6 +8,13 @@ the recommend's read on the event loop in app/store/redis_async.py.
 Atomicity: item writes are Lua scripts (they need the INCR result inside the same atomic
 step); interaction batches are one MULTI/EXEC; a user erasure is one Lua script. Durability
 and failures: see app/store/redis_conn.py.
+
+Erased data in the append-only file: an erasure's commands delete the user's keys, but
+the AOF still holds the commands that wrote them until it is rewritten. ``purge_erased``
+starts that rewrite (BGREWRITEAOF, which forks: everything written before the call is in
+the snapshot it writes, and the old files are deleted when it completes), at most once per
+``min_interval_s`` across all replicas (the ``purgelock`` key), plus an RDB snapshot when
+the server also keeps one (``save`` points).
 """
 
 from __future__ import annotations
@@ -16,19 +23,26 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import redis
+
 from app.store import paging
 from app.store.base import (
+    ErasureRecords,
     IdempotencyRecord,
     Interaction,
     ItemChange,
+    PurgeState,
     Store,
     StoredItem,
     StoreUnavailable,
     UserRead,
     WantedBundle,
+    erasure_key,
 )
 from app.store.redis_conn import RedisConnection
 from app.store.redis_layout import (
+    CLAIM_KEY,
+    CLEAR_PURGE,
     COUNT_NEW_PAIRS,
     DELETE_ITEM,
     ERASE_USER,
@@ -72,8 +86,11 @@ class RedisStore(RedisConnection, Store):
         self._put = self._r.register_script(PUT_ITEM)
         self._delete = self._r.register_script(DELETE_ITEM)
         self._settle = self._r.register_script(SETTLE_CLAIM)
+        self._claim = self._r.register_script(CLAIM_KEY)
         self._erase = self._r.register_script(ERASE_USER)
+        self._clear_purge = self._r.register_script(CLEAR_PURGE)
         self._warn_if_not_durable()
+        self.migrate_erasures()
 
     # --- items -------------------------------------------------------------------------
     def put_item(self, item: StoredItem) -> int:
@@ -119,7 +136,12 @@ class RedisStore(RedisConnection, Store):
 
     # --- interactions ------------------------------------------------------------------
     def add_interactions(
-        self, rows: Sequence[Interaction], history_cap: int
+        self,
+        rows: Sequence[Interaction],
+        history_cap: int,
+        *,
+        source: str = "",
+        source_cap: int = 0,
     ) -> dict[tuple[str, str], int]:
         if history_cap < 1:
             raise ValueError(f"history_cap must be >= 1, got {history_cap}")
@@ -146,8 +168,8 @@ class RedisStore(RedisConnection, Store):
         for user_id, domain_items in user_pairs.items():
             pipe.sadd(self.keys.pop_items(user_id), *domain_items)
         for domain, args in pairs.items():
-            keys = [self.keys.pop_users(domain), self.keys.pop(domain)]
-            pipe.eval(COUNT_NEW_PAIRS, len(keys), *keys, *args)
+            keys = self.keys.count_script(domain)
+            pipe.eval(COUNT_NEW_PAIRS, len(keys), *keys, source, int(source_cap), *args)
         with self._errors():
             results = pipe.execute()
         counts: Counter[tuple[str, str]] = Counter()
@@ -171,16 +193,19 @@ class RedisStore(RedisConnection, Store):
         keys = [self.keys.hist(user_id, d) for d in domains]
         with self._errors():
             pipe = self._r.pipeline(transaction=True)  # one round trip, one instant
+            pipe.hexists(self.keys.erasures, erasure_key(user_id))
             pipe.hexists(self.keys.erased, user_id)
             for key in keys:
                 pipe.lrange(key, 0, -1)
             replies = pipe.execute()
-        return self._user_read(domains, replies[0], replies[1:])
+        return self._user_read(domains, replies[0] or replies[1], replies[2:])
 
     async def read_user_async(self, user_id: str, domains: Sequence[str]) -> UserRead:
         keys = [self.keys.hist(user_id, d) for d in domains]
         with self._errors():
-            erased, lists = await self._aio.read(self.keys.erased, user_id, keys)
+            erased, lists = await self._aio.read(
+                (self.keys.erasures, erasure_key(user_id)), (self.keys.erased, user_id), keys
+            )
         return self._user_read(domains, erased, lists)
 
     @staticmethod
@@ -215,7 +240,8 @@ class RedisStore(RedisConnection, Store):
             for _ in range(10):
                 domains = sorted(as_str(d) for d in self._r.smembers(self.keys.user(user_id)))
                 keys = self.keys.erase_script(user_id, domains)
-                args = [user_id, repr(float(erased_at)), *domains]
+                head = [user_id, repr(float(erased_at)), erasure_key(user_id)]
+                args = [*head, self.keys.idem_prefix, *domains]
                 out = self._erase(keys=keys, args=args)
                 if out is not None:
                     return {
@@ -225,12 +251,75 @@ class RedisStore(RedisConnection, Store):
 
     def is_erased(self, user_id: str) -> bool:
         with self._errors():
-            return bool(self._r.hexists(self.keys.erased, user_id))
+            pipe = self._r.pipeline(transaction=False)
+            pipe.hexists(self.keys.erasures, erasure_key(user_id))
+            pipe.hexists(self.keys.erased, user_id)
+            return any(pipe.execute())
 
-    def erased_users(self) -> dict[str, float]:
+    def erased_users(self) -> ErasureRecords:
         with self._errors():
-            h: Any = self._r.hgetall(self.keys.erased)
-        return {as_str(u): float(t) for u, t in h.items()}
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hgetall(self.keys.erasures)
+            pipe.hgetall(self.keys.erased)
+            by_key, by_id = pipe.execute()
+        records = {erasure_key(as_str(u)): float(t) for u, t in by_id.items()}
+        for k, t in by_key.items():  # the newer record wins
+            records[as_str(k)] = max(float(t), records.get(as_str(k), 0.0))
+        return ErasureRecords(records)
+
+    def migrate_erasures(self) -> int:
+        """Move the erasure records older versions kept by user id to ``erasures`` by
+        pseudonym; returns how many moved. Best effort at construction (the server may be
+        down; reads look in both hashes until it is done)."""
+        try:
+            with self._errors():
+                legacy: Any = self._r.hgetall(self.keys.erased)
+                if not legacy:
+                    return 0
+                pipe = self._r.pipeline(transaction=True)
+                for user, t in legacy.items():
+                    pipe.hset(self.keys.erasures, erasure_key(as_str(user)), t)
+                pipe.hdel(self.keys.erased, *legacy)
+                pipe.incr(self.keys.purge)  # the ids are in the AOF: rewrite it
+                pipe.execute()
+                return len(legacy)
+        except (StoreUnavailable, redis.RedisError):
+            return 0
+
+    def purge_erased(self, min_interval_s: float = 0.0) -> PurgeState:
+        with self._errors():
+            due: Any = self._r.get(self.keys.purge)
+            if due is None:
+                return "idle"
+            ms = max(1, int(min_interval_s * 1000))
+            if not self._r.set(self.keys.purge_lock, b"1", nx=True, px=ms):
+                return "waiting"  # a rewrite started less than min_interval_s ago
+            info: Any = self._r.info("persistence")
+            try:
+                # without AOF there is no log to purge (a rewrite would write one)
+                if info.get("aof_enabled"):
+                    self._r.bgrewriteaof()
+            except redis.ResponseError as err:
+                if "in progress" not in str(err):
+                    raise
+                # A rewrite forked before this erasure may be running: once it ends, the
+                # next call starts one that leaves the erased data out.
+                self._r.delete(self.keys.purge_lock)
+                return "waiting"
+            self._snapshot_if_configured()
+            self._clear_purge(keys=[self.keys.purge], args=[due])
+        return "started"
+
+    def _snapshot_if_configured(self) -> None:
+        """BGSAVE (after the rewrite) when the server also writes RDB snapshots: the last
+        snapshot holds the erased data too. CONFIG may be disabled (managed Redis): then
+        the server's own save schedule bounds it (docs/service.md)."""
+        try:
+            config: Any = self._r.config_get("save")
+        except redis.ResponseError:
+            return
+        if config.get(b"save", b"").strip():
+            self._r.bgsave(schedule=True)
 
     # --- bundle version ----------------------------------------------------------------
     def set_bundle_version(self, version: str, announced_at: float) -> None:
@@ -251,27 +340,28 @@ class RedisStore(RedisConnection, Store):
         self, key: str, claim: IdempotencyRecord, ttl_s: float
     ) -> IdempotencyRecord | None:
         ttl_ms = max(1, int(ttl_s * 1000))
+        keys = [self.keys.idem(key), *self._idem_users(claim)]
         with self._errors():
-            # A record found by SET NX may expire before the GET: then claim again.
-            for _ in range(3):
-                if self._r.set(self.keys.idem(key), encode_record(claim), nx=True, px=ttl_ms):
-                    return None
-                found: Any = self._r.get(self.keys.idem(key))
-                if found is not None:
-                    return decode_record(found)
-        raise StoreUnavailable(f"redis {self._where()}: idempotency key {key!r} keeps expiring")
+            found: Any = self._claim(keys=keys, args=[encode_record(claim), ttl_ms, key])
+        return None if found is None else decode_record(found)
+
+    def _idem_users(self, record: IdempotencyRecord) -> list[str]:
+        return [self.keys.idem_users(u) for u in sorted(set(record.users))]
 
     def complete_idempotency_key(
         self, key: str, claim: IdempotencyRecord, answer: IdempotencyRecord, ttl_s: float
     ) -> bool:
-        args: list[bytes | int] = [
+        args: list[bytes | int | str] = [
             encode_record(claim),
             encode_record(answer),
             max(1, int(ttl_s * 1000)),
+            key,
         ]
+        keys = [self.keys.idem(key), *self._idem_users(answer)]
         with self._errors():
-            return bool(self._settle(keys=[self.keys.idem(key)], args=args))
+            return bool(self._settle(keys=keys, args=args))
 
     def release_idempotency_key(self, key: str, claim: IdempotencyRecord) -> None:
+        keys = [self.keys.idem(key), *self._idem_users(claim)]
         with self._errors():
-            self._settle(keys=[self.keys.idem(key)], args=[encode_record(claim), b"", 0])
+            self._settle(keys=keys, args=[encode_record(claim), b"", 0, key])

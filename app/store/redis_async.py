@@ -29,11 +29,12 @@ from redis.commands.core import AsyncScript
 from app.store.base import StoreUnavailable
 
 READ_USER = """
-local out = {redis.call('HEXISTS', KEYS[1], ARGV[1])}
-for i = 2, #KEYS do out[i] = redis.call('LRANGE', KEYS[i], 0, -1) end
+local out = {redis.call('HEXISTS', KEYS[1], ARGV[1]) + redis.call('HEXISTS', KEYS[2], ARGV[2])}
+for i = 3, #KEYS do out[i - 1] = redis.call('LRANGE', KEYS[i], 0, -1) end
 return out
 """
-"""KEYS: the erased-users hash, then one history list per domain; ARGV: the user id."""
+"""KEYS: the erasure hashes (by pseudonym, by id: app/store/redis_layout.py), then one
+history list per domain; ARGV: the pseudonym, the user id."""
 
 
 class AsyncUserReader:
@@ -77,13 +78,17 @@ class AsyncUserReader:
         return self._script
 
     async def read(
-        self, erased_key: str, user_id: str, history_keys: Sequence[str]
+        self,
+        erased: tuple[str, str],
+        erased_by_id: tuple[str, str],
+        history_keys: Sequence[str],
     ) -> tuple[bool, list[list[bytes]]]:
-        """(HEXISTS erased_key user_id, [LRANGE key 0 -1 for each history key])."""
+        """(HEXISTS of either (hash, field) pair, [LRANGE key 0 -1 for each history key])."""
         script = self._script_for_loop()
+        keys = [erased[0], erased_by_id[0], *history_keys]
         try:
             async with asyncio.timeout(self.timeout_s):
-                replies: list[Any] = await script(keys=[erased_key, *history_keys], args=[user_id])
+                replies: list[Any] = await script(keys=keys, args=[erased[1], erased_by_id[1]])
         except TimeoutError as err:  # asyncio.timeout; redis' own errors: the caller's
             raise StoreUnavailable(f"redis: user read timed out after {self.timeout_s} s") from err
         return bool(replies[0]), replies[1:]

@@ -18,10 +18,24 @@ Key layout (``P`` = ``prefix``; ids are the whole key suffix, so they may contai
 * ``P interactions``         INCRBY counter of interactions ever appended
 * ``P user:<user_id>``       set of domains the user has history in (get_history)
 * ``P pop:<domain>``         hash item_id -> number of distinct users who interacted
-* ``P popusers:<domain>``    set of ``<item_id>\\0<user_id>`` pairs already counted in pop
-* ``P popitems:<user_id>``   the same pairs per user, as ``<domain>\\0<item_id>`` (erasure
+* ``P popby:<domain>``       hash ``<item_id>\\0<user_id>`` -> the source (API-key
+  pseudonym) whose rows counted the pair: the pairs already counted in pop
+* ``P popusers:<domain>``    set of such pairs counted by older versions (no source); read
+  and erased, never added to
+* ``P popitems:<user_id>``   the pairs per user, as ``<domain>\\0<item_id>`` (erasure
   finds the counts a user added to without scanning every pair)
-* ``P erased``               hash user_id -> time of its latest erasure (app/erasure.py)
+* ``P popsrc:<domain>``      hash ``<item_id>\\0<source>`` -> users that source counted
+  for the item (what ``popularity_key_cap`` bounds)
+* ``P erasures``             hash erasure pseudonym (app.store.base.erasure_key) -> time
+  of the user's latest erasure (app/erasure.py); never the id
+* ``P erased``               the same by user id in clear: written by older versions, still
+  read, emptied as those users are erased again and by ``migrate_erasures``
+* ``P purge``                INCR per erasure; deleted by the AOF rewrite that follows it
+  (``RedisStore.purge_erased``)
+* ``P purgelock``            ``SET NX PX``: one AOF rewrite per ``erasure_purge_interval_s``
+  across every replica
+* ``P idemusers:<user_id>``  set of the idempotency keys (``<key>``) of requests that named
+  the user, expiring with the longest-lived of them; the user's erasure deletes those
 * ``P bundle``               hash: ``version``, ``announced_at`` (the bundle version
   replicas should serve; one HSET, so both fields change together)
 * ``P idem:<key>``           an Idempotency-Key record (``SET NX PX``, expires with its
@@ -47,9 +61,13 @@ class RedisKeys:
         self.seq = f"{prefix}seq"
         self.items = f"{prefix}items"
         self.changes = f"{prefix}changes"
-        self.erased = f"{prefix}erased"
+        self.erasures = f"{prefix}erasures"
+        self.erased = f"{prefix}erased"  # older versions' records by id (still read)
         self.count = f"{prefix}interactions"
         self.bundle = f"{prefix}bundle"
+        self.purge = f"{prefix}purge"
+        self.purge_lock = f"{prefix}purgelock"
+        self.idem_prefix = f"{prefix}idem:"
 
     def item(self, item_id: str) -> str:
         return f"{self.prefix}item:{item_id}"
@@ -72,18 +90,49 @@ class RedisKeys:
     def pop_items(self, user_id: str) -> str:
         return f"{self.prefix}popitems:{user_id}"
 
+    def pop_by(self, domain: str) -> str:
+        return f"{self.prefix}popby:{domain}"
+
+    def pop_sources(self, domain: str) -> str:
+        return f"{self.prefix}popsrc:{domain}"
+
     def idem(self, key: str) -> str:
-        return f"{self.prefix}idem:{key}"
+        return f"{self.idem_prefix}{key}"
+
+    def idem_users(self, user_id: str) -> str:
+        return f"{self.prefix}idemusers:{user_id}"
 
     def item_script(self, item_id: str) -> list[str]:
         """KEYS of :data:`PUT_ITEM` and :data:`DELETE_ITEM`."""
         return [self.seq, self.item(item_id), self.items, self.changes]
 
+    def count_script(self, domain: str) -> list[str]:
+        """KEYS of :data:`COUNT_NEW_PAIRS` for ``domain``."""
+        return [
+            self.pop_users(domain),
+            self.pop(domain),
+            self.pop_by(domain),
+            self.pop_sources(domain),
+        ]
+
     def erase_script(self, user_id: str, domains: list[str]) -> list[str]:
         """KEYS of :data:`ERASE_USER` for a user with history in ``domains``."""
-        keys = [self.user(user_id), self.pop_items(user_id), self.erased]
+        keys = [
+            self.user(user_id),
+            self.pop_items(user_id),
+            self.erasures,
+            self.erased,
+            self.idem_users(user_id),
+            self.purge,
+        ]
         for domain in domains:
-            keys += [self.hist(user_id, domain), self.pop_users(domain), self.pop(domain)]
+            keys += [
+                self.hist(user_id, domain),
+                self.pop_users(domain),
+                self.pop(domain),
+                self.pop_by(domain),
+                self.pop_sources(domain),
+            ]
         keys += [self.hist_ts(user_id, domain) for domain in domains]
         return keys
 
@@ -112,55 +161,111 @@ return seq
 """
 
 COUNT_NEW_PAIRS = """
--- KEYS: popusers set, pop hash; ARGV: item, user, item, user, ...
--- Counts each (item, user) pair once; returns the items whose count went up (per pair).
+-- KEYS: popusers set (older versions' pairs), pop hash, popby hash, popsrc hash
+-- (RedisKeys.count_script); ARGV: source, cap (0 = none), then item, user, item, user, ...
+-- Counts each (item, user) pair once, and at most cap pairs per (item, source); returns
+-- the items whose count went up (per pair).
+local source, cap = ARGV[1], tonumber(ARGV[2])
 local new = {}
-for k = 1, #ARGV, 2 do
-  if redis.call('SADD', KEYS[1], ARGV[k] .. '\\0' .. ARGV[k + 1]) == 1 then
-    redis.call('HINCRBY', KEYS[2], ARGV[k], 1)
-    new[#new + 1] = ARGV[k]
+for k = 3, #ARGV, 2 do
+  local item = ARGV[k]
+  local pair = item .. '\\0' .. ARGV[k + 1]
+  local counted = item .. '\\0' .. source
+  if redis.call('HEXISTS', KEYS[3], pair) == 0 and redis.call('SISMEMBER', KEYS[1], pair) == 0
+      and (cap <= 0 or tonumber(redis.call('HGET', KEYS[4], counted) or '0') < cap) then
+    redis.call('HSET', KEYS[3], pair, source)
+    redis.call('HINCRBY', KEYS[2], item, 1)
+    redis.call('HINCRBY', KEYS[4], counted, 1)
+    new[#new + 1] = item
   end
 end
 return new
 """
 
-# KEYS: the idempotency key. ARGV: our claim's value, the new value ('' = delete), TTL ms.
-# Acts only while our claim holds the key (or, for a completion, nothing does).
-SETTLE_CLAIM = """
+# Files an idempotency key under the sets of the users its request named, each set living
+# as long as its longest-lived record. Lua shared by CLAIM_KEY and SETTLE_CLAIM: KEYS[2..]
+# the users' sets, ARGV[idx] the key, ttl in ms.
+_FILE_UNDER_USERS = """
+local function file_under_users(member, ttl)
+  for i = 2, #KEYS do
+    redis.call('SADD', KEYS[i], member)
+    if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+  end
+end
+"""
+
+# KEYS: the idempotency key, then the named users' idemusers sets. ARGV: the claim's
+# value, TTL ms, the key (as filed in the sets). Returns false when claimed, else the
+# record found (the SET NX and the GET in one step: the record cannot expire between).
+CLAIM_KEY = (
+    _FILE_UNDER_USERS
+    + """
+local ttl = tonumber(ARGV[2])
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ttl) then
+  file_under_users(ARGV[3], ttl)
+  return false
+end
+return redis.call('GET', KEYS[1])
+"""
+)
+
+# KEYS: the idempotency key, then the named users' idemusers sets. ARGV: our claim's
+# value, the new value ('' = delete), TTL ms, the key (as filed in the sets). Acts only
+# while our claim holds the key (or, for a completion, nothing does).
+SETTLE_CLAIM = (
+    _FILE_UNDER_USERS
+    + """
 local cur = redis.call('GET', KEYS[1])
 if ARGV[2] == '' then
-  if cur == ARGV[1] then redis.call('DEL', KEYS[1]) end
+  if cur == ARGV[1] then
+    redis.call('DEL', KEYS[1])
+    for i = 2, #KEYS do redis.call('SREM', KEYS[i], ARGV[4]) end
+  end
   return 1
 end
 if cur and cur ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+file_under_users(ARGV[4], tonumber(ARGV[3]))
 return 1
 """
+)
 
-# KEYS: the user's domain set, the user's pair set (popitems), the erased hash, then per
-# domain (in ARGV order): history list, popusers set, pop hash; then per domain the
-# history's timestamp list (RedisKeys.erase_script). ARGV: user id, erased_at,
-# then the user's domains as the caller read them; false = they changed since (retry).
+# KEYS (RedisKeys.erase_script): the user's domain set, the user's pair set (popitems),
+# the erasures hash, the legacy erased hash, the user's idemusers set, the purge counter;
+# then per domain (in ARGV order): history list, popusers set (older pairs), pop hash, popby
+# hash, popsrc hash; then per domain the history's timestamp list. ARGV: user id, erased_at, erasure
+# pseudonym, idempotency key prefix, then the user's domains as the caller read them;
+# false = they changed since (retry).
 # Pairs are found through popitems and, for pairs counted before popitems existed, through
 # the history lists (a pair trimmed from those before then stays counted).
 ERASE_USER = """
-local n = #ARGV - 2
+local head, per = 6, 5
+local n = #ARGV - 4
 if redis.call('SCARD', KEYS[1]) ~= n then return false end
 local index = {}
 for i = 1, n do
-  if redis.call('SISMEMBER', KEYS[1], ARGV[i + 2]) == 0 then return false end
-  index[ARGV[i + 2]] = i
+  if redis.call('SISMEMBER', KEYS[1], ARGV[i + 4]) == 0 then return false end
+  index[ARGV[i + 4]] = i
 end
 local out = {}
 local function uncount(i, item)
-  local base = 3 * i
-  if redis.call('SREM', KEYS[base + 2], item .. '\\0' .. ARGV[1]) == 1 then
-    if redis.call('HINCRBY', KEYS[base + 3], item, -1) <= 0 then
-      redis.call('HDEL', KEYS[base + 3], item)
+  local base = head + per * (i - 1)
+  local pair = item .. '\\0' .. ARGV[1]
+  local source = redis.call('HGET', KEYS[base + 4], pair)
+  if source then
+    redis.call('HDEL', KEYS[base + 4], pair)
+    local counted = item .. '\\0' .. source
+    if redis.call('HINCRBY', KEYS[base + 5], counted, -1) <= 0 then
+      redis.call('HDEL', KEYS[base + 5], counted)
     end
-    out[#out + 1] = ARGV[i + 2]
-    out[#out + 1] = item
+  elseif redis.call('SREM', KEYS[base + 2], pair) == 0 then
+    return  -- not counted (past its source's cap, or uncounted already)
   end
+  if redis.call('HINCRBY', KEYS[base + 3], item, -1) <= 0 then
+    redis.call('HDEL', KEYS[base + 3], item)
+  end
+  out[#out + 1] = ARGV[i + 4]
+  out[#out + 1] = item
 end
 for _, pair in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local sep = string.find(pair, '\\0', 1, true)
@@ -168,12 +273,25 @@ for _, pair in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   if i then uncount(i, string.sub(pair, sep + 1)) end
 end
 for i = 1, n do
-  for _, item in ipairs(redis.call('LRANGE', KEYS[3 * i + 1], 0, -1)) do uncount(i, item) end
-  redis.call('DEL', KEYS[3 * i + 1], KEYS[3 + 3 * n + i])
+  local hist = KEYS[head + per * (i - 1) + 1]
+  for _, item in ipairs(redis.call('LRANGE', hist, 0, -1)) do uncount(i, item) end
+  redis.call('DEL', hist, KEYS[head + per * n + i])
 end
-redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  redis.call('DEL', ARGV[4] .. key)
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[5])
+redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[2])
+redis.call('INCR', KEYS[6])
 return out
+"""
+
+# KEYS: the purge counter. ARGV: the value a purge started from. Deletes the counter if no
+# erasure came since (a later one needs a later rewrite).
+CLEAR_PURGE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
 """
 
 

@@ -15,12 +15,14 @@ from collections.abc import Iterator, Sequence
 
 from app.store import paging
 from app.store.base import (
+    ErasureRecords,
     IdempotencyRecord,
     Interaction,
     ItemChange,
     Store,
     StoredItem,
     WantedBundle,
+    erasure_key,
     pack_vector,
 )
 from app.store.sqlite_db import SQLiteDatabase
@@ -67,7 +69,12 @@ class SQLiteStore(SQLiteDatabase, Store):
 
     # --- interactions ------------------------------------------------------------------
     def add_interactions(
-        self, rows: Sequence[Interaction], history_cap: int
+        self,
+        rows: Sequence[Interaction],
+        history_cap: int,
+        *,
+        source: str = "",
+        source_cap: int = 0,
     ) -> dict[tuple[str, str], int]:
         if history_cap < 1:
             raise ValueError(f"history_cap must be >= 1, got {history_cap}")
@@ -79,11 +86,22 @@ class SQLiteStore(SQLiteDatabase, Store):
 
         def tx(conn: sqlite3.Connection) -> None:
             counts.clear()  # the transaction may be retried
+            counted: dict[tuple[str, str], int] = {}  # this source's users per item
             for domain, item_id, user_id in pairs:
+                if source_cap > 0:
+                    if (domain, item_id) not in counted:
+                        row = conn.execute(
+                            "SELECT count FROM popularity_sources"
+                            " WHERE domain = ? AND item_id = ? AND source = ?",
+                            (domain, item_id, source),
+                        ).fetchone()
+                        counted[(domain, item_id)] = int(row[0]) if row else 0
+                    if counted[(domain, item_id)] + counts[(domain, item_id)] >= source_cap:
+                        continue  # stored in the history below, not counted
                 cur = conn.execute(
-                    "INSERT OR IGNORE INTO popularity_users (domain, item_id, user_id)"
-                    " VALUES (?, ?, ?)",
-                    (domain, item_id, user_id),
+                    "INSERT OR IGNORE INTO popularity_users (domain, item_id, user_id, source)"
+                    " VALUES (?, ?, ?, ?)",
+                    (domain, item_id, user_id, source),
                 )
                 if cur.rowcount:
                     counts[(domain, item_id)] += 1
@@ -104,6 +122,12 @@ class SQLiteStore(SQLiteDatabase, Store):
                 "INSERT INTO popularity (domain, item_id, count) VALUES (?, ?, ?)"
                 " ON CONFLICT (domain, item_id) DO UPDATE SET count = count + excluded.count",
                 [(d, i, n) for (d, i), n in counts.items()],
+            )
+            conn.executemany(
+                "INSERT INTO popularity_sources (domain, item_id, source, count)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (domain, item_id, source)"
+                " DO UPDATE SET count = count + excluded.count",
+                [(d, i, source, n) for (d, i), n in counts.items()],
             )
 
         self._tx(tx, write=True)
@@ -151,9 +175,11 @@ class SQLiteStore(SQLiteDatabase, Store):
     # --- user erasure ------------------------------------------------------------------
     def erase_user(self, user_id: str, erased_at: float) -> dict[tuple[str, str], int]:
         def tx(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
-            pairs = conn.execute(
-                "SELECT domain, item_id FROM popularity_users WHERE user_id = ?", (user_id,)
+            rows = conn.execute(
+                "SELECT domain, item_id, source FROM popularity_users WHERE user_id = ?",
+                (user_id,),
             ).fetchall()
+            pairs = [(d, i) for d, i, _ in rows]
             conn.execute("DELETE FROM popularity_users WHERE user_id = ?", (user_id,))
             conn.executemany(
                 "UPDATE popularity SET count = count - 1 WHERE domain = ? AND item_id = ?", pairs
@@ -161,30 +187,48 @@ class SQLiteStore(SQLiteDatabase, Store):
             conn.executemany(
                 "DELETE FROM popularity WHERE domain = ? AND item_id = ? AND count <= 0", pairs
             )
-            conn.execute("DELETE FROM history WHERE user_id = ?", (user_id,))
-            conn.execute(
-                "INSERT OR REPLACE INTO erased_users (user_id, erased_at) VALUES (?, ?)",
-                (user_id, float(erased_at)),
+            conn.executemany(
+                "UPDATE popularity_sources SET count = count - 1"
+                " WHERE domain = ? AND item_id = ? AND source = ?",
+                rows,
             )
-            return {(d, i): 1 for d, i in pairs}
+            conn.executemany(
+                "DELETE FROM popularity_sources"
+                " WHERE domain = ? AND item_id = ? AND source = ? AND count <= 0",
+                rows,
+            )
+            conn.execute("DELETE FROM history WHERE user_id = ?", (user_id,))
+            # the records of keyed requests that named the user (their index rows cascade)
+            conn.execute(
+                "DELETE FROM idempotency WHERE key IN"
+                " (SELECT key FROM idempotency_users WHERE user_id = ?)",
+                (user_id,),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO erasures (user_key, erased_at) VALUES (?, ?)",
+                (erasure_key(user_id), float(erased_at)),
+            )
+            return {pair: 1 for pair in pairs}
 
-        return self._tx(tx, write=True)
+        out = self._tx(tx, write=True)
+        self._erased_now()
+        return out
 
     def is_erased(self, user_id: str) -> bool:
         row = self._tx(
             lambda c: c.execute(
-                "SELECT 1 FROM erased_users WHERE user_id = ?", (user_id,)
+                "SELECT 1 FROM erasures WHERE user_key = ?", (erasure_key(user_id),)
             ).fetchone(),
             write=False,
         )
         return row is not None
 
-    def erased_users(self) -> dict[str, float]:
+    def erased_users(self) -> ErasureRecords:
         rows = self._tx(
-            lambda c: c.execute("SELECT user_id, erased_at FROM erased_users").fetchall(),
+            lambda c: c.execute("SELECT user_key, erased_at FROM erasures").fetchall(),
             write=False,
         )
-        return {u: float(t) for u, t in rows}
+        return ErasureRecords({k: float(t) for k, t in rows})
 
     # --- bundle version ----------------------------------------------------------------
     def set_bundle_version(self, version: str, announced_at: float) -> None:
@@ -223,6 +267,10 @@ class SQLiteStore(SQLiteDatabase, Store):
                 " VALUES (?, ?, ?, 0, ?, ?)",
                 (key, claim.fingerprint, claim.token, claim.body, now + ttl_s),
             )
+            conn.executemany(
+                "INSERT OR IGNORE INTO idempotency_users (user_id, key) VALUES (?, ?)",
+                [(u, key) for u in sorted(set(claim.users))],
+            )
             return None
 
         return self._tx(tx, write=True)
@@ -238,9 +286,14 @@ class SQLiteStore(SQLiteDatabase, Store):
             ).fetchone()
             if taken is not None:
                 return False
+            # An upsert, not INSERT OR REPLACE: a replace deletes the row first, which would
+            # cascade to the record's idempotency_users rows.
             conn.execute(
-                "INSERT OR REPLACE INTO idempotency"
-                " (key, fingerprint, token, status, body, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO idempotency (key, fingerprint, token, status, body, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+                " fingerprint = excluded.fingerprint, token = excluded.token,"
+                " status = excluded.status, body = excluded.body,"
+                " expires_at = excluded.expires_at",
                 (
                     key,
                     answer.fingerprint,
@@ -249,6 +302,10 @@ class SQLiteStore(SQLiteDatabase, Store):
                     answer.body,
                     time.time() + ttl_s,
                 ),
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO idempotency_users (user_id, key) VALUES (?, ?)",
+                [(u, key) for u in sorted(set(answer.users))],
             )
             return True
 

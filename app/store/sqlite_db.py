@@ -12,6 +12,12 @@ Durability and atomicity:
   under a shared lock and one failing with SQLITE_BUSY when it tries to upgrade (a deadlock
   the busy handler cannot resolve).
 
+Erased data: every connection runs with ``secure_delete=ON``, so deleted rows are
+overwritten with zeros in their pages (and freed pages zeroed) instead of lingering in free
+space; after an erasure, ``purge_erased`` checkpoints the WAL into the database and
+truncates it (``wal_checkpoint(TRUNCATE)``), so the log's older page images, which still
+hold the rows, are gone too.
+
 Threads: FastAPI runs sync handlers in a thread pool, and an sqlite3 connection must not be
 used by two threads at once. Each thread gets its own connection (``threading.local``), so
 reads proceed in parallel under WAL; SQLite itself serialises the writers.
@@ -26,7 +32,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
 
-from app.store.base import StoreUnavailable
+from app.store.base import PurgeState, StoreUnavailable, erasure_key
 
 T = TypeVar("T")
 
@@ -74,17 +80,29 @@ CREATE TABLE IF NOT EXISTS popularity (
     count   INTEGER NOT NULL,
     PRIMARY KEY (domain, item_id)
 );
+-- The (item, user) pairs counted in popularity, with the source (API-key pseudonym) that
+-- posted each (the column is added to older files by _migrate).
 CREATE TABLE IF NOT EXISTS popularity_users (
     domain  TEXT NOT NULL,
     item_id TEXT NOT NULL,
     user_id TEXT NOT NULL,
+    source  TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (domain, item_id, user_id)
 ) WITHOUT ROWID;
 -- Erasure finds a user's pairs without scanning every pair.
 CREATE INDEX IF NOT EXISTS popularity_users_user ON popularity_users (user_id);
--- Erased users (app/erasure.py): their bundle history is no longer used; exports skip them.
-CREATE TABLE IF NOT EXISTS erased_users (
-    user_id   TEXT PRIMARY KEY,
+-- Users counted per (item, source): what popularity_key_cap bounds.
+CREATE TABLE IF NOT EXISTS popularity_sources (
+    domain  TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    source  TEXT NOT NULL,
+    count   INTEGER NOT NULL,
+    PRIMARY KEY (domain, item_id, source)
+) WITHOUT ROWID;
+-- Erasures (app/erasure.py) by pseudonym (app.store.base.erasure_key), never the id: the
+-- user's bundle history is no longer used; exports skip them.
+CREATE TABLE IF NOT EXISTS erasures (
+    user_key  TEXT PRIMARY KEY,
     erased_at REAL NOT NULL
 );
 -- The bundle version replicas should serve (app/promotion.py): at most one row.
@@ -103,7 +121,34 @@ CREATE TABLE IF NOT EXISTS idempotency (
     expires_at  REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency (expires_at);
+-- The users each keyed request named: erasing one deletes the record (and these rows).
+CREATE TABLE IF NOT EXISTS idempotency_users (
+    user_id TEXT NOT NULL,
+    key     TEXT NOT NULL REFERENCES idempotency(key) ON DELETE CASCADE,
+    PRIMARY KEY (user_id, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_users_key ON idempotency_users (key);
 """
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a file written by an older version to the schema above (in a write
+    transaction; idempotent): popularity pairs get their source column, and the erasure
+    records of the table that held ids in clear move to ``erasures`` by pseudonym."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(popularity_users)")}
+    if "source" not in columns:
+        conn.execute("ALTER TABLE popularity_users ADD COLUMN source TEXT NOT NULL DEFAULT ''")
+    legacy = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'erased_users'"
+    ).fetchone()
+    if legacy is not None:
+        rows = conn.execute("SELECT user_id, erased_at FROM erased_users").fetchall()
+        conn.executemany(
+            "INSERT INTO erasures (user_key, erased_at) VALUES (?, ?) ON CONFLICT (user_key)"
+            " DO UPDATE SET erased_at = max(erased_at, excluded.erased_at)",
+            [(erasure_key(u), float(t)) for u, t in rows],
+        )
+        conn.execute("DROP TABLE erased_users")
 
 
 class SQLiteDatabase:
@@ -125,6 +170,11 @@ class SQLiteDatabase:
             if str(mode).lower() != "wal":
                 raise StoreUnavailable(f"{self.path}: cannot enable WAL (journal_mode={mode})")
             conn.executescript(_SCHEMA)
+        self._tx(_migrate, write=True)
+        # erasures committed / purged from the files (app.store.sqlite purge_erased)
+        self._erasures = 0
+        self._purged = 0
+        self._purge_lock = threading.Lock()
 
     # --- connections and transactions --------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -146,6 +196,8 @@ class SQLiteDatabase:
             # synchronous and foreign_keys are per connection, not stored in the file.
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+            # deleted rows are zeroed, not left in free space (module docstring)
+            conn.execute("PRAGMA secure_delete=ON")
             conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
         with self._conns_lock:
             self._conns.append(conn)
@@ -181,6 +233,30 @@ class SQLiteDatabase:
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn`` in one read transaction."""
         return self._tx(fn, write=False)
+
+    def _erased_now(self) -> None:
+        """Count an erasure whose transaction committed: the WAL holds its rows until the
+        next purge."""
+        with self._purge_lock:
+            self._erasures += 1
+
+    def purge_erased(self, min_interval_s: float = 0.0) -> PurgeState:
+        """Checkpoint the WAL into the database and truncate it when an erasure committed
+        since the last purge ("done"); "waiting" when a reader kept it from finishing
+        within ``busy_timeout`` (a later call tries again). A checkpoint is cheap (the
+        WAL holds at most ~1000 pages: SQLite's auto-checkpoint), so no interval applies."""
+        with self._purge_lock:
+            due = self._erasures
+        if due == self._purged:
+            return "idle"
+        conn = self._conn()
+        with self._errors():
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            return "waiting"
+        with self._purge_lock:
+            self._purged = max(self._purged, due)
+        return "done"
 
     def ping(self) -> bool:
         try:

@@ -38,7 +38,8 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 
 def _page(path: str, name: str, title: str) -> None:
     async def page(request: Request) -> HTMLResponse:
-        context = {"page": name, "title": title, "pages": PAGES}
+        api_docs = request.app.state.settings.api_docs
+        context = {"page": name, "title": title, "pages": PAGES, "api_docs": api_docs}
         return templates.TemplateResponse(request, f"{name}.html", context, headers=HEADERS)
 
     router.add_api_route(f"/{path}", page, methods=["GET"], name=f"ui-{name}")

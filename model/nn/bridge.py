@@ -50,6 +50,10 @@ class DomainMap(nn.Module):
         )
         self.log_scale = nn.Parameter(torch.tensor(2.0))
         """Softmax temperature of the ranking loss (training only; serving normalises)."""
+        self.prior_weight = nn.Parameter(torch.tensor(0.0))
+        """Weight of the item prior inside the training loss (training only): with it the
+        map learns what popularity does not already explain, as the served blend adds
+        the prior itself (model.nn.blend)."""
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         out = self.linear(z)

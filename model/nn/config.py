@@ -206,19 +206,24 @@ class BridgeConfig:
 
     enabled: bool = True
     """Train the mapping; false leaves users new to a domain to the configured rule."""
-    hidden: int = 128
-    """Width of the mapping's hidden layer (0 = a linear map, EMCDR's simplest form)."""
+    hidden: int = 512
+    """Width of the mapping's hidden layer (0 = a linear map, EMCDR's simplest form).
+    Chosen with ``lr`` on validation (docs/results/quality.md, "Cross-domain map")."""
     epochs: int = 40
     """Passes over the anchor users at most (early stopping on a tenth of them)."""
     patience: int = 5
     """Epochs without a better held-back loss before stopping."""
-    lr: float = 3e-3
+    lr: float = 1e-3
     """Adam learning rate."""
     batch_users: int = 256
     """Anchor users per step."""
     mse_weight: float = 0.0
     """Weight of EMCDR's regression of the user's own target-domain vector, added to the
     ranking loss (0 = ranking only, as task-oriented mappings train)."""
+    with_prior: bool = False
+    """Train with the served item prior inside the loss (a learned weight), so the map
+    learns what popularity does not explain (the served blend adds the prior itself).
+    Measured no better on validation, so off."""
     weight_decay: float = 1e-4
     """Adam weight decay."""
     seed: int = 0

@@ -19,15 +19,18 @@ import json
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from app.store.base import (
+    ErasureRecords,
     IdempotencyRecord,
     Interaction,
     ItemChange,
+    PurgeState,
     Store,
     StoredItem,
     StoreUnavailable,
@@ -252,6 +255,7 @@ class MemoryStore(Store):
         self._history: dict[str, dict[str, list[str]]] = {}
         self._pop: dict[str, dict[str, int]] = {}
         self._pairs: set[tuple[str, str, str]] = set()
+        self._sources: dict[tuple[str, str, str], set[str]] = {}  # (domain, item, source)
         self._idem: dict[str, tuple[IdempotencyRecord, float]] = {}
         self._erased: dict[str, float] = {}
         self._stamps: dict[str, dict[str, list[float]]] = {}  # aligned with _history
@@ -287,7 +291,12 @@ class MemoryStore(Store):
         return [c for c in self._changes if c.seq > after_seq][:limit]
 
     def add_interactions(
-        self, rows: Sequence[Interaction], history_cap: int
+        self,
+        rows: Sequence[Interaction],
+        history_cap: int,
+        *,
+        source: str = "",
+        source_cap: int = 0,
     ) -> dict[tuple[str, str], int]:
         new: dict[tuple[str, str], int] = {}
         with self._lock:
@@ -301,6 +310,10 @@ class MemoryStore(Store):
                 self._count += 1
                 if (r.domain, r.item_id, r.user_id) in self._pairs:
                     continue
+                by_source = self._sources.setdefault((r.domain, r.item_id, source), set())
+                if 0 < source_cap <= len(by_source):
+                    continue
+                by_source.add(r.user_id)
                 self._pairs.add((r.domain, r.item_id, r.user_id))
                 pop = self._pop.setdefault(r.domain, {})
                 pop[r.item_id] = pop.get(r.item_id, 0) + 1
@@ -322,8 +335,12 @@ class MemoryStore(Store):
                 pop[item_id] -= 1
                 if pop[item_id] <= 0:
                     del pop[item_id]
+            for users in self._sources.values():
+                users.discard(user_id)
             self._history.pop(user_id, None)
             self._stamps.pop(user_id, None)
+            for key in [k for k, (rec, _) in self._idem.items() if user_id in rec.users]:
+                del self._idem[key]
             self._erased[user_id] = erased_at
             return {(d, i): 1 for d, i, _ in mine}
 
@@ -346,8 +363,8 @@ class MemoryStore(Store):
     def interaction_count(self) -> int:
         return self._count
 
-    def erased_users(self) -> dict[str, float]:
-        return dict(self._erased)
+    def erased_users(self) -> ErasureRecords:
+        return ErasureRecords.of_ids(self._erased)
 
     def set_bundle_version(self, version: str, announced_at: float) -> None:
         self._wanted = WantedBundle(version, announced_at)
@@ -375,7 +392,8 @@ class MemoryStore(Store):
             found = self._live_idem(key)
             if found is not None and found.token != claim.token:
                 return False
-            self._idem[key] = (answer, time.time() + ttl_s)
+            users = tuple({*answer.users, *(found.users if found else ())})
+            self._idem[key] = (replace(answer, users=users), time.time() + ttl_s)
             return True
 
     def release_idempotency_key(self, key: str, claim: IdempotencyRecord) -> None:
@@ -419,10 +437,15 @@ class FlakyStore(Store):
         return self.inner.item_changes(after_seq, limit)
 
     def add_interactions(
-        self, rows: Sequence[Interaction], history_cap: int
+        self,
+        rows: Sequence[Interaction],
+        history_cap: int,
+        *,
+        source: str = "",
+        source_cap: int = 0,
     ) -> dict[tuple[str, str], int]:
         self._check()
-        return self.inner.add_interactions(rows, history_cap)
+        return self.inner.add_interactions(rows, history_cap, source=source, source_cap=source_cap)
 
     def get_history(self, user_id: str) -> dict[str, list[str]]:
         self._check()
@@ -440,9 +463,13 @@ class FlakyStore(Store):
         self._check()
         return self.inner.is_erased(user_id)
 
-    def erased_users(self) -> dict[str, float]:
+    def erased_users(self) -> ErasureRecords:
         self._check()
         return self.inner.erased_users()
+
+    def purge_erased(self, min_interval_s: float = 0.0) -> PurgeState:
+        self._check()
+        return self.inner.purge_erased(min_interval_s)
 
     def iter_interactions(self, batch: int = 1000) -> Iterator[Interaction]:
         self._check()

@@ -167,7 +167,15 @@ def evaluation_top_k(
     without the slice users' edges, which changes every item vector a little; a bundle
     has one fixed graph, so parity is checked against the full-graph ranking.)
     """
-    ranker = MICRecRanker("micrec", bundle.model, rb.split, rb.features, blend=bundle.blend)
+    ranker = MICRecRanker(
+        "micrec",
+        bundle.model,
+        rb.split,
+        rb.features,
+        blend=bundle.blend,
+        bridges=bundle.bridges,
+        item_maps=bundle.item_maps,
+    )
     scorer = ranker.bind(slice_inputs(rb.split, domain, "standard"))
     ds = rb.split.domains[domain]
     scores = scorer.scores(domain, users, cross_domain=cross_domain)

@@ -101,6 +101,35 @@ def test_openapi_has_examples_and_both_item_content_types(client: TestClient) ->
     assert "422" in paths["/v1/recommend"]["post"]["responses"]
 
 
+def test_api_doc_pages_are_off_by_default_and_carry_a_csp_when_on(
+    make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
+) -> None:
+    """/docs and /redoc run a CDN's scripts on the service's origin: off unless
+    ``api_docs``; when on, a CSP limits scripts to that CDN and the page's own inline
+    script (by hash). The schema is served either way."""
+    with running(make_settings(), engine_factory, MemoryStore()) as c:
+        assert c.get("/docs").status_code == 404 and c.get("/redoc").status_code == 404
+        assert c.get("/openapi.json").status_code == 200
+        assert 'href="/docs"' not in c.get("/ui/").text  # the console links the schema
+    with running(make_settings(api_docs=True), engine_factory, MemoryStore()) as c:
+        for path in ("/docs", "/redoc"):
+            r = c.get(path)
+            assert r.status_code == 200 and "cdn.jsdelivr.net" in r.text
+            csp = dict(
+                d.strip().split(" ", 1) for d in r.headers["content-security-policy"].split(";")
+            )
+            assert csp["default-src"] == "'none'" and csp["frame-ancestors"] == "'none'"
+            assert csp["connect-src"] == "'self'"
+            sources = csp["script-src"].split()
+            assert sources[0] == "https://cdn.jsdelivr.net"
+            assert "'unsafe-inline'" not in sources and "*" not in sources
+        inline = r"const ui = SwaggerUIBundle"
+        docs = c.get("/docs")
+        assert inline in docs.text and "'sha256-" in docs.headers["content-security-policy"]
+        assert 'href="/docs"' in c.get("/ui/").text
+        assert "/docs" not in c.get("/openapi.json").json()["paths"]
+
+
 def test_cors_when_configured(
     make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
 ) -> None:

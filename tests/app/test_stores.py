@@ -173,3 +173,27 @@ def test_erasure_is_honoured_by_another_replica_and_after_a_restart(
     with running(settings, engine_factory) as c:
         out = recommend(c, "u-bundle")
         assert out["user_embedding"] == "fallback" and out["history"]["known_user"] is False
+
+
+def test_an_erasure_over_http_purges_the_redis_append_only_file(
+    make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
+) -> None:
+    """DELETE /v1/users/{id} starts the AOF rewrite (the first one of an interval starts
+    at once): once it has completed, no file of the server holds the id, nor the keyed
+    request that named the user."""
+    victim = "victim-c3d2e1"
+    with (
+        _redis_server() as server,
+        running(make_settings(store_url=server.url), engine_factory) as c,
+    ):
+        rows = [{"user_id": victim, "item_id": "arts-3"}, {"user_id": "v", "item_id": "arts-4"}]
+        keyed = {**AUTH, "Idempotency-Key": f"import-{victim}"}
+        assert c.post("/v1/interactions", json={"interactions": rows}, headers=keyed).is_success
+
+        def holding() -> list[str]:
+            files = [p for p in Path(server.data_dir).rglob("*") if p.is_file()]
+            return [p.name for p in files if victim.encode() in p.read_bytes()]
+
+        assert holding()  # the AOF has the writes
+        assert c.delete(f"/v1/users/{victim}", headers=AUTH).status_code == 204
+        assert wait_until(lambda: not holding(), timeout=30), holding()

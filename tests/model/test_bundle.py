@@ -156,3 +156,29 @@ def test_manifest_listing_a_path_outside_the_bundle_is_refused(tmp_path: Path) -
     (path / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="missing file"):
         load_bundle(path)
+
+
+def test_a_listed_file_linked_out_of_the_bundle_is_refused(tmp_path: Path) -> None:
+    """A bundle must hold its own files: a weights file that is a symlink to a file outside
+    (with the right sha256, so only the link is wrong) does not load; a link to a file
+    inside the bundle still does."""
+    path, _, _ = make_toy_bundle(tmp_path / "bundles" / "b")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (path / "weights.safetensors").rename(outside / "weights.safetensors")
+    (path / "weights.safetensors").symlink_to(outside / "weights.safetensors")
+    with pytest.raises(BundleError, match=r"weights\.safetensors is a link to a file outside"):
+        load_bundle(path)
+
+    (path / "weights.safetensors").unlink()
+    (outside / "weights.safetensors").rename(path / "kept.bin")
+    (path / "weights.safetensors").symlink_to("kept.bin")  # relative, inside: fine
+    assert load_bundle(path).model_version
+
+
+def test_a_manifest_linked_out_of_the_bundle_is_refused(tmp_path: Path) -> None:
+    path, _, _ = make_toy_bundle(tmp_path / "b")
+    (path / "manifest.json").rename(tmp_path / "manifest.json")
+    (path / "manifest.json").symlink_to(tmp_path / "manifest.json")
+    with pytest.raises(BundleError, match=r"manifest\.json is a link to a file outside"):
+        load_bundle(path)

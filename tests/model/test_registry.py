@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from model.registry import BundleRegistry, RegistryError
+from model.registry import BundleRegistry, RegistryError, UnusableVersion
 from tests.model.checked_bundle import make_bundle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -271,3 +271,50 @@ def test_torn_history_line_is_skipped(registry: BundleRegistry, three: list[str]
         f.write('{"event": "promote", "vers')  # a crash mid-append
     registry.promote("v0002", "second")
     assert [e["event"] for e in registry.history()][-2:] == ["promote", "promote"]
+
+
+def test_a_version_directory_linked_out_of_the_registry_is_refused(
+    registry: BundleRegistry, three: list[str], tmp_path: Path
+) -> None:
+    """A version directory planted as a symlink to a bundle outside the registry (a valid
+    one, with its version.json) is neither listed nor promoted; the next add skips its
+    name."""
+    outside = tmp_path / "outside-version"
+    make_bundle(outside / "bundle", version="planted")
+    (outside / "version.json").write_text('{"added_at": 0, "meta": {}, "refused": null}')
+    (registry.versions_dir / "v0004").symlink_to(outside)
+    with pytest.raises(UnusableVersion, match=r"versions/v0004 is a link out of the registry"):
+        registry.promote("v0004", "attack")
+    with pytest.raises(UnusableVersion, match="link out of the registry"):
+        registry.path("v0004")
+    assert registry.current() is None
+    assert [v.version for v in registry.list()] == three
+    assert registry.add(make_bundle(tmp_path / "src-next")) == "v0005"
+
+
+def test_a_version_whose_bundle_links_out_of_the_registry_is_refused(
+    registry: BundleRegistry, three: list[str], tmp_path: Path
+) -> None:
+    bundle = registry.versions_dir / three[0] / "bundle"
+    make_bundle(tmp_path / "planted", version="planted")
+    os.rename(bundle, tmp_path / "moved")
+    bundle.symlink_to(tmp_path / "planted")
+    with pytest.raises(UnusableVersion, match=r"versions/v0001/bundle is a link out"):
+        registry.promote(three[0], "attack")
+    registry.promote(three[1], "ok")
+    assert registry.current() == three[1]
+
+
+def test_add_refuses_a_bundle_with_a_file_linked_out_of_it(
+    registry: BundleRegistry, tmp_path: Path
+) -> None:
+    """``add`` copies the source (links followed): a link out of the source bundle would
+    copy in whatever file it names, so the add is refused and nothing is listed."""
+    src = make_bundle(tmp_path / "src")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not a bundle file")
+    (src / "extra.bin").symlink_to(secret)
+    with pytest.raises(RegistryError, match=r"extra\.bin is a link to a file outside"):
+        registry.add(src)
+    assert registry.list() == []
+    assert not list(registry.root.glob(".incoming-*"))

@@ -1,14 +1,18 @@
-"""The security findings of issue 13 and the input findings of issue 22
-(tests/reliability/attacks_inputs.py), measured against a real ``micrec serve`` process.
+"""The security findings of issues 13 and 22, measured against a real ``micrec serve``
+(issue 22's inputs in tests/reliability/attacks_inputs.py, its privacy and smaller
+findings in tests/reliability/attacks_round3.py, its connection flood in
+tests/reliability/flood.py).
 
 ``python -m tests.reliability.attacks --bundle artifacts/demo-bundle --out FILE.jsonl``
-starts ``micrec serve`` (one worker, SQLite store in a temporary directory, one API key,
-otherwise default settings), sends each attack in turn and records, per attack: the HTTP
+starts ``micrec serve`` (one worker, SQLite store in a temporary directory or, with
+``--store redis``, a private redis-server; one API key plus two for the popularity
+control, otherwise default settings), sends each attack in turn and records, per attack: the HTTP
 status, the response size, the wall time, the worker's RSS growth (VmRSS after minus
 before) and its peak growth (VmHWM, reset before each attack through
 ``/proc/<pid>/clear_refs``), how many answers during the attack were 5xx, plus a note on
-what the answer revealed. The rows are what docs/results/reliability.md ("Security",
-"Round 3: inputs") reports, before and after the fixes.
+what the answer revealed. The rows are what
+docs/results/reliability.md ("Security", "Round 3") reports, before and after the fixes.
+The attacks of issue 22 (round 3) are in tests/reliability/attacks_round3.py.
 
 Not a pytest test (it takes a real bundle and minutes); the findings themselves are
 tested in tests/reliability/test_security_hardening.py.
@@ -34,6 +38,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
+from tests.reliability import flood
 from tests.reliability.attacks_inputs import INPUT_ATTACKS, images_dir
 from tests.reliability.procs import API_KEY, AUTH, REPO, free_port, wait_for
 
@@ -97,6 +102,10 @@ def _reset_peak(pid: int) -> None:
         Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to VmRSS
 
 
+EXTRA_KEYS = ("attack-legit-key-one-0123", "attack-legit-key-two-0123")
+"""Two more API keys: legitimate traffic from several clients (popularity control)."""
+
+
 @dataclass
 class Served:
     proc: subprocess.Popen[bytes]
@@ -105,14 +114,30 @@ class Served:
     domain: str
     item: str
     admin: bool
+    workdir: Path
     repo: Path
     bundle: Path
+    env: dict[str, str]
+    """The served process's environment (for CLI commands run on the same store)."""
+    store_dir: Path
+    """The directory of the store's files (the SQLite file, or redis-server's data)."""
+    acked: list[tuple[str, str]]
+    """(user, item) of interactions the attacks had acknowledged (checked at the end)."""
     db: Path
+    """The SQLite file (when the store is SQLite)."""
     images: Path
+    """The served ``MICREC_ITEM_IMAGES_DIR``."""
 
 
 def start_serve(
-    bundle: Path, workdir: Path, *, admin: bool, repo: Path = REPO, **env: str
+    bundle: Path,
+    workdir: Path,
+    *,
+    admin: bool,
+    repo: Path = REPO,
+    store_url: str | None = None,
+    store_dir: Path | None = None,
+    **env: str,
 ) -> Served:
     port = free_port()
     values = {
@@ -124,14 +149,19 @@ def start_serve(
             "OMP_NUM_THREADS": "1",
             "MICREC_TORCH_THREADS": "1",
             "MICREC_FAISS_THREADS": "1",
-            "MICREC_API_KEYS": API_KEY,
-            "MICREC_STORE_URL": f"sqlite:///{workdir / 'state.db'}",
+            "MICREC_API_KEYS": ",".join((API_KEY, *EXTRA_KEYS)),
+            "MICREC_STORE_URL": store_url or f"sqlite:///{workdir / 'state.db'}",
             "MICREC_LOG_LEVEL": "warning",
+            # reloads only from the attack's own directory; caches there too (never
+            # next to the bundle, which may be another checkout's)
+            "MICREC_BUNDLES_DIR": str(workdir / "bundles"),
+            "MICREC_SERVING_CACHE_DIR": str(workdir / "serving-cache"),
             "MICREC_ITEM_IMAGES_DIR": str(images_dir(workdir)),
             **({"MICREC_ADMIN_KEYS": ADMIN_KEY} if admin else {}),
             **env,
         }
     )
+    (workdir / "bundles").mkdir(exist_ok=True)
     log = workdir / "serve.log"
     args = [sys.executable, "-m", "app.cli", "serve", "--bundle", str(bundle), "--port", str(port)]
     with log.open("wb") as f:
@@ -151,8 +181,10 @@ def start_serve(
         headers=AUTH,
         timeout=120,
     )
-    db, images = workdir / "state.db", images_dir(workdir)
-    return Served(proc, url, log, domain, item, admin, repo, bundle, db, images)
+    return Served(
+        proc, url, log, domain, item, admin, workdir, repo, bundle, values,
+        store_dir or workdir, [], workdir / "state.db", images_dir(workdir),
+    )  # fmt: skip
 
 
 def _slow_headers(url: str, seconds: float) -> dict[str, Any]:
@@ -305,12 +337,32 @@ ATTACKS: dict[str, Attack] = {
     "model-info-without-key": _model_no_key,
     "metrics-33-methods": _methods,
     "slow-header-trickle": _slow,
-    **INPUT_ATTACKS,
 }
+
+
+def _connection_flood(
+    s: Served, http: httpx.Client
+) -> tuple[httpx.Response | None, dict[str, Any]]:
+    """Issue 22: 300 partial-header connections from another address, reopened every 8 s,
+    under a steady 10 recommends/s (tests/reliability/flood.py)."""
+    return None, flood.run_flood(s.url, flood.recommend_body(s.url))
+
+
+def all_attacks() -> dict[str, Attack]:
+    """Every attack: issue 13's above, issue 22's (round 3) from their modules."""
+    from tests.reliability.attacks_round3 import ROUND3
+
+    return {
+        **ATTACKS,
+        **INPUT_ATTACKS,
+        **ROUND3,
+        "connection-flood-300": _connection_flood,
+    }
 
 
 def measure(served: Served, names: list[str]) -> list[dict[str, Any]]:
     pid = served.proc.pid
+    attacks = all_attacks()
     rows = []
     errors = [0]
 
@@ -326,7 +378,7 @@ def measure(served: Served, names: list[str]) -> list[dict[str, Any]]:
             rss0 = _status_kib(pid, "VmRSS")
             t0 = time.perf_counter()
             try:
-                r, note = ATTACKS[name](served, http)
+                r, note = attacks[name](served, http)
                 status, size = (r.status_code, len(r.content)) if r is not None else (None, None)
             except httpx.HTTPError as err:
                 status, size, note = None, None, {"error": f"{type(err).__name__}: {err}"}
@@ -366,9 +418,12 @@ def main(argv: list[str] | None = None) -> int:
         help="source tree to serve (e.g. `git archive <commit>` unpacked: the code before)",
     )
     p.add_argument(
+        "--store", choices=("sqlite", "redis"), default="sqlite", help="the state store served"
+    )
+    p.add_argument(
         "--workdir", type=Path, help="keep the store, log and pictures here (default: a temp dir)"
     )
-    p.add_argument("attacks", nargs="*", default=list(ATTACKS))
+    p.add_argument("attacks", nargs="*", default=list(all_attacks()), help="names (default all)")
     args = p.parse_args(argv)
     with contextlib.ExitStack() as stack:
         if args.workdir is not None:
@@ -376,17 +431,34 @@ def main(argv: list[str] | None = None) -> int:
             tmp = str(args.workdir)
         else:
             tmp = stack.enter_context(tempfile.TemporaryDirectory())
-        served = start_serve(args.bundle.resolve(), Path(tmp), admin=args.admin_key, repo=args.repo)
+        store: dict[str, Any] = {}
+        if args.store == "redis":
+            from bench.redis_server import RedisServer
+
+            server = stack.enter_context(RedisServer(Path(tmp) / "redis"))
+            store = {"store_url": server.url, "store_dir": server.data_dir}
+        served = start_serve(
+            args.bundle.resolve(), Path(tmp), admin=args.admin_key, repo=args.repo, **store
+        )
         try:
             rows = measure(served, args.attacks)
         finally:
             served.proc.terminate()
             served.proc.wait(30)
+    print(json.dumps({"summary": summary(rows)}), flush=True)
     if args.out:
         with args.out.open("a", encoding="utf-8") as f:
             for row in rows:
-                f.write(json.dumps({"label": args.label, **row}) + "\n")
+                f.write(json.dumps({"label": args.label, "store": args.store, **row}) + "\n")
     return 0
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the round-3 targets ask: no 5xx, no acknowledged write lost."""
+    fivexx = [r["attack"] for r in rows if (r.get("status") or 0) >= 500]
+    fivexx += [r["attack"] for r in rows if r.get("answers_5xx") or r.get("responses_5xx")]
+    lost = sum(int(r.get("acknowledged_lost", 0)) for r in rows)
+    return {"attacks": len(rows), "answers_5xx": fivexx, "acknowledged_writes_lost": lost}
 
 
 if __name__ == "__main__":

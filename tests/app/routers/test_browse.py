@@ -18,7 +18,7 @@ from PIL import Image
 from app.images import THUMBNAIL_SIDE
 from app.settings import Settings
 from app.stats import quantile
-from tests.app.conftest import AUTH, running
+from tests.app.conftest import ADMIN, AUTH, running
 from tests.app.fakes import FakeEngineFactory, FlakyStore, MemoryStore
 
 
@@ -311,6 +311,32 @@ def test_stats_count_what_the_service_did(client: TestClient) -> None:
         "sync_interval_s": 0.05,
         "popularity_refresh_s": 0.05,
     }
+
+
+def test_stats_show_admin_routes_only_to_an_admin_key(
+    make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
+) -> None:
+    """Admin traffic (when operators reload, promote...) is not for every reader: without
+    a key or with an API key the per-route rows leave the /v1/admin routes out."""
+    with running(make_settings(), engine_factory, MemoryStore()) as c:
+        assert c.get("/v1/admin/reload", headers=ADMIN).status_code == 200
+        assert c.post("/v1/recommend", json={"domain": "arts"}).status_code == 200
+
+        def routes(headers: dict[str, str]) -> set[str]:
+            r = c.get("/v1/stats", headers=headers)
+            assert r.status_code == 200, r.text
+            return {row["route"] for row in r.json()["latency"]}
+
+        assert "/v1/admin/reload" in routes(ADMIN)
+        for who in ({}, AUTH, {"X-API-Key": "wrong"}):
+            shown = routes(who)
+            assert "/v1/recommend" in shown
+            assert not [r for r in shown if r.startswith("/v1/admin")], who
+    # authentication off altogether (local development): nothing to hide
+    open_settings = make_settings(api_keys=[], admin_keys=[])
+    with running(open_settings, engine_factory, MemoryStore()) as c:
+        assert c.get("/v1/admin/reload").status_code == 200
+        assert "/v1/admin/reload" in {r["route"] for r in c.get("/v1/stats").json()["latency"]}
 
 
 def test_quantile_interpolates_inside_a_bucket_like_prometheus() -> None:

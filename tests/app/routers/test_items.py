@@ -66,17 +66,19 @@ def test_register_multipart_then_recommended(client: TestClient, with_text: bool
     assert_recommended(client, "mp-1", "office")
 
 
-def test_registered_item_appears_in_latest_fallback_and_popular(client: TestClient) -> None:
-    client.post(
-        "/v1/items", json={"item_id": "hot", "domain": "arts", "title": "hot"}, headers=AUTH
-    )
-    rows = [{"user_id": f"u{k}", "item_id": "hot"} for k in range(200)]
-    assert (
-        client.post("/v1/interactions", json={"interactions": rows}, headers=AUTH).status_code
-        == 200
-    )
-    out = client.post("/v1/recommend", json={"domain": "arts", "n": 1}).json()
-    assert out["items"] == [{"item_id": "hot", "score": 200.0, "source": "popular"}]
+def test_registered_item_appears_in_latest_fallback_and_popular(
+    make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
+) -> None:
+    # one trusted key: no popularity_key_cap (the cap: tests/app/test_popularity.py)
+    with running(make_settings(popularity_key_cap=0), engine_factory, MemoryStore()) as client:
+        client.post(
+            "/v1/items", json={"item_id": "hot", "domain": "arts", "title": "hot"}, headers=AUTH
+        )
+        rows = [{"user_id": f"u{k}", "item_id": "hot"} for k in range(200)]
+        r = client.post("/v1/interactions", json={"interactions": rows}, headers=AUTH)
+        assert r.status_code == 200
+        out = client.post("/v1/recommend", json={"domain": "arts", "n": 1}).json()
+        assert out["items"] == [{"item_id": "hot", "score": 200.0, "source": "popular"}]
 
 
 def test_conflicts_and_read_only_bundle_items(client: TestClient) -> None:

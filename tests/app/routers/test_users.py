@@ -4,6 +4,7 @@ idempotence, outage). Both real stores and replicas: tests/app/test_stores.py.""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -67,14 +68,15 @@ def test_erasure_is_idempotent_and_says_nothing_about_existence(
     ]
     assert [r.status_code for r in answers] == [204] * 4
     assert {r.content for r in answers} == {b""}
-    assert set(memory_store.erased_users()) == {BUNDLE_USER, "never-seen"}
+    erased = memory_store.erased_users()
+    assert len(erased) == 2 and BUNDLE_USER in erased and "never-seen" in erased
 
 
 def test_user_ids_are_validated(client: TestClient, memory_store: MemoryStore) -> None:
     for bad in ("a%01b", "x" * 257, "a%E2%80%AEb"):  # control char, too long, bidi override
         r = client.delete(f"/v1/users/{bad}", headers=AUTH)
         assert r.status_code == 422, (bad, r.text)
-    assert memory_store.erased_users() == {}
+    assert len(memory_store.erased_users()) == 0
 
 
 def test_new_interactions_after_erasure_are_used_but_not_the_bundle_history(
@@ -102,3 +104,30 @@ def test_store_outage(make_settings: Callable[..., Settings]) -> None:
         out = recommend(c, BUNDLE_USER)
         assert out["history"]["stored"] == "unavailable"
         assert out["user_embedding"] == "fallback"
+
+
+def test_erasure_leaves_the_id_in_no_file_of_the_sqlite_store(
+    make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory, tmp_path: Path
+) -> None:
+    """Issue 22: the erased id stayed in the WAL, and the answer of a keyed request
+    naming the user (its client key naming the user too) stayed 24 h. After the 204,
+    neither the database, its WAL nor its shared-memory file holds the id, and a retry
+    of the keyed request runs again instead of replaying."""
+    victim = "victim-9e2b7c"
+    settings = make_settings()
+    assert settings.store_url.startswith("sqlite:///")
+    with running(settings, engine_factory) as c:
+        rows = [{"user_id": victim, "item_id": "arts-3"}, {"user_id": "v", "item_id": "arts-3"}]
+        keyed = {**AUTH, "Idempotency-Key": f"import-{victim}-1"}
+        body = {"interactions": rows}
+        assert c.post("/v1/interactions", json=body, headers=keyed).status_code == 200
+        replay = c.post("/v1/interactions", json=body, headers=keyed)
+        assert replay.headers.get("Idempotent-Replayed") == "true"
+
+        assert c.delete(f"/v1/users/{victim}", headers=AUTH).status_code == 204
+
+        files = sorted(tmp_path.glob("state.db*"))
+        assert [f.name for f in files][:2] == ["state.db", "state.db-shm"]
+        assert [f.name for f in files if victim.encode() in f.read_bytes()] == []
+        again = c.post("/v1/interactions", json=body, headers=keyed)
+        assert again.status_code == 200 and "Idempotent-Replayed" not in again.headers

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from app.store.base import (
+    ErasureRecords,
     IdempotencyRecord,
     Interaction,
     ItemChange,
@@ -293,7 +294,7 @@ def test_erase_user_removes_history_and_their_popularity(store: Store) -> None:
     assert store.get_history("v") == {"arts": ["a", "x"]}
     assert store.get_history("u:v") == {"arts": ["c"]}
     assert store.is_erased("u") and not store.is_erased("v") and not store.is_erased("u:v")
-    assert store.erased_users() == {"u": 1000.0}
+    assert store.erased_users() == ErasureRecords.of_ids({"u": 1000.0})
 
 
 def test_erase_user_is_idempotent_and_records_unknown_users(store: Store) -> None:
@@ -302,7 +303,7 @@ def test_erase_user_is_idempotent_and_records_unknown_users(store: Store) -> Non
     assert store.erase_user("u", 20.0) == {}  # nothing left to remove; time updated
     assert store.erase_user("ghost", 30.0) == {}
     assert store.popularity("arts") == {}
-    assert store.erased_users() == {"u": 20.0, "ghost": 30.0}
+    assert store.erased_users() == ErasureRecords.of_ids({"u": 20.0, "ghost": 30.0})
 
 
 def test_interactions_after_erasure_are_new_data(store: Store) -> None:
@@ -355,7 +356,7 @@ def test_erasure_survives_a_restart(crashable_backend: Backend) -> None:
     crashable_backend.crash()
     reopened = crashable_backend.open()
     assert reopened.is_erased("u")
-    assert reopened.erased_users() == {"u": 42.5}
+    assert reopened.erased_users() == ErasureRecords.of_ids({"u": 42.5})
     assert reopened.get_history("u") == {}
     assert reopened.popularity("arts") == {"a": 1}
 

@@ -1,14 +1,19 @@
-"""The maps trained after the backbone, on one trained backbone: with and without them.
+"""Ablations of the served model: what each part trained after the backbone adds.
 
-    python bench/bridge_probe.py --dataset ../shared/datasets/amazon-arts-office \
-        --config configs/bench-quality.toml --variant inmo --seed 0 --out docs/results/quality/probes/bridge-arts-office-s0.json
+    # one run: one dataset, one seed, one backbone (the blend fitted per row on validation)
+    python bench/ablation.py run --dataset ../shared/datasets/amazon-arts-office \
+        --variant micrec --seed 0 --label arts-office --out docs/results/ablation
+    # the tables and plot from every run under --out
+    python bench/ablation.py report --out docs/results/ablation
 
-Trains the backbone once (``--variant``, no search), then fits the served blend on
-validation three times: without maps (the config's cross-domain rule, cold items from the
-graph), with the cross-domain maps only (the fit chooses the rule on pseudo-cold
-validation users), with both maps. All are scored on the test slices with most-popular
-and content kNN beside them, so the rows differ only by the maps. A probe for choosing
-settings, not the quality table (bench/quality.py).
+A run trains the backbone once (``--variant``: ``micrec`` = content in the graph and
+cross-domain alignment as configured, ``inmo`` = neither; no search), fits the
+cross-domain maps and the item map once, then fits the served blend on validation four
+times: without maps, with the item map only, with the cross-domain map only, with both.
+Each row is scored on the test slices; most-popular and content kNN run on the same split.
+So rows of one backbone differ only by the maps, and the two backbones differ only by the
+graph's content and alignment. Runs land in OUT/runs/LABEL-VARIANT-sSEED.json; ``report``
+writes OUT/ablation.md (mean ± std over seeds) and OUT/ablation.png.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -34,11 +40,16 @@ from model.runconfig import load_run_config
 from model.training import Trainer
 
 SLICES = ("all", "new_users", "cd_cold_users", "cold_items", "cold_items_vs_all", "deg_1-5")
+ROWS = ("no_maps", "item_map", "bridge", "both_maps")
+"""The maps each blend row is fitted with (model.maps)."""
+BASELINES = ("popular", "content_knn")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", type=Path, required=True)
+    ap.add_argument("command", choices=("run", "report"))
+    ap.add_argument("--label", default=None, help="dataset label in file names and tables")
+    ap.add_argument("--dataset", type=Path, default=None)
     ap.add_argument("--config", type=Path, default=Path("configs/bench-quality.toml"))
     ap.add_argument("--variant", default="inmo")
     ap.add_argument("--seed", type=int, default=0)
@@ -49,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
+    if args.command == "report":
+        from ablation_report import write_report
+
+        write_report(args.out)
+        return 0
+    if args.dataset is None or args.label is None:
+        ap.error("run needs --dataset and --label")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     set_threads(args.threads)
     over: dict[str, dict[str, Any]] = {"data": {}, "bridge": {}, "item_map": {}}
@@ -79,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     model = res.model
     assert isinstance(model, MICRec)
     out: dict[str, Any] = {
+        "label": args.label,
         "dataset": str(args.dataset),
+        "machine": f"{os.cpu_count()} cores, {args.threads} thread(s), load {os.getloadavg()[0]:.1f}",
         "variant": args.variant,
         "seed": args.seed,
         "k_core": cfg.data.k_core,
@@ -101,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     given = model.config.cross_domain_rule
     variants = {
         "no_maps": Maps(),
+        "item_map": Maps(item_maps=maps.item_maps),
         "bridge": Maps(bridges=maps.bridges),
         "both_maps": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
     }
@@ -118,10 +139,13 @@ def main(argv: list[str] | None = None) -> int:
             d: r.get("cross_domain", {}).get("rules_val_ndcg@20") for d, r in rep.items()
         }
         out[f"{name}_val"] = evaluate(
-            ranker, split, ks=(20,), only=(*SLICES[:2], *SLICES[3:], PSEUDO_COLD_SLICE), stage="val"
+            ranker, split, ks=(20,), only=("all", PSEUDO_COLD_SLICE), stage="val"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1, default=str))
+        out[f"{name}_weights"] = blend.weights_json()
+    out["seconds"] = time.perf_counter() - t0
+    path = args.out / "runs" / f"{args.label}-{args.variant}-s{args.seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, default=str))
     methods = [m for m in ("popular", "content_knn", *variants) if m in out]
     for d in split.domains:
         print(f"== {d} (test NDCG@20 %)")
@@ -131,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 m.ljust(12), *(("n/a" if v is None else f"{100 * v:.2f}").rjust(12) for v in vals)
             )
-    print("rule with the bridge:", out["bridge_rule"], out["bridge_rules_val"])
+    print("rule with the cross-domain map:", out["bridge_rule"], out["bridge_rules_val"])
     return 0
 
 
