@@ -166,6 +166,20 @@ def test_settings_import_no_behaviour() -> None:
     }
 
 
+MAX_CLASS_LINES = 300
+
+
+def test_no_class_is_longer_than_300_lines() -> None:
+    long = {}
+    for m in modules().values():
+        for node in ast.walk(ast.parse(m.path.read_text(), str(m.path))):
+            if isinstance(node, ast.ClassDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > MAX_CLASS_LINES:
+                    long[f"{m.name}.{node.name}"] = lines
+    assert long == {}
+
+
 # --- the map of the code ------------------------------------------------------------------
 ARCHITECTURE = ROOT / "docs" / "ARCHITECTURE.md"
 
