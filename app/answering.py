@@ -29,16 +29,16 @@ from typing import TypeVar, cast
 import numpy as np
 
 from app import fallbacks
-from app.categories import category_matches
-from app.engine import embedding_method
-from app.popularity import PopularityBook
-from app.schemas import (
+from app.api.schemas import (
     HistoryReport,
     RecommendedItem,
     RecommendResponse,
     StoredHistory,
     UserEmbeddingMethod,
 )
+from app.categories import category_matches
+from app.engine import embedding_method
+from app.popularity import PopularityBook
 from app.settings import Settings
 from app.state import ModelState
 from app.telemetry import Metrics
@@ -52,7 +52,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Query:
-    """A recommend request (``app.schemas.RecommendRequest``), checked against the settings
+    """A recommend request (``app.api.schemas.RecommendRequest``), checked against the settings
     and the state's domains, with its defaults filled in (app/recommend.py builds it)."""
 
     domain: str

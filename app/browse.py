@@ -13,15 +13,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from app.api.errors import NotFound, PayloadTooLarge, Unavailable
+from app.api.schemas_console import ItemPage, ItemSummary, UserHistory
+from app.api.validation import shown
 from app.categories import category_matches, split_categories
-from app.errors import NotFound, PayloadTooLarge, Unavailable
 from app.images import BundlePictures, Picture, PictureRefused
 from app.parts import Parts, Resource
 from app.recommend import Recommender
-from app.schemas_console import ItemPage, ItemSummary, UserHistory
 from app.state import ModelState
 from app.store.base import StoreUnavailable
-from app.validation import shown
 
 MAX_PAGE = 100
 """Most items in one page of the item list, and most ids in one ``ids`` lookup."""

@@ -38,9 +38,9 @@ from pathlib import Path
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from app.errors import Conflict
+from app.api.errors import Conflict
+from app.api.schemas import BundleStatus
 from app.reload import ModelLoader
-from app.schemas import BundleStatus
 from app.store.base import Store, StoreUnavailable, WantedBundle
 from model.registry import BUNDLE_DIR, CURRENT, BundleRegistry, RegistryError
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.errors import InvalidInput
+from app.api.errors import InvalidInput
 
 
 def bundle_inside(requested: str, root: Path) -> Path:

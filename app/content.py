@@ -15,7 +15,7 @@ import warnings
 
 from PIL import Image, UnidentifiedImageError
 
-from app.errors import InvalidInput, PayloadTooLarge
+from app.api.errors import InvalidInput, PayloadTooLarge
 from model.encoders.imageguard import (
     IMAGE_FORMATS,
     MAX_ASPECT_RATIO,

@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from app.api.errors import Unavailable
 from app.encoder_process import recv_message, send_message, serve
-from app.errors import Unavailable
 from app.settings import Settings
 
 log = logging.getLogger("micrec.service")

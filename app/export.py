@@ -15,7 +15,7 @@ What is written:
 * rows whose item is no longer registered are skipped and counted (export.json);
 * stored rows whose timestamp is not finite, negative or more than
   ``max_timestamp_skew_s`` past the export's clock are skipped and counted
-  (``rows_skipped_bad_timestamp``, app/timestamps.py): stored before the API bounded
+  (``rows_skipped_bad_timestamp``, app/api/timestamps.py): stored before the API bounded
   timestamps, they would crash the retrain (1e308 is no int64) or fill its window.
 
 Everything streams: the store is read in pages (``iter_items`` / ``iter_interactions``)
@@ -32,8 +32,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from app.api.timestamps import DEFAULT_TIMESTAMP_SKEW_S, in_range
 from app.store.base import Store
-from app.timestamps import DEFAULT_TIMESTAMP_SKEW_S, in_range
 from model.data.dataset import ItemRecord
 from model.data.writer import STORE, DatasetWriter, Row, bundle_training_data
 

@@ -4,7 +4,7 @@ A strategy maps a :class:`FallbackQuery` to candidate (item id, score) pairs, be
 :data:`STRATEGIES` is the registry; ``fallback_chain`` (settings) names strategies from
 it, tried in order, and settings refuse any other name (``app.settings_groups.FallbackName``). To
 add a strategy: write the function, register it, and add its name to ``FallbackName`` and
-to ``app.schemas.Source`` (the ``source`` an item it contributes carries).
+to ``app.api.schemas.Source`` (the ``source`` an item it contributes carries).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from app.api.schemas import RecommendedItem
 from app.categories import category_matches
 from app.popularity import PopularityBook
-from app.schemas import RecommendedItem
 from app.settings_groups import FallbackName
 from app.state import ModelState
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel
 
-from app.errors import Conflict, InvalidInput
+from app.api.errors import Conflict, InvalidInput
 from app.security import key_source
 from app.store.base import IdempotencyRecord, Store, StoredItem, StoreUnavailable
 from app.store_health import StoreHealth

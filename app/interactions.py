@@ -12,12 +12,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from app.errors import InvalidInput, PayloadTooLarge
+from app.api.errors import InvalidInput, PayloadTooLarge
+from app.api.schemas import InteractionIn, InteractionsResponse, RejectedRow
+from app.api.timestamps import in_range
+from app.api.validation import shown
 from app.parts import Resource
-from app.schemas import InteractionIn, InteractionsResponse, RejectedRow
 from app.store.base import Interaction, StoreUnavailable
-from app.timestamps import in_range
-from app.validation import shown
 
 
 class Interactions(Resource):

@@ -25,11 +25,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import validation
+from app.api import validation
+from app.api.errors import ServiceError
 from app.connections import InFlightLimitMiddleware
 from app.encoding import encoder_client
 from app.engine import EngineFactory, load_engine
-from app.errors import ServiceError
 from app.idempotency import HEADER as IDEMPOTENCY_HEADER
 from app.idempotency import REPLAYED_HEADER
 from app.routers import bundles, health, interactions, items, model, recommend, reload, users

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from app.errors import Conflict, InvalidInput, NotFound, Unavailable
-from app.schemas import BundlesOut, BundleVersionOut, PromotionOut
+from app.api.errors import Conflict, InvalidInput, NotFound, Unavailable
+from app.api.schemas import BundlesOut, BundleVersionOut, PromotionOut
 from app.store.base import Store, StoreUnavailable
 from model.registry import BundleRegistry, RegistryError, UnknownVersion, UnusableVersion
 

@@ -17,20 +17,20 @@ import anyio.to_thread
 import numpy as np
 
 from app.answering import NOT_REQUESTED, Answerer, Job, Query, UserLookup, collect_history
-from app.errors import InvalidInput, NotFound, PayloadTooLarge
-from app.model_thread import ModelThread
-from app.parts import Parts, Resource
-from app.schemas import (
+from app.api.errors import InvalidInput, NotFound, PayloadTooLarge
+from app.api.schemas import (
     HistoryReport,
     RecommendedItem,
     RecommendRequest,
     RecommendResponse,
     SimilarResponse,
 )
+from app.api.validation import shown
+from app.model_thread import ModelThread
+from app.parts import Parts, Resource
 from app.state import ModelState
 from app.store.base import StoreUnavailable, UserRead
 from app.topn import TopNCache, compute_entry, history_fingerprint
-from app.validation import shown
 
 T = TypeVar("T")
 

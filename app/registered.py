@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from app.api.schemas import ItemOut
 from app.categories import category_matches, split_categories
-from app.schemas import ItemOut
 from app.store.base import StoredItem
 
 

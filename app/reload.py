@@ -18,12 +18,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from app.api.errors import Conflict, NotReady
+from app.api.schemas import ReloadStatus
 from app.background import BackgroundThreads
 from app.engine import EngineFactory
-from app.errors import Conflict, NotReady
 from app.feed import ChangeFeed
 from app.replica_sync import ReplicaSync
-from app.schemas import ReloadStatus
 from app.served import ServedModel
 from app.settings import Settings
 from app.state import ModelState, build_state

@@ -14,11 +14,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from app.errors import NotFound
+from app.api.errors import NotFound
+from app.api.schemas_console import EvaluationReport
+from app.api.validation import shown
 from app.images import sniff
-from app.schemas_console import EvaluationReport
 from app.state import ModelState
-from app.validation import shown
 
 MAX_REPORT_BYTES = 8 * 1024 * 1024
 """Larger report files are skipped (a bundle's are tens of KiB)."""

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from app.api.timestamps import DEFAULT_TIMESTAMP_SKEW_S
 from app.export import export_dataset
 from app.promotion import promote
 from app.store.base import Store
-from app.timestamps import DEFAULT_TIMESTAMP_SKEW_S
 from model.bundle import load_bundle, read_manifest
 from model.data.writer import bundle_training_data
 from model.registry import BundleRegistry

@@ -15,6 +15,11 @@ Durability first: an item is written to the store before it becomes visible here
 from __future__ import annotations
 
 from app import reports
+from app.api.schemas import (
+    BundleStatus,
+    ModelInfo,
+)
+from app.api.schemas_console import EvaluationReport, ReplicaInfo, ServiceStats
 from app.background import BackgroundThreads
 from app.browse import Browser
 from app.bundle_follow import BundleFollower
@@ -31,11 +36,6 @@ from app.promotion import RegistryAdmin
 from app.recommend import Recommender
 from app.reload import ModelLoader
 from app.replica_sync import ReplicaSync
-from app.schemas import (
-    BundleStatus,
-    ModelInfo,
-)
-from app.schemas_console import EvaluationReport, ReplicaInfo, ServiceStats
 from app.served import ServedModel
 from app.settings import Settings
 from app.state import ModelState

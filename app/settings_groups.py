@@ -18,8 +18,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import NoDecode
 
-from app.ids import MAX_LIST_ITEMS
-from app.timestamps import DEFAULT_TIMESTAMP_SKEW_S
+from app.api.ids import MAX_LIST_ITEMS
+from app.api.timestamps import DEFAULT_TIMESTAMP_SKEW_S
 from model.serving_cache import CachePolicy, VerifyMode
 
 MB = 1024 * 1024

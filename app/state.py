@@ -19,15 +19,15 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from app.api.errors import InvalidInput
+from app.api.ids import is_normal_id
+from app.api.schemas import IndexCalibrationInfo, IndexInfo, ModelInfo
+from app.api.validation import shown
 from app.categories import CategoryIndex
 from app.engine import Engine
-from app.errors import InvalidInput
-from app.ids import is_normal_id
 from app.index import DomainIndex
 from app.registered import RegisteredItems
-from app.schemas import IndexCalibrationInfo, IndexInfo, ModelInfo
 from app.settings import Settings
-from app.validation import shown
 from model.serving_cache import cache_key
 
 log = logging.getLogger("micrec.service")
@@ -161,7 +161,7 @@ def build_state(engine: Engine, path: Path, settings: Settings) -> ModelState:
 
 def _warn_unreachable_ids(engine: Engine) -> None:
     """A bundle trained before ids were NFKC-normalised may hold ids no request can name
-    (requests are normalised, app/ids.py): say so, it is fixed by retraining."""
+    (requests are normalised, app/api/ids.py): say so, it is fixed by retraining."""
     for d in engine.domains:
         odd = [i for i in engine.catalogue(d).item_ids if not is_normal_id(i)]
         if odd:

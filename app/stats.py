@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from app.schemas_console import LatencySummary, ServiceStats
+from app.api.schemas_console import LatencySummary, ServiceStats
 from app.telemetry import Metrics
 
 MAX_ROUTES = 12

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from app.errors import Unavailable
+from app.api.errors import Unavailable
 from app.store.base import Store
 from app.telemetry import Metrics
 

@@ -80,7 +80,7 @@ class Metrics:
 
 def _label(template: str) -> str:
     """The route template as the OpenAPI document writes it: ``{user_id:path}`` (ids with
-    "/", app/ids.py) is labelled ``{user_id}``, so labels do not depend on converters."""
+    "/", app/api/ids.py) is labelled ``{user_id}``, so labels do not depend on converters."""
     return template.replace(":path}", "}")
 
 

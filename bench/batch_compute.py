@@ -42,8 +42,8 @@ def main() -> int:
     for k, v in THREAD_ENV.items():
         os.environ.setdefault(k, v)
 
+    from app.api.schemas import InteractionIn, RecommendRequest
     from app.engine import load_engine
-    from app.schemas import InteractionIn, RecommendRequest
     from app.service import RecommendationService
     from app.settings import Settings
     from app.store.sqlite import SQLiteStore

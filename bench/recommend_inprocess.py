@@ -43,7 +43,7 @@ def p50_ms(fn: Callable[[Any], object], reqs: list[Any]) -> float:
 def measure(svc: Any, state: Any, rs: list[dict[str, Any]], *, cached: bool) -> dict[str, float]:
     """p50 ms of each part for the requests ``rs`` (one type) on service ``svc``."""
     from app.answering import collect_history
-    from app.schemas import RecommendRequest
+    from app.api.schemas import RecommendRequest
 
     row: dict[str, float] = {}
     rec = svc.recommender
@@ -93,8 +93,8 @@ def main() -> int:
     for k, v in THREAD_ENV.items():
         os.environ.setdefault(k, v)
 
+    from app.api.schemas import InteractionIn
     from app.engine import load_engine
-    from app.schemas import InteractionIn
     from app.service import RecommendationService
     from app.settings import Settings
     from app.store.redis import RedisStore

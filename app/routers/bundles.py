@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from app.api.errors import NotFound
+from app.api.schemas import BundlesOut, ErrorBody, PromoteRequest, PromotionOut, RollbackRequest
 from app.deps import AdminAccess, RegistryAdminDep
-from app.errors import NotFound
 from app.promotion import RegistryAdmin
 from app.routers.common import ADMIN_AUTH, CONFLICT, INVALID, MALFORMED, NOT_READY, Responses
-from app.schemas import BundlesOut, ErrorBody, PromoteRequest, PromotionOut, RollbackRequest
 
 router = APIRouter(prefix="/v1/admin/bundles", tags=["admin"], dependencies=[AdminAccess])
 

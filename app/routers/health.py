@@ -9,9 +9,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from app.api.schemas import Health, Readiness, StoreStatus
 from app.deps import MetricsDep, ServiceDep
 from app.reload import LOAD_FAILED
-from app.schemas import Health, Readiness, StoreStatus
 
 router = APIRouter(tags=["probes"])
 

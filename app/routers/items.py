@@ -18,6 +18,17 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
+from app.api.errors import InvalidInput, PayloadTooLarge
+from app.api.ids import Id
+from app.api.ids import ItemId as ItemIdType
+from app.api.schemas import (
+    ItemIn,
+    ItemOut,
+    ItemUpdate,
+    SimilarResponse,
+)
+from app.api.schemas_console import ItemPage
+from app.api.validation import shown
 from app.deps import (
     BrowserDep,
     IdempotencyDep,
@@ -29,9 +40,6 @@ from app.deps import (
     SettingsDep,
     WriteAccess,
 )
-from app.errors import InvalidInput, PayloadTooLarge
-from app.ids import Id
-from app.ids import ItemId as ItemIdType
 from app.images import CONTENT_TYPES
 from app.items import Items
 from app.routers.common import (
@@ -41,14 +49,6 @@ from app.routers.common import (
     UNSUPPORTED_MEDIA,
     answer_response,
 )
-from app.schemas import (
-    ItemIn,
-    ItemOut,
-    ItemUpdate,
-    SimilarResponse,
-)
-from app.schemas_console import ItemPage
-from app.validation import shown
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 

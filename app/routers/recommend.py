@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, Security
 
+from app.api.ids import Id
+from app.api.schemas import RecommendRequest, RecommendResponse
 from app.deps import ReadAccess, RecommenderDep, SettingsDep, UserReadAccess
-from app.ids import Id
 from app.routers.common import ERRORS_READ, MALFORMED
-from app.schemas import RecommendRequest, RecommendResponse
 from app.security import api_key_header, check_user_read
 
 router = APIRouter(prefix="/v1", tags=["recommend"], dependencies=[ReadAccess])
@@ -45,7 +45,7 @@ async def recommend(
 
 
 @router.get(
-    "/users/{user_id:path}/recommendations",  # ids may hold "/" (app/ids.py)
+    "/users/{user_id:path}/recommendations",  # ids may hold "/" (app/api/ids.py)
     response_model=RecommendResponse,
     responses=ERRORS_READ,
     dependencies=[UserReadAccess],

@@ -1,7 +1,7 @@
 """``DELETE /v1/users/{user_id}``: erase a user (app/erasure.py); ``GET
 /v1/users/{user_id}/history``: what recommendations use as their history.
 
-User ids may contain "/" (app/ids.py), so these routes take the rest of the path as the id
+User ids may contain "/" (app/api/ids.py), so these routes take the rest of the path as the id
 (``{user_id:path}``): ``/v1/users/acme%2F42`` and ``/v1/users/acme/42`` both name ``acme/42``,
 and ``/v1/users/a/b/history`` is the history of ``a/b`` (the fixed suffix ends the id)."""
 
@@ -11,10 +11,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, status
 
+from app.api.ids import Id, RawId, stored_forms
+from app.api.schemas_console import UserHistory
 from app.deps import BrowserDep, ErasureDep, UserReadAccess, WriteOrAdminAccess
-from app.ids import Id, RawId, stored_forms
 from app.routers.common import AUTH, ERRORS_READ, INVALID, NOT_READY
-from app.schemas_console import UserHistory
 
 router = APIRouter(prefix="/v1", tags=["users"])
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.api.errors import Unavailable
 from app.encoding import EncoderClient
-from app.errors import Unavailable
 from model.encoders.factory import create_encoder
 
 TEXT = "Red enamel mug 350 ml. kitchen > drinkware. Dishwasher safe, stackable."

@@ -6,8 +6,8 @@ from typing import get_args
 
 import pytest
 
+from app.api.schemas import Source
 from app.fallbacks import STRATEGIES, FallbackQuery, fill
-from app.schemas import Source
 from app.settings import Settings, SettingsError, load_settings
 from app.settings_groups import DEFAULT_CHAIN, FallbackName
 from tests.app.conftest import StartService, state_of

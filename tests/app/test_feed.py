@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.errors import NotFound
-from app.schemas import InteractionIn, RecommendRequest
+from app.api.errors import NotFound
+from app.api.schemas import InteractionIn, RecommendRequest
 from app.store.base import StoredItem
 from tests.app.conftest import StartService, state_of
 from tests.app.fakes import FlakyStore, MemoryStore

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from pydantic import BaseModel
 
-from app.schemas import (
+from app.api.schemas import (
     InteractionIn,
     InteractionsRequest,
     ItemIn,

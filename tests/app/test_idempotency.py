@@ -9,7 +9,7 @@ import threading
 import pytest
 from pydantic import BaseModel
 
-from app.errors import Conflict, InvalidInput, Unavailable
+from app.api.errors import Conflict, InvalidInput, Unavailable
 from app.idempotency import IdempotencyGuard, KeyedRequest
 from app.store_health import StoreHealth
 from app.telemetry import Metrics

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.errors import Conflict, NotFound, Unavailable
-from app.schemas import InteractionIn, RecommendRequest
+from app.api.errors import Conflict, NotFound, Unavailable
+from app.api.schemas import InteractionIn, RecommendRequest
 from app.store.base import StoredItem
 from tests.app.conftest import StartService, state_of
 from tests.app.fakes import FlakyStore, MemoryStore

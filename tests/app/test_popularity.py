@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.schemas import InteractionIn, RecommendRequest
+from app.api.schemas import InteractionIn, RecommendRequest
 from tests.app.conftest import StartService
 from tests.app.fakes import MemoryStore
 

@@ -32,9 +32,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.api.schemas import RecommendRequest
 from app.categories import join_categories
 from app.engine import Engine
-from app.schemas import RecommendRequest
 from model.bundle import load_bundle
 from model.data.dataset import Dataset, Interactions, item_text
 from model.encoders.cache import encode_dataset

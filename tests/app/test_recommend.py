@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.errors import InvalidInput
-from app.schemas import InteractionIn, RecommendRequest
+from app.api.errors import InvalidInput
+from app.api.schemas import InteractionIn, RecommendRequest
 from tests.app.conftest import StartService
 from tests.app.fakes import MemoryStore
 
@@ -16,7 +16,7 @@ def test_limits_and_validation(start: StartService, memory_store: MemoryStore) -
         svc.recommender.recommend(RecommendRequest(domain="arts", n=6))
     with pytest.raises(InvalidInput, match="valid domains: arts, office"):
         svc.recommender.recommend(RecommendRequest(domain="toys"))
-    from app.errors import PayloadTooLarge
+    from app.api.errors import PayloadTooLarge
 
     with pytest.raises(PayloadTooLarge, match="max_history=3"):
         svc.recommender.recommend(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import Conflict, NotReady
-from app.schemas import RecommendRequest
+from app.api.errors import Conflict, NotReady
+from app.api.schemas import RecommendRequest
 from tests.app.conftest import StartService, state_of
 from tests.app.fakes import FakeEngineFactory, MemoryStore
 

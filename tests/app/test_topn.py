@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.schemas import InteractionIn, RecommendRequest, RecommendResponse
+from app.api.schemas import InteractionIn, RecommendRequest, RecommendResponse
 from app.service import RecommendationService
 from app.store.base import UserRead
 from app.topn import Entry, TopNCache

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.schemas import InteractionIn
+from app.api.schemas import InteractionIn
 from tests.app.conftest import StartService, state_of
 from tests.app.fakes import FakeEngineFactory, MemoryStore
 from tests.app.test_topn import LIST, _check

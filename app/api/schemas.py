@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.ids import ID_PATTERN, ITEM_ID_PATTERN, MAX_ID_CHARS, MAX_LIST_ITEMS, Id, ItemId
+from app.api.ids import ID_PATTERN, ITEM_ID_PATTERN, MAX_ID_CHARS, MAX_LIST_ITEMS, Id, ItemId
 
 __all__ = ["ID_PATTERN", "ITEM_ID_PATTERN", "MAX_ID_CHARS"]
 

@@ -1,7 +1,7 @@
 """Ids through the API (issue 22 findings 5 and 7): every user id a write accepts can be
 read and erased through the user routes ("/" included: the routes take the rest of the
 path), and look-alike ids (trailing spaces, fullwidth forms) are one id at every entry
-point (NFKC + trim, app/ids.py); case is kept."""
+point (NFKC + trim, app/api/ids.py); case is kept."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.ids import check_id, stored_forms
+from app.api.ids import check_id, stored_forms
 from app.main import create_app
 from app.settings import Settings
 from app.store.base import Interaction

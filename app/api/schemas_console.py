@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.schemas import StoredHistory
+from app.api.schemas import StoredHistory
 
 
 class ItemSummary(BaseModel):
