@@ -88,7 +88,7 @@ class ModelSettings(BaseModel):
 
 
 class IndexSettings(BaseModel):
-    """The per-domain FAISS indexes (app/index.py, app/index_base.py)."""
+    """The per-domain FAISS indexes (app/index/domain.py, app/index/base.py)."""
 
     exact_index_max_items: int = Field(
         50_000,

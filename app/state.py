@@ -25,7 +25,7 @@ from app.api.schemas import IndexCalibrationInfo, IndexInfo, ModelInfo
 from app.api.validation import shown
 from app.categories import CategoryIndex
 from app.engine import Engine
-from app.index import DomainIndex
+from app.index.domain import DomainIndex
 from app.registered import RegisteredItems
 from app.settings import Settings
 from model.serving_cache import cache_key

@@ -1,7 +1,7 @@
 """The top-N cache's exactness with an approximate (IVF) index.
 
 An IVF index fetches candidates by the equivalent L2 distance and re-scores them exactly
-(app/index_base.py); the cache's list is fetched with a larger k than a live request's n.
+(app/index/base.py); the cache's list is fetched with a larger k than a live request's n.
 The same checks as tests/app/test_topn.py, on a catalogue big enough to be served by IVF.
 """
 

@@ -1,4 +1,4 @@
-"""DomainIndex (app/index.py): exactness, IVF recall, writes, exclusion, edge cases and
+"""DomainIndex (app/index/domain.py): exactness, IVF recall, writes, exclusion, edge cases and
 concurrent readers with a writer."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import faiss
 import numpy as np
 import pytest
 
-from app.index import DomainIndex, default_nlist, measure_recall
+from app.index.domain import DomainIndex, default_nlist, measure_recall
 
 D = 32
 

@@ -2,7 +2,7 @@
 
 A domain index has two parts, searched together and merged by score:
 
-* the **base** (app/index_base.py): the bundle's items, read-only once built: exact
+* the **base** (app/index/base.py): the bundle's items, read-only once built: exact
   (flat) up to ``exact_max_items``, IVF above (nprobe calibrated on real users). With a
   serving cache directory it is built once per machine, written to a file and
   memory-mapped read-only by every worker (``IO_FLAG_MMAP_IFC``), so workers share one
@@ -19,7 +19,7 @@ The base's kind is fixed at build time: upserts that push a flat index past
 until the next model load builds the base again.
 
 Concurrency: FAISS allows concurrent searches but not a search during ``add``/``remove``.
-A writer-preferring readers-writer lock (app/rwlock.py) guards the delta and the label
+A writer-preferring readers-writer lock (app/index/rwlock.py) guards the delta and the label
 maps rather than copy-on-write snapshots (which would clone the index per write);
 ``build`` (seconds for IVF: k-means) runs outside the lock on new objects that are then
 swapped in, so a rebuild never blocks searches. Writers are serialised by a separate
@@ -44,9 +44,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from app.index_base import BaseIndex, BaseParams, IndexCalibration, default_nlist
-from app.index_delta import DeltaIndex
-from app.rwlock import RWLock
+from app.index.base import BaseIndex, BaseParams, IndexCalibration, default_nlist
+from app.index.delta import DeltaIndex
+from app.index.rwlock import RWLock
 from model.serving_cache import open_cached
 
 __all__ = ["DomainIndex", "IndexCalibration", "default_nlist", "measure_recall"]

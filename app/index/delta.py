@@ -1,4 +1,4 @@
-"""The in-memory part of a domain index (app/index.py): vectors upserted after the build.
+"""The in-memory part of a domain index (app/index/domain.py): vectors upserted after the build.
 
 An exact ``IndexIDMap2(IndexFlatIP)`` over the items registered through the API (and
 replacements of bundle items). It stays small (a rebuild at the next model load folds it

@@ -1,4 +1,4 @@
-"""A readers-writer lock with writer preference (app/index.py).
+"""A readers-writer lock with writer preference (app/index/domain.py).
 
 FAISS allows concurrent searches but not a search during ``add``/``remove``; a single-item
 write takes microseconds, so readers wait at most that long, and writer preference keeps a
