@@ -39,9 +39,9 @@ from app.api.schemas import (
 from app.categories import category_matches
 from app.engine import embedding_method
 from app.popularity import PopularityBook
+from app.runtime.telemetry import Metrics
 from app.settings import Settings
 from app.state import ModelState
-from app.telemetry import Metrics
 from app.topn import Entry, TopNCache, compute_entry, history_fingerprint
 from model.inference import UserEmbedding
 

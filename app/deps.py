@@ -15,12 +15,13 @@ from fastapi import Depends, Header, Request
 
 from app.browse import Browser
 from app.erasure import UserErasure
-from app.idempotency import HEADER, MAX_KEY_CHARS, IdempotencyGuard, KeyedRequest
 from app.interactions import Interactions
 from app.items import Items
 from app.promotion import RegistryAdmin
 from app.recommend import Recommender
 from app.reload import ModelLoader
+from app.runtime.idempotency import HEADER, MAX_KEY_CHARS, IdempotencyGuard, KeyedRequest
+from app.runtime.telemetry import Metrics
 from app.security import (
     API_KEY_HEADER,
     require_admin_key,
@@ -31,7 +32,6 @@ from app.security import (
 )
 from app.service import RecommendationService
 from app.settings import Settings
-from app.telemetry import Metrics
 
 
 # ``async def``: FastAPI would run a plain ``def`` dependency in the thread pool (one hop

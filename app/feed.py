@@ -22,10 +22,10 @@ import logging
 import numpy as np
 
 from app.registered import ItemMeta
+from app.runtime.store_health import StoreHealth
 from app.served import ServedModel
 from app.state import ModelState
 from app.store.base import Store, StoredItem, StoreUnavailable
-from app.store_health import StoreHealth
 
 log = logging.getLogger("micrec.service")
 

@@ -30,13 +30,13 @@ from app.api.errors import ServiceError
 from app.connections import InFlightLimitMiddleware
 from app.encoding import encoder_client
 from app.engine import EngineFactory, load_engine
-from app.idempotency import HEADER as IDEMPOTENCY_HEADER
-from app.idempotency import REPLAYED_HEADER
 from app.routers import bundles, health, interactions, items, model, recommend, reload, users
+from app.runtime.idempotency import HEADER as IDEMPOTENCY_HEADER
+from app.runtime.idempotency import REPLAYED_HEADER
+from app.runtime.telemetry import Metrics, MetricsMiddleware
 from app.service import RecommendationService
 from app.settings import Settings, load_settings
 from app.store.base import Store
-from app.telemetry import Metrics, MetricsMiddleware
 from model import serving_cache
 
 log = logging.getLogger("micrec.app")

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from app.feed import ChangeFeed
 from app.popularity import PopularityBook
 from app.replica_sync import ReplicaSync
+from app.runtime.store_health import StoreHealth
+from app.runtime.telemetry import Metrics
 from app.served import ServedModel
 from app.settings import Settings
 from app.state import ModelState
 from app.store.base import Store
-from app.store_health import StoreHealth
-from app.telemetry import Metrics
 
 
 class ErasedUsers:

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.runtime.store_health import StoreHealth
 from app.state import ModelState
 from app.store.base import Store, StoreUnavailable
-from app.store_health import StoreHealth
 
 
 @dataclass(frozen=True)

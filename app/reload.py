@@ -20,14 +20,14 @@ from pathlib import Path
 
 from app.api.errors import Conflict, NotReady
 from app.api.schemas import ReloadStatus
-from app.background import BackgroundThreads
 from app.engine import EngineFactory
 from app.feed import ChangeFeed
 from app.replica_sync import ReplicaSync
+from app.runtime.background import BackgroundThreads
+from app.runtime.telemetry import Metrics
 from app.served import ServedModel
 from app.settings import Settings
 from app.state import ModelState, build_state
-from app.telemetry import Metrics
 
 log = logging.getLogger("micrec.service")
 

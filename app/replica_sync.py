@@ -15,11 +15,11 @@ from collections.abc import Callable
 
 from app.feed import ChangeFeed
 from app.popularity import PopularityBook
+from app.runtime.store_health import StoreHealth
 from app.served import ServedModel
 from app.settings import Settings
 from app.state import ModelState
 from app.store.base import Store
-from app.store_health import StoreHealth
 
 log = logging.getLogger("micrec.service")
 

@@ -20,14 +20,12 @@ from app.api.schemas import (
     ModelInfo,
 )
 from app.api.schemas_console import EvaluationReport, ReplicaInfo, ServiceStats
-from app.background import BackgroundThreads
 from app.browse import Browser
 from app.bundle_follow import BundleFollower
 from app.bundle_follow import degraded as bundle_degraded
 from app.engine import EngineFactory
 from app.erasure import UserErasure
 from app.feed import ChangeFeed
-from app.idempotency import IdempotencyGuard
 from app.interactions import Interactions
 from app.items import Items
 from app.parts import Parts
@@ -36,13 +34,15 @@ from app.promotion import RegistryAdmin
 from app.recommend import Recommender
 from app.reload import ModelLoader
 from app.replica_sync import ReplicaSync
+from app.runtime.background import BackgroundThreads
+from app.runtime.idempotency import IdempotencyGuard
+from app.runtime.stats import summarise
+from app.runtime.store_health import StoreHealth
+from app.runtime.telemetry import Metrics
 from app.served import ServedModel
 from app.settings import Settings
 from app.state import ModelState
-from app.stats import summarise
 from app.store.base import Store
-from app.store_health import StoreHealth
-from app.telemetry import Metrics
 from model.registry import BundleRegistry
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import Response
 
 from app.api.schemas import ErrorBody
-from app.idempotency import REPLAYED_HEADER, Answer
+from app.runtime.idempotency import REPLAYED_HEADER, Answer
 
 Responses = dict[int | str, dict[str, Any]]
 

@@ -3,7 +3,7 @@
 What lives here is what must survive a restart or be shared by replicas: cold-start items
 registered through the API (with their encoded content, so a restart replays them without
 re-encoding), user interaction histories (capped), per-domain popularity counts, the
-answers of writes sent with an ``Idempotency-Key`` (app/idempotency.py; kept for a TTL),
+answers of writes sent with an ``Idempotency-Key`` (app/runtime/idempotency.py; kept for a TTL),
 the record of erased users (app/erasure.py) and the bundle version replicas should serve
 (app/promotion.py).
 Every write method returns only once the write is durable (acknowledged); a write either

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.images import THUMBNAIL_SIDE
+from app.runtime.stats import quantile
 from app.settings import Settings
-from app.stats import quantile
 from tests.app.conftest import ADMIN, AUTH, running
 from tests.app.fakes import FakeEngineFactory, FlakyStore, MemoryStore
 

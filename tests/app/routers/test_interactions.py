@@ -145,7 +145,7 @@ def test_store_down_is_503_with_retry_after(
         assert service_of(c).health.status() == (True, None)
 
 
-# --- Idempotency-Key (app/idempotency.py) --------------------------------------------------
+# --- Idempotency-Key (app/runtime/idempotency.py) --------------------------------------------------
 BATCH = {
     "interactions": [
         {"user_id": "ik", "item_id": "arts-1", "timestamp": 1.0},

@@ -242,7 +242,7 @@ def test_text_only_model_rejects_nothing_but_ignores_image(
         assert r.status_code == 201 and r.json()["modalities"] == ["text"]
 
 
-# --- Idempotency-Key (app/idempotency.py) --------------------------------------------------
+# --- Idempotency-Key (app/runtime/idempotency.py) --------------------------------------------------
 def test_idempotency_key_replays_a_registration(
     client: TestClient, memory_store: MemoryStore
 ) -> None:

@@ -1,7 +1,7 @@
 """Safe retries of writes: what a client sees when it cannot know whether a write happened.
 
 * A store that times out may still have applied the write: the 503 says the outcome is
-  unknown and how to check, instead of "not saved" (app/store_health.py).
+  unknown and how to check, instead of "not saved" (app/runtime/store_health.py).
 * Registering an item is idempotent by content: re-posting the same id with the same
   fields and the same encoded content (a retry after a lost answer) answers 200 with the
   stored item instead of 409; different content is still a conflict.
@@ -35,9 +35,9 @@ import numpy as np
 from pydantic import BaseModel
 
 from app.api.errors import Conflict, InvalidInput
+from app.runtime.store_health import StoreHealth
 from app.security import key_source
 from app.store.base import IdempotencyRecord, Store, StoredItem, StoreUnavailable
-from app.store_health import StoreHealth
 
 log = logging.getLogger("micrec.service")
 

@@ -12,7 +12,7 @@ import math
 from collections import defaultdict
 
 from app.api.schemas_console import LatencySummary, ServiceStats
-from app.telemetry import Metrics
+from app.runtime.telemetry import Metrics
 
 MAX_ROUTES = 12
 ADMIN_PREFIX = "/v1/admin"

@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 
 from app.api.errors import Unavailable
+from app.runtime.telemetry import Metrics
 from app.store.base import Store
-from app.telemetry import Metrics
 
 log = logging.getLogger("micrec.service")
 

@@ -1,4 +1,4 @@
-"""IdempotencyGuard and KeyedRequest (app/idempotency.py) without HTTP, on the test store
+"""IdempotencyGuard and KeyedRequest (app/runtime/idempotency.py) without HTTP, on the test store
 (the stores themselves: tests/app/store/test_store_contract.py; over HTTP:
 tests/app/routers/test_interactions.py and test_items.py)."""
 
@@ -10,9 +10,9 @@ import pytest
 from pydantic import BaseModel
 
 from app.api.errors import Conflict, InvalidInput, Unavailable
-from app.idempotency import IdempotencyGuard, KeyedRequest
-from app.store_health import StoreHealth
-from app.telemetry import Metrics
+from app.runtime.idempotency import IdempotencyGuard, KeyedRequest
+from app.runtime.store_health import StoreHealth
+from app.runtime.telemetry import Metrics
 from tests.app.fakes import FlakyStore, MemoryStore
 
 
