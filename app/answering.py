@@ -36,12 +36,12 @@ from app.api.schemas import (
     StoredHistory,
     UserEmbeddingMethod,
 )
-from app.categories import category_matches
-from app.engine import embedding_method
-from app.popularity import PopularityBook
+from app.lifecycle.categories import category_matches
+from app.lifecycle.engine import embedding_method
+from app.lifecycle.popularity import PopularityBook
+from app.lifecycle.state import ModelState
 from app.runtime.telemetry import Metrics
 from app.settings import Settings
-from app.state import ModelState
 from app.topn import Entry, TopNCache, compute_entry, history_fingerprint
 from model.inference import UserEmbedding
 

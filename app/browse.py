@@ -16,11 +16,11 @@ import numpy as np
 from app.api.errors import NotFound, PayloadTooLarge, Unavailable
 from app.api.schemas_console import ItemPage, ItemSummary, UserHistory
 from app.api.validation import shown
-from app.categories import category_matches, split_categories
 from app.images import BundlePictures, Picture, PictureRefused
-from app.parts import Parts, Resource
+from app.lifecycle.categories import category_matches, split_categories
+from app.lifecycle.parts import Parts, Resource
+from app.lifecycle.state import ModelState
 from app.recommend import Recommender
-from app.state import ModelState
 from app.store.base import StoreUnavailable
 
 MAX_PAGE = 100

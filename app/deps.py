@@ -17,9 +17,9 @@ from app.browse import Browser
 from app.erasure import UserErasure
 from app.interactions import Interactions
 from app.items import Items
-from app.promotion import RegistryAdmin
+from app.lifecycle.promotion import RegistryAdmin
+from app.lifecycle.reload import ModelLoader
 from app.recommend import Recommender
-from app.reload import ModelLoader
 from app.runtime.idempotency import HEADER, MAX_KEY_CHARS, IdempotencyGuard, KeyedRequest
 from app.runtime.telemetry import Metrics
 from app.security import (

@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 
-from app.parts import Parts, Resource
+from app.lifecycle.parts import Parts, Resource
 from app.store.base import PurgeState, StoreUnavailable
 
 log = logging.getLogger("micrec.service")

@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from app.api.schemas import RecommendedItem
-from app.categories import category_matches
-from app.popularity import PopularityBook
+from app.lifecycle.categories import category_matches
+from app.lifecycle.popularity import PopularityBook
+from app.lifecycle.state import ModelState
 from app.settings_groups import FallbackName
-from app.state import ModelState
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from app.api.errors import InvalidInput, PayloadTooLarge
 from app.api.schemas import InteractionIn, InteractionsResponse, RejectedRow
 from app.api.timestamps import in_range
 from app.api.validation import shown
-from app.parts import Resource
+from app.lifecycle.parts import Resource
 from app.store.base import Interaction, StoreUnavailable
 
 

@@ -18,13 +18,13 @@ import numpy as np
 from app.api.errors import Conflict, InvalidInput, NotFound
 from app.api.schemas import ItemOut
 from app.api.validation import shown
-from app.categories import join_categories, split_categories
 from app.content import decode_base64_image, open_image
 from app.images import thumbnail
-from app.parts import Resource
-from app.registered import ItemMeta
+from app.lifecycle.categories import join_categories, split_categories
+from app.lifecycle.parts import Resource
+from app.lifecycle.registered import ItemMeta
+from app.lifecycle.state import ModelState
 from app.runtime.idempotency import same_item
-from app.state import ModelState
 from app.store.base import StoredItem, StoreUnavailable
 from model.data.dataset import item_text
 

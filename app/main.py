@@ -29,7 +29,7 @@ from app.api import validation
 from app.api.errors import ServiceError
 from app.connections import InFlightLimitMiddleware
 from app.encoding import encoder_client
-from app.engine import EngineFactory, load_engine
+from app.lifecycle.engine import EngineFactory, load_engine
 from app.routers import bundles, health, interactions, items, model, recommend, reload, users
 from app.runtime.idempotency import HEADER as IDEMPOTENCY_HEADER
 from app.runtime.idempotency import REPLAYED_HEADER

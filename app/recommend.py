@@ -26,9 +26,9 @@ from app.api.schemas import (
     SimilarResponse,
 )
 from app.api.validation import shown
+from app.lifecycle.parts import Parts, Resource
+from app.lifecycle.state import ModelState
 from app.model_thread import ModelThread
-from app.parts import Parts, Resource
-from app.state import ModelState
 from app.store.base import StoreUnavailable, UserRead
 from app.topn import TopNCache, compute_entry, history_fingerprint
 
@@ -182,7 +182,7 @@ class Recommender(Resource):
         replica moments ago: the caller catches up with the change feed first)."""
         return any(state.item_domain(iid) is None for iid in inline)
 
-    # --- the top-N cache as a listener of the served model (app/served.py) ---------------
+    # --- the top-N cache as a listener of the served model (app/lifecycle/served.py) ---------------
     def item_changed(
         self, state: ModelState, domain: str, item_id: str, vector: np.ndarray | None
     ) -> None:

@@ -18,7 +18,7 @@ from app.api.errors import NotFound
 from app.api.schemas_console import EvaluationReport
 from app.api.validation import shown
 from app.images import sniff
-from app.state import ModelState
+from app.lifecycle.state import ModelState
 
 MAX_REPORT_BYTES = 8 * 1024 * 1024
 """Larger report files are skipped (a bundle's are tens of KiB)."""

@@ -1,7 +1,7 @@
 """``micrec retrain``: export -> hold out the newest interactions -> train a candidate with
 the serving bundle's configuration -> score candidate and current bundle on exactly that
 window (model/retrain.py) -> report -> registry: promote (every replica follows,
-app/promotion.py) or refuse (kept for inspection, never served).
+app/lifecycle/promotion.py) or refuse (kept for inspection, never served).
 
 One run lives in ``<retrain_dir>/<run id>/``: ``export/`` (the whole export), ``train/``
 (the candidate's dataset: the rest, the window in holdout.csv), ``candidate/`` (the
@@ -29,7 +29,7 @@ from typing import Any
 
 from app.api.timestamps import DEFAULT_TIMESTAMP_SKEW_S
 from app.export import export_dataset
-from app.promotion import promote
+from app.lifecycle.promotion import promote
 from app.store.base import Store
 from model.bundle import load_bundle, read_manifest
 from model.data.writer import bundle_training_data

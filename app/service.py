@@ -21,27 +21,27 @@ from app.api.schemas import (
 )
 from app.api.schemas_console import EvaluationReport, ReplicaInfo, ServiceStats
 from app.browse import Browser
-from app.bundle_follow import BundleFollower
-from app.bundle_follow import degraded as bundle_degraded
-from app.engine import EngineFactory
 from app.erasure import UserErasure
-from app.feed import ChangeFeed
 from app.interactions import Interactions
 from app.items import Items
-from app.parts import Parts
-from app.popularity import PopularityBook
-from app.promotion import RegistryAdmin
+from app.lifecycle.bundle_follow import BundleFollower
+from app.lifecycle.bundle_follow import degraded as bundle_degraded
+from app.lifecycle.engine import EngineFactory
+from app.lifecycle.feed import ChangeFeed
+from app.lifecycle.parts import Parts
+from app.lifecycle.popularity import PopularityBook
+from app.lifecycle.promotion import RegistryAdmin
+from app.lifecycle.reload import ModelLoader
+from app.lifecycle.replica_sync import ReplicaSync
+from app.lifecycle.served import ServedModel
+from app.lifecycle.state import ModelState
 from app.recommend import Recommender
-from app.reload import ModelLoader
-from app.replica_sync import ReplicaSync
 from app.runtime.background import BackgroundThreads
 from app.runtime.idempotency import IdempotencyGuard
 from app.runtime.stats import summarise
 from app.runtime.store_health import StoreHealth
 from app.runtime.telemetry import Metrics
-from app.served import ServedModel
 from app.settings import Settings
-from app.state import ModelState
 from app.store.base import Store
 from model.registry import BundleRegistry
 

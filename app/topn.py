@@ -15,7 +15,7 @@ only ever served for the state, history and registered items it is still exact f
   shared truth.
 * **erasure** - an erased user (the flag read with the history) is never answered from the
   cache and their entries are dropped; likewise when the store is unavailable.
-* **items** - registrations and deletions are applied by the change feed (app/feed.py),
+* **items** - registrations and deletions are applied by the change feed (app/lifecycle/feed.py),
   which tells this cache (:meth:`TopNCache.item_changed`) with the registered-items
   version after the change. An entry remembers the version it is valid at; on a read, the
   changes since then are checked: a deleted or re-registered item in the list invalidates
@@ -48,8 +48,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.engine import embedding_method
-from app.state import ModelState
+from app.lifecycle.engine import embedding_method
+from app.lifecycle.state import ModelState
 from model.inference import UserEmbedding
 
 log = logging.getLogger("micrec.service")

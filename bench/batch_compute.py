@@ -43,7 +43,7 @@ def main() -> int:
         os.environ.setdefault(k, v)
 
     from app.api.schemas import InteractionIn, RecommendRequest
-    from app.engine import load_engine
+    from app.lifecycle.engine import load_engine
     from app.service import RecommendationService
     from app.settings import Settings
     from app.store.sqlite import SQLiteStore

@@ -94,7 +94,7 @@ def main() -> int:
         os.environ.setdefault(k, v)
 
     from app.api.schemas import InteractionIn
-    from app.engine import load_engine
+    from app.lifecycle.engine import load_engine
     from app.service import RecommendationService
     from app.settings import Settings
     from app.store.redis import RedisStore

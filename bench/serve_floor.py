@@ -36,10 +36,10 @@ def floor_worker(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from app.content import open_image
-    from app.engine import load_engine
     from app.index.domain import measure_recall
+    from app.lifecycle.engine import load_engine
+    from app.lifecycle.state import build_domain_index
     from app.settings import Settings
-    from app.state import build_domain_index
     from model.data.dataset import item_text
 
     spec = json.loads(Path(args.floor_spec).read_text())

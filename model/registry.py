@@ -36,7 +36,7 @@ served unless promoted with ``force``); ``retired`` = was current once; else
 ``candidate``.
 
 This module is filesystem only: telling running replicas about a promotion is the
-service's job (``app/promotion.py``).
+service's job (``app/lifecycle/promotion.py``).
 """
 
 from __future__ import annotations
@@ -378,7 +378,7 @@ class BundleRegistry:
     def locked(self) -> Iterator[None]:
         """Hold the registry lock (re-entrant in this process; other processes wait):
         every mutation takes it; callers take it around a mutation plus what must happen
-        in the same order (``app/promotion.py`` announces the version under it)."""
+        in the same order (``app/lifecycle/promotion.py`` announces the version under it)."""
         with self._thread_lock:
             if self._depth:
                 self._depth += 1

@@ -122,12 +122,12 @@ def test_the_walk_sees_every_kind_of_import(tmp_path: Path) -> None:
     source = tmp_path / "probe.py"
     source.write_text(
         "from typing import TYPE_CHECKING\n"
-        "if TYPE_CHECKING:\n    from app.served import ServedModel\n"
+        "if TYPE_CHECKING:\n    from app.lifecycle.served import ServedModel\n"
         "def f():\n    import model.bundle\n"
         "from .base import Store\n"
     )
     probe = Module("app.store.probe", source)
-    assert set(imported(probe)) == {"app.served", "model.bundle", "app.store.base"}
+    assert set(imported(probe)) == {"app.lifecycle.served", "model.bundle", "app.store.base"}
 
 
 def test_no_import_loops() -> None:

@@ -1,9 +1,9 @@
 """Bundle registry admin API (``MICREC_REGISTRY_DIR``): ``GET /v1/admin/bundles``,
 ``POST /v1/admin/bundles/promote``, ``POST /v1/admin/bundles/rollback``.
 
-The same operations as ``micrec bundles list | promote | rollback`` (app/promotion.py):
+The same operations as ``micrec bundles list | promote | rollback`` (app/lifecycle/promotion.py):
 a promotion switches the registry and announces the version in the store; every replica
-then reloads it in the background (app/bundle_follow.py). 404 when the service does not
+then reloads it in the background (app/lifecycle/bundle_follow.py). 404 when the service does not
 serve from a registry.
 """
 
@@ -14,7 +14,7 @@ from fastapi import APIRouter
 from app.api.errors import NotFound
 from app.api.schemas import BundlesOut, ErrorBody, PromoteRequest, PromotionOut, RollbackRequest
 from app.deps import AdminAccess, RegistryAdminDep
-from app.promotion import RegistryAdmin
+from app.lifecycle.promotion import RegistryAdmin
 from app.routers.common import ADMIN_AUTH, CONFLICT, INVALID, MALFORMED, NOT_READY, Responses
 
 router = APIRouter(prefix="/v1/admin/bundles", tags=["admin"], dependencies=[AdminAccess])

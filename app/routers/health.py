@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.schemas import Health, Readiness, StoreStatus
 from app.deps import MetricsDep, ServiceDep
-from app.reload import LOAD_FAILED
+from app.lifecycle.reload import LOAD_FAILED
 
 router = APIRouter(tags=["probes"])
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from app.api.schemas import ReloadRequest, ReloadStatus
-from app.bundles import bundle_inside
 from app.deps import AdminAccess, LoaderDep, SettingsDep
+from app.lifecycle.bundles import bundle_inside
 from app.routers.common import ADMIN_AUTH, CONFLICT, INVALID, MALFORMED
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminAccess])

@@ -5,7 +5,7 @@ registered through the API (with their encoded content, so a restart replays the
 re-encoding), user interaction histories (capped), per-domain popularity counts, the
 answers of writes sent with an ``Idempotency-Key`` (app/runtime/idempotency.py; kept for a TTL),
 the record of erased users (app/erasure.py) and the bundle version replicas should serve
-(app/promotion.py).
+(app/lifecycle/promotion.py).
 Every write method returns only once the write is durable (acknowledged); a write either
 happens whole or not at all.
 
@@ -81,7 +81,7 @@ class ItemChange:
 
 @dataclass(frozen=True)
 class WantedBundle:
-    """The bundle version every replica should serve (app/bundle_follow.py): a registry
+    """The bundle version every replica should serve (app/lifecycle/bundle_follow.py): a registry
     version name and when it was announced (announcing it again makes replicas that
     failed to load it try again)."""
 
@@ -291,7 +291,7 @@ class Store(ABC):
         for stores without such files."""
         return "idle"
 
-    # --- bundle version (app/promotion.py, app/bundle_follow.py) ---------------------
+    # --- bundle version (app/lifecycle/promotion.py, app/lifecycle/bundle_follow.py) ---------------------
     @abstractmethod
     def set_bundle_version(self, version: str, announced_at: float) -> None:
         """Announce the registry version every replica should serve (replaces the last

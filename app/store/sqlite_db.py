@@ -105,7 +105,7 @@ CREATE TABLE IF NOT EXISTS erasures (
     user_key  TEXT PRIMARY KEY,
     erased_at REAL NOT NULL
 );
--- The bundle version replicas should serve (app/promotion.py): at most one row.
+-- The bundle version replicas should serve (app/lifecycle/promotion.py): at most one row.
 CREATE TABLE IF NOT EXISTS bundle_version (
     id           INTEGER PRIMARY KEY CHECK (id = 1),
     version      TEXT NOT NULL,

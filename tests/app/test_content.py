@@ -11,8 +11,13 @@ import pytest
 from PIL import Image
 
 from app.api.errors import InvalidInput, PayloadTooLarge
-from app.categories import CategoryIndex, category_matches, join_categories, split_categories
 from app.content import decode_base64_image, open_image
+from app.lifecycle.categories import (
+    CategoryIndex,
+    category_matches,
+    join_categories,
+    split_categories,
+)
 from model.data.dataset import item_text
 
 

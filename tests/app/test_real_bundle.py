@@ -3,7 +3,7 @@
 One tiny bundle is trained per session (tests/app/real_bundle.py: synthetic catalogue,
 3 domains x 120 items, text features only) and served by the production app:
 ``app.main.create_app`` with real ``Settings``, the production engine factory
-(``app.engine.load_engine``) and a SQLite store in a tmp dir.
+(``app.lifecycle.engine.load_engine``) and a SQLite store in a tmp dir.
 
 * parity: ``/v1/recommend`` for users of the bundle's split returns exactly the top-20 that
   offline evaluation (``MICRecRanker`` + ``model.evaluation``) ranks for them;
@@ -33,8 +33,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.schemas import RecommendRequest
-from app.categories import join_categories
-from app.engine import Engine
+from app.lifecycle.categories import join_categories
+from app.lifecycle.engine import Engine
 from model.bundle import load_bundle
 from model.data.dataset import Dataset, Interactions, item_text
 from model.encoders.cache import encode_dataset

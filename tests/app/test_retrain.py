@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from app.export import export_dataset
-from app.promotion import promote
+from app.lifecycle.promotion import promote
 from app.retrain_run import RetrainOptions, retrain
 from app.store.base import Interaction
 from app.store.sqlite import SQLiteStore

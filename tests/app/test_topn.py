@@ -40,7 +40,7 @@ def _same(a: RecommendResponse, b: RecommendResponse) -> None:
 def _broad_filters(monkeypatch: pytest.MonkeyPatch) -> None:
     # The fake catalogues are tiny: every category filter would be "selective" (scored
     # exactly, never from the cache); this makes a filter of more than 5 items broad.
-    monkeypatch.setattr("app.state.FILTER_EXACT_MAX_ITEMS", 5)
+    monkeypatch.setattr("app.lifecycle.state.FILTER_EXACT_MAX_ITEMS", 5)
 
 
 def _pair(start: StartService, store: MemoryStore) -> tuple[RecommendationService, ...]:

@@ -24,7 +24,7 @@ def engine_factory() -> FakeEngineFactory:
 
 @pytest.fixture(autouse=True)
 def _broad_filters(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("app.state.FILTER_EXACT_MAX_ITEMS", 5)
+    monkeypatch.setattr("app.lifecycle.state.FILTER_EXACT_MAX_ITEMS", 5)
 
 
 def test_cached_equals_live_with_an_ivf_index(

@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 import pytest
 
-from app.promotion import promote
+from app.lifecycle.promotion import promote
 from app.retrain_run import RetrainOptions, retrain
 from app.store.sqlite import SQLiteStore
 from model.bundle import verify_bundle

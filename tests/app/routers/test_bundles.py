@@ -1,4 +1,4 @@
-"""``/v1/admin/bundles``: list, promote, rollback through the admin API (app/promotion.py
+"""``/v1/admin/bundles``: list, promote, rollback through the admin API (app/lifecycle/promotion.py
 ``RegistryAdmin``), with registry errors as 404/409/422 and a down store as 503."""
 
 from __future__ import annotations

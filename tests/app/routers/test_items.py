@@ -69,7 +69,7 @@ def test_register_multipart_then_recommended(client: TestClient, with_text: bool
 def test_registered_item_appears_in_latest_fallback_and_popular(
     make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
 ) -> None:
-    # one trusted key: no popularity_key_cap (the cap: tests/app/test_popularity.py)
+    # one trusted key: no popularity_key_cap (the cap: tests/app/lifecycle/test_popularity.py)
     with running(make_settings(popularity_key_cap=0), engine_factory, MemoryStore()) as client:
         client.post(
             "/v1/items", json={"item_id": "hot", "domain": "arts", "title": "hot"}, headers=AUTH

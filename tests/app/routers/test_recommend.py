@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-import app.state as state_module
+import app.lifecycle.state as state_module
 from app.settings import Settings
 from app.store.base import UserRead
 from tests.app.conftest import AUTH, catalogue_ids, running

@@ -1,5 +1,5 @@
 """What a replica re-reads from the store to stay in step with the others: their item
-writes (the change feed, app/feed.py) and popularity counts (app/popularity.py).
+writes (the change feed, app/lifecycle/feed.py) and popularity counts (app/lifecycle/popularity.py).
 
 Workers and replicas share state only through the store. The sync loop (thread
 ``micrec-sync``) does one :meth:`ReplicaSync.once` every ``replica_sync_interval_s`` (or
@@ -13,12 +13,12 @@ import logging
 import threading
 from collections.abc import Callable
 
-from app.feed import ChangeFeed
-from app.popularity import PopularityBook
+from app.lifecycle.feed import ChangeFeed
+from app.lifecycle.popularity import PopularityBook
+from app.lifecycle.served import ServedModel
+from app.lifecycle.state import ModelState
 from app.runtime.store_health import StoreHealth
-from app.served import ServedModel
 from app.settings import Settings
-from app.state import ModelState
 from app.store.base import Store
 
 log = logging.getLogger("micrec.service")

@@ -1,4 +1,4 @@
-"""Loading and reloading the model (app/reload.py) through the service."""
+"""Loading and reloading the model (app/lifecycle/reload.py) through the service."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 :class:`RegisteredItems` is the one owner of that state: which items a model state holds,
 the change-feed position each was last applied at, and the caches derived from them.
-It changes only under the write lock (app/served.py); reads take no lock (a dict
+It changes only under the write lock (app/lifecycle/served.py); reads take no lock (a dict
 read is atomic, and every scan iterates over a copy).
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from app.api.schemas import ItemOut
-from app.categories import category_matches, split_categories
+from app.lifecycle.categories import category_matches, split_categories
 from app.store.base import StoredItem
 
 
@@ -67,7 +67,7 @@ class RegisteredItems:
     """Registered items of one model state, by id.
 
     ``version`` is bumped on every change; caches over these items (here the newest-first
-    lists, in app/popularity.py the rankings) are valid while it is unchanged.
+    lists, in app/lifecycle/popularity.py the rankings) are valid while it is unchanged.
     """
 
     def __init__(self) -> None:

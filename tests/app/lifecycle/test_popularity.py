@@ -1,4 +1,4 @@
-"""Popularity (app/popularity.py): bundle training popularity + API counts."""
+"""Popularity (app/lifecycle/popularity.py): bundle training popularity + API counts."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def test_a_refresh_during_a_local_write_does_not_count_it_twice() -> None:
     counts and then add the write's increments on top (it once showed 383 for 200)."""
     from unittest.mock import Mock
 
-    from app.popularity import PopularityBook
+    from app.lifecycle.popularity import PopularityBook
 
     class HalfWritten:
         """The store's counts while a 200-row write is 183 rows in."""

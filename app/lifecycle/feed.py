@@ -5,10 +5,10 @@ seq, item id, deleted) then tells each state what to apply. :class:`ChangeFeed`
 
 * **replays** every stored item into a freshly built state (a load or reload),
 * **publishes** a state: catches it up with writes made while it was built, then swaps
-  it in as the served one (app/served.py), under the write lock, so no registration is
+  it in as the served one (app/lifecycle/served.py), under the write lock, so no registration is
   lost by a reload that runs concurrently,
 * **follows** the feed: applies the changes after a state's position (other replicas'
-  writes; app/replica_sync.py calls this on a timer and for unknown ids),
+  writes; app/lifecycle/replica_sync.py calls this on a timer and for unknown ids),
 * **applies** single changes (a local write, or a followed one) under the write lock.
 
 Applying a change is idempotent (each item remembers the seq last applied): a change this
@@ -21,10 +21,10 @@ import logging
 
 import numpy as np
 
-from app.registered import ItemMeta
+from app.lifecycle.registered import ItemMeta
+from app.lifecycle.served import ServedModel
+from app.lifecycle.state import ModelState
 from app.runtime.store_health import StoreHealth
-from app.served import ServedModel
-from app.state import ModelState
 from app.store.base import Store, StoredItem, StoreUnavailable
 
 log = logging.getLogger("micrec.service")

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.lifecycle.state import ModelState
 from app.runtime.store_health import StoreHealth
-from app.state import ModelState
 from app.store.base import Store, StoreUnavailable
 
 

@@ -11,14 +11,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from app.feed import ChangeFeed
-from app.popularity import PopularityBook
-from app.replica_sync import ReplicaSync
+from app.lifecycle.feed import ChangeFeed
+from app.lifecycle.popularity import PopularityBook
+from app.lifecycle.replica_sync import ReplicaSync
+from app.lifecycle.served import ServedModel
+from app.lifecycle.state import ModelState
 from app.runtime.store_health import StoreHealth
 from app.runtime.telemetry import Metrics
-from app.served import ServedModel
 from app.settings import Settings
-from app.state import ModelState
 from app.store.base import Store
 
 

@@ -1,7 +1,7 @@
 """Loading and reloading the model: background load, warm-up, status and readiness.
 
 A load runs in a background thread: the engine factory loads the bundle, the state is
-built (app/state.py) and the change feed replays the registered items into it, then the
+built (app/lifecycle/state.py) and the change feed replays the registered items into it, then the
 feed publishes it. The old model serves until the new one is complete; a failed load
 keeps it and reports why (to an admin: the error may name paths). ``/readyz`` is 503
 until the first load succeeded. A load started with ``keep`` (the bundle follower's) asks
@@ -20,14 +20,14 @@ from pathlib import Path
 
 from app.api.errors import Conflict, NotReady
 from app.api.schemas import ReloadStatus
-from app.engine import EngineFactory
-from app.feed import ChangeFeed
-from app.replica_sync import ReplicaSync
+from app.lifecycle.engine import EngineFactory
+from app.lifecycle.feed import ChangeFeed
+from app.lifecycle.replica_sync import ReplicaSync
+from app.lifecycle.served import ServedModel
+from app.lifecycle.state import ModelState, build_state
 from app.runtime.background import BackgroundThreads
 from app.runtime.telemetry import Metrics
-from app.served import ServedModel
 from app.settings import Settings
-from app.state import ModelState, build_state
 
 log = logging.getLogger("micrec.service")
 

@@ -1,7 +1,7 @@
 """One loaded model and everything the service derives from it (:class:`ModelState`).
 
 A state is built whole by :func:`build_state` (engine + one ``DomainIndex`` per domain)
-and published by the change feed (app/feed.py) into app/served.py; a reload builds a new one and swaps the
+and published by the change feed (app/lifecycle/feed.py) into app/lifecycle/served.py; a reload builds a new one and swaps the
 reference. A request reads ``service.state`` once and uses that object to the end, so a
 reload never changes the model under a running request.
 
@@ -23,10 +23,10 @@ from app.api.errors import InvalidInput
 from app.api.ids import is_normal_id
 from app.api.schemas import IndexCalibrationInfo, IndexInfo, ModelInfo
 from app.api.validation import shown
-from app.categories import CategoryIndex
-from app.engine import Engine
 from app.index.domain import DomainIndex
-from app.registered import RegisteredItems
+from app.lifecycle.categories import CategoryIndex
+from app.lifecycle.engine import Engine
+from app.lifecycle.registered import RegisteredItems
 from app.settings import Settings
 from model.serving_cache import cache_key
 

@@ -3,7 +3,7 @@ announcement in the store.
 
 :class:`model.registry.BundleRegistry` switches the ``current`` pointer on disk; running
 replicas learn of it from the store (``Store.set_bundle_version``), which each one polls
-(app/bundle_follow.py). Both happen under the registry lock, so two promotions racing
+(app/lifecycle/bundle_follow.py). Both happen under the registry lock, so two promotions racing
 from two processes announce in the order they switched.
 
 A failed announcement (store down) leaves the pointer switched: the result says so, and
@@ -24,7 +24,7 @@ from app.store.base import Store, StoreUnavailable
 from model.registry import BundleRegistry, RegistryError, UnknownVersion, UnusableVersion
 
 if TYPE_CHECKING:
-    from app.bundle_follow import BundleFollower
+    from app.lifecycle.bundle_follow import BundleFollower
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,11 @@
 
 With ``registry_dir`` set, the version a replica should serve is the one announced in the
 store (``Store.get_bundle_version``, written by ``micrec bundles promote/rollback`` through
-app/promotion.py), or the registry's ``current`` pointer when nothing was announced.
+app/lifecycle/promotion.py), or the registry's ``current`` pointer when nothing was announced.
 :class:`BundleFollower` reads it every ``registry_poll_s`` in its own thread
 (``micrec-bundle``; an admin promote or rollback also at once) and converges on it:
 whenever the version served is not the wanted one and no load runs, it loads the wanted
-one through the ordinary background reload (app/reload.py). The old model serves until
+one through the ordinary background reload (app/lifecycle/reload.py). The old model serves until
 the new one is complete, and the first request after the swap uses the new version.
 
 One load runs at a time. An announcement that arrives while one runs (a rollback while
@@ -40,7 +40,7 @@ from prometheus_client.registry import Collector
 
 from app.api.errors import Conflict
 from app.api.schemas import BundleStatus
-from app.reload import ModelLoader
+from app.lifecycle.reload import ModelLoader
 from app.store.base import Store, StoreUnavailable, WantedBundle
 from model.registry import BUNDLE_DIR, CURRENT, BundleRegistry, RegistryError
 

@@ -1,4 +1,4 @@
-"""Serving from a bundle registry (app/bundle_follow.py, app/promotion.py): the service
+"""Serving from a bundle registry (app/lifecycle/bundle_follow.py, app/lifecycle/promotion.py): the service
 loads the announced version and follows promotions and rollbacks; a version it cannot
 load leaves the old one serving and is reported in /readyz and /metrics.
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app import promotion
+from app.lifecycle import promotion
 from app.service import RecommendationService
 from app.settings import Settings
 from model.registry import BundleRegistry

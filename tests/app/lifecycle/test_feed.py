@@ -1,4 +1,4 @@
-"""The item change feed (app/feed.py): replay at load, replica sync, catch-up."""
+"""The item change feed (app/lifecycle/feed.py): replay at load, replica sync, catch-up."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The model state this process serves now, and the lock every change to a state holds.
 
-A (re)load builds a new :class:`~app.state.ModelState` off to the side; the change feed
-(app/feed.py) then catches it up and swaps it in here with one reference assignment, so a
+A (re)load builds a new :class:`~app.lifecycle.state.ModelState` off to the side; the change feed
+(app/lifecycle/feed.py) then catches it up and swaps it in here with one reference assignment, so a
 request that read the state keeps using the object it read, to its end. The **write
 lock** is held by every change to a state (an item applied by the change feed) and by the
 swap: the engine wants a single writer, and holding it makes "read feed position, apply,
@@ -20,7 +20,7 @@ import numpy as np
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from app.state import ModelState
+from app.lifecycle.state import ModelState
 
 
 class StateListener(Protocol):

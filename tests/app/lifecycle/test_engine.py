@@ -1,4 +1,4 @@
-"""The engine as the service sees it (app/engine.py)."""
+"""The engine as the service sees it (app/lifecycle/engine.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.engine import Engine, embedding_method
+from app.lifecycle.engine import Engine, embedding_method
 from model.inference import USER_METHODS, UserEmbedding
 from tests.app.fakes import FakeEngineFactory
 
