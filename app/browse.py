@@ -20,7 +20,7 @@ from app.images import BundlePictures, Picture, PictureRefused
 from app.lifecycle.categories import category_matches, split_categories
 from app.lifecycle.parts import Parts, Resource
 from app.lifecycle.state import ModelState
-from app.recommend import Recommender
+from app.serving.recommend import Recommender
 from app.store.base import StoreUnavailable
 
 MAX_PAGE = 100

@@ -19,7 +19,6 @@ from app.interactions import Interactions
 from app.items import Items
 from app.lifecycle.promotion import RegistryAdmin
 from app.lifecycle.reload import ModelLoader
-from app.recommend import Recommender
 from app.runtime.idempotency import HEADER, MAX_KEY_CHARS, IdempotencyGuard, KeyedRequest
 from app.runtime.telemetry import Metrics
 from app.security import (
@@ -31,6 +30,7 @@ from app.security import (
     require_write_or_admin_key,
 )
 from app.service import RecommendationService
+from app.serving.recommend import Recommender
 from app.settings import Settings
 
 

@@ -6,7 +6,7 @@ the user leaves every popularity count they added to, and the erasure is recorde
 id + time). The record is what retires the user's *bundle* (training) history too: the
 bundle is read-only and shared by every replica, so instead of changing it, every
 named-user recommend asks the store whether the user was erased, in the same request that
-reads the stored history (``app.answering.collect_history``). That is the simplest correct
+reads the stored history (``app.serving.answering.collect_history``). That is the simplest correct
 choice: a replica honours an erasure made on any other from its very next read, and after
 a restart, with no feed position, cache or message to keep in step (the change feed is
 for items, and a pushed message would leave a window until it arrives). The cost is one

@@ -35,12 +35,12 @@ from app.lifecycle.reload import ModelLoader
 from app.lifecycle.replica_sync import ReplicaSync
 from app.lifecycle.served import ServedModel
 from app.lifecycle.state import ModelState
-from app.recommend import Recommender
 from app.runtime.background import BackgroundThreads
 from app.runtime.idempotency import IdempotencyGuard
 from app.runtime.stats import summarise
 from app.runtime.store_health import StoreHealth
 from app.runtime.telemetry import Metrics
+from app.serving.recommend import Recommender
 from app.settings import Settings
 from app.store.base import Store
 from model.registry import BundleRegistry

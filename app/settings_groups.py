@@ -25,7 +25,7 @@ from model.serving_cache import CachePolicy, VerifyMode
 MB = 1024 * 1024
 
 FallbackName = Literal["popular", "latest"]
-"""The fallback strategies ``fallback_chain`` may name (their code: app/fallbacks.py)."""
+"""The fallback strategies ``fallback_chain`` may name (their code: app/serving/fallbacks.py)."""
 DEFAULT_CHAIN: tuple[FallbackName, ...] = ("popular", "latest")
 
 
@@ -129,7 +129,7 @@ class IndexSettings(BaseModel):
 
 
 class CacheSettings(BaseModel):
-    """The serving cache (arrays derived from a bundle, shared by a machine's workers: model/serving_cache.py) and the top-N cache (app/topn.py)."""
+    """The serving cache (arrays derived from a bundle, shared by a machine's workers: model/serving_cache.py) and the top-N cache (app/serving/topn.py)."""
 
     serving_cache: bool = Field(
         True,
@@ -171,7 +171,7 @@ class CacheSettings(BaseModel):
         ge=0,
         le=10_000,
         description="Items precomputed per known user and domain (top-N cache, "
-        "app/topn.py); a request with exclusions or a broad category filter is answered "
+        "app/serving/topn.py); a request with exclusions or a broad category filter is answered "
         "from it when at least n items remain. 0 = no cache.",
     )
     topn_cache_entries: int = Field(

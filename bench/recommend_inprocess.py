@@ -42,8 +42,8 @@ def p50_ms(fn: Callable[[Any], object], reqs: list[Any]) -> float:
 
 def measure(svc: Any, state: Any, rs: list[dict[str, Any]], *, cached: bool) -> dict[str, float]:
     """p50 ms of each part for the requests ``rs`` (one type) on service ``svc``."""
-    from app.answering import collect_history
     from app.api.schemas import RecommendRequest
+    from app.serving.answering import collect_history
 
     row: dict[str, float] = {}
     rec = svc.recommender

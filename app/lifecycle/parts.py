@@ -1,4 +1,4 @@
-"""What the per-resource classes (app/recommend.py, items.py, interactions.py, erasure.py)
+"""What the per-resource classes (app/serving/recommend.py, items.py, interactions.py, erasure.py)
 share.
 
 The service builds one :class:`Parts` and hands it to each; a resource class reads the

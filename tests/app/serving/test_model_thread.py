@@ -1,4 +1,4 @@
-"""The model thread (app/model_thread.py): results, errors, batching, stop."""
+"""The model thread (app/serving/model_thread.py): results, errors, batching, stop."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import pytest
 
-from app.model_thread import ModelThread
+from app.serving.model_thread import ModelThread
 
 T = TypeVar("T")
 

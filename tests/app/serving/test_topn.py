@@ -1,4 +1,4 @@
-"""The top-N cache (app/topn.py): cached answers equal live ones for the same state.
+"""The top-N cache (app/serving/topn.py): cached answers equal live ones for the same state.
 
 Two replicas share one store: ``cached`` keeps the cache (20 items per list, so lists are
 full and a low-scoring new item leaves them valid), ``live`` has it off and computes every
@@ -19,8 +19,8 @@ import pytest
 
 from app.api.schemas import InteractionIn, RecommendRequest, RecommendResponse
 from app.service import RecommendationService
+from app.serving.topn import Entry, TopNCache
 from app.store.base import UserRead
-from app.topn import Entry, TopNCache
 from tests.app.conftest import StartService, state_of
 from tests.app.fakes import MemoryStore
 

@@ -1,4 +1,4 @@
-"""Recommendations without HTTP (app/recommend.py): limits and validation."""
+"""Recommendations without HTTP (app/serving/recommend.py): limits and validation."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The model work of recommends: one request, or every request waiting together.
 
-No store access and no HTTP: the caller (app/recommend.py) has checked the request and read
+No store access and no HTTP: the caller (app/serving/recommend.py) has checked the request and read
 the user's stored history. This runs inline on the event loop or on the worker's model
-thread (app/model_thread.py), which hands it all the requests waiting when it wakes. Those
+thread (app/serving/model_thread.py), which hands it all the requests waiting when it wakes. Those
 are then embedded with one batched fold-in per domain and ranked with one multi-query index
 search; the rest of each answer is finished one request at a time. A request that fails
 gets its own error; the others of its batch are answered.
@@ -10,11 +10,11 @@ gets its own error; the others of its batch are answered.
 The steps of one request:
 
 1. collect the history (bundle + stored + inline ids);
-2. answer from the user's top-N list when the request allows it (app/topn.py);
+2. answer from the user's top-N list when the request allows it (app/serving/topn.py);
 3. embed the user (fold-in; batched);
 4. on a top-N miss, compute the user's list and answer from it;
 5. rank with the domain index (batched; one request at a time with a category filter);
-6. fill what the model could not with the fallback chain (app/fallbacks.py).
+6. fill what the model could not with the fallback chain (app/serving/fallbacks.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from typing import TypeVar, cast
 
 import numpy as np
 
-from app import fallbacks
 from app.api.schemas import (
     HistoryReport,
     RecommendedItem,
@@ -41,8 +40,9 @@ from app.lifecycle.engine import embedding_method
 from app.lifecycle.popularity import PopularityBook
 from app.lifecycle.state import ModelState
 from app.runtime.telemetry import Metrics
+from app.serving import fallbacks
+from app.serving.topn import Entry, TopNCache, compute_entry, history_fingerprint
 from app.settings import Settings
-from app.topn import Entry, TopNCache, compute_entry, history_fingerprint
 from model.inference import UserEmbedding
 
 log = logging.getLogger("micrec.service")
@@ -53,7 +53,7 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Query:
     """A recommend request (``app.api.schemas.RecommendRequest``), checked against the settings
-    and the state's domains, with its defaults filled in (app/recommend.py builds it)."""
+    and the state's domains, with its defaults filled in (app/serving/recommend.py builds it)."""
 
     domain: str
     user_id: str | None

@@ -1,4 +1,4 @@
-"""Fallback strategies (app/fallbacks.py): the registry, the settings that name them, the chain."""
+"""Fallback strategies (app/serving/fallbacks.py): the registry, the settings that name them, the chain."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import get_args
 import pytest
 
 from app.api.schemas import Source
-from app.fallbacks import STRATEGIES, FallbackQuery, fill
+from app.serving.fallbacks import STRATEGIES, FallbackQuery, fill
 from app.settings import Settings, SettingsError, load_settings
 from app.settings_groups import DEFAULT_CHAIN, FallbackName
 from tests.app.conftest import StartService, state_of

@@ -3,7 +3,7 @@ and the similar route of app/routers/items.py call these through ``RecommenderDe
 
 Here: the request checks, the user's stored history read (on the event loop for HTTP
 requests), the change-feed catch-up for unknown ids, and the hand-over of the model work
-(app/answering.py: history -> top-N cache -> fold-in -> index -> fallbacks) to the model
+(app/serving/answering.py: history -> top-N cache -> fold-in -> index -> fallbacks) to the model
 thread, which batches the requests waiting together.
 """
 
@@ -16,7 +16,6 @@ from typing import TypeVar
 import anyio.to_thread
 import numpy as np
 
-from app.answering import NOT_REQUESTED, Answerer, Job, Query, UserLookup, collect_history
 from app.api.errors import InvalidInput, NotFound, PayloadTooLarge
 from app.api.schemas import (
     HistoryReport,
@@ -28,9 +27,10 @@ from app.api.schemas import (
 from app.api.validation import shown
 from app.lifecycle.parts import Parts, Resource
 from app.lifecycle.state import ModelState
-from app.model_thread import ModelThread
+from app.serving.answering import NOT_REQUESTED, Answerer, Job, Query, UserLookup, collect_history
+from app.serving.model_thread import ModelThread
+from app.serving.topn import TopNCache, compute_entry, history_fingerprint
 from app.store.base import StoreUnavailable, UserRead
-from app.topn import TopNCache, compute_entry, history_fingerprint
 
 T = TypeVar("T")
 
@@ -91,10 +91,10 @@ class Recommender(Resource):
         (inline ids, any domain). With history the engine embeds the user ("inductive" or
         "cross_domain") and the domain index ranks; without, or when the model yields
         fewer than ``n`` items, the configured fallback chain fills the list. A known
-        user's answer may come from the top-N cache (app/topn.py; ``cached`` says so).
+        user's answer may come from the top-N cache (app/serving/topn.py; ``cached`` says so).
 
         The store read is awaited (Redis: on the loop itself); the model work runs on the
-        model thread, with the other requests waiting then (app/answering.py), or inline.
+        model thread, with the other requests waiting then (app/serving/answering.py), or inline.
         """
         job = await self._prepare(request, blocking=False)
         if self.model_thread is not None:

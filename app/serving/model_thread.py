@@ -5,7 +5,7 @@ request's work to this thread and awaits it (:meth:`ModelThread.run_batched`). T
 takes *every* job waiting when it wakes (one queue wake-up per batch); when idle a job runs
 at once (no added wait). Jobs that wait together and name the same batch function are
 computed by one call of it (up to ``batch_max`` at a time; the recommend path: one fold-in
-and one index search for all of them, app/answering.py), and each answer is handed back as
+and one index search for all of them, app/serving/answering.py), and each answer is handed back as
 soon as it is ready.
 
 Inline vs this thread: docs/results/serve-steps/hotpath.md; batched vs one at a time:

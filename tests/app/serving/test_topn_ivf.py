@@ -2,7 +2,7 @@
 
 An IVF index fetches candidates by the equivalent L2 distance and re-scores them exactly
 (app/index/base.py); the cache's list is fetched with a larger k than a live request's n.
-The same checks as tests/app/test_topn.py, on a catalogue big enough to be served by IVF.
+The same checks as tests/app/serving/test_topn.py, on a catalogue big enough to be served by IVF.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from app.api.schemas import InteractionIn
 from tests.app.conftest import StartService, state_of
 from tests.app.fakes import FakeEngineFactory, MemoryStore
-from tests.app.test_topn import LIST, _check
+from tests.app.serving.test_topn import LIST, _check
 
 ARTS_ITEMS = 3000
 
