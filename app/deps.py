@@ -13,10 +13,10 @@ from typing import Annotated
 from anyio import CapacityLimiter
 from fastapi import Depends, Header, Request
 
-from app.browse import Browser
+from app.catalogue.browse import Browser
+from app.catalogue.items import Items
 from app.erasure import UserErasure
 from app.interactions import Interactions
-from app.items import Items
 from app.lifecycle.promotion import RegistryAdmin
 from app.lifecycle.reload import ModelLoader
 from app.runtime.idempotency import HEADER, MAX_KEY_CHARS, IdempotencyGuard, KeyedRequest

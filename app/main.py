@@ -27,8 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import validation
 from app.api.errors import ServiceError
+from app.catalogue.encoding import encoder_client
 from app.connections import InFlightLimitMiddleware
-from app.encoding import encoder_client
 from app.lifecycle.engine import EngineFactory, load_engine
 from app.routers import bundles, health, interactions, items, model, recommend, reload, users
 from app.runtime.idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -173,7 +173,7 @@ def _configure_runtime(settings: Settings) -> None:
     """Thread counts and image limits: process-wide, so set once at start-up."""
     from PIL import Image
 
-    # PIL raises DecompressionBombError above 2x this; our own header check (app.content)
+    # PIL raises DecompressionBombError above 2x this; our own header check (app.catalogue.content)
     # rejects anything above 1x before decoding.
     Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)

@@ -14,16 +14,16 @@ Durability first: an item is written to the store before it becomes visible here
 
 from __future__ import annotations
 
-from app import reports
 from app.api.schemas import (
     BundleStatus,
     ModelInfo,
 )
 from app.api.schemas_console import EvaluationReport, ReplicaInfo, ServiceStats
-from app.browse import Browser
+from app.catalogue import reports
+from app.catalogue.browse import Browser
+from app.catalogue.items import Items
 from app.erasure import UserErasure
 from app.interactions import Interactions
-from app.items import Items
 from app.lifecycle.bundle_follow import BundleFollower
 from app.lifecycle.bundle_follow import degraded as bundle_degraded
 from app.lifecycle.engine import EngineFactory

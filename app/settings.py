@@ -52,7 +52,7 @@ LIBRARY_ENV_KEYS = frozenset(
     }
 )
 """``MICREC_*`` variables read by the library/CLI rather than by the service settings
-(the encoder ones are set by ``micrec serve`` for its workers, app/encoding.py)."""
+(the encoder ones are set by ``micrec serve`` for its workers, app/catalogue/encoding.py)."""
 
 GROUPS: tuple[type, ...] = (
     ModelSettings,

@@ -35,7 +35,7 @@ def floor_worker(args: argparse.Namespace) -> int:
     faiss.omp_set_num_threads(1)
     from PIL import Image
 
-    from app.content import open_image
+    from app.catalogue.content import open_image
     from app.index.domain import measure_recall
     from app.lifecycle.engine import load_engine
     from app.lifecycle.state import build_domain_index

@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     _fit_open_files(settings.max_connections)
     supervisor = None
     if settings.encoder_process:  # one encoder process for all workers of this machine
-        from app.encoding import EncoderSupervisor
+        from app.catalogue.encoding import EncoderSupervisor
 
         supervisor = EncoderSupervisor(settings.encoder_threads, settings.encoder_nice)
         supervisor.start()

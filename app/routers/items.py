@@ -29,6 +29,8 @@ from app.api.schemas import (
 )
 from app.api.schemas_console import ItemPage
 from app.api.validation import shown
+from app.catalogue.images import CONTENT_TYPES
+from app.catalogue.items import Items
 from app.deps import (
     BrowserDep,
     IdempotencyDep,
@@ -40,8 +42,6 @@ from app.deps import (
     SettingsDep,
     WriteAccess,
 )
-from app.images import CONTENT_TYPES
-from app.items import Items
 from app.routers.common import (
     ERRORS_READ,
     ERRORS_WRITE,

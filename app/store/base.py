@@ -49,7 +49,7 @@ class StoredItem:
     created_at: float = 0.0
     updated_at: float = 0.0
     picture: bytes | None = None
-    """A small WebP thumbnail of the uploaded image (app/images.py ``thumbnail``), served by
+    """A small WebP thumbnail of the uploaded image (app/catalogue/images.py ``thumbnail``), served by
     GET /v1/items/{id}/image; None without an image. Replaced along with the item."""
 
 

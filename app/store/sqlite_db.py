@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS item_content (
 );
 CREATE TABLE IF NOT EXISTS item_pictures (
     item_id TEXT PRIMARY KEY REFERENCES items(item_id) ON DELETE CASCADE,
-    data    BLOB NOT NULL   -- a WebP thumbnail (app/images.py), served as is
+    data    BLOB NOT NULL   -- a WebP thumbnail (app/catalogue/images.py), served as is
 );
 -- AUTOINCREMENT: a seq is never reused, even after the row holding the largest one is
 -- deleted (the feed compaction in app/store/sqlite_items.py deletes rows), so seqs only

@@ -218,7 +218,7 @@ def test_serve_runs_one_encoder_process_for_its_workers(
 ) -> None:
     """The workers get the encoder process's address and key in the environment while
     uvicorn runs; afterwards the process is stopped and the variables are gone."""
-    from app.encoding import ADDRESS_ENV, KEY_ENV
+    from app.catalogue.encoding import ADDRESS_ENV, KEY_ENV
 
     seen: dict[str, str | None] = {}
 

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.images import THUMBNAIL_SIDE
+from app.catalogue.images import THUMBNAIL_SIDE
 from app.runtime.stats import quantile
 from app.settings import Settings
 from tests.app.conftest import ADMIN, AUTH, running

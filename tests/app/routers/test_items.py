@@ -9,9 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.settings import Settings
+from tests.app.catalogue.test_content import png_bytes, png_header_only
 from tests.app.conftest import AUTH, running, served_by_model
 from tests.app.fakes import FakeEngineFactory, MemoryStore
-from tests.app.test_content import png_bytes, png_header_only
 
 
 def b64(raw: bytes) -> str:

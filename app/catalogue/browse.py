@@ -16,7 +16,7 @@ import numpy as np
 from app.api.errors import NotFound, PayloadTooLarge, Unavailable
 from app.api.schemas_console import ItemPage, ItemSummary, UserHistory
 from app.api.validation import shown
-from app.images import BundlePictures, Picture, PictureRefused
+from app.catalogue.images import BundlePictures, Picture, PictureRefused
 from app.lifecycle.categories import category_matches, split_categories
 from app.lifecycle.parts import Parts, Resource
 from app.lifecycle.state import ModelState

@@ -17,7 +17,7 @@ from typing import Any
 from app.api.errors import NotFound
 from app.api.schemas_console import EvaluationReport
 from app.api.validation import shown
-from app.images import sniff
+from app.catalogue.images import sniff
 from app.lifecycle.state import ModelState
 
 MAX_REPORT_BYTES = 8 * 1024 * 1024

@@ -1,4 +1,4 @@
-"""Item registration, replacement and deletion (app/items.py) through the service."""
+"""Item registration, replacement and deletion (app/catalogue/items.py) through the service."""
 
 from __future__ import annotations
 

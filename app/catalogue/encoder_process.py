@@ -1,5 +1,5 @@
 """The encoder process: content encoding (MiniLM text, EfficientNet image) for item
-registrations, outside the request workers (app/encoding.py is its client side).
+registrations, outside the request workers (app/catalogue/encoding.py is its client side).
 
 One process per machine (``micrec serve`` starts it before the workers) or per app (an
 app started without one, e.g. in tests), with its own torch thread count

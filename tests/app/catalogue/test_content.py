@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from app.api.errors import InvalidInput, PayloadTooLarge
-from app.content import decode_base64_image, open_image
+from app.catalogue.content import decode_base64_image, open_image
 from app.lifecycle.categories import (
     CategoryIndex,
     category_matches,

@@ -1,4 +1,4 @@
-"""The encoder process (app/encoding.py, app/encoder_process.py): the same vectors as
+"""The encoder process (app/catalogue/encoding.py, app/catalogue/encoder_process.py): the same vectors as
 in-process encoding, and every failure a prompt 503 (process down, dying, slow, busy)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from app.api.errors import Unavailable
-from app.encoding import EncoderClient
+from app.catalogue.encoding import EncoderClient
 from model.encoders.factory import create_encoder
 
 TEXT = "Red enamel mug 350 ml. kitchen > drinkware. Dishwasher safe, stackable."
@@ -122,7 +122,7 @@ def test_the_process_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
     script = tmp_path / "parent.py"
     script.write_text(
         "import time\n"
-        "from app.encoding import EncoderSupervisor\n"
+        "from app.catalogue.encoding import EncoderSupervisor\n"
         "if __name__ == '__main__':  # the spawned child imports this file too\n"
         "    sup = EncoderSupervisor(1)\n"
         "    sup.start()\n"
@@ -130,7 +130,7 @@ def test_the_process_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
         "    time.sleep(600)\n"
     )
     parent = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, cwd=Path(__file__).parents[2]
+        [sys.executable, str(script)], stdout=subprocess.PIPE, cwd=Path(__file__).parents[3]
     )
     assert parent.stdout is not None
     child = int(parent.stdout.readline())

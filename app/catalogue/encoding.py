@@ -1,11 +1,11 @@
 """Content encoding for registrations, off the request workers (the worker side).
 
-:class:`EncoderSupervisor` starts the encoder process (app/encoder_process.py) and starts
+:class:`EncoderSupervisor` starts the encoder process (app/catalogue/encoder_process.py) and starts
 it again when it dies. :class:`EncoderClient` is a worker's handle on it: the engine asks
 it for encoders by name (``InferenceEngine(encoder_provider=client.encoder)``) and gets
 :class:`RemoteEncoder` objects with the ``encode([input])`` call of a local encoder, so
 which modalities are encoded, and how the outputs are used, stays the engine's decision
-and the results are the in-process ones (tests/app/test_encoding.py).
+and the results are the in-process ones (tests/app/catalogue/test_encoding.py).
 
 Bounded and never hanging: at most ``encoder_queue`` encodings per worker wait for or run
 in the process (one more is a 503 at once); an answer that takes longer than
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from app.api.errors import Unavailable
-from app.encoder_process import recv_message, send_message, serve
+from app.catalogue.encoder_process import recv_message, send_message, serve
 from app.settings import Settings
 
 log = logging.getLogger("micrec.service")

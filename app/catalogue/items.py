@@ -18,8 +18,8 @@ import numpy as np
 from app.api.errors import Conflict, InvalidInput, NotFound
 from app.api.schemas import ItemOut
 from app.api.validation import shown
-from app.content import decode_base64_image, open_image
-from app.images import thumbnail
+from app.catalogue.content import decode_base64_image, open_image
+from app.catalogue.images import thumbnail
 from app.lifecycle.categories import join_categories, split_categories
 from app.lifecycle.parts import Resource
 from app.lifecycle.registered import ItemMeta
