@@ -15,8 +15,6 @@ from fastapi import Depends, Header, Request
 
 from app.catalogue.browse import Browser
 from app.catalogue.items import Items
-from app.erasure import UserErasure
-from app.interactions import Interactions
 from app.lifecycle.promotion import RegistryAdmin
 from app.lifecycle.reload import ModelLoader
 from app.runtime.idempotency import HEADER, MAX_KEY_CHARS, IdempotencyGuard, KeyedRequest
@@ -32,6 +30,8 @@ from app.security import (
 from app.service import RecommendationService
 from app.serving.recommend import Recommender
 from app.settings import Settings
+from app.users.erasure import UserErasure
+from app.users.interactions import Interactions
 
 
 # ``async def``: FastAPI would run a plain ``def`` dependency in the thread pool (one hop

@@ -11,7 +11,7 @@ What is written:
   histories; :func:`model.data.writer.bundle_training_data`), then every stored
   interaction (the capped histories) with its timestamp;
 * erased users (``Store.erased_users()``) are left out of the bundle rows entirely and
-  out of stored rows up to their erasure time (later rows are new data, app/erasure.py);
+  out of stored rows up to their erasure time (later rows are new data, app/users/erasure.py);
 * rows whose item is no longer registered are skipped and counted (export.json);
 * stored rows whose timestamp is not finite, negative or more than
   ``max_timestamp_skew_s`` past the export's clock are skipped and counted

@@ -22,8 +22,6 @@ from app.api.schemas_console import EvaluationReport, ReplicaInfo, ServiceStats
 from app.catalogue import reports
 from app.catalogue.browse import Browser
 from app.catalogue.items import Items
-from app.erasure import UserErasure
-from app.interactions import Interactions
 from app.lifecycle.bundle_follow import BundleFollower
 from app.lifecycle.bundle_follow import degraded as bundle_degraded
 from app.lifecycle.engine import EngineFactory
@@ -43,6 +41,8 @@ from app.runtime.telemetry import Metrics
 from app.serving.recommend import Recommender
 from app.settings import Settings
 from app.store.base import Store
+from app.users.erasure import UserErasure
+from app.users.interactions import Interactions
 from model.registry import BundleRegistry
 
 

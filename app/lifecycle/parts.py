@@ -53,7 +53,7 @@ class Parts:
     require_state: Callable[[], ModelState]
     """The current state, or NotReady (``ModelLoader.require_state``)."""
     erased: ErasedUsers = field(default_factory=ErasedUsers)
-    """Users this process knows are erased (app/erasure.py)."""
+    """Users this process knows are erased (app/users/erasure.py)."""
 
 
 class Resource:

@@ -1,4 +1,4 @@
-"""``DELETE /v1/users/{user_id}``: erase a user (app/erasure.py); ``GET
+"""``DELETE /v1/users/{user_id}``: erase a user (app/users/erasure.py); ``GET
 /v1/users/{user_id}/history``: what recommendations use as their history.
 
 User ids may contain "/" (app/api/ids.py), so these routes take the rest of the path as the id

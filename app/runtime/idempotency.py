@@ -16,7 +16,7 @@
   per API key, so one client can neither read nor block another's answers. A request
   that fails (4xx, 503, a bug) releases its key: nothing was applied, a retry runs again.
   A record is filed under the users its request names (``users``): erasing one of them
-  deletes it (app/erasure.py), so a retry of that request after the erasure runs again.
+  deletes it (app/users/erasure.py), so a retry of that request after the erasure runs again.
 
   Limit: the answer is written after the effect, not in the same transaction. If the
   store fails between the two, or on the write itself (a 503 "outcome unknown"), a retry

@@ -155,7 +155,7 @@ class Recommender(Resource):
     def _looked_up(self, user_id: str, read: UserRead) -> UserLookup:
         self.health.ok()
         if read.erased:
-            # An erased user's bundle history is never used (app/erasure.py): the store
+            # An erased user's bundle history is never used (app/users/erasure.py): the store
             # is asked on every read, so an erasure on any replica counts at once.
             self.erased.add(user_id)
             self.topn.drop_user(user_id)

@@ -4,7 +4,7 @@ What lives here is what must survive a restart or be shared by replicas: cold-st
 registered through the API (with their encoded content, so a restart replays them without
 re-encoding), user interaction histories (capped), per-domain popularity counts, the
 answers of writes sent with an ``Idempotency-Key`` (app/runtime/idempotency.py; kept for a TTL),
-the record of erased users (app/erasure.py) and the bundle version replicas should serve
+the record of erased users (app/users/erasure.py) and the bundle version replicas should serve
 (app/lifecycle/promotion.py).
 Every write method returns only once the write is durable (acknowledged); a write either
 happens whole or not at all.
@@ -260,7 +260,7 @@ class Store(ABC):
         """Interactions ever appended (monotonic: trimming and erasure do not lower it);
         ``micrec trainer`` retrains after a configured number of new ones."""
 
-    # --- user erasure (app/erasure.py) ------------------------------------------------
+    # --- user erasure (app/users/erasure.py) ------------------------------------------------
     @abstractmethod
     def erase_user(self, user_id: str, erased_at: float) -> dict[tuple[str, str], int]:
         """Atomically delete the user's stored history and the idempotency records of

@@ -99,7 +99,7 @@ CREATE TABLE IF NOT EXISTS popularity_sources (
     count   INTEGER NOT NULL,
     PRIMARY KEY (domain, item_id, source)
 ) WITHOUT ROWID;
--- Erasures (app/erasure.py) by pseudonym (app.store.base.erasure_key), never the id: the
+-- Erasures (app/users/erasure.py) by pseudonym (app.store.base.erasure_key), never the id: the
 -- user's bundle history is no longer used; exports skip them.
 CREATE TABLE IF NOT EXISTS erasures (
     user_key  TEXT PRIMARY KEY,
