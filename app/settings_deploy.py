@@ -181,7 +181,7 @@ class ServerSettings(BaseModel):
 
 
 class RegistrySettings(BaseModel):
-    """Serving from a bundle registry, and continuous learning (micrec retrain / micrec trainer, app/retrain_run.py)."""
+    """Serving from a bundle registry, and continuous learning (micrec retrain / micrec trainer, app/learning/retrain_run.py)."""
 
     registry_dir: Path | None = Field(
         None,

@@ -3,7 +3,7 @@
 A timestamp is unix seconds, finite, at least 0 and at most ``max_timestamp_skew_s``
 (default one day) past the clock of whoever checks it. The API refuses anything else
 with a 422 (app/users/interactions.py; the finite and >= 0 parts are in the schema). Exports
-(app/export.py), and so retraining, drop stored rows that break it and count them: rows
+(app/learning/export.py), and so retraining, drop stored rows that break it and count them: rows
 stored before the rule existed must neither crash a retrain (``1e308`` does not fit the
 int64 the training data uses) nor, stamped far in the future, make up the newest rows,
 the ones the evaluation window is taken from.

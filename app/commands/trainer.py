@@ -1,5 +1,5 @@
 """``micrec trainer``: retrain on a schedule and/or after N new interactions, in a process
-of its own (app/retrain_scheduler.py); Prometheus metrics on its own port. Off by default: set
+of its own (app/learning/retrain_scheduler.py); Prometheus metrics on its own port. Off by default: set
 ``MICREC_TRAINER_INTERVAL_S`` and/or ``MICREC_TRAINER_MIN_NEW_INTERACTIONS``."""
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
-    from app.jobs import open_store, registry_of
-    from app.retrain_scheduler import RetrainScheduler
+    from app.learning.jobs import open_store, registry_of
+    from app.learning.retrain_scheduler import RetrainScheduler
     from app.settings import load_settings
 
     logging.basicConfig(

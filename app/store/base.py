@@ -243,7 +243,7 @@ class Store(ABC):
     def popularity(self, domain: str) -> dict[str, int]:
         """item id -> number of interactions posted through the API in ``domain``."""
 
-    # --- export (app/export.py): streamed reads of everything stored ------------------
+    # --- export (app/learning/export.py): streamed reads of everything stored ------------------
     @abstractmethod
     def iter_interactions(self, batch: int = 1000) -> Iterator[Interaction]:
         """Every stored interaction (the capped histories), read ``batch`` rows per store

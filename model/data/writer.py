@@ -1,5 +1,5 @@
 """Writing a dataset folder in the project format row by row, and reading a bundle's
-training data back (what ``micrec export`` starts from; the store side is app/export.py).
+training data back (what ``micrec export`` starts from; the store side is app/learning/export.py).
 
 Written files: ``items.csv`` (``item_id,domain,title,categories,description,image,source``)
 and ``interactions.csv`` (``user_id,item_id,domain,timestamp,source``); ``source`` is

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.export import export_dataset
+from app.learning.export import export_dataset
+from app.learning.retrain_run import RetrainOptions, retrain
 from app.lifecycle.promotion import promote
-from app.retrain_run import RetrainOptions, retrain
 from app.store.base import Interaction
 from app.store.sqlite import SQLiteStore
 from model.bundle import verify_bundle
@@ -170,7 +170,7 @@ def test_retrain_promotes_a_real_candidate_and_refuses_a_shuffled_one(
     assert erased not in {r["user_id"] for r in export}
 
     store.add_interactions(later[len(later) // 2 :], history_cap=200)
-    import app.retrain_run as retrain_module
+    import app.learning.retrain_run as retrain_module
 
     monkeypatch.setattr(
         retrain_module, "split_by_time", shuffled_split(retrain_module.split_by_time)
@@ -268,7 +268,7 @@ def test_a_promotion_during_the_run_makes_the_gate_stale(
     store, reg = _serving_v1(world, tmp_path)
     other = reg.add(world["v1"])  # v0002: someone promotes it while the retrain runs
     store.add_interactions(world["later"], history_cap=200)
-    import app.retrain_run as retrain_module
+    import app.learning.retrain_run as retrain_module
     import model.retrain_report as report_module
 
     write = report_module.write_report
@@ -288,7 +288,7 @@ def test_a_promotion_during_the_run_makes_the_gate_stale(
 def test_prune_keeps_the_newest_runs_and_those_a_version_was_trained_on(
     world: dict[str, Any], tmp_path: Path
 ) -> None:
-    from app.retrain_run import prune_runs
+    from app.learning.retrain_run import prune_runs
 
     _, reg = _serving_v1(world, tmp_path)
     runs = tmp_path / "runs"
@@ -314,7 +314,7 @@ def test_prune_keeps_the_newest_runs_and_those_a_version_was_trained_on(
 def test_two_runs_in_one_second_get_their_own_directories(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import app.retrain_run as retrain_module
+    import app.learning.retrain_run as retrain_module
 
     monkeypatch.setattr(retrain_module.time, "strftime", lambda *_: "20261129T120000Z")
     first = retrain_module._shared_run_dir(tmp_path / "runs", 0, 1)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from app.api.timestamps import DEFAULT_TIMESTAMP_SKEW_S
-from app.export import export_dataset
+from app.learning.export import export_dataset
 from app.lifecycle.promotion import promote
 from app.store.base import Store
 from model.bundle import load_bundle, read_manifest

@@ -1,4 +1,4 @@
-"""``micrec trainer`` (app/retrain_scheduler.py): when a retrain is due, outcomes from the child's exit
+"""``micrec trainer`` (app/learning/retrain_scheduler.py): when a retrain is due, outcomes from the child's exit
 status, failures counted and survived, state kept across restarts, metrics, SIGTERM."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from app.retrain_scheduler import RetrainScheduler, SchedulerState
+from app.learning.retrain_scheduler import RetrainScheduler, SchedulerState
 from app.settings import Settings
 from app.store.base import Interaction
 from app.store.sqlite import SQLiteStore
