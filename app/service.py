@@ -2,7 +2,7 @@
 
 :class:`RecommendationService` builds the parts and wires them together; callers use the
 parts themselves (``service.recommender``, ``service.items``, ...; the routers through
-the per-part dependencies of app/deps.py). What each part owns, and the path of a
+the per-part dependencies of app/http/deps.py). What each part owns, and the path of a
 request through them: docs/ARCHITECTURE.md.
 
 Concurrency: a request reads the current state *once* and uses that object to the end,

@@ -15,7 +15,7 @@ from app.settings_groups import split_list
 
 
 class AuthSettings(BaseModel):
-    """Who may call what (app/security.py)."""
+    """Who may call what (app/http/security.py)."""
 
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,

@@ -1,6 +1,6 @@
 """Errors the service raises for bad input or unavailable dependencies.
 
-Business logic (``app/service.py``) raises these; ``app/main.py`` maps each to its HTTP
+Business logic (``app/service.py``) raises these; ``app/http/main.py`` maps each to its HTTP
 status with a JSON body ``{"detail": "<what is wrong>"}``. Anything else that escapes a
 handler is a bug and becomes a logged 500.
 """

@@ -1,5 +1,5 @@
 """Items: read any item, register / replace / delete cold-start items (no HTTP;
-app/routers/items.py calls these through ``ItemsDep``).
+app/http/routers/items.py calls these through ``ItemsDep``).
 
 The path of a registration: validate -> encode the content (outside any lock: the slow
 part) -> under the write lock, a durable store write -> the change is applied to

@@ -35,8 +35,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from app.api.errors import Conflict, InvalidInput
+from app.http.security import key_source
 from app.runtime.store_health import StoreHealth
-from app.security import key_source
 from app.store.base import IdempotencyRecord, Store, StoredItem, StoreUnavailable
 
 log = logging.getLogger("micrec.service")

@@ -1,5 +1,5 @@
-"""Recommendations for a user, and items similar to an item (no HTTP; app/routers/recommend.py
-and the similar route of app/routers/items.py call these through ``RecommenderDep``).
+"""Recommendations for a user, and items similar to an item (no HTTP; app/http/routers/recommend.py
+and the similar route of app/http/routers/items.py call these through ``RecommenderDep``).
 
 Here: the request checks, the user's stored history read (on the event loop for HTTP
 requests), the change-feed catch-up for unknown ids, and the hand-over of the model work

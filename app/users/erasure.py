@@ -1,5 +1,5 @@
-"""User erasure: ``DELETE /v1/users/{user_id}`` (no HTTP here; app/routers/users.py calls
-this through ``ErasureDep``, app/deps.py).
+"""User erasure: ``DELETE /v1/users/{user_id}`` (no HTTP here; app/http/routers/users.py calls
+this through ``ErasureDep``, app/http/deps.py).
 
 Erasing a user is one atomic store write (``Store.erase_user``): the stored history goes,
 the user leaves every popularity count they added to, and the erasure is recorded (user

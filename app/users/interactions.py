@@ -1,5 +1,5 @@
 """Interactions: append users' events to their stored histories and to item popularity
-(no HTTP; app/routers/interactions.py calls this through ``InteractionsDep``).
+(no HTTP; app/http/routers/interactions.py calls this through ``InteractionsDep``).
 
 Popularity counts distinct users per item, and at most ``popularity_key_cap`` of them per
 API key (``source``, a pseudonym of the key): one key can post any user ids it likes, so
@@ -23,7 +23,7 @@ from app.store.base import Interaction, StoreUnavailable
 class Interactions(Resource):
     def add(self, rows: Sequence[InteractionIn], *, source: str = "") -> InteractionsResponse:
         """Append valid rows to user histories + popularity; reject the others per row.
-        ``source``: who posted them (``app.security.key_source`` of the API key)."""
+        ``source``: who posted them (``app.http.security.key_source`` of the API key)."""
         if len(rows) > self.settings.max_batch:
             raise PayloadTooLarge(
                 f"batch has {len(rows)} rows; the limit is max_batch={self.settings.max_batch}"

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.http.main import create_app
 from app.lifecycle.state import ModelState
-from app.main import create_app
 from app.service import RecommendationService
 from app.settings import Settings
 from app.store.base import Store

@@ -2,7 +2,7 @@
 
 One tiny bundle is trained per session (tests/app/real_bundle.py: synthetic catalogue,
 3 domains x 120 items, text features only) and served by the production app:
-``app.main.create_app`` with real ``Settings``, the production engine factory
+``app.http.main.create_app`` with real ``Settings``, the production engine factory
 (``app.lifecycle.engine.load_engine``) and a SQLite store in a tmp dir.
 
 * parity: ``/v1/recommend`` for users of the bundle's split returns exactly the top-20 that

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from app.main import create_app
+from app.http.main import create_app
 from app.settings import Settings
 from tests.app.fakes import FakeEngineFactory
 from tests.reliability.procs import ADMIN, ADMIN_KEY, API_KEY, AUTH, ThreadServer

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.ids import check_id, stored_forms
-from app.main import create_app
+from app.http.main import create_app
 from app.settings import Settings
 from app.store.base import Interaction
 from tests.app.conftest import API_KEY, AUTH, running

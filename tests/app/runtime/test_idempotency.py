@@ -1,6 +1,6 @@
 """IdempotencyGuard and KeyedRequest (app/runtime/idempotency.py) without HTTP, on the test store
 (the stores themselves: tests/app/store/test_store_contract.py; over HTTP:
-tests/app/routers/test_interactions.py and test_items.py)."""
+tests/app/http/routers/test_interactions.py and test_items.py)."""
 
 from __future__ import annotations
 

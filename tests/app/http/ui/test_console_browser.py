@@ -1,6 +1,6 @@
 """The web console in a real headless Chromium against a real ``micrec serve``.
 
-One tiny real bundle (tests/app/ui/browser.py) served by ``micrec serve`` in its own
+One tiny real bundle (tests/app/http/ui/browser.py) served by ``micrec serve`` in its own
 process with auth on (an API key and an admin key) and the catalogue's pictures; every
 page is driven by Playwright through the system Chromium. Screenshots of each view go
 to artifacts/test-screenshots/ (git-ignored).
@@ -17,7 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.app.ui.browser import (
+from tests.app.http.ui.browser import (
     SCREENSHOTS,
     ConsoleBundle,
     PageWatch,

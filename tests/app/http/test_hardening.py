@@ -338,7 +338,7 @@ def test_slow_body_gets_408() -> None:
     """A body that stops arriving is answered 408 after body_timeout_s (not held forever)."""
     import anyio
 
-    from app.main import BodySizeLimitMiddleware
+    from app.http.main import BodySizeLimitMiddleware
 
     sent: list[dict[str, object]] = []
 

@@ -60,7 +60,7 @@ def test_unknown_route_and_method_are_json(client: TestClient) -> None:
 def test_genuine_bug_is_a_logged_500(
     make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
 ) -> None:
-    from app.main import create_app
+    from app.http.main import create_app
 
     app = create_app(make_settings(), engine_factory=engine_factory, store=MemoryStore())
     with TestClient(app, raise_server_exceptions=False) as c:

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Path, Query, Response, Security
 
 from app.api.ids import Id
 from app.api.schemas import RecommendRequest, RecommendResponse
-from app.deps import ReadAccess, RecommenderDep, SettingsDep, UserReadAccess
-from app.routers.common import ERRORS_READ, MALFORMED
-from app.security import api_key_header, check_user_read
+from app.http.deps import ReadAccess, RecommenderDep, SettingsDep, UserReadAccess
+from app.http.routers.common import ERRORS_READ, MALFORMED
+from app.http.security import api_key_header, check_user_read
 
 router = APIRouter(prefix="/v1", tags=["recommend"], dependencies=[ReadAccess])
 

@@ -31,7 +31,7 @@ from app.api.schemas_console import ItemPage
 from app.api.validation import shown
 from app.catalogue.images import CONTENT_TYPES
 from app.catalogue.items import Items
-from app.deps import (
+from app.http.deps import (
     BrowserDep,
     IdempotencyDep,
     ItemsDep,
@@ -42,7 +42,7 @@ from app.deps import (
     SettingsDep,
     WriteAccess,
 )
-from app.routers.common import (
+from app.http.routers.common import (
     ERRORS_READ,
     ERRORS_WRITE,
     NOT_FOUND,

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app.http.ui.router import HERE, PAGES
 from app.settings import Settings
-from app.ui.router import HERE, PAGES
 from tests.app.conftest import running
 from tests.app.fakes import FakeEngineFactory, MemoryStore
-from tests.app.ui import browser
+from tests.app.http.ui import browser
 
 
 def test_every_page_is_a_shell_with_a_strict_policy(client: TestClient) -> None:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.schemas import Health, Readiness, StoreStatus
-from app.deps import MetricsDep, ServiceDep
+from app.http.deps import MetricsDep, ServiceDep
 from app.lifecycle.reload import LOAD_FAILED
 
 router = APIRouter(tags=["probes"])

@@ -27,7 +27,7 @@ from model.pipeline import train_run
 from tests.app.real_bundle import run_config
 
 SKIP_ENV = "MICREC_SKIP_BROWSER"
-SCREENSHOTS = Path(__file__).resolve().parents[3] / "artifacts" / "test-screenshots"
+SCREENSHOTS = Path(__file__).resolve().parents[4] / "artifacts" / "test-screenshots"
 
 
 def chromium_path() -> str:

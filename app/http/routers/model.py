@@ -9,9 +9,9 @@ from fastapi import APIRouter, Response, Security
 
 from app.api.schemas import ModelInfo
 from app.api.schemas_console import EvaluationReport, ServiceStats
-from app.deps import ReadAccess, ServiceDep, SettingsDep
-from app.routers.common import AUTH, NOT_FOUND, NOT_READY
-from app.security import api_key_header, holds_admin_key
+from app.http.deps import ReadAccess, ServiceDep, SettingsDep
+from app.http.routers.common import AUTH, NOT_FOUND, NOT_READY
+from app.http.security import api_key_header, holds_admin_key
 
 router = APIRouter(prefix="/v1", tags=["model"], dependencies=[ReadAccess])
 

@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Response, Security, status
 
 from app.api.schemas import InteractionsRequest, InteractionsResponse
-from app.deps import IdempotencyDep, InteractionsDep, KeyedRequestDep, WriteAccess
-from app.routers.common import ERRORS_WRITE, answer_response
-from app.security import api_key_header, key_source
+from app.http.deps import IdempotencyDep, InteractionsDep, KeyedRequestDep, WriteAccess
+from app.http.routers.common import ERRORS_WRITE, answer_response
+from app.http.security import api_key_header, key_source
 
 router = APIRouter(prefix="/v1", tags=["interactions"], dependencies=[WriteAccess])
 

@@ -15,11 +15,7 @@ from fastapi import Depends, Header, Request
 
 from app.catalogue.browse import Browser
 from app.catalogue.items import Items
-from app.lifecycle.promotion import RegistryAdmin
-from app.lifecycle.reload import ModelLoader
-from app.runtime.idempotency import HEADER, MAX_KEY_CHARS, IdempotencyGuard, KeyedRequest
-from app.runtime.telemetry import Metrics
-from app.security import (
+from app.http.security import (
     API_KEY_HEADER,
     require_admin_key,
     require_read_key,
@@ -27,6 +23,10 @@ from app.security import (
     require_write_key,
     require_write_or_admin_key,
 )
+from app.lifecycle.promotion import RegistryAdmin
+from app.lifecycle.reload import ModelLoader
+from app.runtime.idempotency import HEADER, MAX_KEY_CHARS, IdempotencyGuard, KeyedRequest
+from app.runtime.telemetry import Metrics
 from app.service import RecommendationService
 from app.serving.recommend import Recommender
 from app.settings import Settings

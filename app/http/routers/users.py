@@ -13,8 +13,8 @@ from fastapi import APIRouter, Path, status
 
 from app.api.ids import Id, RawId, stored_forms
 from app.api.schemas_console import UserHistory
-from app.deps import BrowserDep, ErasureDep, UserReadAccess, WriteOrAdminAccess
-from app.routers.common import AUTH, ERRORS_READ, INVALID, NOT_READY
+from app.http.deps import BrowserDep, ErasureDep, UserReadAccess, WriteOrAdminAccess
+from app.http.routers.common import AUTH, ERRORS_READ, INVALID, NOT_READY
 
 router = APIRouter(prefix="/v1", tags=["users"])
 

@@ -1,4 +1,4 @@
-"""What one worker accepts (app/connections.py), through the uvicorn options ``micrec serve``
+"""What one worker accepts (app/http/connections.py), through the uvicorn options ``micrec serve``
 passes, on a real uvicorn server on loopback.
 
 Each test runs ``micrec serve`` with ``uvicorn.run`` captured, then serves the app with
@@ -24,7 +24,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from app.cli import main
-from app.main import create_app
+from app.http.main import create_app
 from app.settings import Settings
 from tests.app.fakes import FakeEngineFactory, MemoryStore, wait_until
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from app.api.schemas import ReloadRequest, ReloadStatus
-from app.deps import AdminAccess, LoaderDep, SettingsDep
+from app.http.deps import AdminAccess, LoaderDep, SettingsDep
+from app.http.routers.common import ADMIN_AUTH, CONFLICT, INVALID, MALFORMED
 from app.lifecycle.bundles import bundle_inside
-from app.routers.common import ADMIN_AUTH, CONFLICT, INVALID, MALFORMED
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminAccess])
 

@@ -1,6 +1,6 @@
 """The FastAPI application: ``create_app()`` factory, lifespan, middleware, error mapping.
 
-``uvicorn app.main:create_app --factory`` (or ``micrec serve``) builds the app from
+``uvicorn app.http.main:create_app --factory`` (or ``micrec serve``) builds the app from
 ``MICREC_*`` settings. Start-up validates the settings, opens the store and starts
 loading the model in a background thread, so ``/healthz`` answers at once and
 ``/readyz`` turns 200 when the model serves.
@@ -28,9 +28,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api import validation
 from app.api.errors import ServiceError
 from app.catalogue.encoding import encoder_client
-from app.connections import InFlightLimitMiddleware
+from app.http.connections import InFlightLimitMiddleware
+from app.http.routers import bundles, health, interactions, items, model, recommend, reload, users
 from app.lifecycle.engine import EngineFactory, load_engine
-from app.routers import bundles, health, interactions, items, model, recommend, reload, users
 from app.runtime.idempotency import HEADER as IDEMPOTENCY_HEADER
 from app.runtime.idempotency import REPLAYED_HEADER
 from app.runtime.telemetry import Metrics, MetricsMiddleware
@@ -247,7 +247,7 @@ def create_app(
         version="1",
         description=API_DESCRIPTION,
         lifespan=lifespan,
-        # /docs and /redoc only with api_docs (app/api_docs.py: CDN scripts, CSP)
+        # /docs and /redoc only with api_docs (app/http/api_docs.py: CDN scripts, CSP)
         docs_url=None,
         redoc_url=None,
     )
@@ -266,11 +266,11 @@ def create_app(
         app.include_router(router)
     _install_error_handlers(app)
     if settings.api_docs:
-        from app.api_docs import install as install_api_docs
+        from app.http.api_docs import install as install_api_docs
 
         install_api_docs(app)
     if settings.console:
-        from app.ui.router import install as install_console
+        from app.http.ui.router import install as install_console
 
         install_console(app)
 
@@ -289,7 +289,7 @@ def create_app(
         read_max_bytes=settings.max_recommend_body_bytes,
         timeout_s=settings.body_timeout_s,
     )
-    # requests in flight, not open sockets: idle connections cost no slot (app/connections.py)
+    # requests in flight, not open sockets: idle connections cost no slot (app/http/connections.py)
     app.add_middleware(InFlightLimitMiddleware, max_in_flight=settings.max_concurrency)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -13,9 +13,9 @@ from fastapi import APIRouter
 
 from app.api.errors import NotFound
 from app.api.schemas import BundlesOut, ErrorBody, PromoteRequest, PromotionOut, RollbackRequest
-from app.deps import AdminAccess, RegistryAdminDep
+from app.http.deps import AdminAccess, RegistryAdminDep
+from app.http.routers.common import ADMIN_AUTH, CONFLICT, INVALID, MALFORMED, NOT_READY, Responses
 from app.lifecycle.promotion import RegistryAdmin
-from app.routers.common import ADMIN_AUTH, CONFLICT, INVALID, MALFORMED, NOT_READY, Responses
 
 router = APIRouter(prefix="/v1/admin/bundles", tags=["admin"], dependencies=[AdminAccess])
 
