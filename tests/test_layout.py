@@ -166,6 +166,65 @@ def test_settings_import_no_behaviour() -> None:
     }
 
 
+LAYERS: dict[str, int] = {
+    "api": 0,
+    "store": 0,
+    "index": 0,
+    "settings": 1,
+    "runtime": 2,
+    "lifecycle": 3,
+    "serving": 4,
+    "learning": 4,
+    "catalogue": 5,
+    "users": 5,
+    "service": 6,
+    "http": 7,
+    "commands": 8,
+    "cli": 9,
+}
+"""The parts of app/, lowest first (docs/ARCHITECTURE.md): a part imports only parts
+below it; parts at one level do not import each other."""
+
+
+def part_of(module: str) -> str | None:
+    """The part of app/ ``module`` belongs to (its subpackage, or a top-level module's
+    own name; the settings' groups are the settings)."""
+    parts = module.split(".")
+    if parts[0] != "app" or len(parts) < 2:
+        return None
+    return "settings" if parts[1].startswith("settings") else parts[1]
+
+
+def test_every_part_of_the_service_has_a_layer() -> None:
+    parts = {part_of(m) for m in modules()} - {None}
+    assert parts == set(LAYERS)
+
+
+def test_imports_point_down_the_layers() -> None:
+    upward = sorted(
+        f"{m} -> {t}"
+        for m, targets in graph().items()
+        for t in targets
+        if (a := part_of(m)) is not None
+        and (b := part_of(t)) is not None
+        and a != b
+        and LAYERS[a] <= LAYERS[b]
+    )
+    assert upward == []
+
+
+def test_every_subpackage_says_what_it_holds() -> None:
+    """A one-paragraph docstring in each ``__init__`` and no code (so importing one part
+    never imports another)."""
+    for m in modules().values():
+        if not m.is_package or not m.name.startswith("app."):
+            continue
+        tree = ast.parse(m.path.read_text())
+        doc = ast.get_docstring(tree)
+        assert doc and "\n\n" not in doc.strip(), m.name
+        assert len(tree.body) == 1, f"{m.name}: only a docstring"
+
+
 MAX_CLASS_LINES = 300
 
 

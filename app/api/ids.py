@@ -19,6 +19,7 @@ The limits are static (schema), so the OpenAPI document states them.
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 from typing import Annotated
 
@@ -112,3 +113,9 @@ RawId = Annotated[
 ]
 """An acceptable id kept as sent (NFKC is not applied): the erasure route reads its
 :func:`stored_forms`."""
+
+
+def key_source(given: str | None) -> str:
+    """A short pseudonym of an API key (sha256 prefix; "no key" has one too): what the store
+    files a key's idempotency records and popularity counts under, never the key."""
+    return hashlib.sha256((given or "").encode()).hexdigest()[:16]

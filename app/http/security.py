@@ -11,7 +11,6 @@ never logged.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Sequence
 from typing import Annotated
@@ -37,12 +36,6 @@ api_key_header = APIKeyHeader(
 async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
-
-
-def key_source(given: str | None) -> str:
-    """A short pseudonym of an API key (sha256 prefix; "no key" has one too): what the store
-    files a key's idempotency records and popularity counts under, never the key."""
-    return hashlib.sha256((given or "").encode()).hexdigest()[:16]
 
 
 def key_is_valid(given: str, settings: Settings) -> bool:

@@ -35,7 +35,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from app.api.errors import Conflict, InvalidInput
-from app.http.security import key_source
+from app.api.ids import key_source
 from app.runtime.store_health import StoreHealth
 from app.store.base import IdempotencyRecord, Store, StoredItem, StoreUnavailable
 

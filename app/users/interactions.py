@@ -23,7 +23,7 @@ from app.store.base import Interaction, StoreUnavailable
 class Interactions(Resource):
     def add(self, rows: Sequence[InteractionIn], *, source: str = "") -> InteractionsResponse:
         """Append valid rows to user histories + popularity; reject the others per row.
-        ``source``: who posted them (``app.http.security.key_source`` of the API key)."""
+        ``source``: who posted them (``app.api.ids.key_source`` of the API key)."""
         if len(rows) > self.settings.max_batch:
             raise PayloadTooLarge(
                 f"batch has {len(rows)} rows; the limit is max_batch={self.settings.max_batch}"

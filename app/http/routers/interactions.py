@@ -6,10 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Response, Security, status
 
+from app.api.ids import key_source
 from app.api.schemas import InteractionsRequest, InteractionsResponse
 from app.http.deps import IdempotencyDep, InteractionsDep, KeyedRequestDep, WriteAccess
 from app.http.routers.common import ERRORS_WRITE, answer_response
-from app.http.security import api_key_header, key_source
+from app.http.security import api_key_header
 
 router = APIRouter(prefix="/v1", tags=["interactions"], dependencies=[WriteAccess])
 
