@@ -185,7 +185,7 @@ def test_lax_types_refused(hard: TestClient, extra: dict[str, object]) -> None:
 
 def test_refused_values_are_never_echoed_in_full(hard: TestClient) -> None:
     """Issue 22 finding 7: a 4,200-digit n came back whole in the 422 (4.3 KB); every value
-    an error names is cut short (app/validation.shown)."""
+    an error names is cut short (app/api/validation.shown)."""
     digits = "7" * 4200
     r = hard.post(
         "/v1/recommend",
