@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from model.cli import run
+from model.commands.runner import run
 
 SERVICE_COMMANDS: tuple[str, ...] = (
     "app.commands.serve",

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from model.blendfit import fit_blend
-from model.cli import set_threads
+from model.commands.runner import set_threads
 from model.data.loading import load_dataset
 from model.data.split import build_split
 from model.evaluation import PSEUDO_COLD_SLICE, evaluate

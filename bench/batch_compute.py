@@ -42,9 +42,8 @@ def main() -> int:
     for k, v in THREAD_ENV.items():
         os.environ.setdefault(k, v)
 
-    from app.answering import UserLookup
-    from app.engine import load_engine
-    from app.schemas import InteractionIn
+    from app.api.schemas import InteractionIn, RecommendRequest
+    from app.lifecycle.engine import load_engine
     from app.service import RecommendationService
     from app.settings import Settings
     from app.store.sqlite import SQLiteStore
@@ -63,21 +62,18 @@ def main() -> int:
         svc = RecommendationService(settings, SQLiteStore(db), load_engine)
         svc.start()
         assert svc.wait_ready(900)
-        svc.wait_reload(900)
+        svc.loader.wait(900)
         rows = [InteractionIn(**r) for rs in reqs["stored"].values() for r in rs]
         for start in range(0, len(rows), 500):
-            svc.add_interactions(rows[start : start + 500])
+            svc.interactions.add(rows[start : start + 500])
         rec, state = svc.recommender, svc.state
         assert state is not None
         jobs: dict[str, list[Any]] = {}
         for kind, rs in bodies.items():
             jobs[kind] = []
             for r in rs:
-                _, q = rec._query(r)
-                user = UserLookup("not_requested")
-                if q.user_id is not None:
-                    user = rec._looked_up(q.user_id, svc.store.read_user(q.user_id, state.domains))
-                jobs[kind].append((state, q, user))
+                # the checks and the user's store read, done once: the model work alone
+                jobs[kind].append(rec.prepare(RecommendRequest(**r)))
         answer_many = rec.answerer.answer_many
         for js in jobs.values():
             answer_many(js[:32])  # warm-up

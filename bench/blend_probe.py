@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from model.blendfit import fit_blend
-from model.cli import set_threads
+from model.commands.runner import set_threads
 from model.data.loading import load_dataset
 from model.data.split import build_split
 from model.evaluation import evaluate

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = """
 import sys, time, json, resource
 from pathlib import Path
-from app.export import export_dataset
+from app.learning.export import export_dataset
 from app.store.factory import create_store
 from app.store.redis import RedisStore
 url, prefix, bundle, out = sys.argv[1:5]

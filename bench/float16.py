@@ -10,7 +10,7 @@ ranking quality and what it saves in memory.
   with float32 and with float16 item vectors (training + validation items masked, as in
   ``micrec evaluate``), and recall@20 / NDCG@10 / NDCG@20 against the test items are
   compared; plus how often the top 10 / top 100 differ at all.
-* **Index recall**: recall@100 of the service's index (``app.state.build_domain_index``,
+* **Index recall**: recall@100 of the service's index (``app.lifecycle.state.build_domain_index``,
   service defaults: exact on the demo bundle, calibrated IVF on the padded 1e5 bundle)
   built from float16 vectors, against exact float32 search, for up to 500 bundle users
   per domain.
@@ -34,9 +34,9 @@ import faiss
 import numpy as np
 from machine import ROOT, cpu_model, git_commit
 
-from app.engine import load_engine
+from app.lifecycle.engine import load_engine
+from app.lifecycle.state import build_domain_index
 from app.settings import Settings
-from app.state import build_domain_index
 from model.data.loading import load_dataset
 from model.data.split import SplitConfig, build_split
 from model.evaluation import seen_pairs

@@ -29,7 +29,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.engine import load_engine  # noqa: E402
+from app.lifecycle.engine import load_engine  # noqa: E402
 
 
 def spin(stop: threading.Event) -> None:

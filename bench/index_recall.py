@@ -1,4 +1,4 @@
-"""IVF vs exact search for DomainIndex (app/index.py): recall@k and latency by catalogue size.
+"""IVF vs exact search for DomainIndex (app/index/domain.py): recall@k and latency by catalogue size.
 
     python bench/index_recall.py                       # 1e4, 1e5, 1e6 items, d=64, 2 threads
     python bench/index_recall.py --sizes 10000 --quick # smoke run
@@ -7,7 +7,7 @@ For each size and data distribution it builds the exact index (IndexFlatIP) and 
 index with the service defaults (nlist ~ 4*sqrt(n), 64 training points per list, 10 k-means
 iterations), then reports for exact and for IVF at several nprobe values:
 
-* recall@k of IVF against the exact top-k (same formula as app.index.measure_recall),
+* recall@k of IVF against the exact top-k (same formula as app.index.domain.measure_recall),
 * single-query latency p50/p95 (what one /recommend call pays, Python result conversion
   included) and batch throughput,
 * build time (IVF: k-means training + assignment of every vector),
@@ -41,7 +41,7 @@ import faiss
 import numpy as np
 from machine import cpu_model
 
-from app.index import DomainIndex, default_nlist
+from app.index.domain import DomainIndex, default_nlist
 
 
 def unit(x: np.ndarray) -> np.ndarray:

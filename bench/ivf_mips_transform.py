@@ -14,7 +14,7 @@ Result (2026-11-23, nlist = the service's default): on the padded 1e5 bench cata
 recall@100 from 0.089 / 0.487 / 0.968 to 0.9998 / 1.0 / 1.0 at nprobe 8 / 32 / 128; on a
 real trained catalogue (artifacts/anchor/inmo-office-inductive, 4,485 office items) it is
 a little worse: 0.475 / 0.836 / 1.0 against 0.561 / 0.892 / 1.0. Neither layout reaches a
-recall target at a fixed nprobe on every catalogue, so app/index.py adopted the transform
+recall target at a fixed nprobe on every catalogue, so app/index/domain.py adopted the transform
 (it removes the failure on long vectors) together with a build-time calibration of nprobe
 on real users (MICREC_IVF_TARGET_RECALL), which covers catalogues like the second one.
 """

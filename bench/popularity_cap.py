@@ -1,7 +1,7 @@
 """What ``popularity_key_cap`` costs legitimate popularity and what it leaves an attacker.
 
 The "popular" fallback ranks items by bundle popularity + API count, the API count being
-distinct users per item, of which one API key counts at most ``cap`` (app/interactions.py;
+distinct users per item, of which one API key counts at most ``cap`` (app/users/interactions.py;
 the stores' ``source_cap``). This replays a workload through that rule, per domain of a
 bundle:
 

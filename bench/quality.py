@@ -3,7 +3,7 @@
     python bench/quality.py --dataset ../shared/datasets/amazon-arts-office \
         --seeds 0 1 2 --out docs/results/quality-arts-office
 
-For each seed: one split (METHOD.md section 3), one feature cache, then every method is
+For each seed: one split (docs/evaluation.md), one feature cache, then every method is
 trained on the same old x old interactions and scored through the same evaluation code
 (model.evaluation). Writes results.json (every seed), results.md (mean ± std over seeds;
 per domain the slice tables and a coverage table: coverage@20, long-tail share@20),
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from machine import cpu_model, git_commit
 
-from model.cli import set_threads
+from model.commands.runner import set_threads
 from model.data.loading import load_dataset
 from model.data.split import build_split
 from model.evaluation import evaluate

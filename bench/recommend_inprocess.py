@@ -1,5 +1,5 @@
-"""Where a recommend's time goes without HTTP: ``service.recommend`` (blocking) and
-``service.recommend_async`` (on an event loop) per request type, against their parts.
+"""Where a recommend's time goes without HTTP: ``Recommender.recommend`` (blocking) and
+``Recommender.recommend_async`` (on an event loop) per request type, against their parts.
 
     python bench/recommend_inprocess.py --bundle artifacts/serve-work/bundle-100000
 
@@ -42,38 +42,41 @@ def p50_ms(fn: Callable[[Any], object], reqs: list[Any]) -> float:
 
 def measure(svc: Any, state: Any, rs: list[dict[str, Any]], *, cached: bool) -> dict[str, float]:
     """p50 ms of each part for the requests ``rs`` (one type) on service ``svc``."""
-    row: dict[str, float] = {}
-    for r in rs[:20]:
-        svc.recommend(**r)  # warm-up
-    if cached:
-        for r in rs:
-            svc.recommend(**r)  # fills the cache
-        row["recommend (cache hit)"] = p50_ms(lambda r: svc.recommend(**r), rs)
-        return row
-    from app.answering import collect_history
+    from app.api.schemas import RecommendRequest
+    from app.serving.answering import collect_history
 
+    row: dict[str, float] = {}
     rec = svc.recommender
+    reqs = [RecommendRequest(**r) for r in rs]
+    for req in reqs[:20]:
+        rec.recommend(req)  # warm-up
+    if cached:
+        for req in reqs:
+            rec.recommend(req)  # fills the cache
+        row["recommend (cache hit)"] = p50_ms(rec.recommend, reqs)
+        return row
     row["store read_user"] = p50_ms(
-        lambda r: svc.store.read_user(r.get("user_id", "-"), state.domains), rs
+        lambda r: svc.store.read_user(r.user_id or "-", state.domains), reqs
     )
 
-    def work(r: dict[str, Any]) -> None:
-        user = rec._looked_up("x", svc.store.read_user(r.get("user_id", "-"), state.domains))
-        by, _ = collect_history(state, rec._query(r)[1], user, [])
-        emb = state.engine.embed_user(r["domain"], by)
+    def work(req: Any) -> None:
+        job = rec.prepare(req)  # the checks and the store read
+        q = job.query
+        by, _ = collect_history(job.state, q.user_id, q.history, job.user, [])
+        emb = state.engine.embed_user(q.domain, by)
         seen = {i for ids in by.values() for i in ids}
-        state.indexes[r["domain"]].search(emb.vector, 10, exclude=[seen])
+        state.indexes[q.domain].search(emb.vector, 10, exclude=[seen])
 
-    row["read + embed + search"] = p50_ms(work, rs)
-    answers = [svc.recommend(**r) for r in rs]
+    row["read + embed + search"] = p50_ms(work, reqs)
+    answers = [rec.recommend(req) for req in reqs]
     row["serialise answer"] = p50_ms(lambda a: a.model_dump_json(), answers)
-    row["recommend (no cache)"] = p50_ms(lambda r: svc.recommend(**r), rs)
+    row["recommend (no cache)"] = p50_ms(rec.recommend, reqs)
 
     async def run_async() -> float:
         times = []
-        for r in rs:
+        for req in reqs:
             t = time.perf_counter()
-            await svc.recommend_async(**r)
+            await rec.recommend_async(req)
             times.append(time.perf_counter() - t)
         return float(np.percentile(times, 50) * 1000)
 
@@ -90,8 +93,8 @@ def main() -> int:
     for k, v in THREAD_ENV.items():
         os.environ.setdefault(k, v)
 
-    from app.engine import load_engine
-    from app.schemas import InteractionIn
+    from app.api.schemas import InteractionIn
+    from app.lifecycle.engine import load_engine
     from app.service import RecommendationService
     from app.settings import Settings
     from app.store.redis import RedisStore
@@ -114,12 +117,12 @@ def main() -> int:
             svc = RecommendationService(settings, RedisStore(server.url), load_engine)
             svc.start()
             assert svc.wait_ready(900)
-            svc.wait_reload(900)  # encoder warm-up done: nothing else holds the GIL
+            svc.loader.wait(900)  # encoder warm-up done: nothing else holds the GIL
             state = svc.state
             assert state is not None
             if cache == 0:
                 for start in range(0, len(rows), 500):
-                    svc.add_interactions(rows[start : start + 500])
+                    svc.interactions.add(rows[start : start + 500])
             for kind, rs in bodies.items():
                 out.setdefault(kind, {}).update(measure(svc, state, rs, cached=cache > 0))
             svc.stop()

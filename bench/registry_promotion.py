@@ -7,7 +7,7 @@ Starts a private redis-server (no persistence, loopback, free port), a bundle re
 temp dir holding the bundle twice (the second copy with another ``model_version`` in its
 manifest), and ``--replicas`` real ``micrec serve`` processes on it
 (``MICREC_REGISTRY_DIR``, ``MICREC_REGISTRY_POLL_S=--poll``). Then ``--rounds``
-promotions alternating the two versions through ``app.promotion.promote`` (what
+promotions alternating the two versions through ``app.lifecycle.promotion.promote`` (what
 ``micrec bundles promote`` runs); for each one it polls every replica's ``/readyz`` every
 10 ms and records the seconds from the announcement to that replica's first answer naming
 the new version. Prints one JSON object: per-round times, the slowest replica per round,
@@ -34,7 +34,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app import promotion  # noqa: E402
+from app.lifecycle import promotion  # noqa: E402
 from app.store.redis import RedisStore  # noqa: E402
 from model.registry import BundleRegistry  # noqa: E402
 

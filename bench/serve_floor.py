@@ -35,11 +35,11 @@ def floor_worker(args: argparse.Namespace) -> int:
     faiss.omp_set_num_threads(1)
     from PIL import Image
 
-    from app.content import open_image
-    from app.engine import load_engine
-    from app.index import measure_recall
+    from app.catalogue.content import open_image
+    from app.index.domain import measure_recall
+    from app.lifecycle.engine import load_engine
+    from app.lifecycle.state import build_domain_index
     from app.settings import Settings
-    from app.state import build_domain_index
     from model.data.dataset import item_text
 
     spec = json.loads(Path(args.floor_spec).read_text())
@@ -129,7 +129,7 @@ def index_options(
     """For one domain: search latency (k=10, one query at a time, 1 thread) and recall@100
     of exact search and, when the serving index is IVF, of IVF at larger nprobe: what the
     index settings trade at this size."""
-    from app.index import DomainIndex, measure_recall
+    from app.index.domain import DomainIndex, measure_recall
 
     d = next(d for d, q in queries.items() if q)
     q = np.stack(queries[d])

@@ -4,8 +4,8 @@
         --cache artifacts/serving-cache-bench
 
 The cache is built once into ``--cache`` (if absent) through the service's own path: the
-engine and every domain's index, as a worker start does (``app.engine.load_engine`` +
-``app.state.build_domain_index``). Then, per verification mode (``full``: sha256 of every
+engine and every domain's index, as a worker start does (``app.lifecycle.engine.load_engine`` +
+``app.lifecycle.state.build_domain_index``). Then, per verification mode (``full``: sha256 of every
 byte, which is what every start did before the quick check; ``quick``) and page-cache
 state, every cache directory of the bundle is opened with ``open_cached`` (one worker
 start), ``--repeats`` times:
@@ -50,9 +50,9 @@ def uptime() -> str:
 def load_like_a_worker(bundle: Path, cache: Path, verify: str = "quick") -> float:
     """Seconds to load the engine and every domain index as a worker start does (building
     the cache when it is absent)."""
-    from app.engine import load_engine
+    from app.lifecycle.engine import load_engine
+    from app.lifecycle.state import build_domain_index
     from app.settings import Settings
-    from app.state import build_domain_index
 
     values: dict[str, Any] = {
         "serving_cache_dir": cache,

@@ -47,9 +47,9 @@ def main() -> int:
     import fastapi  # noqa: F401
     import torch  # noqa: F401
 
-    from app.engine import load_engine
+    from app.lifecycle.engine import load_engine
+    from app.lifecycle.state import build_state
     from app.settings import Settings
-    from app.state import build_state
 
     rows.append(("imports (torch, FAISS, FastAPI, app)", rollup()))
     tracemalloc.start(1)

@@ -1,4 +1,4 @@
-"""Full-ranking evaluation over the slices of METHOD.md section 3.
+"""Full-ranking evaluation over the slices of docs/evaluation.md.
 
 Every ranker is scored through the same path: it is *bound* to an input graph (the
 interactions it may read), then asked for [users x items] scores in one domain. MICRec's

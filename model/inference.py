@@ -29,8 +29,9 @@ import numpy as np
 import torch
 
 from model.bundle import Bundle
-from model.nn.blend import DomainBlend, profile
+from model.nn.blend import ContentReducer, DomainBlend, profile
 from model.nn.foldin import MultiDomainEmbedder, project_content
+from model.nn.micrec import MICRec
 from model.serving_cache import CacheError, cache_key, load_array, open_cached, save_array
 
 log = logging.getLogger("micrec.inference")
@@ -70,7 +71,6 @@ class DomainCatalogue:
 class _AddedItem:
     domain: str
     content: torch.Tensor | None  # h, [d]
-    vector: np.ndarray
     reduced: torch.Tensor | None = None  # c of the score blend, [r]
 
 
@@ -129,16 +129,13 @@ class InferenceEngine:
             bundle.model.config.cross_domain_rule,
             bundle.bridges,
         )
-        # item id -> domain number << 32 | row: one int per item rather than a (domain, row)
-        # tuple (~60 bytes less per item in every worker; 180 MB at 3 x 1e6 items)
-        self._item_pos: dict[str, int] = {}
         self._domain_order = list(bundle.domains)
-        self._user_pos: dict[str, dict[str, int]] = {}
-        for d, s in bundle.domains.items():
-            code = self._domain_order.index(d) << 32
-            self._item_pos.update({iid: code | k for k, iid in enumerate(s.item_ids)})
-            self._user_pos[d] = {u: k for k, u in enumerate(s.user_ids)}
-        vectors = self._cached_arrays(cache_dir, vector_dtype)
+        self._item_pos, self._user_pos = _positions(bundle)
+        vectors = (
+            {}
+            if cache_dir is None
+            else _cached_arrays(bundle, Path(cache_dir), vector_dtype, self._serving_items)
+        )
         self._catalogues = {
             d: DomainCatalogue(
                 domain=d,
@@ -153,39 +150,7 @@ class InferenceEngine:
             for d, s in bundle.domains.items()
         }
         self._added: dict[str, _AddedItem] = {}
-        self._encoders: dict[str, Any] = {}
-        self._enc_lock = threading.Lock()
-        self._encoder_provider = encoder_provider
-
-    def _cached_arrays(self, cache_dir: Path | None, dtype: str) -> dict[str, np.ndarray]:
-        """Serving vectors per domain from the memory-mapped cache (built on a miss); the
-        embedders' item template rows are switched to the cached copy too. {} without a
-        cache (or when it cannot be written: then computed here, as without one)."""
-        if cache_dir is None:
-            return {}
-        files = {d: Path(self.bundle.manifest["domain_files"][d]).stem for d in self.domains}
-
-        def build(tmp: Path) -> None:
-            for d, stem in files.items():
-                s = self.bundle.domains[d]
-                v = self._serving_items(d, s.embedder.item_vectors())
-                save_array(tmp, f"vectors-{stem}", v.astype(dtype))
-                save_array(tmp, f"template-{stem}", s.embedder.item_template.cpu().numpy())
-
-        key = cache_key(self.bundle.path / "manifest.json", {"engine": 1, "dtype": dtype})
-        try:
-            directory = open_cached(Path(cache_dir), key, build)
-        except CacheError as err:
-            log.warning("%s; serving vectors are computed in memory", err)
-            return {}
-        out = {}
-        for d, stem in files.items():
-            out[d] = load_array(directory, f"vectors-{stem}")
-            emb = self.bundle.domains[d].embedder
-            with warnings.catch_warnings():  # read-only by design: nothing writes to it
-                warnings.simplefilter("ignore", UserWarning)
-                emb.item_template = torch.from_numpy(load_array(directory, f"template-{stem}"))
-        return out
+        self._encoders = _Encoders(self.encoders_info, encoder_provider)
 
     def _serving_items(self, domain: str, z: torch.Tensor) -> np.ndarray:
         blend = self._blends.get(domain)
@@ -359,16 +324,6 @@ class InferenceEngine:
         return self._serving_users(domain, z, "inductive", parts)
 
     # --- items ------------------------------------------------------------------------
-    def _encoder(self, modality: str) -> Any:
-        from model.encoders.factory import create_encoder
-
-        with self._enc_lock:
-            if modality not in self._encoders:
-                info = self.encoders_info[modality]
-                make = self._encoder_provider or create_encoder
-                self._encoders[modality] = make(info["name"])
-            return self._encoders[modality]
-
     def content_modalities(self) -> list[str]:
         """Modalities a new item's content is encoded for: the model's and the blend's."""
         mods = set(self.bundle.model.modalities)
@@ -383,13 +338,11 @@ class InferenceEngine:
 
         Only the modalities the model uses are encoded; an absent input is left out.
         """
-        out: dict[str, np.ndarray] = {}
         mods = self.content_modalities()
-        if text and "text" in mods:
-            out["text"] = self._encoder("text").encode([text])[0].astype(np.float32)
-        if image is not None and "image" in mods:
-            out["image"] = self._encoder("image").encode([image])[0].astype(np.float32)
-        return out
+        inputs = {"text": text or None, "image": image}
+        return {
+            m: self._encoders.encode(m, x) for m, x in inputs.items() if x is not None and m in mods
+        }
 
     @torch.no_grad()
     def add_item(self, item_id: str, domain: str, content: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -397,25 +350,7 @@ class InferenceEngine:
         self._check_domain(domain)
         if item_id in self._item_pos:
             raise ValueError(f"item {item_id!r} is part of the bundle")
-        model = self.bundle.model
-        feats = {
-            m: torch.as_tensor(np.asarray(v, dtype=np.float32)).reshape(1, -1)
-            for m, v in content.items()
-            if m in model.modalities
-        }
-        dims = model.feature_dims()
-        for m, f in feats.items():
-            expected = dims[m]
-            if f.shape[1] != expected:
-                raise ValueError(
-                    f"{m} features have dim {f.shape[1]}, the model expects {expected}"
-                )
-        h = None
-        if feats:
-            h = project_content(
-                model.content, feats, {m: torch.ones(1, dtype=torch.bool) for m in feats}
-            )
-        hv = None if h is None else h[0]
+        hv = _projected(self.bundle.model, content)
         maps = self.bundle.item_maps
         mapped = {m: v for m, v in content.items() if maps is not None and m in maps.modalities}
         if maps is not None and mapped:
@@ -424,27 +359,114 @@ class InferenceEngine:
             z = maps.map(domain, raw, 1)[0]
         else:
             z = self.bundle.domains[domain].embedder.new_item_vector(hv)
-        c = None
         blend = self._blends.get(domain)
+        c = None
         if blend is not None and self._reducer is not None:
-            raw = {m: np.asarray(v, dtype=np.float32).reshape(1, -1) for m, v in content.items()}
-            raw = {m: v for m, v in raw.items() if m in self._reducer.modalities}
-            for m, dm in zip(self._reducer.modalities, self._reducer.dims, strict=True):
-                if m in raw and raw[m].shape[1] != dm:
-                    raise ValueError(f"{m} features have dim {raw[m].shape[1]}, expected {dm}")
-            if raw:
-                c = self._reducer.reduce(raw, 1)[0]
+            c = _reduced(self._reducer, content)
         vec = (
             z.cpu().numpy().astype(np.float32)
             if blend is None
             else (blend.new_item(z, c).cpu().numpy().astype(np.float32))
         )
-        self._added[item_id] = _AddedItem(domain, hv, vec, c)
+        self._added[item_id] = _AddedItem(domain, hv, c)
         return vec
 
     def remove_item(self, item_id: str) -> None:
         self._added.pop(item_id, None)
 
-    def added_item_vector(self, item_id: str) -> np.ndarray | None:
-        a = self._added.get(item_id)
-        return None if a is None else a.vector
+
+def _positions(bundle: Bundle) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """(item id -> domain number << 32 | row, domain -> user id -> row) of the bundle. One
+    int per item rather than a (domain, row) tuple: ~60 bytes less per item in every
+    worker (180 MB at 3 x 1e6 items)."""
+    items: dict[str, int] = {}
+    users: dict[str, dict[str, int]] = {}
+    for number, (d, s) in enumerate(bundle.domains.items()):
+        code = number << 32
+        items.update({iid: code | k for k, iid in enumerate(s.item_ids)})
+        users[d] = {u: k for k, u in enumerate(s.user_ids)}
+    return items, users
+
+
+def _cached_arrays(
+    bundle: Bundle,
+    cache_dir: Path,
+    dtype: str,
+    serving_items: Callable[[str, torch.Tensor], np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Serving vectors per domain from the memory-mapped cache (built on a miss with
+    ``serving_items``); the embedders' item template rows are switched to the cached copy
+    too. {} when the cache cannot be written (then computed in memory, as without one)."""
+    files = {d: Path(bundle.manifest["domain_files"][d]).stem for d in bundle.domains}
+
+    def build(tmp: Path) -> None:
+        for d, stem in files.items():
+            s = bundle.domains[d]
+            v = serving_items(d, s.embedder.item_vectors())
+            save_array(tmp, f"vectors-{stem}", v.astype(dtype))
+            save_array(tmp, f"template-{stem}", s.embedder.item_template.cpu().numpy())
+
+    key = cache_key(bundle.path / "manifest.json", {"engine": 1, "dtype": dtype})
+    try:
+        directory = open_cached(cache_dir, key, build)
+    except CacheError as err:
+        log.warning("%s; serving vectors are computed in memory", err)
+        return {}
+    out = {}
+    for d, stem in files.items():
+        out[d] = load_array(directory, f"vectors-{stem}")
+        emb = bundle.domains[d].embedder
+        with warnings.catch_warnings():  # read-only by design: nothing writes to it
+            warnings.simplefilter("ignore", UserWarning)
+            emb.item_template = torch.from_numpy(load_array(directory, f"template-{stem}"))
+    return out
+
+
+class _Encoders:
+    """The content encoders of a bundle, created on first use (``provider``: by name)."""
+
+    def __init__(
+        self, info: dict[str, dict[str, Any]], provider: Callable[[str], Any] | None
+    ) -> None:
+        self.info = info
+        self.provider = provider
+        self._lock = threading.Lock()
+        self._made: dict[str, Any] = {}
+
+    def encode(self, modality: str, x: Any) -> np.ndarray:
+        """One input's encoding (L2-normalised by the encoder)."""
+        from model.encoders.factory import create_encoder
+
+        with self._lock:
+            if modality not in self._made:
+                make = self.provider or create_encoder
+                self._made[modality] = make(self.info[modality]["name"])
+            encoder = self._made[modality]
+        return np.asarray(encoder.encode([x])[0], dtype=np.float32)
+
+
+def _projected(model: MICRec, content: Mapping[str, np.ndarray]) -> torch.Tensor | None:
+    """A new item's content projected by the model (h, [d]); None without features."""
+    feats = {
+        m: torch.as_tensor(np.asarray(v, dtype=np.float32)).reshape(1, -1)
+        for m, v in content.items()
+        if m in model.modalities
+    }
+    if not feats:
+        return None
+    dims = model.feature_dims()
+    for m, f in feats.items():
+        if f.shape[1] != dims[m]:
+            raise ValueError(f"{m} features have dim {f.shape[1]}, the model expects {dims[m]}")
+    h = project_content(model.content, feats, {m: torch.ones(1, dtype=torch.bool) for m in feats})
+    return None if h is None else h[0]
+
+
+def _reduced(reducer: ContentReducer, content: Mapping[str, np.ndarray]) -> torch.Tensor | None:
+    """A new item's content reduced for the score blend (c, [r]); None without features."""
+    raw = {m: np.asarray(v, dtype=np.float32).reshape(1, -1) for m, v in content.items()}
+    raw = {m: v for m, v in raw.items() if m in reducer.modalities}
+    for m, dm in zip(reducer.modalities, reducer.dims, strict=True):
+        if m in raw and raw[m].shape[1] != dm:
+            raise ValueError(f"{m} features have dim {raw[m].shape[1]}, expected {dm}")
+    return reducer.reduce(raw, 1)[0] if raw else None

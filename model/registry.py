@@ -36,7 +36,7 @@ served unless promoted with ``force``); ``retired`` = was current once; else
 ``candidate``.
 
 This module is filesystem only: telling running replicas about a promotion is the
-service's job (``app/promotion.py``).
+service's job (``app/lifecycle/promotion.py``).
 """
 
 from __future__ import annotations
@@ -178,12 +178,15 @@ class BundleRegistry:
         """Every version, oldest first."""
         current = self.current()
         served = self._served(current)
-        return [self._info(v, self._record(v), current, served) for v in self._names()]
+        return [
+            _version_info(self.versions_dir, v, self._record(v), current, served)
+            for v in self._names()
+        ]
 
     def show(self, version: str) -> VersionInfo:
         record = self._record(version)
         current = self.current()
-        return self._info(version, record, current, self._served(current))
+        return _version_info(self.versions_dir, version, record, current, self._served(current))
 
     def promotions(self) -> builtins.list[str]:
         """The versions a rollback would walk back through, oldest first; the last one is
@@ -208,7 +211,7 @@ class BundleRegistry:
             raise RegistryError(str(err)) from None
         with self.locked():
             # Under the lock, so a cleaner never sees this directory before its owner lock.
-            self._clean_incoming()
+            _clean_incoming(self.root)
             staging = Path(tempfile.mkdtemp(prefix=INCOMING, dir=self.root))
             owner = open(staging / OWNER, "w")  # noqa: SIM115 - held until the rename
             fcntl.flock(owner, fcntl.LOCK_EX)  # freed by the OS if this process dies
@@ -258,7 +261,7 @@ class BundleRegistry:
             if previous == version:
                 return previous
             self._check(version)
-            self._point_at(version)
+            _point_at(self.root, version)
             forced = bool(force and record.get("refused"))
             self.events.append(
                 "promote", version, previous=previous, reason=reason, metrics=metrics, forced=forced
@@ -285,7 +288,7 @@ class BundleRegistry:
                     self._check(target)
                 except UnusableVersion:
                     continue
-                self._point_at(target)
+                _point_at(self.root, target)
                 self.events.append("rollback", target, previous=current, reason=reason)
                 return target
             raise RegistryError(f"nothing to roll back to: {current} is the only usable version")
@@ -309,29 +312,14 @@ class BundleRegistry:
             for p in self.versions_dir.iterdir()
             if VERSION_RE.match(p.name)
             and (p / VERSION_FILE).is_file()
-            and self._outside(p.name) is None
+            and _link_out(self.root, self.versions_dir, p.name) is None
         ]
         return sorted(names, key=lambda n: int(n[1:]))
-
-    def _outside(self, version: str) -> str | None:
-        """What of ``version`` (its directory, bundle or record) resolves outside
-        ``versions/`` (a symlink out of the registry), None when nothing does. Such a
-        version is never listed, loaded or promoted: the registry holds its own copies,
-        and a link could point anywhere or change after the check."""
-        home = self.versions_dir / version
-        try:
-            base = self.versions_dir.resolve()
-            for part in (home, home / BUNDLE_DIR, home / VERSION_FILE):
-                if part.resolve() != base / part.relative_to(self.versions_dir):
-                    return str(part.relative_to(self.root))
-        except (OSError, RuntimeError):  # a symlink loop
-            return str(home.relative_to(self.root))
-        return None
 
     def _require(self, version: str) -> None:
         if not isinstance(version, str) or not VERSION_RE.match(version):
             raise UnknownVersion(f"{version!r} is not a version name (v0001, v0002, ...)")
-        outside = self._outside(version)
+        outside = _link_out(self.root, self.versions_dir, version)
         if outside is not None:
             raise UnusableVersion(
                 f"{version}: {outside} is a link out of the registry; refused (add the bundle "
@@ -356,43 +344,11 @@ class BundleRegistry:
     def _served(self, current: str | None) -> set[str]:
         return self.events.served() | ({current} if current else set())
 
-    def _info(
-        self, version: str, record: dict[str, Any], current: str | None, served: set[str]
-    ) -> VersionInfo:
-        status: Status
-        if version == current:
-            status = "promoted"
-        elif record.get("refused"):
-            status = "refused"
-        elif version in served:
-            status = "retired"
-        else:
-            status = "candidate"
-        return VersionInfo(
-            version=version,
-            status=status,
-            path=self.versions_dir / version / BUNDLE_DIR,
-            added_at=float(record.get("added_at", 0.0)),
-            model_version=record.get("model_version"),
-            meta=record.get("meta") or {},
-            refused=record.get("refused"),
-        )
-
     def _check(self, version: str) -> None:
         try:
             self.check(self.versions_dir / version / BUNDLE_DIR)
         except (BundleError, OSError, ValueError) as err:
             raise UnusableVersion(f"{version} does not load: {err}") from None
-
-    def _point_at(self, version: str) -> None:
-        """Switch ``current`` to ``version`` atomically (new symlink renamed over it)."""
-        link = self.root / CURRENT
-        tmp = self.root / f".{CURRENT}.{os.getpid()}.tmp"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        os.symlink(os.path.join("versions", version, BUNDLE_DIR), tmp)
-        os.replace(tmp, link)
-        fsync_dir(self.root)
 
     def _repair(self) -> None:
         """A crash between switching ``current`` and writing its history line leaves
@@ -418,27 +374,11 @@ class BundleRegistry:
         ]
         return f"v{max(numbers, default=0) + 1:04d}"
 
-    def _clean_incoming(self) -> None:
-        """Remove ``.incoming-*`` directories whose writer is gone (its lock is free)."""
-        for p in self.root.glob(f"{INCOMING}*"):
-            try:
-                fd = os.open(p / OWNER, os.O_RDWR)
-            except OSError:
-                fd = -1  # no owner file: its writer died before taking the lock
-            if fd >= 0:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # a live add
-                finally:
-                    os.close(fd)
-            shutil.rmtree(p, ignore_errors=True)
-
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the registry lock (re-entrant in this process; other processes wait):
         every mutation takes it; callers take it around a mutation plus what must happen
-        in the same order (``app/promotion.py`` announces the version under it)."""
+        in the same order (``app/lifecycle/promotion.py`` announces the version under it)."""
         with self._thread_lock:
             if self._depth:
                 self._depth += 1
@@ -456,6 +396,73 @@ class BundleRegistry:
                 finally:
                     self._depth = 0
                     fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _link_out(root: Path, versions_dir: Path, version: str) -> str | None:
+    """What of ``version`` (its directory, bundle or record) resolves outside
+    ``versions/`` (a symlink out of the registry), None when nothing does. Such a
+    version is never listed, loaded or promoted: the registry holds its own copies,
+    and a link could point anywhere or change after the check."""
+    home = versions_dir / version
+    try:
+        base = versions_dir.resolve()
+        for part in (home, home / BUNDLE_DIR, home / VERSION_FILE):
+            if part.resolve() != base / part.relative_to(versions_dir):
+                return str(part.relative_to(root))
+    except (OSError, RuntimeError):  # a symlink loop
+        return str(home.relative_to(root))
+    return None
+
+
+def _version_info(
+    versions_dir: Path, version: str, record: dict[str, Any], current: str | None, served: set[str]
+) -> VersionInfo:
+    status: Status
+    if version == current:
+        status = "promoted"
+    elif record.get("refused"):
+        status = "refused"
+    elif version in served:
+        status = "retired"
+    else:
+        status = "candidate"
+    return VersionInfo(
+        version=version,
+        status=status,
+        path=versions_dir / version / BUNDLE_DIR,
+        added_at=float(record.get("added_at", 0.0)),
+        model_version=record.get("model_version"),
+        meta=record.get("meta") or {},
+        refused=record.get("refused"),
+    )
+
+
+def _point_at(root: Path, version: str) -> None:
+    """Switch ``current`` to ``version`` atomically (new symlink renamed over it)."""
+    link = root / CURRENT
+    tmp = root / f".{CURRENT}.{os.getpid()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(os.path.join("versions", version, BUNDLE_DIR), tmp)
+    os.replace(tmp, link)
+    fsync_dir(root)
+
+
+def _clean_incoming(root: Path) -> None:
+    """Remove ``.incoming-*`` directories whose writer is gone (its lock is free)."""
+    for p in root.glob(f"{INCOMING}*"):
+        try:
+            fd = os.open(p / OWNER, os.O_RDWR)
+        except OSError:
+            fd = -1  # no owner file: its writer died before taking the lock
+        if fd >= 0:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live add
+            finally:
+                os.close(fd)
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def _write_json(path: Path, data: Any) -> None:

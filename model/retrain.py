@@ -1,4 +1,4 @@
-"""Retraining with a gate (no store, no registry here; app/retrain.py drives it).
+"""Retraining with a gate (no store, no registry here; app/learning/retrain_run.py drives it).
 
 1. :func:`split_by_time`: the newest interactions of an exported dataset (a share of the
    rows, or the last N days before the newest row) become the *evaluation window*; the

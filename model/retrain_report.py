@@ -22,7 +22,7 @@ def _pct(v: float | None) -> str:
 def markdown(report: dict[str, Any], seconds: dict[str, float]) -> str:
     g, w = report["gate"], report["window"]
     verdict = "**promote**" if g["promote"] else "**refuse**"
-    dropped = w.get("rows_dropped_bad_timestamp", 0)  # app/export.py
+    dropped = w.get("rows_dropped_bad_timestamp", 0)  # app/learning/export.py
     lines = [
         f"# Retrain report: {verdict}",
         "",

@@ -10,7 +10,7 @@
 The registry is ``--registry`` or ``MICREC_REGISTRY_DIR``. ``promote``, ``rollback`` and
 ``add --promote`` also announce the version in the store (``MICREC_STORE_URL`` /
 ``--env-file``: run them with the service's settings), which every replica polls
-(app/bundle_follow.py). Exit status: 0 done; 2 refused (unknown version, refused
+(app/lifecycle/bundle_follow.py). Exit status: 0 done; 2 refused (unknown version, refused
 candidate, bundle fails its check, bad settings), one line on stderr; 1 the registry was
 switched but the store could not be told (run the same promote again).
 """
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from model.cli import UserError
+from model.commands.runner import UserError
 from model.registry import BundleRegistry, RegistryError
 
 
@@ -73,7 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from app.settings import load_settings
 
-    settings = load_settings(env_file=args.env_file)  # SettingsError: one line (model.cli)
+    settings = load_settings(
+        env_file=args.env_file
+    )  # SettingsError: one line (model.commands.runner)
     root = args.registry or settings.registry_dir
     if root is None:
         raise UserError("no registry: pass --registry DIR or set MICREC_REGISTRY_DIR")
@@ -134,7 +136,7 @@ def _announced(
     registry: BundleRegistry, store_url: str, version: str | None, reason: str, *, force: bool
 ) -> int:
     """Promote ``version`` (None: roll back) and announce it in the store."""
-    from app import promotion
+    from app.lifecycle import promotion
     from app.store.factory import create_store
 
     try:

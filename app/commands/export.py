@@ -1,5 +1,5 @@
 """``micrec export OUT``: the serving bundle's training data + the store's interactions and
-items as a dataset folder (app/export.py). Reads the same settings as ``micrec serve``
+items as a dataset folder (app/learning/export.py). Reads the same settings as ``micrec serve``
 (``MICREC_*`` / ``--env-file``): the store URL and the bundle."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from model.cli import UserError
+from model.commands.runner import UserError
 
 
 def add_settings_args(p: argparse.ArgumentParser, *, bundle: bool = True) -> None:
@@ -36,12 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.export import export_dataset
-    from app.jobs import open_store, serving_bundle
+    from app.learning.export import export_dataset
+    from app.learning.jobs import open_store, serving_bundle
     from app.settings import load_settings
     from app.store.base import StoreUnavailable
 
-    settings = load_settings(env_file=args.env_file)  # SettingsError: one line (model.cli)
+    settings = load_settings(
+        env_file=args.env_file
+    )  # SettingsError: one line (model.commands.runner)
     bundle = serving_bundle(settings, args.bundle)
     store = open_store(settings)
     try:

@@ -1,4 +1,4 @@
-"""``micrec retrain``: one retrain run with the gate (app/retrain.py), against the bundle
+"""``micrec retrain``: one retrain run with the gate (app/learning/retrain_run.py), against the bundle
 registry the service serves from (``MICREC_REGISTRY_DIR`` / ``--registry``). Runs under
 ``torchrun`` like ``micrec train`` (rank 0 exports, evaluates and writes the registry).
 
@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from app.commands.export import add_settings_args
-from model.cli import UserError
+from model.commands.runner import UserError
 
 REFUSED_EXIT = 3
 SKIPPED_EXIT = 4
@@ -42,8 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.jobs import open_store, registry_of
-    from app.retrain import RetrainOptions, retrain
+    from app.learning.jobs import open_store, registry_of
+    from app.learning.retrain_run import RetrainOptions, retrain
     from app.settings import load_settings
     from app.store.base import StoreUnavailable
     from model.registry import RegistryError

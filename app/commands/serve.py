@@ -18,14 +18,14 @@ from typing import Any
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-from app.connections import (
+from app.http.connections import (
     HEADER_TIMEOUT_ENV,
     MAX_CONNECTIONS_ENV,
     MAX_PENDING_ENV,
     ConnectionCapMixin,
     HeaderTimeoutMixin,
 )
-from model.cli import UserError
+from model.commands.runner import UserError
 
 log = logging.getLogger("micrec.serve")
 
@@ -35,7 +35,7 @@ __all__ = ["HeaderTimeoutMixin", "NoDelayHTTPProtocol", "register", "run"]
 class NoDelayHTTPProtocol(ConnectionCapMixin, HeaderTimeoutMixin, AutoHTTPProtocol):  # type: ignore[misc,valid-type]
     """uvicorn's HTTP protocol with TCP_NODELAY set on every connection, the connection
     caps of :class:`ConnectionCapMixin` and the header read timeout of
-    :class:`HeaderTimeoutMixin` (app/connections.py).
+    :class:`HeaderTimeoutMixin` (app/http/connections.py).
 
     With ``--workers`` > 1 uvicorn binds the listening socket itself with proto 0, and
     asyncio only disables Nagle on sockets whose proto is IPPROTO_TCP; so every response
@@ -101,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
     for key, value in overrides.items():
         if value is not None:
             os.environ[key] = value
-    settings = load_settings(env_file=args.env_file)  # SettingsError: one line (model.cli)
+    settings = load_settings(
+        env_file=args.env_file
+    )  # SettingsError: one line (model.commands.runner)
     if settings.registry_dir is not None:
         _check_registry(settings.registry_dir)
     elif not (settings.bundle_path / "manifest.json").is_file():
@@ -109,14 +111,14 @@ def run(args: argparse.Namespace) -> int:
             f"no model bundle at {settings.bundle_path} (set --bundle or MICREC_BUNDLE_PATH; "
             "`micrec demo build` makes a demo bundle)"
         )
-    # for the protocol of every worker (app/connections.py)
+    # for the protocol of every worker (app/http/connections.py)
     os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout_s)
     os.environ[MAX_CONNECTIONS_ENV] = str(settings.max_connections)
     os.environ[MAX_PENDING_ENV] = str(settings.max_pending_per_client)
     _fit_open_files(settings.max_connections)
     supervisor = None
     if settings.encoder_process:  # one encoder process for all workers of this machine
-        from app.encoding import EncoderSupervisor
+        from app.catalogue.encoding import EncoderSupervisor
 
         supervisor = EncoderSupervisor(settings.encoder_threads, settings.encoder_nice)
         supervisor.start()
@@ -159,7 +161,7 @@ def _fit_open_files(max_connections: int) -> None:
 
 def _run_uvicorn(uvicorn: Any, settings: Any) -> None:
     uvicorn.run(
-        "app.main:create_app",
+        "app.http.main:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -169,6 +171,6 @@ def _run_uvicorn(uvicorn: Any, settings: Any) -> None:
         timeout_keep_alive=settings.keep_alive_timeout_s,
         # no limit_concurrency: it counts open sockets with the requests, so idle or
         # trickling connections made real requests 503 (the app limits requests in flight,
-        # the protocol the sockets: app/connections.py)
+        # the protocol the sockets: app/http/connections.py)
         h11_max_incomplete_event_size=settings.max_header_bytes,
     )

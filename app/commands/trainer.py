@@ -1,5 +1,5 @@
 """``micrec trainer``: retrain on a schedule and/or after N new interactions, in a process
-of its own (app/trainer.py); Prometheus metrics on its own port. Off by default: set
+of its own (app/learning/retrain_scheduler.py); Prometheus metrics on its own port. Off by default: set
 ``MICREC_TRAINER_INTERVAL_S`` and/or ``MICREC_TRAINER_MIN_NEW_INTERACTIONS``."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import argparse
 import logging
 import signal
 
-from model.cli import UserError
+from model.commands.runner import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,9 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
-    from app.jobs import open_store, registry_of
+    from app.learning.jobs import open_store, registry_of
+    from app.learning.retrain_scheduler import RetrainScheduler
     from app.settings import load_settings
-    from app.trainer import Trainer
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     registry_of(s)  # a clear error now rather than one failed run per check
     store = open_store(s)
     try:
-        trainer = Trainer(s, store, env_file=args.env_file)
+        trainer = RetrainScheduler(s, store, env_file=args.env_file)
     except ValueError as err:
         raise UserError(str(err)) from None
     server, _ = start_http_server(

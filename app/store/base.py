@@ -3,9 +3,9 @@
 What lives here is what must survive a restart or be shared by replicas: cold-start items
 registered through the API (with their encoded content, so a restart replays them without
 re-encoding), user interaction histories (capped), per-domain popularity counts, the
-answers of writes sent with an ``Idempotency-Key`` (app/idempotency.py; kept for a TTL),
-the record of erased users (app/erasure.py) and the bundle version replicas should serve
-(app/promotion.py).
+answers of writes sent with an ``Idempotency-Key`` (app/runtime/idempotency.py; kept for a TTL),
+the record of erased users (app/users/erasure.py) and the bundle version replicas should serve
+(app/lifecycle/promotion.py).
 Every write method returns only once the write is durable (acknowledged); a write either
 happens whole or not at all.
 
@@ -49,7 +49,7 @@ class StoredItem:
     created_at: float = 0.0
     updated_at: float = 0.0
     picture: bytes | None = None
-    """A small WebP thumbnail of the uploaded image (app/images.py ``thumbnail``), served by
+    """A small WebP thumbnail of the uploaded image (app/catalogue/images.py ``thumbnail``), served by
     GET /v1/items/{id}/image; None without an image. Replaced along with the item."""
 
 
@@ -81,7 +81,7 @@ class ItemChange:
 
 @dataclass(frozen=True)
 class WantedBundle:
-    """The bundle version every replica should serve (app/bundle_follow.py): a registry
+    """The bundle version every replica should serve (app/lifecycle/bundle_follow.py): a registry
     version name and when it was announced (announcing it again makes replicas that
     failed to load it try again)."""
 
@@ -243,7 +243,7 @@ class Store(ABC):
     def popularity(self, domain: str) -> dict[str, int]:
         """item id -> number of interactions posted through the API in ``domain``."""
 
-    # --- export (app/export.py): streamed reads of everything stored ------------------
+    # --- export (app/learning/export.py): streamed reads of everything stored ------------------
     @abstractmethod
     def iter_interactions(self, batch: int = 1000) -> Iterator[Interaction]:
         """Every stored interaction (the capped histories), read ``batch`` rows per store
@@ -260,7 +260,7 @@ class Store(ABC):
         """Interactions ever appended (monotonic: trimming and erasure do not lower it);
         ``micrec trainer`` retrains after a configured number of new ones."""
 
-    # --- user erasure (app/erasure.py) ------------------------------------------------
+    # --- user erasure (app/users/erasure.py) ------------------------------------------------
     @abstractmethod
     def erase_user(self, user_id: str, erased_at: float) -> dict[tuple[str, str], int]:
         """Atomically delete the user's stored history and the idempotency records of
@@ -291,7 +291,7 @@ class Store(ABC):
         for stores without such files."""
         return "idle"
 
-    # --- bundle version (app/promotion.py, app/bundle_follow.py) ---------------------
+    # --- bundle version (app/lifecycle/promotion.py, app/lifecycle/bundle_follow.py) ---------------------
     @abstractmethod
     def set_bundle_version(self, version: str, announced_at: float) -> None:
         """Announce the registry version every replica should serve (replaces the last

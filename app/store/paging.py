@@ -1,27 +1,41 @@
 """The stores' paged reads for exports (``Store.iter_interactions`` / ``iter_items``; the
 contract is in base.py): one page per store round trip, so an export of millions of rows
-never holds them. Kept apart from the store classes, which are long enough already."""
+never holds them. Kept apart from the store classes, which are long enough already.
+
+Each store hands its pager only what a page needs (a read transaction; a client, its key
+layout and its error mapping), so nothing here depends on a store class or its internals.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote
 
+import redis
+
 from app.store.base import Interaction, StoredItem
-from app.store.redis_layout import as_str, decode_item
+from app.store.redis_layout import RedisKeys, as_str, decode_item
 from app.store.sqlite_items import read_items
 
-if TYPE_CHECKING:
-    import sqlite3
+R = TypeVar("R")
 
-    from app.store.redis import RedisStore
-    from app.store.sqlite import SQLiteStore
+
+class ReadTransaction(Protocol):
+    def __call__(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+        """``fn(connection)`` in one short read transaction; its result."""
+        ...
+
+
+StoreErrors = Callable[[], AbstractContextManager[None]]
+"""A context that turns the client's "cannot reach the data" errors into StoreUnavailable."""
 
 
 # --- SQLite: keyset pages, each one short read transaction -----------------------------
-def sqlite_interactions(store: SQLiteStore, batch: int) -> Iterator[Interaction]:
+def sqlite_interactions(read: ReadTransaction, batch: int) -> Iterator[Interaction]:
     def page(conn: sqlite3.Connection, after: int) -> list[Any]:
         return conn.execute(
             "SELECT id, user_id, item_id, domain, timestamp FROM history"
@@ -31,7 +45,7 @@ def sqlite_interactions(store: SQLiteStore, batch: int) -> Iterator[Interaction]
 
     last = 0
     while True:
-        rows = store._tx(partial(page, after=last), write=False)
+        rows = read(partial(page, after=last))
         for _, u, i, d, ts in rows:
             yield Interaction(u, i, d, float(ts))
         if len(rows) < batch:
@@ -39,7 +53,7 @@ def sqlite_interactions(store: SQLiteStore, batch: int) -> Iterator[Interaction]
         last = rows[-1][0]
 
 
-def sqlite_items(store: SQLiteStore, batch: int) -> Iterator[StoredItem]:
+def sqlite_items(read: ReadTransaction, batch: int) -> Iterator[StoredItem]:
     def page(conn: sqlite3.Connection, after: str) -> list[StoredItem]:
         return read_items(
             conn,
@@ -50,7 +64,7 @@ def sqlite_items(store: SQLiteStore, batch: int) -> Iterator[StoredItem]:
 
     last = ""
     while True:
-        items = store._tx(partial(page, after=last), write=False)
+        items = read(partial(page, after=last))
         yield from items
         if len(items) < batch:
             return
@@ -59,22 +73,24 @@ def sqlite_items(store: SQLiteStore, batch: int) -> Iterator[StoredItem]:
 
 # --- Redis: SCAN / SSCAN cursors; a cursor may return a key twice (rehashing), hence
 # ``seen`` (one entry per user and domain, or per item, never per row) -----------------
-def redis_interactions(store: RedisStore, batch: int) -> Iterator[Interaction]:
-    head = f"{store.prefix}hist:"
+def redis_interactions(
+    client: redis.Redis, keys: RedisKeys, errors: StoreErrors, batch: int
+) -> Iterator[Interaction]:
+    head = f"{keys.prefix}hist:"
     seen: set[Any] = set()
     cursor: Any = 0
     while True:
-        with store._errors():
-            cursor, keys = store._r.scan(cursor, match=f"{head}*", count=batch)
-            keys = [k for k in keys if k not in seen]
-            seen.update(keys)
-            pipe = store._r.pipeline(transaction=False)
-            for k in keys:
+        with errors():
+            cursor, found = client.scan(cursor, match=f"{head}*", count=batch)
+            lists = [k for k in found if k not in seen]
+            seen.update(lists)
+            pipe = client.pipeline(transaction=False)
+            for k in lists:
                 domain_q, _, user_id = as_str(k)[len(head) :].partition(":")
                 pipe.lrange(k, 0, -1)
-                pipe.lrange(store.keys.hist_ts(user_id, unquote(domain_q)), 0, -1)
-            replies = pipe.execute() if keys else []
-        for k, items, stamps in zip(keys, replies[::2], replies[1::2], strict=True):
+                pipe.lrange(keys.hist_ts(user_id, unquote(domain_q)), 0, -1)
+            replies = pipe.execute() if lists else []
+        for k, items, stamps in zip(lists, replies[::2], replies[1::2], strict=True):
             domain_q, _, user_id = as_str(k)[len(head) :].partition(":")
             domain = unquote(domain_q)
             # aligned from the newest end; rows stored before timestamps were kept: 0
@@ -85,17 +101,19 @@ def redis_interactions(store: RedisStore, batch: int) -> Iterator[Interaction]:
             return
 
 
-def redis_items(store: RedisStore, batch: int) -> Iterator[StoredItem]:
+def redis_items(
+    client: redis.Redis, keys: RedisKeys, errors: StoreErrors, batch: int
+) -> Iterator[StoredItem]:
     seen: set[Any] = set()
     cursor: Any = 0
     while True:
-        with store._errors():
-            cursor, members = store._r.sscan(store.keys.items, cursor, count=batch)
+        with errors():
+            cursor, members = client.sscan(keys.items, cursor, count=batch)
             ids = [m for m in members if m not in seen]
             seen.update(ids)
-            pipe = store._r.pipeline(transaction=False)
+            pipe = client.pipeline(transaction=False)
             for m in ids:
-                pipe.hgetall(store.keys.item(as_str(m)))
+                pipe.hgetall(keys.item(as_str(m)))
             hashes = pipe.execute() if ids else []
         # an item deleted since SSCAN has an empty hash: not listed
         yield from (decode_item(as_str(m), h) for m, h in zip(ids, hashes, strict=True) if h)

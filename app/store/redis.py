@@ -222,10 +222,10 @@ class RedisStore(RedisConnection, Store):
 
     # --- export (paged reads: app/store/paging.py) ---------------------------------------
     def iter_interactions(self, batch: int = 1000) -> Iterator[Interaction]:
-        return paging.redis_interactions(self, batch)
+        return paging.redis_interactions(self._r, self.keys, self._errors, batch)
 
     def iter_items(self, batch: int = 500) -> Iterator[StoredItem]:
-        return paging.redis_items(self, batch)
+        return paging.redis_items(self._r, self.keys, self._errors, batch)
 
     def interaction_count(self) -> int:
         with self._errors():
@@ -294,32 +294,13 @@ class RedisStore(RedisConnection, Store):
             ms = max(1, int(min_interval_s * 1000))
             if not self._r.set(self.keys.purge_lock, b"1", nx=True, px=ms):
                 return "waiting"  # a rewrite started less than min_interval_s ago
-            info: Any = self._r.info("persistence")
-            try:
-                # without AOF there is no log to purge (a rewrite would write one)
-                if info.get("aof_enabled"):
-                    self._r.bgrewriteaof()
-            except redis.ResponseError as err:
-                if "in progress" not in str(err):
-                    raise
+            if not self._rewrite_files():
                 # A rewrite forked before this erasure may be running: once it ends, the
                 # next call starts one that leaves the erased data out.
                 self._r.delete(self.keys.purge_lock)
                 return "waiting"
-            self._snapshot_if_configured()
             self._clear_purge(keys=[self.keys.purge], args=[due])
         return "started"
-
-    def _snapshot_if_configured(self) -> None:
-        """BGSAVE (after the rewrite) when the server also writes RDB snapshots: the last
-        snapshot holds the erased data too. CONFIG may be disabled (managed Redis): then
-        the server's own save schedule bounds it (docs/service.md)."""
-        try:
-            config: Any = self._r.config_get("save")
-        except redis.ResponseError:
-            return
-        if config.get(b"save", b"").strip():
-            self._r.bgsave(schedule=True)
 
     # --- bundle version ----------------------------------------------------------------
     def set_bundle_version(self, version: str, announced_at: float) -> None:

@@ -85,6 +85,33 @@ class RedisConnection:
                 raise StoreUnavailable(f"redis {self._where()}: {err}") from err
             raise
 
+    def _rewrite_files(self) -> bool:
+        """Have the server rewrite its files so they stop holding deleted data: an AOF
+        rewrite (when it keeps an AOF; without one there is no log to purge), then a
+        snapshot when it also writes RDB snapshots. False when a rewrite that forked
+        earlier is still running (the caller tries again later)."""
+        info: Any = self._r.info("persistence")
+        try:
+            if info.get("aof_enabled"):
+                self._r.bgrewriteaof()
+        except redis.ResponseError as err:
+            if "in progress" not in str(err):
+                raise
+            return False
+        self._snapshot_if_configured()
+        return True
+
+    def _snapshot_if_configured(self) -> None:
+        """BGSAVE (after the rewrite) when the server also writes RDB snapshots: the last
+        snapshot holds the erased data too. CONFIG may be disabled (managed Redis): then
+        the server's own save schedule bounds it (docs/service.md)."""
+        try:
+            config: Any = self._r.config_get("save")
+        except redis.ResponseError:
+            return
+        if config.get(b"save", b"").strip():
+            self._r.bgsave(schedule=True)
+
     def _where(self) -> str:
         kw = self._r.connection_pool.connection_kwargs
         if "path" in kw:

@@ -27,7 +27,7 @@ Key layout (``P`` = ``prefix``; ids are the whole key suffix, so they may contai
 * ``P popsrc:<domain>``      hash ``<item_id>\\0<source>`` -> users that source counted
   for the item (what ``popularity_key_cap`` bounds)
 * ``P erasures``             hash erasure pseudonym (app.store.base.erasure_key) -> time
-  of the user's latest erasure (app/erasure.py); never the id
+  of the user's latest erasure (app/users/erasure.py); never the id
 * ``P erased``               the same by user id in clear: written by older versions, still
   read, emptied as those users are erased again and by ``migrate_erasures``
 * ``P purge``                INCR per erasure; deleted by the AOF rewrite that follows it

@@ -157,10 +157,10 @@ class SQLiteStore(SQLiteDatabase, Store):
 
     # --- export (paged reads: app/store/paging.py) ---------------------------------------
     def iter_interactions(self, batch: int = 1000) -> Iterator[Interaction]:
-        return paging.sqlite_interactions(self, batch)
+        return paging.sqlite_interactions(self._read, batch)
 
     def iter_items(self, batch: int = 500) -> Iterator[StoredItem]:
-        return paging.sqlite_items(self, batch)
+        return paging.sqlite_items(self._read, batch)
 
     def interaction_count(self) -> int:
         # AUTOINCREMENT's high-water mark = rows ever inserted into history

@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS item_content (
 );
 CREATE TABLE IF NOT EXISTS item_pictures (
     item_id TEXT PRIMARY KEY REFERENCES items(item_id) ON DELETE CASCADE,
-    data    BLOB NOT NULL   -- a WebP thumbnail (app/images.py), served as is
+    data    BLOB NOT NULL   -- a WebP thumbnail (app/catalogue/images.py), served as is
 );
 -- AUTOINCREMENT: a seq is never reused, even after the row holding the largest one is
 -- deleted (the feed compaction in app/store/sqlite_items.py deletes rows), so seqs only
@@ -99,13 +99,13 @@ CREATE TABLE IF NOT EXISTS popularity_sources (
     count   INTEGER NOT NULL,
     PRIMARY KEY (domain, item_id, source)
 ) WITHOUT ROWID;
--- Erasures (app/erasure.py) by pseudonym (app.store.base.erasure_key), never the id: the
+-- Erasures (app/users/erasure.py) by pseudonym (app.store.base.erasure_key), never the id: the
 -- user's bundle history is no longer used; exports skip them.
 CREATE TABLE IF NOT EXISTS erasures (
     user_key  TEXT PRIMARY KEY,
     erased_at REAL NOT NULL
 );
--- The bundle version replicas should serve (app/promotion.py): at most one row.
+-- The bundle version replicas should serve (app/lifecycle/promotion.py): at most one row.
 CREATE TABLE IF NOT EXISTS bundle_version (
     id           INTEGER PRIMARY KEY CHECK (id = 1),
     version      TEXT NOT NULL,
@@ -229,6 +229,10 @@ class SQLiteDatabase:
                         conn.execute("ROLLBACK")
                 raise
         return out
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` in one read transaction."""
+        return self._tx(fn, write=False)
 
     def _erased_now(self) -> None:
         """Count an erasure whose transaction committed: the WAL holds its rows until the

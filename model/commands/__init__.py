@@ -1,1 +1,2 @@
-"""One module per ``micrec`` subcommand; each defines ``register(subparsers)``."""
+"""One module per ``micrec`` subcommand of the library, each defining
+``register(subparsers)``; runner.py parses the command line and runs one of them."""

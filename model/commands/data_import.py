@@ -21,7 +21,7 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from model.cli import UserError
+from model.commands.runner import UserError
 from model.data.importers import FORMATS, IMAGE_EXTENSIONS, ImporterError, ImportOptions
 from model.data.importers.base import DEFAULT_DESCRIPTION_MAX_CHARS, parse_domain_spec
 

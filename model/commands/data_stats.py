@@ -15,7 +15,7 @@ import logging
 import time
 from pathlib import Path
 
-from model.cli import UserError
+from model.commands.runner import UserError
 from model.data.filtering import k_core
 from model.data.loading import load_dataset
 from model.data.split import SplitConfig, build_split

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from model.cli import UserError
+from model.commands.runner import UserError
 from model.data.synth import SynthConfig, SynthConfigError, write_synthetic_catalogue
 
 log = logging.getLogger(__name__)

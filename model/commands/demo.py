@@ -38,7 +38,7 @@ def build_demo(
         None
         if config
         else {"train": dict(DEMO_TRAIN), "tune": dict(DEMO_TUNE), "blend": dict(DEMO_BLEND)},
-    )  # ConfigError: one line from model.cli
+    )  # ConfigError: one line from model.commands.runner
     run = train_run(data, cfg, out, progress=progress)
     log.info(
         "demo bundle %s: best epoch %d, val NDCG@20 %.4f",

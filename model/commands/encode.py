@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from model.cli import UserError
+from model.commands.runner import UserError
 from model.data.dataset import Dataset
 from model.encoders.base import ContentEncoder
 from model.encoders.factory import BUILTIN_MODALITY, DEFAULT_ENCODERS, OPENCLIP

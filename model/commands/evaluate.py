@@ -1,4 +1,4 @@
-"""``micrec evaluate BUNDLE``: every slice of METHOD.md section 3 at K = 10, 20, 50, and
+"""``micrec evaluate BUNDLE``: every slice of docs/evaluation.md at K = 10, 20, 50, and
 catalogue coverage@20 / long-tail share@20 per domain (model.evaluation)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from model.cli import UserError
+from model.commands.runner import UserError
 from model.runconfig import ConfigError
 
 
@@ -21,7 +21,7 @@ def _handler(args: argparse.Namespace) -> int:
             args.bundle, dataset_dir=args.dataset, baselines=args.baselines, progress=not args.quiet
         )
     except ConfigError:
-        raise  # one line from model.cli (e.g. [data] domains not in --dataset)
+        raise  # one line from model.commands.runner (e.g. [data] domains not in --dataset)
     except (BundleError, ValueError) as err:
         raise UserError(str(err)) from err
     out = Path(args.out or Path(args.bundle) / "evaluation")

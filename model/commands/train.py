@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from model.cli import UserError
+from model.commands.runner import UserError
 from model.runconfig import load_run_config
 
 log = logging.getLogger("micrec.train")
@@ -26,7 +26,9 @@ def _handler(args: argparse.Namespace) -> int:
     if args.seed is not None:
         overrides.setdefault("train", {})["seed"] = args.seed
         overrides.setdefault("data", {})["seed"] = args.seed
-    cfg = load_run_config(args.config, overrides)  # ConfigError: one line from model.cli
+    cfg = load_run_config(
+        args.config, overrides
+    )  # ConfigError: one line from model.commands.runner
     if args.print_config:
         import tomllib  # noqa: F401 - stdlib reader; we print TOML by hand below
 

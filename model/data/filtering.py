@@ -1,4 +1,4 @@
-"""Filtering controls applied before the split (METHOD.md section 3).
+"""Filtering controls applied before the split (docs/evaluation.md).
 
 All functions are pure: they return new :class:`Interactions` (or arrays) and keep the
 input row order, so that a seeded pipeline gives the same rows on every run. Seeded

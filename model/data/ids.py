@@ -3,7 +3,7 @@
 ``normalise_id`` is Unicode NFKC followed by trimming whitespace at both ends: ``"office_0579 "``,
 ``"ｏｆｆｉｃｅ＿０５７９"`` (fullwidth) and ``"office_0579"`` are one id. The dataset loader
 applies it to every id it reads, so a bundle's ids are already in normal form and the service
-(app/ids.py, which normalises every id a request carries) reaches each of them. It lives here,
+(app/api/ids.py, which normalises every id a request carries) reaches each of them. It lives here,
 not in app/, because the library never imports the service.
 
 Case is kept: ids come from other systems (ASINs, account ids, tokens) where ``Ab`` and ``ab``

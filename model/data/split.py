@@ -1,4 +1,4 @@
-"""The seeded inductive split (METHOD.md section 3).
+"""The seeded inductive split (docs/evaluation.md).
 
 Per domain, the procedure is the one of the INMO correctness anchor
 (``../shared/anchors/inmo-official/make_split.py``) so that, with the same k-core and
@@ -271,7 +271,7 @@ def split_domain(
 
 
 def build_split(dataset: Dataset, config: SplitConfig | None = None) -> InductiveSplit:
-    """The seeded inductive split of ``dataset`` (METHOD.md section 3).
+    """The seeded inductive split of ``dataset`` (docs/evaluation.md).
 
     Order: de-duplicate pairs -> ``min_rating`` -> ``overlap_ratio`` (seeded with
     ``config.seed``) -> per-domain ``k_core`` -> per domain, in sorted name order,

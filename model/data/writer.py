@@ -1,5 +1,5 @@
 """Writing a dataset folder in the project format row by row, and reading a bundle's
-training data back (what ``micrec export`` starts from; the store side is app/export.py).
+training data back (what ``micrec export`` starts from; the store side is app/learning/export.py).
 
 Written files: ``items.csv`` (``item_id,domain,title,categories,description,image,source``)
 and ``interactions.csv`` (``user_id,item_id,domain,timestamp,source``); ``source`` is
@@ -76,9 +76,6 @@ class DatasetWriter:
 
     def _count(self, key: str) -> None:
         self.counts[key] = self.counts.get(key, 0) + 1
-
-    def has_item(self, item_id: str) -> bool:
-        return item_id in self.item_domain
 
     def add_item(self, rec: ItemRecord, source: str) -> bool:
         """Write ``rec`` unless an item of that id was written already (False)."""

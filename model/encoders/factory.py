@@ -111,9 +111,3 @@ def encoder_spec(encoder: ContentEncoder) -> dict[str, Any]:
             "modality": encoder.modality,
         }
     return {"name": encoder.name}
-
-
-def clear_encoder_cache() -> None:
-    """Forget the shared instances (their models are freed once nothing else holds them)."""
-    with _lock:
-        _instances.clear()

@@ -2,7 +2,7 @@
 
 The model comes from the ``engine_factory`` fixture (today the FakeEngine test double in
 ``tests/app/fakes.py``). To run the suite on a real tiny bundle, change that one fixture
-to return an object with ``__call__(path) -> InferenceEngine`` (``app.engine.load_engine``)
+to return an object with ``__call__(path) -> InferenceEngine`` (``app.lifecycle.engine.load_engine``)
 and ``make_bundle(directory, version=..., users=...) -> Path``. Checks that a new item is
 served use :func:`served_by_model` (membership in the whole ranked domain, not rank 1),
 so they hold for any engine; tests that name catalogue items ("arts-1", the "arts" and
@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
+from app.http.main import create_app
+from app.lifecycle.state import ModelState
 from app.service import RecommendationService
 from app.settings import Settings
-from app.state import ModelState
 from app.store.base import Store
 from tests.app.fakes import FakeEngineFactory, MemoryStore
 
@@ -95,7 +95,7 @@ def running(
     app = create_app(settings, engine_factory=engine_factory, store=store)
     with TestClient(app) as client:
         if wait:
-            assert service_of(client).wait_ready(30), service_of(client).reload_status()
+            assert service_of(client).wait_ready(30), service_of(client).loader.status()
         yield client
 
 
@@ -111,7 +111,7 @@ StartService = Callable[..., RecommendationService]
 def start(
     make_settings: Callable[..., Settings], engine_factory: FakeEngineFactory
 ) -> Iterator[StartService]:
-    """Start services without HTTP (background sync off: tests call ``sync_once``)."""
+    """Start services without HTTP (background sync off: tests call ``sync.once``)."""
     started: list[RecommendationService] = []
 
     def make(store: Store, *, wait: bool = True, **overrides: object) -> RecommendationService:

@@ -1,7 +1,7 @@
 """Test doubles for the service tests (nothing here is used by the service itself).
 
 * :class:`FakeEngine` - a FAKE engine: deterministic random vectors, no torch model, no
-  encoders. It implements ``app.engine.Engine`` (the protocol the service calls, which
+  encoders. It implements ``app.lifecycle.engine.Engine`` (the protocol the service calls, which
   ``model.inference.InferenceEngine`` implements too) so the HTTP layer can be tested fast
   and exactly; it says nothing about recommendation quality. Its "bundle" is a directory holding ``fake-bundle.json``.
 * :class:`FakeEngineFactory` - what the ``engine_factory`` fixture returns: loads a fake

@@ -9,7 +9,7 @@ Why 30 epochs rather than 8: at 8 the model is undertrained for content-only ite
 registered text-only item of test_real_bundle.py reached the top 20 for 8 of 19 topics,
 18 of 19 at 30 epochs), and the extra epochs cost ~2 s.
 
-:func:`running_real` starts the real app (``app.main.create_app`` with real ``Settings``,
+:func:`running_real` starts the real app (``app.http.main.create_app`` with real ``Settings``,
 the production engine factory and the SQLite store named by ``store_url``) behind a
 ``TestClient``.
 
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from fastapi.testclient import TestClient
 
-from app.main import create_app
+from app.http.main import create_app
 from app.service import RecommendationService
 from app.settings import Settings
 from model.data.dataset import Dataset
@@ -144,7 +144,7 @@ def running_real(settings: Settings) -> Iterator[TestClient]:
     app = create_app(settings)
     with TestClient(app) as client:
         service = service_of(client)
-        assert service.wait_ready(60), service.reload_status()
+        assert service.wait_ready(60), service.loader.status()
         yield client
 
 

@@ -1,5 +1,5 @@
-"""Bundle registries of fake bundles for the service tests (app/bundle_follow.py,
-app/promotion.py): each bundle is a fake one (tests/app/fakes.py: what the fake engine
+"""Bundle registries of fake bundles for the service tests (app/lifecycle/bundle_follow.py,
+app/lifecycle/promotion.py): each bundle is a fake one (tests/app/fakes.py: what the fake engine
 loads) plus the files of tests/model/checked_bundle.py (what the registry's checksum check
 reads), so the registry treats them exactly as real bundles."""
 

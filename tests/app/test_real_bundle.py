@@ -2,8 +2,8 @@
 
 One tiny bundle is trained per session (tests/app/real_bundle.py: synthetic catalogue,
 3 domains x 120 items, text features only) and served by the production app:
-``app.main.create_app`` with real ``Settings``, the production engine factory
-(``app.engine.load_engine``) and a SQLite store in a tmp dir.
+``app.http.main.create_app`` with real ``Settings``, the production engine factory
+(``app.lifecycle.engine.load_engine``) and a SQLite store in a tmp dir.
 
 * parity: ``/v1/recommend`` for users of the bundle's split returns exactly the top-20 that
   offline evaluation (``MICRecRanker`` + ``model.evaluation``) ranks for them;
@@ -32,8 +32,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.content import join_categories
-from app.engine import Engine
+from app.api.schemas import RecommendRequest
+from app.lifecycle.categories import join_categories
+from app.lifecycle.engine import Engine
 from model.bundle import load_bundle
 from model.data.dataset import Dataset, Interactions, item_text
 from model.encoders.cache import encode_dataset
@@ -481,7 +482,7 @@ def test_requests_computed_together_get_the_answers_they_get_alone(
         },
         {"history": ["not-an-item"], "domain": "kitchen", "n": 10},  # fallback only
     ]
-    alone = [svc.recommend(**q) for q in queries]
+    alone = [svc.recommender.recommend(RecommendRequest(**q)) for q in queries]
     searches: list[int] = []
     index = state.indexes["kitchen"]
     search = index.search
@@ -501,11 +502,14 @@ def test_requests_computed_together_get_the_answers_they_get_alone(
 
     async def together() -> list[Any]:
         deadline = time.monotonic() + 60  # a bound against hanging only
-        busy = asyncio.ensure_future(model_thread.run(hold))
+        busy = asyncio.ensure_future(model_thread.run_batched(lambda args: [hold()], None))
         while not running.is_set():  # the thread is inside hold(): the rest must queue
             assert time.monotonic() < deadline, "the model thread never started"
             await asyncio.sleep(0.005)
-        tasks = [asyncio.ensure_future(svc.recommender.recommend_async(**q)) for q in queries]
+        tasks = [
+            asyncio.ensure_future(svc.recommender.recommend_async(RecommendRequest(**q)))
+            for q in queries
+        ]
         while model_thread._jobs.qsize() < len(queries):
             assert not any(t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
             assert time.monotonic() < deadline, "the requests never reached the model thread"
@@ -581,7 +585,7 @@ def test_reload_to_second_bundle_while_requests_run(
         wait_for(lambda: len(seen) >= 2)  # requests are running before the reload starts
         r = client.post("/v1/admin/reload", json={"bundle_path": str(real.v2)}, headers=ADMIN)
         assert r.status_code == 202, r.text
-        status = service_of(client).wait_reload(120)
+        status = service_of(client).loader.wait(120)
         assert status.status == "succeeded", status
         # ... and keep running until they are answered by the new model
         wait_for(lambda: any(version == status.model_version for _, version, _ in seen))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import get_origin
 
 import pytest
 
-from app.settings import Settings, SettingsError, load_settings, unknown_env_keys
+from app.settings import GROUPS, Settings, SettingsError, load_settings, unknown_env_keys
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "service.example.env"
 
@@ -41,6 +42,28 @@ def test_lists_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [k.get_secret_value() for k in s.api_keys] == ["key-one-123", "key-two-456"]
     assert s.fallback_chain == ["latest"]
     assert "key-one-123" not in repr(s)  # secrets never printed
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n for n, f in Settings.model_fields.items() if get_origin(f.annotation) is list],
+)
+def test_every_list_key_takes_a_comma_separated_value(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Each group parses its own list keys (a validator of one group must not shadow
+    another's of the same name: MICREC_FALLBACK_CHAIN was once refused that way)."""
+    values = {"fallback_chain": "latest, popular"}
+    monkeypatch.setenv(f"MICREC_{name.upper()}", values.get(name, "value-one-1,value-two-2"))
+    got = getattr(load_settings(), name)
+    shown = [v.get_secret_value() if hasattr(v, "get_secret_value") else v for v in got]
+    assert shown == values.get(name, "value-one-1,value-two-2").replace(" ", "").split(",")
+
+
+def test_every_key_is_in_one_group_and_documented() -> None:
+    fields = [n for group in GROUPS for n in group.model_fields]
+    assert sorted(fields) == sorted(Settings.model_fields)  # each key in exactly one group
+    assert all(f.description for f in Settings.model_fields.values())
 
 
 def test_unknown_environment_key_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,14 +23,14 @@ import httpx
 import numpy as np
 import pytest
 
-from app.promotion import promote
-from app.retrain import RetrainOptions, retrain
+from app.learning.retrain_run import RetrainOptions, retrain
+from app.lifecycle.promotion import promote
 from app.store.sqlite import SQLiteStore
 from model.bundle import verify_bundle
 from model.data.loading import load_dataset
 from model.registry import BundleRegistry
 from model.retrain import Gate, Window
-from tests.app.test_retrain import shuffled_split
+from tests.app.learning.test_retrain import shuffled_split
 from tests.reliability.procs import AUTH, REAL_APP, REPO, ServiceProcess, free_port, wait_for
 
 pytestmark = pytest.mark.slow
@@ -182,7 +182,7 @@ def test_retrain_learns_a_new_pattern_refuses_a_bad_candidate_survives_kill9(
 
     # --- a shuffled candidate is refused; the current keeps serving ---------------------
     post(client, pattern(second, group, t0 + 200_000))
-    import app.retrain as retrain_module
+    import app.learning.retrain_run as retrain_module
 
     monkeypatch.setattr(
         retrain_module, "split_by_time", shuffled_split(retrain_module.split_by_time)

@@ -70,7 +70,7 @@ def _catalogue_picture(s: Served, http: httpx.Client) -> Result:
 RETRAIN_SPLIT = """
 import json, sys, tempfile
 from pathlib import Path
-from app.export import export_dataset
+from app.learning.export import export_dataset
 from app.store.sqlite import SQLiteStore
 from model.data.writer import bundle_training_data
 from model.retrain import Window, split_by_time

@@ -1,7 +1,7 @@
 """uvicorn factory for reliability tests that run the service as a real process.
 
 ``python -m uvicorn tests.reliability.fake_app:create_app --factory`` builds the production
-app (``app.main.create_app``: settings from ``MICREC_*``, the store named by
+app (``app.http.main.create_app``: settings from ``MICREC_*``, the store named by
 ``MICREC_STORE_URL``, every middleware) with one substitution: the model is the FakeEngine
 test double (tests/app/fakes.py), loaded from a fake bundle written by
 ``FakeEngineFactory.make_bundle`` at ``MICREC_BUNDLE_PATH``. Fast to start, so tests about
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from app.main import create_app as create_production_app
+from app.http.main import create_app as create_production_app
 from tests.app.fakes import FakeEngineFactory
 
 

@@ -13,7 +13,7 @@ by the server, closed by it).
 demo bundle); ``python -m tests.reliability.flood [--fake] [--repo DIR]`` alone, also on
 the FakeEngine app (``--fake``) or the code of another tree (``--repo``, as attacks.py).
 Not a pytest test: it takes about a minute and reports figures (the behaviour is tested in
-tests/app/test_connections.py).
+tests/app/http/test_connections.py).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
   in a thread of the test process: real sockets and request timeouts, cheap to start.
 * :class:`ServiceProcess` - ``python -m uvicorn`` (or ``micrec serve``) in its own process
   on a free loopback port, configured only through ``MICREC_*`` environment variables, as
-  in production. It runs either the production factory (``app.main:create_app``, real
+  in production. It runs either the production factory (``app.http.main:create_app``, real
   bundle) or ``tests.reliability.fake_app:create_app`` (the FakeEngine, fast). ``kill()`` is a
   SIGKILL (a crash), ``stop()`` a SIGTERM (graceful), ``start()`` starts it again on the
   same port. Only the PID this object started is ever signalled.
@@ -38,7 +38,7 @@ AUTH = {"X-API-Key": API_KEY}
 ADMIN_KEY = "reliability-admin-key-0123456789"
 ADMIN = {"X-API-Key": ADMIN_KEY}
 FAKE_APP = "tests.reliability.fake_app:create_app"
-REAL_APP = "app.main:create_app"
+REAL_APP = "app.http.main:create_app"
 
 
 def free_port() -> int:

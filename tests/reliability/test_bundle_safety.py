@@ -25,7 +25,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
+from app.http.main import create_app
 from app.settings import Settings
 from tests.model.test_bundle import make_toy_bundle
 from tests.reliability.procs import (

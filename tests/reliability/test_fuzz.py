@@ -35,7 +35,7 @@ from schemathesis import checks as st_checks
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi import checks as oa_checks
 
-from app.main import create_app
+from app.http.main import create_app
 from app.settings import Settings
 from tests.app.fakes import FakeEngineFactory
 from tests.reliability.procs import ADMIN, ADMIN_KEY, API_KEY, AUTH, ThreadServer, record

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from app.main import create_app
+from app.http.main import create_app
 from app.settings import Settings
 from tests.app.fakes import FakeEngineFactory
 from tests.reliability.procs import ADMIN, ADMIN_KEY, API_KEY, AUTH, ThreadServer
@@ -283,7 +283,7 @@ CASES: dict[str, Hostile] = {
     "interaction-item-with-nul": Hostile(
         "POST",
         "/v1/interactions",
-        422,  # control characters are refused by the schema (app/ids.py)
+        422,  # control characters are refused by the schema (app/api/ids.py)
         {"json": {"interactions": [{"user_id": "u", "item_id": "a\x00"}]}},
     ),
     "bidi-and-emoji-item-lookup": Hostile("GET", "/v1/items/\u202eevil\U0001f600", 422),

@@ -6,7 +6,7 @@ registry of four loadable tiny real bundles (tests/reliability/registry_bundles.
 same bundle under four ``model_version`` names), default poll interval (0.5 s). Each
 operation is a promote (of a random version) or a rollback, sent through the admin API
 (``POST /v1/admin/bundles/promote`` / ``rollback``) of a random replica, as an operator
-would, or through app/promotion.py from this process, as ``micrec bundles`` and ``micrec
+would, or through app/lifecycle/promotion.py from this process, as ``micrec bundles`` and ``micrec
 retrain`` do (then both replicas learn of it by polling). The operations come in bursts of
 random length with random gaps, so that some land while a replica is loading; half the
 bursts end with the sequence of the issue: a promotion, then at once a rollback, through
@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app import promotion
+from app.lifecycle import promotion
 from app.store.redis import RedisStore
 from bench.redis_server import RedisServer
 from model.registry import BundleRegistry, RegistryError
@@ -74,7 +74,7 @@ class Op:
     promote: bool
     version: str
     via: int
-    """A replica's index (its admin API), or ``len(clients)``: app/promotion.py here."""
+    """A replica's index (its admin API), or ``len(clients)``: app/lifecycle/promotion.py here."""
 
 
 class Operator:

@@ -6,7 +6,7 @@ session) added three times: A as is, B with another ``model_version`` in its
 manifest, C with a model config this code cannot load (its files still pass the
 registry's checksum check, like a bundle written by another code version).
 
-* promote B, A, B, A (app/promotion.py, as ``micrec retrain`` does) -> both replicas
+* promote B, A, B, A (app/lifecycle/promotion.py, as ``micrec retrain`` does) -> both replicas
   serve each one, ``/v1/model`` names it, recommendations answer;
 * ``micrec bundles rollback`` (the CLI, a separate process) -> both serve B again;
 * promote C -> both keep serving B; ``/readyz`` says ``degraded`` with
@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app import promotion
+from app.lifecycle import promotion
 from app.store.redis import RedisStore
 from bench.redis_server import RedisServer
 from model.registry import BundleRegistry

@@ -1,6 +1,6 @@
 """Soak (slow): bounded mixed traffic against the production app, zero errors, flat RSS.
 
-A real uvicorn process running the production factory (``app.main:create_app``) on a
+A real uvicorn process running the production factory (``app.http.main:create_app``) on a
 real tiny trained bundle (tests/app/real_bundle.py, MiniLM text encoder) with the Redis
 store. Client threads send, for ``RELIABILITY_SOAK_S`` seconds (default 300) and at most
 ``SOAK_BUDGET`` requests, a mix of: recommendations for bundle users, inline-history

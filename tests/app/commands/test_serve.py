@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 
 from app.cli import SERVICE_COMMANDS, main
-from app.main import create_app
+from app.http.main import create_app
 from app.settings import Settings
 from tests.app.conftest import AUTH, served_by_model
 from tests.app.fakes import FakeEngineFactory, MemoryStore, wait_until
@@ -122,9 +122,9 @@ def test_nodelay_protocol_sets_tcp_nodelay(monkeypatch: pytest.MonkeyPatch) -> N
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     from app.commands.serve import NoDelayHTTPProtocol
-    from app.connections import ConnectionCapMixin
+    from app.http.connections import ConnectionCapMixin
 
-    # only NODELAY here: the connection guards below it are tested in tests/app/test_connections.py
+    # only NODELAY here: the connection guards below it are tested in tests/app/http/test_connections.py
     monkeypatch.setattr(ConnectionCapMixin, "connection_made", lambda self, transport: None)
     monkeypatch.setattr(AutoHTTPProtocol, "connection_made", lambda self, transport: None)
 
@@ -218,7 +218,7 @@ def test_serve_runs_one_encoder_process_for_its_workers(
 ) -> None:
     """The workers get the encoder process's address and key in the environment while
     uvicorn runs; afterwards the process is stopped and the variables are gone."""
-    from app.encoding import ADDRESS_ENV, KEY_ENV
+    from app.catalogue.encoding import ADDRESS_ENV, KEY_ENV
 
     seen: dict[str, str | None] = {}
 

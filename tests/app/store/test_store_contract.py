@@ -434,7 +434,7 @@ def test_concurrent_writers_lose_nothing(backend: Backend) -> None:
     assert [c.seq for c in check.item_changes(0, limit=10 * total)] == sorted(seqs)
 
 
-# --- bundle version (app/promotion.py) ---------------------------------------------------
+# --- bundle version (app/lifecycle/promotion.py) ---------------------------------------------------
 def test_bundle_version_is_none_until_announced_then_replaced(backend: Backend) -> None:
     store, other = backend.open(), backend.open()  # a replica reads what another wrote
     assert store.get_bundle_version() is None

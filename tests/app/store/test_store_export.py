@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.export import export_dataset
+from app.learning.export import export_dataset
 from app.store.base import Interaction, Store, StoredItem
 from model.bundle import FORMAT_VERSION
 from model.data.loading import load_dataset

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from app.idempotency import KeyedRequest
+from app.runtime.idempotency import KeyedRequest
 from app.store.base import (
     ErasureRecords,
     IdempotencyRecord,

@@ -409,7 +409,7 @@ def test_text_cleaning() -> None:
 
 
 def test_cli_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from model.cli import run
+    from model.commands.runner import run
 
     out = tmp_path / "ds"
     rc = run(

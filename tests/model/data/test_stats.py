@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.cli import main
+from model.commands.runner import main
 from model.data.dataset import Dataset
 from model.data.filtering import k_core
 from model.data.loading import load_dataset

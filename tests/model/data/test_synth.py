@@ -245,7 +245,7 @@ def test_cli_writes_catalogue(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_cli_rejects_bad_config(tmp_path: Path) -> None:
-    from model.cli import UserError
+    from model.commands.runner import UserError
 
     for extra in (["--set", "bogus=1"], ["--set", "users"], ["--overlap", "2"]):
         args = parse(["--out", str(tmp_path / "x"), *extra])
@@ -477,7 +477,7 @@ def test_collaborative_signal_beyond_content(signal_dir: Path, tmp_path: Path) -
 
 
 def test_ids_are_in_the_services_normal_form(tiny: Path) -> None:
-    """The demo catalogue's ids pass the service's normalisation unchanged (app/ids.py), so
+    """The demo catalogue's ids pass the service's normalisation unchanged (app/api/ids.py), so
     its bundles need no lookup translation."""
     from model.data.ids import is_normal_id
 

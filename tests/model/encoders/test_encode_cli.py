@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from model.cli import run
 from model.commands import encode as encode_cmd
+from model.commands.runner import run
 
 ROWS = [
     {"item_id": "a", "title": "red coffee mug"},

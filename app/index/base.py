@@ -1,0 +1,286 @@
+"""The read-only part of a domain index: the bundle's items, built once per model load.
+
+Kinds (chosen from the number of items):
+
+* ``"flat"`` (n <= ``exact_max_items``): ``IndexFlatIP``, exact.
+* ``"ivf"``: ``IndexIVFFlat`` over the vectors mapped from inner product to L2 (below),
+  ``nlist`` ~ 4*sqrt(n) lists trained on (a sample of) the vectors, ``nprobe`` lists
+  scanned per query; candidates are re-scored by exact inner product.
+
+Labels are the rows of the vectors the index was built from (0..n-1), so no id map is
+stored; an IVF index keeps an array direct map (8 bytes per item) to re-score candidates.
+
+Why IVF over L2 rather than inner product: item vectors are not unit length, and lists
+built by k-means for inner product miss long vectors. Appending ``sqrt(R^2 - |x|^2)`` to
+every item (``R`` = the largest norm) and 0 to every query makes L2 order equal
+inner-product order (Bachrach et al., RecSys 2014): on the padded 1e5 bench catalogue
+recall@100 at nprobe 32 rose from 0.49 to 1.00 (bench/ivf_mips_transform.py).
+
+Recall is measured, not assumed: given sample queries (the service passes real users of
+the bundle), :meth:`BaseIndex.build` searches them exactly and raises ``nprobe`` from the
+configured value, doubling, until recall@100 reaches ``target_recall``
+(:attr:`BaseIndex.calibration`; all lists = exact, so the target is always reachable).
+When the target needs more than half of the lists the index is built exact instead: on
+vectors with no cluster structure IVF at that nprobe was slower than exact search
+(bench/index_recall.py).
+
+``dtype="float16"`` stores the vectors as half floats (``IndexScalarQuantizer`` /
+``IndexIVFScalarQuantizer`` with ``QT_fp16``): half the memory, scores computed on the
+rounded vectors (recall and NDCG effect: docs/results/serve-steps/float16.md).
+
+:meth:`save` / :meth:`load` write the index to a file and map it back read-only
+(``IO_FLAG_MMAP_IFC``): every worker process that maps the same file shares its pages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+INDEX_FILE = "index.faiss"
+META_FILE = "index.json"
+
+
+@dataclass(frozen=True)
+class IndexCalibration:
+    """How an IVF index's ``nprobe`` was chosen at build time."""
+
+    target_recall: float
+    nprobe: int
+    nlist: int
+    recall: float  # recall@k at ``nprobe`` on the sample queries
+    k: int
+    queries: int
+    seconds: float
+    exact_instead: bool = False
+    """The target needed more than half of the lists: the index was built exact instead
+    (scanning that much of an IVF index costs about what exact search does)."""
+
+
+@dataclass(frozen=True)
+class BaseParams:
+    """How a base index is built (everything its content depends on: part of the cache key)."""
+
+    exact_max_items: int = 50_000
+    nlist: int | None = None
+    nprobe: int = 32
+    target_recall: float | None = 0.95
+    # k-means on 64 points per list is within noise of FAISS's default 256 for recall
+    # and 4x cheaper to train (1M items: ~4000 lists, 256k training points).
+    train_points_per_list: int = 64
+    # 10 k-means iterations instead of FAISS's 25: IVF only needs a reasonable partition
+    # (recall is measured, bench/index_recall.py), and training dominates a build.
+    train_iters: int = 10
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.nprobe < 1:
+            raise ValueError(f"ivf_nprobe must be >= 1, got {self.nprobe}")
+        if self.target_recall is not None and not 0 < self.target_recall <= 1:
+            raise ValueError(f"ivf_target_recall must be in (0, 1], got {self.target_recall}")
+        if self.dtype not in ("float32", "float16"):
+            raise ValueError(f"dtype must be float32 or float16, got {self.dtype!r}")
+
+
+def augment(x: np.ndarray, radius: float) -> np.ndarray:
+    """[n, d] -> [n, d+1]: append sqrt(radius^2 - |x|^2), so |x'| = radius for every row and
+    |q' - x'|^2 = |q|^2 + radius^2 - 2 q.x for a query q' = [q, 0]."""
+    sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+    extra = np.sqrt(np.maximum(radius * radius - sq, 0.0))
+    return np.ascontiguousarray(np.hstack([x, extra[:, None]]), dtype=np.float32)
+
+
+def pad_queries(q: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.hstack([q, np.zeros((q.shape[0], 1), q.dtype)]))
+
+
+def default_nlist(n: int) -> int:
+    """~4*sqrt(n) inverted lists, at least 1 and never more than n/39 (FAISS wants >= 39
+    training points per centroid for a stable k-means)."""
+    return max(1, min(round(4 * math.sqrt(n)), n // 39))
+
+
+class BaseIndex:
+    """Exact inner-product top-k over a fixed set of vectors (labels = rows); read-only
+    once built, so concurrent searches need no lock."""
+
+    def __init__(
+        self,
+        index: Any,
+        kind: str,
+        dim: int,
+        radius: float = 0.0,
+        calibration: IndexCalibration | None = None,
+    ) -> None:
+        # Any: faiss's stubs type IVF attributes (nprobe, nlist) on subclasses only.
+        self.index = index
+        self.kind = kind
+        self.dim = dim
+        self.radius = radius
+        self.calibration = calibration
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    # --- construction --------------------------------------------------------------------
+    @classmethod
+    def empty(cls, dim: int) -> BaseIndex:
+        return cls(faiss.IndexFlatIP(dim), "flat", dim)
+
+    @staticmethod
+    def _flat(dim: int, dtype: str) -> Any:
+        if dtype == "float16":
+            return faiss.IndexScalarQuantizer(
+                dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+            )
+        return faiss.IndexFlatIP(dim)
+
+    @classmethod
+    def build(
+        cls, x: np.ndarray, params: BaseParams, queries: np.ndarray | None = None
+    ) -> BaseIndex:
+        """Index ``x`` ([n, dim] float32, finite); IVF above ``exact_max_items``, its nprobe
+        calibrated on ``queries`` when given."""
+        n, dim = x.shape
+        if n <= params.exact_max_items or n == 0:
+            return cls._exact(x, params)
+        radius = float(np.sqrt(np.einsum("ij,ij->i", x, x).max())) or 1.0
+        augmented = augment(x, radius)
+        index = cls._new_ivf(augmented, params)
+        index.add(augmented)  # labels 0..n-1: the array direct map below needs them
+        del augmented
+        index.set_direct_map_type(faiss.DirectMap.Array)  # type: ignore[attr-defined]
+        base = cls(index, "ivf", dim, radius)
+        if queries is not None and len(queries) and params.target_recall:
+            cal = base._calibrate(x, queries, params)
+            if 2 * cal.nprobe > cal.nlist:
+                exact = cls._exact(x, params)
+                exact.calibration = dataclasses.replace(cal, exact_instead=True)
+                return exact
+            base.calibration = cal
+        return base
+
+    @classmethod
+    def _exact(cls, x: np.ndarray, params: BaseParams) -> BaseIndex:
+        index = cls._flat(x.shape[1], params.dtype)
+        if len(x):
+            index.train(x)  # a no-op for float32; fp16 needs none but FAISS asks for it
+            index.add(x)
+        return cls(index, "flat", x.shape[1])
+
+    @staticmethod
+    def _new_ivf(augmented: np.ndarray, params: BaseParams) -> Any:
+        n, d1 = augmented.shape
+        nlist = min(params.nlist or default_nlist(n), n)
+        quantizer = faiss.IndexFlatL2(d1)
+        if params.dtype == "float16":
+            index: Any = faiss.IndexIVFScalarQuantizer(
+                quantizer, d1, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_L2
+            )
+            index.by_residual = False  # store fp16(x) itself: the same values as flat fp16
+        else:
+            index = faiss.IndexIVFFlat(quantizer, d1, nlist, faiss.METRIC_L2)
+        # (faiss's Python wrapper keeps `quantizer` alive as long as `index`.)
+        index.cp.max_points_per_centroid = params.train_points_per_list
+        index.cp.niter = params.train_iters
+        index.train(augmented)
+        index.nprobe = min(params.nprobe, nlist)
+        return index
+
+    def _calibrate(
+        self, x: np.ndarray, queries: np.ndarray, params: BaseParams
+    ) -> IndexCalibration:
+        """Smallest nprobe (configured value, doubled up to all lists) whose recall@100 on
+        ``queries`` reaches the target; sets it on the index."""
+        assert params.target_recall is not None
+        t = time.perf_counter()
+        k = min(100, x.shape[0])
+        _, truth = faiss.knn(queries, x, k, metric=faiss.METRIC_INNER_PRODUCT)
+        padded = pad_queries(queries)
+        index = self.index
+        nprobe, nlist = min(params.nprobe, index.nlist), index.nlist
+        while True:
+            index.nprobe = nprobe
+            _, found = index.search(padded, k)
+            hits = sum(
+                len(set(a.tolist()) & set(b.tolist())) for a, b in zip(truth, found, strict=True)
+            )
+            recall = hits / (k * len(queries))
+            if recall >= params.target_recall or nprobe >= nlist:
+                break
+            nprobe = min(2 * nprobe, nlist)
+        return IndexCalibration(
+            target_recall=params.target_recall,
+            nprobe=nprobe,
+            nlist=nlist,
+            recall=recall,
+            k=k,
+            queries=len(queries),
+            seconds=time.perf_counter() - t,
+        )
+
+    # --- files ---------------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        faiss.write_index(self.index, str(directory / INDEX_FILE))
+        cal = None if self.calibration is None else dataclasses.asdict(self.calibration)
+        meta = {"kind": self.kind, "dim": self.dim, "radius": self.radius, "calibration": cal}
+        (directory / META_FILE).write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, directory: Path) -> BaseIndex:
+        """The index saved in ``directory``, memory-mapped read-only."""
+        meta = json.loads((directory / META_FILE).read_text())
+        flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
+        index = faiss.read_index(str(directory / INDEX_FILE), flags)
+        cal = meta.get("calibration")
+        return cls(
+            index,
+            str(meta["kind"]),
+            int(meta["dim"]),
+            float(meta["radius"]),
+            None if cal is None else IndexCalibration(**cal),
+        )
+
+    # --- reads ---------------------------------------------------------------------------
+    @property
+    def nprobe(self) -> int | None:
+        return int(self.index.nprobe) if self.kind == "ivf" else None
+
+    @property
+    def nlist(self) -> int | None:
+        return int(self.index.nlist) if self.kind == "ivf" else None
+
+    def set_nprobe(self, nprobe: int) -> None:
+        if self.kind == "ivf":
+            self.index.nprobe = min(nprobe, self.index.nlist)
+
+    def reconstruct(self, labels: np.ndarray) -> np.ndarray:
+        """[len(labels), dim] float32 stored vectors (float16 storage: the rounded values)."""
+        out = np.asarray(self.index.reconstruct_batch(labels), dtype=np.float32)
+        return out[:, : self.dim] if self.kind == "ivf" else out
+
+    def search(self, q: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+        """([m, fetch] inner products, [m, fetch] labels), best first, -1 padded (IVF: when
+        the probed lists hold fewer candidates)."""
+        if self.kind != "ivf":
+            scores, labels = self.index.search(q, fetch)
+            return scores, labels
+        _, cand = self.index.search(pad_queries(q), fetch)
+        scores = np.full(cand.shape, -np.inf, dtype=np.float32)
+        for row in range(q.shape[0]):
+            valid = cand[row] >= 0
+            if valid.any():
+                scores[row, valid] = self.reconstruct(cand[row][valid]) @ q[row]
+        order = np.argsort(-scores, axis=1, kind="stable")
+        labels = np.take_along_axis(cand, order, axis=1)
+        top = np.take_along_axis(scores, order, axis=1)
+        labels[~np.isfinite(top)] = -1
+        return top, labels

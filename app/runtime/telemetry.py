@@ -1,0 +1,120 @@
+"""Prometheus metrics: HTTP latency/requests per route template, recommendation sources,
+fallback rate, index sizes and the serving model version.
+
+Each app gets its own ``CollectorRegistry`` (no global state), so several apps in one
+process (tests, reload) never collide. Fallback rate in PromQL::
+
+    sum(rate(micrec_recommendations_total{user_embedding="fallback"}[5m]))
+      / sum(rate(micrec_recommendations_total[5m]))
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+OTHER_METHOD = "other"
+"""Label of any other method: clients choose the method, so it must not become a label."""
+UNMATCHED_ROUTE = "<unmatched>"
+"""Label for requests no route matched: raw paths would make label cardinality unbounded."""
+
+
+class Metrics:
+    """All metrics of one app instance."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.latency = Histogram(
+            "micrec_http_request_duration_seconds",
+            "Request latency by route template",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.requests = Counter(
+            "micrec_http_requests",
+            "Requests by route template and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.recommendations = Counter(
+            "micrec_recommendations",
+            "Recommendation responses by how the user was embedded (fallback = no model)",
+            ["domain", "user_embedding"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "micrec_fallback",
+            "Responses served (wholly or partly) by a fallback",
+            ["domain"],
+            registry=r,
+        )
+        self.items_served = Counter(
+            "micrec_recommended_items", "Items returned by source", ["domain", "source"], registry=r
+        )
+        self.topn_cache = Counter(
+            "micrec_topn_cache",
+            "Known-user recommends that could use the top-N cache, by result (hit/miss)",
+            ["domain", "result"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "micrec_model_reloads", "Model loads by result", ["result"], registry=r
+        )
+        self.store_errors = Counter(
+            "micrec_store_errors",
+            "State store operations that failed (store unavailable)",
+            ["operation"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _label(template: str) -> str:
+    """The route template as the OpenAPI document writes it: ``{user_id:path}`` (ids with
+    "/", app/api/ids.py) is labelled ``{user_id}``, so labels do not depend on converters."""
+    return template.replace(":path}", "}")
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware timing every HTTP request by its route *template*.
+
+    The template (``/v1/items/{item_id}``) is read from ``scope["route"]`` after routing,
+    so item ids never become label values. Outermost user middleware, so 413s from the
+    body limit are counted too.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        start = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route: Any = scope.get("route")
+            template = _label(getattr(route, "path", None) or UNMATCHED_ROUTE)
+            method = scope.get("method", "")
+            method = method if method in HTTP_METHODS else OTHER_METHOD
+            self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
+            self.metrics.requests.labels(method, template, str(status)).inc()
