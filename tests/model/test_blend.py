@@ -9,15 +9,11 @@ import torch.nn.functional as F
 
 from model.blendfit import CORNERS, fit_blend
 from model.bundle import load_bundle
-from model.data.loading import load_dataset
-from model.data.split import build_split
-from model.data.synth import SynthConfig, write_synthetic_catalogue
 from model.inference import InferenceEngine
 from model.nn.blend import BlendWeights, ContentReducer, DomainBlend, profile
 from model.nn.config import BlendConfig
-from model.pipeline import build_bundle_from_model, load_features
-from model.runconfig import load_run_config
-from model.training import Trainer
+from model.pipeline import build_bundle_from_model
+from tests.model.tiny_trained import train_tiny
 
 
 def test_one_inner_product_is_the_weighted_sum_of_the_parts() -> None:
@@ -64,21 +60,8 @@ def test_reducer_gives_unit_rows_and_keeps_items_without_content_at_zero() -> No
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("blend")
-    write_synthetic_catalogue(root / "data", SynthConfig.tiny(images=False, users=300))
-    cfg = load_run_config(
-        None,
-        {
-            "features": {"image": "none", "cache_dir": str(root / "cache")},
-            "train": {"epochs": 8, "patience": 100, "batch_size": 512, "lr": 0.005},
-            "blend": {"trials": 12, "max_users": 200},
-        },
-    )
-    ds = load_dataset(root / "data")
-    split = build_split(ds, cfg.data)
-    feats = load_features(ds, cfg, progress=False)
-    model = Trainer(split, feats, cfg.model_config(), cfg.train).fit(progress=False).model
+    cfg, ds, split, feats, model = train_tiny(root, users=300, epochs=8)
     blend, report = fit_blend(model, split, feats, BlendConfig(trials=12, max_users=200))
     return root, cfg, ds, split, feats, model, blend, report
 

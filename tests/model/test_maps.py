@@ -11,37 +11,21 @@ import torch
 from model.blendfit import fit_blend
 from model.bridgefit import _anchors, fit_bridges
 from model.bundle import load_bundle
-from model.data.loading import load_dataset
-from model.data.split import build_split
-from model.data.synth import SynthConfig, write_synthetic_catalogue
 from model.evaluation import PSEUDO_COLD_SLICE, build_slices, evaluate, slice_inputs
 from model.inference import InferenceEngine
 from model.maps import fit_maps
 from model.nn.bridge import Bridges
 from model.nn.config import BlendConfig, BridgeConfig, ItemMapConfig
-from model.pipeline import build_bundle_from_model, load_features
+from model.pipeline import build_bundle_from_model
 from model.rankers import MICRecRanker
-from model.runconfig import ConfigError, load_run_config, run_config_from_dict
-from model.training import Trainer
+from model.runconfig import ConfigError, run_config_from_dict
+from tests.model.tiny_trained import train_tiny
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("maps")
-    write_synthetic_catalogue(root / "data", SynthConfig.tiny(images=False, users=400))
-    cfg = load_run_config(
-        None,
-        {
-            "features": {"image": "none", "cache_dir": str(root / "cache")},
-            "model": {"variant": "inmo"},
-            "train": {"epochs": 10, "patience": 100, "batch_size": 512, "lr": 0.005},
-        },
-    )
-    ds = load_dataset(root / "data")
-    split = build_split(ds, cfg.data)
-    feats = load_features(ds, cfg, progress=False)
-    model = Trainer(split, feats, cfg.model_config(), cfg.train).fit(progress=False).model
+    cfg, ds, split, feats, model = train_tiny(root, users=400, epochs=10, model={"variant": "inmo"})
     maps = fit_maps(
         model,  # type: ignore[arg-type]
         split,
