@@ -109,10 +109,9 @@ def test_shutdown_stops_a_running_retrain(tmp_path: Path) -> None:
     while t._child is None:
         assert time.time() < deadline
         time.sleep(0.02)
-    t0 = time.time()
     t.shutdown()
-    th.join(10)
-    assert not th.is_alive() and time.time() - t0 < 10
+    th.join(10)  # a bounded wait: shutdown must end the loop, not hang it
+    assert not th.is_alive()
     assert (
         t.metrics.registry.get_sample_value("micrec_trainer_runs_total", {"outcome": "failed"}) == 0
     )

@@ -684,10 +684,9 @@ def test_redis_async_user_read_outage_timeout_and_recovery(
         mute.listen()
         port = mute.getsockname()[1]
         slow = RedisStore(f"redis://127.0.0.1:{port}/0", socket_timeout_s=0.3)
-        t0 = time.monotonic()
+        # wait_for is only a deadline against a hang: the store's own timeout must give up
         with pytest.raises(StoreUnavailable):
-            asyncio.run(slow.read_user_async("u", ["arts"]))
-        assert time.monotonic() - t0 < 5
+            asyncio.run(asyncio.wait_for(slow.read_user_async("u", ["arts"]), 5))
 
 
 def test_redis_stale_connections_after_a_restart_are_replaced(
