@@ -142,6 +142,8 @@ def fit_bridges(
     split: InductiveSplit,
     features: ItemFeatures | None,
     cfg: BridgeConfig | None = None,
+    *,
+    embedders: dict[str, DomainEmbedder] | None = None,
 ) -> tuple[Bridges | None, dict[str, Any]]:
     """The maps of every ordered domain pair with anchors, and a report per pair.
 
@@ -150,7 +152,8 @@ def fit_bridges(
     if not cfg.enabled or len(model.domains) < 2:
         return None, {}
     torch.manual_seed(cfg.seed)
-    embedders = serving_embedders(model, split, features)
+    # ``embedders``: the serving fold-in states when the caller already has them
+    embedders = embedders or serving_embedders(model, split, features)
     pairs = [(s, t) for s in model.domains for t in model.domains if s != t]
     bridges = Bridges(model.config.dim, cfg.hidden, pairs)
     report: dict[str, Any] = {}

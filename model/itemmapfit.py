@@ -30,6 +30,7 @@ from model.encoders.base import ItemFeatures
 from model.evaluation import _group
 from model.nn.config import ItemMapConfig
 from model.nn.earlystop import BestState
+from model.nn.foldin import DomainEmbedder
 from model.nn.itemmap import ItemMaps, domain_key
 from model.nn.micrec import MICRec
 from model.training import domain_features
@@ -124,6 +125,8 @@ def fit_item_maps(
     split: InductiveSplit,
     features: ItemFeatures | None,
     cfg: ItemMapConfig | None = None,
+    *,
+    embedders: dict[str, DomainEmbedder] | None = None,
 ) -> tuple[ItemMaps | None, dict[str, Any]]:
     """The item map of every domain with warm items that have content, and a report."""
     cfg = cfg or ItemMapConfig()
@@ -133,7 +136,8 @@ def fit_item_maps(
     dims = tuple(features.modalities[m].dim for m in mods)
     torch.manual_seed(cfg.seed)
     maps = ItemMaps(mods, dims, model.config.dim, cfg.hidden, list(model.domains))
-    embedders = serving_embedders(model, split, features)
+    # ``embedders``: the serving fold-in states when the caller already has them
+    embedders = embedders or serving_embedders(model, split, features)
     report: dict[str, Any] = {}
     for d in model.domains:
         t0 = time.perf_counter()

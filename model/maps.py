@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from model.bridgefit import fit_bridges
+from model.bridgefit import fit_bridges, serving_embedders
 from model.data.split import InductiveSplit
 from model.encoders.base import ItemFeatures
 from model.itemmapfit import fit_item_maps
@@ -32,6 +32,9 @@ def fit_maps(
     bridge: BridgeConfig | None = None,
     item_map: ItemMapConfig | None = None,
 ) -> Maps:
-    bridges, bridge_report = fit_bridges(model, split, features, bridge)
-    item_maps, item_report = fit_item_maps(model, split, features, item_map)
+    # one forward pass over every domain's graph serves both fits
+    wanted = (bridge is None or bridge.enabled) or (item_map is None or item_map.enabled)
+    embedders = serving_embedders(model, split, features) if wanted else None
+    bridges, bridge_report = fit_bridges(model, split, features, bridge, embedders=embedders)
+    item_maps, item_report = fit_item_maps(model, split, features, item_map, embedders=embedders)
     return Maps(bridges, item_maps, {"bridge": bridge_report, "item_map": item_report})
