@@ -18,7 +18,8 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,16 @@ from app.store.base import (
     StoredItem,
     StoreUnavailable,
     WantedBundle,
+)
+from app.store.online import (
+    FeedbackState,
+    HourCounts,
+    OnlineCounts,
+    RecommendationRecord,
+    StoredRecommendation,
+    apply_feedback,
+    hour_of,
+    recorded_counts,
 )
 from model.bundle import BundleError
 from model.inference import DomainCatalogue, UserEmbedding
@@ -261,6 +272,11 @@ class MemoryStore(Store):
         self._stamps: dict[str, dict[str, list[float]]] = {}  # aligned with _history
         self._count = 0
         self._wanted: WantedBundle | None = None
+        # served recommendations: id -> (record, feedback, expires at), oldest first
+        self._recs: dict[str, tuple[RecommendationRecord, FeedbackState, float]] = {}
+        self._online: dict[tuple[str, str, int], Counter[str]] = {}  # (version, domain, hour)
+        self._shown: dict[tuple[str, str], set[str]] = {}
+        self._catalogue: dict[tuple[str, str], int] = {}
 
     def ping(self) -> bool:
         return True
@@ -339,6 +355,8 @@ class MemoryStore(Store):
                 users.discard(user_id)
             self._history.pop(user_id, None)
             self._stamps.pop(user_id, None)
+            for rec_id in [k for k, (r, _, _) in self._recs.items() if r.user_id == user_id]:
+                del self._recs[rec_id]
             for key in [k for k, (rec, _) in self._idem.items() if user_id in rec.users]:
                 del self._idem[key]
             self._erased[user_id] = erased_at
@@ -400,6 +418,75 @@ class MemoryStore(Store):
         with self._lock:
             if self._live_idem(key) == claim:
                 del self._idem[key]
+
+    # --- served recommendations and feedback -------------------------------------------
+    def put_recommendations(
+        self, records: Sequence[RecommendationRecord], ttl_s: float, max_records: int
+    ) -> int:
+        now = time.time()
+        with self._lock:
+            kept = [
+                r
+                for r in records
+                if r.user_id is None or self._erased.get(r.user_id, -1.0) < r.created_at
+            ]
+            for r in kept:
+                self._recs[r.recommendation_id] = (r, FeedbackState(), now + ttl_s)
+                self._shown.setdefault((r.version, r.domain), set()).update(i for i, _ in r.items)
+                self._catalogue[(r.version, r.domain)] = r.catalogue_size
+            for key, n in recorded_counts(kept).items():
+                self._online.setdefault(key, Counter())["recommendations"] += n
+            for rec_id in [k for k, (_, _, t) in self._recs.items() if t <= now]:
+                del self._recs[rec_id]
+            while len(self._recs) > max_records:
+                del self._recs[next(iter(self._recs))]
+            return len(kept)
+
+    def get_recommendation(self, recommendation_id: str) -> StoredRecommendation | None:
+        with self._lock:
+            found = self._recs.get(recommendation_id)
+            if found is None or found[2] <= time.time():
+                return None
+            return StoredRecommendation(
+                found[0], FeedbackState(set(found[1].seen), found[1].best_rank)
+            )
+
+    def add_feedback(
+        self,
+        recommendation_id: str,
+        events: Sequence[tuple[str, str]],
+        positive: Collection[str],
+    ) -> list[int] | None:
+        with self._lock:
+            found = self._recs.get(recommendation_id)
+            if found is None or found[2] <= time.time():
+                return None
+            record, state, _ = found
+            delta, new = apply_feedback(record, state, events, positive)
+            key = (record.version, record.domain, hour_of(record.created_at))
+            self._online.setdefault(key, Counter()).update(delta)
+            return new
+
+    def online_versions(self) -> list[tuple[str, str]]:
+        return sorted({(v, d) for v, d, _ in self._online})
+
+    def online_counts(self, version: str, domain: str) -> OnlineCounts:
+        with self._lock:
+            total: Counter[str] = Counter()
+            for (v, d, _), values in self._online.items():
+                if (v, d) == (version, domain):
+                    total.update(values)
+            shown = len(self._shown.get((version, domain), ()))
+            size = self._catalogue.get((version, domain), 0)
+        return OnlineCounts.of(version, domain, total, shown, size)
+
+    def online_hourly(self, version: str, domain: str, since: float) -> list[HourCounts]:
+        with self._lock:
+            return [
+                HourCounts(h, OnlineCounts.of(v, d, values))
+                for (v, d, h), values in sorted(self._online.items())
+                if (v, d) == (version, domain) and h >= hour_of(since)
+            ]
 
 
 class FlakyStore(Store):
@@ -506,6 +593,37 @@ class FlakyStore(Store):
     def release_idempotency_key(self, key: str, claim: IdempotencyRecord) -> None:
         self._check()
         self.inner.release_idempotency_key(key, claim)
+
+    def put_recommendations(
+        self, records: Sequence[RecommendationRecord], ttl_s: float, max_records: int
+    ) -> int:
+        self._check()
+        return self.inner.put_recommendations(records, ttl_s, max_records)
+
+    def get_recommendation(self, recommendation_id: str) -> StoredRecommendation | None:
+        self._check()
+        return self.inner.get_recommendation(recommendation_id)
+
+    def add_feedback(
+        self,
+        recommendation_id: str,
+        events: Sequence[tuple[str, str]],
+        positive: Collection[str],
+    ) -> list[int] | None:
+        self._check()
+        return self.inner.add_feedback(recommendation_id, events, positive)
+
+    def online_versions(self) -> list[tuple[str, str]]:
+        self._check()
+        return self.inner.online_versions()
+
+    def online_counts(self, version: str, domain: str) -> OnlineCounts:
+        self._check()
+        return self.inner.online_counts(version, domain)
+
+    def online_hourly(self, version: str, domain: str, since: float) -> list[HourCounts]:
+        self._check()
+        return self.inner.online_hourly(version, domain, since)
 
 
 def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> bool:
