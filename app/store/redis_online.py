@@ -114,9 +114,15 @@ class RedisOnline(RedisConnection):
             pipe.zremrangebyscore(index, "-inf", now - ttl_s)
             for (version, domain, hour), n in recorded_counts(kept).items():
                 self._count(pipe, version, domain, hour, {"recommendations": float(n)})
+            shown: dict[tuple[str, str], set[str]] = {}
+            sizes: dict[tuple[str, str], int] = {}
             for r in kept:
-                pipe.hset(self._onl(r.version, r.domain), "~catalogue", r.catalogue_size)
-                pipe.sadd(self._onl(r.version, r.domain, "onlshown"), *[i for i, _ in r.items])
+                shown.setdefault((r.version, r.domain), set()).update(i for i, _ in r.items)
+                sizes[(r.version, r.domain)] = r.catalogue_size
+            for (version, domain), items in shown.items():
+                pipe.hset(self._onl(version, domain), "~catalogue", sizes[(version, domain)])
+                if items:
+                    pipe.sadd(self._onl(version, domain, "onlshown"), *items)
             pipe.zcard(index)
             replies = pipe.execute()
             over = int(replies[-1]) - int(max_records)
