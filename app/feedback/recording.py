@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 
-from app.api.schemas import RecommendResponse
+from app.api.schemas import RecommendedItem, RecommendResponse
 from app.runtime.store_health import StoreHealth
 from app.runtime.telemetry import Metrics
 from app.settings import Settings
@@ -32,6 +32,10 @@ from app.store.base import Store, StoreUnavailable
 from app.store.online import RecommendationRecord
 
 log = logging.getLogger("micrec.service")
+
+_Queued = tuple[str, str | None, str | None, str, str, float, list[RecommendedItem], int]
+"""A record as the request leaves it: id, user, session, domain, version, time, items,
+catalogue size."""
 
 FLUSH_BATCH = 5000
 """Most records one store write takes (a full queue is written in several)."""
@@ -53,7 +57,7 @@ class RecommendationRecorder:
         self.store = store
         self.metrics = metrics
         self.health = health
-        self._queue: deque[RecommendationRecord] = deque()
+        self._queue: deque[_Queued] = deque()
         self._max = settings.record_queue
         self._flush_lock = threading.Lock()
         self._dropped_full = metrics.records_dropped.labels("queue_full")
@@ -76,15 +80,17 @@ class RecommendationRecorder:
         if len(self._queue) >= self._max:
             self._dropped_full.inc()
             return
+        # The record is built by the recording thread: the request only appends a tuple
+        # (the answer's items are not changed after it is answered).
         self._queue.append(
-            RecommendationRecord(
+            (
                 rec_id,
                 user_id,
                 None if user_id is not None else session_id,
                 answer.domain,
                 answer.model_version,
                 time.time(),
-                tuple((it.item_id, it.source) for it in answer.items),
+                answer.items,
                 catalogue_size,
             )
         )
@@ -100,7 +106,13 @@ class RecommendationRecorder:
             while self._queue:
                 batch: list[RecommendationRecord] = []
                 while self._queue and len(batch) < FLUSH_BATCH:
-                    batch.append(self._queue.popleft())
+                    rec_id, user, session, domain, version, at, items, size = self._queue.popleft()
+                    served = tuple((it.item_id, it.source) for it in items)
+                    batch.append(
+                        RecommendationRecord(
+                            rec_id, user, session, domain, version, at, served, size
+                        )
+                    )
                 kept += self._write(batch)
         return kept
 

@@ -18,7 +18,6 @@ import hashlib
 import json
 import threading
 import time
-from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -37,18 +36,10 @@ from app.store.base import (
     StoreUnavailable,
     WantedBundle,
 )
-from app.store.online import (
-    FeedbackState,
-    HourCounts,
-    OnlineCounts,
-    RecommendationRecord,
-    StoredRecommendation,
-    apply_feedback,
-    hour_of,
-    recorded_counts,
-)
+from app.store.online import HourCounts, OnlineCounts, RecommendationRecord, StoredRecommendation
 from model.bundle import BundleError
 from model.inference import DomainCatalogue, UserEmbedding
+from tests.app.fakes_online import MemoryRecommendations
 
 FAKE_MANIFEST = "fake-bundle.json"
 TEXT_DIM = 8
@@ -256,7 +247,7 @@ class FakeEngineFactory:
         return FakeEngine(manifest)
 
 
-class MemoryStore(Store):
+class MemoryStore(MemoryRecommendations, Store):
     """In-memory ``Store`` (test double) following the contract in app/store/base.py."""
 
     def __init__(self) -> None:
@@ -272,11 +263,7 @@ class MemoryStore(Store):
         self._stamps: dict[str, dict[str, list[float]]] = {}  # aligned with _history
         self._count = 0
         self._wanted: WantedBundle | None = None
-        # served recommendations: id -> (record, feedback, expires at), oldest first
-        self._recs: dict[str, tuple[RecommendationRecord, FeedbackState, float]] = {}
-        self._online: dict[tuple[str, str, int], Counter[str]] = {}  # (version, domain, hour)
-        self._shown: dict[tuple[str, str], set[str]] = {}
-        self._catalogue: dict[tuple[str, str], int] = {}
+        self._init_recommendations()
 
     def ping(self) -> bool:
         return True
@@ -355,8 +342,7 @@ class MemoryStore(Store):
                 users.discard(user_id)
             self._history.pop(user_id, None)
             self._stamps.pop(user_id, None)
-            for rec_id in [k for k, (r, _, _) in self._recs.items() if r.user_id == user_id]:
-                del self._recs[rec_id]
+            self._erase_recommendations(user_id)
             for key in [k for k, (rec, _) in self._idem.items() if user_id in rec.users]:
                 del self._idem[key]
             self._erased[user_id] = erased_at
@@ -418,75 +404,6 @@ class MemoryStore(Store):
         with self._lock:
             if self._live_idem(key) == claim:
                 del self._idem[key]
-
-    # --- served recommendations and feedback -------------------------------------------
-    def put_recommendations(
-        self, records: Sequence[RecommendationRecord], ttl_s: float, max_records: int
-    ) -> int:
-        now = time.time()
-        with self._lock:
-            kept = [
-                r
-                for r in records
-                if r.user_id is None or self._erased.get(r.user_id, -1.0) < r.created_at
-            ]
-            for r in kept:
-                self._recs[r.recommendation_id] = (r, FeedbackState(), now + ttl_s)
-                self._shown.setdefault((r.version, r.domain), set()).update(i for i, _ in r.items)
-                self._catalogue[(r.version, r.domain)] = r.catalogue_size
-            for key, n in recorded_counts(kept).items():
-                self._online.setdefault(key, Counter())["recommendations"] += n
-            for rec_id in [k for k, (_, _, t) in self._recs.items() if t <= now]:
-                del self._recs[rec_id]
-            while len(self._recs) > max_records:
-                del self._recs[next(iter(self._recs))]
-            return len(kept)
-
-    def get_recommendation(self, recommendation_id: str) -> StoredRecommendation | None:
-        with self._lock:
-            found = self._recs.get(recommendation_id)
-            if found is None or found[2] <= time.time():
-                return None
-            return StoredRecommendation(
-                found[0], FeedbackState(set(found[1].seen), found[1].best_rank)
-            )
-
-    def add_feedback(
-        self,
-        recommendation_id: str,
-        events: Sequence[tuple[str, str]],
-        positive: Collection[str],
-    ) -> list[int] | None:
-        with self._lock:
-            found = self._recs.get(recommendation_id)
-            if found is None or found[2] <= time.time():
-                return None
-            record, state, _ = found
-            delta, new = apply_feedback(record, state, events, positive)
-            key = (record.version, record.domain, hour_of(record.created_at))
-            self._online.setdefault(key, Counter()).update(delta)
-            return new
-
-    def online_versions(self) -> list[tuple[str, str]]:
-        return sorted({(v, d) for v, d, _ in self._online})
-
-    def online_counts(self, version: str, domain: str) -> OnlineCounts:
-        with self._lock:
-            total: Counter[str] = Counter()
-            for (v, d, _), values in self._online.items():
-                if (v, d) == (version, domain):
-                    total.update(values)
-            shown = len(self._shown.get((version, domain), ()))
-            size = self._catalogue.get((version, domain), 0)
-        return OnlineCounts.of(version, domain, total, shown, size)
-
-    def online_hourly(self, version: str, domain: str, since: float) -> list[HourCounts]:
-        with self._lock:
-            return [
-                HourCounts(h, OnlineCounts.of(v, d, values))
-                for (v, d, h), values in sorted(self._online.items())
-                if (v, d) == (version, domain) and h >= hour_of(since)
-            ]
 
 
 class FlakyStore(Store):
