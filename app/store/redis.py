@@ -90,6 +90,7 @@ class RedisStore(RedisOnline, Store):
         self._claim = self._r.register_script(CLAIM_KEY)
         self._erase = self._r.register_script(ERASE_USER)
         self._clear_purge = self._r.register_script(CLEAR_PURGE)
+        self._init_online()
         self._warn_if_not_durable()
         self.migrate_erasures()
 

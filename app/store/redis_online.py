@@ -15,9 +15,9 @@ Keys (``P`` = prefix; version and domain percent-encoded, so they hold no ``:``)
   ``HOURS_KEPT``
 * ``P onlshown:<v>:<d>``    set of the item ids shown (coverage; bounded by the catalogue)
 
-A record queued before its user's erasure and written after it must not stay: the writer
-reads the erasure records before writing, and again after, deleting what it wrote for a
-user erased in between (the erasure deletes every record already in ``recsuser``).
+A record queued before its user's erasure and written after it must not stay: the write is
+one Lua script (``PUT_RECORDS``) that skips users erased at or after the record's time, so
+an erasure either comes first (the record is not written) or finds it in ``recsuser``.
 Feedback is a WATCH/MULTI on the record: read it, apply the events in Python, write it and
 the counters in one transaction (retried when the record changed meanwhile).
 """
@@ -49,6 +49,45 @@ from app.store.redis_layout import as_str
 
 WATCH_TRIES = 20
 
+# ARGV: prefix, TTL ms, expired-before time, the most records kept, then per record: id,
+# user id ('' = none), the user's erasure pseudonym, created_at, the encoded record. Keys
+# are built from the prefix (one server, as for the idempotency records the erasure
+# deletes). Writes the records of users not erased at or after their time (checked here,
+# in the same atomic step, so an erasure is either seen or finds the record in the user's
+# set), prunes the index (expired, over the cap) and returns one '1'/'0' per record.
+PUT_RECORDS = """
+local prefix, ttl, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
+local index, flags = prefix .. 'recs', {}
+for i = 5, #ARGV, 5 do
+  local id, user, at = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 3])
+  local keep = true
+  if user ~= '' then
+    local t = redis.call('HGET', prefix .. 'erasures', ARGV[i + 2])
+      or redis.call('HGET', prefix .. 'erased', user)
+    if t and tonumber(t) >= at then keep = false end
+  end
+  if keep then
+    local key = prefix .. 'rec:' .. id
+    redis.call('HSET', key, 'r', ARGV[i + 4])
+    redis.call('PEXPIRE', key, ttl)
+    redis.call('ZADD', index, at, id)
+    if user ~= '' then
+      local set = prefix .. 'recsuser:' .. user
+      redis.call('SADD', set, id)
+      redis.call('PEXPIRE', set, ttl)
+    end
+  end
+  flags[#flags + 1] = keep and '1' or '0'
+end
+redis.call('ZREMRANGEBYSCORE', index, '-inf', ARGV[3])
+local over = redis.call('ZCARD', index) - cap
+if over > 0 then
+  local popped = redis.call('ZPOPMIN', index, over)
+  for k = 1, #popped, 2 do redis.call('DEL', prefix .. 'rec:' .. popped[k]) end
+end
+return table.concat(flags)
+"""
+
 # KEYS: the user's recsuser set. ARGV: the rec key prefix. Deletes every record it names.
 DROP_USER_RECORDS = """
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
@@ -64,6 +103,9 @@ class RedisOnline(RedisConnection):
 
     prefix: str
 
+    def _init_online(self) -> None:
+        self._put_recs = self._r.register_script(PUT_RECORDS)
+
     def _rec(self, rec_id: str) -> str:
         return f"{self.prefix}rec:{rec_id}"
 
@@ -76,42 +118,21 @@ class RedisOnline(RedisConnection):
     def _onl_hour(self, version: str, domain: str, hour: int) -> str:
         return f"{self._onl(version, domain, 'onlhour')}:{hour}"
 
-    def _erased_at(self, records: Sequence[RecommendationRecord]) -> dict[str, float]:
-        users = sorted({r.user_id for r in records if r.user_id is not None})
-        if not users:
-            return {}
-        found: Any = self._r.hmget(f"{self.prefix}erasures", [erasure_key(u) for u in users])
-        return {u: float(t) for u, t in zip(users, found, strict=True) if t is not None}
-
-    @staticmethod
-    def _not_erased(
-        records: Sequence[RecommendationRecord], erased: dict[str, float]
-    ) -> list[RecommendationRecord]:
-        return [
-            r for r in records if r.user_id is None or erased.get(r.user_id, -1.0) < r.created_at
-        ]
-
     def put_recommendations(
         self, records: Sequence[RecommendationRecord], ttl_s: float, max_records: int
     ) -> int:
         if not records:
             return 0
         now = time.time()
-        ttl_ms = max(1, int(ttl_s * 1000))
-        index = f"{self.prefix}recs"
+        args: list[Any] = [self.prefix, max(1, int(ttl_s * 1000)), repr(now - ttl_s), max_records]
+        for r in records:
+            user = r.user_id or ""
+            pseudonym = erasure_key(user) if user else ""
+            args += [r.recommendation_id, user, pseudonym, repr(r.created_at), r.encode()]
         with self._errors():
-            kept = self._not_erased(records, self._erased_at(records))
+            flags: Any = self._put_recs(args=args)
+            kept = [r for r, flag in zip(records, as_str(flags), strict=True) if flag == "1"]
             pipe = self._r.pipeline(transaction=True)
-            for r in kept:
-                key = self._rec(r.recommendation_id)
-                pipe.hset(key, "r", r.encode())
-                pipe.pexpire(key, ttl_ms)
-                if r.user_id is not None:
-                    pipe.sadd(self._recs_user(r.user_id), r.recommendation_id)
-                    pipe.pexpire(self._recs_user(r.user_id), ttl_ms)
-            if kept:
-                pipe.zadd(index, {r.recommendation_id: r.created_at for r in kept})
-            pipe.zremrangebyscore(index, "-inf", now - ttl_s)
             for (version, domain, hour), n in recorded_counts(kept).items():
                 self._count(pipe, version, domain, hour, {"recommendations": float(n)})
             shown: dict[tuple[str, str], set[str]] = {}
@@ -123,20 +144,7 @@ class RedisOnline(RedisConnection):
                 pipe.hset(self._onl(version, domain), "~catalogue", sizes[(version, domain)])
                 if items:
                     pipe.sadd(self._onl(version, domain, "onlshown"), *items)
-            pipe.zcard(index)
-            replies = pipe.execute()
-            over = int(replies[-1]) - int(max_records)
-            if over > 0:
-                popped: Any = self._r.zpopmin(index, over)
-                self._r.delete(*[self._rec(as_str(m)) for m, _ in popped])
-            # an erasure between the first read and the write (module docstring)
-            erased = self._erased_at(kept)
-            dropped = {r.recommendation_id for r in kept} - {
-                r.recommendation_id for r in self._not_erased(kept, erased)
-            }
-            if dropped:
-                self._r.delete(*[self._rec(i) for i in dropped])
-                kept = [r for r in kept if r.recommendation_id not in dropped]
+            pipe.execute()
         return len(kept)
 
     def _count(
