@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         keep_runs=s.retrain_keep_runs,
         max_timestamp_skew_s=s.max_timestamp_skew_s,
+        positive_events=tuple(s.feedback_positive),
     )
     registry = registry_of(s)
     store = open_store(s)

@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from app.api.timestamps import DEFAULT_TIMESTAMP_SKEW_S
+from app.feedback.report import online_markdown, online_report
 from app.learning.export import export_dataset
 from app.lifecycle.promotion import promote
+from app.settings_groups import DEFAULT_POSITIVE_EVENTS
 from app.store.base import Store
 from model.bundle import load_bundle, read_manifest
 from model.data.writer import bundle_training_data
@@ -65,6 +67,8 @@ class RetrainOptions:
     """Keep only the newest N run directories (0: keep all); see :func:`prune_runs`."""
     max_timestamp_skew_s: float = DEFAULT_TIMESTAMP_SKEW_S
     """Stored rows stamped later than this past the export's clock are left out of it."""
+    positive_events: tuple[str, ...] = DEFAULT_POSITIVE_EVENTS
+    """The positive feedback types (``feedback_positive``) the online section lists."""
 
 
 @dataclass
@@ -232,11 +236,14 @@ def retrain(
         "config": {"tune": opts.tune, "epochs": cfg.train.epochs, "world_size": world},
         "gate": verdict,
         "results": results,
+        "online": online_report(store, current.model_version, opts.positive_events),
     }
     with clock.stage("report"):
         from model.retrain_report import write_report
 
-        write_report(trained.bundle_dir, report, clock.seconds)
+        md = write_report(trained.bundle_dir, report, clock.seconds)
+        with md.open("a") as f:
+            f.write(online_markdown(report["online"]))
     with clock.stage("registry"):
         version = registry.add(
             trained.bundle_dir,
