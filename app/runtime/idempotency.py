@@ -7,8 +7,8 @@
   stored item instead of 409; different content is still a conflict.
 * Interactions: popularity counts a (user, item) pair once (the stores keep the pairs),
   so a re-posted batch cannot inflate it.
-* ``Idempotency-Key`` (IETF httpapi draft, as Stripe uses it) on POST /v1/items and
-  /v1/interactions: :class:`IdempotencyGuard`. The first request with a key claims it in
+* ``Idempotency-Key`` (IETF httpapi draft, as Stripe uses it) on POST /v1/items,
+  /v1/interactions and /v1/feedback: :class:`IdempotencyGuard`. The first request with a key claims it in
   the store and runs; its answer (status + body) is kept ``idempotency_ttl_s``. A retry
   with the same key and the same request (fingerprint = sha256 of method, path and raw
   body) gets that answer again without running (``Idempotent-Replayed: true``); the same
