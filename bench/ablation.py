@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sparsify", default=None, help="DOMAIN=SHARE")
     ap.add_argument("--set-bridge", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--set-item-map", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument(
+        "--only", default=None, help="comma-separated blend variants to run (default: all)"
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
@@ -124,12 +127,28 @@ def main(argv: list[str] | None = None) -> int:
         "item_map": Maps(item_maps=maps.item_maps),
         "bridge": Maps(bridges=maps.bridges),
         "both_maps": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
+        # the served default: both maps and the low-degree mix chosen on validation
+        "both_maps_mix": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
     }
+    if args.only:
+        variants = {k: v for k, v in variants.items() if k in args.only.split(",")}
     for name, mp in variants.items():
         model.config.cross_domain_rule = given
+        grid = cfg.item_map.low_degree_k if name == "both_maps_mix" else (0.0,)
         blend, rep = fit_blend(
-            model, split, features, cfg.blend, bridges=mp.bridges, item_maps=mp.item_maps
+            model,
+            split,
+            features,
+            cfg.blend,
+            bridges=mp.bridges,
+            item_maps=mp.item_maps,
+            low_degree_grid=grid,
         )
+        out[f"{name}_low_degree"] = {
+            d: {k: r["inductive"].get(k) for k in ("low_degree_k", "objective_by_low_degree_k")}
+            for d, r in rep.items()
+            if "inductive" in r
+        }
         ranker = MICRecRanker(
             name, model, split, features, blend=blend, bridges=mp.bridges, item_maps=mp.item_maps
         )
@@ -155,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 m.ljust(12), *(("n/a" if v is None else f"{100 * v:.2f}").rjust(12) for v in vals)
             )
-    print("rule with the cross-domain map:", out["bridge_rule"], out["bridge_rules_val"])
+    if "bridge_rule" in out:
+        print("rule with the cross-domain map:", out["bridge_rule"], out["bridge_rules_val"])
+    if "both_maps_mix_low_degree" in out:
+        print("low-degree mix:", out["both_maps_mix_low_degree"])
     return 0
 
 

@@ -23,7 +23,8 @@ interactions, cross-domain cold users on their own slice.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -75,6 +76,8 @@ class _SliceParts:
     exclude: torch.Tensor  # bool [b, n]: not a candidate, or already seen
     targets: list[np.ndarray]
     k: int
+    items_at: Callable[[float], torch.Tensor] | None = field(default=None, repr=False)
+    """Item vectors with a given low-degree mix pseudo-count (None without an item map)."""
 
     def scores(self, w: BlendWeights) -> torch.Tensor:
         s = w.model * (self.zu @ self.zi.T) + w.prior * self.prior
@@ -128,6 +131,7 @@ def _slice_parts(
         if sl.input_kind not in scorers:
             scorers[sl.input_kind] = ranker.bind(slice_inputs(split, domain, sl.input_kind))
         scorer = scorers[sl.input_kind]
+        embedder = scorer.md.embedders[domain]
         pick = np.sort(rng.permutation(len(sl.users))[: cfg.max_users])
         users = sl.users[pick]
         zu, _, prof = scorer.parts(domain, users, cross_domain=sl.input_kind in CROSS_DOMAIN_KINDS)
@@ -149,16 +153,24 @@ def _slice_parts(
             exclude=exclude,
             targets=[sl.targets[k] for k in pick],
             k=int(sl.candidates.sum()),
+            items_at=embedder.item_vectors if embedder.low_rows is not None else None,
         )
     return out
 
 
 def _fit_type(
-    parts: list[_SliceParts], has_content: bool, cfg: BlendConfig, label: str
+    parts: list[_SliceParts],
+    has_content: bool,
+    cfg: BlendConfig,
+    label: str,
+    reference: tuple[list[float], float] | None = None,
 ) -> tuple[BlendWeights, list[dict[str, Any]]]:
     """Optuna search of one (domain, user type); returns the weights and every trial (the
-    last record, ``{"chosen": params, "main_ndcg": ...}``, names the parameters the
-    weights come from and their validation NDCG@20 on the main slice)."""
+    last record, ``{"chosen": params, "main_ndcg": ..., "objective": ...}``, names the
+    parameters the weights come from, their validation NDCG@20 on the main slice and
+    their objective). ``reference`` = (best single part per slice, model-only NDCG@20 of
+    the main slice) to judge against instead of this fit's own, so fits of different item
+    vectors (the low-degree mix) have comparable objectives."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -170,9 +182,10 @@ def _fit_type(
     corner_ndcg = [
         [pt.ndcg(weights(c)) for c in CORNERS if has_content or c["content"] == 0] for pt in parts
     ]
-    best_part = [max(v) for v in corner_ndcg]
+    best_part = [max(v) for v in corner_ndcg] if reference is None else reference[0]
     # the main slice may lose at most main_tolerance of what the model alone scores there
-    floor = (1.0 - cfg.main_tolerance) * corner_ndcg[0][0]
+    model_main = corner_ndcg[0][0] if reference is None else reference[1]
+    floor = (1.0 - cfg.main_tolerance) * model_main
     trials: list[dict[str, Any]] = []
 
     def objective(trial: optuna.Trial) -> float:
@@ -209,8 +222,42 @@ def _fit_type(
         {k: round(v, 3) for k, v in params.items()},
         {pt.name: round(b, 4) for pt, b in zip(parts, best_part, strict=True)},
     )
-    trials.append({"chosen": params, "main_ndcg": parts[0].ndcg(weights(params))})
+    trials.append(
+        {
+            "chosen": params,
+            "main_ndcg": parts[0].ndcg(weights(params)),
+            "objective": best.value,
+            "reference": [best_part, model_main],
+        }
+    )
     return weights(params), trials
+
+
+def _fit_inductive(
+    chosen: list[_SliceParts],
+    cfg: BlendConfig,
+    label: str,
+    grid: Sequence[float],
+) -> tuple[BlendWeights, list[dict[str, Any]], float, dict[str, float]]:
+    """The inductive type's blend for each low-degree mix pseudo-count k of ``grid`` (0 =
+    no mix, always tried first); returns the weights, trials, chosen k and every k's
+    objective. Every k is judged against k = 0's single parts, and a k > 0 is kept only
+    if its objective is higher: rarely bought items take part of their item-map vector
+    only where validation says it helps."""
+    has_content = chosen[0].pu is not None
+    w, trials = _fit_type(chosen, has_content, cfg, label)
+    best_k, best_obj = 0.0, float(trials[-1]["objective"])
+    scores = {"0": best_obj}
+    if chosen[0].items_at is None:
+        return w, trials, best_k, scores
+    ref = trials[-1]["reference"]
+    for k in sorted(set(grid) - {0.0}):
+        parts_k = [replace(pt, zi=pt.items_at(k)) for pt in chosen]  # type: ignore[misc]
+        wk, tk = _fit_type(parts_k, has_content, cfg, f"{label} k={k:g}", (ref[0], ref[1]))
+        scores[f"{k:g}"] = float(tk[-1]["objective"])
+        if scores[f"{k:g}"] > best_obj:
+            w, trials, best_k, best_obj = wk, tk, k, scores[f"{k:g}"]
+    return w, trials, best_k, scores
 
 
 def _one_standard_error(
@@ -244,8 +291,13 @@ def fit_blend(
     calibrate_cold: bool = True,
     bridges: Bridges | None = None,
     item_maps: ItemMaps | None = None,
+    low_degree_grid: Sequence[float] = (0.0,),
 ) -> tuple[Blend, dict[str, Any]]:
     """The blend of ``model`` fitted on ``split``'s validation interactions.
+
+    With ``item_maps`` and a ``low_degree_grid`` beyond 0, the low-degree mix's
+    pseudo-count is chosen per domain with the inductive type's blend (``_fit_inductive``)
+    and written to ``item_maps.low_degree_k``, so the bundle records it.
 
     With ``bridges``, the rule that serves users new to a domain is chosen too: the
     model's configured rule or "bridge", whichever gives the pseudo-cold validation users
@@ -258,6 +310,8 @@ def fit_blend(
     from model.rankers import MICRecRanker
 
     cfg = cfg or BlendConfig()
+    if item_maps is not None:
+        item_maps.low_degree_k.clear()  # this fit chooses it (k = 0 while it does)
     blend = Blend(fit_reducer(split, features, cfg.content_dim), {})
     rules = [model.config.cross_domain_rule]
     if bridges is not None and "bridge" not in rules:
@@ -285,9 +339,16 @@ def fit_blend(
         parts = _slice_parts(rankers[rules[0]], split, domain, cfg, set(VAL_SLICES["inductive"]))
         chosen = [parts[n] for n in VAL_SLICES["inductive"] if n in parts]
         if chosen:
-            w, trials = _fit_type(chosen, chosen[0].pu is not None, cfg, f"{domain}/inductive")
+            w, trials, k, by_k = _fit_inductive(chosen, cfg, f"{domain}/inductive", low_degree_grid)
             weights[domain]["inductive"] = w
-            report[domain]["inductive"] = {"weights": w.to_dict(), "trials": trials}
+            report[domain]["inductive"] = {
+                "weights": w.to_dict(),
+                "trials": trials,
+                "low_degree_k": k,
+                "objective_by_low_degree_k": by_k,
+            }
+            if item_maps is not None:
+                item_maps.low_degree_k[domain] = k
         for rule in rules:
             cd = _slice_parts(rankers[rule], split, domain, cfg, set(VAL_SLICES["cross_domain"]))
             if PSEUDO_COLD_SLICE not in cd:

@@ -151,6 +151,9 @@ def save_bundle(
         if emb.mapped_rows is not None and emb.mapped is not None:
             tensors["mapped_rows"] = emb.mapped_rows.cpu()
             tensors["mapped"] = emb.mapped.cpu()
+        if emb.low_degree_k > 0 and emb.low_rows is not None and emb.low_mapped is not None:
+            tensors["low_rows"] = emb.low_rows.cpu()
+            tensors["low_mapped"] = emb.low_mapped.cpu()
         if blends and d in blends and blends[d].content is not None:
             tensors["blend_content"] = blends[d].content.cpu()  # type: ignore[union-attr]
         name = f"domain-{k}.safetensors"
@@ -342,6 +345,9 @@ def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
             cold_scale=float(t["cold_scale"][0]) if "cold_scale" in t else 1.0,
             mapped_rows=t.get("mapped_rows"),
             mapped=t.get("mapped"),
+            low_rows=t.get("low_rows"),
+            low_mapped=t.get("low_mapped"),
+            low_degree_k=item_maps.low_degree_k.get(d, 0.0) if item_maps is not None else 0.0,
         )
         c = cat[d]
         domains[d] = DomainState(

@@ -255,6 +255,7 @@ def fit_served_model(
                 cfg.blend,
                 bridges=maps.bridges,
                 item_maps=maps.item_maps,
+                low_degree_grid=cfg.item_map.low_degree_k,
             )
             tuning["blend"] = blend_report
     if not cfg.blend.enabled:

@@ -301,6 +301,7 @@ def tune(
         blend_cfg,
         bridges=maps.bridges,
         item_maps=maps.item_maps,
+        low_degree_grid=(item_map_cfg or ItemMapConfig()).low_degree_k,
     )
     return TuneResult(
         model_config=best["mc"],

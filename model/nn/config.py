@@ -262,8 +262,16 @@ class ItemMapConfig:
     """Adam weight decay."""
     seed: int = 0
     """Seed of the initialisation, batch order and held-back items."""
+    low_degree_k: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0)
+    """Pseudo-counts k tried for items with few interactions, which are served
+    (d z_i + k m_i) / (k + d) of their collaborative vector z_i and item-map vector m_i
+    (degree d); the blend fit keeps the k with the best validation objective, 0 (no mix)
+    unless another is better. (0,) = no mix."""
 
     def __post_init__(self) -> None:
+        self.low_degree_k = tuple(float(k) for k in self.low_degree_k)
+        if not self.low_degree_k or any(not 0 <= k < 1e6 for k in self.low_degree_k):
+            raise ValueError(f"low_degree_k must be values in [0, 1e6), got {self.low_degree_k}")
         _at_least(self, hidden=1, epochs=1, patience=1, batch_pairs=2)
         _at_least(self, distill_weight=0.0, weight_decay=0.0)
         if self.lr <= 0:

@@ -22,6 +22,10 @@ from model.nn.itemmap import ItemMaps
 from model.nn.micrec import DomainInputs, MICRec
 from model.nn.modules import ModalityAggregator
 
+LOW_DEGREE_MAX = 50
+"""Items with more interactions keep their collaborative vector whatever k: their mix
+weight k / (k + d) is already small for the pseudo-counts the blend fit tries."""
+
 
 @dataclass
 class DomainEmbedder:
@@ -51,6 +55,13 @@ class DomainEmbedder:
     instead of their layer-0 vector; None without an item map."""
     mapped: torch.Tensor | None = None
     """[m, d] the item map's vectors of ``mapped_rows``."""
+    low_rows: torch.Tensor | None = None
+    """[l] rows of items with 1..LOW_DEGREE_MAX interactions and content: they get part of
+    their item-map vector (``low_degree_k``); None without an item map or with k = 0."""
+    low_mapped: torch.Tensor | None = None
+    """[l, d] the item map's vectors of ``low_rows``."""
+    low_degree_k: float = 0.0
+    """Pseudo-count of the low-degree mix (ItemMaps.low_degree_k of this domain)."""
 
     @property
     def n_layers(self) -> int:
@@ -64,15 +75,25 @@ class DomainEmbedder:
     def dim(self) -> int:
         return self.item_layers.shape[2]
 
-    def item_vectors(self) -> torch.Tensor:
+    def item_vectors(self, low_degree_k: float | None = None) -> torch.Tensor:
         """z_i = mean of the item's layers: [n_items, d]; isolated items are scaled by
-        ``cold_scale`` exactly as ``new_item_vector`` scales a registered item."""
+        ``cold_scale`` exactly as ``new_item_vector`` scales a registered item. With an
+        item map, isolated items get their mapped vector and items with few interactions
+        a mix: (d z_i + k m_i) / (k + d) for degree d and pseudo-count k
+        (``low_degree_k``, or the argument: the blend fit tries several)."""
         z = self.item_layers.mean(dim=0)
         if self.cold_scale != 1.0:
             z = torch.where((self.item_degree == 0).unsqueeze(1), z * self.cold_scale, z)
         if self.mapped_rows is not None and self.mapped is not None and len(self.mapped_rows):
             z = z.clone()
             z[self.mapped_rows] = self.mapped.to(z.dtype)
+        k = self.low_degree_k if low_degree_k is None else low_degree_k
+        if k > 0 and self.low_rows is not None and self.low_mapped is not None:
+            rows = self.low_rows
+            if len(rows):
+                d = self.item_degree[rows].to(z.dtype).unsqueeze(1)
+                z = z.clone()
+                z[rows] = (d * z[rows] + k * self.low_mapped.to(z.dtype)) / (k + d)
         return z
 
     def attach_item_map(
@@ -84,10 +105,17 @@ class DomainEmbedder:
         for m in maps.modalities:
             if m in masks:
                 has |= np.asarray(masks[m], dtype=bool)
-        rows = np.flatnonzero(has & (self.item_degree.cpu().numpy() == 0))
+        deg = self.item_degree.cpu().numpy()
+        rows = np.flatnonzero(has & (deg == 0))
         sub = {m: f[rows] for m, f in features.items() if m in maps.modalities}
         self.mapped_rows = torch.as_tensor(rows, dtype=torch.int64)
         self.mapped = maps.map(self.domain, sub, len(rows))
+        # mapped vectors of low-degree items: only what the mix can use, computed once
+        low = np.flatnonzero(has & (deg >= 1) & (deg <= LOW_DEGREE_MAX))
+        sub = {m: f[low] for m, f in features.items() if m in maps.modalities}
+        self.low_rows = torch.as_tensor(low, dtype=torch.int64)
+        self.low_mapped = maps.map(self.domain, sub, len(low))
+        self.low_degree_k = float(maps.low_degree_k.get(self.domain, 0.0))
 
     def _scale(self, c: torch.Tensor) -> torch.Tensor:
         return c.clamp_min(1.0).pow(self.alpha / 2 - 1)

@@ -46,6 +46,11 @@ class ItemMaps(nn.Module):
         super().__init__()
         self.modalities, self.dims, self.dim, self.hidden = modalities, dims, dim, hidden
         self.domains = sorted(domains)
+        self.low_degree_k: dict[str, float] = {}
+        """Per domain, the pseudo-count k of the low-degree mix: an item with d >= 1
+        training interactions is served k / (k + d) of its mapped vector and d / (k + d)
+        of its collaborative one (absent or 0 = collaborative only). Chosen on validation
+        by the blend fit (model.blendfit); 0 until then."""
         d_in = sum(dims)
         self.maps = nn.ModuleDict(
             {
@@ -87,6 +92,7 @@ class ItemMaps(nn.Module):
             "dim": self.dim,
             "hidden": self.hidden,
             "domains": list(self.domains),
+            "low_degree_k": dict(self.low_degree_k),
         }
 
     @classmethod
@@ -105,5 +111,11 @@ class ItemMaps(nn.Module):
             tuple(map(str, mods)), tuple(int(x) for x in dims), dim, hidden, [str(d) for d in doms]
         )
         out.load_state_dict(dict(state), strict=True)
+        low = meta.get("low_degree_k", {})  # absent in bundles made before the mix
+        if not isinstance(low, dict) or not all(
+            isinstance(v, (int, float)) and 0 <= v < float("inf") for v in low.values()
+        ):
+            raise ValueError(f"item map low_degree_k malformed: {low!r:.200}")
+        out.low_degree_k = {str(d): float(v) for d, v in low.items() if str(d) in out.domains}
         out.eval()
         return out

@@ -159,3 +159,72 @@ def test_bridge_and_item_map_sections_refuse_unknown_keys() -> None:
 def test_bridges_none_for_one_domain(trained) -> None:  # type: ignore[no-untyped-def]
     _, _, _, split, feats, model, _ = trained
     assert fit_bridges(model, split, feats, BridgeConfig(enabled=False)) == (None, {})
+
+
+def test_blend_fit_chooses_the_low_degree_mix_on_validation(trained) -> None:  # type: ignore[no-untyped-def]
+    _, _, _, split, feats, model, maps = trained
+    assert maps.item_maps is not None
+    try:
+        _, report = fit_blend(
+            model,
+            split,
+            feats,
+            BlendConfig(trials=6),
+            item_maps=maps.item_maps,
+            low_degree_grid=(0.0, 1.0, 10.0),
+        )
+        for d in split.domains:
+            rec = report[d]["inductive"]
+            by_k = rec["objective_by_low_degree_k"]
+            assert set(by_k) == {"0", "1", "10"}
+            # a k > 0 only when its validation objective beats no mix; the best one then
+            best = max(by_k, key=lambda k: by_k[k])
+            want = float(best) if by_k[best] > by_k["0"] else 0.0
+            assert rec["low_degree_k"] == want
+            assert maps.item_maps.low_degree_k[d] == want
+        # without a grid the fit does not mix, whatever an earlier fit chose
+        _, report = fit_blend(model, split, feats, BlendConfig(trials=3), item_maps=maps.item_maps)
+        assert all(v == 0.0 for v in maps.item_maps.low_degree_k.values())
+    finally:
+        maps.item_maps.low_degree_k.clear()
+
+
+def test_low_degree_items_are_served_the_mix_the_bundle_records(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, cfg, ds, split, feats, model, maps = trained
+    assert maps.item_maps is not None
+    d = sorted(split.domains)[0]
+    maps.item_maps.low_degree_k[d] = 3.0
+    try:
+        out = build_bundle_from_model(
+            tmp_path / "bundle",
+            model=model,
+            split=split,
+            dataset=ds,
+            features=feats,
+            cfg=cfg,
+            encoders={"text": {"name": "minilm-l6-v2", "dim": 384}},
+            metrics={},
+            maps=maps,
+        )
+    finally:
+        maps.item_maps.low_degree_k.clear()
+    bundle = load_bundle(out)
+    assert bundle.item_maps is not None and bundle.item_maps.low_degree_k == {d: 3.0}
+    emb = bundle.domains[d].embedder
+    assert emb.low_rows is not None and emb.low_mapped is not None and len(emb.low_rows) > 0
+    plain, served = emb.item_vectors(0.0), emb.item_vectors()
+    deg = emb.item_degree
+    low = emb.low_rows
+    want = (deg[low].unsqueeze(1) * plain[low] + 3.0 * emb.low_mapped) / (
+        3.0 + deg[low].unsqueeze(1)
+    )
+    torch.testing.assert_close(served[low], want)
+    # every other row (cold items included) is what it was without the mix
+    rest = torch.ones(len(deg), dtype=torch.bool)
+    rest[low] = False
+    torch.testing.assert_close(served[rest], plain[rest])
+    assert not torch.allclose(served[low], plain[low])
+    # the service's catalogue vectors are the mixed ones
+    engine = InferenceEngine.from_bundle(bundle)
+    vecs = np.asarray(engine.catalogue(d).vectors)[:, : model.config.dim]
+    np.testing.assert_allclose(vecs, served.numpy(), rtol=1e-5, atol=1e-6)
