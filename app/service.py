@@ -22,6 +22,7 @@ from app.api.schemas_console import EvaluationReport, ReplicaInfo, ServiceStats
 from app.catalogue import reports
 from app.catalogue.browse import Browser
 from app.catalogue.items import Items
+from app.catalogue.queries import QueryEmbedder
 from app.lifecycle.bundle_follow import BundleFollower
 from app.lifecycle.bundle_follow import degraded as bundle_degraded
 from app.lifecycle.engine import EngineFactory
@@ -93,7 +94,7 @@ class RecommendationService:
             metrics=self.metrics,
             require_state=self.loader.require_state,
         )
-        self.recommender = Recommender(parts)
+        self.recommender = Recommender(parts, QueryEmbedder(settings))
         self.served.listeners.append(self.recommender)  # keeps its top-N cache exact
         self.items = Items(parts)
         self.interactions = Interactions(parts)

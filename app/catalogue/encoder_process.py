@@ -1,5 +1,5 @@
-"""The encoder process: content encoding (MiniLM text, EfficientNet image) for item
-registrations, outside the request workers (app/catalogue/encoding.py is its client side).
+"""The encoder process: content encoding (MiniLM text, EfficientNet image, open_clip) for
+item registrations and queries, outside the request workers (app/catalogue/encoding.py is its client side).
 
 One process per machine (``micrec serve`` starts it before the workers) or per app (an
 app started without one, e.g. in tests), with its own torch thread count
@@ -9,6 +9,7 @@ recommends for the interpreter. Workers connect over a Unix socket with an auth 
 
 Wire format, both directions: ``send_bytes`` frames only, never ``send``/``recv`` (which
 pickle): a JSON header, then one raw frame per array or image. A request names the encoder
+(a built-in's name or the spec a bundle's record resolved to: model.encoders.records)
 and carries a text or an RGB image's pixels; the answer is a float32 vector or an error.
 Each connection is served by its own thread; encoders are created once per process
 (model.encoders.factory) and shared.
@@ -47,9 +48,10 @@ def recv_message(conn: Connection, max_frame: int) -> tuple[dict[str, Any], list
 def encode_one(header: dict[str, Any], frames: list[bytes]) -> np.ndarray:
     """The encoder's output ([dim] float32) for one request: the same call the worker
     would make in-process (``encoder.encode([input])[0]``)."""
-    from model.encoders.factory import create_encoder
+    from model.encoders.records import encoder_from_spec
 
-    encoder = create_encoder(str(header["encoder"]))
+    spec = header["encoder"]  # a built-in's name or a spec (model.encoders.records)
+    encoder = encoder_from_spec(spec if isinstance(spec, dict) else str(spec))
     if header["kind"] == "text":
         value: Any = frames[0].decode("utf-8")
     else:

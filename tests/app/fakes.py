@@ -73,6 +73,8 @@ class FakeEngine:
             m: {"name": f"fake-{m}", "dim": TEXT_DIM if m == "text" else IMAGE_DIM}
             for m in manifest.get("modalities", ["text", "image"])
         }
+        self.unavailable: dict[str, str] = dict(manifest.get("unavailable", {}))
+        """Modality -> reason, as a bundle whose encoder is missing here (FAKE)."""
         self._users: dict[str, dict[str, list[str]]] = {
             u: {d: list(ids) for d, ids in h.items()} for u, h in manifest.get("users", {}).items()
         }
@@ -194,6 +196,27 @@ class FakeEngine:
 
     def remove_item(self, item_id: str) -> None:
         self._added.pop(item_id, None)
+
+    # --- queries: the content projection a registered item would get ------------------
+    @property
+    def encoders_unavailable(self) -> dict[str, str]:
+        return dict(self.unavailable)
+
+    def query_modalities(self) -> list[str]:
+        return sorted(self.encoders_info)
+
+    def encode_query(self, *, text: str | None, image: Any | None) -> dict[str, np.ndarray]:
+        return self.encode_content(text=text, image=image)
+
+    def query_vector(self, domain: str, content: Mapping[str, np.ndarray]) -> UserEmbedding:
+        if domain not in self._catalogues:
+            raise KeyError(domain)
+        vec = np.zeros(self.dim, np.float32)
+        for m, v in content.items():
+            vec += self._proj[m] @ np.asarray(v, np.float32)
+        if not np.any(vec):
+            raise ValueError("empty query")
+        return UserEmbedding(_unit(vec), "query", 0)
 
 
 class FakeEngineFactory:
