@@ -91,7 +91,59 @@ class _ParsedHistory:
 VECTOR_DTYPES = ("float32", "float16")
 
 
-class InferenceEngine:
+class _QueryStarts:
+    """The members of :class:`InferenceEngine` that serve a user started from a query (a
+    text and/or a picture instead of a history): what the content space takes, encoding
+    with the bundle's encoders, the serving vector (model.queryfit fits its weights)."""
+
+    _reducer: ContentReducer | None
+    _blends: dict[str, DomainBlend]
+    _encoders: BundleEncoders
+    encoders_info: dict[str, dict[str, Any]]
+    model_dim: int
+
+    def _check_domain(self, domain: str) -> None:
+        raise NotImplementedError
+
+    @property
+    def encoders_unavailable(self) -> dict[str, str]:
+        """Modality -> why its encoder cannot be created here (model.encoders.records)."""
+        return dict(self._encoders.unavailable)
+
+    # --- queries: a user started from a text or a picture ----------------------------
+    def query_modalities(self) -> list[str]:
+        """Modalities a query may be given in: those of the blend's content space that
+        the bundle records an encoder for (an unavailable one answers 503 when used)."""
+        if self._reducer is None or not any(b.content is not None for b in self._blends.values()):
+            return []
+        return sorted(m for m in self._reducer.modalities if m in self.encoders_info)
+
+    def encode_query(self, *, text: str | None, image: Any | None) -> dict[str, np.ndarray]:
+        """Raw encoder outputs of a query (same encoders, and path, as registrations)."""
+        mods = self.query_modalities()
+        inputs = {"text": text or None, "image": image}
+        for m, x in inputs.items():
+            if x is not None and m not in mods:
+                raise ValueError(
+                    f"this model cannot match a {m} query (its content space holds: "
+                    f"{', '.join(mods) or 'nothing'})"
+                )
+        return {m: self._encoders.encode(m, x) for m, x in inputs.items() if x is not None}
+
+    @torch.no_grad()
+    def query_vector(self, domain: str, content: Mapping[str, np.ndarray]) -> UserEmbedding:
+        """The serving vector of a query-started user in ``domain``: its inner product with
+        an item's serving vector is ``w_c <c_q, c_i> + w_p prior_i`` (DomainBlend.query_user)."""
+        self._check_domain(domain)
+        blend = self._blends.get(domain)
+        c = None if self._reducer is None else _reduced(self._reducer, content)
+        if blend is None or blend.content is None or c is None:
+            raise ValueError("this model has no content part to match a query in")
+        v = blend.query_user(c, self.model_dim)
+        return UserEmbedding(vector=v.numpy().astype(np.float32), method="query", n_history=0)
+
+
+class InferenceEngine(_QueryStarts):
     """Serves a trained MICRec bundle: user and item embeddings without retraining.
 
     ``cache_dir``: where the arrays the engine derives from the bundle (serving item
@@ -350,43 +402,6 @@ class InferenceEngine:
         return {
             m: self._encoders.encode(m, x) for m, x in inputs.items() if x is not None and m in mods
         }
-
-    @property
-    def encoders_unavailable(self) -> dict[str, str]:
-        """Modality -> why its encoder cannot be created here (model.encoders.records)."""
-        return dict(self._encoders.unavailable)
-
-    # --- queries: a user started from a text or a picture ----------------------------
-    def query_modalities(self) -> list[str]:
-        """Modalities a query may be given in: those of the blend's content space that
-        the bundle records an encoder for (an unavailable one answers 503 when used)."""
-        if self._reducer is None or not any(b.content is not None for b in self._blends.values()):
-            return []
-        return sorted(m for m in self._reducer.modalities if m in self.encoders_info)
-
-    def encode_query(self, *, text: str | None, image: Any | None) -> dict[str, np.ndarray]:
-        """Raw encoder outputs of a query (same encoders, and path, as registrations)."""
-        mods = self.query_modalities()
-        inputs = {"text": text or None, "image": image}
-        for m, x in inputs.items():
-            if x is not None and m not in mods:
-                raise ValueError(
-                    f"this model cannot match a {m} query (its content space holds: "
-                    f"{', '.join(mods) or 'nothing'})"
-                )
-        return {m: self._encoders.encode(m, x) for m, x in inputs.items() if x is not None}
-
-    @torch.no_grad()
-    def query_vector(self, domain: str, content: Mapping[str, np.ndarray]) -> UserEmbedding:
-        """The serving vector of a query-started user in ``domain``: its inner product with
-        an item's serving vector is ``w_c <c_q, c_i> + w_p prior_i`` (DomainBlend.query_user)."""
-        self._check_domain(domain)
-        blend = self._blends.get(domain)
-        c = None if self._reducer is None else _reduced(self._reducer, content)
-        if blend is None or blend.content is None or c is None:
-            raise ValueError("this model has no content part to match a query in")
-        v = blend.query_user(c, self.model_dim)
-        return UserEmbedding(vector=v.numpy().astype(np.float32), method="query", n_history=0)
 
     @torch.no_grad()
     def add_item(self, item_id: str, domain: str, content: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -34,7 +34,7 @@ from model.nn.blend import BlendWeights, ContentReducer, DomainBlend
 
 log = logging.getLogger(__name__)
 
-RATIOS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, float("inf"))
+RATIOS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, float("inf"))
 """The grid of w_prior / w_content (0: content only; inf: prior only = most-popular)."""
 K = 20
 QueryFeatures = Callable[[str, Sequence[int]], dict[str, np.ndarray]]

@@ -50,7 +50,7 @@ class BlendWeights:
 
 MODEL_ONLY = BlendWeights()
 
-QUERY_DEFAULT = BlendWeights(model=0.0, prior=0.1, content=1.0)
+QUERY_DEFAULT = BlendWeights(model=0.0, prior=1.0, content=1.0)
 """The weights of a query-started user (no history: a text or a picture) in a bundle
 that has no fitted ones (written before model.queryfit). The fitted ones are per domain;
 docs/results/query-start.md gives the values fitted on amazon-arts-office."""

@@ -37,6 +37,7 @@ from app.store.base import (
     WantedBundle,
 )
 from model.bundle import BundleError
+from model.encoders.records import EncoderUnavailable
 from model.inference import DomainCatalogue, UserEmbedding
 
 FAKE_MANIFEST = "fake-bundle.json"
@@ -168,6 +169,9 @@ class FakeEngine:
 
     # --- items ------------------------------------------------------------------------
     def encode_content(self, *, text: str | None, image: Any | None) -> dict[str, np.ndarray]:
+        for m, x in (("text", text), ("image", image)):
+            if x and m in self.unavailable:
+                raise EncoderUnavailable(self.unavailable[m])
         out: dict[str, np.ndarray] = {}
         if text and "text" in self.encoders_info:
             out["text"] = _unit(_seeded("text", text).normal(size=TEXT_DIM))
@@ -236,7 +240,9 @@ class FakeEngineFactory:
         version: str = "fake-v1",
         users: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
         modalities: Sequence[str] = ("text", "image"),
+        unavailable: Mapping[str, str] | None = None,
     ) -> Path:
+        """``unavailable``: modality -> reason, encoders the engine says it cannot make."""
         directory.mkdir(parents=True, exist_ok=True)
         manifest = {
             "model_version": version,
@@ -244,6 +250,7 @@ class FakeEngineFactory:
             "dim": 16,
             "modalities": list(modalities),
             "users": users or {"u-bundle": {"arts": ["arts-1", "arts-2"]}},
+            "unavailable": dict(unavailable or {}),
         }
         body = json.dumps(manifest, sort_keys=True)
         payload = {"manifest": manifest, "sha256": hashlib.sha256(body.encode()).hexdigest()}
