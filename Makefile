@@ -81,7 +81,8 @@ $(CLIP_VENV)/.installed: $(BIN)/.installed
 	touch $@
 
 test-clip: $(CLIP_VENV)/.installed
-	MICREC_REQUIRE_CLIP=1 $(CLIP_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/model/encoders/test_clip_encoder.py
+	MICREC_REQUIRE_CLIP=1 $(CLIP_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/model/encoders/test_clip_encoder.py \
+		tests/app/test_clip_bundle.py
 
 test-fast: setup-dev
 	$(BIN)/pytest -m "not slow" -q -x

@@ -24,6 +24,7 @@ from app.catalogue.browse import Browser
 from app.catalogue.items import Items
 from app.feedback.events import Feedback
 from app.feedback.recording import RecommendationRecorder
+from app.catalogue.queries import QueryEmbedder
 from app.lifecycle.bundle_follow import BundleFollower
 from app.lifecycle.bundle_follow import degraded as bundle_degraded
 from app.lifecycle.engine import EngineFactory
@@ -96,7 +97,7 @@ class RecommendationService:
             require_state=self.loader.require_state,
         )
         self.recorder = RecommendationRecorder(settings, store, self.metrics, self.health)
-        self.recommender = Recommender(parts, self.recorder)
+        self.recommender = Recommender(parts, self.recorder, QueryEmbedder(settings))
         self.served.listeners.append(self.recommender)  # keeps its top-N cache exact
         self.items = Items(parts)
         self.interactions = Interactions(parts)

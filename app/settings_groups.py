@@ -83,8 +83,15 @@ class ModelSettings(BaseModel):
     encoder_timeout_s: float = Field(
         30.0,
         gt=0,
-        description="A registration whose encoding takes longer gets 503 + Retry-After (the "
-        "encoder process being down or restarting is a 503 at once).",
+        description="A registration or query whose encoding takes longer gets 503 + "
+        "Retry-After (the encoder process being down or restarting is a 503 at once).",
+    )
+    clip_weights: Path | None = Field(
+        None,
+        description="Local open_clip weights file of a bundle trained on open_clip features "
+        "(text and image share it); its sha256 must be the one the bundle records, else "
+        "start-up and reloads are refused. Unset with such a bundle: recommendations serve, "
+        "/readyz names the encoder, registrations and queries that need it answer 503.",
     )
 
 

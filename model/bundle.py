@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.nn.blend import Blend, ContentReducer, DomainBlend
+from model.nn.blend import Blend, BlendWeights, ContentReducer, DomainBlend
 from model.nn.bridge import Bridges
 from model.nn.config import MICRecConfig
 from model.nn.foldin import DomainEmbedder
@@ -172,6 +172,8 @@ def save_bundle(
     blend_meta: dict[str, Any] | None = None
     if blend is not None:
         blend_meta = {"weights": blend.weights_json(), "reducer": None}
+        if blend.query:
+            blend_meta["query"] = {d: w.to_dict() for d, w in blend.query.items()}
         if blend.reducer is not None:
             r = blend.reducer
             save_file(
@@ -390,4 +392,8 @@ def _load_blend(path: Path, meta: dict[str, Any] | None) -> Blend | None:
             mean=t["reducer_mean"],
             basis=t["reducer_basis"],
         )
-    return Blend(reducer, Blend.weights_from_json(meta["weights"]))
+    query = {
+        d: BlendWeights(**{k: float(v) for k, v in w.items()})
+        for d, w in (meta.get("query") or {}).items()
+    }
+    return Blend(reducer, Blend.weights_from_json(meta["weights"]), query)

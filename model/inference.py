@@ -18,7 +18,6 @@ single writer (the service serialises them).
 from __future__ import annotations
 
 import logging
-import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.bundle import Bundle
+from model.bundle import Bundle, BundleError
+from model.encoders.records import BundleEncoders, EncoderRefused, EncoderSpec
 from model.nn.blend import ContentReducer, DomainBlend, profile
 from model.nn.foldin import MultiDomainEmbedder, project_content
 from model.nn.micrec import MICRec
@@ -36,7 +36,7 @@ from model.serving_cache import CacheError, cache_key, load_array, open_cached, 
 
 log = logging.getLogger("micrec.inference")
 
-USER_METHODS = ("inductive", "cross_domain", "none")
+USER_METHODS = ("inductive", "cross_domain", "none", "query")
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,8 @@ class UserEmbedding:
     """A user's serving vector in one domain and how it was obtained.
 
     method: "inductive" (history in the target domain), "cross_domain" (history only in
-    other domains), "none" (no usable history: the caller must fall back).
+    other domains), "none" (no usable history: the caller must fall back), "query" (no
+    history: started from a text or a picture, ``query_vector``).
     """
 
     vector: np.ndarray
@@ -90,7 +91,59 @@ class _ParsedHistory:
 VECTOR_DTYPES = ("float32", "float16")
 
 
-class InferenceEngine:
+class _QueryStarts:
+    """The members of :class:`InferenceEngine` that serve a user started from a query (a
+    text and/or a picture instead of a history): what the content space takes, encoding
+    with the bundle's encoders, the serving vector (model.queryfit fits its weights)."""
+
+    _reducer: ContentReducer | None
+    _blends: dict[str, DomainBlend]
+    _encoders: BundleEncoders
+    encoders_info: dict[str, dict[str, Any]]
+    model_dim: int
+
+    def _check_domain(self, domain: str) -> None:
+        raise NotImplementedError
+
+    @property
+    def encoders_unavailable(self) -> dict[str, str]:
+        """Modality -> why its encoder cannot be created here (model.encoders.records)."""
+        return dict(self._encoders.unavailable)
+
+    # --- queries: a user started from a text or a picture ----------------------------
+    def query_modalities(self) -> list[str]:
+        """Modalities a query may be given in: those of the blend's content space that
+        the bundle records an encoder for (an unavailable one answers 503 when used)."""
+        if self._reducer is None or not any(b.content is not None for b in self._blends.values()):
+            return []
+        return sorted(m for m in self._reducer.modalities if m in self.encoders_info)
+
+    def encode_query(self, *, text: str | None, image: Any | None) -> dict[str, np.ndarray]:
+        """Raw encoder outputs of a query (same encoders, and path, as registrations)."""
+        mods = self.query_modalities()
+        inputs = {"text": text or None, "image": image}
+        for m, x in inputs.items():
+            if x is not None and m not in mods:
+                raise ValueError(
+                    f"this model cannot match a {m} query (its content space holds: "
+                    f"{', '.join(mods) or 'nothing'})"
+                )
+        return {m: self._encoders.encode(m, x) for m, x in inputs.items() if x is not None}
+
+    @torch.no_grad()
+    def query_vector(self, domain: str, content: Mapping[str, np.ndarray]) -> UserEmbedding:
+        """The serving vector of a query-started user in ``domain``: its inner product with
+        an item's serving vector is ``w_c <c_q, c_i> + w_p prior_i`` (DomainBlend.query_user)."""
+        self._check_domain(domain)
+        blend = self._blends.get(domain)
+        c = None if self._reducer is None else _reduced(self._reducer, content)
+        if blend is None or blend.content is None or c is None:
+            raise ValueError("this model has no content part to match a query in")
+        v = blend.query_user(c, self.model_dim)
+        return UserEmbedding(vector=v.numpy().astype(np.float32), method="query", n_history=0)
+
+
+class InferenceEngine(_QueryStarts):
     """Serves a trained MICRec bundle: user and item embeddings without retraining.
 
     ``cache_dir``: where the arrays the engine derives from the bundle (serving item
@@ -108,7 +161,8 @@ class InferenceEngine:
         *,
         cache_dir: Path | None = None,
         vector_dtype: str = "float32",
-        encoder_provider: Callable[[str], Any] | None = None,
+        encoder_provider: Callable[[EncoderSpec], Any] | None = None,
+        clip_weights: Path | None = None,
     ) -> None:
         if vector_dtype not in VECTOR_DTYPES:
             raise ValueError(f"vector_dtype must be one of {VECTOR_DTYPES}, got {vector_dtype!r}")
@@ -150,7 +204,10 @@ class InferenceEngine:
             for d, s in bundle.domains.items()
         }
         self._added: dict[str, _AddedItem] = {}
-        self._encoders = _Encoders(self.encoders_info, encoder_provider)
+        try:
+            self._encoders = BundleEncoders(self.encoders_info, encoder_provider, clip_weights)
+        except EncoderRefused as err:  # one line: the load (or the start-up) stops here
+            raise BundleError(f"{bundle.path}: {err}") from None
 
     def _serving_items(self, domain: str, z: torch.Tensor) -> np.ndarray:
         blend = self._blends.get(domain)
@@ -179,13 +236,15 @@ class InferenceEngine:
         device: str = "cpu",
         cache_dir: Path | None = None,
         vector_dtype: str = "float32",
-        encoder_provider: Callable[[str], Any] | None = None,
+        encoder_provider: Callable[[EncoderSpec], Any] | None = None,
+        clip_weights: Path | None = None,
     ) -> InferenceEngine:
         return cls(
             bundle,
             cache_dir=cache_dir,
             vector_dtype=vector_dtype,
             encoder_provider=encoder_provider,
+            clip_weights=clip_weights,
         )
 
     # --- catalogue --------------------------------------------------------------------
@@ -420,29 +479,6 @@ def _cached_arrays(
             warnings.simplefilter("ignore", UserWarning)
             emb.item_template = torch.from_numpy(load_array(directory, f"template-{stem}"))
     return out
-
-
-class _Encoders:
-    """The content encoders of a bundle, created on first use (``provider``: by name)."""
-
-    def __init__(
-        self, info: dict[str, dict[str, Any]], provider: Callable[[str], Any] | None
-    ) -> None:
-        self.info = info
-        self.provider = provider
-        self._lock = threading.Lock()
-        self._made: dict[str, Any] = {}
-
-    def encode(self, modality: str, x: Any) -> np.ndarray:
-        """One input's encoding (L2-normalised by the encoder)."""
-        from model.encoders.factory import create_encoder
-
-        with self._lock:
-            if modality not in self._made:
-                make = self.provider or create_encoder
-                self._made[modality] = make(self.info[modality]["name"])
-            encoder = self._made[modality]
-        return np.asarray(encoder.encode([x])[0], dtype=np.float32)
 
 
 def _projected(model: MICRec, content: Mapping[str, np.ndarray]) -> torch.Tensor | None:

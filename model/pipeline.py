@@ -22,10 +22,13 @@ from model.data.dataset import Dataset
 from model.data.loading import load_dataset
 from model.data.split import InductiveSplit, build_split
 from model.encoders.base import ItemFeatures
+from model.encoders.factory import BUILTIN_MODALITY, create_encoder, created_encoder
+from model.encoders.records import record_for
 from model.evaluation import evaluate
 from model.maps import Maps, fit_maps
-from model.nn.blend import Blend
+from model.nn.blend import Blend, DomainBlend
 from model.nn.micrec import MICRec
+from model.queryfit import fit_query_weights, title_features
 from model.rankers import MICRecRanker
 from model.runconfig import ConfigError, RunConfig
 from model.training import (
@@ -87,7 +90,7 @@ def load_features(
     from model.encoders.cache import encode_dataset
     from model.encoders.factory import create_encoder
 
-    encoders = {m: create_encoder(n, device=cfg.features.device) for m, n in mods.items()}
+    encoders = {m: create_encoder(**cfg.features.encoder_args(m)) for m in mods}
     features, _report = encode_dataset(
         dataset,
         encoders,
@@ -143,6 +146,10 @@ def build_bundle_from_model(
             "popularity": np.bincount(ds.train[:, 1], minlength=ds.n_items),
         }
         histories[d] = ds.train
+    if blend is not None and blends:
+        report = fit_query(blend, blends, split, dataset, features, encoders, cfg)
+        if report:
+            tuning = {**(tuning or {}), "query": report}
     split_cfg = {**asdict(split.config)}
     data = {
         "dataset": str(Path(dataset.root).resolve()),
@@ -167,6 +174,42 @@ def build_bundle_from_model(
         bridges=None if maps is None else maps.bridges,
         item_maps=None if maps is None else maps.item_maps,
     )
+
+
+def fit_query(
+    blend: Blend,
+    blends: dict[str, DomainBlend],
+    split: InductiveSplit,
+    dataset: Dataset,
+    features: ItemFeatures | None,
+    encoders: dict[str, dict[str, Any]],
+    cfg: RunConfig,
+) -> dict[str, Any]:
+    """Fit the weights of query-started users (model.queryfit) into ``blend`` and
+    ``blends``; returns the fit's report ({} without a content part)."""
+    if blend.reducer is None:
+        return {}
+    mods = blend.reducer.modalities
+    text = None
+    if "text" in mods and "text" in encoders:
+        name = str(encoders["text"]["name"])
+        text = created_encoder(name) or (create_encoder(name) if name in BUILTIN_MODALITY else None)
+    titles = {d: [dataset.items[i].title for i in split.domains[d].item_ids] for d in blends}
+    pictures = {
+        d: domain_features(features, split.domains[d].item_ids, ("image",))[0] for d in blends
+    }
+    weights, report = fit_query_weights(
+        split,
+        blend.reducer,
+        blends,
+        title_features(titles, text, pictures, mods),
+        seed=cfg.blend.seed,
+        max_users=cfg.blend.max_users,
+    )
+    blend.query = weights
+    for d, w in weights.items():
+        blends[d].query = w
+    return report
 
 
 @dataclass
@@ -315,10 +358,8 @@ def train_run(
             | set(maps.item_maps.modalities if maps.item_maps else ())
         )
         for m in sorted(mods):
-            encoders[m] = {
-                "name": features.modalities[m].encoder,
-                "dim": features.modalities[m].dim,
-            }
+            # how to rebuild the encoder at serving time (model.encoders.records)
+            encoders[m] = record_for(features.modalities[m].encoder, features.modalities[m].dim)
     metrics = {
         "best_epoch": result.best_epoch,
         "best_val_ndcg@20": result.best_val,

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from pydantic import TypeAdapter, ValidationError
 
 from model.data.split import SplitConfig
-from model.encoders.factory import BUILTIN_MODALITY
+from model.encoders.factory import BUILTIN_MODALITY, OPENCLIP
 from model.nn.config import (
     ABLATIONS,
     BlendConfig,
@@ -67,15 +67,35 @@ class FeatureConfig:
     """Encoder batch size."""
     device: str = "cpu"
     """Device for the encoders."""
+    clip_model: str = ""
+    """openclip: the architecture name or a local JSON config file."""
+    clip_weights: str = ""
+    """openclip: the local weights file (its sha256 goes into the bundle)."""
 
     def __post_init__(self) -> None:
         for modality in ("text", "image"):
             name = getattr(self, modality)
-            names = [n for n, m in BUILTIN_MODALITY.items() if m == modality] + ["none"]
+            names = [n for n, m in BUILTIN_MODALITY.items() if m == modality]
+            names += [OPENCLIP, "none"]
             if name not in names:
                 raise ValueError(
                     f"{modality} = {name!r}: unknown encoder {name!r}; choose from {', '.join(names)}"
                 )
+            if name == OPENCLIP and not (self.clip_model and self.clip_weights):
+                raise ValueError(f"{modality} = 'openclip' needs clip_model and clip_weights")
+
+    def encoder_args(self, modality: str) -> dict[str, str]:
+        """``create_encoder`` keyword arguments of the ``modality`` encoder."""
+        name = getattr(self, modality)
+        if name != OPENCLIP:
+            return {"name": name, "device": self.device}
+        return {
+            "name": name,
+            "device": self.device,
+            "model_name": self.clip_model,
+            "weights_path": self.clip_weights,
+            "modality": modality,
+        }
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         check_device(self.device)

@@ -27,8 +27,8 @@ MAX_CATEGORIES = 100
 MAX_CATEGORY_CHARS = 200
 UNKNOWN_KEYS_SHOWN = 3
 
-Source = Literal["model", "popular", "latest"]
-UserEmbeddingMethod = Literal["inductive", "cross_domain", "fallback"]
+Source = Literal["model", "query", "popular", "latest"]
+UserEmbeddingMethod = Literal["inductive", "cross_domain", "fallback", "query"]
 StoredHistory = Literal["ok", "unavailable", "not_requested"]
 
 Category = Annotated[str, StringConstraints(max_length=MAX_CATEGORY_CHARS)]
@@ -69,9 +69,28 @@ class _Strict(BaseModel):
 
 
 # --- recommend ---------------------------------------------------------------------------
+class QueryIn(_Strict):
+    """A visitor with no history, started from what they typed and/or showed: a free text
+    and/or a picture, matched in the model's content space (``GET /v1/model``
+    ``query_modalities`` says which the model takes)."""
+
+    text: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        description="Free text, e.g. a product name (at most max_text_chars characters).",
+    )
+    image_base64: str | None = Field(
+        default=None,
+        description="A picture's file bytes, base64 (a data: URL prefix is accepted); the "
+        "limits of item images apply (max_image_bytes, max_image_pixels, aspect ratio).",
+    )
+
+
 class RecommendRequest(_Strict):
     """Who to recommend for: a known ``user_id`` (stored history), an inline ``history``,
-    both (merged), or neither (anonymous: the fallback chain answers)."""
+    both (merged), a ``query`` (a text and/or a picture instead of a history), or none of
+    them (anonymous: the fallback chain answers)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -86,6 +105,7 @@ class RecommendRequest(_Strict):
                     "exclude": ["o9"],
                     "category": "office products",
                 },
+                {"query": {"text": "red enamel mug"}, "domain": "kitchen", "n": 5},
             ]
         },
     )
@@ -121,13 +141,19 @@ class RecommendRequest(_Strict):
         description="An anonymous client session the served list is recorded under when no "
         "user_id is given (feedback then counts in the online metrics but writes no history).",
     )
+    query: QueryIn | None = Field(
+        default=None,
+        description="Start from a text and/or a picture instead of a history (not with "
+        "user_id or history); the answer's items have source 'query'.",
+    )
 
 
 class RecommendedItem(BaseModel):
     item_id: str
     score: float = Field(
-        description="model: inner product; popular: interaction count; latest: registration "
-        "time (unix s). Comparable only within one source."
+        description="model: inner product; query: content match + prior (a query's score); "
+        "popular: interaction count; latest: registration time (unix s). Comparable only "
+        "within one source."
     )
     source: Source
 
@@ -379,6 +405,10 @@ class ModelInfo(BaseModel):
     domains: list[str]
     indexes: dict[str, IndexInfo]
     encoders: dict[str, dict[str, Any]]
+    query_modalities: list[str] = Field(
+        default_factory=list,
+        description="What a recommend query may hold (text, image); empty: no queries.",
+    )
     registered_items: int
 
 
@@ -477,6 +507,11 @@ class Readiness(BaseModel):
         default_factory=list, description="What is not working while still serving."
     )
     error: str | None = Field(default=None, description="Why the model is not loaded (failed).")
+    encoders_unavailable: dict[str, str] = Field(
+        default_factory=dict,
+        description="Content encoders of the model that cannot be created here, by modality, "
+        "with the reason (registrations and queries needing them answer 503).",
+    )
     bundle: BundleStatus | None = Field(
         default=None, description="Registry versions (only when serving from a registry)."
     )

@@ -2,7 +2,7 @@
 
 :class:`EncoderSupervisor` starts the encoder process (app/catalogue/encoder_process.py) and starts
 it again when it dies. :class:`EncoderClient` is a worker's handle on it: the engine asks
-it for encoders by name (``InferenceEngine(encoder_provider=client.encoder)``) and gets
+it for encoders by spec (``InferenceEngine(encoder_provider=client.encoder)``) and gets
 :class:`RemoteEncoder` objects with the ``encode([input])`` call of a local encoder, so
 which modalities are encoded, and how the outputs are used, stays the engine's decision
 and the results are the in-process ones (tests/app/catalogue/test_encoding.py).
@@ -37,6 +37,7 @@ import numpy as np
 from app.api.errors import Unavailable
 from app.catalogue.encoder_process import recv_message, send_message, serve
 from app.settings import Settings
+from model.encoders.records import EncoderSpec
 
 log = logging.getLogger("micrec.service")
 
@@ -155,9 +156,9 @@ class EncoderClient:
             return None
         return cls(address, bytes.fromhex(key), timeout_s=timeout_s, max_pending=max_pending)
 
-    def encoder(self, name: str) -> RemoteEncoder:
-        """The engine's encoder provider: a stand-in for ``create_encoder(name)``."""
-        return RemoteEncoder(self, name)
+    def encoder(self, spec: EncoderSpec) -> RemoteEncoder:
+        """The engine's encoder provider: a stand-in for ``encoder_from_spec(spec)``."""
+        return RemoteEncoder(self, spec)
 
     def _connect(self) -> Connection:
         with self._lock:
@@ -174,14 +175,14 @@ class EncoderClient:
                 retry_after_s=2,
             ) from None
 
-    def encode(self, name: str, value: Any) -> np.ndarray:
-        """``name``'s output for one text (str) or RGB image: [dim] float32."""
+    def encode(self, spec: EncoderSpec, value: Any) -> np.ndarray:
+        """The output of ``spec``'s encoder for one text (str) or RGB image: [dim] float32."""
         if isinstance(value, str):
-            header: dict[str, Any] = {"encoder": name, "kind": "text"}
+            header: dict[str, Any] = {"encoder": spec, "kind": "text"}
             frames = [value.encode("utf-8")]
         else:
             image = value if value.mode == "RGB" else value.convert("RGB")
-            header = {"encoder": name, "kind": "image", "size": list(image.size)}
+            header = {"encoder": spec, "kind": "image", "size": list(image.size)}
             frames = [image.tobytes()]
         if not self._slots.acquire(blocking=False):
             raise Unavailable(
@@ -246,9 +247,9 @@ def encoder_client(settings: Settings) -> EncoderClient | None:
 class RemoteEncoder:
     """``encode(inputs)`` of a local encoder, run by the encoder process."""
 
-    def __init__(self, client: EncoderClient, name: str) -> None:
+    def __init__(self, client: EncoderClient, spec: EncoderSpec) -> None:
         self.client = client
-        self.name = name
+        self.spec = spec
 
     def encode(self, inputs: Sequence[Any], **_: Any) -> np.ndarray:
-        return np.stack([self.client.encode(self.name, x) for x in inputs])
+        return np.stack([self.client.encode(self.spec, x) for x in inputs])

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from app.api.errors import Conflict, InvalidInput, NotFound
+from app.api.errors import Conflict, InvalidInput, NotFound, Unavailable
 from app.api.schemas import ItemOut
 from app.api.validation import shown
 from app.catalogue.content import decode_base64_image, open_image
@@ -27,6 +27,7 @@ from app.lifecycle.state import ModelState
 from app.runtime.idempotency import same_item
 from app.store.base import StoredItem, StoreUnavailable
 from model.data.dataset import item_text
+from model.encoders.records import EncoderUnavailable
 
 
 class Items(Resource):
@@ -80,6 +81,8 @@ class Items(Resource):
             )
         try:
             content = state.engine.encode_content(text=text or None, image=image)
+        except EncoderUnavailable as err:  # no weights here for this bundle's encoder
+            raise Unavailable(str(err), retry_after_s=60) from None
         except (ValueError, OverflowError, MemoryError) as err:
             raise InvalidInput(f"content cannot be encoded: {str(err)[:200]}") from None
         return content, (None if image is None else thumbnail(image))

@@ -71,11 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run, lazy_threads=True)
 
 
-def _check_registry(root: Path) -> None:
+def _check_registry(root: Path) -> Path:
+    """The registry's current bundle directory (a one-line refusal without one)."""
     from model.registry import BundleRegistry, RegistryError
 
     try:
-        current = BundleRegistry(root, create=False).current()
+        registry = BundleRegistry(root, create=False)
+        current = registry.current()
     except RegistryError as err:
         raise UserError(str(err)) from None
     if current is None:
@@ -83,6 +85,30 @@ def _check_registry(root: Path) -> None:
             f"bundle registry {root} has no promoted version "
             "(`micrec bundles add DIR --promote` adds and promotes one)"
         )
+    try:
+        return registry.path(current)
+    except RegistryError as err:
+        raise UserError(str(err)) from None
+
+
+def check_encoders(bundle: Path, clip_weights: Path | None) -> None:
+    """Refuse, in one line, a start-up whose configured encoder weights are missing or
+    not the ones the bundle was built with (model.encoders.records); an encoder with no
+    weights configured is not refused here: the service reports it in /readyz."""
+    from model.bundle import BundleError, read_manifest
+    from model.encoders.records import EncoderRefused, EncoderUnavailable, resolve
+
+    try:
+        records = read_manifest(bundle).get("encoders") or {}
+    except BundleError:
+        return  # the load reports an unreadable bundle itself
+    for modality, record in records.items():
+        try:
+            resolve(modality, record, clip_weights=clip_weights)
+        except EncoderRefused as err:
+            raise UserError(f"{bundle}: {err}") from None
+        except EncoderUnavailable as err:
+            log.warning("%s", err)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,12 +131,15 @@ def run(args: argparse.Namespace) -> int:
         env_file=args.env_file
     )  # SettingsError: one line (model.commands.runner)
     if settings.registry_dir is not None:
-        _check_registry(settings.registry_dir)
+        bundle = _check_registry(settings.registry_dir)
     elif not (settings.bundle_path / "manifest.json").is_file():
         raise UserError(
             f"no model bundle at {settings.bundle_path} (set --bundle or MICREC_BUNDLE_PATH; "
             "`micrec demo build` makes a demo bundle)"
         )
+    else:
+        bundle = settings.bundle_path
+    check_encoders(bundle, settings.clip_weights)
     # for the protocol of every worker (app/http/connections.py)
     os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout_s)
     os.environ[MAX_CONNECTIONS_ENV] = str(settings.max_connections)

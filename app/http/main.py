@@ -218,6 +218,7 @@ def create_app(
         cache_root=settings.serving_cache_root,
         vector_dtype=settings.vector_dtype,
         encoder_provider=None if encoders is None else encoders.encoder,
+        clip_weights=settings.clip_weights,
     )
     metrics = Metrics()
 

@@ -13,16 +13,19 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from model.encoders.records import EncoderSpec
 from model.inference import DomainCatalogue, InferenceEngine, UserEmbedding
 
-EmbeddingMethod = Literal["inductive", "cross_domain", "none"]
-"""How the engine embedded a user (``UserEmbedding.method``); "none" = no usable history."""
+EmbeddingMethod = Literal["inductive", "cross_domain", "none", "query"]
+"""How the engine embedded a user (``UserEmbedding.method``); "none" = no usable history,
+"query" = started from a text or a picture (``Engine.query_vector``)."""
 
 
 _METHODS: dict[str, EmbeddingMethod] = {
     "inductive": "inductive",
     "cross_domain": "cross_domain",
     "none": "none",
+    "query": "query",
 }
 
 
@@ -71,6 +74,21 @@ class Engine(Protocol):
 
     def remove_item(self, item_id: str) -> None: ...
 
+    @property
+    def encoders_unavailable(self) -> dict[str, str]:
+        """Modality -> why its encoder cannot be created here (/readyz shows it)."""
+        ...
+
+    def query_modalities(self) -> list[str]:
+        """Modalities a query may be given in ([] = this model takes no queries)."""
+        ...
+
+    def encode_query(self, *, text: str | None, image: Any | None) -> dict[str, np.ndarray]: ...
+
+    def query_vector(self, domain: str, content: Mapping[str, np.ndarray]) -> UserEmbedding:
+        """The serving vector of a user started from the query ``content`` (method "query")."""
+        ...
+
 
 EngineFactory = Callable[[Path], Engine]
 """Loads an engine from a bundle directory (raises e.g. ``model.bundle.BundleError``)."""
@@ -82,12 +100,14 @@ def load_engine(
     device: str = "cpu",
     cache_root: Callable[[Path], Path | None] | None = None,
     vector_dtype: str = "float32",
-    encoder_provider: Callable[[str], Any] | None = None,
+    encoder_provider: Callable[[EncoderSpec], Any] | None = None,
+    clip_weights: Path | None = None,
 ) -> InferenceEngine:
     """The production engine factory: verify and load a bundle, never unpickling.
 
     ``cache_root(path)``: the serving cache directory for the bundle (None: no cache);
-    ``encoder_provider``: content encoders by name (None: in this process).
+    ``encoder_provider``: content encoders by spec (None: in this process);
+    ``clip_weights``: the local open_clip weights (model.encoders.records).
     """
     from model.bundle import load_bundle
 
@@ -97,4 +117,5 @@ def load_engine(
         cache_dir=None if cache_root is None else cache_root(path),
         vector_dtype=vector_dtype,
         encoder_provider=encoder_provider,
+        clip_weights=clip_weights,
     )

@@ -96,6 +96,12 @@ class ModelLoader:
             out.append("registered items not replayed yet (store unavailable at load)")
         if self._status.status == "failed" and state is not None:
             out.append(f"last reload failed ({LOAD_FAILED})")
+        if state is not None:
+            for modality, why in sorted(state.engine.encoders_unavailable.items()):
+                out.append(
+                    f"{modality} encoder unavailable: {why}; registrations and queries that "
+                    "need it answer 503"
+                )
         return out
 
     # --- loading ----------------------------------------------------------------------

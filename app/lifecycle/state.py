@@ -123,6 +123,7 @@ class ModelState:
             domains=self.domains,
             indexes={d: self._index_info(d, index) for d, index in self.indexes.items()},
             encoders=dict(self.engine.encoders_info),
+            query_modalities=self.engine.query_modalities(),
             registered_items=self.registered_count(),
         )
 

@@ -32,6 +32,7 @@ from app.api.schemas import (
     HistoryReport,
     RecommendedItem,
     RecommendResponse,
+    Source,
     StoredHistory,
     UserEmbeddingMethod,
 )
@@ -84,6 +85,8 @@ class Job:
     state: ModelState
     query: Query
     user: UserLookup
+    embedding: UserEmbedding | None = None
+    """Set for a query-started visitor (method "query"): no history to fold in."""
 
 
 Outcome = RecommendResponse | Exception
@@ -164,6 +167,13 @@ class _Work:
     items: list[RecommendedItem] = field(default_factory=list)
 
     @property
+    def source(self) -> Source:
+        """What the ranked items are labelled with: "query" for a query-started visitor."""
+        return (
+            "query" if self.embedding is not None and self.embedding.method == "query" else "model"
+        )
+
+    @property
     def batch_key(self) -> tuple[int, str]:
         return id(self.state), self.q.domain
 
@@ -237,7 +247,9 @@ class Answerer:
             )
         by_domain, report = collect_history(state, q.user_id, q.history, user, warnings)
         matching = None if q.prefix is None else state.category_candidates(q.domain, q.prefix)
-        w = _Work(state, q, by_domain, report, warnings, matching)
+        w = _Work(state, q, by_domain, report, warnings, matching, embedding=job.embedding)
+        if job.embedding is not None:
+            return w  # a query: embedded already, never from the top-N cache
         cacheable = (
             self.topn.enabled
             and user.stored == "ok"
@@ -262,7 +274,7 @@ class Answerer:
     def _embed(self, work: list[tuple[int, _Work]], outcomes: _Outcomes) -> None:
         """Step 3: one batched fold-in per (state, domain); one by one if a batch fails, so
         that only the request at fault gets the error."""
-        for group in _by_batch(work):
+        for group in _by_batch([(k, w) for k, w in work if w.embedding is None]):
             engine, domain = group[0][1].state.engine, group[0][1].q.domain
             try:
                 embeddings = engine.embed_users(domain, [w.by_domain for _, w in group])
@@ -339,7 +351,7 @@ class Answerer:
         hits = index.search(queries, k, exclude=[w.excluded for w in group])
         for w, row in zip(group, hits, strict=True):
             w.items = [
-                RecommendedItem(item_id=iid, score=float(score), source="model")
+                RecommendedItem(item_id=iid, score=float(score), source=w.source)
                 for iid, score in row[: w.q.n]
             ]
 
@@ -357,7 +369,7 @@ class Answerer:
             scored = index.score(vector, [i for i in w.matching if i not in excluded])
             scored.sort(key=lambda hit: hit[1], reverse=True)
             w.items = [
-                RecommendedItem(item_id=iid, score=score, source="model")
+                RecommendedItem(item_id=iid, score=score, source=w.source)
                 for iid, score in scored[: q.n]
             ]
             return
@@ -366,7 +378,7 @@ class Answerer:
         while True:
             hits = index.search(vector.reshape(1, -1), k, exclude=[excluded])[0]
             w.items = [
-                RecommendedItem(item_id=iid, score=float(score), source="model")
+                RecommendedItem(item_id=iid, score=float(score), source=w.source)
                 for iid, score in hits
                 if prefix is None or category_matches(w.state.categories_of(iid), prefix)
             ][: q.n]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Coroutine, Sequence
-from typing import TypeVar
+from functools import partial
+from typing import Protocol, TypeVar
 
 import anyio.to_thread
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 from app.api.errors import InvalidInput, NotFound, PayloadTooLarge
 from app.api.schemas import (
     HistoryReport,
+    QueryIn,
     RecommendedItem,
     RecommendRequest,
     RecommendResponse,
@@ -32,6 +34,7 @@ from app.serving.answering import NOT_REQUESTED, Answerer, Job, Query, UserLooku
 from app.serving.model_thread import ModelThread
 from app.serving.topn import TopNCache, compute_entry, history_fingerprint
 from app.store.base import StoreUnavailable, UserRead
+from model.inference import UserEmbedding
 
 T = TypeVar("T")
 
@@ -48,15 +51,30 @@ def _finish_now(steps: Coroutine[object, object, T]) -> T:
     raise RuntimeError("a blocking recommend step suspended")
 
 
+class QueryEmbedding(Protocol):
+    """Checks and embeds a query (app/catalogue/queries.py; handed in by the service)."""
+
+    def check(self, query: QueryIn) -> None: ...
+
+    def embed(self, state: ModelState, domain: str, query: QueryIn) -> UserEmbedding: ...
+
+
 class Recommender(Resource):
     """Recommendations: :meth:`recommend_async` (the HTTP handlers: the store read on the
     event loop, the model work on the model thread, or inline with ``model_thread`` off)
     and :meth:`recommend` (blocking, for in-process callers: benchmarks, tests). Both take
-    the request through the same steps (:meth:`_prepare`)."""
+    the request through the same steps (:meth:`_prepare`). A request with a ``query`` is
+    embedded by ``queries`` (the encoder process; off the event loop) instead of folded in."""
 
-    def __init__(self, parts: Parts, recorder: RecommendationRecorder) -> None:
+    def __init__(
+        self,
+        parts: Parts,
+        recorder: RecommendationRecorder,
+        queries: QueryEmbedding | None = None,
+    ) -> None:
         super().__init__(parts)
         self.recorder = recorder
+        self.queries = queries
         self.topn = TopNCache(self.settings.topn_cache_items, self.settings.topn_cache_entries)
         self.answerer = Answerer(self.settings, self.metrics, self.popularity, self.topn)
         self.model_thread = (
@@ -137,6 +155,10 @@ class Recommender(Resource):
         read is awaited and only the catch-up (rare) goes to a worker thread."""
         state = self.require_state()
         q = self._checked(state, request)
+        if request.query is not None:
+            return Job(
+                state, q, NOT_REQUESTED, await self._embed_query(state, q, request, blocking)
+            )
         user = NOT_REQUESTED
         if q.user_id is not None:
             try:
@@ -154,6 +176,20 @@ class Recommender(Resource):
                 await anyio.to_thread.run_sync(self.sync.catch_up)
         return Job(state, q, user)
 
+    async def _embed_query(
+        self, state: ModelState, q: Query, request: RecommendRequest, blocking: bool
+    ) -> UserEmbedding:
+        """A query's user vector: decoding and encoding (the encoder process, bounded by
+        ``encoder_timeout_s`` and ``encoder_queue``) on a worker thread."""
+        assert request.query is not None
+        if self.queries is None:
+            raise InvalidInput("this service takes no queries")
+        self.queries.check(request.query)
+        embed = partial(self.queries.embed, state, q.domain, request.query)
+        if blocking:
+            return embed()
+        return await anyio.to_thread.run_sync(embed)
+
     def _checked(self, state: ModelState, request: RecommendRequest) -> Query:
         """``request`` checked against the settings and ``state``, defaults filled in."""
         state.check_domain(request.domain)
@@ -161,6 +197,10 @@ class Recommender(Resource):
         self._check_list("history", request.history)
         self._check_list("exclude", request.exclude)
         category = request.category
+        if request.query is not None and (request.user_id is not None or request.history):
+            raise InvalidInput(
+                "a query starts a visitor without history: send query, or user_id/history, not both"
+            )
         return Query(
             domain=request.domain,
             user_id=request.user_id,

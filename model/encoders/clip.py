@@ -209,6 +209,12 @@ class OpenClipEncoder(ContentEncoder):
                 self._preprocess_cfg = dict(import_open_clip().get_model_preprocess_cfg(model))
             return model, tokenizer
 
+    def preprocess_cfg(self) -> dict[str, Any]:
+        """The image preprocessing open_clip configured for this model (loads it)."""
+        self._load()
+        assert self._preprocess_cfg is not None
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self._preprocess_cfg.items()}
+
     @torch.inference_mode()
     def encode(
         self, inputs: Sequence[Any], *, batch_size: int = 64, progress: bool = False

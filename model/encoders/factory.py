@@ -95,6 +95,12 @@ def _build(
     return OpenClipEncoder(model_name, weights_path, modality, device=device)
 
 
+def created_encoder(name: str) -> ContentEncoder | None:
+    """The encoder this process created whose ``name`` (feature name) is ``name``."""
+    with _lock:
+        return next((e for e in _instances.values() if e.name == name), None)
+
+
 def encoder_spec(encoder: ContentEncoder) -> dict[str, Any]:
     """Keyword arguments that rebuild ``encoder`` with ``create_encoder(**spec)``.
 

@@ -50,6 +50,11 @@ class BlendWeights:
 
 MODEL_ONLY = BlendWeights()
 
+QUERY_DEFAULT = BlendWeights(model=0.0, prior=1.0, content=1.0)
+"""The weights of a query-started user (no history: a text or a picture) in a bundle
+that has no fitted ones (written before model.queryfit). The fitted ones are per domain;
+docs/results/query-start.md gives the values fitted on amazon-arts-office."""
+
 
 @dataclass
 class ContentReducer:
@@ -123,6 +128,8 @@ class DomainBlend:
     prior: torch.Tensor
     content: torch.Tensor | None
     weights: dict[str, BlendWeights] = field(default_factory=dict)
+    query: BlendWeights = QUERY_DEFAULT
+    """Weights of a user started from a query: content + prior, no model part."""
 
     @staticmethod
     def prior_of(degree: torch.Tensor) -> torch.Tensor:
@@ -165,6 +172,17 @@ class DomainBlend:
             parts.append(w.content * profiles.to(z.dtype))
         return torch.cat(parts, dim=1)
 
+    def query_user(self, c: torch.Tensor, model_dim: int) -> torch.Tensor:
+        """Serving vector [d + 1 + r] of a query reduced to ``c`` [r]: the score is
+        ``query.prior * prior_i + query.content * <c, c_i>`` (no model part: a query
+        has no history to fold in)."""
+        if self.content is None:
+            raise ValueError("this bundle's blend has no content part to match a query in")
+        w = self.query
+        return torch.cat(
+            [c.new_zeros(model_dim), c.new_full((1,), w.prior), w.content * c.to(torch.float32)]
+        )
+
 
 def profile(parts: list[torch.Tensor], dim: int) -> torch.Tensor:
     """A user's content profile from the ``c`` rows of their history items: [r]."""
@@ -181,6 +199,8 @@ class Blend:
 
     reducer: ContentReducer | None
     weights: dict[str, dict[str, BlendWeights]] = field(default_factory=dict)
+    query: dict[str, BlendWeights] = field(default_factory=dict)
+    """Per domain, the weights of query-started users (model.queryfit; none: the default)."""
 
     def for_domain(
         self,
@@ -199,6 +219,7 @@ class Blend:
             prior=DomainBlend.prior_of(degree.cpu()),
             content=content,
             weights=dict(self.weights.get(domain, {})),
+            query=self.query.get(domain, QUERY_DEFAULT),
         )
 
     def weights_json(self) -> dict[str, dict[str, dict[str, float]]]:

@@ -38,6 +38,7 @@ from app.store.base import (
 )
 from app.store.online import HourCounts, OnlineCounts, RecommendationRecord, StoredRecommendation
 from model.bundle import BundleError
+from model.encoders.records import EncoderUnavailable
 from model.inference import DomainCatalogue, UserEmbedding
 from tests.app.fakes_online import MemoryRecommendations
 
@@ -75,6 +76,8 @@ class FakeEngine:
             m: {"name": f"fake-{m}", "dim": TEXT_DIM if m == "text" else IMAGE_DIM}
             for m in manifest.get("modalities", ["text", "image"])
         }
+        self.unavailable: dict[str, str] = dict(manifest.get("unavailable", {}))
+        """Modality -> reason, as a bundle whose encoder is missing here (FAKE)."""
         self._users: dict[str, dict[str, list[str]]] = {
             u: {d: list(ids) for d, ids in h.items()} for u, h in manifest.get("users", {}).items()
         }
@@ -168,6 +171,9 @@ class FakeEngine:
 
     # --- items ------------------------------------------------------------------------
     def encode_content(self, *, text: str | None, image: Any | None) -> dict[str, np.ndarray]:
+        for m, x in (("text", text), ("image", image)):
+            if x and m in self.unavailable:
+                raise EncoderUnavailable(self.unavailable[m])
         out: dict[str, np.ndarray] = {}
         if text and "text" in self.encoders_info:
             out["text"] = _unit(_seeded("text", text).normal(size=TEXT_DIM))
@@ -197,6 +203,27 @@ class FakeEngine:
     def remove_item(self, item_id: str) -> None:
         self._added.pop(item_id, None)
 
+    # --- queries: the content projection a registered item would get ------------------
+    @property
+    def encoders_unavailable(self) -> dict[str, str]:
+        return dict(self.unavailable)
+
+    def query_modalities(self) -> list[str]:
+        return sorted(self.encoders_info)
+
+    def encode_query(self, *, text: str | None, image: Any | None) -> dict[str, np.ndarray]:
+        return self.encode_content(text=text, image=image)
+
+    def query_vector(self, domain: str, content: Mapping[str, np.ndarray]) -> UserEmbedding:
+        if domain not in self._catalogues:
+            raise KeyError(domain)
+        vec = np.zeros(self.dim, np.float32)
+        for m, v in content.items():
+            vec += self._proj[m] @ np.asarray(v, np.float32)
+        if not np.any(vec):
+            raise ValueError("empty query")
+        return UserEmbedding(_unit(vec), "query", 0)
+
 
 class FakeEngineFactory:
     """The ``engine_factory`` fixture's value: ``factory(path) -> engine`` and
@@ -215,7 +242,9 @@ class FakeEngineFactory:
         version: str = "fake-v1",
         users: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
         modalities: Sequence[str] = ("text", "image"),
+        unavailable: Mapping[str, str] | None = None,
     ) -> Path:
+        """``unavailable``: modality -> reason, encoders the engine says it cannot make."""
         directory.mkdir(parents=True, exist_ok=True)
         manifest = {
             "model_version": version,
@@ -223,6 +252,7 @@ class FakeEngineFactory:
             "dim": 16,
             "modalities": list(modalities),
             "users": users or {"u-bundle": {"arts": ["arts-1", "arts-2"]}},
+            "unavailable": dict(unavailable or {}),
         }
         body = json.dumps(manifest, sort_keys=True)
         payload = {"manifest": manifest, "sha256": hashlib.sha256(body.encode()).hexdigest()}

@@ -301,6 +301,50 @@ def test_no_history_falls_back_to_popularity(served: TestClient, engine: Inferen
         assert [it["score"] for it in body["items"]] == [float(cat.popularity[k]) for k in order]
 
 
+def test_the_bundle_records_its_encoders_and_query_weights(
+    real: RealBundles, engine: InferenceEngine
+) -> None:
+    record = engine.encoders_info["text"]
+    assert record["backend"] == "minilm-l6-v2" and len(record["weights_sha256"]) == 64
+    assert engine.encoders_unavailable == {}
+    query = engine.bundle.manifest["blend"]["query"]
+    assert set(query) == set(engine.domains)  # fitted on validation (model.queryfit)
+    for d in engine.domains:
+        blend = engine.bundle.domains[d].blend
+        assert blend is not None and blend.query.to_dict() == query[d]
+
+
+def test_a_text_query_finds_its_topic(real: RealBundles, served: TestClient) -> None:
+    """Per topic (category with >= 8 items) a visitor types one item's title: the query
+    answer (source "query") holds more of the topic than most-popular does, and the
+    query is exactly the engine's score (content + prior, no model part)."""
+    state = service_of(served).state
+    assert state is not None
+    shares: dict[str, list[float]] = {"query": [], "popular": []}
+    for domain in state.domains:
+        cat = state.engine.catalogue(domain)
+        topics: dict[str, list[int]] = defaultdict(list)
+        for k, category in enumerate(cat.categories):
+            topics[category].append(k)
+        popular = ids(recommend(served, domain=domain, n=10))
+        for _, members in sorted(topics.items()):
+            if len(members) < 8:
+                continue
+            titles = [real.dataset.items[cat.item_ids[k]].title for k in members]
+            title = next((t for t in titles if t.strip()), None)
+            if title is None:
+                continue
+            body = recommend(served, domain=domain, n=10, query={"text": title})
+            assert body["user_embedding"] == "query"
+            assert {it["source"] for it in body["items"]} == {"query"}
+            mates = {cat.item_ids[k] for k in members}
+            shares["query"].append(np.mean([i in mates for i in ids(body)]))
+            shares["popular"].append(np.mean([i in mates for i in popular]))
+    assert len(shares["query"]) >= 15
+    print({k: round(float(np.mean(v)), 3) for k, v in shares.items()})
+    assert np.mean(shares["query"]) > 2 * np.mean(shares["popular"]), shares
+
+
 def test_stored_history_user(real: RealBundles, fresh: Callable[..., TestClient]) -> None:
     """Interactions posted for a new user become their history (inductive in that
     domain, cross-domain elsewhere) and count towards fallback popularity."""

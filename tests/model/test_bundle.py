@@ -182,3 +182,27 @@ def test_a_manifest_linked_out_of_the_bundle_is_refused(tmp_path: Path) -> None:
     (path / "manifest.json").symlink_to(tmp_path / "manifest.json")
     with pytest.raises(BundleError, match=r"manifest\.json is a link to a file outside"):
         load_bundle(path)
+
+
+def test_an_encoder_built_with_other_weights_refuses_the_load_in_one_line(tmp_path: Path) -> None:
+    """A bundle whose text encoder record names weights this machine does not have (the
+    packaged MiniLM's sha256 differs) is refused when the engine is made, not served with
+    vectors from another model (model.encoders.records)."""
+    path, _, _ = make_toy_bundle(tmp_path / "b")
+    mpath = path / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    manifest["encoders"]["text"] = {
+        "name": "minilm-l6-v2",
+        "dim": 384,
+        "backend": "minilm-l6-v2",
+        "weights_sha256": "0" * 64,
+    }
+    mpath.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="sha256 differs") as err:
+        InferenceEngine.from_bundle(load_bundle(path))
+    assert "\n" not in str(err.value)
+    # the toy encoders exist nowhere: not a refusal, an encoder named unavailable
+    del manifest["encoders"]["text"]
+    mpath.write_text(json.dumps(manifest))
+    engine = InferenceEngine.from_bundle(load_bundle(path))
+    assert set(engine.encoders_unavailable) == {"image"}

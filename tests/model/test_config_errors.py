@@ -18,9 +18,13 @@ BAD_CONFIGS = [
     # (TOML, what the one line must say)
     (
         '[features]\ntext = ""',
-        "[features] text = '': unknown encoder ''; choose from minilm-l6-v2, none",
+        "[features] text = '': unknown encoder ''; choose from minilm-l6-v2, openclip, none",
     ),
     ('[features]\nimage = "resnet"', "[features] image = 'resnet': unknown encoder 'resnet'"),
+    (
+        '[features]\nimage = "openclip"',
+        "[features] image = 'openclip' needs clip_model and clip_weights",
+    ),
     ('[model]\ndim = "big"', "[model] dim = 'big': Input should be a valid integer"),
     ("[train]\nlr = [1]", "[train] lr = [1]: Input should be a valid number"),
     (
@@ -124,5 +128,5 @@ def test_the_reported_command_prints_one_line(data: Path, tmp_path: Path) -> Non
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "micrec train: config error: [features] text = '': unknown encoder ''; "
-        "choose from minilm-l6-v2, none"
+        "choose from minilm-l6-v2, openclip, none"
     ]

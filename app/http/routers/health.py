@@ -50,6 +50,7 @@ def readyz(service: ServiceDep, response: Response) -> Readiness:
         domains=state.domains,
         store=store,
         degraded=degraded,
+        encoders_unavailable=state.engine.encoders_unavailable,
         bundle=bundle,
     )
 

@@ -32,12 +32,14 @@ async def recommend(
     settings: SettingsDep,
     key: Annotated[str | None, Security(api_key_header)],
 ) -> Response:
-    """Top-n items of ``domain`` for a known user and/or an inline history.
+    """Top-n items of ``domain`` for a known user and/or an inline history, or for a
+    visitor's ``query`` (a text and/or a picture instead of a history).
 
     ``user_embedding`` says how the user was represented: ``inductive`` (history in the
-    domain), ``cross_domain`` (history only elsewhere) or ``fallback`` (no usable
-    history: items come from the configured fallback chain). Every item carries its
-    ``source``. With ``user_id`` an API key is needed (unless ``open_user_reads``).
+    domain), ``cross_domain`` (history only elsewhere), ``query`` (content match of the
+    query + popularity) or ``fallback`` (no usable history: items come from the configured
+    fallback chain). Every item carries its ``source``. With ``user_id`` an API key is
+    needed (unless ``open_user_reads``).
     """
     if body.user_id is not None:
         check_user_read(key, settings)

@@ -150,3 +150,59 @@ def alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state != "Z"
+
+
+class CountingEncoder:
+    """FAKE encoder: records each ``encode`` call's batch; "bad" inputs raise."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.gate = threading.Event()
+
+    def encode(self, inputs: list[str], **_: object) -> np.ndarray:
+        self.gate.wait(10)  # hold the first batch so the others queue up behind it
+        self.calls.append(list(inputs))
+        if "bad" in inputs:
+            raise ValueError("cannot encode 'bad'")
+        return np.array([[float(len(x)), 1.0] for x in inputs], dtype=np.float32)
+
+
+def test_waiting_requests_are_encoded_as_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.catalogue import encoder_process
+    from model.encoders import records
+
+    fake = CountingEncoder()
+    monkeypatch.setattr(records, "encoder_from_spec", lambda spec: fake)
+    batcher = encoder_process.Batcher()
+    texts = ["a", "bb", "bad", "dddd", "eeeee"]
+    results: dict[str, object] = {}
+
+    def ask(text: str) -> None:
+        header = {"encoder": "minilm-l6-v2", "kind": "text"}
+        try:
+            results[text] = batcher.encode(header, [text.encode()])
+        except ValueError as err:
+            results[text] = err
+
+    first = threading.Thread(target=ask, args=("first",))
+    first.start()
+    deadline = time.monotonic() + 10
+    while not batcher._queues or any(batcher._queues.values()):  # the first one is taken
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    others = [threading.Thread(target=ask, args=(t,)) for t in texts]
+    for t in others:
+        t.start()
+    while len(batcher._queues[next(iter(batcher._queues))]) < len(texts):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    fake.gate.set()
+    for t in [first, *others]:
+        t.join(10)
+    assert fake.calls[0] == ["first"]
+    assert sorted(fake.calls[1]) == sorted(texts)  # everything that waited: one call
+    # the batch failed on "bad": retried one by one, only "bad" gets the error
+    assert isinstance(results["bad"], ValueError)
+    for text in ["first", *texts]:
+        if text != "bad":
+            np.testing.assert_array_equal(results[text], [float(len(text)), 1.0])

@@ -161,6 +161,7 @@ UI.explain = function (domain, answer, historyDomains) {
     const from = historyDomains.filter((d) => d !== domain);
     return `cross-domain: no ${domain} history, served from ${from.join(", ") || "other domains"}`;
   }
+  if (answer.user_embedding === "query") return "from the query: content match + popularity (no history)";
   return "no usable history: fallback chain (popular, latest)";
 };
 

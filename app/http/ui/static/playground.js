@@ -1,5 +1,7 @@
 // Playground: an anonymous user's inline history, built by clicking items; every domain's
 // recommendations are asked again after each change (POST /v1/recommend, nothing stored).
+// Or a visitor with no history started from a query (a text, or a picture where the model
+// has an image encoder: GET /v1/model query_modalities).
 "use strict";
 (() => {
   const { el, get, clear } = UI;
@@ -63,10 +65,64 @@
     }
   }
 
+  function dataUrl(file) {
+    return new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(reader.result);
+      reader.onerror = () => reject(new Error("the picture could not be read"));
+      reader.readAsDataURL(file);
+    });
+  }
+
+  async function fromQuery(e) {
+    e.preventDefault();
+    const form = e.target;
+    const ticket = ++asked;  // a later history change or query wins
+    UI.clearErrors();
+    const query = {};
+    const text = form.text.value.trim();
+    if (text) query.text = text;
+    const file = form.picture.files[0];
+    try {
+      if (file) query.image_base64 = await dataUrl(file);
+      if (!query.text && !query.image_base64) throw new Error("type a text or choose a picture");
+      const model = await UI.model();
+      const columns = [];
+      for (const d of model.domains) {
+        const { data } = await UI.api("/v1/recommend", { method: "POST", json: { domain: d, query, n: N } });
+        columns.push(await UI.recColumn(d, data, []));
+      }
+      if (ticket !== asked) return;
+      const recs = document.getElementById("recs");
+      recs.replaceChildren(...columns);
+      recs.removeAttribute("data-history");
+      recs.setAttribute("data-query", [text, file ? file.name : ""].filter(Boolean).join(" + "));
+    } catch (err) {
+      UI.showError(err);
+    }
+  }
+
+  async function setUpQuery() {
+    const model = await UI.model();
+    const mods = model.query_modalities || [];
+    const form = document.getElementById("query-form");
+    const note = document.getElementById("query-note");
+    if (!mods.length) {
+      form.hidden = true;
+      note.textContent = "This model has no content part to match a query in.";
+      return;
+    }
+    document.getElementById("query-picture-field").hidden = !mods.includes("image");
+    form.text.disabled = !mods.includes("text");
+    note.textContent = `The model matches ${mods.join(" and ")} queries (content match + popularity, no history).`;
+    form.addEventListener("submit", fromQuery);
+  }
+
   document.addEventListener("DOMContentLoaded", async () => {
     const f = document.getElementById("search");
     try {
       await UI.fillDomains(f.domain);
+      await setUpQuery();
     } catch (err) {
       UI.showError(err);
       return;

@@ -201,6 +201,39 @@ def test_playground_recommendations_follow_the_clicked_history(server: str, page
     watch.check()
 
 
+def test_playground_query_box_starts_a_visitor_from_a_text(server: str, page: Any) -> None:
+    """The console's bundle encodes text only: the query box takes a text and offers no
+    picture upload; every domain's column is the API's query answer."""
+    watch = PageWatch().attach(page)
+    model = api(server, "GET", "/v1/model")
+    assert model["query_modalities"] == ["text"]
+    domain = model["domains"][0]
+    title = api(server, "GET", "/v1/items?" + f"domain={domain}&limit=1")["items"][0]["title"]
+    page.goto(f"{server}/ui/playground")
+    expect(page.locator("#query-note")).to_contain_text("matches text queries")
+    expect(page.locator("#query-picture")).to_be_hidden()
+    page.get_by_role("button", name="Recommend from the query").click()
+    expect(page.locator("#errors")).to_contain_text("type a text or choose a picture")
+    page.get_by_label("What the visitor typed").fill(title)
+    page.get_by_role("button", name="Recommend from the query").click()
+    recs = page.locator("#recs")
+    expect(recs).to_have_attribute("data-query", title)
+    expect(recs.locator(".column")).to_have_count(len(model["domains"]))
+    for column in recs.locator(".column").all():
+        d = column.get_attribute("data-domain")
+        answer = api(
+            server, "POST", "/v1/recommend", json={"domain": d, "query": {"text": title}, "n": 6}
+        )
+        assert answer["user_embedding"] == "query"
+        shown = [c.get_attribute("data-item") for c in column.locator(".card").all()]
+        assert shown == [it["item_id"] for it in answer["items"]]
+        expect(column.locator(".embedding")).to_contain_text("from the query")
+        expect(column.locator(".tag.src-query").first).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    shot(page, "playground-query")
+    watch.check()
+
+
 def test_a_registration_through_the_form_appears_in_the_items_view_as_text(
     server: str, page: Any, console: ConsoleBundle
 ) -> None:
