@@ -22,9 +22,9 @@ from app.api.schemas_console import EvaluationReport, ReplicaInfo, ServiceStats
 from app.catalogue import reports
 from app.catalogue.browse import Browser
 from app.catalogue.items import Items
+from app.catalogue.queries import QueryEmbedder
 from app.feedback.events import Feedback
 from app.feedback.recording import RecommendationRecorder
-from app.catalogue.queries import QueryEmbedder
 from app.lifecycle.bundle_follow import BundleFollower
 from app.lifecycle.bundle_follow import degraded as bundle_degraded
 from app.lifecycle.engine import EngineFactory
