@@ -21,7 +21,7 @@ SKIPPED_EXIT = 4
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "retrain",
-        help="train a candidate on exported live data; promote it only if it measures no worse",
+        help="train a candidate on exported live data; promote it only if it measures better",
     )
     add_settings_args(p, bundle=False)
     p.add_argument("--registry", type=Path, help="bundle registry (MICREC_REGISTRY_DIR)")
@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metric", help="gate metric (MICREC_RETRAIN_METRIC, e.g. ndcg@20)")
     p.add_argument("--slice", dest="slice_name", help="gate slice (MICREC_RETRAIN_SLICE)")
     p.add_argument("--tolerance", type=float, help="MICREC_RETRAIN_TOLERANCE")
+    p.add_argument("--margin", type=float, help="MICREC_RETRAIN_MARGIN")
+    p.add_argument("--min-users", type=int, help="MICREC_RETRAIN_MIN_USERS")
     t = p.add_mutually_exclusive_group()
     t.add_argument("--tune", action="store_true", default=None, help="re-run the [tune] search")
     t.add_argument("--no-tune", dest="tune", action="store_false", help="no search (default)")
@@ -56,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         "retrain_metric": args.metric,
         "retrain_slice": args.slice_name,
         "retrain_tolerance": args.tolerance,
+        "retrain_margin": args.margin,
+        "retrain_min_users": args.min_users,
         "retrain_tune": args.tune,
         "registry_dir": args.registry,
     }
@@ -65,8 +69,15 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {args.epochs}")
     try:
-        window = Window(s.retrain_window_fraction, s.retrain_window_days)
-        gate = Gate(s.retrain_metric, s.retrain_slice, s.retrain_tolerance)
+        window = Window(s.retrain_window_fraction, s.retrain_window_days, s.retrain_min_user_rows)
+        gate = Gate(
+            s.retrain_metric,
+            s.retrain_slice,
+            s.retrain_tolerance,
+            margin=s.retrain_margin,
+            min_users=s.retrain_min_users,
+            confidence=s.retrain_confidence,
+        )
     except ValueError as err:
         raise UserError(str(err)) from None
     opts = RetrainOptions(

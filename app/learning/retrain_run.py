@@ -44,6 +44,7 @@ from model.retrain import (
     split_by_time,
 )
 from model.retrain import window_split as build_window_split
+from model.retrain_gate import PerUser
 from model.runconfig import RunConfig, run_config_from_dict
 
 log = logging.getLogger("micrec.retrain")
@@ -201,7 +202,10 @@ def retrain(
     with clock.stage("score"):
         dataset = load_dataset(export_dir)
         domains = list(manifest["domains"])
-        split = build_window_split(dataset, cut.cutoff, domains)
+        scored = build_window_split(
+            dataset, cut.cutoff, domains, min_rows=opts.window.min_user_rows
+        )
+        split = scored.split
         candidate = load_bundle(trained.bundle_dir)
         current = load_bundle(current_dir)
         cand_cfg = run_config_from_dict(candidate.manifest["data"]["run_config"])
@@ -209,11 +213,14 @@ def retrain(
         cand_feats = load_features(dataset, cand_cfg, progress=opts.progress)
         same = cand_cfg.features == cur_cfg.features
         cur_feats = cand_feats if same else load_features(dataset, cur_cfg, progress=False)
+        per_user: dict[str, PerUser] = {"candidate": {}, "current": {}}
         results = {
-            "candidate": score_on_window("candidate", candidate, split, cand_feats),
-            "current": score_on_window("current", current, split, cur_feats),
+            "candidate": score_on_window(
+                "candidate", candidate, split, cand_feats, per_user["candidate"]
+            ),
+            "current": score_on_window("current", current, split, cur_feats, per_user["current"]),
         }
-    decision = gate(results["candidate"], results["current"], opts.gate)
+    decision = gate(results["candidate"], results["current"], opts.gate, *per_user.values())
     verdict = decision_json(decision)
     report: dict[str, Any] = {
         "run_dir": str(run_dir),
@@ -228,6 +235,8 @@ def retrain(
             "window_rows": cut.n_window,
             "rows_dropped_bad_timestamp": _export_count(export_dir, "rows_skipped_bad_timestamp"),
             "targets": {d: len(s.test) for d, s in split.domains.items()},
+            "scored": scored.counts,
+            "min_user_rows": opts.window.min_user_rows,
         },
         "config": {"tune": opts.tune, "epochs": cfg.train.epochs, "world_size": world},
         "gate": verdict,
