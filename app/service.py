@@ -24,6 +24,8 @@ from app.catalogue.browse import Browser
 from app.catalogue.items import Items
 from app.lifecycle.bundle_follow import BundleFollower
 from app.lifecycle.bundle_follow import degraded as bundle_degraded
+from app.lifecycle.canary import Arm, CanaryRule, arm_from_store
+from app.lifecycle.canary_follow import CanaryAdmin, CanaryFollower
 from app.lifecycle.engine import EngineFactory
 from app.lifecycle.feed import ChangeFeed
 from app.lifecycle.parts import Parts
@@ -101,10 +103,23 @@ class RecommendationService:
         self.idempotency = IdempotencyGuard(store, self.health, settings.idempotency_ttl_s)
         self.follower: BundleFollower | None = None
         self.registry_admin: RegistryAdmin | None = None
+        self.canary_admin: CanaryAdmin | None = None
         if settings.registry_dir is not None:
-            self.follower = BundleFollower(
-                BundleRegistry(settings.registry_dir, create=False), store, self.loader
+            registry = BundleRegistry(settings.registry_dir, create=False)
+            self.follower = BundleFollower(registry, store, self.loader)
+            canary = CanaryFollower(
+                registry,
+                store,
+                self.loader,
+                CanaryRule(
+                    settings.canary_min_events, settings.canary_metric, settings.canary_tolerance
+                ),
+                self.online_arm,
+                check_s=settings.canary_check_s,
+                auto=settings.canary_auto,
             )
+            self.follower.canary = canary
+            self.canary_admin = CanaryAdmin(self.follower, canary, settings.store_retry_after_s)
             self.metrics.registry.register(self.follower.collector())
             self.registry_admin = RegistryAdmin(self.follower, store, settings.store_retry_after_s)
         self.browser = Browser(parts, self.recommender)
@@ -142,6 +157,10 @@ class RecommendationService:
         if self.follower is None:
             return info
         return info.model_copy(update={"bundle_version": self.follower.serving()})
+
+    def online_arm(self, model_version: str) -> Arm | None:
+        """A version's online counts summed over domains, for the canary rule."""
+        return arm_from_store(self.store, model_version)
 
     def bundle_status(self) -> BundleStatus | None:
         """Registry version served and wanted (None: not serving from a registry)."""

@@ -264,6 +264,42 @@ class RegistrySettings(BaseModel):
         description="Keep only the newest N retrain runs in retrain_dir (0 = keep all); a "
         "run whose training data a registry version was trained on is always kept.",
     )
+    canary_min_events: int = Field(
+        1000,
+        ge=1,
+        description="Canary rule: events each arm (current and candidate) needs before it "
+        "decides: impressions for canary_metric=ctr, observed recommendations (with any "
+        "feedback) for hit_rate and mrr.",
+    )
+    canary_metric: Literal["ctr", "hit_rate", "mrr"] = Field(
+        "ctr",
+        description="Canary rule: the online metric compared (app/feedback, summed over domains).",
+    )
+    canary_tolerance: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Canary rule: promote when candidate >= current - tolerance (absolute) once "
+        "both arms have canary_min_events; else roll back.",
+    )
+    canary_check_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often a replica reads the canary's online metrics and applies the "
+        "rule (the first replica to record a decision in the store acts on it).",
+    )
+    canary_auto: bool = Field(
+        True,
+        description="Apply the canary rule automatically; false: only micrec bundles canary "
+        "promote|abort (or the admin API) decide.",
+    )
+    trainer_canary_share: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="micrec retrain / trainer: a candidate the gate passes starts as a canary "
+        "for this share of users instead of being promoted at once; 0 = promote directly.",
+    )
     trainer_interval_s: float = Field(
         0,
         ge=0,

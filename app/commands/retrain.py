@@ -2,7 +2,8 @@
 registry the service serves from (``MICREC_REGISTRY_DIR`` / ``--registry``). Runs under
 ``torchrun`` like ``micrec train`` (rank 0 exports, evaluates and writes the registry).
 
-Exit status: 0 promoted, 3 refused (the current bundle keeps serving), 4 skipped (no
+Exit status: 0 promoted, 5 passed the gate and started as a canary
+(``MICREC_TRAINER_CANARY_SHARE``), 3 refused (the current bundle keeps serving), 4 skipped (no
 interaction newer than the current bundle's training data), 2 bad input."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from model.commands.runner import UserError
 
 REFUSED_EXIT = 3
 SKIPPED_EXIT = 4
+CANARY_EXIT = 5
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -89,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         keep_runs=s.retrain_keep_runs,
         max_timestamp_skew_s=s.max_timestamp_skew_s,
+        canary_share=s.trainer_canary_share,
     )
     registry = registry_of(s)
     store = open_store(s)
@@ -102,4 +105,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(json.dumps(out.to_json(), indent=1))
     print(f"report: {out.run_dir / 'candidate' / 'retrain-report.md'}")
-    return {"promoted": 0, "refused": REFUSED_EXIT}.get(out.outcome, SKIPPED_EXIT)
+    exits = {"promoted": 0, "refused": REFUSED_EXIT, "canary": CANARY_EXIT}
+    return exits.get(out.outcome, SKIPPED_EXIT)

@@ -29,8 +29,9 @@ from typing import Any
 
 from app.api.timestamps import DEFAULT_TIMESTAMP_SKEW_S
 from app.learning.export import export_dataset
+from app.lifecycle.canary import start_canary
 from app.lifecycle.promotion import promote
-from app.store.base import Store
+from app.store.base import Store, StoreUnavailable
 from model.bundle import load_bundle, read_manifest
 from model.data.writer import bundle_training_data
 from model.registry import BundleRegistry
@@ -66,12 +67,16 @@ class RetrainOptions:
     """Keep only the newest N run directories (0: keep all); see :func:`prune_runs`."""
     max_timestamp_skew_s: float = DEFAULT_TIMESTAMP_SKEW_S
     """Stored rows stamped later than this past the export's clock are left out of it."""
+    canary_share: float = 0.0
+    """> 0: a candidate the gate passes starts as a canary for this share of users
+    (app/lifecycle/canary.py) instead of being promoted at once."""
 
 
 @dataclass
 class Outcome:
-    """What one run did: ``outcome`` is "promoted", "refused" or "skipped" (nothing new
-    since the current bundle's training data; ``error`` says so)."""
+    """What one run did: ``outcome`` is "promoted", "canary" (passed the gate, served to a
+    share of users first), "refused" or "skipped" (nothing new since the current bundle's
+    training data; ``error`` says so)."""
 
     outcome: str
     run_dir: Path
@@ -264,7 +269,15 @@ def retrain(
                         f"{current_version} to {moved} during the run"
                     ),
                 }
-            if verdict["promote"]:
+            canary = False
+            if verdict["promote"] and opts.canary_share > 0:
+                try:
+                    start_canary(registry, store, version, opts.canary_share)
+                    announced, canary = True, True
+                except StoreUnavailable as err:
+                    announced = False
+                    log.error("retrain: %s passed the gate; canary not announced: %s", version, err)
+            elif verdict["promote"]:
                 p = promote(registry, store, version, reason=f"retrain gate: {decision.reason}")
                 announced, promoted = p.announced, True
                 if not p.announced:
@@ -272,7 +285,7 @@ def retrain(
             else:
                 registry.refuse(version, report=verdict)
     out = Outcome(
-        "promoted" if promoted else "refused",
+        "canary" if canary else "promoted" if promoted else "refused",
         run_dir,
         version,
         verdict,

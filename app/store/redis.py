@@ -39,6 +39,7 @@ from app.store.base import (
     WantedBundle,
     erasure_key,
 )
+from app.store.redis_canary import RedisCanary
 from app.store.redis_conn import RedisConnection
 from app.store.redis_layout import (
     CLAIM_KEY,
@@ -57,7 +58,7 @@ from app.store.redis_layout import (
 )
 
 
-class RedisStore(RedisConnection, Store):
+class RedisStore(RedisCanary, RedisConnection, Store):
     """:class:`Store` on Redis at ``url`` (``redis://host:port/db``, ``rediss://``, ``unix://``).
 
     Construction does not need the server (it only tries a best-effort durability check),

@@ -29,7 +29,7 @@ from app.store.sqlite import SQLiteStore
 from model.data.synth import SynthConfig, write_synthetic_catalogue
 from model.pipeline import train_run
 from model.registry import BundleRegistry
-from model.retrain import Window
+from model.retrain import Gate, Window
 from model.runconfig import load_run_config
 from tests.app.learning.test_retrain import shuffled_split
 
@@ -197,3 +197,30 @@ def test_too_few_users_is_refused_and_says_how_many(shop: dict[str, Any], tmp_pa
     assert out.decision["users"] < 30 and "too few to decide" in out.decision["reason"]
     scored = _scored(reg, out.version)
     assert scored["left_out_users"] == 3 and scored["left_out_rows"] == 3
+
+
+def test_with_a_canary_share_a_passing_candidate_starts_as_a_canary(
+    shop: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MICREC_TRAINER_CANARY_SHARE: the gate's pass announces a canary; nothing switches."""
+    store, reg = _serving_v1(shop, tmp_path)
+    users = [f"shopper-{k:03d}" for k in range(240)]
+    store.add_interactions(_buys(users, shop["groups"], shop["t0"], [slice(0, PER_USER)]), 200)
+    import model.pipeline as pipeline
+
+    class Trained:
+        def __init__(self, path: Path) -> None:
+            self.bundle_dir = path
+
+    def same_as_current(train_dir: Path, cfg: Any, out: Path, **_: Any) -> Trained:
+        shutil.copytree(shop["v1"], out)
+        return Trained(out)
+
+    monkeypatch.setattr(pipeline, "train_run", same_as_current)
+    lenient = Gate(tolerance=1.0, margin=-1.0)  # passes anything: the canary decides
+    opts = RetrainOptions(window=Window(0.15), gate=lenient, progress=False, canary_share=0.1)
+    out = retrain(store, reg, tmp_path / "runs", opts)
+    assert out is not None and out.outcome == "canary" and out.announced, out
+    canary = store.get_canary()
+    assert canary is not None and (canary.version, canary.share) == (out.version, 0.1)
+    assert reg.current() == "v0001" and store.get_bundle_version().version == "v0001"  # type: ignore[union-attr]
