@@ -191,4 +191,7 @@ class RecommendationService:
             sync_interval_s=s.replica_sync_interval_s,
             popularity_refresh_s=s.popularity_refresh_s,
         )
-        return summarise(self.metrics, admin_routes=admin).model_copy(update={"replica": replica})
+        canary = self.follower.status().canary if self.follower is not None else None
+        return summarise(self.metrics, admin_routes=admin).model_copy(
+            update={"replica": replica, "canary": canary}
+        )

@@ -30,6 +30,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", str(ROOT))}
+
+
 def _copy_as_candidate(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("serving-cache"))
     manifest = json.loads((dst / "manifest.json").read_text())
@@ -57,6 +61,11 @@ def measure(bundle: Path, requests: int) -> dict[str, Any]:
     out: dict[str, Any] = {"bundle": str(bundle), "rss_mib": {}}
     with tempfile.TemporaryDirectory(dir=os.environ.get("CANARY_MEMORY_TMP")) as tmp:
         cand = _copy_as_candidate(bundle, Path(tmp) / "candidate")
+        # its serving cache built by another process first, as A's already is: both are
+        # then mapped the same way (the build's own heap is not the canary's cost)
+        for path in (bundle, cand):
+            subprocess.run([sys.executable, __file__, "--bundle", str(path), "--prepare",
+                            str(path)], check=True, env=_env())  # fmt: skip
         db = Path(tmp) / "state.db"
         values: dict[str, Any] = {"bundle_path": bundle, "store_url": f"sqlite:///{db}"}
         settings = Settings(**values, warm_encoders=False)
@@ -111,13 +120,21 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # the child process
+    ap.add_argument("--prepare", type=Path, help=argparse.SUPPRESS)  # build a serving cache
     a = ap.parse_args()
+    if a.prepare is not None:
+        from app.lifecycle.engine import load_engine
+        from app.settings import Settings
+
+        values: dict[str, Any] = {"bundle_path": a.prepare}
+        load_engine(a.prepare, cache_root=Settings(**values).serving_cache_root)
+        return 0
     if a.one is not None:
         print(json.dumps(measure(a.one, a.requests)))
         return 0
     results = []
     for bundle in a.bundle:
-        env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", str(ROOT))}
+        env = _env()
         cmd = [sys.executable, __file__, "--bundle", str(bundle), "--one", str(bundle),
                "--requests", str(a.requests)]  # fmt: skip
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)

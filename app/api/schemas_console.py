@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.api.schemas import StoredHistory
+from app.api.schemas import CanaryStatus, StoredHistory
 
 
 class ItemSummary(BaseModel):
@@ -99,3 +99,6 @@ class ServiceStats(BaseModel):
     registrations: int = Field(description="Items created (201) by POST/PUT /v1/items.")
     reloads: dict[str, int]
     store_errors: int
+    canary: CanaryStatus | None = Field(
+        default=None, description="The canary running now, if any (app/lifecycle/canary.py)."
+    )

@@ -190,7 +190,8 @@ class CanaryFollower:
         c = self._canary
         if c is None:
             return None
-        loaded = self._loaded is not None and self._loaded[0] == c.version
+        route = self.served.canary
+        loaded = route is not None and route.version == c.version  # routed here
         main = self.served.state
         cur, cand = self._arms
         reason = self._verdict.reason if self._verdict else None

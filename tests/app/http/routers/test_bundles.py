@@ -148,6 +148,8 @@ def test_canary_through_the_admin_api(admin_client: TestClient, registry: Bundle
     r = admin_client.get("/v1/admin/bundles/canary", headers=ADMIN)
     assert r.status_code == 200 and r.json()["canary"]["decided"] is None
     assert admin_client.get("/readyz").json()["bundle"]["canary"]["version"] == "v0002"
+    stats = admin_client.get("/v1/stats", headers=ADMIN).json()
+    assert stats["canary"]["version"] == "v0002" and stats["canary"]["share"] == 0.1
     assert admin_client.get("/v1/admin/bundles/canary", headers=AUTH).status_code in (401, 403)
     r = admin_client.post("/v1/admin/bundles/canary/abort", headers=ADMIN)
     assert r.status_code == 200 and r.json()["outcome"] == "rolled back", r.text
