@@ -120,6 +120,8 @@ class CanaryFollower:
             self._start_load(canary.version)
             return False
         self.served.canary = CanaryRoute(loaded[1], canary.version, canary.share, canary.salt)
+        if not self.loader.sync.needed:  # else the sync loop follows the feed for both
+            self.loader.feed.follow(loaded[1])
         if canary.decided is None and time.monotonic() >= self._next_check:
             self._next_check = time.monotonic() + self.check_s
             self._judge(canary, loaded[1])
@@ -149,10 +151,10 @@ class CanaryFollower:
         except Exception as err:  # the current version keeps serving everybody
             log.error("canary %s could not be loaded: %s", version, err)
             self._failed[version] = f"{type(err).__name__}: {err}"
-            return
-        finally:
             self._loading = None
+            return
         self._loaded = (version, state)
+        self._loading = None  # after _loaded: a tick in between must not load it again
         log.info("canary %s loaded (%s)", version, state.model_version)
 
     # --- the rule ---------------------------------------------------------------------
@@ -208,9 +210,8 @@ class CanaryFollower:
             ),
             current=self._arm(self.registry.version_of(main.bundle_path) if main else None,
                               main.model_version if main else None, cur),
-            candidate=self._arm(c.version,
-                                self._loaded[1].model_version if loaded and self._loaded else None,
-                                cand),
+            candidate=self._arm(c.version, route.state.model_version if route and loaded
+                                else None, cand),
         )  # fmt: skip
 
     def _arm(self, version: str | None, model_version: str | None, arm: Arm | None) -> CanaryArm:

@@ -200,3 +200,20 @@ def test_start_refuses_the_current_an_unknown_or_a_refused_version(
     with pytest.raises(RegistryError, match="refused"):
         start_canary(registry, store, "v0003", 0.1)
     assert store.get_canary() is None
+
+
+def test_items_registered_while_a_canary_runs_reach_the_candidate_too(
+    replica: Callable[..., RecommendationService], registry: BundleRegistry
+) -> None:
+    store = MemoryStore()
+    svc = replica(store)  # no sync loop: the canary's own poll follows the change feed
+    c = start_canary(registry, store, "v0002", 0.5)
+    tick(svc)
+    svc.items.register(item_id="mug", domain="arts", title="red mug")
+    svc.follower.tick()  # type: ignore[union-attr]
+    route = svc.served.canary
+    assert route is not None and route.state.registered.get("mug") is not None
+    inside = next(u for u in USERS if canary_bucket(u, c.salt) < 0.5)
+    req = RecommendRequest(domain="arts", user_id=inside, history=["mug"], n=3)
+    answer = svc.recommender.recommend(req)
+    assert answer.model_version == "fake-v2" and answer.history.unknown_ids == []
