@@ -22,6 +22,8 @@ from app.api.schemas_console import EvaluationReport, ReplicaInfo, ServiceStats
 from app.catalogue import reports
 from app.catalogue.browse import Browser
 from app.catalogue.items import Items
+from app.feedback.events import Feedback
+from app.feedback.recording import RecommendationRecorder
 from app.lifecycle.bundle_follow import BundleFollower
 from app.lifecycle.bundle_follow import degraded as bundle_degraded
 from app.lifecycle.canary import Arm, CanaryRule, arm_from_store
@@ -42,7 +44,7 @@ from app.runtime.store_health import StoreHealth
 from app.runtime.telemetry import Metrics
 from app.serving.recommend import Recommender
 from app.settings import Settings
-from app.store.base import Store
+from app.store.base import Store, StoreUnavailable
 from app.users.erasure import UserErasure
 from app.users.interactions import Interactions
 from model.registry import BundleRegistry
@@ -95,12 +97,14 @@ class RecommendationService:
             metrics=self.metrics,
             require_state=self.loader.require_state,
         )
-        self.recommender = Recommender(parts)
+        self.recorder = RecommendationRecorder(settings, store, self.metrics, self.health)
+        self.recommender = Recommender(parts, self.recorder)
         self.served.listeners.append(self.recommender)  # keeps its top-N cache exact
         self.items = Items(parts)
         self.interactions = Interactions(parts)
         self.erasure = UserErasure(parts)
         self.idempotency = IdempotencyGuard(store, self.health, settings.idempotency_ttl_s)
+        self.feedback = Feedback(settings, store, self.health, self.metrics, self.interactions)
         self.follower: BundleFollower | None = None
         self.registry_admin: RegistryAdmin | None = None
         self.canary_admin: CanaryAdmin | None = None
@@ -137,6 +141,8 @@ class RecommendationService:
         if self.sync.needed:
             # the sync thread also purges erased data from the store's files when due
             self.threads.start(lambda: self.sync.loop(stop, self.erasure.purge), "micrec-sync")
+        if self.recorder.enabled:
+            self.threads.start(lambda: self.recorder.loop(stop), "micrec-record")
         if follower is not None:
             interval = self.settings.registry_poll_s
             self.threads.start(lambda: follower.loop(stop, interval), "micrec-bundle")
@@ -191,7 +197,11 @@ class RecommendationService:
             sync_interval_s=s.replica_sync_interval_s,
             popularity_refresh_s=s.popularity_refresh_s,
         )
+        summary = summarise(self.metrics, admin_routes=admin)
+        try:
+            online = self.feedback.online()
+        except StoreUnavailable as err:
+            self.health.failed("online metrics", err)
+            online = None
         canary = self.follower.status().canary if self.follower is not None else None
-        return summarise(self.metrics, admin_routes=admin).model_copy(
-            update={"replica": replica, "canary": canary}
-        )
+        return summary.model_copy(update={"replica": replica, "online": online, "canary": canary})

@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.settings_deploy import AuthSettings, RegistrySettings, ServerSettings
 from app.settings_groups import (
     CacheSettings,
+    FeedbackSettings,
     IndexSettings,
     LimitsSettings,
     ModelSettings,
@@ -60,6 +61,7 @@ GROUPS: tuple[type, ...] = (
     CacheSettings,
     StoreSettings,
     RecommendSettings,
+    FeedbackSettings,
     LimitsSettings,
     AuthSettings,
     ServerSettings,
@@ -74,6 +76,7 @@ class Settings(
     ServerSettings,
     AuthSettings,
     LimitsSettings,
+    FeedbackSettings,
     RecommendSettings,
     StoreSettings,
     CacheSettings,

@@ -12,10 +12,11 @@ checks across groups, the loading and the refusal of unknown keys stay in one pl
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from app.api.ids import MAX_LIST_ITEMS
@@ -276,6 +277,82 @@ class RecommendSettings(BaseModel):
         if len(set(value)) != len(value):
             raise ValueError("fallback_chain names a strategy twice")
         return value
+
+
+DEFAULT_FEEDBACK_EVENTS = ("impression", "click", "add-to-cart", "purchase")
+DEFAULT_POSITIVE_EVENTS = ("click", "add-to-cart", "purchase")
+EVENT_NAME = r"^[a-z][a-z0-9_-]{0,31}$"
+
+
+class FeedbackSettings(BaseModel):
+    """What is recorded of served recommendations and the feedback on them (app/feedback/)."""
+
+    record_recommendations: bool = Field(
+        True,
+        description="Give every recommend answer a recommendation_id and record the served "
+        "list in the store (written off the request path, in batches), so POST /v1/feedback "
+        "can attribute events to it and the online metrics per bundle version can be "
+        "counted; false = no id, no record, no feedback.",
+    )
+    recommendation_ttl_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="How long a served list is kept for feedback; feedback on an older one "
+        "gets 404.",
+    )
+    recommendation_max_records: int = Field(
+        1_000_000,
+        ge=1,
+        description="Most served lists kept in the store (the oldest go first); bytes per "
+        "record and the cost at 1e3 rps: docs/results/online-recording.md.",
+    )
+    record_queue: int = Field(
+        10_000,
+        ge=1,
+        description="Served lists one worker holds waiting to be written; beyond it a "
+        "record is dropped (micrec_recommendation_records_dropped_total) rather than slow "
+        "the recommend, and feedback on it gets 404.",
+    )
+    record_flush_s: float = Field(
+        0.2,
+        gt=0,
+        le=60,
+        description="How often a worker writes its waiting records (one store write each time).",
+    )
+    feedback_events: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_FEEDBACK_EVENTS),
+        description="Event types POST /v1/feedback accepts (lowercase names); "
+        '"impression" counts as seen.',
+    )
+    feedback_positive: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_POSITIVE_EVENTS),
+        description="Which of feedback_events are positive: they count as clicks in the "
+        "online metrics and a named user's become interactions (their history) too.",
+    )
+
+    _split_events = field_validator("feedback_events", "feedback_positive", mode="before")(
+        split_list
+    )
+
+    @field_validator("feedback_events", "feedback_positive")
+    @classmethod
+    def _event_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not isinstance(name, str) or re.fullmatch(EVENT_NAME, name) is None:
+                raise ValueError(
+                    "event types are 1-32 characters: a lowercase letter, then lowercase "
+                    "letters, digits, _ or -"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("an event type is named twice")
+        return value
+
+    @model_validator(mode="after")
+    def _positive_are_events(self) -> FeedbackSettings:
+        unknown = sorted(set(self.feedback_positive) - set(self.feedback_events))
+        if unknown:
+            raise ValueError(f"feedback_positive names types not in feedback_events: {unknown}")
+        return self
 
 
 class LimitsSettings(BaseModel):

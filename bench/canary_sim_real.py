@@ -27,7 +27,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-
 from canary_sim import Population, Simulator, events_at_decision
 from redis_server import RedisServer
 

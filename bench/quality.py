@@ -55,6 +55,16 @@ SERVED: dict[str, dict[str, Any]] = {
         "variant": "inmo",
         "bridge": {"enabled": False},
     },
+    # an EMCDR-style baseline (Man et al., IJCAI 2017): a collaborative model per domain
+    # (the INMO backbone, no content) and a mapping trained on the shared users that
+    # serves users new to a domain; the model score alone (no blend, no item map)
+    "emcdr": {
+        "tune": {"trials": 0},
+        "variant": "inmo",
+        "model": {"cross_domain_rule": "bridge"},
+        "blend": {"enabled": False},
+        "item_map": {"enabled": False},
+    },
 }
 """Methods trained by model.pipeline.fit_served_model (the recipe of `micrec train`), with
 the run-config overrides that make each one. Every other trained method is an ablation of
@@ -88,6 +98,9 @@ def run_method(
             cfg,
             tune=replace(cfg.tune, **over.get("tune", {})),
             bridge=replace(cfg.bridge, **over.get("bridge", {})),
+            item_map=replace(cfg.item_map, **over.get("item_map", {})),
+            blend=replace(cfg.blend, **over.get("blend", {})),
+            model=replace(cfg.model, **over.get("model", {})),
             variant=over.get("variant", cfg.variant),
         )
         served = fit_served_model(split, features, run, progress=progress, label=method)

@@ -12,7 +12,8 @@ What "as documented" means here: every HTTP status line and every JSON value of 
 (for a plain-text excerpt: every line) must appear, in order, in the block's real output (headers and extra records may appear in
 between, so an excerpt can show only the interesting part). Numbers are compared at the 4
 decimals the doc prints; ``created_at``/``updated_at``/``loaded_at``/``started_at``/``finished_at`` (wall-clock) and
-``model_version`` (build date + weights hash) are not compared.
+``model_version`` (build date + weights hash) and ``recommendation_id`` (random) are not
+compared.
 """
 
 from __future__ import annotations
@@ -35,7 +36,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "service.md"
 DEMO_KEY = "demo-key-7f3a9c2e51"
 DEMO_ADMIN_KEY = "demo-admin-key-0b8d4e6a27"
-VOLATILE = {"created_at", "updated_at", "loaded_at", "started_at", "finished_at", "model_version"}
+VOLATILE = {
+    "created_at",
+    "updated_at",
+    "loaded_at",
+    "started_at",
+    "finished_at",
+    "model_version",
+    "recommendation_id",
+}
 FENCE = re.compile(r"^```(\w*)\s*$")
 STATUS = re.compile(r"^HTTP/1\.1 (\d{3})")
 

@@ -116,6 +116,11 @@ class RecommendRequest(_Strict):
         max_length=200,
         description="Only items whose categories start with this (case-insensitive).",
     )
+    session_id: Id | None = Field(
+        default=None,
+        description="An anonymous client session the served list is recorded under when no "
+        "user_id is given (feedback then counts in the online metrics but writes no history).",
+    )
 
 
 class RecommendedItem(BaseModel):
@@ -162,6 +167,7 @@ class RecommendResponse(BaseModel):
                     },
                     "warnings": [],
                     "cached": False,
+                    "recommendation_id": "9f2c4e0a7b1d4c3e8a6f5b2d1c0e9f8a",
                 }
             ]
         }
@@ -178,6 +184,11 @@ class RecommendResponse(BaseModel):
         default=False,
         description="The items came from this user's precomputed top-N list (the same "
         "items a live computation gives for the same state).",
+    )
+    recommendation_id: str | None = Field(
+        default=None,
+        description="The id POST /v1/feedback attributes events to (None when "
+        "record_recommendations is off).",
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from app.api.schemas import CanaryStatus, StoredHistory
+from app.api.schemas_feedback import OnlineMetricsOut
 
 
 class ItemSummary(BaseModel):
@@ -99,6 +100,11 @@ class ServiceStats(BaseModel):
     registrations: int = Field(description="Items created (201) by POST/PUT /v1/items.")
     reloads: dict[str, int]
     store_errors: int
+    online: list[OnlineMetricsOut] | None = Field(
+        default=None,
+        description="Online metrics per bundle version and domain, from the counters every "
+        "replica shares in the store (None: the store could not be read).",
+    )
     canary: CanaryStatus | None = Field(
         default=None, description="The canary running now, if any (app/lifecycle/canary.py)."
     )

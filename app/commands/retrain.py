@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         keep_runs=s.retrain_keep_runs,
         max_timestamp_skew_s=s.max_timestamp_skew_s,
         canary_share=s.trainer_canary_share,
+        positive_events=tuple(s.feedback_positive),
     )
     registry = registry_of(s)
     store = open_store(s)

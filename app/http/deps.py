@@ -15,6 +15,7 @@ from fastapi import Depends, Header, Request
 
 from app.catalogue.browse import Browser
 from app.catalogue.items import Items
+from app.feedback.events import Feedback
 from app.http.security import (
     API_KEY_HEADER,
     require_admin_key,
@@ -61,6 +62,10 @@ async def get_interactions(request: Request) -> Interactions:
 
 async def get_erasure(request: Request) -> UserErasure:
     return (await get_service(request)).erasure
+
+
+async def get_feedback(request: Request) -> Feedback:
+    return (await get_service(request)).feedback
 
 
 async def get_browser(request: Request) -> Browser:
@@ -126,6 +131,7 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
 ItemsDep = Annotated[Items, Depends(get_items)]
 InteractionsDep = Annotated[Interactions, Depends(get_interactions)]
+FeedbackDep = Annotated[Feedback, Depends(get_feedback)]
 ErasureDep = Annotated[UserErasure, Depends(get_erasure)]
 BrowserDep = Annotated[Browser, Depends(get_browser)]
 IdempotencyDep = Annotated[IdempotencyGuard, Depends(get_idempotency)]

@@ -29,7 +29,17 @@ from app.api import validation
 from app.api.errors import ServiceError
 from app.catalogue.encoding import encoder_client
 from app.http.connections import InFlightLimitMiddleware
-from app.http.routers import bundles, health, interactions, items, model, recommend, reload, users
+from app.http.routers import (
+    bundles,
+    feedback,
+    health,
+    interactions,
+    items,
+    model,
+    recommend,
+    reload,
+    users,
+)
 from app.lifecycle.engine import EngineFactory, load_engine
 from app.runtime.idempotency import HEADER as IDEMPOTENCY_HEADER
 from app.runtime.idempotency import REPLAYED_HEADER
@@ -257,6 +267,7 @@ def create_app(
         recommend.router,
         items.router,
         interactions.router,
+        feedback.router,
         users.router,
         model.router,
         reload.router,

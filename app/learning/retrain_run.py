@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from app.api.timestamps import DEFAULT_TIMESTAMP_SKEW_S
+from app.feedback.report import online_markdown, online_report
 from app.learning.export import export_dataset
 from app.lifecycle.canary import start_canary
 from app.lifecycle.promotion import promote
+from app.settings_groups import DEFAULT_POSITIVE_EVENTS
 from app.store.base import Store, StoreUnavailable
 from model.bundle import load_bundle, read_manifest
 from model.data.writer import bundle_training_data
@@ -70,6 +72,8 @@ class RetrainOptions:
     canary_share: float = 0.0
     """> 0: a candidate the gate passes starts as a canary for this share of users
     (app/lifecycle/canary.py) instead of being promoted at once."""
+    positive_events: tuple[str, ...] = DEFAULT_POSITIVE_EVENTS
+    """The positive feedback types (``feedback_positive``) the online section lists."""
 
 
 @dataclass
@@ -246,11 +250,14 @@ def retrain(
         "config": {"tune": opts.tune, "epochs": cfg.train.epochs, "world_size": world},
         "gate": verdict,
         "results": results,
+        "online": online_report(store, current.model_version, opts.positive_events),
     }
     with clock.stage("report"):
         from model.retrain_report import write_report
 
-        write_report(trained.bundle_dir, report, clock.seconds)
+        md = write_report(trained.bundle_dir, report, clock.seconds)
+        with md.open("a") as f:
+            f.write(online_markdown(report["online"]))
     with clock.stage("registry"):
         version = registry.add(
             trained.bundle_dir,

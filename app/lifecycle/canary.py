@@ -98,18 +98,14 @@ class Arm:
         return float(top) / n
 
 
-def arm_from_store(store: Store, model_version: str) -> Arm | None:
-    """``model_version``'s online counters (app/feedback) summed over its domains; None
-    when the store keeps none."""
-    versions = getattr(store, "online_versions", None)
-    counts = getattr(store, "online_counts", None)
-    if versions is None or counts is None:
-        return None
+def arm_from_store(store: Store, model_version: str) -> Arm:
+    """``model_version``'s online counters (app/feedback: what every replica adds to in the
+    store) summed over its domains."""
     arm = Arm(model_version)
-    for version, domain in versions():
+    for version, domain in store.online_versions():
         if version != model_version:
             continue
-        c = counts(version, domain)
+        c = store.online_counts(version, domain)
         arm = replace(
             arm,
             impressions=arm.impressions + c.impressions,

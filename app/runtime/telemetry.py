@@ -1,11 +1,17 @@
 """Prometheus metrics: HTTP latency/requests per route template, recommendation sources,
-fallback rate, index sizes and the serving model version.
+fallback rate, index sizes, the serving model version, and the recording of served lists
+and feedback events (CTR per version in PromQL below).
 
 Each app gets its own ``CollectorRegistry`` (no global state), so several apps in one
 process (tests, reload) never collide. Fallback rate in PromQL::
 
     sum(rate(micrec_recommendations_total{user_embedding="fallback"}[5m]))
       / sum(rate(micrec_recommendations_total[5m]))
+
+Clicks per impression by version (``click`` as the positive event)::
+
+    sum by (version) (rate(micrec_feedback_events_total{event="click"}[1h]))
+      / sum by (version) (rate(micrec_feedback_events_total{event="impression"}[1h]))
 """
 
 from __future__ import annotations
@@ -71,6 +77,29 @@ class Metrics:
             "micrec_store_errors",
             "State store operations that failed (store unavailable)",
             ["operation"],
+            registry=r,
+        )
+
+        # Online metrics (app/feedback/): per process, summed across replicas by Prometheus;
+        # the shared counters of the metrics themselves are in the store (GET /v1/stats).
+        # Versions are few (the served one, a canary), event types a configured list.
+        self.records = Counter(
+            "micrec_recommendation_records",
+            "Served lists written to the store for feedback, by model version and domain",
+            ["version", "domain"],
+            registry=r,
+        )
+        self.records_dropped = Counter(
+            "micrec_recommendation_records_dropped",
+            "Served lists not recorded (feedback on them gets 404), by reason: queue_full, "
+            "store (unavailable), erased (user erased before the write)",
+            ["reason"],
+            registry=r,
+        )
+        self.feedback_events = Counter(
+            "micrec_feedback_events",
+            "Feedback events counted (a re-sent event is not), by model version, domain and type",
+            ["version", "domain", "event"],
             registry=r,
         )
 

@@ -25,6 +25,7 @@ from app.api.schemas import (
     SimilarResponse,
 )
 from app.api.validation import shown
+from app.feedback.recording import RecommendationRecorder
 from app.lifecycle.parts import Parts, Resource
 from app.lifecycle.state import ModelState
 from app.serving.answering import NOT_REQUESTED, Answerer, Job, Query, UserLookup, collect_history
@@ -53,8 +54,9 @@ class Recommender(Resource):
     and :meth:`recommend` (blocking, for in-process callers: benchmarks, tests). Both take
     the request through the same steps (:meth:`_prepare`)."""
 
-    def __init__(self, parts: Parts) -> None:
+    def __init__(self, parts: Parts, recorder: RecommendationRecorder) -> None:
         super().__init__(parts)
+        self.recorder = recorder
         self.topn = TopNCache(self.settings.topn_cache_items, self.settings.topn_cache_entries)
         self.answerer = Answerer(self.settings, self.metrics, self.popularity, self.topn)
         self.model_thread = (
@@ -98,13 +100,30 @@ class Recommender(Resource):
         """
         job = await self._prepare(request, blocking=False)
         if self.model_thread is not None:
-            return await self.model_thread.run_batched(self.answerer.answer_many, job)
-        return self.answerer.answer(job)
+            answer = await self.model_thread.run_batched(self.answerer.answer_many, job)
+        else:
+            answer = self.answerer.answer(job)
+        return self._recorded(job, answer, request.session_id)
 
     def recommend(self, request: RecommendRequest) -> RecommendResponse:
         """:meth:`recommend_async` for callers without an event loop: the same steps, the
         store read blocking, the model work inline on the calling thread."""
-        return self.answerer.answer(self.prepare(request))
+        job = self.prepare(request)
+        return self._recorded(job, self.answerer.answer(job), request.session_id)
+
+    def _recorded(
+        self, job: Job, answer: RecommendResponse, session_id: str | None
+    ) -> RecommendResponse:
+        """``answer`` with its recommendation_id, its list queued for the store
+        (app/feedback/recording.py: no store call here)."""
+        index = job.state.indexes.get(answer.domain)
+        self.recorder.record(
+            answer,
+            user_id=job.query.user_id,
+            session_id=session_id,
+            catalogue_size=0 if index is None else len(index),
+        )
+        return answer
 
     def prepare(self, request: RecommendRequest) -> Job:
         """The model work ``request`` asks for, with its store read done (blocking)."""
@@ -118,7 +137,7 @@ class Recommender(Resource):
         read is awaited and only the catch-up (rare) goes to a worker thread."""
         state = self.require_state()
         canary = self.served.canary
-        if canary is not None and canary.takes(request.user_id):
+        if canary is not None and canary.takes(request.user_id or request.session_id):
             state = canary.state  # app/lifecycle/canary.py: a stable share of users
         q = self._checked(state, request)
         user = NOT_REQUESTED

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio.to_thread
 import numpy as np
+
+from app.store.online import HourCounts, OnlineCounts, RecommendationRecord, StoredRecommendation
 
 
 class StoreUnavailable(RuntimeError):
@@ -277,8 +279,9 @@ class Store(ABC):
     # --- user erasure (app/users/erasure.py) ------------------------------------------------
     @abstractmethod
     def erase_user(self, user_id: str, erased_at: float) -> dict[tuple[str, str], int]:
-        """Atomically delete the user's stored history and the idempotency records of
-        requests that named the user, take the user out of every popularity count they
+        """Atomically delete the user's stored history, the records of the recommendations
+        served to them (with their feedback), the idempotency records of requests that
+        named the user, take the user out of every popularity count they
         added to, and record the erasure under :func:`erasure_key` (``erased_at``, seconds
         since the epoch; a later erasure of the same user replaces the time). Idempotent;
         an unknown user is recorded too. Returns the popularity decrements made:
@@ -350,6 +353,45 @@ class Store(ABC):
     def release_idempotency_key(self, key: str, claim: IdempotencyRecord) -> None:
         """Delete the key if ``claim`` still holds it (the request ended without an effect,
         so a retry must run again)."""
+
+    # --- served recommendations and feedback (app/feedback/, app/store/online.py) ---------
+    @abstractmethod
+    def put_recommendations(
+        self, records: Sequence[RecommendationRecord], ttl_s: float, max_records: int
+    ) -> int:
+        """Keep ``records`` for ``ttl_s`` seconds, at most ``max_records`` in all (the
+        oldest go first), and count them in the online counters (recommendations, items
+        shown, catalogue size). A record of a user erased at or after its time is not
+        kept (it was queued before the erasure). Returns how many were kept."""
+
+    @abstractmethod
+    def get_recommendation(self, recommendation_id: str) -> StoredRecommendation | None:
+        """The record and its feedback; None when unknown, expired or pruned."""
+
+    @abstractmethod
+    def add_feedback(
+        self,
+        recommendation_id: str,
+        events: Sequence[tuple[str, str]],
+        positive: Collection[str],
+    ) -> list[int] | None:
+        """Apply (item id, event type) ``events`` to the recommendation's feedback and the
+        online counters in one atomic step (``app.store.online.apply_feedback``: every
+        item must be in the record). Returns the indexes of the events that were new
+        (the others had been seen: a retry), or None when the record is gone."""
+
+    @abstractmethod
+    def online_versions(self) -> list[tuple[str, str]]:
+        """Every (version, domain) that has online counters, sorted."""
+
+    @abstractmethod
+    def online_counts(self, version: str, domain: str) -> OnlineCounts:
+        """The online counters of (version, domain) (zeros when none)."""
+
+    @abstractmethod
+    def online_hourly(self, version: str, domain: str, since: float) -> list[HourCounts]:
+        """The counters per hour of the recommendations served since ``since``, by hour
+        (hours without any left out; kept ``app.store.online.HOURS_KEPT``)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -3,7 +3,8 @@
 Where the pieces are: the key layout, the Lua scripts and the value encodings are in
 app/store/redis_layout.py; the client, its error mapping and the durability check in
 app/store/redis_conn.py (the base class); the export's paged reads in app/store/paging.py;
-the recommend's read on the event loop in app/store/redis_async.py.
+the recommend's read on the event loop in app/store/redis_async.py; served
+recommendations, their feedback and the online counters in app/store/redis_online.py.
 
 Atomicity: item writes are Lua scripts (they need the INCR result inside the same atomic
 step); interaction batches are one MULTI/EXEC; a user erasure is one Lua script. Durability
@@ -40,7 +41,6 @@ from app.store.base import (
     erasure_key,
 )
 from app.store.redis_canary import RedisCanary
-from app.store.redis_conn import RedisConnection
 from app.store.redis_layout import (
     CLAIM_KEY,
     CLEAR_PURGE,
@@ -56,9 +56,10 @@ from app.store.redis_layout import (
     encode_item,
     encode_record,
 )
+from app.store.redis_online import RedisOnline
 
 
-class RedisStore(RedisCanary, RedisConnection, Store):
+class RedisStore(RedisCanary, RedisOnline, Store):
     """:class:`Store` on Redis at ``url`` (``redis://host:port/db``, ``rediss://``, ``unix://``).
 
     Construction does not need the server (it only tries a best-effort durability check),
@@ -90,6 +91,7 @@ class RedisStore(RedisCanary, RedisConnection, Store):
         self._claim = self._r.register_script(CLAIM_KEY)
         self._erase = self._r.register_script(ERASE_USER)
         self._clear_purge = self._r.register_script(CLEAR_PURGE)
+        self._init_online()
         self._warn_if_not_durable()
         self.migrate_erasures()
 
@@ -245,6 +247,7 @@ class RedisStore(RedisCanary, RedisConnection, Store):
                 args = [*head, self.keys.idem_prefix, *domains]
                 out = self._erase(keys=keys, args=args)
                 if out is not None:
+                    self.erase_recommendations(user_id)
                     return {
                         (as_str(d), as_str(i)): 1 for d, i in zip(out[::2], out[1::2], strict=True)
                     }

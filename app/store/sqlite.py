@@ -2,8 +2,9 @@
 
 Where the pieces are: the schema, per-thread connections, transactions and their
 durability in app/store/sqlite_db.py (the base class); the items' tables and the change
-feed in app/store/sqlite_items.py; the export's paged reads in app/store/paging.py. Every
-method below is one transaction (``_tx``).
+feed in app/store/sqlite_items.py; the export's paged reads in app/store/paging.py;
+served recommendations, their feedback and the online counters in
+app/store/sqlite_online.py (a base class). Every method below is one transaction (``_tx``).
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from app.store.base import (
     pack_vector,
 )
 from app.store.sqlite_canary import SQLiteCanary
-from app.store.sqlite_db import SQLiteDatabase
 from app.store.sqlite_items import read_items, record_change, write_item
+from app.store.sqlite_online import SQLiteOnline
 
 
-class SQLiteStore(SQLiteCanary, SQLiteDatabase, Store):
+class SQLiteStore(SQLiteCanary, SQLiteOnline, Store):
     """:class:`Store` on a SQLite file (created with its parent directory when missing).
 
     ``busy_timeout_s`` bounds how long a writer waits for another writer; past it, and on
@@ -199,6 +200,7 @@ class SQLiteStore(SQLiteCanary, SQLiteDatabase, Store):
                 rows,
             )
             conn.execute("DELETE FROM history WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM recommendations WHERE user_id = ?", (user_id,))
             # the records of keyed requests that named the user (their index rows cascade)
             conn.execute(
                 "DELETE FROM idempotency WHERE key IN"

@@ -138,6 +138,42 @@ CREATE TABLE IF NOT EXISTS idempotency_users (
     PRIMARY KEY (user_id, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idempotency_users_key ON idempotency_users (key);
+-- Served recommendations (app/store/sqlite_online.py): seq orders them for the cap on
+-- their number; a record's feedback is kept with it; user_id NULL = anonymous.
+CREATE TABLE IF NOT EXISTS recommendations (
+    seq        INTEGER PRIMARY KEY,
+    id         TEXT NOT NULL UNIQUE,
+    user_id    TEXT,
+    expires_at REAL NOT NULL,
+    record     BLOB NOT NULL,
+    feedback   BLOB NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS recommendations_expiry ON recommendations (expires_at);
+CREATE INDEX IF NOT EXISTS recommendations_user ON recommendations (user_id)
+    WHERE user_id IS NOT NULL;
+-- Online counters per (version, domain) and per hour of the recommendations (their names:
+-- app/store/online.py), and the distinct items shown (coverage).
+CREATE TABLE IF NOT EXISTS online_counts (
+    version TEXT NOT NULL,
+    domain  TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    value   REAL NOT NULL,
+    PRIMARY KEY (version, domain, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS online_hourly (
+    version TEXT NOT NULL,
+    domain  TEXT NOT NULL,
+    hour    INTEGER NOT NULL,
+    name    TEXT NOT NULL,
+    value   REAL NOT NULL,
+    PRIMARY KEY (version, domain, hour, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS online_shown (
+    version TEXT NOT NULL,
+    domain  TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    PRIMARY KEY (version, domain, item_id)
+) WITHOUT ROWID;
 """
 
 

@@ -19,7 +19,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,10 @@ from app.store.base import (
     StoreUnavailable,
     WantedBundle,
 )
+from app.store.online import HourCounts, OnlineCounts, RecommendationRecord, StoredRecommendation
 from model.bundle import BundleError
 from model.inference import DomainCatalogue, UserEmbedding
+from tests.app.fakes_online import MemoryRecommendations
 
 FAKE_MANIFEST = "fake-bundle.json"
 TEXT_DIM = 8
@@ -247,7 +249,7 @@ class FakeEngineFactory:
         return FakeEngine(manifest)
 
 
-class MemoryStore(Store):
+class MemoryStore(MemoryRecommendations, Store):
     """In-memory ``Store`` (test double) following the contract in app/store/base.py."""
 
     def __init__(self) -> None:
@@ -264,6 +266,7 @@ class MemoryStore(Store):
         self._count = 0
         self._wanted: WantedBundle | None = None
         self._canary: Canary | None = None
+        self._init_recommendations()
 
     def ping(self) -> bool:
         return True
@@ -342,6 +345,7 @@ class MemoryStore(Store):
                 users.discard(user_id)
             self._history.pop(user_id, None)
             self._stamps.pop(user_id, None)
+            self._erase_recommendations(user_id)
             for key in [k for k, (rec, _) in self._idem.items() if user_id in rec.users]:
                 del self._idem[key]
             self._erased[user_id] = erased_at
@@ -535,6 +539,37 @@ class FlakyStore(Store):
     def release_idempotency_key(self, key: str, claim: IdempotencyRecord) -> None:
         self._check()
         self.inner.release_idempotency_key(key, claim)
+
+    def put_recommendations(
+        self, records: Sequence[RecommendationRecord], ttl_s: float, max_records: int
+    ) -> int:
+        self._check()
+        return self.inner.put_recommendations(records, ttl_s, max_records)
+
+    def get_recommendation(self, recommendation_id: str) -> StoredRecommendation | None:
+        self._check()
+        return self.inner.get_recommendation(recommendation_id)
+
+    def add_feedback(
+        self,
+        recommendation_id: str,
+        events: Sequence[tuple[str, str]],
+        positive: Collection[str],
+    ) -> list[int] | None:
+        self._check()
+        return self.inner.add_feedback(recommendation_id, events, positive)
+
+    def online_versions(self) -> list[tuple[str, str]]:
+        self._check()
+        return self.inner.online_versions()
+
+    def online_counts(self, version: str, domain: str) -> OnlineCounts:
+        self._check()
+        return self.inner.online_counts(version, domain)
+
+    def online_hourly(self, version: str, domain: str, since: float) -> list[HourCounts]:
+        self._check()
+        return self.inner.online_hourly(version, domain, since)
 
 
 def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> bool:

@@ -53,7 +53,11 @@ def test_every_list_key_takes_a_comma_separated_value(
 ) -> None:
     """Each group parses its own list keys (a validator of one group must not shadow
     another's of the same name: MICREC_FALLBACK_CHAIN was once refused that way)."""
-    values = {"fallback_chain": "latest, popular"}
+    values = {
+        "fallback_chain": "latest, popular",
+        "feedback_events": "impression, click, add-to-cart, purchase",
+        "feedback_positive": "click, purchase",
+    }
     monkeypatch.setenv(f"MICREC_{name.upper()}", values.get(name, "value-one-1,value-two-2"))
     got = getattr(load_settings(), name)
     shown = [v.get_secret_value() if hasattr(v, "get_secret_value") else v for v in got]

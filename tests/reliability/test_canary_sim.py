@@ -29,10 +29,6 @@ from tests.app.fakes import FakeEngine, FakeEngineFactory
 from tests.app.registry_fakes import make_registry
 from tests.reliability.procs import ADMIN, AUTH, FAKE_APP, REPO, ServiceProcess, record
 
-# POST /v1/feedback and the online counters come from app/feedback (issue 26, deliverables
-# 1-3, another branch): until that is merged here there is nothing to simulate with.
-pytest.importorskip("app.feedback", reason="needs the feedback work (app/feedback)")
-
 MIN_EVENTS = 600  # impressions per arm (ctr)
 USERS = 40
 

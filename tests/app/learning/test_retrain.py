@@ -24,8 +24,9 @@ from app.learning.export import export_dataset
 from app.learning.retrain_run import RetrainOptions, retrain
 from app.lifecycle.promotion import promote
 from app.store.base import Interaction
+from app.store.online import RecommendationRecord
 from app.store.sqlite import SQLiteStore
-from model.bundle import verify_bundle
+from model.bundle import read_manifest, verify_bundle
 from model.data.loading import load_dataset
 from model.data.synth import SynthConfig, write_synthetic_catalogue
 from model.pipeline import train_run
@@ -147,6 +148,13 @@ def test_retrain_promotes_a_real_candidate_and_refuses_a_shuffled_one(
     store.add_interactions(later[: len(later) // 2], history_cap=200)
     erased = later[0].user_id
     store.erase_user(erased, time.time())
+    # what the serving version showed and how users reacted: in the report's online section
+    v1_version = read_manifest(world["v1"])["model_version"]
+    served = RecommendationRecord(
+        "r1", "u1", None, "food", v1_version, time.time(), (("f1", "model"),)
+    )
+    store.put_recommendations([served], 3600, 10)
+    store.add_feedback("r1", [("f1", "click")], {"click"})
 
     # a retrain on more of the same traffic is about as good as v1: accepted only because
     # this gate lets a candidate 2 points worse on average through (the default wants it
@@ -166,7 +174,11 @@ def test_retrain_promotes_a_real_candidate_and_refuses_a_shuffled_one(
         assert len(report["results"][name]["food"]) == 13
     w = report["window"]  # the window holds only rows the current bundle never saw
     assert w["current_trained_until"] <= later[0].timestamp <= w["cutoff"]
-    assert (cand / "retrain-report.md").read_text().startswith("# Retrain report: **promote**")
+    md = (cand / "retrain-report.md").read_text()
+    assert md.startswith("# Retrain report: **promote**")
+    assert report["online"]["model_version"] == v1_version
+    assert report["online"]["domains"]["food"]["clicks"] == 1
+    assert f"## Online metrics of the current version ({v1_version})" in md
     assert (cand / "retrain-report.png").stat().st_size > 0
     catalogue = json.loads((cand / "catalogue.json").read_text())
     assert all(erased not in c["user_ids"] for c in catalogue.values())

@@ -9,6 +9,7 @@ to artifacts/test-screenshots/ (git-ignored).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from tests.app.http.ui.browser import (
     build_console_bundle,
     chromium_path,
 )
-from tests.reliability.procs import API_KEY, AUTH, ServiceProcess
+from tests.reliability.procs import ADMIN_KEY, API_KEY, AUTH, ServiceProcess
 
 VIEWS = ["", "items", "user", "playground", "register", "evaluation"]
 
@@ -229,3 +230,35 @@ def test_a_registration_through_the_form_appears_in_the_items_view_as_text(
     assert api(server, "GET", "/v1/items/console-mug-1")["title"] == title
     page.wait_for_load_state("networkidle")
     watch.check()
+
+
+def test_overview_charts_the_online_metrics_of_each_version(server: str, page: Any) -> None:
+    watch = PageWatch().attach(page)
+    model = api(server, "GET", "/v1/model")
+    domain = model["domains"][0]
+    answer = api(
+        server, "POST", "/v1/recommend", json={"domain": domain, "n": 4, "session_id": "s-ui"}
+    )
+    rec_id = answer["recommendation_id"]
+    # the record is written by the worker's recording thread (record_flush_s)
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{server}/v1/recommendations/{rec_id}", headers=AUTH).status_code != 200:
+        assert time.monotonic() < deadline, "the record was never written"
+        time.sleep(0.1)
+    item = answer["items"][1]["item_id"]
+    events = [
+        {"recommendation_id": rec_id, "item_id": item, "event": e} for e in ("impression", "click")
+    ]
+    assert api(server, "POST", "/v1/feedback", json={"events": events})["accepted"] == 2
+    page.goto(server + "/ui/")
+    use_key(page, ADMIN_KEY)
+    row = page.locator(f'#online tbody tr[data-version="{model["model_version"]}"]')
+    expect(row.first).to_contain_text(domain)
+    series = page.locator(
+        f'#online-chart svg polyline.series[data-version="{model["model_version"]}"]'
+        f'[data-domain="{domain}"]'
+    )
+    expect(series).to_have_count(1)
+    expect(page.locator("#online-chart .legend")).to_contain_text(model["model_version"])
+    shot(page, "overview-online")
+    watch.check((401, "/v1/admin/reload"))  # the first load, before the key was typed
