@@ -217,3 +217,19 @@ def test_items_registered_while_a_canary_runs_reach_the_candidate_too(
     req = RecommendRequest(domain="arts", user_id=inside, history=["mug"], n=3)
     answer = svc.recommender.recommend(req)
     assert answer.model_version == "fake-v2" and answer.history.unknown_ids == []
+
+
+def test_anonymous_requests_route_by_session_id_and_without_one_get_the_current(
+    replica: Callable[..., RecommendationService], registry: BundleRegistry
+) -> None:
+    store = MemoryStore()
+    svc = replica(store)
+    c = start_canary(registry, store, "v0002", 0.5)
+    tick(svc)
+    sessions = [f"session-{k}" for k in range(60)]
+    for s in sessions:
+        want = "fake-v2" if canary_bucket(s, c.salt) < 0.5 else "fake-v1"
+        for _ in range(2):  # the same answer every time
+            req = RecommendRequest(domain="arts", session_id=s, n=3)
+            assert svc.recommender.recommend(req).model_version == want
+    assert {served_by(svc, None) for _ in range(5)} == {"fake-v1"}
