@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -224,3 +225,52 @@ def test_with_a_canary_share_a_passing_candidate_starts_as_a_canary(
     canary = store.get_canary()
     assert canary is not None and (canary.version, canary.share) == (out.version, 0.1)
     assert reg.current() == "v0001" and store.get_bundle_version().version == "v0001"  # type: ignore[union-attr]
+
+
+DEMO_BUNDLE = Path(__file__).resolve().parents[3] / "artifacts" / "demo-bundle"
+
+
+@pytest.mark.slow
+def test_the_issue_scenario_on_the_demo_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue's reproduction at its own scale: the demo bundle serving, 4000 rows of 400
+    new shoppers who all buy the same 10 office items (the least popular ones), the
+    default gate. Before: 51.63 % vs 51.63 %, a tie, promoted whatever the candidate."""
+    if not (DEMO_BUNDLE / "manifest.json").is_file():
+        pytest.skip("demo bundle missing (make demo-bundle)")
+    store = SQLiteStore(tmp_path / "state.db")
+    reg = BundleRegistry(tmp_path / "registry")
+    promote(reg, store, reg.add(DEMO_BUNDLE), reason="test")
+    cat = json.loads((DEMO_BUNDLE / "catalogue.json").read_text())["office"]
+    pop = dict(zip(cat["item_ids"], cat["popularity"], strict=True))
+    group = sorted(pop, key=lambda i: (pop[i], i))[:10]
+    t0 = int(time.time()) - 500_000
+    rng = np.random.default_rng(0)
+
+    def shoppers(first: int, n: int, start: int) -> list[Interaction]:
+        return [
+            Interaction(f"new-shopper-{k}", str(item), "office", float(start + 20 * k + j))
+            for k in range(first, first + n)
+            for j, item in enumerate(rng.permutation(group))
+        ]
+
+    store.add_interactions(shoppers(0, 400, t0), history_cap=200)
+    opts = RetrainOptions(progress=False)  # the default window (10 %) and gate
+    good = retrain(store, reg, tmp_path / "runs", opts)
+    assert good is not None and good.outcome == "promoted", good.decision
+    scored = json.loads((reg.path("v0002") / "retrain-report.json").read_text())
+    assert scored["window"]["scored"]["office"]["new_users"] == 40
+    assert good.decision["users"] == 40 and good.decision["interval"][0] > 0
+    print("ISSUE-SCENARIO promoted", json.dumps(good.decision))
+
+    store.add_interactions(shoppers(400, 300, t0 + 100_000), history_cap=200)  # window: 34
+    import app.learning.retrain_run as retrain_module
+
+    split = retrain_module.split_by_time
+    monkeypatch.setattr(retrain_module, "split_by_time", shuffled_split(split))
+    bad = retrain(store, reg, tmp_path / "runs", opts)
+    assert bad is not None and bad.outcome == "refused", bad.decision
+    assert bad.decision["users"] >= 30 and bad.decision["mean_difference"] < 0
+    assert reg.current() == "v0002"
+    print("ISSUE-SCENARIO refused", json.dumps(bad.decision))
