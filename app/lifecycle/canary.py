@@ -160,13 +160,20 @@ def start_canary(
     registry: BundleRegistry, store: Store, version: str, share: float, *, force: bool = False
 ) -> Canary:
     """Announce ``version`` as a canary for ``share`` of users (raises RegistryError for
-    an unknown, unusable, refused (unless ``force``) or already current version)."""
+    an unknown, unusable, refused (unless ``force``) or already current version, or while
+    another canary runs undecided)."""
     with registry.locked():
         registry.path(version)  # unknown / unusable: raises
         if registry.current() == version:
             raise RegistryError(f"{version} is already the current version")
         if registry.show(version).refused and not force:
             raise RegistryError(f"{version} was refused; pass force to serve it as a canary")
+        running = store.get_canary()
+        if running is not None and running.decided is None:
+            raise RegistryError(
+                f"a canary of {running.version} runs; promote or abort it first "
+                "(micrec bundles canary promote|abort)"
+            )
         canary = Canary(version, share, secrets.token_hex(8), time.time())
         store.set_canary(canary)
     return canary

@@ -196,6 +196,11 @@ def test_start_refuses_the_current_an_unknown_or_a_refused_version(
         start_canary(registry, store, "v0001", 0.1)
     with pytest.raises(RegistryError):
         start_canary(registry, store, "v0099", 0.1)
+    first = start_canary(registry, store, "v0002", 0.1)
+    with pytest.raises(RegistryError, match="a canary of v0002 runs"):
+        start_canary(registry, store, "v0003", 0.1)
+    assert store.get_canary() == first
+    store.set_canary(None)
     registry.refuse("v0003", {"reason": "test"})
     with pytest.raises(RegistryError, match="refused"):
         start_canary(registry, store, "v0003", 0.1)
