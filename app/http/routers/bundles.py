@@ -84,7 +84,7 @@ def canary_status(admin: CanaryAdminDep) -> CanaryOut:
 
 @router.post(
     "/canary/promote",
-    responses={**ADMIN_AUTH, **MALFORMED, **NOT_FOUND, **CONFLICT, **NOT_READY},
+    responses={**ADMIN_AUTH, **MALFORMED, **INVALID, **NOT_FOUND, **CONFLICT, **NOT_READY},
 )
 def canary_promote(admin: CanaryAdminDep, body: CanaryAction | None = None) -> CanaryOut:
     """Promote the canary's version now (409: no canary runs, or it was decided)."""
@@ -94,7 +94,7 @@ def canary_promote(admin: CanaryAdminDep, body: CanaryAction | None = None) -> C
 
 @router.post(
     "/canary/abort",
-    responses={**ADMIN_AUTH, **MALFORMED, **NOT_FOUND, **CONFLICT, **NOT_READY},
+    responses={**ADMIN_AUTH, **MALFORMED, **INVALID, **NOT_FOUND, **CONFLICT, **NOT_READY},
 )
 def canary_abort(admin: CanaryAdminDep, body: CanaryAction | None = None) -> CanaryOut:
     """Roll the canary back now: its version is refused, every user gets the current one
