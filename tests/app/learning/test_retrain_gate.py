@@ -98,6 +98,22 @@ def _buys(
     return out
 
 
+def _no_training(shop: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The candidate is a copy of v1 (what a candidate that learned nothing new looks like
+    to the gate), without training."""
+    import model.pipeline as pipeline
+
+    class Trained:
+        def __init__(self, path: Path) -> None:
+            self.bundle_dir = path
+
+    def same_as_current(train_dir: Path, cfg: Any, out: Path, **_: Any) -> Trained:
+        shutil.copytree(shop["v1"], out)
+        return Trained(out)
+
+    monkeypatch.setattr(pipeline, "train_run", same_as_current)
+
+
 def _run(store: SQLiteStore, reg: BundleRegistry, runs: Path, window: float) -> Any:
     opts = RetrainOptions(window=Window(window), epochs=EPOCHS, progress=False)
     out = retrain(store, reg, runs, opts)
@@ -167,17 +183,7 @@ def test_a_candidate_that_ties_keeps_the_current_version(
     store, reg = _serving_v1(shop, tmp_path)
     users = [f"shopper-{k:03d}" for k in range(240)]
     store.add_interactions(_buys(users, shop["groups"], shop["t0"], [slice(0, PER_USER)]), 200)
-    import model.pipeline as pipeline
-
-    class Trained:
-        def __init__(self, path: Path) -> None:
-            self.bundle_dir = path
-
-    def same_as_current(train_dir: Path, cfg: Any, out: Path, **_: Any) -> Trained:
-        shutil.copytree(shop["v1"], out)
-        return Trained(out)
-
-    monkeypatch.setattr(pipeline, "train_run", same_as_current)
+    _no_training(shop, monkeypatch)
     out = _run(store, reg, tmp_path / "runs", 0.15)
     assert out.outcome == "refused", out.decision
     assert out.decision["mean_difference"] == 0.0 and "a tie" in out.decision["reason"]
@@ -185,8 +191,11 @@ def test_a_candidate_that_ties_keeps_the_current_version(
     assert reg.current() == "v0001" and store.get_bundle_version().version == "v0001"  # type: ignore[union-attr]
 
 
-def test_too_few_users_is_refused_and_says_how_many(shop: dict[str, Any], tmp_path: Path) -> None:
+def test_too_few_users_is_refused_and_says_how_many(
+    shop: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store, reg = _serving_v1(shop, tmp_path)
+    _no_training(shop, monkeypatch)  # a count decides, whatever the candidate
     users = [f"shopper-{k:03d}" for k in range(60)]
     rows = _buys(users, shop["groups"], shop["t0"], [slice(0, PER_USER)])
     # three shoppers with a single item each in the window: too few to split, left out
@@ -207,17 +216,7 @@ def test_with_a_canary_share_a_passing_candidate_starts_as_a_canary(
     store, reg = _serving_v1(shop, tmp_path)
     users = [f"shopper-{k:03d}" for k in range(240)]
     store.add_interactions(_buys(users, shop["groups"], shop["t0"], [slice(0, PER_USER)]), 200)
-    import model.pipeline as pipeline
-
-    class Trained:
-        def __init__(self, path: Path) -> None:
-            self.bundle_dir = path
-
-    def same_as_current(train_dir: Path, cfg: Any, out: Path, **_: Any) -> Trained:
-        shutil.copytree(shop["v1"], out)
-        return Trained(out)
-
-    monkeypatch.setattr(pipeline, "train_run", same_as_current)
+    _no_training(shop, monkeypatch)
     lenient = Gate(tolerance=1.0, margin=-1.0)  # passes anything: the canary decides
     opts = RetrainOptions(window=Window(0.15), gate=lenient, progress=False, canary_share=0.1)
     out = retrain(store, reg, tmp_path / "runs", opts)
