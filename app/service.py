@@ -27,6 +27,8 @@ from app.feedback.events import Feedback
 from app.feedback.recording import RecommendationRecorder
 from app.lifecycle.bundle_follow import BundleFollower
 from app.lifecycle.bundle_follow import degraded as bundle_degraded
+from app.lifecycle.canary import Arm, CanaryRule, arm_from_store
+from app.lifecycle.canary_follow import CanaryAdmin, CanaryFollower
 from app.lifecycle.engine import EngineFactory
 from app.lifecycle.feed import ChangeFeed
 from app.lifecycle.parts import Parts
@@ -106,10 +108,23 @@ class RecommendationService:
         self.feedback = Feedback(settings, store, self.health, self.metrics, self.interactions)
         self.follower: BundleFollower | None = None
         self.registry_admin: RegistryAdmin | None = None
+        self.canary_admin: CanaryAdmin | None = None
         if settings.registry_dir is not None:
-            self.follower = BundleFollower(
-                BundleRegistry(settings.registry_dir, create=False), store, self.loader
+            registry = BundleRegistry(settings.registry_dir, create=False)
+            self.follower = BundleFollower(registry, store, self.loader)
+            canary = CanaryFollower(
+                registry,
+                store,
+                self.loader,
+                CanaryRule(
+                    settings.canary_min_events, settings.canary_metric, settings.canary_tolerance
+                ),
+                self.online_arm,
+                check_s=settings.canary_check_s,
+                auto=settings.canary_auto,
             )
+            self.follower.canary = canary
+            self.canary_admin = CanaryAdmin(self.follower, canary, settings.store_retry_after_s)
             self.metrics.registry.register(self.follower.collector())
             self.registry_admin = RegistryAdmin(self.follower, store, settings.store_retry_after_s)
         self.browser = Browser(parts, self.recommender)
@@ -150,6 +165,10 @@ class RecommendationService:
             return info
         return info.model_copy(update={"bundle_version": self.follower.serving()})
 
+    def online_arm(self, model_version: str) -> Arm | None:
+        """A version's online counts summed over domains, for the canary rule."""
+        return arm_from_store(self.store, model_version)
+
     def bundle_status(self) -> BundleStatus | None:
         """Registry version served and wanted (None: not serving from a registry)."""
         return None if self.follower is None else self.follower.status()
@@ -185,4 +204,5 @@ class RecommendationService:
         except StoreUnavailable as err:
             self.health.failed("online metrics", err)
             online = None
-        return summary.model_copy(update={"replica": replica, "online": online})
+        canary = self.follower.status().canary if self.follower is not None else None
+        return summary.model_copy(update={"replica": replica, "online": online, "canary": canary})

@@ -221,7 +221,37 @@ class RegistrySettings(BaseModel):
         ge=0,
         le=1,
         description="How much worse (absolute, e.g. 0.005 = half an NDCG point) a candidate "
-        "may measure and still be promoted; 0 = never promote one that measured worse.",
+        "may plausibly be and still be promoted: the low end of the bootstrap interval of the "
+        "mean per-user difference (candidate - current) must be above -tolerance; 0 = only "
+        "a candidate better with retrain_confidence.",
+    )
+    retrain_margin: float = Field(
+        0.0,
+        ge=-1,
+        le=1,
+        description="The mean per-user difference (candidate - current, paired over the "
+        "window's users) must be above this; 0 = strictly better on average, so a tie keeps "
+        "the current version. Negative: accept a candidate that measured up to that much worse.",
+    )
+    retrain_min_users: int = Field(
+        30,
+        ge=1,
+        description="Fewer users scored on the window than this: the candidate is refused "
+        "(too little evidence; the next run's window holds more).",
+    )
+    retrain_confidence: float = Field(
+        0.95,
+        ge=0.5,
+        lt=1,
+        description="Level of the gate's bootstrap interval of the mean per-user difference "
+        "(2000 resamples of the users, seeded: a run is reproducible).",
+    )
+    retrain_min_user_rows: int = Field(
+        2,
+        ge=2,
+        description="A user who appears only in the window is scored from their own earlier "
+        "rows (the earlier half of their items as input, the rest as targets) when they have "
+        "at least this many distinct items there; fewer: left out (counted in the report).",
     )
     retrain_tune: bool = Field(
         False,
@@ -233,6 +263,42 @@ class RegistrySettings(BaseModel):
         ge=0,
         description="Keep only the newest N retrain runs in retrain_dir (0 = keep all); a "
         "run whose training data a registry version was trained on is always kept.",
+    )
+    canary_min_events: int = Field(
+        1000,
+        ge=1,
+        description="Canary rule: events each arm (current and candidate) needs before it "
+        "decides: impressions for canary_metric=ctr, observed recommendations (with any "
+        "feedback) for hit_rate and mrr.",
+    )
+    canary_metric: Literal["ctr", "hit_rate", "mrr"] = Field(
+        "ctr",
+        description="Canary rule: the online metric compared (app/feedback, summed over domains).",
+    )
+    canary_tolerance: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Canary rule: promote when candidate >= current - tolerance (absolute) once "
+        "both arms have canary_min_events; else roll back.",
+    )
+    canary_check_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often a replica reads the canary's online metrics and applies the "
+        "rule (the first replica to record a decision in the store acts on it).",
+    )
+    canary_auto: bool = Field(
+        True,
+        description="Apply the canary rule automatically; false: only micrec bundles canary "
+        "promote|abort (or the admin API) decide.",
+    )
+    trainer_canary_share: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="micrec retrain / trainer: a candidate the gate passes starts as a canary "
+        "for this share of users instead of being promoted at once; 0 = promote directly.",
     )
     trainer_interval_s: float = Field(
         0,

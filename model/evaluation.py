@@ -200,10 +200,13 @@ def evaluate(
     batch_users: int = 1024,
     only: Sequence[str] | None = None,
     stage: str = "test",
+    per_user: dict[tuple[str, str], dict[str, np.ndarray]] | None = None,
 ) -> dict[str, dict[str, dict[str, float | None]]]:
     """{domain: {slice: {"n_users", "recall@k", "ndcg@k"...}}} with None for n/a slices;
     the ``all`` slice adds "coverage@k" and "long_tail@k" (module docstring).
-    ``stage="val"`` scores the validation split instead of the test split."""
+    ``stage="val"`` scores the validation split instead of the test split. ``per_user``
+    (a dict to fill) receives {(domain, slice): {"users": local ids, "ndcg@k": [users]...}}
+    for every scored slice: what a paired comparison of two rankers needs."""
     results: dict[str, dict[str, dict[str, float | None]]] = {}
     kmax = max(ks)
     for domain in domains or sorted(split.domains):
@@ -236,10 +239,14 @@ def evaluate(
                 row.update({f"{m}@{k}": None for k in ks for m in names})
             else:
                 top = np.concatenate(tops)
+                values: dict[str, np.ndarray] = {"users": sl.users}
                 for k in ks:
                     rec, ndcg = user_metrics(top, sl.targets, k)
                     row[f"recall@{k}"] = float(rec.mean())
                     row[f"ndcg@{k}"] = float(ndcg.mean())
+                    values[f"recall@{k}"], values[f"ndcg@{k}"] = rec, ndcg
+                if per_user is not None:
+                    per_user[(domain, sl.name)] = values
                 if sl.name == CATALOGUE_SLICE:
                     row.update(_catalogue_metrics(top, ds, sl, ks))
             results[domain][sl.name] = row

@@ -53,7 +53,10 @@ class MICRecRanker:
     """A trained MICRec (any ablation, INMO included) scored through fold-in, with the
     fitted score blend (model.nn.blend), cross-domain maps (model.nn.bridge) and item maps
     (model.nn.itemmap) when given: exactly what the service ranks. ``cross_domain_rule``
-    overrides the model's."""
+    overrides the model's. ``graph`` (domain -> local pairs): the graph item vectors and
+    the blend's prior are computed from, instead of the bound inputs (which then give
+    users' histories only): a bundle's own training graph, as the service serves it
+    (model/retrain.py)."""
 
     def __init__(
         self,
@@ -67,8 +70,10 @@ class MICRecRanker:
         bridges: Bridges | None = None,
         cross_domain_rule: str | None = None,
         item_maps: ItemMaps | None = None,
+        graph: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.name = name
+        self.graph = graph
         self.bridges = bridges
         self.item_maps = item_maps
         self.map_feats = (
@@ -104,11 +109,12 @@ class MICRecRanker:
     def bind(self, inputs: dict[str, np.ndarray]) -> Scorer:
         m = self.model
         dev = next(m.parameters()).device
+        graph = self.graph if self.graph is not None else inputs
         embedders = {}
         for d in m.domains:
             ds = self.split.domains[d]
             inp = DomainInputs.build(
-                m.templates[d], ds.n_users, ds.n_items, inputs[d], *self.feats[d], device=dev
+                m.templates[d], ds.n_users, ds.n_items, graph[d], *self.feats[d], device=dev
             )
             embedders[d] = build_embedder(m, d, inp, calibrate=self.calibrate_cold)
             if self.item_maps is not None:
@@ -118,7 +124,7 @@ class MICRecRanker:
         if self.blend is not None:
             for d in m.domains:
                 degree = torch.from_numpy(
-                    np.bincount(inputs[d][:, 1], minlength=self.split.domains[d].n_items)
+                    np.bincount(graph[d][:, 1], minlength=self.split.domains[d].n_items)
                 )
                 blends[d] = self.blend.for_domain(d, degree, self.raw[d])
         return _FoldInScorer(self, md, inputs, blends)

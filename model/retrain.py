@@ -7,21 +7,25 @@
 2. The candidate is trained on the rest by the usual pipeline (``train_run``).
 3. :func:`window_split` builds one evaluation split from the whole export: input graph =
    every pair before the window, targets = the window's pairs a user did not already
-   have; *old* users/items = those with an interaction before the window.
+   have; *old* users/items = those with an interaction before the window. Users who
+   appear only in the window are scored from their own earlier rows (their items split
+   by time: the earlier half is input, the rest targets); too few rows: left out, counted.
 4. :func:`score_on_window` scores a bundle on that split with the same code as every
    offline number (``model.evaluation.evaluate`` over ``MICRecRanker``: fold-in, the
-   bundle's score blend, all slices, per domain). A bundle was trained on its own split,
+   bundle's score blend, all slices, per domain; item vectors and the prior from the
+   bundle's own training graph, as it serves). A bundle was trained on its own split,
    whose local ids differ; :func:`on_split` maps its template rows onto the window
    split's ids by raw id (an entity the bundle never saw is folded in, as the service
    does), so candidate and current are scored on exactly the same users and targets.
-5. :func:`gate`: promote when candidate >= current - tolerance on one metric of one
-   slice, over all domains (user-weighted mean).
+5. :func:`model.retrain_gate.gate`: the paired comparison over the scored users (mean
+   difference above a margin, bootstrap interval, a minimum of users; a tie keeps the
+   current version).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +37,18 @@ from model.data.loading import INTERACTIONS_FILE, _rows
 from model.data.split import DomainSplit, InductiveSplit, SplitConfig
 from model.data.writer import DatasetWriter, Row, read_items
 from model.encoders.base import ItemFeatures
-from model.evaluation import DEGREE_BUCKETS, evaluate
+from model.evaluation import evaluate
 from model.nn.graph import TemplateMap
 from model.nn.micrec import MICRec
 from model.rankers import MICRecRanker
+from model.retrain_gate import SLICES, Decision, Gate, PerUser, decision_json, gate, overall
+from model.retrain_gate import Results as Results
+
+__all__ = [  # the gate lives in model/retrain_gate.py; these names stay importable here
+    "SLICES", "Decision", "Gate", "decision_json", "gate", "overall",
+]  # fmt: skip
 
 DAY_S = 86400
-Results = dict[str, dict[str, dict[str, float | None]]]
 
 
 @dataclass(frozen=True)
@@ -47,16 +56,21 @@ class Window:
     """The evaluation window, taken from the rows newer than the current bundle's training
     data (neither model has seen them): the newest ``fraction`` of those, or (``days``
     set) those of the last ``days`` days before the newest row. Rows sharing the cutoff
-    timestamp stay in training, so a window may be slightly smaller than asked."""
+    timestamp stay in training, so a window may be slightly smaller than asked.
+    ``min_user_rows``: a user who appears only in the window needs this many distinct
+    items there to be scored (inputs + targets, :func:`window_split`)."""
 
     fraction: float = 0.1
     days: float | None = None
+    min_user_rows: int = 2
 
     def __post_init__(self) -> None:
         if self.days is None and not 0.0 < self.fraction < 1.0:
             raise ValueError(f"window fraction must be in (0, 1), got {self.fraction}")
         if self.days is not None and self.days <= 0:
             raise ValueError(f"window days must be > 0, got {self.days}")
+        if self.min_user_rows < 2:
+            raise ValueError(f"window min_user_rows must be >= 2, got {self.min_user_rows}")
 
     def cutoff(self, stamps: np.ndarray, trained_until: int) -> int:
         """Rows with timestamp > cutoff are in the window; cutoff >= ``trained_until``."""
@@ -131,11 +145,66 @@ def _pairs(
     return np.unique(np.asarray(p, dtype=np.int64).reshape(-1, 2), axis=0)
 
 
-def window_split(dataset: Dataset, cutoff: int, domains: list[str]) -> InductiveSplit:
-    """The evaluation split of ``dataset`` (loaded from the whole export) at ``cutoff``."""
+@dataclass
+class WindowEval:
+    """The window's evaluation split and, per domain, who and what it scores (counts)."""
+
+    split: InductiveSplit
+    counts: dict[str, dict[str, int]]
+
+
+def _window_only_rows(
+    inter: Any, after: np.ndarray, users_before: set[str], min_rows: int
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]], dict[str, int]]:
+    """Window-only users' rows in time order split per user: the earlier half of their
+    distinct items (at least one) become inputs, the rest targets; users with fewer than
+    ``min_rows`` distinct items are left out (counted)."""
+    idx = np.flatnonzero(after)
+    idx = idx[np.argsort(inter.timestamp[idx], kind="stable")]
+    per_user: dict[str, list[str]] = {}
+    for k in idx:
+        u = inter.user[k]
+        if u not in users_before:
+            items = per_user.setdefault(u, [])
+            if inter.item[k] not in items:
+                items.append(inter.item[k])
+    inputs, targets = [], []
+    counts = {"new_users": 0, "new_inputs": 0, "left_out_users": 0, "left_out_rows": 0}
+    for u, items in per_user.items():
+        if len(items) < min_rows:
+            counts["left_out_users"] += 1
+            counts["left_out_rows"] += len(items)
+            continue
+        half = max(1, len(items) // 2)
+        inputs += [(u, i) for i in items[:half]]
+        targets += [(u, i) for i in items[half:]]
+        counts["new_users"] += 1
+        counts["new_inputs"] += half
+    return inputs, targets, counts
+
+
+def _as_arrays(pairs: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+    if not pairs:
+        return np.zeros(0, dtype=object), np.zeros(0, dtype=object)
+    u, i = zip(*pairs, strict=True)
+    return np.asarray(u, dtype=object), np.asarray(i, dtype=object)
+
+
+def window_split(
+    dataset: Dataset, cutoff: int, domains: list[str], *, min_rows: int = 2
+) -> WindowEval:
+    """The evaluation split of ``dataset`` (loaded from the whole export) at ``cutoff``.
+
+    Input graph = every pair before the window, plus the earlier half of each window-only
+    user's items (:func:`_window_only_rows`: users who appear only in the window are
+    scored from their own earlier rows, never from the prior alone); targets = old users'
+    window pairs (their pre-window history is their input) and window-only users' later
+    halves, minus pairs already in the input (a re-bought item is masked, not a target).
+    Old users/items = those with an interaction before the window."""
     inter = dataset.interactions
     assert inter.timestamp is not None, "an export has timestamps"
     out: dict[str, DomainSplit] = {}
+    counts: dict[str, dict[str, int]] = {}
     for d in domains:
         rows = inter.domain == d
         before = rows & (inter.timestamp <= cutoff)
@@ -151,11 +220,33 @@ def window_split(dataset: Dataset, cutoff: int, domains: list[str]) -> Inductive
         upos = {u: k for k, u in enumerate(user_ids)}
         ipos = {i: k for k, i in enumerate(item_ids)}
 
-        train = _pairs(inter.user[before], inter.item[before], upos, ipos)
-        test = _pairs(inter.user[after], inter.item[after], upos, ipos)
+        old = set(users_before)
+        new_in, new_out, c = _window_only_rows(inter, after, old, min_rows)
+        in_u, in_i = _as_arrays(new_in)
+        out_u, out_i = _as_arrays(new_out)
+        returning = after & np.fromiter((u in old for u in inter.user), bool, len(inter))
+        train = _pairs(
+            np.concatenate([inter.user[before], in_u]),
+            np.concatenate([inter.item[before], in_i]),
+            upos,
+            ipos,
+        )
+        test = _pairs(
+            np.concatenate([inter.user[returning], out_u]),
+            np.concatenate([inter.item[returning], out_i]),
+            upos,
+            ipos,
+        )
         if len(train) and len(test):  # a re-bought item is masked, not a target
             known = {(int(u), int(i)) for u, i in train}
             test = test[[(int(u), int(i)) not in known for u, i in test]].reshape(-1, 2)
+        is_new = test[:, 0] >= len(users_before)
+        counts[d] = {
+            "old_users": len(np.unique(test[~is_new, 0])),
+            "old_targets": int((~is_new).sum()),
+            **c,
+            "new_targets": int(is_new.sum()),
+        }
         out[d] = DomainSplit(
             domain=d,
             user_ids=user_ids,
@@ -166,7 +257,7 @@ def window_split(dataset: Dataset, cutoff: int, domains: list[str]) -> Inductive
             val=np.zeros((0, 2), dtype=np.int64),
             test=test,
         )
-    return InductiveSplit(SplitConfig(k_core=0, new_ratio=0.0), out)
+    return WindowEval(InductiveSplit(SplitConfig(k_core=0, new_ratio=0.0), out), counts)
 
 
 @dataclass
@@ -205,85 +296,43 @@ def on_split(bundle: Bundle, split: InductiveSplit) -> MICRec:
     return model
 
 
+def served_graph(bundle: Bundle, split: InductiveSplit) -> dict[str, np.ndarray]:
+    """Per domain, the bundle's own training graph (its saved histories) in ``split``'s
+    local ids: what its item vectors and prior are computed from when it serves. Pairs
+    whose user or item the split lacks (an erased user) are dropped."""
+    out = {}
+    for d, ds in split.domains.items():
+        st = bundle.domains[d]
+        upos = {u: k for k, u in enumerate(ds.user_ids)}
+        ipos = {i: k for k, i in enumerate(ds.item_ids)}
+        users = np.repeat(np.arange(len(st.user_ids)), np.diff(st.history_ptr))
+        u = np.array([upos.get(st.user_ids[k], -1) for k in users], dtype=np.int64)
+        i = np.array([ipos.get(st.item_ids[k], -1) for k in st.history_items], dtype=np.int64)
+        keep = (u >= 0) & (i >= 0)
+        out[d] = np.unique(np.stack([u[keep], i[keep]], axis=1).reshape(-1, 2), axis=0)
+    return out
+
+
 def score_on_window(
-    name: str, bundle: Bundle, split: InductiveSplit, features: ItemFeatures | None
+    name: str,
+    bundle: Bundle,
+    split: InductiveSplit,
+    features: ItemFeatures | None,
+    per_user: PerUser | None = None,
 ) -> Results:
-    """Every slice of every domain of ``split`` for ``bundle`` (module docstring, 4)."""
+    """Every slice of every domain of ``split`` for ``bundle`` (module docstring, 4): item
+    vectors and the blend's prior from the bundle's own training graph (as it serves; the
+    window's rows would otherwise give the current bundle what only a retrain gives it),
+    users from their histories in ``split``;
+    ``per_user`` (a dict to fill) receives the per-user values the gate pairs."""
     domains = [d for d in split.domains if d in bundle.model.domains]
     restricted = InductiveSplit(split.config, {d: split.domains[d] for d in domains})
     ranker = MICRecRanker(
-        name, on_split(bundle, restricted), restricted, features, blend=bundle.blend
+        name,
+        on_split(bundle, restricted),
+        restricted,
+        features,
+        blend=bundle.blend,
+        graph=served_graph(bundle, restricted),
     )
-    return evaluate(ranker, restricted)
-
-
-SLICES = (
-    "all",
-    "old_users",
-    "new_users",
-    "old_items",
-    "new_items",
-    "old_users_old_items",
-    "cold_items",
-    "cold_items_vs_all",
-    "cd_cold_users",
-    *(name for name, _, _ in DEGREE_BUCKETS),
-)
-"""The slices of ``model.evaluation.build_slices``."""
-
-
-@dataclass(frozen=True)
-class Gate:
-    """Promote when candidate >= current - ``tolerance`` on ``metric`` of ``slice``."""
-
-    metric: str = "ndcg@20"
-    slice: str = "all"
-    tolerance: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.slice not in SLICES:
-            raise ValueError(f"gate slice {self.slice!r} is not one of {', '.join(SLICES)}")
-
-
-def overall(results: Results, metric: str, slice_name: str) -> float | None:
-    """User-weighted mean of ``metric`` of ``slice_name`` over the domains that have it."""
-    num = den = 0.0
-    for slices in results.values():
-        row = slices.get(slice_name) or {}
-        value, n = row.get(metric), row.get("n_users") or 0.0
-        if value is not None and n > 0:
-            num, den = num + value * n, den + n
-    return num / den if den > 0 else None
-
-
-@dataclass
-class Decision:
-    promote: bool
-    candidate: float | None
-    current: float | None
-    reason: str
-    gate: Gate = field(default_factory=Gate)
-
-
-def gate(candidate: Results, current: Results, g: Gate) -> Decision:
-    c, p = overall(candidate, g.metric, g.slice), overall(current, g.metric, g.slice)
-    what = f"{g.metric} of {g.slice}"
-    if c is None or p is None:
-        return Decision(False, c, p, f"{what} is n/a on the window (no user to score)", g)
-    if c >= p - g.tolerance:
-        why = f"candidate {what} {c:.4f} >= current {p:.4f} - tolerance {g.tolerance:g}"
-        return Decision(True, c, p, why, g)
-    why = f"candidate {what} {c:.4f} < current {p:.4f} - tolerance {g.tolerance:g}"
-    return Decision(False, c, p, why, g)
-
-
-def decision_json(d: Decision) -> dict[str, Any]:
-    return {
-        "promote": d.promote,
-        "candidate": d.candidate,
-        "current": d.current,
-        "reason": d.reason,
-        "metric": d.gate.metric,
-        "slice": d.gate.slice,
-        "tolerance": d.gate.tolerance,
-    }
+    return evaluate(ranker, restricted, per_user=per_user)

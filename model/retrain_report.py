@@ -19,6 +19,24 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}"
 
 
+def _decided(g: dict[str, Any], w: dict[str, Any]) -> str:
+    """Who decided: the users paired by the gate and the window's counts per domain."""
+    rule = (
+        f"- decided by {g.get('users', 0)} users (min_users {g.get('min_users', 'n/a')}, "
+        f"margin {g.get('margin', 0):g}, confidence {g.get('confidence', 'n/a')})"
+    )
+    parts = []
+    for d, c in (w.get("scored") or {}).items():
+        parts.append(
+            f"{d}: {c['old_users']} returning users ({c['old_targets']} target rows, "
+            f"pre-window history as input), {c['new_users']} window-only users "
+            f"({c['new_inputs']} input + {c['new_targets']} target rows), "
+            f"{c['left_out_users']} left out with < {w.get('min_user_rows', 2)} items "
+            f"({c['left_out_rows']} rows)"
+        )
+    return rule + ("; " + "; ".join(parts) if parts else "")
+
+
 def markdown(report: dict[str, Any], seconds: dict[str, float]) -> str:
     g, w = report["gate"], report["window"]
     verdict = "**promote**" if g["promote"] else "**refuse**"
@@ -30,6 +48,7 @@ def markdown(report: dict[str, Any], seconds: dict[str, float]) -> str:
         f"- metric: {g['metric']} of slice `{g['slice']}`, user-weighted over domains; "
         f"candidate {_pct(g['candidate'])} %, current {_pct(g['current'])} % "
         f"(tolerance {g['tolerance']:g})",
+        _decided(g, w),
         f"- current: {report['current_version']} ({report['current_model_version']}); "
         f"candidate {report['candidate_model_version']}",
         f"- window: rows with timestamp > {w['cutoff']} ({w['spec']}): {w['window_rows']} "

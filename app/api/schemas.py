@@ -463,12 +463,59 @@ class BundleStatus(BaseModel):
         "was wanted when its load began: dropped when it ends).",
     )
     error: str | None = None
+    canary: CanaryStatus | None = Field(
+        default=None, description="The canary announced in the store (None: no canary)."
+    )
+
+
+class CanaryArm(BaseModel):
+    """One arm's online counts (app/feedback, summed over domains) and the rule's metric."""
+
+    version: str | None = Field(description="Registry version.")
+    model_version: str | None = Field(description="What answers name (and feedback counts).")
+    impressions: int = 0
+    clicks: int = 0
+    observed: int = 0
+    hits: int = 0
+    value: float | None = Field(default=None, description="The rule's metric (None: no events).")
+
+
+class CanaryStatus(BaseModel):
+    """The canary every replica serves to a stable share of users (app/lifecycle/canary.py)."""
+
+    version: str = Field(description="The candidate's registry version.")
+    share: float = Field(description="Share of users (by hash of their id) it serves.")
+    started_at: float
+    decided: str | None = Field(description="promote or rollback once decided; None while running.")
+    loaded: bool = Field(description="Whether this process has the candidate loaded.")
+    verdict: str | None = Field(
+        default=None, description="The rule's last reading: wait, promote or rollback (and why)."
+    )
+    current: CanaryArm | None = None
+    candidate: CanaryArm | None = None
 
 
 class PromoteRequest(_Strict):
     version: str = Field(pattern=r"^v[0-9]{4,12}$", description="Registry version (v0002).")
     reason: str = Field(default="promoted through the admin API", min_length=1, max_length=500)
     force: bool = Field(default=False, description="Promote a refused version anyway.")
+    canary: str | None = Field(
+        default=None,
+        max_length=12,
+        description='Serve it first as a canary to this share of users ("10%" or '
+        '"0.1"); the rule in settings (or an admin) then promotes or rolls back.',
+    )
+
+
+class CanaryAction(_Strict):
+    reason: str = Field(default="decided through the admin API", min_length=1, max_length=500)
+
+
+class CanaryOut(BaseModel):
+    canary: CanaryStatus | None
+    outcome: str | None = Field(
+        default=None, description="promoted / rolled back (after a decision), else None."
+    )
 
 
 class RollbackRequest(_Strict):

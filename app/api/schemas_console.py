@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.api.schemas import StoredHistory
+from app.api.schemas import CanaryStatus, StoredHistory
 from app.api.schemas_feedback import OnlineMetricsOut
 
 
@@ -104,4 +104,7 @@ class ServiceStats(BaseModel):
         default=None,
         description="Online metrics per bundle version and domain, from the counters every "
         "replica shares in the store (None: the store could not be read).",
+    )
+    canary: CanaryStatus | None = Field(
+        default=None, description="The canary running now, if any (app/lifecycle/canary.py)."
     )

@@ -4,6 +4,8 @@
     micrec bundles show V                    one version as JSON (meta, refusal, history)
     micrec bundles add DIR [--promote]       copy a bundle in as the next version
     micrec bundles promote V [--force]       make V current; every replica reloads it
+    micrec bundles promote V --canary 10%    serve V to 10 % of users first (a canary)
+    micrec bundles canary status|promote|abort   the running canary: show, promote, roll back
     micrec bundles rollback                  back to the previously promoted version
     micrec bundles refuse V                  mark V refused (never served without --force)
 
@@ -21,17 +23,22 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model.commands.runner import UserError
 from model.registry import BundleRegistry, RegistryError
+
+if TYPE_CHECKING:
+    from app.store.base import Store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bundles",
-        help="bundle registry: list, show, add, promote, rollback, refuse",
+        help="bundle registry: list, show, add, promote (or canary), rollback, refuse",
         description="The bundle registry (--registry or MICREC_REGISTRY_DIR). promote and "
         "rollback also announce the version in the store (MICREC_STORE_URL), so every "
         "replica serving from the registry reloads it.",
@@ -62,6 +69,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("version")
     c.add_argument("--reason", default="promoted by hand", help="recorded in the history")
     c.add_argument("--force", action="store_true", help="promote a refused version anyway")
+    c.add_argument("--canary", metavar="SHARE", help="serve it to this share of users first "
+                   "(10%% or 0.1); the canary rule (MICREC_CANARY_*) or `bundles canary` decides")  # fmt: skip
+    c = action("canary", "the running canary: status, promote (now), abort (roll back)")
+    c.add_argument("what", choices=("status", "promote", "abort"))
+    c.add_argument("--reason", default="decided by hand", help="recorded in the history")
     c = action("rollback", "back to the previously promoted version")
     c.add_argument("--reason", default="rolled back by hand", help="recorded in the history")
     c = action("refuse", "mark a version refused (kept, never served)")
@@ -119,7 +131,63 @@ def _add(registry: BundleRegistry, args: argparse.Namespace, store_url: str) -> 
 
 
 def _promote(registry: BundleRegistry, args: argparse.Namespace, store_url: str) -> int:
+    if args.canary is not None:
+        return _start_canary(registry, args, store_url)
     return _announced(registry, store_url, args.version, args.reason, force=args.force)
+
+
+def _start_canary(registry: BundleRegistry, args: argparse.Namespace, store_url: str) -> int:
+    from app.lifecycle.canary import parse_share, start_canary
+
+    try:
+        share = parse_share(args.canary)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    with _store(store_url) as store:
+        c = start_canary(registry, store, args.version, share, force=args.force)
+    print(
+        f"canary {c.version} for {100 * c.share:g} % of users (current "
+        f"{registry.current()}); announced in {_shown(store_url)}"
+    )
+    return 0
+
+
+def _canary(registry: BundleRegistry, args: argparse.Namespace, store_url: str) -> int:
+    from app.commands.canary_status import canary_report
+    from app.lifecycle.canary import Outcome, finish_canary
+    from app.settings import load_settings
+
+    settings = load_settings(env_file=args.env_file)
+    with _store(store_url) as store:
+        canary = store.get_canary()
+        if args.what == "status":
+            print(json.dumps(canary_report(settings, registry, store, canary), indent=1))
+            return 0
+        if canary is None or canary.decided is not None:
+            raise UserError("no canary runs (or it was decided already)")
+        outcome: Outcome = "promote" if args.what == "promote" else "rollback"
+        if not finish_canary(registry, store, canary, outcome, args.reason):
+            raise UserError("another process decided the canary first")
+    verb = "promoted" if outcome == "promote" else "rolled back (refused)"
+    print(f"canary {canary.version} {verb}; announced in {_shown(store_url)}")
+    return 0
+
+
+@contextmanager
+def _store(store_url: str) -> Iterator[Store]:
+    from app.store.base import StoreUnavailable
+    from app.store.factory import create_store
+
+    try:
+        store = create_store(store_url)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    try:
+        yield store
+    except StoreUnavailable as err:
+        raise UserError(f"the store {_shown(store_url)} could not be reached: {err}") from None
+    finally:
+        store.close()
 
 
 def _rollback(registry: BundleRegistry, args: argparse.Namespace, store_url: str) -> int:
@@ -179,6 +247,7 @@ _ACTIONS: dict[str, Any] = {
     "show": _show,
     "add": _add,
     "promote": _promote,
+    "canary": _canary,
     "rollback": _rollback,
     "refuse": _refuse,
 }

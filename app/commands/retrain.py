@@ -2,7 +2,8 @@
 registry the service serves from (``MICREC_REGISTRY_DIR`` / ``--registry``). Runs under
 ``torchrun`` like ``micrec train`` (rank 0 exports, evaluates and writes the registry).
 
-Exit status: 0 promoted, 3 refused (the current bundle keeps serving), 4 skipped (no
+Exit status: 0 promoted, 5 passed the gate and started as a canary
+(``MICREC_TRAINER_CANARY_SHARE``), 3 refused (the current bundle keeps serving), 4 skipped (no
 interaction newer than the current bundle's training data), 2 bad input."""
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from model.commands.runner import UserError
 
 REFUSED_EXIT = 3
 SKIPPED_EXIT = 4
+CANARY_EXIT = 5
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "retrain",
-        help="train a candidate on exported live data; promote it only if it measures no worse",
+        help="train a candidate on exported live data; promote it only if it measures better",
     )
     add_settings_args(p, bundle=False)
     p.add_argument("--registry", type=Path, help="bundle registry (MICREC_REGISTRY_DIR)")
@@ -33,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metric", help="gate metric (MICREC_RETRAIN_METRIC, e.g. ndcg@20)")
     p.add_argument("--slice", dest="slice_name", help="gate slice (MICREC_RETRAIN_SLICE)")
     p.add_argument("--tolerance", type=float, help="MICREC_RETRAIN_TOLERANCE")
+    p.add_argument("--margin", type=float, help="MICREC_RETRAIN_MARGIN")
+    p.add_argument("--min-users", type=int, help="MICREC_RETRAIN_MIN_USERS")
     t = p.add_mutually_exclusive_group()
     t.add_argument("--tune", action="store_true", default=None, help="re-run the [tune] search")
     t.add_argument("--no-tune", dest="tune", action="store_false", help="no search (default)")
@@ -56,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         "retrain_metric": args.metric,
         "retrain_slice": args.slice_name,
         "retrain_tolerance": args.tolerance,
+        "retrain_margin": args.margin,
+        "retrain_min_users": args.min_users,
         "retrain_tune": args.tune,
         "registry_dir": args.registry,
     }
@@ -65,8 +71,15 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {args.epochs}")
     try:
-        window = Window(s.retrain_window_fraction, s.retrain_window_days)
-        gate = Gate(s.retrain_metric, s.retrain_slice, s.retrain_tolerance)
+        window = Window(s.retrain_window_fraction, s.retrain_window_days, s.retrain_min_user_rows)
+        gate = Gate(
+            s.retrain_metric,
+            s.retrain_slice,
+            s.retrain_tolerance,
+            margin=s.retrain_margin,
+            min_users=s.retrain_min_users,
+            confidence=s.retrain_confidence,
+        )
     except ValueError as err:
         raise UserError(str(err)) from None
     opts = RetrainOptions(
@@ -78,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         keep_runs=s.retrain_keep_runs,
         max_timestamp_skew_s=s.max_timestamp_skew_s,
+        canary_share=s.trainer_canary_share,
         positive_events=tuple(s.feedback_positive),
     )
     registry = registry_of(s)
@@ -92,4 +106,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(json.dumps(out.to_json(), indent=1))
     print(f"report: {out.run_dir / 'candidate' / 'retrain-report.md'}")
-    return {"promoted": 0, "refused": REFUSED_EXIT}.get(out.outcome, SKIPPED_EXIT)
+    exits = {"promoted": 0, "refused": REFUSED_EXIT, "canary": CANARY_EXIT}
+    return exits.get(out.outcome, SKIPPED_EXIT)

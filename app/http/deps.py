@@ -24,6 +24,7 @@ from app.http.security import (
     require_write_key,
     require_write_or_admin_key,
 )
+from app.lifecycle.canary_follow import CanaryAdmin
 from app.lifecycle.promotion import RegistryAdmin
 from app.lifecycle.reload import ModelLoader
 from app.runtime.idempotency import HEADER, MAX_KEY_CHARS, IdempotencyGuard, KeyedRequest
@@ -83,6 +84,10 @@ async def get_registry_admin(request: Request) -> RegistryAdmin | None:
     return (await get_service(request)).registry_admin
 
 
+async def get_canary_admin(request: Request) -> CanaryAdmin | None:
+    return (await get_service(request)).canary_admin
+
+
 async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -132,6 +137,7 @@ BrowserDep = Annotated[Browser, Depends(get_browser)]
 IdempotencyDep = Annotated[IdempotencyGuard, Depends(get_idempotency)]
 LoaderDep = Annotated[ModelLoader, Depends(get_loader)]
 RegistryAdminDep = Annotated[RegistryAdmin | None, Depends(get_registry_admin)]
+CanaryAdminDep = Annotated[CanaryAdmin | None, Depends(get_canary_admin)]
 """None when the service does not serve from a registry (the handler answers 404)."""
 RegistrationLimiterDep = Annotated[CapacityLimiter, Depends(get_registration_limiter)]
 """Threads for content encoding (``registration_threads``), apart from request work."""

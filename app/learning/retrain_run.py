@@ -30,9 +30,10 @@ from typing import Any
 from app.api.timestamps import DEFAULT_TIMESTAMP_SKEW_S
 from app.feedback.report import online_markdown, online_report
 from app.learning.export import export_dataset
+from app.lifecycle.canary import start_canary
 from app.lifecycle.promotion import promote
 from app.settings_groups import DEFAULT_POSITIVE_EVENTS
-from app.store.base import Store
+from app.store.base import Store, StoreUnavailable
 from model.bundle import load_bundle, read_manifest
 from model.data.writer import bundle_training_data
 from model.registry import BundleRegistry
@@ -46,6 +47,7 @@ from model.retrain import (
     split_by_time,
 )
 from model.retrain import window_split as build_window_split
+from model.retrain_gate import PerUser
 from model.runconfig import RunConfig, run_config_from_dict
 
 log = logging.getLogger("micrec.retrain")
@@ -67,14 +69,18 @@ class RetrainOptions:
     """Keep only the newest N run directories (0: keep all); see :func:`prune_runs`."""
     max_timestamp_skew_s: float = DEFAULT_TIMESTAMP_SKEW_S
     """Stored rows stamped later than this past the export's clock are left out of it."""
+    canary_share: float = 0.0
+    """> 0: a candidate the gate passes starts as a canary for this share of users
+    (app/lifecycle/canary.py) instead of being promoted at once."""
     positive_events: tuple[str, ...] = DEFAULT_POSITIVE_EVENTS
     """The positive feedback types (``feedback_positive``) the online section lists."""
 
 
 @dataclass
 class Outcome:
-    """What one run did: ``outcome`` is "promoted", "refused" or "skipped" (nothing new
-    since the current bundle's training data; ``error`` says so)."""
+    """What one run did: ``outcome`` is "promoted", "canary" (passed the gate, served to a
+    share of users first), "refused" or "skipped" (nothing new since the current bundle's
+    training data; ``error`` says so)."""
 
     outcome: str
     run_dir: Path
@@ -205,7 +211,10 @@ def retrain(
     with clock.stage("score"):
         dataset = load_dataset(export_dir)
         domains = list(manifest["domains"])
-        split = build_window_split(dataset, cut.cutoff, domains)
+        scored = build_window_split(
+            dataset, cut.cutoff, domains, min_rows=opts.window.min_user_rows
+        )
+        split = scored.split
         candidate = load_bundle(trained.bundle_dir)
         current = load_bundle(current_dir)
         cand_cfg = run_config_from_dict(candidate.manifest["data"]["run_config"])
@@ -213,11 +222,14 @@ def retrain(
         cand_feats = load_features(dataset, cand_cfg, progress=opts.progress)
         same = cand_cfg.features == cur_cfg.features
         cur_feats = cand_feats if same else load_features(dataset, cur_cfg, progress=False)
+        per_user: dict[str, PerUser] = {"candidate": {}, "current": {}}
         results = {
-            "candidate": score_on_window("candidate", candidate, split, cand_feats),
-            "current": score_on_window("current", current, split, cur_feats),
+            "candidate": score_on_window(
+                "candidate", candidate, split, cand_feats, per_user["candidate"]
+            ),
+            "current": score_on_window("current", current, split, cur_feats, per_user["current"]),
         }
-    decision = gate(results["candidate"], results["current"], opts.gate)
+    decision = gate(results["candidate"], results["current"], opts.gate, *per_user.values())
     verdict = decision_json(decision)
     report: dict[str, Any] = {
         "run_dir": str(run_dir),
@@ -232,6 +244,8 @@ def retrain(
             "window_rows": cut.n_window,
             "rows_dropped_bad_timestamp": _export_count(export_dir, "rows_skipped_bad_timestamp"),
             "targets": {d: len(s.test) for d, s in split.domains.items()},
+            "scored": scored.counts,
+            "min_user_rows": opts.window.min_user_rows,
         },
         "config": {"tune": opts.tune, "epochs": cfg.train.epochs, "world_size": world},
         "gate": verdict,
@@ -262,7 +276,15 @@ def retrain(
                         f"{current_version} to {moved} during the run"
                     ),
                 }
-            if verdict["promote"]:
+            canary = False
+            if verdict["promote"] and opts.canary_share > 0:
+                try:
+                    start_canary(registry, store, version, opts.canary_share)
+                    announced, canary = True, True
+                except StoreUnavailable as err:
+                    announced = False
+                    log.error("retrain: %s passed the gate; canary not announced: %s", version, err)
+            elif verdict["promote"]:
                 p = promote(registry, store, version, reason=f"retrain gate: {decision.reason}")
                 announced, promoted = p.announced, True
                 if not p.announced:
@@ -270,7 +292,7 @@ def retrain(
             else:
                 registry.refuse(version, report=verdict)
     out = Outcome(
-        "promoted" if promoted else "refused",
+        "canary" if canary else "promoted" if promoted else "refused",
         run_dir,
         version,
         verdict,

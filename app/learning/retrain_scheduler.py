@@ -10,7 +10,7 @@ fatal. The trainer's position (interaction count and time of the last run) is ke
 ``<retrain_dir>/trainer-state.json`` so a restart neither forgets nor repeats work.
 
 Prometheus metrics on ``MICREC_TRAINER_METRICS_HOST:PORT`` (its own registry):
-``micrec_trainer_runs_total{outcome}`` (promoted, refused, skipped, failed),
+``micrec_trainer_runs_total{outcome}`` (promoted, canary, refused, skipped, failed),
 ``micrec_trainer_last_run_timestamp_seconds``, ``micrec_trainer_last_run_duration_seconds``,
 ``micrec_trainer_gate_metric{model}`` (candidate, current: the last gate's values),
 ``micrec_trainer_running`` and ``micrec_trainer_new_interactions``.
@@ -37,8 +37,8 @@ from model.fsio import atomic_write
 
 log = logging.getLogger("micrec.trainer")
 STATE_FILE = "trainer-state.json"
-OUTCOMES = ("promoted", "refused", "skipped", "failed")
-EXIT_OUTCOME = {0: "promoted", 3: "refused", 4: "skipped"}
+OUTCOMES = ("promoted", "canary", "refused", "skipped", "failed")
+EXIT_OUTCOME = {0: "promoted", 3: "refused", 4: "skipped", 5: "canary"}
 
 
 class SchedulerMetrics:

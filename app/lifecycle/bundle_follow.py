@@ -34,17 +34,26 @@ import logging
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from app.api.errors import Conflict
-from app.api.schemas import BundleStatus
+from app.api.schemas import BundleStatus, CanaryStatus
 from app.lifecycle.reload import ModelLoader
 from app.store.base import Store, StoreUnavailable, WantedBundle
 from model.registry import BUNDLE_DIR, CURRENT, BundleRegistry, RegistryError
 
 log = logging.getLogger("micrec.service")
+
+
+class CanarySide(Protocol):
+    """The canary's part of a tick (app/lifecycle/canary_follow.py)."""
+
+    def tick(self, wanted_main: str | None, serving_main: str | None) -> bool: ...
+
+    def status(self) -> CanaryStatus | None: ...
 
 
 class BundleFollower:
@@ -64,6 +73,8 @@ class BundleFollower:
         """Why the wanted version cannot be served under this announcement (not tried
         again until it is announced again)."""
         self._fell_back = False
+        self.canary: CanarySide | None = None
+        """The canary side (app/lifecycle/canary_follow.py), set by the service."""
 
     # --- what is wanted ---------------------------------------------------------------
     def wanted(self) -> WantedBundle | None:
@@ -131,6 +142,8 @@ class BundleFollower:
                 return
             if wanted != self._wanted:
                 self._announced(wanted)
+            if self.canary is not None and self.canary.tick(wanted.version, self.serving()):
+                return  # the promoted canary's state serves (or will, once a load ends)
             self._converge(wanted.version)
 
     def _announced(self, wanted: WantedBundle) -> None:
@@ -195,7 +208,10 @@ class BundleFollower:
             error = self._error
             if error is None and self._attempted:  # a failure the next tick will see
                 error = self._load_error(wanted)
-        return BundleStatus(serving=serving, wanted=wanted, loading=self.loading(), error=error)
+        canary = self.canary.status() if self.canary is not None else None
+        return BundleStatus(
+            serving=serving, wanted=wanted, loading=self.loading(), error=error, canary=canary
+        )
 
     def _load_error(self, wanted: str) -> str | None:
         """The reload's error when it was the wanted version's load that failed, with the

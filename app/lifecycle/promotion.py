@@ -93,7 +93,7 @@ class RegistryAdmin:
         self.retry_after_s = retry_after_s
 
     def list(self) -> BundlesOut:
-        with _http_errors():
+        with http_errors():
             # no "path": the answer names versions, not host paths
             versions = [BundleVersionOut.model_validate(v.to_json()) for v in self.registry.list()]
             return BundlesOut(
@@ -104,12 +104,12 @@ class RegistryAdmin:
             )
 
     def promote(self, version: str, reason: str, *, force: bool) -> PromotionOut:
-        with _http_errors():
+        with http_errors():
             done = promote(self.registry, self.store, version, reason=reason, force=force)
         return self._announced(done)
 
     def rollback(self, reason: str) -> PromotionOut:
-        with _http_errors():
+        with http_errors():
             done = rollback(self.registry, self.store, reason=reason)
         return self._announced(done)
 
@@ -128,7 +128,7 @@ class RegistryAdmin:
 
 
 @contextmanager
-def _http_errors() -> Iterator[None]:
+def http_errors() -> Iterator[None]:
     try:
         yield
     except UnknownVersion as err:

@@ -198,6 +198,35 @@ class ModelLoader:
             update={"status": "failed", "error": msg, "finished_at": time.time()}
         )
 
+    def build(self, path: Path) -> ModelState:
+        """A state for ``path``, caught up with the stored items, not served (a canary's:
+        app/lifecycle/canary_follow.py)."""
+        return self._build(path)
+
+    def adopt(self, state: ModelState) -> bool:
+        """Serve ``state`` (built by :meth:`build`, followed since) as the main one, without
+        loading it again; False when a load runs (try again later)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            old = self.feed.publish(state)
+            self._ready.set()
+            self.metrics.reloads.labels("succeeded").inc()
+            self._status = ReloadStatus(
+                status="succeeded",
+                bundle_path=str(state.bundle_path),
+                started_at=time.time(),
+                finished_at=time.time(),
+            )
+            log.info(
+                "model %s replaced by %s (the canary's state)",
+                old.model_version if old else None,
+                state.model_version,
+            )
+            return True
+        finally:
+            self._lock.release()
+
     def _build(self, path: Path) -> ModelState:
         """Load the engine, build the indexes and replay registered items (no lock held)."""
         state = build_state(self.engine_factory(path), path, self.settings)

@@ -67,6 +67,9 @@ class ReplicaSync:
             return
         if follow_feed or not state.replayed:
             self.feed.follow(state)
+        canary = self.served.canary
+        if canary is not None and (follow_feed or not canary.state.replayed):
+            self.feed.follow(canary.state)  # the candidate serves registered items too
         self.refresh_popularity(state)
 
     def catch_up(self) -> None:

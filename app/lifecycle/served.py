@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from app.lifecycle.state import ModelState
+
+if TYPE_CHECKING:
+    from app.lifecycle.canary_route import CanaryRoute
 
 
 class StateListener(Protocol):
@@ -41,6 +44,9 @@ class ServedModel:
         self._state: ModelState | None = None
         self.listeners: list[StateListener] = []
         """Told of every item change applied and of every swap."""
+        self.canary: CanaryRoute | None = None
+        """The canary's loaded state and who gets it (app/lifecycle/canary_follow.py);
+        replaced whole, read without a lock."""
 
     @property
     def state(self) -> ModelState | None:

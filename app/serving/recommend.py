@@ -154,6 +154,9 @@ class Recommender(Resource):
         read and the catch-up run here (this coroutine then never suspends); otherwise the
         read is awaited and only the catch-up (rare) goes to a worker thread."""
         state = self.require_state()
+        canary = self.served.canary
+        if canary is not None and canary.takes(request.user_id or request.session_id):
+            state = canary.state  # app/lifecycle/canary.py: a stable share of users
         q = self._checked(state, request)
         if request.query is not None:
             return Job(

@@ -92,6 +92,20 @@ class WantedBundle:
 
 
 @dataclass(frozen=True)
+class Canary:
+    """A canary announced to every replica (app/lifecycle/canary.py): registry ``version``
+    served to the ``share`` of users whose hash with ``salt`` falls under it, since
+    ``started_at``; ``decided`` ("promote" or "rollback") once one process claimed the
+    decision (:meth:`Store.decide_canary`)."""
+
+    version: str
+    share: float
+    salt: str
+    started_at: float
+    decided: str | None = None
+
+
+@dataclass(frozen=True)
 class IdempotencyRecord:
     """What the store holds under an idempotency key: the fingerprint of the request that
     claimed it, the claim's random ``token`` (only its owner may complete or release it)
@@ -303,6 +317,20 @@ class Store(ABC):
     @abstractmethod
     def get_bundle_version(self) -> WantedBundle | None:
         """The last announcement; None when no version was ever announced."""
+
+    # --- canary (app/lifecycle/canary.py) -----------------------------------------------
+    @abstractmethod
+    def set_canary(self, canary: Canary | None) -> None:
+        """Announce ``canary`` to every replica (None: no canary), replacing the last one."""
+
+    @abstractmethod
+    def get_canary(self) -> Canary | None:
+        """The canary announced now, if any."""
+
+    @abstractmethod
+    def decide_canary(self, salt: str, outcome: str) -> bool:
+        """Record ``outcome`` on the canary with ``salt`` if it is still undecided. Atomic:
+        of several replicas deciding at once exactly one gets True (it then acts)."""
 
     # --- idempotency keys -------------------------------------------------------------
     @abstractmethod

@@ -40,6 +40,7 @@ from app.store.base import (
     WantedBundle,
     erasure_key,
 )
+from app.store.redis_canary import RedisCanary
 from app.store.redis_layout import (
     CLAIM_KEY,
     CLEAR_PURGE,
@@ -58,7 +59,7 @@ from app.store.redis_layout import (
 from app.store.redis_online import RedisOnline
 
 
-class RedisStore(RedisOnline, Store):
+class RedisStore(RedisCanary, RedisOnline, Store):
     """:class:`Store` on Redis at ``url`` (``redis://host:port/db``, ``rediss://``, ``unix://``).
 
     Construction does not need the server (it only tries a best-effort durability check),

@@ -38,6 +38,9 @@ Key layout (``P`` = ``prefix``; ids are the whole key suffix, so they may contai
   the user, expiring with the longest-lived of them; the user's erasure deletes those
 * ``P bundle``               hash: ``version``, ``announced_at`` (the bundle version
   replicas should serve; one HSET, so both fields change together)
+* ``P canary``               hash: ``version``, ``share``, ``salt``, ``started_at``,
+  ``decided`` (the canary every replica serves to a share of users; ``DECIDE_CANARY``
+  sets ``decided`` once, so one process acts on the decision)
 * ``P idem:<key>``           an Idempotency-Key record (``SET NX PX``, expires with its
   TTL): a JSON line (fingerprint, token, status) then the answer body
 """
@@ -65,6 +68,7 @@ class RedisKeys:
         self.erased = f"{prefix}erased"  # older versions' records by id (still read)
         self.count = f"{prefix}interactions"
         self.bundle = f"{prefix}bundle"
+        self.canary = f"{prefix}canary"
         self.purge = f"{prefix}purge"
         self.purge_lock = f"{prefix}purgelock"
         self.idem_prefix = f"{prefix}idem:"
@@ -347,3 +351,13 @@ def decode_record(value: bytes) -> IdempotencyRecord:
     head, _, body = value.partition(b"\n")
     fingerprint, token, status = json.loads(head)
     return IdempotencyRecord(fingerprint, token, int(status), body)
+
+
+DECIDE_CANARY = """
+if redis.call('HGET', KEYS[1], 'salt') == ARGV[1] and redis.call('HGET', KEYS[1], 'decided') == '' then
+  redis.call('HSET', KEYS[1], 'decided', ARGV[2])
+  return 1
+end
+return 0
+"""
+"""KEYS: canary hash; ARGV: salt, outcome. 1 when this call recorded the decision."""

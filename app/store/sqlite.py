@@ -26,11 +26,12 @@ from app.store.base import (
     erasure_key,
     pack_vector,
 )
+from app.store.sqlite_canary import SQLiteCanary
 from app.store.sqlite_items import read_items, record_change, write_item
 from app.store.sqlite_online import SQLiteOnline
 
 
-class SQLiteStore(SQLiteOnline, Store):
+class SQLiteStore(SQLiteCanary, SQLiteOnline, Store):
     """:class:`Store` on a SQLite file (created with its parent directory when missing).
 
     ``busy_timeout_s`` bounds how long a writer waits for another writer; past it, and on

@@ -111,6 +111,16 @@ CREATE TABLE IF NOT EXISTS bundle_version (
     version      TEXT NOT NULL,
     announced_at REAL NOT NULL
 );
+-- The canary every replica serves to a share of users (app/lifecycle/canary.py): at most
+-- one row; decided = '' until one process claims the decision.
+CREATE TABLE IF NOT EXISTS canary (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    version    TEXT NOT NULL,
+    share      REAL NOT NULL,
+    salt       TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    decided    TEXT NOT NULL
+);
 -- Idempotency-Key answers; status 0 = in flight. Expired rows are purged by claims.
 CREATE TABLE IF NOT EXISTS idempotency (
     key         TEXT PRIMARY KEY,

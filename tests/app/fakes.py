@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from app.store.base import (
+    Canary,
     ErasureRecords,
     IdempotencyRecord,
     Interaction,
@@ -293,6 +295,7 @@ class MemoryStore(MemoryRecommendations, Store):
         self._stamps: dict[str, dict[str, list[float]]] = {}  # aligned with _history
         self._count = 0
         self._wanted: WantedBundle | None = None
+        self._canary: Canary | None = None
         self._init_recommendations()
 
     def ping(self) -> bool:
@@ -405,6 +408,20 @@ class MemoryStore(MemoryRecommendations, Store):
 
     def get_bundle_version(self) -> WantedBundle | None:
         return self._wanted
+
+    def set_canary(self, canary: Canary | None) -> None:
+        self._canary = canary
+
+    def get_canary(self) -> Canary | None:
+        return self._canary
+
+    def decide_canary(self, salt: str, outcome: str) -> bool:
+        with self._lock:
+            c = self._canary
+            if c is None or c.salt != salt or c.decided is not None:
+                return False
+            self._canary = dataclasses.replace(c, decided=outcome)
+            return True
 
     def _live_idem(self, key: str) -> IdempotencyRecord | None:
         record, expires = self._idem.get(key, (None, 0.0))
@@ -524,6 +541,18 @@ class FlakyStore(Store):
     def get_bundle_version(self) -> WantedBundle | None:
         self._check()
         return self.inner.get_bundle_version()
+
+    def set_canary(self, canary: Canary | None) -> None:
+        self._check()
+        self.inner.set_canary(canary)
+
+    def get_canary(self) -> Canary | None:
+        self._check()
+        return self.inner.get_canary()
+
+    def decide_canary(self, salt: str, outcome: str) -> bool:
+        self._check()
+        return self.inner.decide_canary(salt, outcome)
 
     def claim_idempotency_key(
         self, key: str, claim: IdempotencyRecord, ttl_s: float

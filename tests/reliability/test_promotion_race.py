@@ -289,6 +289,7 @@ def test_random_promotions_and_rollbacks_converge(
                     "wanted": version,
                     "loading": None,
                     "error": None,
+                    "canary": None,
                 }, body
                 info = http.get("/v1/model", headers=AUTH).json()
                 assert info["bundle_version"] == version, info

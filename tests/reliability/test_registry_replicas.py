@@ -129,6 +129,7 @@ def test_promotion_and_rollback_reach_every_replica(
                     "wanted": "v0001",
                     "loading": None,
                     "error": None,
+                    "canary": None,
                 }
                 assert body["status"] == "ready"
 

@@ -1,5 +1,7 @@
 """Bundle registry admin API (``MICREC_REGISTRY_DIR``): ``GET /v1/admin/bundles``,
-``POST /v1/admin/bundles/promote``, ``POST /v1/admin/bundles/rollback``.
+``POST /v1/admin/bundles/promote`` (with ``canary``: a canary, app/lifecycle/canary.py),
+``POST /v1/admin/bundles/rollback``, ``GET /v1/admin/bundles/canary``,
+``POST /v1/admin/bundles/canary/promote``, ``POST /v1/admin/bundles/canary/abort``.
 
 The same operations as ``micrec bundles list | promote | rollback`` (app/lifecycle/promotion.py):
 a promotion switches the registry and announces the version in the store; every replica
@@ -11,10 +13,20 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.errors import NotFound
-from app.api.schemas import BundlesOut, ErrorBody, PromoteRequest, PromotionOut, RollbackRequest
-from app.http.deps import AdminAccess, RegistryAdminDep
+from app.api.errors import InvalidInput, NotFound
+from app.api.schemas import (
+    BundlesOut,
+    CanaryAction,
+    CanaryOut,
+    ErrorBody,
+    PromoteRequest,
+    PromotionOut,
+    RollbackRequest,
+)
+from app.http.deps import AdminAccess, CanaryAdminDep, RegistryAdminDep
 from app.http.routers.common import ADMIN_AUTH, CONFLICT, INVALID, MALFORMED, NOT_READY, Responses
+from app.lifecycle.canary import parse_share
+from app.lifecycle.canary_follow import CanaryAdmin
 from app.lifecycle.promotion import RegistryAdmin
 
 router = APIRouter(prefix="/v1/admin/bundles", tags=["admin"], dependencies=[AdminAccess])
@@ -25,6 +37,12 @@ NOT_FOUND: Responses = {
 
 
 def _required(admin: RegistryAdmin | None) -> RegistryAdmin:
+    if admin is None:
+        raise NotFound("this service does not serve from a bundle registry (MICREC_REGISTRY_DIR)")
+    return admin
+
+
+def _canary(admin: CanaryAdmin | None) -> CanaryAdmin:
     if admin is None:
         raise NotFound("this service does not serve from a bundle registry (MICREC_REGISTRY_DIR)")
     return admin
@@ -41,10 +59,48 @@ def list_bundles(admin: RegistryAdminDep) -> BundlesOut:
     "/promote",
     responses={**ADMIN_AUTH, **MALFORMED, **INVALID, **NOT_FOUND, **CONFLICT, **NOT_READY},
 )
-def promote(admin: RegistryAdminDep, body: PromoteRequest) -> PromotionOut:
-    """Make ``version`` current on every replica. 404 unknown version, 409 refused (unless
-    ``force``), 422 the bundle fails its check, 503 the store could not be told."""
+def promote(
+    admin: RegistryAdminDep, canary: CanaryAdminDep, body: PromoteRequest
+) -> PromotionOut | CanaryOut:
+    """Make ``version`` current on every replica; with ``canary`` ("10%"), serve it to that
+    share of users first (the canary's state is answered). 404 unknown version, 409
+    refused (unless ``force``) or already current, 422 the bundle fails its check or a bad
+    share, 503 the store could not be told."""
+    if body.canary is not None:
+        try:
+            share = parse_share(body.canary)
+        except ValueError as err:
+            raise InvalidInput(str(err)) from None
+        return _canary(canary).start_canary(body.version, share, force=body.force)
     return _required(admin).promote(body.version, body.reason, force=body.force)
+
+
+@router.get("/canary", responses={**ADMIN_AUTH, **NOT_FOUND})
+def canary_status(admin: CanaryAdminDep) -> CanaryOut:
+    """The canary (None: none runs): version, share, both arms' online counts and the
+    rule's last reading on this replica."""
+    return _canary(admin).canary_status()
+
+
+@router.post(
+    "/canary/promote",
+    responses={**ADMIN_AUTH, **MALFORMED, **INVALID, **NOT_FOUND, **CONFLICT, **NOT_READY},
+)
+def canary_promote(admin: CanaryAdminDep, body: CanaryAction | None = None) -> CanaryOut:
+    """Promote the canary's version now (409: no canary runs, or it was decided)."""
+    reason = (body or CanaryAction()).reason
+    return _canary(admin).decide_canary("promote", reason)
+
+
+@router.post(
+    "/canary/abort",
+    responses={**ADMIN_AUTH, **MALFORMED, **INVALID, **NOT_FOUND, **CONFLICT, **NOT_READY},
+)
+def canary_abort(admin: CanaryAdminDep, body: CanaryAction | None = None) -> CanaryOut:
+    """Roll the canary back now: its version is refused, every user gets the current one
+    (409: no canary runs, or it was decided)."""
+    reason = (body or CanaryAction()).reason
+    return _canary(admin).decide_canary("rollback", reason)
 
 
 @router.post(

@@ -158,3 +158,23 @@ def test_serve_refuses_an_empty_registry(
     BundleRegistry(tmp_path / "registry")
     assert main(["serve", "--registry", str(tmp_path / "registry")]) == 2
     assert "has no promoted version" in capsys.readouterr().err
+
+
+def test_canary_start_status_promote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("a", "b"):
+        run(capsys, "add", str(make_bundle(tmp_path / name, version=f"m-{name}")))
+    assert run(capsys, "promote", "v0001")[0] == 0
+    code, out, _ = run(capsys, "promote", "v0002", "--canary", "10%")
+    assert code == 0 and "canary v0002 for 10 % of users (current v0001)" in out, out
+    assert wanted(tmp_path) == "v0001"  # the current version is not switched
+    code, out, _ = run(capsys, "canary", "status")
+    status = json.loads(out)
+    assert status["canary"]["version"] == "v0002" and status["canary"]["salt"] == "(hidden)"
+    assert status["candidate"]["model_version"] == "m-b"
+    code, out, _ = run(capsys, "canary", "promote")
+    assert code == 0 and "canary v0002 promoted" in out
+    assert wanted(tmp_path) == "v0002"
+    code, _, err = run(capsys, "canary", "abort")
+    assert code == 2 and "no canary runs" in err
+    code, _, err = run(capsys, "promote", "v0001", "--canary", "half")
+    assert code == 2 and "10% or 0.1" in err

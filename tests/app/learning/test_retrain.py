@@ -156,7 +156,11 @@ def test_retrain_promotes_a_real_candidate_and_refuses_a_shuffled_one(
     store.put_recommendations([served], 3600, 10)
     store.add_feedback("r1", [("f1", "click")], {"click"})
 
-    opts = RetrainOptions(window=Window(0.3), gate=Gate(tolerance=0.02), epochs=25, keep_runs=1)
+    # a retrain on more of the same traffic is about as good as v1: accepted only because
+    # this gate lets a candidate 2 points worse on average through (the default wants it
+    # better with confidence: tests/app/learning/test_retrain_gate.py)
+    lenient = Gate(tolerance=0.06, margin=-0.02)
+    opts = RetrainOptions(window=Window(0.3), gate=lenient, epochs=25, keep_runs=1)
     good = retrain(store, reg, tmp_path / "runs", replace(opts, progress=False))
     assert good is not None and good.outcome == "promoted", good
     assert reg.current() == good.version == "v0002"
@@ -262,7 +266,7 @@ def test_retrain_under_torchrun_writes_the_registry_once(
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
         "--master_addr", "127.0.0.1", "--master_port", str(port),
-        "-m", "app.cli", "retrain", "--epochs", "5", "--quiet", "--tolerance", "1",
+        "-m", "app.cli", "retrain", "--epochs", "5", "--quiet", "--tolerance", "1", "--margin", "-1",
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -290,7 +294,9 @@ def test_a_promotion_during_the_run_makes_the_gate_stale(
         return write(*args)
 
     monkeypatch.setattr(report_module, "write_report", meanwhile)
-    opts = RetrainOptions(window=Window(0.3), gate=Gate(tolerance=1.0), epochs=2, progress=False)
+    opts = RetrainOptions(
+        window=Window(0.3), gate=Gate(tolerance=1.0, margin=-1.0), epochs=2, progress=False
+    )
     out = retrain_module.retrain(store, reg, tmp_path / "runs", opts)
     assert out is not None and out.outcome == "refused"
     assert "changed from v0001 to v0002" in out.decision["reason"]

@@ -84,6 +84,7 @@ def test_serves_the_registry_and_follows_promotion_and_rollback(
         "wanted": "v0001",
         "loading": None,
         "error": None,
+        "canary": None,
     }
 
     done = promotion.promote(registry, store, "v0003", reason="test")
@@ -176,6 +177,7 @@ def test_readyz_and_metrics_report_the_bundle(
             "wanted": "v0001",
             "loading": None,
             "error": None,
+            "canary": None,
         }
         assert client.get("/v1/model", headers=AUTH).json()["bundle_version"] == "v0001"
         assert "micrec_bundle_in_sync 1.0" in client.get("/metrics").text
@@ -224,6 +226,7 @@ def test_starting_on_an_unloadable_version_falls_back_once(
         "wanted": "v0002",
         "loading": None,
         "error": None,
+        "canary": None,
     }
 
 
@@ -258,6 +261,7 @@ def test_a_rollback_while_the_promoted_version_loads_wins(
         "wanted": "v0001",
         "loading": None,
         "error": None,
+        "canary": None,
     }
 
 
@@ -286,6 +290,7 @@ def test_readyz_is_degraded_until_the_wanted_version_serves(
                 "wanted": "v0002",
                 "loading": "v0002",
                 "error": None,
+                "canary": None,
             }
             assert "micrec_bundle_in_sync 0.0" in client.get("/metrics").text
 

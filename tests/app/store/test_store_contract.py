@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from app.store.base import (
+    Canary,
     ErasureRecords,
     IdempotencyRecord,
     Interaction,
@@ -449,6 +450,23 @@ def test_bundle_version_survives_a_restart(crashable_backend: Backend) -> None:
     crashable_backend.open().set_bundle_version("v0007", 42.5)
     crashable_backend.crash()
     assert crashable_backend.open().get_bundle_version() == WantedBundle("v0007", 42.5)
+
+
+# --- canary (app/lifecycle/canary.py) --------------------------------------------------------
+def test_canary_is_announced_replaced_decided_once_and_cleared(backend: Backend) -> None:
+    store, other = backend.open(), backend.open()
+    assert store.get_canary() is None
+    assert not store.decide_canary("s1", "promote")  # nothing to decide
+    store.set_canary(Canary("v0002", 0.1, "s1", 1000.5))
+    assert other.get_canary() == Canary("v0002", 0.1, "s1", 1000.5, None)
+    assert not other.decide_canary("s0", "promote")  # another canary's salt
+    assert other.decide_canary("s1", "rollback")
+    assert not store.decide_canary("s1", "promote")  # exactly one decision
+    assert store.get_canary() == Canary("v0002", 0.1, "s1", 1000.5, "rollback")
+    store.set_canary(Canary("v0003", 0.25, "s2", 1001.0))  # replaced whole: undecided
+    assert other.get_canary() == Canary("v0003", 0.25, "s2", 1001.0, None)
+    store.set_canary(None)
+    assert other.get_canary() is None
 
 
 # --- idempotency keys ---------------------------------------------------------------------

@@ -57,6 +57,7 @@ def test_list(admin_client: TestClient) -> None:
         "wanted": "v0001",
         "loading": None,
         "error": None,
+        "canary": None,
     }
     assert [(v["version"], v["status"]) for v in body["versions"]] == [
         ("v0001", "promoted"),
@@ -133,3 +134,26 @@ def test_needs_an_admin_key(admin_client: TestClient) -> None:
 def test_404_without_a_registry(client: TestClient) -> None:
     r = client.get("/v1/admin/bundles", headers=ADMIN)
     assert r.status_code == 404 and "MICREC_REGISTRY_DIR" in r.json()["detail"]
+
+
+def test_canary_through_the_admin_api(admin_client: TestClient, registry: BundleRegistry) -> None:
+    """promote with ``canary`` starts one (the current version stays), GET shows it, abort
+    rolls it back (refused); bad shares and a second decision are 4xx."""
+    r = admin_client.post(PROMOTE, json={"version": "v0002", "canary": "150%"}, headers=ADMIN)
+    assert r.status_code == 422 and "share" in r.json()["detail"]
+    r = admin_client.post(PROMOTE, json={"version": "v0002", "canary": "10%"}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert r.json()["canary"]["version"] == "v0002" and r.json()["canary"]["share"] == 0.1
+    assert registry.current() == "v0001"
+    r = admin_client.get("/v1/admin/bundles/canary", headers=ADMIN)
+    assert r.status_code == 200 and r.json()["canary"]["decided"] is None
+    assert admin_client.get("/readyz").json()["bundle"]["canary"]["version"] == "v0002"
+    stats = admin_client.get("/v1/stats", headers=ADMIN).json()
+    assert stats["canary"]["version"] == "v0002" and stats["canary"]["share"] == 0.1
+    assert admin_client.get("/v1/admin/bundles/canary", headers=AUTH).status_code in (401, 403)
+    r = admin_client.post("/v1/admin/bundles/canary/abort", headers=ADMIN)
+    assert r.status_code == 200 and r.json()["outcome"] == "rolled back", r.text
+    assert registry.show("v0002").refused is not None and registry.current() == "v0001"
+    r = admin_client.post("/v1/admin/bundles/canary/promote", headers=ADMIN)
+    assert r.status_code == 409 and "no canary" in r.json()["detail"]
+    assert admin_client.get("/v1/admin/bundles/canary", headers=ADMIN).json()["canary"] is None
