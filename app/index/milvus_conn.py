@@ -101,10 +101,12 @@ class MilvusConnection:
     def client(self) -> Any:
         with self._lock:
             if self._client is None:
-                # pymilvus logs every failed call with its traceback; the outage is logged
-                # once here instead.
-                logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
                 from pymilvus import MilvusClient
+
+                # pymilvus logs every failed call with its traceback (its loggers are set
+                # up on import); the outage is logged once by call() instead.
+                for name in ("pymilvus", "pymilvus.milvus_client"):
+                    logging.getLogger(name).setLevel(logging.CRITICAL)
 
                 self._client = MilvusClient(
                     uri=self.config.uri, token=self.config.token, timeout=self.config.timeout_s
