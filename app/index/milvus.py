@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -127,12 +128,24 @@ class MilvusDomainIndex:
             | {"index": config_doc(self.config)["index"]},
             sort_keys=True,
         )
-        name = self.conn.ensure(self.domain, key, ids, vectors)
+        name = self._ensure(key, ids, vectors)
         with self._lock:
             self.collection = name
             self._base_ids, self._base_pos, self._base_vectors = ids, positions, vectors
             self._hidden, self._added, self._removed = set(), {}, set()
             self._pending = {}
+
+    def _ensure(self, key: str, ids: Sequence[str], vectors: np.ndarray) -> str:
+        """The collection, waiting for Milvus while it is down (up to ``fill_wait_s``): a
+        load keeps the old model serving, or the service not ready, meanwhile."""
+        deadline = time.monotonic() + self.config.fill_wait_s
+        while True:
+            try:
+                return self.conn.ensure(self.domain, key, ids, vectors)
+            except IndexUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(self.config.retry_s)
 
     # --- writes --------------------------------------------------------------------------
     def upsert(self, ids: Sequence[str], vectors: np.ndarray) -> None:

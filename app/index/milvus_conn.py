@@ -209,8 +209,8 @@ class MilvusConnection:
             )  # fmt: skip
         else:
             params.add_index("vector", index_type="FLAT", metric_type="IP")
-        self.call(
-            "create collection",
+        self._create_if_missing(
+            name,
             lambda c: c.create_collection(
                 name,
                 schema=schema,
@@ -219,6 +219,15 @@ class MilvusConnection:
                 timeout=self.config.timeout_s,
             ),
         )
+
+    def _create_if_missing(self, name: str, create: Callable[[Any], object]) -> None:
+        """Create ``name``; another replica creating it at the same moment is no failure."""
+        try:
+            self.call("create collection", create)
+        except IndexUnavailable:
+            self._down_until, self.error = 0.0, None  # the race, not an outage, if it exists
+            if not self._has(name):
+                raise
 
     def _has(self, name: str) -> bool:
         return bool(
@@ -241,16 +250,12 @@ class MilvusConnection:
         schema.add_field("v", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants one vector field
         params = self.client().prepare_index_params()
         params.add_index("v", index_type="FLAT", metric_type="L2")
-        try:
-            self.call(
-                "create collection",
-                lambda c: c.create_collection(
-                    meta, schema=schema, index_params=params, consistency_level="Strong"
-                ),
-            )
-        except IndexUnavailable:
-            if not self._has(meta):  # another replica created it meanwhile: fine
-                raise
+        self._create_if_missing(
+            meta,
+            lambda c: c.create_collection(
+                meta, schema=schema, index_params=params, consistency_level="Strong"
+            ),
+        )
         self.call("load", lambda c: c.load_collection(meta))
 
     def _meta_row(self, name: str) -> dict[str, Any] | None:
