@@ -81,8 +81,9 @@ class MilvusSettings(BaseModel):
     )
     milvus_keep_versions: int = Field(
         2,
-        ge=1,
+        ge=2,
         description="Collections kept per domain (the most recently used bundle versions; "
-        "older ones are dropped after a new one is filled). 2 keeps the previous version "
-        "for replicas still serving it during a promotion and for a rollback.",
+        "older ones are dropped after a new one is filled). At least 2: the previous "
+        "version serves until the new one is swapped in, on every replica (and a rollback "
+        "finds it).",
     )

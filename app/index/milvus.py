@@ -34,7 +34,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -76,6 +76,7 @@ class MilvusDomainIndex:
         self._pending: dict[str, np.ndarray | None] = {}  # writes Milvus has not taken
         self._flush_lock = threading.Lock()
         self._recoveries = self.conn.recoveries
+        self._deferred = 0
 
     kind_prefix = "milvus"
 
@@ -179,7 +180,20 @@ class MilvusDomainIndex:
         self._send_quietly()
         return removed
 
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Writes inside are sent together at the end (a replay of every registered item
+        into a new state: a few upsert calls instead of one per item)."""
+        self._deferred += 1
+        try:
+            yield
+        finally:
+            self._deferred -= 1
+            self._send_quietly()
+
     def _send_quietly(self) -> None:
+        if self._deferred:
+            return
         # On failure the writes stay pending: sent before the next search (the connection
         # logs the outage once).
         with contextlib.suppress(IndexUnavailable):
@@ -202,10 +216,13 @@ class MilvusDomainIndex:
                 if v is not None
             ]
             gone = [i for i, v in batch.items() if v is None]
-            name, timeout = self.collection, self.config.timeout_s
-            if rows:
+            name, timeout, step = self.collection, self.config.timeout_s, self.config.insert_batch
+            for start in range(0, len(rows), step):
+                part = rows[start : start + step]
                 self.conn.loaded_call(
-                    name, "register", lambda c: c.upsert(name, rows, timeout=timeout)
+                    name,
+                    "register",
+                    lambda c: c.upsert(name, part, timeout=timeout),  # noqa: B023
                 )
             if gone:
                 self.conn.loaded_call(

@@ -144,6 +144,33 @@ def test_outage_keeps_writes_and_fails_fast(
     assert hits[0][0] == "during" and index.pending == 0
 
 
+def test_a_replay_sends_its_writes_together(
+    milvus_server: MilvusLiteServer,
+    milvus_prefix: str,
+    data: tuple[list[str], np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The feed's replay of every registered item into a new state (app/lifecycle/feed.py)
+    costs one upsert per insert_batch rows, not one round trip per item."""
+    ids, x = data
+    index = milvus(milvus_server, milvus_prefix, insert_batch=40)
+    index.build(ids, x, source_key="v1")
+    calls: list[str] = []
+    real = MilvusConnection.loaded_call
+
+    def counting(self: MilvusConnection, name: str, what: str, fn: object) -> object:
+        calls.append(what)
+        return real(self, name, what, fn)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(MilvusConnection, "loaded_call", counting)
+    new = np.random.default_rng(5).standard_normal((100, D)).astype(np.float32)
+    with index.deferred():
+        for k in range(100):
+            index.upsert([f"replayed{k}"], new[k : k + 1])
+    assert calls.count("register") == 3  # 100 rows in batches of 40
+    assert index.search(new[7], 1)[0][0][0] == "replayed7"
+
+
 def test_older_versions_are_pruned(
     milvus_server: MilvusLiteServer, milvus_prefix: str, data: tuple[list[str], np.ndarray]
 ) -> None:

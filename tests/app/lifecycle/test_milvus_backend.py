@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pymilvus import MilvusClient
 
 from app.index.domain import DomainIndex
 from app.index.milvus import MilvusDomainIndex
@@ -22,7 +24,7 @@ from app.lifecycle.engine import load_engine
 from app.lifecycle.state import build_domain_index
 from app.settings import Settings
 from bench.milvus_server import MilvusLiteServer
-from tests.app.conftest import AUTH, running
+from tests.app.conftest import ADMIN, AUTH, running, service_of
 from tests.app.fakes import FakeEngineFactory, MemoryStore
 
 REPO = Path(__file__).resolve().parents[3]
@@ -149,3 +151,59 @@ def test_milvus_flat_top20_equals_faiss_on_a_real_bundle(
                 _same_ranking(w, g, exact, q)
                 compared += 1
     assert compared >= 2 * 25
+
+
+def test_a_new_version_is_filled_before_the_swap_and_the_old_one_kept(
+    tmp_path: Path,
+    make_settings: Callable[..., Settings],
+    engine_factory: FakeEngineFactory,
+    milvus_server: MilvusLiteServer,
+    milvus_prefix: str,
+) -> None:
+    """A reload to another bundle version (what a promotion does on every replica) fills
+    the new version's collection while the old one answers every request; the old
+    collection stays for replicas still on it (milvus_keep_versions=2); the registered
+    item is in the new collection too."""
+    bigger = FakeEngineFactory()
+    bigger.domains = {**bigger.domains, "arts": bigger.domains["arts"] + 7}  # other content
+    v2 = bigger.make_bundle(tmp_path / "bundle-v2", version="fake-v2")
+    settings = make_settings(
+        index_backend="milvus",
+        milvus_uri=milvus_server.uri,
+        milvus_collection_prefix=milvus_prefix,
+        bundles_dir=tmp_path,
+    )
+    body = {"history": ["arts-1", "new-arts"], "domain": "arts", "n": 5}
+    with running(settings, engine_factory, MemoryStore()) as client:
+        item = {"item_id": "new-arts", "domain": "arts", "title": "registered before"}
+        assert client.post("/v1/items", json=item, headers=AUTH).status_code == 201
+        statuses: list[int] = []
+        versions: set[str] = set()
+        stop = threading.Event()
+
+        def hammer() -> None:
+            while not stop.is_set():
+                r = _recommend(client, **body)
+                statuses.append(r.status_code)
+                if r.status_code == 200:
+                    versions.add(r.json()["model_version"])
+
+        thread = threading.Thread(target=hammer)
+        thread.start()
+        try:
+            r = client.post("/v1/admin/reload", json={"bundle_path": str(v2)}, headers=ADMIN)
+            assert r.status_code == 202, r.text
+            assert service_of(client).loader.wait(120).status == "succeeded"
+            deadline = time.monotonic() + 60
+            while "fake-v2" not in versions:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        finally:
+            stop.set()
+            thread.join(60)
+        assert set(statuses) == {200} and versions == {"fake-v1", "fake-v2"}
+        ranked = _recommend(client, history=["new-arts"], domain="arts", n=2000, exclude_seen=False)
+        assert "new-arts" in [i["item_id"] for i in ranked.json()["items"]]
+    client_m = MilvusClient(uri=milvus_server.uri)
+    arts = [n for n in client_m.list_collections() if n.startswith(f"{milvus_prefix}_arts_")]
+    assert len(arts) == 2
