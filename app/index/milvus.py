@@ -101,6 +101,15 @@ class MilvusDomainIndex:
         """Writes waiting for Milvus (an outage)."""
         return len(self._pending)
 
+    def problem(self) -> str | None:
+        """Why this index cannot serve, as its last Milvus call saw it (for /readyz)."""
+        if self.conn.error is None:
+            return None
+        return (
+            f"Milvus unavailable ({self.conn.error}): recommends that need the index fail "
+            "with 503; registrations are kept and sent when it is back"
+        )
+
     # --- construction --------------------------------------------------------------------
     def build(
         self,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from app.api.errors import Conflict, NotReady
 from app.api.schemas import ReloadStatus
+from app.index.milvus import MilvusDomainIndex
 from app.lifecycle.engine import EngineFactory
 from app.lifecycle.feed import ChangeFeed
 from app.lifecycle.replica_sync import ReplicaSync
@@ -96,6 +97,14 @@ class ModelLoader:
             out.append("registered items not replayed yet (store unavailable at load)")
         if self._status.status == "failed" and state is not None:
             out.append(f"last reload failed ({LOAD_FAILED})")
+        if state is not None:
+            out += sorted(
+                {
+                    p
+                    for i in state.indexes.values()
+                    if isinstance(i, MilvusDomainIndex) and (p := i.problem())
+                }
+            )
         return out
 
     # --- loading ----------------------------------------------------------------------

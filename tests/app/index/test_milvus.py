@@ -5,6 +5,7 @@ complete fill makes usable, writes every replica sees, outages that lose nothing
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,6 +170,29 @@ def test_a_replay_sends_its_writes_together(
             index.upsert([f"replayed{k}"], new[k : k + 1])
     assert calls.count("register") == 3  # 100 rows in batches of 40
     assert index.search(new[7], 1)[0][0][0] == "replayed7"
+
+
+def test_hnsw_and_a_milvus_lite_file(
+    tmp_path: Path,
+    milvus_server: MilvusLiteServer,
+    milvus_prefix: str,
+    data: tuple[list[str], np.ndarray],
+) -> None:
+    """milvus_index=HNSW builds and finds the exact neighbours of a small catalogue; a
+    ``.db`` URI runs milvus-lite inside the process (one worker)."""
+    ids, x = data
+    exact = DomainIndex("books", D)
+    exact.build(ids, x)
+    hnsw = milvus(milvus_server, milvus_prefix, index="HNSW")
+    hnsw.build(ids, x, source_key="v1")
+    assert hnsw.kind == "milvus-hnsw"
+    q = np.random.default_rng(6).standard_normal((5, D)).astype(np.float32)
+    want = [{i for i, _ in row} for row in exact.search(q, 10)]
+    got = [{i for i, _ in row} for row in hnsw.search(q, 10)]
+    assert sum(len(w & g) for w, g in zip(want, got, strict=True)) >= 0.9 * 50
+    local = MilvusDomainIndex("books", D, MilvusConfig(uri=str(tmp_path / "lite.db")))
+    local.build(ids, x, source_key="v1")
+    assert local.search(x[3], 1)[0][0][0] == "i3"
 
 
 def test_older_versions_are_pruned(

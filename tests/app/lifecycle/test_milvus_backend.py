@@ -66,6 +66,8 @@ def test_milvus_app_answers_as_faiss_and_survives_an_outage(
             r = _recommend(client, **body)
             assert r.status_code == 503 and "Milvus" in r.json()["detail"], r.text
             assert r.headers["Retry-After"]
+            ready = client.get("/readyz").json()
+            assert ready["status"] == "degraded" and "Milvus" in " ".join(ready["degraded"])
             # No usable history: the fallback chain answers without the index, as before.
             cold = _recommend(client, domain="arts", n=5)
             assert cold.status_code == 200 and cold.json()["user_embedding"] == "fallback"
@@ -85,6 +87,7 @@ def test_milvus_app_answers_as_faiss_and_survives_an_outage(
             assert r.status_code == 503 and time.monotonic() < deadline, r.text
             time.sleep(0.2)
         assert "during" in [i["item_id"] for i in r.json()["items"]]
+        assert client.get("/readyz").json()["status"] == "ready"
 
 
 def _demo_bundle() -> Path | None:
