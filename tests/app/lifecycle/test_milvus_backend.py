@@ -14,18 +14,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from pymilvus import MilvusClient
 
-from app.index.domain import DomainIndex
-from app.index.milvus import MilvusDomainIndex
 from app.lifecycle.engine import load_engine
 from app.lifecycle.state import build_domain_index
 from app.settings import Settings
 from bench.milvus_server import MilvusLiteServer
 from tests.app.conftest import ADMIN, AUTH, running, service_of
 from tests.app.fakes import FakeEngineFactory, MemoryStore
+from tests.app.milvus_parity import assert_same_top
 
 REPO = Path(__file__).resolve().parents[3]
 TOP = 20
@@ -97,28 +95,6 @@ def _demo_bundle() -> Path | None:
     return None
 
 
-def _same_ranking(
-    want: list[tuple[str, float]], got: list[tuple[str, float]], exact: DomainIndex, q: np.ndarray
-) -> None:
-    """Equal ids rank by rank, except within ties (scores within 1e-4), which may come in
-    any order; at the cut, a tied id of the other list must score the same."""
-    assert len(got) == len(want)
-    np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=1e-5, atol=1e-5)
-    tol, start = 1e-4, 0
-    while start < len(want):
-        end = start
-        while end + 1 < len(want) and abs(want[end + 1][1] - want[start][1]) < tol:
-            end += 1
-        group_w = {i for i, _ in want[start : end + 1]}
-        group_g = {i for i, _ in got[start : end + 1]}
-        if end + 1 < len(want):
-            assert group_g == group_w
-        else:  # the last group may continue past the cut: any tied id will do
-            for _, score in exact.score(q, sorted(group_g)):
-                assert abs(score - want[start][1]) < tol
-        start = end + 1
-
-
 def test_milvus_flat_top20_equals_faiss_on_a_real_bundle(
     tmp_path: Path, milvus_server: MilvusLiteServer, milvus_prefix: str
 ) -> None:
@@ -142,17 +118,7 @@ def test_milvus_flat_top20_equals_faiss_on_a_real_bundle(
     for domain in engine.domains:
         exact = build_domain_index(engine, domain, faiss_settings, bundle)
         shared = build_domain_index(engine, domain, milvus_settings, bundle)
-        assert isinstance(exact, DomainIndex) and exact.kind == "flat"
-        assert isinstance(shared, MilvusDomainIndex)
-        users = engine.sample_user_vectors(domain, 25)
-        assert len(users) > 0
-        seen = [set(engine.catalogue(domain).item_ids[k::97]) for k in range(len(users))]
-        for excl in (None, seen):
-            want = exact.search(users, TOP, exclude=excl)
-            got = shared.search(users, TOP, exclude=excl)
-            for q, w, g in zip(users, want, got, strict=True):
-                _same_ranking(w, g, exact, q)
-                compared += 1
+        compared += assert_same_top(engine, domain, exact, shared, TOP)
     assert compared >= 2 * 25
 
 
