@@ -220,3 +220,20 @@ def _name_of(index: MilvusDomainIndex, ids: list[str], x: np.ndarray, key: str) 
 
 def _row(item_id: str, v: np.ndarray) -> dict:
     return {"item_id": item_id, "vector": v, "registered": False}
+
+
+def test_after_a_failure_calls_fail_fast_without_reaching_milvus() -> None:
+    """A request during an outage never waits for a deadline of its own: for retry_s
+    after a failure, calls are refused before reaching Milvus (no hung model thread)."""
+    conn = MilvusConnection(MilvusConfig(uri="http://127.0.0.1:9", timeout_s=1.0, retry_s=60))
+    conn._client = object()  # a client that exists: what is checked is the call's gate
+
+    def failing(client: object) -> None:
+        raise ConnectionError("refused")
+
+    with pytest.raises(IndexUnavailable, match="Milvus"):
+        conn.call("search", failing)
+    reached: list[int] = []
+    with pytest.raises(IndexUnavailable, match=r"unavailable \(search: ConnectionError\)"):
+        conn.call("search", lambda client: reached.append(1))
+    assert reached == []
