@@ -300,8 +300,11 @@ class MilvusConnection:
 
 
 def _reason(err: Exception) -> str:
+    """The error's type and code, bounded (no server text: it may name hosts)."""
     code = getattr(err, "code", None)
-    return type(err).__name__ + (f" code {code}" if code is not None else "")
+    if callable(code):  # gRPC errors: code() -> StatusCode.DEADLINE_EXCEEDED
+        code = getattr(code(), "name", None)
+    return type(err).__name__ + (f" code {str(code)[:40]}" if code is not None else "")
 
 
 def config_doc(config: MilvusConfig) -> dict[str, Any]:

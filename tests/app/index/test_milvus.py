@@ -237,3 +237,21 @@ def test_after_a_failure_calls_fail_fast_without_reaching_milvus() -> None:
     with pytest.raises(IndexUnavailable, match=r"unavailable \(search: ConnectionError\)"):
         conn.call("search", lambda client: reached.append(1))
     assert reached == []
+
+
+def test_a_grpc_deadline_is_named_in_one_line() -> None:
+    import grpc
+
+    class Deadline(grpc.RpcError):
+        def code(self) -> grpc.StatusCode:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+
+    conn = MilvusConnection(MilvusConfig(uri="http://127.0.0.1:9"))
+    conn._client = object()
+
+    def late(client: object) -> None:
+        raise Deadline()
+
+    with pytest.raises(IndexUnavailable) as err:
+        conn.call("search", late)
+    assert "(search: Deadline code DEADLINE_EXCEEDED)" in str(err.value)
