@@ -89,7 +89,7 @@ def test_milvus_app_answers_as_faiss_and_survives_an_outage(
 
 
 def _demo_bundle() -> Path | None:
-    for candidate in (os.environ.get("MICREC_TEST_DEMO_BUNDLE"), REPO / "artifacts/demo-bundle"):
+    for candidate in (os.environ.get("PARITY_DEMO_BUNDLE"), REPO / "artifacts/demo-bundle"):
         if candidate and (Path(candidate) / "manifest.json").is_file():
             return Path(candidate)
     return None
@@ -102,7 +102,7 @@ def test_milvus_flat_top20_equals_faiss_on_a_real_bundle(
     augmented vectors) in FAISS exact and in Milvus FLAT, real bundle users' vectors."""
     source = _demo_bundle()
     if source is None:
-        pytest.skip("no demo bundle (make demo-bundle, or MICREC_TEST_DEMO_BUNDLE=DIR)")
+        pytest.skip("no demo bundle (make demo-bundle, or PARITY_DEMO_BUNDLE=DIR)")
     bundle = tmp_path / "bundle"
     shutil.copytree(source, bundle, ignore=shutil.ignore_patterns("serving-cache"))
     engine = load_engine(bundle)
