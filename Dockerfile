@@ -18,7 +18,9 @@ RUN pip install torch==2.13.0 ${TORCH_INDEX:+--index-url "$TORCH_INDEX"}
 COPY pyproject.toml README.md ./
 COPY model ./model
 COPY app ./app
-RUN pip install .
+# EXTRAS=milvus adds the Milvus index backend's client (MICREC_INDEX_BACKEND=milvus).
+ARG EXTRAS=""
+RUN pip install ".${EXTRAS:+[$EXTRAS]}"
 
 FROM python:3.11-slim AS runtime
 ENV PATH=/opt/venv/bin:$PATH \

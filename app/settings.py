@@ -2,7 +2,8 @@
 
 The keys are grouped by the part of the service that reads them, one class per group
 (app/settings_groups.py: model, index, caches, store, recommend, request limits;
-app/settings_deploy.py: auth, server, registry and retraining). :class:`Settings`
+app/settings_milvus.py: the index backend; app/settings_deploy.py: auth, server, registry
+and retraining). :class:`Settings`
 inherits them all, so every key keeps one flat name (``MICREC_MAX_N``,
 ``settings.max_n``), and adds the checks across groups.
 
@@ -38,6 +39,7 @@ from app.settings_groups import (
     RecommendSettings,
     StoreSettings,
 )
+from app.settings_milvus import MilvusSettings
 from model.runconfig import ConfigError
 
 ENV_PREFIX = "MICREC_"
@@ -58,6 +60,7 @@ LIBRARY_ENV_KEYS = frozenset(
 GROUPS: tuple[type, ...] = (
     ModelSettings,
     IndexSettings,
+    MilvusSettings,
     CacheSettings,
     StoreSettings,
     RecommendSettings,
@@ -80,6 +83,7 @@ class Settings(
     RecommendSettings,
     StoreSettings,
     CacheSettings,
+    MilvusSettings,
     IndexSettings,
     ModelSettings,
     BaseSettings,
@@ -101,6 +105,15 @@ class Settings(
         admin = {k.get_secret_value() for k in self.admin_keys}
         if admin & {k.get_secret_value() for k in self.api_keys}:
             raise ValueError("admin_keys must differ from api_keys")
+        if self.index_backend == "milvus":
+            if not self.milvus_uri:
+                raise ValueError("MICREC_INDEX_BACKEND=milvus needs MICREC_MILVUS_URI")
+            if self.milvus_uri.endswith(".db") and self.workers > 1:
+                raise ValueError(
+                    "a milvus-lite file (MICREC_MILVUS_URI=...db) is opened by one process: "
+                    "with MICREC_WORKERS > 1 run `python -m milvus_lite server --data-dir DIR` "
+                    "and set MICREC_MILVUS_URI=http://127.0.0.1:19530"
+                )
         return self
 
     def serving_cache_root(self, bundle_path: Path) -> Path | None:

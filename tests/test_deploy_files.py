@@ -33,3 +33,15 @@ def test_compose_has_redis_with_aof_and_two_replicas() -> None:
         env = services[name]["environment"]
         assert env["MICREC_STORE_URL"].startswith("redis://redis")
     assert {services[n]["ports"][0] for n in replicas} == {"8001:8000", "8002:8000"}
+
+
+def test_compose_offers_milvus_behind_a_profile() -> None:
+    """The Milvus services start only with `--profile milvus`; replicas know its URI."""
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    milvus = {n: s for n, s in services.items() if n.startswith("milvus")}
+    assert set(milvus) == {"milvus", "milvus-etcd", "milvus-minio"}
+    assert all(s["profiles"] == ["milvus"] for s in milvus.values())
+    for name in (n for n in services if n.startswith("micrec")):
+        env = services[name]["environment"]
+        assert env["MICREC_MILVUS_URI"] == "http://milvus:19530"
+        assert env["MICREC_INDEX_BACKEND"] == "${MICREC_INDEX_BACKEND:-faiss}"

@@ -40,6 +40,7 @@ from app.http.routers import (
     reload,
     users,
 )
+from app.index.milvus_conn import IndexUnavailable
 from app.lifecycle.engine import EngineFactory, load_engine
 from app.runtime.idempotency import HEADER as IDEMPOTENCY_HEADER
 from app.runtime.idempotency import REPLAYED_HEADER
@@ -160,6 +161,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, err: ServiceError) -> JSONResponse:
         return JSONResponse({"detail": err.detail}, err.status_code, headers=err.headers)
+
+    @app.exception_handler(IndexUnavailable)
+    async def index_unavailable(request: Request, err: IndexUnavailable) -> JSONResponse:
+        # Milvus (index_backend=milvus) did not answer: the message names it; the
+        # connection fails fast for milvus_retry_s (1 s default) before trying again.
+        return JSONResponse({"detail": str(err)}, 503, headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:

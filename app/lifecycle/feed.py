@@ -17,6 +17,7 @@ process made itself, or that a replay already applied, is skipped when seen agai
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
@@ -55,7 +56,13 @@ class ChangeFeed:
             self.health.failed("replay registered items", err)
             return
         self.health.ok()
-        with self.served.lock:
+        with self.served.lock, contextlib.ExitStack() as batched:
+            for index in state.indexes.values():
+                # An index that writes to a remote engine (the Milvus one) sends the
+                # replayed items together at the end instead of one call per item.
+                deferred = getattr(index, "deferred", None)
+                if deferred is not None:
+                    batched.enter_context(deferred())
             for item in items:
                 self.apply_upsert(state, item, seq)
             state.feed_seq = max(state.feed_seq, seq)

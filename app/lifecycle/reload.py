@@ -20,6 +20,7 @@ from pathlib import Path
 
 from app.api.errors import Conflict, NotReady
 from app.api.schemas import ReloadStatus
+from app.index.milvus import MilvusDomainIndex
 from app.lifecycle.engine import EngineFactory
 from app.lifecycle.feed import ChangeFeed
 from app.lifecycle.replica_sync import ReplicaSync
@@ -102,6 +103,13 @@ class ModelLoader:
                     f"{modality} encoder unavailable: {why}; registrations and queries that "
                     "need it answer 503"
                 )
+            out += sorted(
+                {
+                    p
+                    for i in state.indexes.values()
+                    if isinstance(i, MilvusDomainIndex) and (p := i.problem())
+                }
+            )
         return out
 
     # --- loading ----------------------------------------------------------------------

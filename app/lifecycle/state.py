@@ -24,6 +24,9 @@ from app.api.ids import is_normal_id
 from app.api.schemas import IndexCalibrationInfo, IndexInfo, ModelInfo
 from app.api.validation import shown
 from app.index.domain import DomainIndex
+from app.index.milvus import MilvusDomainIndex
+from app.index.milvus_conn import MilvusConfig
+from app.index.protocol import ItemIndex
 from app.lifecycle.categories import CategoryIndex
 from app.lifecycle.engine import Engine
 from app.lifecycle.registered import RegisteredItems
@@ -51,7 +54,7 @@ class ModelState:
     engine: Engine
     bundle_path: Path
     loaded_at: float
-    indexes: dict[str, DomainIndex]
+    indexes: dict[str, ItemIndex]
     category_index: dict[str, CategoryIndex]
     """domain -> its bundle items by category prefix."""
     registered: RegisteredItems = field(default_factory=RegisteredItems)
@@ -127,7 +130,7 @@ class ModelState:
             registered_items=self.registered_count(),
         )
 
-    def _index_info(self, domain: str, index: DomainIndex) -> IndexInfo:
+    def _index_info(self, domain: str, index: ItemIndex) -> IndexInfo:
         c = index.calibration
         return IndexInfo(
             kind=index.kind,
@@ -185,17 +188,46 @@ def bundle_key(path: Path) -> str:
     return cache_key(Path(path) / "manifest.json", {})
 
 
+def milvus_config(settings: Settings) -> MilvusConfig:
+    """The Milvus backend's settings (``MICREC_MILVUS_*``)."""
+    token = settings.milvus_token
+    return MilvusConfig(
+        uri=settings.milvus_uri,
+        token=token.get_secret_value() if token is not None else "",
+        prefix=settings.milvus_collection_prefix,
+        consistency=settings.milvus_consistency,
+        timeout_s=settings.milvus_timeout_s,
+        retry_s=settings.milvus_retry_s,
+        index=settings.milvus_index,
+        hnsw_ef=settings.milvus_hnsw_ef,
+        insert_batch=settings.milvus_insert_batch,
+        fill_wait_s=settings.milvus_fill_wait_s,
+        keep_versions=settings.milvus_keep_versions,
+    )
+
+
 def build_domain_index(
     engine: Engine, domain: str, settings: Settings, path: Path | None = None
-) -> DomainIndex:
+) -> ItemIndex:
     """The serving index of ``domain``'s bundle catalogue, as ``settings`` configure it.
 
     An IVF index (catalogues above ``exact_index_max_items``) has its nprobe calibrated on
     up to ``ivf_calibration_queries`` real bundle users of the domain. With a serving cache
     (``settings.serving_cache_root(path)``) the index is built once per machine and
-    memory-mapped by every worker.
+    memory-mapped by every worker. With ``index_backend=milvus``: the domain's collection
+    in the shared Milvus instead (app/index/milvus.py), no local index.
     """
     cat = engine.catalogue(domain)
+    bundle = path is not None and (Path(path) / "manifest.json").is_file()
+    if settings.index_backend == "milvus":
+        shared = MilvusDomainIndex(domain, engine.dim, milvus_config(settings))
+        shared.build(
+            cat.item_ids,
+            cat.vectors,
+            source_key=bundle_key(path) if bundle and path else "",
+            positions=partial(_bundle_row, engine, domain),
+        )
+        return shared
     index = DomainIndex(
         domain,
         engine.dim,
@@ -210,7 +242,6 @@ def build_domain_index(
     if settings.ivf_calibration_queries:
         # called only when the index is built (not when a cached one is mapped)
         queries = partial(engine.sample_user_vectors, domain, settings.ivf_calibration_queries)
-    bundle = path is not None and (Path(path) / "manifest.json").is_file()
     index.build(
         cat.item_ids,
         cat.vectors,

@@ -35,11 +35,15 @@ from fastapi.testclient import TestClient
 from app.api.schemas import RecommendRequest
 from app.lifecycle.categories import join_categories
 from app.lifecycle.engine import Engine
+from app.lifecycle.state import build_domain_index
+from app.settings import Settings
+from bench.milvus_server import MilvusLiteServer
 from model.bundle import load_bundle
 from model.data.dataset import Dataset, Interactions, item_text
 from model.encoders.cache import encode_dataset
 from model.encoders.factory import create_encoder
 from model.inference import InferenceEngine
+from tests.app.milvus_parity import assert_same_top
 from tests.app.real_bundle import (
     ADMIN,
     AUTH,
@@ -680,3 +684,25 @@ def test_serving_cache_engine_equals_in_memory_engine(
                 a, b = engine.embed_user(d, {d: history}), e.embed_user(d, {d: history})
                 assert a.method == b.method
                 np.testing.assert_array_equal(a.vector, b.vector)
+
+
+def test_milvus_flat_ranks_as_faiss_exact(
+    real: RealBundles,
+    engine: InferenceEngine,
+    tmp_path: Path,
+    milvus_server: MilvusLiteServer,
+    milvus_prefix: str,
+) -> None:
+    """The Milvus backend's parity on a real trained bundle in every CI run (the demo
+    bundle's check, tests/app/lifecycle/test_milvus_backend.py, needs `make demo-bundle`)."""
+    base: dict[str, Any] = {"bundle_path": real.v1, "serving_cache_dir": tmp_path / "cache"}
+    shared = Settings(
+        **base, index_backend="milvus", milvus_uri=milvus_server.uri,
+        milvus_collection_prefix=milvus_prefix,
+    )  # fmt: skip
+    compared = 0
+    for domain in engine.domains:
+        exact = build_domain_index(engine, domain, Settings(**base), real.v1)
+        milvus = build_domain_index(engine, domain, shared, real.v1)
+        compared += assert_same_top(engine, domain, exact, milvus, N)
+    assert compared >= 3 * 2

@@ -129,3 +129,15 @@ def test_serving_cache_root(tmp_path: Path) -> None:
     s = Settings(registry_dir=tmp_path / "reg", serving_cache_dir=own)
     assert s.serving_cache_root(bundle) == own
     assert Settings(serving_cache=False).serving_cache_root(bundle) is None
+
+
+def test_index_backend_is_checked_in_one_line() -> None:
+    assert Settings().index_backend == "faiss"
+    with pytest.raises(SettingsError, match=r"^invalid settings: MICREC_INDEX_BACKEND: .*faiss"):
+        load_settings(index_backend="annoy")
+    with pytest.raises(SettingsError, match="needs MICREC_MILVUS_URI"):
+        load_settings(index_backend="milvus")
+    with pytest.raises(SettingsError, match="opened by one process"):
+        load_settings(index_backend="milvus", milvus_uri="/tmp/x.db", workers=2)
+    ok = load_settings(index_backend="milvus", milvus_uri="http://milvus:19530", workers=2)
+    assert ok.milvus_index == "FLAT" and ok.milvus_consistency == "Strong"
