@@ -68,7 +68,7 @@ class Browser(Resource):
             if meta is not None and hit(meta.title, item_id, meta.categories):
                 registered.append(item_id)
         cat = state.engine.catalogue(domain)
-        rows: Sequence[int] = self._degree_order(state, domain)
+        rows: np.ndarray | list[int] = self._degree_order(state, domain)
         if needle or prefix:  # unfiltered, the degree order is the answer: no scan
             rows = [r for r in rows if hit(cat.titles[r], cat.item_ids[r], cat.categories[r])]
         first, last = offset - len(registered), offset + limit - len(registered)

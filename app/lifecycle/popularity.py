@@ -147,7 +147,7 @@ class PopularityBook:
         with self._lock:
             return float(base + self.count(domain, item_id))
 
-    def ranking(self, state: ModelState, domain: str) -> tuple[list[str], np.ndarray]:
+    def ranking(self, state: ModelState, domain: str) -> tuple[Sequence[str], np.ndarray]:
         """(ids, scores) of items with popularity > 0, most popular first."""
         key = (state.generation, self._version, state.registered.version)
         cached = self._rankings.get(domain)

@@ -155,7 +155,9 @@ def build_state(engine: Engine, path: Path, settings: Settings) -> ModelState:
         bundle_path=path,
         loaded_at=time.time(),
         indexes={d: build_domain_index(engine, d, settings, path) for d in engine.domains},
-        category_index={d: CategoryIndex.of(engine.catalogue(d).categories) for d in engine.domains},
+        category_index={
+            d: CategoryIndex.of(engine.catalogue(d).categories) for d in engine.domains
+        },
     )
 
 

@@ -36,6 +36,7 @@ from app.api.schemas import RecommendRequest
 from app.lifecycle.categories import join_categories
 from app.lifecycle.engine import Engine
 from model.bundle import load_bundle
+from model.columns import StringColumn
 from model.data.dataset import Dataset, Interactions, item_text
 from model.encoders.cache import encode_dataset
 from model.encoders.factory import create_encoder
@@ -636,3 +637,33 @@ def test_serving_cache_engine_equals_in_memory_engine(
                 a, b = engine.embed_user(d, {d: history}), e.embed_user(d, {d: history})
                 assert a.method == b.method
                 np.testing.assert_array_equal(a.vector, b.vector)
+
+
+def test_served_catalogue_is_mapped_columns_equal_to_the_bundle(
+    real: RealBundles, engine: InferenceEngine, tmp_path: Path
+) -> None:
+    """With a serving cache the service's engine reads no catalogue.json once the cache
+    exists and holds no per-item lists: ids, titles, categories, popularity and the id ->
+    (domain, row) lookup are memory-mapped columns equal to the bundle's lists."""
+    from app.lifecycle.engine import load_engine
+
+    built = load_engine(real.v1, cache_root=lambda _: tmp_path)
+    warm = load_engine(real.v1, cache_root=lambda _: tmp_path)
+    bundle = load_bundle(real.v1)
+    for e in (built, warm):
+        assert not e.bundle.catalogue_loaded
+        assert not any(s.item_ids or s.titles or s.user_ids for s in e.bundle.domains.values())
+        for d, s in bundle.domains.items():
+            cat = e.catalogue(d)
+            assert isinstance(cat.item_ids, StringColumn) and isinstance(
+                cat.item_ids.data, np.memmap
+            )
+            assert list(cat.item_ids) == s.item_ids and list(cat.titles) == s.titles
+            assert list(cat.categories) == s.categories
+            np.testing.assert_array_equal(cat.popularity, s.popularity)
+            rows = [e.bundle_position(i) for i in s.item_ids]
+            assert rows == [engine.bundle_position(i) for i in s.item_ids]
+            assert rows == [(d, k) for k in range(len(s.item_ids))]
+            for u in s.user_ids[:50]:
+                assert e.bundle_history(u) == engine.bundle_history(u)
+        assert e.bundle_position("no-such-item") is None and e.item_domain("no-such-item") is None
