@@ -224,7 +224,7 @@ class BaseIndex:
         index.nprobe = min(params.nprobe, nlist)
         for start in range(0, n, ADD_CHUNK):
             index.add(augment(np.asarray(x[start : start + ADD_CHUNK], np.float32), radius))
-        index.set_direct_map_type(faiss.DirectMap.Array)
+        index.set_direct_map_type(faiss.DirectMap.Array)  # type: ignore[attr-defined]
         base = cls(index, "ivf", dim, radius)
         if queries is not None and len(queries) and params.target_recall:
             cal = base._calibrate(x, queries, params)
