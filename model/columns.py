@@ -21,8 +21,10 @@ without a cache, tests) and on memory maps (``load``).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
+import mmap
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,10 @@ import numpy as np
 
 from model.data.ids import is_normal_id
 
-_ENC = "surrogatepass"  # ids decoded from JSON may hold lone surrogates: round-trip them
+_ENC = "surrogatepass"
+
+GET_CACHE = 1 << 16
+"""Ids whose :meth:`IdLookup.get` answer a process keeps (~10 MB)."""  # ids decoded from JSON may hold lone surrogates: round-trip them
 
 
 def _save(directory: Path, name: str, array: np.ndarray) -> None:
@@ -49,8 +54,11 @@ class StringColumn(Sequence[str]):
     def __init__(self, data: np.ndarray, offsets: np.ndarray) -> None:
         if offsets.ndim != 1 or len(offsets) < 1:
             raise ValueError("offsets must be a 1-d array of n + 1 positions")
-        self.data = data
-        self.offsets = offsets
+        # plain ndarray views of the maps: np.memmap's subclass hooks cost microseconds on
+        # every slice, and a recommend reads dozens of rows (the pages stay the file's)
+        self.data = np.asarray(data)
+        self.offsets = np.asarray(offsets)
+        self._n = len(offsets) - 1
 
     @classmethod
     def from_strings(cls, strings: Iterable[str]) -> StringColumn:
@@ -69,7 +77,7 @@ class StringColumn(Sequence[str]):
         return cls(_load(directory, f"{name}-data"), _load(directory, f"{name}-offsets"))
 
     def __len__(self) -> int:
-        return len(self.offsets) - 1
+        return self._n
 
     @overload
     def __getitem__(self, row: int) -> str: ...
@@ -78,7 +86,7 @@ class StringColumn(Sequence[str]):
     def __getitem__(self, row: int | slice) -> str | list[str]:
         if isinstance(row, slice):
             return [self[k] for k in range(*row.indices(len(self)))]
-        n = len(self)
+        n = self._n
         k = int(row)
         if k < 0:
             k += n
@@ -107,7 +115,7 @@ class CategoryColumn(Sequence[str]):
     ``names`` (the distinct strings, a small Python list)."""
 
     def __init__(self, codes: np.ndarray, names: Sequence[str]) -> None:
-        self.codes = codes
+        self.codes = np.asarray(codes)
         self.names = list(names)
 
     @classmethod
@@ -153,8 +161,12 @@ class IdLookup:
     def __init__(self, keys: np.ndarray, values: np.ndarray) -> None:
         if keys.dtype.kind != "S" or len(keys) != len(values):
             raise ValueError("keys must be fixed-width bytes, one per value")
-        self.keys = keys
-        self.values = values
+        self.keys = np.asarray(keys)  # plain views, as StringColumn's
+        self.values = np.asarray(values)
+        # A binary search through numpy costs microseconds per call and a recommend asks
+        # for dozens of ids, mostly the same popular ones: the recent answers are kept
+        # (bounded, so memory does not grow with the catalogue).
+        self.get = functools.lru_cache(maxsize=GET_CACHE)(self._get)  # type: ignore[method-assign]
 
     @classmethod
     def build(cls, ids: Iterable[str], values: np.ndarray) -> IdLookup:
@@ -185,6 +197,10 @@ class IdLookup:
         return len(self.keys)
 
     def get(self, item_id: str) -> int | None:
+        """The value of ``item_id``, or None (answers of recent calls are memoised)."""
+        return self._get(item_id)
+
+    def _get(self, item_id: str) -> int | None:
         b = item_id.encode("utf-8", _ENC)
         if len(b) > self.keys.dtype.itemsize or b"\x00" in b or not len(self.keys):
             return None
@@ -209,6 +225,16 @@ class IdLookup:
         rows = np.asarray(ok, dtype=np.int64)
         out[rows[hit]] = self.values[pos[hit]]
         return out
+
+
+def is_mapped(array: np.ndarray) -> bool:
+    """Whether ``array``'s memory is a file mapping (np.load(mmap_mode=...) or a view)."""
+    base: object = array
+    while base is not None:
+        if isinstance(base, mmap.mmap):
+            return True
+        base = getattr(base, "base", None)
+    return False
 
 
 def unreachable_ids(ids: Iterable[str]) -> tuple[int, str]:

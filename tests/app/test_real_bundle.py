@@ -36,7 +36,7 @@ from app.api.schemas import RecommendRequest
 from app.lifecycle.categories import join_categories
 from app.lifecycle.engine import Engine
 from model.bundle import load_bundle
-from model.columns import StringColumn
+from model.columns import StringColumn, is_mapped
 from model.data.dataset import Dataset, Interactions, item_text
 from model.encoders.cache import encode_dataset
 from model.encoders.factory import create_encoder
@@ -655,9 +655,8 @@ def test_served_catalogue_is_mapped_columns_equal_to_the_bundle(
         assert not any(s.item_ids or s.titles or s.user_ids for s in e.bundle.domains.values())
         for d, s in bundle.domains.items():
             cat = e.catalogue(d)
-            assert isinstance(cat.item_ids, StringColumn) and isinstance(
-                cat.item_ids.data, np.memmap
-            )
+            assert isinstance(cat.item_ids, StringColumn) and is_mapped(cat.item_ids.data)
+            assert is_mapped(cat.popularity) and is_mapped(e._items.keys)
             assert list(cat.item_ids) == s.item_ids and list(cat.titles) == s.titles
             assert list(cat.categories) == s.categories
             np.testing.assert_array_equal(cat.popularity, s.popularity)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.columns import CatalogueColumns, CategoryColumn, IdLookup, StringColumn
+from model.columns import CatalogueColumns, CategoryColumn, IdLookup, StringColumn, is_mapped
 
 STRINGS = ["a", "", "ünïcode ✓", "x" * 300, "b", "\ud800lone", "a b", "日本語"]
 
@@ -19,7 +19,7 @@ def test_string_column_reads_back_every_string(tmp_path: Path, mapped: bool) -> 
     if mapped:
         col.save(tmp_path, "s")
         col = StringColumn.load(tmp_path, "s")
-        assert isinstance(col.data, np.memmap) and not col.offsets.flags.writeable
+        assert is_mapped(col.data) and is_mapped(col.offsets) and not col.offsets.flags.writeable
     assert len(col) == len(STRINGS)
     assert [col[k] for k in range(len(col))] == STRINGS
     assert list(col) == STRINGS and col[-1] == STRINGS[-1] and col[2:5] == STRINGS[2:5]
@@ -44,7 +44,10 @@ def test_id_lookup_equals_a_dict(tmp_path: Path) -> None:
     want = {i: int(v) for i, v in zip(ids, values, strict=True)}
     lookup = IdLookup.build(ids, values)
     lookup.save(tmp_path, "ids")
-    for table in (lookup, IdLookup.load(tmp_path, "ids")):
+    loaded = IdLookup.load(tmp_path, "ids")
+    assert is_mapped(loaded.keys) and is_mapped(loaded.values)
+    assert not is_mapped(lookup.keys)
+    for table in (lookup, loaded):
         asked = [*ids, "", "c", "c100", "zz", "long-" + "z" * 41, "a\x00", "\x00"]
         for i in asked:
             assert table.get(i) == want.get(i), i
