@@ -148,6 +148,56 @@ def build(args: argparse.Namespace, n: int, work: Path) -> dict[str, Any]:
     return rec
 
 
+def resume(args: argparse.Namespace, n: int, work: Path) -> dict[str, Any]:
+    """The measurements after the build, from the files a build left in ``work`` (its
+    build times are read from the files' modification times)."""
+    import faiss
+
+    from app.index.base import LARGE_ABOVE, BaseIndex, exact_top
+    from model.bundle import load_bundle
+    from model.inference import InferenceEngine
+
+    faiss.omp_set_num_threads(1)
+    engine = InferenceEngine.from_bundle(load_bundle(args.bundle))
+    sizes = {name: len(engine.catalogue(name).item_ids) for name in engine.domains}
+    d = args.domain or max(sizes, key=sizes.__getitem__)
+    # the build's sample (2 x 500 users: calibration = even rows), its odd rows held out
+    users = engine.sample_user_vectors(d, 2 * args.build_queries)
+    held = users[1::2][: args.queries]
+    meta = json.loads((work / "index" / "index.json").read_text())
+    mtime = {f.name: f.stat().st_mtime for f in work.glob("*.npy")}
+    index_written = (work / "index" / "index.faiss").stat().st_mtime
+    cal_s = meta["calibration"]["seconds"]
+    rec: dict[str, Any] = {"n": n, "domain": d, "real_items": sizes[d], "resumed": True}
+    rec["users"] = {"calibration": len(users[0::2]), "held_out": len(held)}
+    rec["index_build_s_from_file_times"] = index_written - cal_s - mtime["items-values.npy"]
+    rec["calibration"] = meta["calibration"]
+    x = np.load(work / "vectors.npy", mmap_mode="r")
+    rec["dim"] = int(x.shape[1])
+    if n <= LARGE_ABOVE:
+        x = np.asarray(x, dtype=np.float32)
+    index = BaseIndex.load(work / "index")
+    rec["kind"], rec["nlist"], rec["nprobe"] = index.kind, index.nlist, index.nprobe
+    k = 100
+    t = time.perf_counter()
+    truth = exact_top(x, held, k)
+    rec["exact_search_s"] = time.perf_counter() - t
+    _, found = index.search(held, k)
+    hits = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(truth, found, strict=True))
+    rec["recall_at_100_held_out"] = hits / (k * len(held))
+    np.save(work / "queries.npy", held)
+    rec["disk_bytes"] = {
+        "index": du(work / "index"),
+        "vectors_float16": (work / "vectors.npy").stat().st_size,
+        "catalogue_columns": sum(
+            f.stat().st_size
+            for f in work.glob("*.npy")
+            if f.name not in ("vectors.npy", "queries.npy")
+        ),
+    }
+    return rec
+
+
 def serve_probe(work: Path, calls: int) -> dict[str, Any]:
     """In this (fresh) process: map index + columns, resolve ids, search one query at a time."""
     import faiss
@@ -198,9 +248,17 @@ def main() -> int:
     ap.add_argument("--nprobe", type=int, default=32)
     ap.add_argument("--exact-max-items", type=int, default=50_000)
     ap.add_argument("--queries", type=int, default=500, help="real users per half")
+    ap.add_argument(
+        "--build-queries", type=int, default=500, help="with --resume: --queries of the build"
+    )
     ap.add_argument("--calls", type=int, default=500)
     ap.add_argument("--work-dir", default="artifacts/bench-scale")
     ap.add_argument("--out", default="docs/results/scale_index")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="measure what an earlier build left in --work-dir (no rebuild)",
+    )
     ap.add_argument("--probe", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.probe:
@@ -211,7 +269,7 @@ def main() -> int:
     for n in args.sizes:
         work = Path(args.work_dir) / f"n{n}"
         log(f"{n:,} items: building in {work} (load {os.getloadavg()[0]:.1f})")
-        rec = build(args, n, work)
+        rec = resume(args, n, work) if args.resume else build(args, n, work)
         rec["load_1m_after_build"] = os.getloadavg()[0]
         log(f"built: {json.dumps(rec)}")
         cmd = [sys.executable, __file__, "--probe", str(work), "--calls", str(args.calls)]
