@@ -15,11 +15,16 @@ from pathlib import Path
 from typing import Any
 
 
-def _worker_rows(mem: dict[str, Any]) -> list[dict[str, Any]]:
-    """The request workers of a server (not the supervisor, encoder or tracker)."""
+def _worker_rows(mem: dict[str, Any], workers: int) -> list[dict[str, Any]]:
+    """The request workers among a server's processes. With 1 worker the `micrec serve`
+    process itself serves; with more, uvicorn's supervisor spawns them after the encoder
+    process (`micrec serve` starts that first), so they are the spawned processes but the
+    lowest pid."""
     rows = mem.get("processes", [])
-    workers = [r for r in rows if "spawn_main" in r["name"] and "pipe_handle" in r["name"]]
-    return workers or [r for r in rows if "--workers 1" in r["name"]]
+    if workers == 1:
+        return [r for r in rows if "--workers 1" in r["name"]]
+    spawned = sorted((r for r in rows if "spawn_main" in r["name"]), key=lambda r: r["pid"])
+    return spawned[1:]
 
 
 def service_rows(serve: dict[str, Any]) -> list[dict[str, Any]]:
@@ -44,9 +49,9 @@ def service_rows(serve: dict[str, Any]) -> list[dict[str, Any]]:
                 "rss_mb": mem.get("rss_mb"),
                 "pss_mb": mem.get("pss_mb"),
                 "uss_mb": mem.get("uss_mb"),
-                "worker_uss_mb": [w["uss_mb"] for w in _worker_rows(mem)],
-                "worker_rss_mb": [w["rss_mb"] for w in _worker_rows(mem)],
-                "worker_pss_mb": [w["pss_mb"] for w in _worker_rows(mem)],
+                "worker_uss_mb": [w["uss_mb"] for w in _worker_rows(mem, s["workers"])],
+                "worker_rss_mb": [w["rss_mb"] for w in _worker_rows(mem, s["workers"])],
+                "worker_pss_mb": [w["pss_mb"] for w in _worker_rows(mem, s["workers"])],
                 "p50_ms": {
                     p["concurrency"]: p["groups"]["recommend_mix"].get("p50_ms")
                     for p in s["points"]
@@ -59,6 +64,43 @@ def service_rows(serve: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def service_markdown(rows: list[dict[str, Any]]) -> str:
+    """The service table of scale.md: memory, start-up, latency per size and workers."""
+
+    def f(x: Any, nd: int = 0) -> str:
+        return "-" if x is None else f"{x:,.{nd}f}"
+
+    lines = [
+        "| items/domain | workers | ready s | all processes RSS / PSS MB | per worker RSS / PSS / USS MB "
+        "| rps c=1 / c=32 | p50 / p99 ms c=1 | p50 / p99 ms c=32 | registration -> visible p50 ms |",
+        "|---:|---:|---:|---|---|---|---|---|---:|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["n"], r["workers"])):
+        per = " and ".join(
+            f"{f(a)} / {f(b)} / {f(c)}"
+            for a, b, c in zip(
+                r["worker_rss_mb"], r["worker_pss_mb"], r["worker_uss_mb"], strict=True
+            )
+        )
+        lines.append(
+            f"| {r['n']:.0e} | {r['workers']} | {f(r['ready_s'])} | {f(r['rss_mb'])} / {f(r['pss_mb'])} "
+            f"| {per} | {f(r['rps'].get(1))} / {f(r['rps'].get(32))} "
+            f"| {f(r['p50_ms'].get(1), 1)} / {f(r['p99_ms'].get(1), 1)} "
+            f"| {f(r['p50_ms'].get(32), 1)} / {f(r['p99_ms'].get(32), 1)} "
+            f"| {f(r['visibility_p50_ms'], 1)} |"
+        )
+    ratios = ["", "| items/domain | 2 workers / 1 worker, RSS | PSS |", "|---:|---:|---:|"]
+    for n in sorted({r["n"] for r in rows}):
+        one = [r for r in rows if r["n"] == n and r["workers"] == 1]
+        two = [r for r in rows if r["n"] == n and r["workers"] == 2]
+        if one and two:
+            ratios.append(
+                f"| {n:.0e} | {two[0]['rss_mb'] / one[0]['rss_mb']:.2f} x "
+                f"| {two[0]['pss_mb'] / one[0]['pss_mb']:.2f} x |"
+            )
+    return "\n".join(lines + ratios)
 
 
 def plot(rows: list[dict[str, Any]], index: dict[str, Any] | None, out: Path) -> None:
@@ -112,7 +154,7 @@ def main() -> int:
     index = json.loads(Path(args.index).read_text()) if args.index else None
     rows = service_rows(serve)
     plot(rows, index, Path(args.out))
-    print(json.dumps(rows, indent=1))
+    print(service_markdown(rows))
     return 0
 
 
