@@ -90,6 +90,9 @@ class Bundle:
     """The cross-domain maps the rule "bridge" serves with (None: none trained)."""
     item_maps: ItemMaps | None = None
     """The content -> item vector maps of items registered later (None: none trained)."""
+    catalogue_loaded: bool = True
+    """False when loaded with ``catalogue=False``: the domains' id/title/category lists are
+    empty and :func:`read_catalogue` has them."""
 
     @property
     def model_version(self) -> str:
@@ -293,12 +296,28 @@ def verify_bundle(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
+def read_catalogue(path: Path) -> dict[str, dict[str, Any]]:
+    """catalogue.json of the bundle at ``path``: per domain its user and item ids, titles,
+    categories and training popularity (as :func:`save_bundle` wrote them)."""
+    try:
+        cat = json.loads((Path(path) / "catalogue.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BundleError(f"{path}: catalogue.json cannot be read ({err})") from err
+    if not isinstance(cat, dict):
+        raise BundleError(f"{path}: catalogue.json is not an object")
+    return cat
+
+
+def load_bundle(path: str | Path, *, device: str = "cpu", catalogue: bool = True) -> Bundle:
+    """The bundle at ``path``, verified. ``catalogue=False`` leaves catalogue.json unread
+    (the ``DomainState`` id, title and category lists empty, ``Bundle.catalogue_loaded``
+    False): the service reads the catalogue from its memory-mapped serving cache
+    (model/columns.py) and parses the JSON only when that cache is built."""
     path = Path(path)
     manifest = verify_bundle(path)
     try:
         config = MICRecConfig.from_dict(manifest["model_config"])
-        cat = json.loads((path / "catalogue.json").read_text())
+        cat = read_catalogue(path) if catalogue else {}
         templates: dict[str, TemplateMap] = {}
         raw: dict[str, dict[str, torch.Tensor]] = {}
         for d in manifest["domains"]:
@@ -351,16 +370,16 @@ def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
             low_mapped=t.get("low_mapped"),
             low_degree_k=item_maps.low_degree_k.get(d, 0.0) if item_maps is not None else 0.0,
         )
-        c = cat[d]
+        c = cat.get(d, {})
         domains[d] = DomainState(
             domain=d,
-            user_ids=c["user_ids"],
-            item_ids=c["item_ids"],
-            titles=c["titles"],
+            user_ids=c.get("user_ids", []),
+            item_ids=c.get("item_ids", []),
+            titles=c.get("titles", []),
             # one str object per distinct category path (a catalogue has few; JSON
             # decoding makes one per item, ~70 bytes each in every worker)
-            categories=[distinct.setdefault(x, x) for x in c["categories"]],
-            popularity=np.asarray(c["popularity"], dtype=np.int64),
+            categories=[distinct.setdefault(x, x) for x in c.get("categories", [])],
+            popularity=np.asarray(c.get("popularity", []), dtype=np.int64),
             embedder=emb,
             history_ptr=t["history_ptr"].cpu().numpy(),
             history_items=t["history_items"].cpu().numpy(),
@@ -376,6 +395,7 @@ def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
         blend=blend,
         bridges=bridges,
         item_maps=item_maps,
+        catalogue_loaded=catalogue,
     )
 
 

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.bundle import Bundle, BundleError
+from model.bundle import Bundle, BundleError, read_catalogue
+from model.columns import CatalogueColumns
 from model.encoders.records import BundleEncoders, EncoderRefused, EncoderSpec
 from model.nn.blend import ContentReducer, DomainBlend, profile
 from model.nn.foldin import MultiDomainEmbedder, project_content
@@ -58,14 +59,22 @@ class DomainCatalogue:
     """The servable bundle items of one domain: ``vectors`` float32 [n_items, dim] (inner
     product with a user's vector = the served score, the blend's parts included),
     ``popularity`` int64 training degree, titles/categories for display and filters.
-    With a serving cache ``vectors`` is a read-only memory map (float32 or float16)."""
+    With a serving cache ``vectors`` is a read-only memory map (float32 or float16) and
+    ids, titles and categories are memory-mapped columns (model/columns.py), shared by
+    every worker; any sequence of strings works (test doubles pass lists).
+    ``unreachable``: (count, first) of the ids not in normal form, None = not counted."""
 
     domain: str
-    item_ids: list[str]
+    item_ids: Sequence[str]
     vectors: np.ndarray
     popularity: np.ndarray
-    categories: list[str]
-    titles: list[str]
+    categories: Sequence[str]
+    titles: Sequence[str]
+    unreachable: tuple[int, str] | None = None
+
+    def item_ids_at(self, rows: np.ndarray) -> list[str]:
+        ids = self.item_ids
+        return [ids[r] for r in np.asarray(rows).tolist()]
 
 
 @dataclass
@@ -184,22 +193,29 @@ class InferenceEngine(_QueryStarts):
             bundle.bridges,
         )
         self._domain_order = list(bundle.domains)
-        self._item_pos, self._user_pos = _positions(bundle)
-        vectors = (
-            {}
+        cached = (
+            None
             if cache_dir is None
             else _cached_arrays(bundle, Path(cache_dir), vector_dtype, self._serving_items)
         )
+        if cached is None:
+            vectors: dict[str, np.ndarray] = {}
+            columns = CatalogueColumns.from_catalogue(self._domain_order, _catalogue_of(bundle))
+        else:
+            vectors, columns = cached
+        self._items = columns.items  # id -> domain number << 32 | row
+        self._users = {d: c.users for d, c in columns.domains.items()}
         self._catalogues = {
             d: DomainCatalogue(
                 domain=d,
-                item_ids=s.item_ids,
+                item_ids=columns.domains[d].item_ids,
                 vectors=vectors[d]
                 if d in vectors
                 else self._serving_items(d, s.embedder.item_vectors()),
-                popularity=s.popularity,
-                categories=s.categories,
-                titles=s.titles,
+                popularity=columns.domains[d].popularity,
+                categories=columns.domains[d].categories,
+                titles=columns.domains[d].titles,
+                unreachable=columns.domains[d].unreachable,
             )
             for d, s in bundle.domains.items()
         }
@@ -253,30 +269,29 @@ class InferenceEngine(_QueryStarts):
         return self._catalogues[domain]
 
     def item_domain(self, item_id: str) -> str | None:
-        code = self._item_pos.get(item_id)
+        code = self._items.get(item_id)
         if code is not None:
             return self._domain_order[code >> 32]
         added = self._added.get(item_id)
         return added.domain if added else None
 
     def is_bundle_item(self, item_id: str) -> bool:
-        return item_id in self._item_pos
+        return self._items.get(item_id) is not None
 
     def bundle_position(self, item_id: str) -> tuple[str, int] | None:
         """(domain, row in that domain's :meth:`catalogue`) of a bundle item, else None."""
-        code = self._item_pos.get(item_id)
+        code = self._items.get(item_id)
         return None if code is None else (self._domain_order[code >> 32], code & 0xFFFFFFFF)
 
     def bundle_history(self, user_id: str) -> dict[str, list[str]]:
         """The user's training-input items per domain as shipped in the bundle ({} if unknown)."""
         out = {}
-        for d, pos in self._user_pos.items():
-            k = pos.get(user_id)
+        for d, users in self._users.items():
+            k = users.get(user_id)
             if k is not None:
-                s = self.bundle.domains[d]
-                items = s.history(k)
+                items = self.bundle.domains[d].history(k)
                 if len(items):
-                    out[d] = [s.item_ids[i] for i in items]
+                    out[d] = self._catalogues[d].item_ids_at(items)
         return out
 
     def _check_domain(self, domain: str) -> None:
@@ -323,24 +338,21 @@ class InferenceEngine(_QueryStarts):
         local: dict[str, list[int]] = {}
         extra: dict[str, list[torch.Tensor]] = {}
         reduced: dict[str, list[torch.Tensor]] = {}
-        seen: set[str] = set()
-        for ids in history.values():
-            for iid in ids:
-                if iid in seen:
-                    continue
-                seen.add(iid)
-                code = self._item_pos.get(iid)
-                if code is not None:
-                    d = self._domain_order[code >> 32]
-                    local.setdefault(d, []).append(code & 0xFFFFFFFF)
-                elif iid in self._added:
-                    a = self._added[iid]
-                    if a.content is not None:
-                        extra.setdefault(a.domain, []).append(a.content)
-                    else:  # a registered item without content still counts as history
-                        extra.setdefault(a.domain, [])
-                    if a.reduced is not None:
-                        reduced.setdefault(a.domain, []).append(a.reduced)
+        # distinct ids in first-seen order, resolved against the bundle in one search
+        distinct = list(dict.fromkeys(iid for ids in history.values() for iid in ids))
+        codes = self._items.get_many(distinct).tolist()
+        for iid, code in zip(distinct, codes, strict=True):
+            if code >= 0:
+                d = self._domain_order[code >> 32]
+                local.setdefault(d, []).append(code & 0xFFFFFFFF)
+            elif iid in self._added:
+                a = self._added[iid]
+                if a.content is not None:
+                    extra.setdefault(a.domain, []).append(a.content)
+                else:  # a registered item without content still counts as history
+                    extra.setdefault(a.domain, [])
+                if a.reduced is not None:
+                    reduced.setdefault(a.domain, []).append(a.reduced)
         return _ParsedHistory(
             local={d: np.asarray(v, dtype=np.int64) for d, v in local.items()},
             extra=extra,
@@ -370,7 +382,7 @@ class InferenceEngine(_QueryStarts):
         """
         self._check_domain(domain)
         s = self.bundle.domains[domain]
-        users = [u for u in range(len(s.user_ids)) if len(s.history(u))]
+        users = [u for u in range(len(s.history_ptr) - 1) if len(s.history(u))]
         if not users or limit < 1:
             return np.empty((0, self.dim), dtype=np.float32)
         picked = [
@@ -407,7 +419,7 @@ class InferenceEngine(_QueryStarts):
     def add_item(self, item_id: str, domain: str, content: Mapping[str, np.ndarray]) -> np.ndarray:
         """Register a new item (content only); returns its serving vector [dim]."""
         self._check_domain(domain)
-        if item_id in self._item_pos:
+        if self._items.get(item_id) is not None:
             raise ValueError(f"item {item_id!r} is part of the bundle")
         hv = _projected(self.bundle.model, content)
         maps = self.bundle.item_maps
@@ -434,17 +446,21 @@ class InferenceEngine(_QueryStarts):
         self._added.pop(item_id, None)
 
 
-def _positions(bundle: Bundle) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
-    """(item id -> domain number << 32 | row, domain -> user id -> row) of the bundle. One
-    int per item rather than a (domain, row) tuple: ~60 bytes less per item in every
-    worker (180 MB at 3 x 1e6 items)."""
-    items: dict[str, int] = {}
-    users: dict[str, dict[str, int]] = {}
-    for number, (d, s) in enumerate(bundle.domains.items()):
-        code = number << 32
-        items.update({iid: code | k for k, iid in enumerate(s.item_ids)})
-        users[d] = {u: k for k, u in enumerate(s.user_ids)}
-    return items, users
+def _catalogue_of(bundle: Bundle) -> dict[str, dict[str, Any]]:
+    """The bundle's catalogue lists per domain: the loaded ones, or catalogue.json read now
+    (a bundle loaded with ``catalogue=False``; they are dropped once the columns exist)."""
+    if not bundle.catalogue_loaded:
+        return read_catalogue(bundle.path)
+    return {
+        d: {
+            "user_ids": s.user_ids,
+            "item_ids": s.item_ids,
+            "titles": s.titles,
+            "categories": s.categories,
+            "popularity": s.popularity,
+        }
+        for d, s in bundle.domains.items()
+    }
 
 
 def _cached_arrays(
@@ -452,10 +468,11 @@ def _cached_arrays(
     cache_dir: Path,
     dtype: str,
     serving_items: Callable[[str, torch.Tensor], np.ndarray],
-) -> dict[str, np.ndarray]:
-    """Serving vectors per domain from the memory-mapped cache (built on a miss with
-    ``serving_items``); the embedders' item template rows are switched to the cached copy
-    too. {} when the cache cannot be written (then computed in memory, as without one)."""
+) -> tuple[dict[str, np.ndarray], CatalogueColumns] | None:
+    """Serving vectors per domain and the catalogue columns from the memory-mapped cache
+    (built on a miss with ``serving_items``); the embedders' item template rows are
+    switched to the cached copy too. None when the cache cannot be written (then computed
+    in memory, as without one)."""
     files = {d: Path(bundle.manifest["domain_files"][d]).stem for d in bundle.domains}
 
     def build(tmp: Path) -> None:
@@ -464,13 +481,15 @@ def _cached_arrays(
             v = serving_items(d, s.embedder.item_vectors())
             save_array(tmp, f"vectors-{stem}", v.astype(dtype))
             save_array(tmp, f"template-{stem}", s.embedder.item_template.cpu().numpy())
+        order = list(bundle.domains)
+        CatalogueColumns.from_catalogue(order, _catalogue_of(bundle)).save(tmp, files)
 
-    key = cache_key(bundle.path / "manifest.json", {"engine": 1, "dtype": dtype})
+    key = cache_key(bundle.path / "manifest.json", {"engine": 2, "dtype": dtype})
     try:
         directory = open_cached(cache_dir, key, build)
     except CacheError as err:
         log.warning("%s; serving vectors are computed in memory", err)
-        return {}
+        return None
     out = {}
     for d, stem in files.items():
         out[d] = load_array(directory, f"vectors-{stem}")
@@ -478,7 +497,7 @@ def _cached_arrays(
         with warnings.catch_warnings():  # read-only by design: nothing writes to it
             warnings.simplefilter("ignore", UserWarning)
             emb.item_template = torch.from_numpy(load_array(directory, f"template-{stem}"))
-    return out
+    return out, CatalogueColumns.load(directory, files)
 
 
 def _projected(model: MICRec, content: Mapping[str, np.ndarray]) -> torch.Tensor | None:

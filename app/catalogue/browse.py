@@ -36,7 +36,7 @@ class Browser(Resource):
             self.settings.max_image_bytes,
             self.settings.max_image_pixels,
         )
-        self._orders: dict[tuple[int, str], list[int]] = {}
+        self._orders: dict[tuple[int, str], np.ndarray] = {}
         """(state generation, domain) -> catalogue rows by training degree, highest first."""
 
     # --- the item list ----------------------------------------------------------------
@@ -68,7 +68,7 @@ class Browser(Resource):
             if meta is not None and hit(meta.title, item_id, meta.categories):
                 registered.append(item_id)
         cat = state.engine.catalogue(domain)
-        rows = self._degree_order(state, domain)
+        rows: np.ndarray | list[int] = self._degree_order(state, domain)
         if needle or prefix:  # unfiltered, the degree order is the answer: no scan
             rows = [r for r in rows if hit(cat.titles[r], cat.item_ids[r], cat.categories[r])]
         first, last = offset - len(registered), offset + limit - len(registered)
@@ -89,12 +89,12 @@ class Browser(Resource):
         found = self._summaries(state, ids)
         return ItemPage(domain=None, total=len(found), offset=0, items=found)
 
-    def _degree_order(self, state: ModelState, domain: str) -> list[int]:
+    def _degree_order(self, state: ModelState, domain: str) -> np.ndarray:
         key = (state.generation, domain)
         order = self._orders.get(key)
         if order is None:
             popularity = np.asarray(state.engine.catalogue(domain).popularity)
-            order = np.argsort(-popularity, kind="stable").tolist()
+            order = np.argsort(-popularity, kind="stable")
             # Only the current state's orders are kept: older generations are dropped.
             self._orders = {k: v for k, v in self._orders.items() if k[0] == state.generation}
             self._orders[key] = order

@@ -45,6 +45,11 @@ from typing import Any
 import faiss
 import numpy as np
 
+LARGE_ABOVE = 2_000_000
+"""Above this many items an IVF index is built a chunk at a time (``_build_large``)."""
+
+ADD_CHUNK = 1 << 20
+
 INDEX_FILE = "index.faiss"
 META_FILE = "index.json"
 
@@ -102,6 +107,21 @@ def pad_queries(q: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.hstack([q, np.zeros((q.shape[0], 1), q.dtype)]))
 
 
+def exact_top(x: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Labels [m, k] of the exact inner-product top k of ``queries`` over ``x``; past
+    ``LARGE_ABOVE`` rows a chunk at a time (``x`` may be a float16 memory map)."""
+    n = x.shape[0]
+    if n <= LARGE_ABOVE:
+        return faiss.knn(queries, x, k, metric=faiss.METRIC_INNER_PRODUCT)[1]
+    heap = faiss.ResultHeap(len(queries), k, keep_max=True)
+    for start in range(0, n, ADD_CHUNK):
+        part = np.ascontiguousarray(x[start : start + ADD_CHUNK], dtype=np.float32)
+        d, i = faiss.knn(queries, part, min(k, len(part)), metric=faiss.METRIC_INNER_PRODUCT)
+        heap.add_result(d, i + start)
+    heap.finalize()
+    return heap.I
+
+
 def default_nlist(n: int) -> int:
     """~4*sqrt(n) inverted lists, at least 1 and never more than n/39 (FAISS wants >= 39
     training points per centroid for a stable k-means)."""
@@ -152,6 +172,8 @@ class BaseIndex:
         n, dim = x.shape
         if n <= params.exact_max_items or n == 0:
             return cls._exact(x, params)
+        if n > LARGE_ABOVE:
+            return cls._build_large(x, params, queries)
         radius = float(np.sqrt(np.einsum("ij,ij->i", x, x).max())) or 1.0
         augmented = augment(x, radius)
         index = cls._new_ivf(augmented, params)
@@ -165,6 +187,55 @@ class BaseIndex:
                 exact = cls._exact(x, params)
                 exact.calibration = dataclasses.replace(cal, exact_instead=True)
                 return exact
+            base.calibration = cal
+        return base
+
+    @classmethod
+    def _build_large(
+        cls, x: np.ndarray, params: BaseParams, queries: np.ndarray | None
+    ) -> BaseIndex:
+        """IVF over more than ``LARGE_ABOVE`` items, a chunk at a time: ``x`` may be a
+        float16 memory map (the serving cache's vectors), never copied whole. k-means runs
+        on a sample (``train_points_per_list`` per list, as FAISS would subsample) and the
+        coarse quantizer is an HNSW graph over the centroids, so assigning millions of
+        items costs a graph walk each rather than a scan of every centroid. Calibration
+        and the exact-instead rule are those of smaller indexes."""
+        n, dim = x.shape
+        radius = 0.0
+        for start in range(0, n, ADD_CHUNK):
+            part = np.asarray(x[start : start + ADD_CHUNK], dtype=np.float32)
+            radius = max(radius, float(np.sqrt(np.einsum("ij,ij->i", part, part).max())))
+        radius = radius or 1.0
+        nlist = min(params.nlist or default_nlist(n), n)
+        m = min(n, params.train_points_per_list * nlist)
+        sample = np.sort(np.random.default_rng(0).choice(n, m, replace=False))
+        quantizer = faiss.IndexHNSWFlat(dim + 1, 32)
+        quantizer.hnsw.efSearch = 128
+        sq = faiss.ScalarQuantizer.QT_fp16 if params.dtype == "float16" else None
+        if sq is None:
+            index: Any = faiss.IndexIVFFlat(quantizer, dim + 1, nlist, faiss.METRIC_L2)
+        else:
+            index = faiss.IndexIVFScalarQuantizer(quantizer, dim + 1, nlist, sq, faiss.METRIC_L2)
+            index.by_residual = False
+        index.quantizer_trains_alone = 2  # k-means on a flat index, centroids into HNSW
+        index.cp.max_points_per_centroid = params.train_points_per_list
+        index.cp.niter = params.train_iters
+        index.train(augment(np.asarray(x[sample], dtype=np.float32), radius))
+        index.nprobe = min(params.nprobe, nlist)
+        for start in range(0, n, ADD_CHUNK):
+            index.add(augment(np.asarray(x[start : start + ADD_CHUNK], np.float32), radius))
+        index.set_direct_map_type(faiss.DirectMap.Array)  # type: ignore[attr-defined]
+        base = cls(index, "ivf", dim, radius)
+        if queries is not None and len(queries) and params.target_recall:
+            cal = base._calibrate(x, queries, params)
+            if 2 * cal.nprobe > cal.nlist:
+                flat = cls._flat(dim, params.dtype)
+                flat.train(np.asarray(x[:1], dtype=np.float32))
+                for start in range(0, n, ADD_CHUNK):
+                    flat.add(np.asarray(x[start : start + ADD_CHUNK], dtype=np.float32))
+                return cls(
+                    flat, "flat", dim, calibration=dataclasses.replace(cal, exact_instead=True)
+                )
             base.calibration = cal
         return base
 
@@ -203,7 +274,7 @@ class BaseIndex:
         assert params.target_recall is not None
         t = time.perf_counter()
         k = min(100, x.shape[0])
-        _, truth = faiss.knn(queries, x, k, metric=faiss.METRIC_INNER_PRODUCT)
+        truth = exact_top(x, queries, k)
         padded = pad_queries(queries)
         index = self.index
         nprobe, nlist = min(params.nprobe, index.nlist), index.nlist

@@ -44,7 +44,14 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from app.index.base import BaseIndex, BaseParams, IndexCalibration, default_nlist
+from app.index.base import (
+    ADD_CHUNK,
+    LARGE_ABOVE,
+    BaseIndex,
+    BaseParams,
+    IndexCalibration,
+    default_nlist,
+)
 from app.index.delta import DeltaIndex
 from app.index.rwlock import RWLock
 from model.serving_cache import open_cached
@@ -158,7 +165,10 @@ class DomainIndex:
                 self._delta = DeltaIndex(self.dim, len(ids))
 
     def _build_base(self, ids: Sequence[str], vectors: np.ndarray, queries: Queries) -> BaseIndex:
-        x = check_vectors(self.domain, self.dim, ids, vectors)
+        if len(ids) > LARGE_ABOVE:  # no float32 copy of millions of rows: checked in chunks
+            x = check_large(self.domain, self.dim, ids, vectors)
+        else:
+            x = check_vectors(self.domain, self.dim, ids, vectors)
         q = None
         if len(ids) > self.params.exact_max_items and self.params.target_recall:
             q = queries() if callable(queries) else queries
@@ -374,6 +384,21 @@ def check_vectors(domain: str, dim: int, ids: Sequence[str], vectors: np.ndarray
     if not np.isfinite(out).all():
         raise ValueError(f"{domain}: vectors contain NaN or inf")
     return out
+
+
+def check_large(domain: str, dim: int, ids: Sequence[str], vectors: np.ndarray) -> np.ndarray:
+    """:func:`check_vectors` for a base of more than ``LARGE_ABOVE`` items: ``vectors`` (a
+    memory map, float16 or float32) is checked a chunk at a time and returned as it is
+    (BaseIndex builds large indexes chunk by chunk); duplicate ids are the caller's to
+    exclude (the engine's id lookup has one row per id)."""
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise ValueError(f"{domain}: vectors must have shape [n, {dim}], got {vectors.shape}")
+    if len(ids) != vectors.shape[0]:
+        raise ValueError(f"{domain}: {len(ids)} ids for {vectors.shape[0]} vectors")
+    for start in range(0, len(vectors), ADD_CHUNK):
+        if not np.isfinite(vectors[start : start + ADD_CHUNK]).all():
+            raise ValueError(f"{domain}: vectors contain NaN or inf")
+    return vectors
 
 
 def check_queries(

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from model.columns import CategoryColumn
+
 CATEGORY_SEPARATOR = "|"
 
 
@@ -52,7 +54,25 @@ class CategoryIndex:
         for row, cats in enumerate(categories):
             rows_of.setdefault(cats, []).append(row)
         distinct = list(rows_of)
-        self._rows = [np.asarray(rows_of[c], dtype=np.int64) for c in distinct]
+        self._index([np.asarray(rows_of[c], dtype=np.int64) for c in distinct], distinct)
+
+    @classmethod
+    def of(cls, categories: Sequence[str]) -> CategoryIndex:
+        """The index of ``categories``; a dictionary-encoded column (model/columns.py) is
+        grouped by its codes with numpy, without one Python object per row."""
+        if not isinstance(categories, CategoryColumn):
+            return cls(categories)
+        codes = np.asarray(categories.codes)
+        order = np.argsort(codes, kind="stable").astype(np.int64)
+        bounds = np.searchsorted(codes[order], np.arange(len(categories.names) + 1))
+        rows = [order[bounds[k] : bounds[k + 1]] for k in range(len(categories.names))]
+        self = cls.__new__(cls)
+        self._index(rows, categories.names)
+        return self
+
+    def _index(self, rows: list[np.ndarray], distinct: Sequence[str]) -> None:
+        """``rows[k]``: the sorted rows whose category string is ``distinct[k]``."""
+        self._rows = rows
         pairs = sorted((key, k) for k, c in enumerate(distinct) for key in _category_keys(c))
         self._keys = [key for key, _ in pairs]
         self._distinct = [k for _, k in pairs]

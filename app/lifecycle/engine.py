@@ -111,8 +111,10 @@ def load_engine(
     """
     from model.bundle import load_bundle
 
+    # With a serving cache the catalogue comes from its memory-mapped columns: the JSON
+    # (and one Python object per item) is read only by the process that builds the cache.
     return InferenceEngine.from_bundle(
-        load_bundle(path, device=device),
+        load_bundle(path, device=device, catalogue=cache_root is None),
         device=device,
         cache_dir=None if cache_root is None else cache_root(path),
         vector_dtype=vector_dtype,

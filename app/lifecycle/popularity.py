@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
@@ -31,8 +32,31 @@ class Ranking:
 
     key: tuple[int, int, int]
     """(state generation, book version, registered-items version) it was computed at."""
-    ids: list[str]
+    ids: Sequence[str]
     scores: np.ndarray
+
+
+class RankedIds(Sequence[str]):
+    """The ids of a ranking, read on demand: ``rows`` index the bundle catalogue's ids,
+    then ``extra`` (registered items), so a ranking over millions of bundle items holds
+    an int64 array rather than a list of strings (a fallback reads its first few)."""
+
+    def __init__(self, rows: np.ndarray, bundle_ids: Sequence[str], extra: list[str]) -> None:
+        self.rows, self.bundle_ids, self.extra = rows, bundle_ids, extra
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, k: int) -> str: ...
+    @overload
+    def __getitem__(self, k: slice) -> list[str]: ...
+    def __getitem__(self, k: int | slice) -> str | list[str]:
+        if isinstance(k, slice):
+            return [self[j] for j in range(*k.indices(len(self)))]
+        row = int(self.rows[k])
+        n = len(self.bundle_ids)
+        return self.bundle_ids[row] if row < n else self.extra[row - n]
 
 
 class PopularityBook:
@@ -123,7 +147,7 @@ class PopularityBook:
         with self._lock:
             return float(base + self.count(domain, item_id))
 
-    def ranking(self, state: ModelState, domain: str) -> tuple[list[str], np.ndarray]:
+    def ranking(self, state: ModelState, domain: str) -> tuple[Sequence[str], np.ndarray]:
         """(ids, scores) of items with popularity > 0, most popular first."""
         key = (state.generation, self._version, state.registered.version)
         cached = self._rankings.get(domain)
@@ -142,10 +166,9 @@ class PopularityBook:
             elif iid in state.registered:
                 extra_ids.append(iid)
                 extra_scores.append(float(c))
-        all_ids = list(cat.item_ids) + extra_ids
         all_scores = np.concatenate([scores, np.asarray(extra_scores, dtype=np.float64)])
         order = np.argsort(-all_scores, kind="stable")
         order = order[all_scores[order] > 0]
-        ranked = Ranking(key, [all_ids[i] for i in order], all_scores[order])
+        ranked = Ranking(key, RankedIds(order, cat.item_ids, extra_ids), all_scores[order])
         self._rankings[domain] = ranked
         return ranked.ids, ranked.scores

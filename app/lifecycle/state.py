@@ -159,7 +159,9 @@ def build_state(engine: Engine, path: Path, settings: Settings) -> ModelState:
         bundle_path=path,
         loaded_at=time.time(),
         indexes={d: build_domain_index(engine, d, settings, path) for d in engine.domains},
-        category_index={d: CategoryIndex(engine.catalogue(d).categories) for d in engine.domains},
+        category_index={
+            d: CategoryIndex.of(engine.catalogue(d).categories) for d in engine.domains
+        },
     )
 
 
@@ -167,14 +169,19 @@ def _warn_unreachable_ids(engine: Engine) -> None:
     """A bundle trained before ids were NFKC-normalised may hold ids no request can name
     (requests are normalised, app/api/ids.py): say so, it is fixed by retraining."""
     for d in engine.domains:
-        odd = [i for i in engine.catalogue(d).item_ids if not is_normal_id(i)]
-        if odd:
+        cat = engine.catalogue(d)
+        if cat.unreachable is None:  # not counted when the columns were written: count now
+            odd = [i for i in cat.item_ids if not is_normal_id(i)]
+            count, first = len(odd), odd[0] if odd else ""
+        else:
+            count, first = cat.unreachable
+        if count:
             log.warning(
                 "%s: %d bundle item id(s) are not in normal form (NFKC, trimmed), e.g. %r; "
                 "requests cannot name them: retrain (the loader normalises ids)",
                 d,
-                len(odd),
-                odd[0][:60],
+                count,
+                first[:60],
             )
 
 

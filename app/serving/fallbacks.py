@@ -35,7 +35,8 @@ def popular(q: FallbackQuery) -> Iterable[tuple[str, float]]:
     """Bundle training popularity + API interactions, most popular first."""
     if q.matching is None:
         ids, scores = q.popularity.ranking(q.state, q.domain)
-        return zip(ids, scores.tolist(), strict=True)
+        # lazily: a fallback reads the first few of a ranking that may hold every item
+        return ((ids[k], float(scores[k])) for k in range(len(ids)))
     # A selective filter: rank its few items instead of scanning the whole ranking.
     pops = [(i, q.popularity.score(q.state, q.domain, i)) for i in q.matching]
     return sorted((h for h in pops if h[1] > 0), key=lambda h: -h[1])

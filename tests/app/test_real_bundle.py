@@ -39,6 +39,7 @@ from app.lifecycle.state import build_domain_index
 from app.settings import Settings
 from bench.milvus_server import MilvusLiteServer
 from model.bundle import load_bundle
+from model.columns import StringColumn, is_mapped
 from model.data.dataset import Dataset, Interactions, item_text
 from model.encoders.cache import encode_dataset
 from model.encoders.factory import create_encoder
@@ -706,3 +707,32 @@ def test_milvus_flat_ranks_as_faiss_exact(
         milvus = build_domain_index(engine, domain, shared, real.v1)
         compared += assert_same_top(engine, domain, exact, milvus, N)
     assert compared >= 3 * 2
+
+
+def test_served_catalogue_is_mapped_columns_equal_to_the_bundle(
+    real: RealBundles, engine: InferenceEngine, tmp_path: Path
+) -> None:
+    """With a serving cache the service's engine reads no catalogue.json once the cache
+    exists and holds no per-item lists: ids, titles, categories, popularity and the id ->
+    (domain, row) lookup are memory-mapped columns equal to the bundle's lists."""
+    from app.lifecycle.engine import load_engine
+
+    built = load_engine(real.v1, cache_root=lambda _: tmp_path)
+    warm = load_engine(real.v1, cache_root=lambda _: tmp_path)
+    bundle = load_bundle(real.v1)
+    for e in (built, warm):
+        assert not e.bundle.catalogue_loaded
+        assert not any(s.item_ids or s.titles or s.user_ids for s in e.bundle.domains.values())
+        for d, s in bundle.domains.items():
+            cat = e.catalogue(d)
+            assert isinstance(cat.item_ids, StringColumn) and is_mapped(cat.item_ids.data)
+            assert is_mapped(cat.popularity) and is_mapped(e._items.keys)
+            assert list(cat.item_ids) == s.item_ids and list(cat.titles) == s.titles
+            assert list(cat.categories) == s.categories
+            np.testing.assert_array_equal(cat.popularity, s.popularity)
+            rows = [e.bundle_position(i) for i in s.item_ids]
+            assert rows == [engine.bundle_position(i) for i in s.item_ids]
+            assert rows == [(d, k) for k in range(len(s.item_ids))]
+            for u in s.user_ids[:50]:
+                assert e.bundle_history(u) == engine.bundle_history(u)
+        assert e.bundle_position("no-such-item") is None and e.item_domain("no-such-item") is None

@@ -18,6 +18,7 @@ from app.lifecycle.categories import (
     join_categories,
     split_categories,
 )
+from model.columns import CategoryColumn
 from model.data.dataset import item_text
 
 
@@ -104,7 +105,7 @@ def test_category_index_finds_what_category_matches_finds() -> None:
         "  Paper > Cards ",
         "Ünïcode > Äpfel",
     ] * 3
-    index = CategoryIndex(cats)
+    plain, column = CategoryIndex(cats), CategoryIndex.of(CategoryColumn.from_strings(cats))
     prefixes = [
         "office",
         "office products",
@@ -119,12 +120,15 @@ def test_category_index_finds_what_category_matches_finds() -> None:
         "notebooks",
         "paper > cards",
     ]
-    for prefix in prefixes:
-        want = [row for row, c in enumerate(cats) if category_matches(c, prefix)]
-        rows = index.rows(prefix)
-        assert rows is not None and rows.tolist() == want, prefix
-        if want:  # the cheap count never undercounts: a limit below the answer refuses
-            assert index.rows(prefix, at_most=len(want) - 1) is None
-        assert index.rows(prefix, at_most=len(cats)) is not None
-    empty = CategoryIndex([]).rows("a")
-    assert empty is not None and empty.size == 0
+    # the index of a list and of a dictionary-encoded column (the serving cache's) agree
+    for index in (plain, column):
+        for prefix in prefixes:
+            want = [row for row, c in enumerate(cats) if category_matches(c, prefix)]
+            rows = index.rows(prefix)
+            assert rows is not None and rows.tolist() == want, prefix
+            if want:  # the cheap count never undercounts: a limit below the answer refuses
+                assert index.rows(prefix, at_most=len(want) - 1) is None
+            assert index.rows(prefix, at_most=len(cats)) is not None
+    for empty_index in (CategoryIndex([]), CategoryIndex.of(CategoryColumn.from_strings([]))):
+        empty = empty_index.rows("a")
+        assert empty is not None and empty.size == 0
