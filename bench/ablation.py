@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import time
+import tomllib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     for section, items in (("bridge", args.set_bridge), ("item_map", args.set_item_map)):
         for item in items:
             k, _, v = item.partition("=")
-            over[section][k] = float(v) if "." in v or "e" in v else int(v)
+            over[section][k] = tomllib.loads(f"v = {v}")["v"]  # 3, 1e-3, [0, 1, 3], true
     cfg = load_run_config(args.config, over)
     cfg = replace(
         cfg,
