@@ -36,6 +36,22 @@ def trained(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
     return root, cfg, ds, split, feats, model, maps
 
 
+def _bundle(trained, tmp_path):  # type: ignore[no-untyped-def]
+    """The tiny trained model with its maps written as a bundle (text encoder recorded)."""
+    _, cfg, ds, split, feats, model, maps = trained
+    return build_bundle_from_model(
+        tmp_path / "bundle",
+        model=model,
+        split=split,
+        dataset=ds,
+        features=feats,
+        cfg=cfg,
+        encoders={"text": {"name": "minilm-l6-v2", "dim": 384}},
+        metrics={},
+        maps=maps,
+    )
+
+
 def test_pseudo_cold_users_are_old_shared_users_never_used_as_anchors(trained) -> None:  # type: ignore[no-untyped-def]
     split = trained[3]
     for dst in split.domains:
@@ -109,20 +125,10 @@ def test_blend_fit_chooses_the_cross_domain_rule_on_validation(trained) -> None:
 def test_cold_items_get_content_dependent_vectors_and_registration_matches_them(
     trained, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
-    _, cfg, ds, split, feats, model, maps = trained
+    _, _, _, split, feats, model, maps = trained
     assert maps.item_maps is not None
     d = sorted(split.domains)[0]
-    out = build_bundle_from_model(
-        tmp_path / "bundle",
-        model=model,
-        split=split,
-        dataset=ds,
-        features=feats,
-        cfg=cfg,
-        encoders={"text": {"name": "minilm-l6-v2", "dim": 384}},
-        metrics={},
-        maps=maps,
-    )
+    out = _bundle(trained, tmp_path)
     bundle = load_bundle(out)
     assert bundle.bridges is not None and bundle.item_maps is not None
     # the cold-item slice: new items lose every interaction, as items registered later
@@ -190,22 +196,12 @@ def test_blend_fit_chooses_the_low_degree_mix_on_validation(trained) -> None:  #
 
 
 def test_low_degree_items_are_served_the_mix_the_bundle_records(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    _, cfg, ds, split, feats, model, maps = trained
+    _, _, _, split, _, model, maps = trained
     assert maps.item_maps is not None
     d = sorted(split.domains)[0]
     maps.item_maps.low_degree_k[d] = 3.0
     try:
-        out = build_bundle_from_model(
-            tmp_path / "bundle",
-            model=model,
-            split=split,
-            dataset=ds,
-            features=feats,
-            cfg=cfg,
-            encoders={"text": {"name": "minilm-l6-v2", "dim": 384}},
-            metrics={},
-            maps=maps,
-        )
+        out = _bundle(trained, tmp_path)
     finally:
         maps.item_maps.low_degree_k.clear()
     bundle = load_bundle(out)
