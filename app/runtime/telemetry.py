@@ -16,6 +16,7 @@ Clicks per impression by version (``click`` as the positive event)::
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -107,10 +108,14 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+_CONVERTER = re.compile(r"\{(\w+):\w+\}")
+
+
 def _label(template: str) -> str:
-    """The route template as the OpenAPI document writes it: ``{user_id:path}`` (ids with
-    "/", app/api/ids.py) is labelled ``{user_id}``, so labels do not depend on converters."""
-    return template.replace(":path}", "}")
+    """The route template as the OpenAPI document writes it: ``{user_id:id}`` (ids with
+    "/", app/http/routers/common.py) is labelled ``{user_id}``, so labels do not depend on
+    converters."""
+    return _CONVERTER.sub(r"{\1}", template)
 
 
 class MetricsMiddleware:

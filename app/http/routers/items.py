@@ -223,7 +223,7 @@ def list_items(
 
 
 @router.get(
-    "/{item_id:path}/similar", dependencies=[ReadAccess], responses={**ERRORS_READ, **NOT_FOUND}
+    "/{item_id:id}/similar", dependencies=[ReadAccess], responses={**ERRORS_READ, **NOT_FOUND}
 )
 def similar_items(
     item_id: AnyItemId,
@@ -235,7 +235,7 @@ def similar_items(
 
 
 @router.get(
-    "/{item_id:path}/image",
+    "/{item_id:id}/image",
     dependencies=[ReadAccess],
     response_class=Response,
     responses={
@@ -251,13 +251,13 @@ def item_image(item_id: AnyItemId, browser: BrowserDep) -> Response:
     return Response(picture.data, media_type=picture.content_type, headers=headers)
 
 
-@router.get("/{item_id:path}", dependencies=[ReadAccess], responses={**ERRORS_READ, **NOT_FOUND})
+@router.get("/{item_id:id}", dependencies=[ReadAccess], responses={**ERRORS_READ, **NOT_FOUND})
 def get_item(item_id: AnyItemId, items: ItemsDep) -> ItemOut:
     return items.get(item_id)
 
 
 @router.put(
-    "/{item_id:path}",
+    "/{item_id:id}",
     dependencies=[WriteAccess],
     responses={
         **ERRORS_WRITE,
@@ -286,7 +286,7 @@ async def replace_item(
 
 
 @router.delete(
-    "/{item_id:path}",
+    "/{item_id:id}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=[WriteAccess],
     responses=ERRORS_WRITE,

@@ -47,7 +47,7 @@ async def recommend(
 
 
 @router.get(
-    "/users/{user_id:path}/recommendations",  # ids may hold "/" (app/api/ids.py)
+    "/users/{user_id:id}/recommendations",  # ids may hold "/" (app/api/ids.py)
     response_model=RecommendResponse,
     responses=ERRORS_READ,
     dependencies=[UserReadAccess],

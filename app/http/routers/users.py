@@ -2,7 +2,7 @@
 /v1/users/{user_id}/history``: what recommendations use as their history.
 
 User ids may contain "/" (app/api/ids.py), so these routes take the rest of the path as the id
-(``{user_id:path}``): ``/v1/users/acme%2F42`` and ``/v1/users/acme/42`` both name ``acme/42``,
+(``{user_id:id}``): ``/v1/users/acme%2F42`` and ``/v1/users/acme/42`` both name ``acme/42``,
 and ``/v1/users/a/b/history`` is the history of ``a/b`` (the fixed suffix ends the id)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1", tags=["users"])
 
 
 @router.delete(
-    "/users/{user_id:path}",
+    "/users/{user_id:id}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=[WriteOrAdminAccess],
     responses={**AUTH, **INVALID, **NOT_READY},
@@ -36,7 +36,7 @@ def erase_user(user_id: Annotated[RawId, Path()], erasure: ErasureDep) -> None:
         erasure.erase(form)
 
 
-@router.get("/users/{user_id:path}/history", dependencies=[UserReadAccess], responses=ERRORS_READ)
+@router.get("/users/{user_id:id}/history", dependencies=[UserReadAccess], responses=ERRORS_READ)
 def user_history(user_id: Annotated[Id, Path()], browser: BrowserDep) -> UserHistory:
     """The user's history by domain as a recommend uses it: the bundle's (training)
     history and what POST /v1/interactions stored (API key needed unless

@@ -134,6 +134,24 @@ def test_bundle_items_with_a_slash_are_readable(served: tuple[httpx.Client, Memo
     assert r.status_code == 422, r.text
 
 
+def test_ids_with_control_characters_in_the_path_get_the_id_rules_422(
+    served: tuple[httpx.Client, MemoryStore],
+) -> None:
+    # A newline in the path once fell through the router's path converter: a bare 404.
+    http, _ = served
+    for method, path in [
+        ("DELETE", "/v1/users/Q%0Ab"),
+        ("GET", "/v1/users/Q%0Ab/history"),
+        ("GET", "/v1/users/Q%0Ab/recommendations?domain=arts"),
+        ("GET", "/v1/items/x%0Ay"),
+        ("GET", "/v1/items/x%0Ay/similar"),
+        ("GET", "/v1/items/x%0Ay/image"),
+    ]:
+        r = http.request(method, path, headers=AUTH)
+        assert r.status_code == 422, (method, path, r.status_code, r.text)
+        assert "_id: " in r.json()["detail"], r.text
+
+
 # --- normalisation (finding 7) -------------------------------------------------------
 LOOK_ALIKES = [  # (item "arts-1", user "u7") as sent
     ("arts-1 ", "u7 "),
