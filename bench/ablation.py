@@ -28,6 +28,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from model.blendfit import fit_blend
 from model.commands.runner import set_threads
 from model.data.loading import load_dataset
@@ -58,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sparsify", default=None, help="DOMAIN=SHARE")
     ap.add_argument("--set-bridge", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--set-item-map", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--set-blend", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="backbone weights: loaded when the file exists (no training), else saved there",
+    )
     ap.add_argument(
         "--only", default=None, help="comma-separated blend variants to run (default: all)"
     )
@@ -73,13 +82,17 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("run needs --dataset and --label")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     set_threads(args.threads)
-    over: dict[str, dict[str, Any]] = {"data": {}, "bridge": {}, "item_map": {}}
+    over: dict[str, dict[str, Any]] = {"data": {}, "bridge": {}, "item_map": {}, "blend": {}}
     if args.k_core is not None:
         over["data"]["k_core"] = args.k_core
     if args.sparsify:
         d, share = args.sparsify.split("=")
         over["data"]["sparsify"] = {d: float(share)}
-    for section, items in (("bridge", args.set_bridge), ("item_map", args.set_item_map)):
+    for section, items in (
+        ("bridge", args.set_bridge),
+        ("item_map", args.set_item_map),
+        ("blend", args.set_blend),
+    ):
         for item in items:
             k, _, v = item.partition("=")
             over[section][k] = tomllib.loads(f"v = {v}")["v"]  # 3, 1e-3, [0, 1, 3], true
@@ -97,8 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     split = restrict(build_split(dataset, cfg.data), cfg.domains)
     features = load_features(dataset, cfg, progress=False)
     t0 = time.perf_counter()
-    res = Trainer(split, features, cfg.model_config(), cfg.train).fit(progress=False)
-    model = res.model
+    trainer = Trainer(split, features, cfg.model_config(), cfg.train)
+    if args.checkpoint is not None and args.checkpoint.exists():
+        # our own file from an earlier run of the same split (tensors only, no pickle)
+        trainer.model.load_state_dict(torch.load(args.checkpoint, weights_only=True))
+        model = trainer.model
+    else:
+        model = trainer.fit(progress=False).model
+        if args.checkpoint is not None:
+            args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), args.checkpoint)
     assert isinstance(model, MICRec)
     out: dict[str, Any] = {
         "label": args.label,
@@ -109,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         "k_core": cfg.data.k_core,
         "sparsify": cfg.data.sparsify,
         "bridge_config": vars(cfg.bridge),
+        "blend_config": vars(cfg.blend),
+        "checkpoint": None if args.checkpoint is None else str(args.checkpoint),
         "train_seconds": time.perf_counter() - t0,
         "pseudo_cold_users": {d: len(split.pseudo_cold_users(d)) for d in split.domains},
         "cd_cold_test_users": {d: len(split.cross_domain_cold_users(d)) for d in split.domains},
@@ -128,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         "item_map": Maps(item_maps=maps.item_maps),
         "bridge": Maps(bridges=maps.bridges),
         "both_maps": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
-        # the served default: both maps and the low-degree mix chosen on validation
+        # both maps and the low-degree mix chosen on validation
         "both_maps_mix": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
+        # both maps and the prior of items without interactions fitted on validation
+        "both_maps_cold": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
     }
     if args.only:
         variants = {k: v for k, v in variants.items() if k in args.only.split(",")}
@@ -140,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             model,
             split,
             features,
-            cfg.blend,
+            replace(cfg.blend, cold_prior=name == "both_maps_cold"),
             bridges=mp.bridges,
             item_maps=mp.item_maps,
             low_degree_grid=grid,
@@ -162,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             ranker, split, ks=(20,), only=("all", PSEUDO_COLD_SLICE), stage="val"
         )
         out[f"{name}_weights"] = blend.weights_json()
+        out[f"{name}_cold_prior"] = dict(blend.cold_prior)
     out["seconds"] = time.perf_counter() - t0
     path = args.out / "runs" / f"{args.label}-{args.variant}-s{args.seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

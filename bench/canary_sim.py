@@ -3,9 +3,11 @@
 
 Each simulated user has a known preference (``Population.liked``: the items they like);
 shown a list, they see every item (an ``impression``) and click a liked one with
-probability ``p_liked``, any other with ``p_other`` (``POST /v1/feedback``). Requests go
-to a random replica each time; every answer's ``model_version`` is recorded per user and
-replica, so a user who saw two versions while the canary ran is found. The canary is
+probability ``p_liked``, any other with ``p_other`` (``POST /v1/feedback``). A user's
+requests alternate between the replicas (the first one drawn at random), so every user
+with two requests before the decision was answered by both; every answer's
+``model_version`` is recorded per user and replica, so a user who saw two versions while
+the canary ran is found. The canary is
 started through the admin API of one replica; the run goes on until it is decided (and a
 little after, to see the switch), counting every request that did not succeed.
 
@@ -125,6 +127,7 @@ class Simulator:
         self.pop = population
         self.n = n
         self.rng = np.random.default_rng(seed)
+        self._next_replica: dict[str, int] = {}
         self.feedback_delay_s = feedback_delay_s
         """Feedback is sent this long after its answer: records are written off the
         request path (record_flush_s) and a 404 before that is expected."""
@@ -182,12 +185,17 @@ class Simulator:
 
     def _request(self, run: SimRun) -> None:
         user = str(self.rng.choice(self.pop.users))
-        k = int(self.rng.integers(len(self.clients)))
         body: dict[str, Any] = {"domain": self.pop.domain, "n": self.n}
         if self.rng.random() < self.pop.anonymous_share:
             body["session_id"] = f"session-{user}"
         else:
             body["user_id"] = user
+        ident = body.get("user_id") or body["session_id"]  # what the replicas route by
+        # alternate: a random replica per request left half the users on one replica
+        # before a quick decision, and the flip check saw too few of them
+        first = int(self.rng.integers(len(self.clients)))
+        k = self._next_replica.get(ident, first)
+        self._next_replica[ident] = (k + 1) % len(self.clients)
         run.requests += 1
         try:
             r = self.clients[k].post("/v1/recommend", json=body)
@@ -199,7 +207,6 @@ class Simulator:
             return
         answer = r.json()
         version = answer["model_version"]
-        ident = body.get("user_id") or body["session_id"]  # what the replicas route by
         run.answers.append((time.time(), ident, k, version))
         events = []
         for item in answer["items"]:

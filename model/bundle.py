@@ -177,6 +177,8 @@ def save_bundle(
         blend_meta = {"weights": blend.weights_json(), "reducer": None}
         if blend.query:
             blend_meta["query"] = {d: w.to_dict() for d, w in blend.query.items()}
+        if blend.cold_prior:
+            blend_meta["cold_prior"] = dict(blend.cold_prior)
         if blend.reducer is not None:
             r = blend.reducer
             save_file(
@@ -416,4 +418,5 @@ def _load_blend(path: Path, meta: dict[str, Any] | None) -> Blend | None:
         d: BlendWeights(**{k: float(v) for k, v in w.items()})
         for d, w in (meta.get("query") or {}).items()
     }
-    return Blend(reducer, Blend.weights_from_json(meta["weights"]), query)
+    cold = {d: float(v) for d, v in (meta.get("cold_prior") or {}).items()}
+    return Blend(reducer, Blend.weights_from_json(meta["weights"]), query, cold)

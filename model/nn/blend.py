@@ -2,10 +2,13 @@
 
     s(u, i) = w_model * <z_u / |z_u|, z_i> + w_prior * prior_i + w_content * <p_u, c_i>
 
-- ``prior_i = log(1 + deg_i) / log(1 + max deg)``: the item's training degree (0 for an
-  item registered after training), the popularity prior of popularity-aware inference
-  (PDA, Zhang et al., SIGIR 2021, adjusts the model score by pop_i^gamma; in log space
-  that is an additive log-popularity term).
+- ``prior_i = log(1 + deg_i) / log(1 + max deg)``: the item's training degree, the
+  popularity prior of popularity-aware inference (PDA, Zhang et al., SIGIR 2021, adjusts
+  the model score by pop_i^gamma; in log space that is an additive log-popularity term).
+  An item nobody bought in training (a held-out new item, or one registered after
+  training) has no degree to judge it by: its prior is the domain's fitted ``cold_prior``
+  (0 = ranked as the least popular item; model.blendfit fits it on validation), so new
+  items can be lifted among warm ones without raising the content weight of every item.
 - ``c_i``: the item's frozen encoder features (all modalities, concatenated) reduced to
   ``r`` dimensions by a PCA fitted on the training items, L2-normalised; ``p_u``: the
   L2-normalised mean of ``c`` over the user's history items (content kNN, the baseline
@@ -130,12 +133,15 @@ class DomainBlend:
     weights: dict[str, BlendWeights] = field(default_factory=dict)
     query: BlendWeights = QUERY_DEFAULT
     """Weights of a user started from a query: content + prior, no model part."""
+    cold_prior: float = 0.0
+    """The prior of an item without training interactions (also a registered item's)."""
 
     @staticmethod
-    def prior_of(degree: torch.Tensor) -> torch.Tensor:
-        """log(1 + deg) / log(1 + max deg): [n] in [0, 1]."""
+    def prior_of(degree: torch.Tensor, cold_prior: float = 0.0) -> torch.Tensor:
+        """log(1 + deg) / log(1 + max deg), and ``cold_prior`` where deg = 0: [n]."""
         top = float(torch.log1p(degree.max())) if len(degree) else 0.0
-        return torch.log1p(degree.float()) / max(top, 1e-12)
+        prior = torch.log1p(degree.float()) / max(top, 1e-12)
+        return prior.masked_fill(degree == 0, cold_prior) if cold_prior else prior
 
     @property
     def content_dim(self) -> int:
@@ -152,8 +158,8 @@ class DomainBlend:
         return torch.cat(parts, dim=1)
 
     def new_item(self, z: torch.Tensor, content: torch.Tensor | None) -> torch.Tensor:
-        """Serving vector of an item registered after training ([d] + prior 0 + c)."""
-        parts = [z, z.new_zeros(1)]
+        """Serving vector of an item registered after training ([d] + cold prior + c)."""
+        parts = [z, z.new_full((1,), self.cold_prior)]
         if self.content is not None:
             parts.append(z.new_zeros(self.content_dim) if content is None else content)
         return torch.cat(parts)
@@ -201,6 +207,8 @@ class Blend:
     weights: dict[str, dict[str, BlendWeights]] = field(default_factory=dict)
     query: dict[str, BlendWeights] = field(default_factory=dict)
     """Per domain, the weights of query-started users (model.queryfit; none: the default)."""
+    cold_prior: dict[str, float] = field(default_factory=dict)
+    """Per domain, the prior of items without training interactions (none: 0)."""
 
     def for_domain(
         self,
@@ -215,11 +223,13 @@ class Blend:
             content = self.reducer.reduce(features, len(degree))
         if self.reducer is None:
             content = None
+        cold = self.cold_prior.get(domain, 0.0)
         return DomainBlend(
-            prior=DomainBlend.prior_of(degree.cpu()),
+            prior=DomainBlend.prior_of(degree.cpu(), cold),
             content=content,
             weights=dict(self.weights.get(domain, {})),
             query=self.query.get(domain, QUERY_DEFAULT),
+            cold_prior=cold,
         )
 
     def weights_json(self) -> dict[str, dict[str, dict[str, float]]]:

@@ -190,6 +190,10 @@ class BlendConfig:
     main_tolerance: float = 0.02
     """Share of the main slice's validation NDCG@20 (``all``; cross-domain cold users for
     them) the blend may give up for the other slices (model.blendfit)."""
+    cold_prior: bool = False
+    """Fit the prior of items nobody bought in training (held-out and registered items) on
+    validation with the inductive users' weights, in [0, 1]; false: 0, the least popular
+    item's prior (model.nn.blend)."""
     seed: int = 0
     """Seed of the user sample and of the TPE sampler."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -41,6 +43,16 @@ def test_a_registered_item_has_prior_zero_and_its_own_content() -> None:
     c = torch.tensor([0.0, 1.0, 0.0])
     v = blend.new_item(torch.ones(4), c)
     assert v.tolist() == [1, 1, 1, 1, 0, 0, 1, 0]
+
+
+def test_items_without_interactions_take_the_cold_prior_and_others_keep_their_degree() -> None:
+    degree = torch.tensor([0, 1, 3, 0])
+    plain = DomainBlend.prior_of(degree)
+    lifted = DomainBlend.prior_of(degree, 0.4)
+    assert plain[0] == plain[3] == 0.0 and lifted[0] == lifted[3] == pytest.approx(0.4)
+    torch.testing.assert_close(lifted[1:3], plain[1:3])
+    blend = DomainBlend(lifted, None, cold_prior=0.4)
+    assert blend.new_item(torch.ones(2), None).tolist() == pytest.approx([1, 1, 0.4])
 
 
 def test_reducer_gives_unit_rows_and_keeps_items_without_content_at_zero() -> None:
@@ -83,6 +95,39 @@ def test_fit_searches_the_corners_first_and_keeps_the_best_validation_objective(
             for part in ("model", "prior", "content"):
                 assert np.sign(getattr(w, part)) == np.sign(chosen[part]), (domain, part)
         assert blend.weights[domain]["none"] == BlendWeights(0.0, 1.0, 0.0)
+
+
+def test_the_cold_prior_is_fitted_with_the_inductive_weights_and_served(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, _, _, split, feats, model, _, _ = trained
+    cfg = BlendConfig(trials=8, max_users=100)
+    _, plain = fit_blend(model, split, feats, cfg)
+    blend, report = fit_blend(model, split, feats, replace(cfg, cold_prior=True))
+    for domain, by_type in report.items():
+        r = by_type["inductive"]
+        without = plain[domain]["inductive"]["trials"][-1]
+        # started from the fit without it, so never worse on validation
+        assert r["trials"][-1]["objective"] >= without["objective"]
+        chosen = r["trials"][-1]["chosen"]
+        if "cold_prior" in chosen:  # the search with the cold prior won: it began at 0
+            trials = r["trials"][:-1]
+            assert trials[3]["params"] == {**without["chosen"], "cold_prior": 0.0}
+            assert trials[3]["objective"] == pytest.approx(without["objective"])
+            assert all(0.0 <= t["params"]["cold_prior"] <= 1.0 for t in trials)
+            assert r["trials"][-1]["objective"] > without["objective"]
+        assert r["cold_prior"] == chosen.get("cold_prior", 0.0) == blend.cold_prior.get(domain, 0)
+        assert "cold_prior" not in by_type["cross_domain"]["trials"][-1]["chosen"]
+    # served: items without interactions in the bundle's graph and registered items carry it
+    dom = sorted(split.domains)[0]
+    blend.cold_prior[dom] = 0.37  # whatever the fit chose, the bundle must carry it
+    b = load_bundle(_bundle(trained, tmp_path / "cold", blend=blend))
+    assert b.blend is not None and b.blend.cold_prior[dom] == pytest.approx(0.37)
+    engine = InferenceEngine.from_bundle(b)
+    d = model.config.dim
+    priors = engine.catalogue(dom).vectors[:, d]
+    degree = b.domains[dom].embedder.item_degree
+    np.testing.assert_allclose(priors, DomainBlend.prior_of(degree, 0.37).numpy(), rtol=1e-6)
+    vec = engine.add_item("new-cold", dom, {})
+    assert vec[d] == pytest.approx(0.37)
 
 
 def _bundle(trained, out, **blend):  # type: ignore[no-untyped-def]
