@@ -153,9 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         "both_maps": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
         # both maps and the low-degree mix chosen on validation
         "both_maps_mix": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
-        # both maps and the prior of items without interactions fitted on validation
+        # both maps and an item term fitted on validation (model.nn.blend.ITEM_TERMS)
         "both_maps_cold": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
+        "both_maps_decay": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
     }
+    terms = {"both_maps_cold": "cold_prior", "both_maps_decay": "content_decay"}
     if args.only:
         variants = {k: v for k, v in variants.items() if k in args.only.split(",")}
     for name, mp in variants.items():
@@ -165,7 +167,11 @@ def main(argv: list[str] | None = None) -> int:
             model,
             split,
             features,
-            replace(cfg.blend, cold_prior=name == "both_maps_cold"),
+            replace(
+                cfg.blend,
+                cold_prior=terms.get(name) == "cold_prior",
+                content_decay=terms.get(name) == "content_decay",
+            ),
             bridges=mp.bridges,
             item_maps=mp.item_maps,
             low_degree_grid=grid,
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             ranker, split, ks=(20,), only=("all", PSEUDO_COLD_SLICE), stage="val"
         )
         out[f"{name}_weights"] = blend.weights_json()
-        out[f"{name}_cold_prior"] = dict(blend.cold_prior)
+        out[f"{name}_item_terms"] = blend.item_terms
     out["seconds"] = time.perf_counter() - t0
     path = args.out / "runs" / f"{args.label}-{args.variant}-s{args.seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

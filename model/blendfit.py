@@ -41,7 +41,7 @@ from model.evaluation import (
     slice_inputs,
 )
 from model.metrics import ndcg_at_k_from_topk, user_metrics
-from model.nn.blend import Blend, BlendWeights, ContentReducer
+from model.nn.blend import ITEM_TERMS, Blend, BlendWeights, ContentReducer, DomainBlend
 from model.nn.bridge import Bridges
 from model.nn.config import BlendConfig
 from model.nn.itemmap import ItemMaps
@@ -71,7 +71,7 @@ class _SliceParts:
     zu: torch.Tensor  # [b, d] unit model user vectors
     zi: torch.Tensor  # [n, d]
     prior: torch.Tensor  # [n]
-    cold: torch.Tensor  # bool [n]: no training interactions (their prior is cold_prior)
+    degree: torch.Tensor  # [n] training interactions of each item (the item terms' input)
     pu: torch.Tensor | None  # [b, r]
     ci: torch.Tensor | None  # [n, r]
     exclude: torch.Tensor  # bool [b, n]: not a candidate, or already seen
@@ -86,9 +86,14 @@ class _SliceParts:
             s = s + w.content * (self.pu @ self.ci.T)
         return s.masked_fill(self.exclude, -torch.inf)
 
-    def at_cold_prior(self, value: float) -> _SliceParts:
-        """The same slice with ``value`` as the prior of items without interactions."""
-        return replace(self, prior=self.prior.masked_fill(self.cold, value))
+    def with_terms(self, terms: dict[str, float]) -> _SliceParts:
+        """The same slice with the item terms (model.nn.blend.ITEM_TERMS) applied to the
+        prior and content rows it was built with (which have none)."""
+        cold = terms.get("cold_prior", 0.0)
+        prior = self.prior.masked_fill(self.degree == 0, cold) if cold else self.prior
+        scale = DomainBlend.content_scale_of(self.degree, terms.get("content_decay", 0.0))
+        ci = self.ci if self.ci is None or scale is None else self.ci * scale.unsqueeze(1)
+        return replace(self, prior=prior, ci=ci)
 
     def ndcg(self, w: BlendWeights, k: int = 20) -> float:
         top = torch.topk(self.scores(w), min(k, self.k), dim=1).indices.numpy()
@@ -153,7 +158,7 @@ def _slice_parts(
             zu=F.normalize(zu, dim=1),
             zi=scorer.items[domain],
             prior=blend.prior,
-            cold=embedder.item_degree.cpu() == 0,
+            degree=embedder.item_degree.cpu().float(),
             pu=prof,
             ci=blend.content,
             exclude=exclude,
@@ -170,7 +175,7 @@ def _fit_type(
     cfg: BlendConfig,
     label: str,
     reference: tuple[list[float], float] | None = None,
-    fit_cold_prior: bool = False,
+    terms: Sequence[str] = (),
     start: Sequence[dict[str, float]] = (),
 ) -> tuple[BlendWeights, list[dict[str, Any]]]:
     """Optuna search of one (domain, user type); returns the weights and every trial (the
@@ -178,10 +183,9 @@ def _fit_type(
     parameters the weights come from, their validation NDCG@20 on the main slice and
     their objective). ``reference`` = (best single part per slice, model-only NDCG@20 of
     the main slice) to judge against instead of this fit's own, so fits of different item
-    vectors (the low-degree mix) have comparable objectives. ``fit_cold_prior``: search
-    the prior of items without interactions too (``cold_prior`` in the parameters; the
-    corners keep the parts' own, so the unfitted blend is one of the trials). ``start``:
-    parameters tried right after the corners."""
+    vectors (the low-degree mix) have comparable objectives. ``terms``: item terms
+    (model.nn.blend.ITEM_TERMS) searched too (the corners have them at 0, so the blend
+    without them is one of the trials). ``start``: parameters tried after the corners."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -207,9 +211,10 @@ def _fit_type(
         if has_content:
             p["content"] = trial.suggest_float("content", 0.0, 1.0)
         judged = parts
-        if fit_cold_prior:
-            p["cold_prior"] = trial.suggest_float("cold_prior", 0.0, 1.0)
-            judged = [pt.at_cold_prior(p["cold_prior"]) for pt in parts]
+        if terms:
+            for t in terms:
+                p[t] = trial.suggest_float(t, *ITEM_TERMS[t])
+            judged = [pt.with_terms(p) for pt in parts]
         w = weights(p)
         ndcg = {pt.name: pt.ndcg(w) for pt in judged}
         ratios = [v / b if b > 0 else 1.0 for v, b in zip(ndcg.values(), best_part, strict=True)]
@@ -225,15 +230,14 @@ def _fit_type(
     for c in CORNERS:
         if has_content or c["content"] == 0:
             corner = dict(c) if has_content else {k: c[k] for k in ("model", "prior")}
-            if fit_cold_prior:
-                corner["cold_prior"] = 0.0
+            corner.update({t: 0.0 for t in terms})
             study.enqueue_trial(corner)
     for params in start:
         study.enqueue_trial(dict(params))
     study.optimize(objective, n_trials=max(cfg.trials, len(CORNERS)))
     best = study.best_trial
     params = dict(best.params)
-    if len(parts) == 1 and not fit_cold_prior:
+    if len(parts) == 1 and not terms:
         params = _one_standard_error(parts[0], params, trials[: len(corner_ndcg[0])], weights)
     log.info(
         "blend %s: objective %.3f with %s (best single part per slice %s)",
@@ -242,7 +246,7 @@ def _fit_type(
         {k: round(v, 3) for k, v in params.items()},
         {pt.name: round(b, 4) for pt, b in zip(parts, best_part, strict=True)},
     )
-    main = parts[0].at_cold_prior(params["cold_prior"]) if fit_cold_prior else parts[0]
+    main = parts[0].with_terms(params) if terms else parts[0]
     trials.append(
         {
             "chosen": params,
@@ -266,7 +270,7 @@ def _fit_inductive(
     if its objective is higher: rarely bought items take part of their item-map vector
     only where validation says it helps."""
     has_content = chosen[0].pu is not None
-    w, trials = _fit_lifting_cold(chosen, has_content, cfg, label)
+    w, trials = _fit_with_terms(chosen, has_content, cfg, label)
     best_k, best_obj = 0.0, float(trials[-1]["objective"])
     scores = {"0": best_obj}
     if chosen[0].items_at is None:
@@ -274,36 +278,41 @@ def _fit_inductive(
     ref = trials[-1]["reference"]
     for k in sorted(set(grid) - {0.0}):
         parts_k = [replace(pt, zi=pt.items_at(k)) for pt in chosen]  # type: ignore[misc]
-        wk, tk = _fit_lifting_cold(parts_k, has_content, cfg, f"{label} k={k:g}", (ref[0], ref[1]))
+        wk, tk = _fit_with_terms(parts_k, has_content, cfg, f"{label} k={k:g}", (ref[0], ref[1]))
         scores[f"{k:g}"] = float(tk[-1]["objective"])
         if scores[f"{k:g}"] > best_obj:
             w, trials, best_k, best_obj = wk, tk, k, scores[f"{k:g}"]
     return w, trials, best_k, scores
 
 
-def _fit_lifting_cold(
+def _fit_with_terms(
     parts: list[_SliceParts],
     has_content: bool,
     cfg: BlendConfig,
     label: str,
     reference: tuple[list[float], float] | None = None,
 ) -> tuple[BlendWeights, list[dict[str, Any]]]:
-    """``_fit_type``, then (with ``cfg.cold_prior``) the same fit with the prior of items
-    without interactions searched too, started from the first fit's choice with that prior
-    at 0; the second is kept only if its objective is higher.
+    """``_fit_type``, then (with item terms configured: ``cfg.cold_prior``,
+    ``cfg.content_decay``) the same fit with the terms searched too, started from the first
+    fit's choice with every term at 0; the second is kept only if its objective is higher.
 
-    Why start there: searched from scratch, the fourth parameter left TPE's 30 trials
-    short of the three-parameter optimum (amazon-arts-office, seed 0: objective 0.70 vs
-    0.95), so the extra freedom made the fit worse instead of never worse."""
+    Why start there: searched from scratch, one more parameter left TPE's 30 trials short
+    of the three-parameter optimum (amazon-arts-office, seed 0: objective 0.70 vs 0.95),
+    so the extra freedom made the fit worse instead of never worse."""
     w, trials = _fit_type(parts, has_content, cfg, label, reference)
-    if not cfg.cold_prior or not bool(parts[0].cold.any()):
+    terms = [t for t in ITEM_TERMS if getattr(cfg, t)]
+    if not bool((parts[0].degree == 0).any()):
+        terms = [t for t in terms if t != "cold_prior"]  # no item it would apply to
+    if parts[0].ci is None:
+        terms = [t for t in terms if t != "content_decay"]
+    if not terms:
         return w, trials
-    start = {**trials[-1]["chosen"], "cold_prior": 0.0}
+    start = {**trials[-1]["chosen"], **{t: 0.0 for t in terms}}
     ref = trials[-1]["reference"]
-    wc, tc = _fit_type(
-        parts, has_content, cfg, f"{label} cold prior", (ref[0], ref[1]), True, [start]
+    wt, tt = _fit_type(
+        parts, has_content, cfg, f"{label} {'+'.join(terms)}", (ref[0], ref[1]), terms, [start]
     )
-    return (wc, tc) if tc[-1]["objective"] > trials[-1]["objective"] else (w, trials)
+    return (wt, tt) if tt[-1]["objective"] > trials[-1]["objective"] else (w, trials)
 
 
 def _one_standard_error(
@@ -379,7 +388,7 @@ def fit_blend(
     report: dict[str, Any] = {}
     weights: dict[str, dict[str, BlendWeights]] = {}
     cross: dict[str, dict[str, tuple[BlendWeights, dict[str, Any]]]] = {r: {} for r in rules}
-    cold_prior: dict[str, float] = {}
+    terms: dict[str, dict[str, float]] = {}
     for domain in model.domains:
         weights[domain] = {"none": BlendWeights(0.0, 1.0, 0.0)}
         report[domain] = {}
@@ -396,14 +405,14 @@ def fit_blend(
             }
             if item_maps is not None:
                 item_maps.low_degree_k[domain] = k
-            cold_prior[domain] = float(trials[-1]["chosen"].get("cold_prior", 0.0))
-            report[domain]["inductive"]["cold_prior"] = cold_prior[domain]
+            terms[domain] = {t: float(trials[-1]["chosen"].get(t, 0.0)) for t in ITEM_TERMS}
+            report[domain]["inductive"]["item_terms"] = terms[domain]
         for rule in rules:
             cd = _slice_parts(rankers[rule], split, domain, cfg, set(VAL_SLICES["cross_domain"]))
             if PSEUDO_COLD_SLICE not in cd:
                 continue
-            # one prior column serves every user type: theirs is the inductive fit's
-            part = cd[PSEUDO_COLD_SLICE].at_cold_prior(cold_prior.get(domain, 0.0))
+            # one item vector serves every user type: its terms are the inductive fit's
+            part = cd[PSEUDO_COLD_SLICE].with_terms(terms.get(domain, {}))
             w, trials = _fit_type([part], part.pu is not None, cfg, f"{domain}/{rule}")
             cross[rule][domain] = (w, {"weights": w.to_dict(), "rule": rule, "trials": trials})
     score = {
@@ -424,5 +433,6 @@ def fit_blend(
         model.config = replace(model.config, cross_domain_rule=best)
     log.info("cross-domain rule %s (pseudo-cold validation NDCG@20 per rule %s)", best, score)
     blend.weights = weights
-    blend.cold_prior = {d: v for d, v in cold_prior.items() if v}
+    blend.item_terms = {d: {t: v for t, v in ts.items() if v} for d, ts in terms.items()}
+    blend.item_terms = {d: ts for d, ts in blend.item_terms.items() if ts}
     return blend, report

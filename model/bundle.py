@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.nn.blend import Blend, BlendWeights, ContentReducer, DomainBlend
+from model.nn.blend import ITEM_TERMS, Blend, BlendWeights, ContentReducer, DomainBlend
 from model.nn.bridge import Bridges
 from model.nn.config import MICRecConfig
 from model.nn.foldin import DomainEmbedder
@@ -177,8 +177,8 @@ def save_bundle(
         blend_meta = {"weights": blend.weights_json(), "reducer": None}
         if blend.query:
             blend_meta["query"] = {d: w.to_dict() for d, w in blend.query.items()}
-        if blend.cold_prior:
-            blend_meta["cold_prior"] = dict(blend.cold_prior)
+        if blend.item_terms:
+            blend_meta["item_terms"] = {d: dict(t) for d, t in blend.item_terms.items()}
         if blend.reducer is not None:
             r = blend.reducer
             save_file(
@@ -418,5 +418,11 @@ def _load_blend(path: Path, meta: dict[str, Any] | None) -> Blend | None:
         d: BlendWeights(**{k: float(v) for k, v in w.items()})
         for d, w in (meta.get("query") or {}).items()
     }
-    cold = {d: float(v) for d, v in (meta.get("cold_prior") or {}).items()}
-    return Blend(reducer, Blend.weights_from_json(meta["weights"]), query, cold)
+    raw = meta.get("item_terms") or {}
+    terms = {d: {t: float(v) for t, v in ts.items()} for d, ts in raw.items()}
+    unknown = sorted({t for ts in terms.values() for t in ts} - set(ITEM_TERMS))
+    if unknown:  # a newer version's term: serving without it would rank differently
+        raise BundleError(
+            f"{path}: unknown blend item terms {unknown}; known: {sorted(ITEM_TERMS)}"
+        )
+    return Blend(reducer, Blend.weights_from_json(meta["weights"]), query, terms)

@@ -9,6 +9,10 @@
   training) has no degree to judge it by: its prior is the domain's fitted ``cold_prior``
   (0 = ranked as the least popular item; model.blendfit fits it on validation), so new
   items can be lifted among warm ones without raising the content weight of every item.
+- ``content_decay`` (the domain's, fitted too; 0 = off): the item's content rows are
+  scaled by ``(1 + deg_i)^-decay``, so the content match can weigh on new and rarely
+  bought items, where it is the best signal, and less on popular ones, where the model
+  knows better. The user's profile ``p_u`` averages the unscaled rows.
 - ``c_i``: the item's frozen encoder features (all modalities, concatenated) reduced to
   ``r`` dimensions by a PCA fitted on the training items, L2-normalised; ``p_u``: the
   L2-normalised mean of ``c`` over the user's history items (content kNN, the baseline
@@ -32,6 +36,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+ITEM_TERMS: dict[str, tuple[float, float]] = {
+    "cold_prior": (-1.0, 1.0),
+    "content_decay": (0.0, 1.0),
+}
+"""Per-domain terms of the item side (name -> range searched by model.blendfit): the prior
+of items without training interactions, and the exponent of the content rows' decay
+with the item's degree. 0 = the blend without the term."""
 
 USER_TYPES = ("inductive", "cross_domain", "none")
 """How a user was embedded (model.nn.foldin.MultiDomainEmbedder): history in the domain,
@@ -135,6 +147,8 @@ class DomainBlend:
     """Weights of a user started from a query: content + prior, no model part."""
     cold_prior: float = 0.0
     """The prior of an item without training interactions (also a registered item's)."""
+    content_scale: torch.Tensor | None = None
+    """[n_items] factor of each item's content row in its serving vector (None: 1)."""
 
     @staticmethod
     def prior_of(degree: torch.Tensor, cold_prior: float = 0.0) -> torch.Tensor:
@@ -142,6 +156,11 @@ class DomainBlend:
         top = float(torch.log1p(degree.max())) if len(degree) else 0.0
         prior = torch.log1p(degree.float()) / max(top, 1e-12)
         return prior.masked_fill(degree == 0, cold_prior) if cold_prior else prior
+
+    @staticmethod
+    def content_scale_of(degree: torch.Tensor, decay: float) -> torch.Tensor | None:
+        """(1 + deg)^-decay: [n] in (0, 1] (None for decay 0: no scaling)."""
+        return (1.0 + degree.float()).pow(-decay) if decay else None
 
     @property
     def content_dim(self) -> int:
@@ -154,7 +173,12 @@ class DomainBlend:
         """Serving item vectors [n, d + 1 + r] from model item vectors z [n, d]."""
         parts = [z, self.prior.to(z.dtype).unsqueeze(1)]
         if self.content is not None:
-            parts.append(self.content.to(z.dtype))
+            c = (
+                self.content
+                if self.content_scale is None
+                else (self.content * self.content_scale.unsqueeze(1))
+            )
+            parts.append(c.to(z.dtype))
         return torch.cat(parts, dim=1)
 
     def new_item(self, z: torch.Tensor, content: torch.Tensor | None) -> torch.Tensor:
@@ -207,8 +231,8 @@ class Blend:
     weights: dict[str, dict[str, BlendWeights]] = field(default_factory=dict)
     query: dict[str, BlendWeights] = field(default_factory=dict)
     """Per domain, the weights of query-started users (model.queryfit; none: the default)."""
-    cold_prior: dict[str, float] = field(default_factory=dict)
-    """Per domain, the prior of items without training interactions (none: 0)."""
+    item_terms: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per domain, the fitted item terms (``ITEM_TERMS``; a missing one is 0)."""
 
     def for_domain(
         self,
@@ -223,13 +247,17 @@ class Blend:
             content = self.reducer.reduce(features, len(degree))
         if self.reducer is None:
             content = None
-        cold = self.cold_prior.get(domain, 0.0)
+        terms = self.item_terms.get(domain, {})
+        cold = terms.get("cold_prior", 0.0)
         return DomainBlend(
             prior=DomainBlend.prior_of(degree.cpu(), cold),
             content=content,
             weights=dict(self.weights.get(domain, {})),
             query=self.query.get(domain, QUERY_DEFAULT),
             cold_prior=cold,
+            content_scale=None
+            if content is None
+            else DomainBlend.content_scale_of(degree.cpu(), terms.get("content_decay", 0.0)),
         )
 
     def weights_json(self) -> dict[str, dict[str, dict[str, float]]]:

@@ -192,8 +192,11 @@ class BlendConfig:
     them) the blend may give up for the other slices (model.blendfit)."""
     cold_prior: bool = False
     """Fit the prior of items nobody bought in training (held-out and registered items) on
-    validation with the inductive users' weights, in [0, 1]; false: 0, the least popular
+    validation with the inductive users' weights, in [-1, 1]; false: 0, the least popular
     item's prior (model.nn.blend)."""
+    content_decay: bool = False
+    """Fit the exponent d in [0, 1] of the content rows' decay with the item's training
+    degree, (1 + deg)^-d (model.nn.blend); false: 0, every content row at full weight."""
     seed: int = 0
     """Seed of the user sample and of the TPE sampler."""
 

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from model.blendfit import CORNERS, fit_blend
-from model.bundle import load_bundle
+from model.bundle import BundleError, load_bundle
 from model.inference import InferenceEngine
-from model.nn.blend import BlendWeights, ContentReducer, DomainBlend, profile
+from model.nn.blend import ITEM_TERMS, BlendWeights, ContentReducer, DomainBlend, profile
 from model.nn.config import BlendConfig
 from model.pipeline import build_bundle_from_model
 from tests.model.tiny_trained import train_tiny
@@ -45,7 +45,7 @@ def test_a_registered_item_has_prior_zero_and_its_own_content() -> None:
     assert v.tolist() == [1, 1, 1, 1, 0, 0, 1, 0]
 
 
-def test_items_without_interactions_take_the_cold_prior_and_others_keep_their_degree() -> None:
+def test_item_terms_lift_items_without_interactions_and_decay_content_with_degree() -> None:
     degree = torch.tensor([0, 1, 3, 0])
     plain = DomainBlend.prior_of(degree)
     lifted = DomainBlend.prior_of(degree, 0.4)
@@ -53,6 +53,9 @@ def test_items_without_interactions_take_the_cold_prior_and_others_keep_their_de
     torch.testing.assert_close(lifted[1:3], plain[1:3])
     blend = DomainBlend(lifted, None, cold_prior=0.4)
     assert blend.new_item(torch.ones(2), None).tolist() == pytest.approx([1, 1, 0.4])
+    assert DomainBlend.content_scale_of(degree, 0.0) is None
+    scale = DomainBlend.content_scale_of(degree, 1.0)
+    assert scale is not None and scale.tolist() == pytest.approx([1.0, 0.5, 0.25, 1.0])
 
 
 def test_reducer_gives_unit_rows_and_keeps_items_without_content_at_zero() -> None:
@@ -97,37 +100,70 @@ def test_fit_searches_the_corners_first_and_keeps_the_best_validation_objective(
         assert blend.weights[domain]["none"] == BlendWeights(0.0, 1.0, 0.0)
 
 
-def test_the_cold_prior_is_fitted_with_the_inductive_weights_and_served(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_item_terms_are_fitted_with_the_inductive_weights_and_never_worse(trained) -> None:  # type: ignore[no-untyped-def]
     _, _, _, split, feats, model, _, _ = trained
     cfg = BlendConfig(trials=8, max_users=100)
     _, plain = fit_blend(model, split, feats, cfg)
-    blend, report = fit_blend(model, split, feats, replace(cfg, cold_prior=True))
+    blend, report = fit_blend(
+        model, split, feats, replace(cfg, cold_prior=True, content_decay=True)
+    )
+    searched = 0
     for domain, by_type in report.items():
         r = by_type["inductive"]
         without = plain[domain]["inductive"]["trials"][-1]
-        # started from the fit without it, so never worse on validation
+        # started from the fit without them, so never worse on validation
         assert r["trials"][-1]["objective"] >= without["objective"]
         chosen = r["trials"][-1]["chosen"]
-        if "cold_prior" in chosen:  # the search with the cold prior won: it began at 0
+        terms = [t for t in ITEM_TERMS if t in chosen]
+        if terms:  # the search with the terms won: it began at the plain choice, terms 0
+            searched += 1
             trials = r["trials"][:-1]
-            assert trials[3]["params"] == {**without["chosen"], "cold_prior": 0.0}
+            assert trials[3]["params"] == {**without["chosen"], **dict.fromkeys(terms, 0.0)}
             assert trials[3]["objective"] == pytest.approx(without["objective"])
-            assert all(0.0 <= t["params"]["cold_prior"] <= 1.0 for t in trials)
+            for t in terms:
+                lo, hi = ITEM_TERMS[t]
+                assert all(lo <= x["params"][t] <= hi for x in trials)
             assert r["trials"][-1]["objective"] > without["objective"]
-        assert r["cold_prior"] == chosen.get("cold_prior", 0.0) == blend.cold_prior.get(domain, 0)
-        assert "cold_prior" not in by_type["cross_domain"]["trials"][-1]["chosen"]
-    # served: items without interactions in the bundle's graph and registered items carry it
+        fitted = {t: chosen.get(t, 0.0) for t in ITEM_TERMS}
+        assert r["item_terms"] == fitted
+        assert blend.item_terms.get(domain, {}) == {t: v for t, v in fitted.items() if v}
+        assert not set(ITEM_TERMS) & set(by_type["cross_domain"]["trials"][-1]["chosen"])
+    assert searched > 0  # the tiny data lets at least one domain take a term
+
+
+def test_item_terms_are_served_to_bundle_and_registered_items(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, _, _, split, feats, model, blend, _ = trained
     dom = sorted(split.domains)[0]
-    blend.cold_prior[dom] = 0.37  # whatever the fit chose, the bundle must carry it
-    b = load_bundle(_bundle(trained, tmp_path / "cold", blend=blend))
-    assert b.blend is not None and b.blend.cold_prior[dom] == pytest.approx(0.37)
+    blend = replace(blend, item_terms={dom: {"cold_prior": 0.37, "content_decay": 0.5}})
+    b = load_bundle(_bundle(trained, tmp_path / "terms", blend=blend))
+    assert b.blend is not None and b.blend.item_terms == blend.item_terms
     engine = InferenceEngine.from_bundle(b)
     d = model.config.dim
-    priors = engine.catalogue(dom).vectors[:, d]
+    vectors = engine.catalogue(dom).vectors
     degree = b.domains[dom].embedder.item_degree
-    np.testing.assert_allclose(priors, DomainBlend.prior_of(degree, 0.37).numpy(), rtol=1e-6)
-    vec = engine.add_item("new-cold", dom, {})
-    assert vec[d] == pytest.approx(0.37)
+    np.testing.assert_allclose(vectors[:, d], DomainBlend.prior_of(degree, 0.37).numpy(), rtol=1e-6)
+    # content rows scaled by (1 + deg)^-0.5; the plain bundle's rows are the unscaled ones
+    plain = InferenceEngine.from_bundle(
+        load_bundle(_bundle(trained, tmp_path / "p", blend=replace(blend, item_terms={})))
+    )
+    c_plain = plain.catalogue(dom).vectors[:, d + 1 :]
+    want = c_plain * (1.0 + degree.numpy()[:, None]) ** -0.5
+    np.testing.assert_allclose(vectors[:, d + 1 :], want, rtol=1e-5, atol=1e-6)
+    # a registered item: the cold prior, and its content at full weight (degree 0)
+    text = np.asarray(feats.rows([split.domains[dom].item_ids[0]]).modalities["text"].vectors[0])
+    vec = engine.add_item("new-term", dom, {"text": text})
+    ref = plain.add_item("new-term", dom, {"text": text})
+    assert vec[d] == pytest.approx(0.37) and ref[d] == 0.0
+    np.testing.assert_allclose(vec[d + 1 :], ref[d + 1 :], rtol=1e-6)
+
+
+def test_a_bundle_with_an_unknown_item_term_is_refused_in_one_line(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    blend = trained[6]
+    out = _bundle(
+        trained, tmp_path / "unknown", blend=replace(blend, item_terms={"arts": {"x": 1.0}})
+    )
+    with pytest.raises(BundleError, match=r"unknown blend item terms \['x'\]"):
+        load_bundle(out)
 
 
 def _bundle(trained, out, **blend):  # type: ignore[no-untyped-def]
