@@ -177,6 +177,7 @@ def _fit_type(
     reference: tuple[list[float], float] | None = None,
     terms: Sequence[str] = (),
     start: Sequence[dict[str, float]] = (),
+    n_trials: int | None = None,
 ) -> tuple[BlendWeights, list[dict[str, Any]]]:
     """Optuna search of one (domain, user type); returns the weights and every trial (the
     last record, ``{"chosen": params, "main_ndcg": ..., "objective": ...}``, names the
@@ -185,7 +186,8 @@ def _fit_type(
     the main slice) to judge against instead of this fit's own, so fits of different item
     vectors (the low-degree mix) have comparable objectives. ``terms``: item terms
     (model.nn.blend.ITEM_TERMS) searched too (the corners have them at 0, so the blend
-    without them is one of the trials). ``start``: parameters tried after the corners."""
+    without them is one of the trials). ``start``: parameters tried after the corners;
+    ``n_trials``: the trials in all (default ``cfg.trials``)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -234,7 +236,7 @@ def _fit_type(
             study.enqueue_trial(corner)
     for params in start:
         study.enqueue_trial(dict(params))
-    study.optimize(objective, n_trials=max(cfg.trials, len(CORNERS)))
+    study.optimize(objective, n_trials=max(n_trials or cfg.trials, len(CORNERS) + len(start)))
     best = study.best_trial
     params = dict(best.params)
     if len(parts) == 1 and not terms:
@@ -298,7 +300,10 @@ def _fit_with_terms(
 
     Why start there: searched from scratch, one more parameter left TPE's 30 trials short
     of the three-parameter optimum (amazon-arts-office, seed 0: objective 0.70 vs 0.95),
-    so the extra freedom made the fit worse instead of never worse."""
+    so the extra freedom made the fit worse instead of never worse. Why the designed
+    starts (``_term_starts``) and twice the trials: from that one start TPE found no
+    decay that helps, where a grid over the decay found a validation objective of 1.07
+    vs 1.02 without it (docs/results/ablation/item-terms.md)."""
     w, trials = _fit_type(parts, has_content, cfg, label, reference)
     terms = [t for t in ITEM_TERMS if getattr(cfg, t)]
     if not bool((parts[0].degree == 0).any()):
@@ -307,12 +312,33 @@ def _fit_with_terms(
         terms = [t for t in terms if t != "content_decay"]
     if not terms:
         return w, trials
-    start = {**trials[-1]["chosen"], **{t: 0.0 for t in terms}}
     ref = trials[-1]["reference"]
     wt, tt = _fit_type(
-        parts, has_content, cfg, f"{label} {'+'.join(terms)}", (ref[0], ref[1]), terms, [start]
+        parts,
+        has_content,
+        cfg,
+        f"{label} {'+'.join(terms)}",
+        (ref[0], ref[1]),
+        terms,
+        _term_starts(trials[-1]["chosen"], terms),
+        2 * cfg.trials,
     )
     return (wt, tt) if tt[-1]["objective"] > trials[-1]["objective"] else (w, trials)
+
+
+def _term_starts(chosen: dict[str, float], terms: Sequence[str]) -> list[dict[str, float]]:
+    """The plain fit's choice with every term at 0, then a few values of each term (the
+    others at 0) with the chosen prior weight, 0, and a small positive one: a term moves
+    the prior weight's optimum (a content decay lowers the content of popular items, which
+    the prior then lifts back)."""
+    base = {**chosen, **dict.fromkeys(terms, 0.0)}
+    values = {"cold_prior": (0.25, 0.5), "content_decay": (0.1, 0.2, 0.35)}
+    out = [base]
+    for t in terms:
+        for v in values[t]:
+            for prior in dict.fromkeys((chosen["prior"], 0.0, 0.15)):
+                out.append({**base, t: v, "prior": prior})
+    return out
 
 
 def _one_standard_error(
