@@ -327,17 +327,20 @@ def _fit_with_terms(
 
 
 def _term_starts(chosen: dict[str, float], terms: Sequence[str]) -> list[dict[str, float]]:
-    """The plain fit's choice with every term at 0, then a few values of each term (the
-    others at 0) with the chosen prior weight, 0, and a small positive one: a term moves
-    the prior weight's optimum (a content decay lowers the content of popular items, which
-    the prior then lifts back)."""
+    """The plain fit's choice with every term at 0, then a small grid per term (the others
+    at 0): a few term values x the chosen prior weight, 0 and a small positive one x the
+    chosen model weight and 0.6 of it. A term moves the other weights' optimum (a content
+    decay lowers the content of popular items, which the prior then lifts back, and the
+    content part can weigh more against the model's), further than TPE walks from one
+    start in the trials it has."""
     base = {**chosen, **dict.fromkeys(terms, 0.0)}
     values = {"cold_prior": (0.25, 0.5), "content_decay": (0.1, 0.2, 0.35)}
     out = [base]
     for t in terms:
         for v in values[t]:
             for prior in dict.fromkeys((chosen["prior"], 0.0, 0.15)):
-                out.append({**base, t: v, "prior": prior})
+                for model in dict.fromkeys((chosen["model"], 0.6 * chosen["model"])):
+                    out.append({**base, t: v, "prior": prior, "model": model})
     return out
 
 
