@@ -156,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         # both maps and an item term fitted on validation (model.nn.blend.ITEM_TERMS)
         "both_maps_cold": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
         "both_maps_decay": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
+        # both maps, twice the blend trials, no term: what the terms' extra trials alone do
+        "both_maps_x2": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
     }
     terms = {"both_maps_cold": "cold_prior", "both_maps_decay": "content_decay"}
     if args.only:
@@ -169,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             features,
             replace(
                 cfg.blend,
+                trials=cfg.blend.trials * (2 if name == "both_maps_x2" else 1),
                 cold_prior=terms.get(name) == "cold_prior",
                 content_decay=terms.get(name) == "content_decay",
             ),

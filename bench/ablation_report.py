@@ -17,7 +17,12 @@ ROW_NAMES = {
     "item_map": "+ blend + item map",
     "bridge": "+ blend + cross-domain map",
     "both_maps": "+ blend + both maps",
+    "both_maps_mix": "+ blend + both maps + low-degree mix",
+    "both_maps_cold": "+ blend + both maps + cold prior",
+    "both_maps_decay": "+ blend + both maps + content decay",
+    "both_maps_x2": "+ blend (2 x trials) + both maps",
 }
+BLEND_ROWS = tuple(r for r in ROW_NAMES if r not in ("popular", "content_knn"))
 BACKBONES = {"micrec": "MICRec backbone", "inmo": "INMO backbone"}
 
 
@@ -59,8 +64,8 @@ def write_report(out: Path) -> Path:
             lines += [
                 f"**{d}**",
                 "",
-                "| row | " + " | ".join(SLICES) + " | val pseudo-cold |",
-                "|---|" + "---|" * (len(SLICES) + 1),
+                "| row | " + " | ".join(SLICES) + " | val all | val pseudo-cold |",
+                "|---|" + "---|" * (len(SLICES) + 2),
             ]
             first = {s: r for r in rs for s in [r["seed"]] if r["variant"] == rs[0]["variant"]}
             for base in ("popular", "content_knn"):
@@ -70,12 +75,12 @@ def write_report(out: Path) -> Path:
                     _cell([v for r in first.values() if (v := _ndcg(r[base], d, sl)) is not None])
                     for sl in SLICES
                 ]
-                lines.append(f"| {ROW_NAMES[base]} | " + " | ".join(cells) + " | |")
+                lines.append(f"| {ROW_NAMES[base]} | " + " | ".join(cells) + " | | |")
             for variant, vname in BACKBONES.items():
                 vr = [r for r in rs if r["variant"] == variant]
                 if not vr:
                     continue
-                for row in ("no_maps", "item_map", "bridge", "both_maps"):
+                for row in BLEND_ROWS:
                     if row not in vr[0]:
                         continue
                     cells = [
@@ -83,13 +88,10 @@ def write_report(out: Path) -> Path:
                         for sl in SLICES
                     ]
                     val = [
-                        v
-                        for r in vr
-                        if (v := _ndcg(r[f"{row}_val"], d, "cd_pseudo_cold")) is not None
+                        _cell([v for r in vr if (v := _ndcg(r[f"{row}_val"], d, sl)) is not None])
+                        for sl in ("all", "cd_pseudo_cold")
                     ]
-                    lines.append(
-                        f"| {vname} {ROW_NAMES[row]} | " + " | ".join(cells) + f" | {_cell(val)} |"
-                    )
+                    lines.append(f"| {vname} {ROW_NAMES[row]} | " + " | ".join(cells + val) + " |")
             lines.append("")
         rules = {
             f"{r['variant']} s{r['seed']}": r.get("both_maps_rule")
