@@ -10,6 +10,12 @@ A run trains the backbone once (``--variant``: ``micrec`` = content in the graph
 cross-domain alignment as configured, ``inmo`` = neither; no search), fits the
 cross-domain maps and the item map once, then fits the served blend on validation four
 times: without maps, with the item map only, with the cross-domain map only, with both.
+Further rows (``--only`` picks among all): both maps with the low-degree mix
+(``both_maps_mix``), with a blend item term fitted (``both_maps_cold``: the prior of items
+without interactions; ``both_maps_decay``: the content decay; model.nn.blend.ITEM_TERMS),
+and with twice the blend trials (``both_maps_x2``); every other row has both terms off.
+``--checkpoint`` saves the trained backbone, or loads it when it exists, so more rows can
+be fitted on the same backbone later.
 Each row is scored on the test slices; most-popular and content kNN run on the same split.
 So rows of one backbone differ only by the maps, and the two backbones differ only by the
 graph's content and alignment. Runs land in OUT/runs/LABEL-VARIANT-sSEED.json; ``report``

@@ -103,6 +103,7 @@ def write_report(out: Path) -> Path:
             "",
         ]
     lines += _targets(by_label)
+    lines += _against_both_maps(by_label)
     path = out / "ablation.md"
     path.write_text("\n".join(lines) + "\n")
     _plot(by_label, out / "ablation.png")
@@ -154,6 +155,32 @@ def _targets(by_label: dict[str, list[dict[str, Any]]]) -> list[str]:
                     + " |"
                 )
     return [*lines, ""]
+
+
+def _against_both_maps(by_label: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Rows fitted beyond both maps (the low-degree mix, item terms, more trials) as a
+    ratio of the both-maps row's mean, slice by slice (only where such rows exist)."""
+    extra = [r for r in BLEND_ROWS[BLEND_ROWS.index("both_maps") + 1 :]]
+    lines: list[str] = []
+    for label, rs in sorted(by_label.items()):
+        for variant in BACKBONES:
+            vr = [r for r in rs if r["variant"] == variant]
+            rows = [row for row in extra if vr and row in vr[0]]
+            for d in sorted(rs[0]["popular"]) if rows else []:
+                lines += [
+                    f"**{label} / {d}, {variant} backbone: mean of the row / mean of both maps**",
+                    "",
+                    "| row | " + " | ".join(SLICES) + " |",
+                    "|---|" + "---|" * len(SLICES),
+                ]
+                for row in rows:
+                    cells = []
+                    for sl in SLICES:
+                        a, b = _mean(vr, row, d, sl), _mean(vr, "both_maps", d, sl)
+                        cells.append("n/a" if a is None or not b else f"{a / b:.2f}")
+                    lines.append(f"| {ROW_NAMES[row]} | " + " | ".join(cells) + " |")
+                lines.append("")
+    return ["## Beyond both maps (ratios)", "", *lines] if lines else []
 
 
 def _plot(by_label: dict[str, list[dict[str, Any]]], path: Path) -> None:
