@@ -144,11 +144,13 @@ class DomainBlend:
     def weights_for(self, user_type: str) -> BlendWeights:
         return self.weights.get(user_type, MODEL_ONLY)
 
-    def items(self, z: torch.Tensor) -> torch.Tensor:
-        """Serving item vectors [n, d + 1 + r] from model item vectors z [n, d]."""
-        parts = [z, self.prior.to(z.dtype).unsqueeze(1)]
+    def items(self, z: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        """Serving item vectors [n, d + 1 + r] from model item vectors z [n, d] of the
+        items ``rows`` (None: all; a slice lets a large domain be built in chunks)."""
+        at = slice(None) if rows is None else rows
+        parts = [z, self.prior[at].to(z.dtype).unsqueeze(1)]
         if self.content is not None:
-            parts.append(self.content.to(z.dtype))
+            parts.append(self.content[at].to(z.dtype))
         return torch.cat(parts, dim=1)
 
     def new_item(self, z: torch.Tensor, content: torch.Tensor | None) -> torch.Tensor:
