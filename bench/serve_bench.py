@@ -242,6 +242,10 @@ class Bench:
                 info["rss_mb_end"] = server.rss_mb()
                 info["memory_end"] = server.memory()
                 info["log_tail"] = server.log_tail(10)
+            except Exception as err:  # keep what was measured before it (ready, memory)
+                info["error"] = str(err)
+                info["log_tail"] = server.log_tail(10)
+                log(f"service {fmt_n(n)} x{workers} FAILED: {err}")
             finally:
                 server.stop()
         return info
