@@ -89,3 +89,30 @@ def test_large_float16_base_keeps_its_recall_when_one_item_is_far_longer(
     cal = index.calibration
     assert cal is not None and not cal.exact_instead and index.kind == "ivf"
     assert cal.recall >= 0.95
+
+
+def test_probing_every_list_of_a_large_base_is_exact_search(
+    small_large: None, tmp_path: Path
+) -> None:
+    """nprobe = nlist scans every list, so the result is exact search's: the HNSW coarse
+    quantizer's breadth follows nprobe (with a fixed breadth of 128 a walk returned fewer
+    lists than asked for, and recall stayed below 1 at "every list"); saved and mapped back,
+    the index keeps that breadth."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((12_000, 64)).astype(np.float32)
+    queries = rng.standard_normal((50, 64)).astype(np.float32)
+    params = base_mod.BaseParams(exact_max_items=1_000, nlist=1024, nprobe=32)
+    built = base_mod.BaseIndex.build(x, params)
+    assert built.kind == "ivf"
+    built.save(tmp_path)
+    truth = base_mod.exact_top(x, queries, 100)
+    for index in (built, base_mod.BaseIndex.load(tmp_path)):
+        index.set_nprobe(1024)
+        found = index.search(queries, 100)[1]
+        hits = sum(
+            len(set(a.tolist()) & set(b.tolist())) for a, b in zip(truth, found, strict=True)
+        )
+        assert hits == 100 * len(queries)
+    mapped = base_mod.BaseIndex.load(tmp_path)
+    mapped.set_nprobe(300)
+    assert faiss.downcast_index(mapped.index.quantizer).hnsw.efSearch >= 300
