@@ -183,7 +183,13 @@ def main() -> int:
     ap.add_argument("--out", default="docs/results/scale")
     args = ap.parse_args()
     index = json.loads(Path(args.index).read_text()) if args.index else None
-    rows = [r for f in args.serve for r in service_rows(json.loads(Path(f).read_text()))]
+    # a later run's point replaces an earlier run's at the same size and worker count
+    by_point = {
+        (r["n"], r["workers"]): r
+        for f in args.serve
+        for r in service_rows(json.loads(Path(f).read_text()))
+    }
+    rows = list(by_point.values())
     plot(rows, index, Path(args.out))
     print(service_markdown(rows))
     return 0
