@@ -2,7 +2,7 @@
 run (the service at each catalogue size, 1 and 2 workers) and a bench/scale_index.py run
 (the index and catalogue of one domain up to 1e7 items).
 
-    python bench/scale_report.py --serve docs/results/serve.json \
+    python bench/scale_report.py --serve docs/results/serve.json [more runs .json] \
         --index docs/results/scale_index.json --out docs/results/scale
 """
 
@@ -30,7 +30,7 @@ def _worker_rows(mem: dict[str, Any], workers: int) -> list[dict[str, Any]]:
 def service_rows(serve: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for s in serve["services"]:
-        if "error" in s:
+        if "error" in s and s.get("ready_s") is None:
             continue
         mem = s.get("memory_end") or s.get("memory_idle") or {}
         p99 = {}
@@ -52,6 +52,10 @@ def service_rows(serve: dict[str, Any]) -> list[dict[str, Any]]:
                 "worker_uss_mb": [w["uss_mb"] for w in _worker_rows(mem, s["workers"])],
                 "worker_rss_mb": [w["rss_mb"] for w in _worker_rows(mem, s["workers"])],
                 "worker_pss_mb": [w["pss_mb"] for w in _worker_rows(mem, s["workers"])],
+                "worker_smaps": [w.get("smaps") or {} for w in _worker_rows(mem, s["workers"])],
+                "loadavg_ready": s.get("loadavg_1m_ready"),
+                "loadavg_points": [p.get("loadavg_1m_max") for p in s["points"]],
+                "pad_domains": s.get("pad_domains"),
                 "p50_ms": {
                     p["concurrency"]: p["groups"]["recommend_mix"].get("p50_ms")
                     for p in s["points"]
@@ -100,7 +104,35 @@ def service_markdown(rows: list[dict[str, Any]]) -> str:
                 f"| {n:.0e} | {two[0]['rss_mb'] / one[0]['rss_mb']:.2f} x "
                 f"| {two[0]['pss_mb'] / one[0]['pss_mb']:.2f} x |"
             )
-    return "\n".join(lines + ratios)
+    split = [
+        "",
+        "Per worker, from `/proc/<pid>/smaps_rollup` (MB): anonymous memory (the worker's own "
+        "heap and tensors) apart from file pages (mapped bundle, cache and index files; the "
+        "private clean ones are file pages only that worker has read, which the kernel drops "
+        "under pressure), and the worker's peak RSS.",
+        "",
+        "| items/domain | workers | worker | Anonymous | Private_Dirty | Private_Clean | "
+        "Pss_Anon | Pss_File | Rss | peak RSS (VmHWM) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["n"], r["workers"])):
+        for k, sm in enumerate(r.get("worker_smaps") or []):
+            if not sm:
+                continue
+            cells = " | ".join(
+                f(sm.get(key))
+                for key in (
+                    "Anonymous",
+                    "Private_Dirty",
+                    "Private_Clean",
+                    "Pss_Anon",
+                    "Pss_File",
+                    "Rss",
+                    "VmHWM",
+                )
+            )
+            split.append(f"| {r['n']:.0e} | {r['workers']} | {k + 1} | {cells} |")
+    return "\n".join(lines + ratios + (split if len(split) > 6 else []))
 
 
 def plot(rows: list[dict[str, Any]], index: dict[str, Any] | None, out: Path) -> None:
@@ -146,13 +178,18 @@ def plot(rows: list[dict[str, Any]], index: dict[str, Any] | None, out: Path) ->
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    ap.add_argument("--serve", required=True)
+    ap.add_argument("--serve", required=True, nargs="+", help="bench/serve.py runs (.json)")
     ap.add_argument("--index")
     ap.add_argument("--out", default="docs/results/scale")
     args = ap.parse_args()
-    serve = json.loads(Path(args.serve).read_text())
     index = json.loads(Path(args.index).read_text()) if args.index else None
-    rows = service_rows(serve)
+    # a later run's point replaces an earlier run's at the same size and worker count
+    by_point = {
+        (r["n"], r["workers"]): r
+        for f in args.serve
+        for r in service_rows(json.loads(Path(f).read_text()))
+    }
+    rows = list(by_point.values())
     plot(rows, index, Path(args.out))
     print(service_markdown(rows))
     return 0

@@ -116,6 +116,20 @@ def main(argv: list[str] | None = None) -> int:
         "vectors): the cost of the blend is the difference to a run without this flag",
     )
     ap.add_argument(
+        "--pad-domains",
+        nargs="+",
+        default=None,
+        metavar="DOMAIN",
+        help="pad only these domains to each size (the others keep the real bundle's items), "
+        "e.g. --sizes 1e7 --pad-domains office: one domain at 1e7",
+    )
+    ap.add_argument(
+        "--warm-cache",
+        action="store_true",
+        help="build each size's serving cache with a 1-worker server stopped once ready, "
+        "before the measured servers (which then all start on a warm cache)",
+    )
+    ap.add_argument(
         "--skip",
         default="",
         type=lambda t: set(filter(None, t.split(","))),

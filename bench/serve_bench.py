@@ -170,34 +170,67 @@ class Bench:
             s["ivf_nlist"] = a.ivf_nlist
         return s
 
+    def service_env(self, bundle: Path, redis_url: str) -> dict[str, str]:
+        a = self.args
+        extra = {
+            "MICREC_BUNDLE_PATH": str(bundle),
+            "MICREC_STORE_URL": redis_url,
+            "MICREC_API_KEYS": API_KEY,
+            "MICREC_LOG_LEVEL": "warning",
+            "MICREC_EXACT_INDEX_MAX_ITEMS": str(a.exact_max_items),
+            "MICREC_IVF_NPROBE": str(a.nprobe),
+        }
+        if a.ivf_nlist:
+            extra["MICREC_IVF_NLIST"] = str(a.ivf_nlist)
+        if a.request_threads:
+            extra["MICREC_REQUEST_THREADS"] = str(a.request_threads)
+        for item in a.service_env:
+            key, _, value = item.partition("=")
+            extra[key] = value
+        return extra
+
+    def server(self, n: int, bundle: Path, redis_url: str, workers: int, tag: str) -> ServerProcess:
+        port = free_port()
+        cmd = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"]
+        cmd += ["--port", str(port), "--workers", str(workers)]
+        log_path = self.tmp / f"{tag}-{n}-{workers}.log"
+        env = self.env(self.service_env(bundle, redis_url))
+        return ServerProcess(cmd, env, port, log_path, cwd=self.source)
+
+    def warm_cache(self, n: int, bundle: Path) -> dict[str, Any]:
+        """Build the serving cache (vectors, template rows, catalogue columns, indexes) with
+        a 1-worker server that is stopped once ready, so every measured server starts on a
+        warm cache: its memory and ready time are then those of a worker that maps the
+        cache, not of the one that wrote it. Returns that build's time, load and memory."""
+        with redis_server() as redis_url:
+            server = self.server(n, bundle, redis_url, 1, "cache-build")
+            t0 = time.time()
+            server.start()
+            try:
+                build_s = server.wait_ready("/readyz", 1, self.args.ready_timeout)
+                info = {
+                    "build_s": build_s,
+                    "loadavg_1m_max": self.loadavg.between(t0, time.time()),
+                    "memory": server.memory(),
+                    "log_tail": server.log_tail(10),
+                }
+            finally:
+                server.stop()
+        log(f"serving cache {fmt_n(n)} built in {info['build_s']:.0f} s")
+        return info
+
     def service(self, n: int, bundle: Path, reqs: dict[str, Any], workers: int) -> dict[str, Any]:
         a = self.args
         info: dict[str, Any] = {"items_per_domain": n, "workers": workers}
         with redis_server() as redis_url:
-            port = free_port()
-            extra = {
-                "MICREC_BUNDLE_PATH": str(bundle),
-                "MICREC_STORE_URL": redis_url,
-                "MICREC_API_KEYS": API_KEY,
-                "MICREC_LOG_LEVEL": "warning",
-                "MICREC_EXACT_INDEX_MAX_ITEMS": str(a.exact_max_items),
-                "MICREC_IVF_NPROBE": str(a.nprobe),
-            }
-            if a.ivf_nlist:
-                extra["MICREC_IVF_NLIST"] = str(a.ivf_nlist)
-            if a.request_threads:
-                extra["MICREC_REQUEST_THREADS"] = str(a.request_threads)
-            for item in a.service_env:
-                key, _, value = item.partition("=")
-                extra[key] = value
-            cmd = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"]
-            cmd += ["--port", str(port), "--workers", str(workers)]
-            log_path = self.tmp / f"service-{n}-{workers}.log"
-            server = ServerProcess(cmd, self.env(extra), port, log_path, cwd=self.source)
+            server = self.server(n, bundle, redis_url, workers, "service")
             t = time.perf_counter()
+            t0 = time.time()
             server.start()
             try:
                 info["ready_s"] = server.wait_ready("/readyz", workers, a.ready_timeout)
+                info["loadavg_1m_ready"] = self.loadavg.between(t0, time.time())
+                info["memory_ready"] = server.memory()
                 log(f"service {fmt_n(n)} x{workers} ready in {info['ready_s']:.0f} s")
                 seed_and_warm(server, reqs, workers, self.args.ready_timeout)
                 info["startup_s"] = time.perf_counter() - t
@@ -209,6 +242,10 @@ class Bench:
                 info["rss_mb_end"] = server.rss_mb()
                 info["memory_end"] = server.memory()
                 info["log_tail"] = server.log_tail(10)
+            except Exception as err:  # keep what was measured before it (ready, memory)
+                info["error"] = str(err)
+                info["log_tail"] = server.log_tail(10)
+                log(f"service {fmt_n(n)} x{workers} FAILED: {err}")
             finally:
                 server.stop()
         return info
@@ -270,15 +307,26 @@ class Bench:
             raise SystemExit(f"no bundle at {src}: run `micrec demo build` first")
         work = Path(a.work_dir)
         work.mkdir(parents=True, exist_ok=True)
-        bundles = {n: ensure_bundle(src, work, n, blend=not a.no_blend).resolve() for n in a.sizes}
+        bundles = {}
+        for n in a.sizes:
+            t0 = time.time()
+            bundles[n] = ensure_bundle(
+                src, work, n, blend=not a.no_blend, domains=a.pad_domains
+            ).resolve()
+            report.setdefault("padding", {})[str(n)] = {
+                "s": time.time() - t0,
+                "loadavg_1m_max": self.loadavg.between(t0, time.time()),
+            }
         report["bare"] = []
         if "bare" not in a.skip:
             t_bare = len(self.points)
             self.bare()
             report["bare"] = self.points[t_bare:]
         for n in a.sizes:
-            reqs = build_requests(src, n)
+            reqs = build_requests(src, n, padded_domains=a.pad_domains)
             report["image_bytes"] = reqs["image_bytes"]
+            if a.warm_cache:
+                report.setdefault("cache_builds", {})[str(n)] = self.warm_cache(n, bundles[n])
             if "floor" not in a.skip:
                 report["floors"][str(n)] = self.floor(n, bundles[n], reqs)
             for workers in a.workers:

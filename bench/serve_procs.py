@@ -90,7 +90,11 @@ class ServerProcess:
     def memory(self) -> dict[str, Any]:
         """RSS, PSS and USS (MB) summed over the server's processes, and per process. RSS
         counts a page shared by N processes N times; PSS counts 1/N of it in each, so the
-        PSS sum is what the machine holds."""
+        PSS sum is what the machine holds. Per process also ``smaps``: the kernel's
+        ``/proc/<pid>/smaps_rollup`` split (MB) of anonymous memory (heap, tensors: only
+        swap could free it, and there is none) from file pages (mapped bundle, cache and
+        index files: clean ones the kernel drops under pressure and reads back), and the
+        peak RSS (``VmHWM``)."""
         out: dict[str, Any] = {"rss_mb": 0.0, "pss_mb": 0.0, "uss_mb": 0.0, "processes": []}
         for p in self.processes():
             with suppress(Exception):
@@ -99,6 +103,7 @@ class ServerProcess:
                 for key in ("rss", "pss", "uss"):
                     row[f"{key}_mb"] = getattr(m, key) / 2**20
                     out[f"{key}_mb"] += row[f"{key}_mb"]
+                row["smaps"] = smaps_rollup(p.pid)
                 out["processes"].append(row)
         return out
 
@@ -154,6 +159,36 @@ class ServerProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.proc = None
+
+
+SMAPS_FIELDS = (
+    "Rss",
+    "Pss",
+    "Pss_Anon",
+    "Pss_File",
+    "Shared_Clean",
+    "Private_Clean",
+    "Private_Dirty",
+    "Anonymous",
+)
+
+
+def smaps_rollup(pid: int) -> dict[str, float]:
+    """``SMAPS_FIELDS`` of ``/proc/<pid>/smaps_rollup`` and ``VmHWM`` of its status, in MB
+    (a field the kernel does not report is left out; {} if the process is gone)."""
+    out: dict[str, float] = {}
+    try:
+        for path, fields in (
+            (f"/proc/{pid}/smaps_rollup", SMAPS_FIELDS),
+            (f"/proc/{pid}/status", ("VmHWM",)),
+        ):
+            for line in Path(path).read_text().splitlines():
+                key, _, rest = line.partition(":")
+                if key in fields and rest.strip().endswith("kB"):
+                    out[key] = int(rest.split()[0]) / 1024
+    except OSError:
+        return {}
+    return out
 
 
 @contextmanager

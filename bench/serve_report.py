@@ -274,14 +274,14 @@ def plot(report: dict[str, Any], path: Path) -> None:
             label = f"{fmt_n(n)} items, {w} worker{'s' if w > 1 else ''}"
             g = [p["groups"]["recommend_mix"] for p in ps]
             axes[0].plot(
-                cs, [x["p50_ms"] for x in g], style, marker="o", color=colors[i], label=label
+                cs, [x.get("p50_ms") for x in g], style, marker="o", color=colors[i], label=label
             )
             axes[1].plot(
-                cs, [x["p99_ms"] for x in g], style, marker="o", color=colors[i], label=label
+                cs, [x.get("p99_ms") for x in g], style, marker="o", color=colors[i], label=label
             )
             axes[2].plot(
                 cs,
-                [x["throughput_rps"] for x in g],
+                [x.get("throughput_rps") for x in g],
                 style,
                 marker="o",
                 color=colors[i],

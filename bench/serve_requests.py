@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,17 @@ def make_image(rng: np.random.Generator, size: int = 512) -> bytes:
     return buf.getvalue()
 
 
-def build_requests(src: Path, n_items: int, *, seed: int = 0, count: int = 300) -> dict[str, Any]:
-    """Request bodies per type (JSON strings) + what the work floor needs to replay them."""
+def build_requests(
+    src: Path,
+    n_items: int,
+    *,
+    seed: int = 0,
+    count: int = 300,
+    padded_domains: Collection[str] | None = None,
+) -> dict[str, Any]:
+    """Request bodies per type (JSON strings) + what the work floor needs to replay them.
+    ``padded_domains``: the domains padded to ``n_items`` (None = all); inductive
+    histories in the others draw from their real items."""
     from model.bundle import load_bundle
 
     b = load_bundle(src)
@@ -52,7 +62,8 @@ def build_requests(src: Path, n_items: int, *, seed: int = 0, count: int = 300) 
     for k in range(count):
         d = domains[k % len(domains)]
         n0 = len(b.domains[d].item_ids)
-        picks = rng.choice(n_items, HISTORY_LEN, replace=False)
+        n = n_items if padded_domains is None or d in padded_domains else n0
+        picks = rng.choice(n, HISTORY_LEN, replace=False)
         ids = [b.domains[d].item_ids[j] if j < n0 else pad_id(d, j - n0) for j in picks]
         inductive.append({"history": ids, "domain": d})
     # Stored history for known users: STORED_PER_USER items of their domain.

@@ -93,6 +93,9 @@ class Bundle:
     catalogue_loaded: bool = True
     """False when loaded with ``catalogue=False``: the domains' id/title/category lists are
     empty and :func:`read_catalogue` has them."""
+    templates_loaded: bool = True
+    """False when loaded with ``templates=False``: the embedders' ``item_template`` and
+    ``is_template`` are empty placeholders and :func:`item_templates` derives them."""
 
     @property
     def model_version(self) -> str:
@@ -310,24 +313,63 @@ def read_catalogue(path: Path) -> dict[str, dict[str, Any]]:
     return cat
 
 
-def load_bundle(path: str | Path, *, device: str = "cpu", catalogue: bool = True) -> Bundle:
+TEMPLATE_CHUNK = 1 << 20
+"""Items per step when :func:`item_templates` fills its output (64 float32 per item: 256
+MB of temporaries per step instead of the whole domain's)."""
+
+
+def item_templates(
+    model: MICRec,
+    domain: str,
+    out: np.ndarray | None = None,
+    is_template: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The embedder's per-item template rows of ``domain`` ([n_items, d] float32: the
+    table row of a template item, 0 elsewhere) and ``is_template`` ([n_items] float32),
+    written chunk by chunk into ``out`` / ``is_template`` when given (e.g. memory maps of
+    the serving cache's files), so no whole-domain temporary is made. What
+    :func:`load_bundle` computes per item, row for row."""
+    rows_all = model.templates[domain].item_rows
+    table = model.table(domain).detach().cpu()
+    n = len(rows_all)
+    if out is None:
+        out = np.empty((n, table.shape[1]), dtype=np.float32)
+    if is_template is None:
+        is_template = np.empty(n, dtype=np.float32)
+    for lo in range(0, n, TEMPLATE_CHUNK):
+        rows = torch.as_tensor(np.asarray(rows_all[lo : lo + TEMPLATE_CHUNK]))
+        is_tpl = (rows >= 0).float()
+        out[lo : lo + len(rows)] = (table[rows.clamp_min(0)] * is_tpl.unsqueeze(1)).numpy()
+        is_template[lo : lo + len(rows)] = is_tpl.numpy()
+    return out, is_template
+
+
+def load_bundle(
+    path: str | Path, *, device: str = "cpu", catalogue: bool = True, templates: bool = True
+) -> Bundle:
     """The bundle at ``path``, verified. ``catalogue=False`` leaves catalogue.json unread
     (the ``DomainState`` id, title and category lists empty, ``Bundle.catalogue_loaded``
     False): the service reads the catalogue from its memory-mapped serving cache
-    (model/columns.py) and parses the JSON only when that cache is built."""
+    (model/columns.py) and parses the JSON only when that cache is built.
+    ``templates=False`` leaves the embedders' per-item template rows and template flags
+    uncomputed (empty placeholders, ``Bundle.templates_loaded`` False; 256 bytes per item
+    a worker would otherwise compute and then drop): the service maps them from its
+    serving cache, which :func:`item_templates` fills once per machine. The other per-item
+    tensors (layer states, degrees, content) are memory maps of the bundle's files
+    (safetensors' default), read only where a request needs their rows."""
     path = Path(path)
     manifest = verify_bundle(path)
     try:
         config = MICRecConfig.from_dict(manifest["model_config"])
         cat = read_catalogue(path) if catalogue else {}
-        templates: dict[str, TemplateMap] = {}
+        tmaps: dict[str, TemplateMap] = {}
         raw: dict[str, dict[str, torch.Tensor]] = {}
         for d in manifest["domains"]:
             raw[d] = load_file(str(path / manifest["domain_files"][d]), device=device)
-            templates[d] = TemplateMap(
+            tmaps[d] = TemplateMap(
                 raw[d]["user_rows"].cpu().numpy(), raw[d]["item_rows"].cpu().numpy()
             )
-        model = MICRec(config, templates, manifest.get("feature_dims") or {}).to(device)
+        model = MICRec(config, tmaps, manifest.get("feature_dims") or {}).to(device)
         model.load_state_dict(
             load_file(str(path / "weights.safetensors"), device=device), strict=True
         )
@@ -349,17 +391,22 @@ def load_bundle(path: str | Path, *, device: str = "cpu", catalogue: bool = True
     distinct: dict[str, str] = {}
     for d in manifest["domains"]:
         t = raw[d]
-        tmap = templates[d]
+        tmap = tmaps[d]
         table = model.table(d).detach()
-        rows = torch.as_tensor(tmap.item_rows, device=table.device)
-        is_tpl = (rows >= 0).float()
+        if templates:
+            rows = torch.as_tensor(tmap.item_rows, device=table.device)
+            is_tpl = (rows >= 0).float()
+            item_template = table[rows.clamp_min(0)] * is_tpl.unsqueeze(1)
+        else:  # filled by the caller (the serving cache), see item_templates()
+            is_tpl = torch.empty(0, device=table.device)
+            item_template = torch.empty(0, table.shape[1], device=table.device)
         emb = DomainEmbedder(
             domain=d,
             alpha=float(model.alpha),
             gamma=float(model.domain_gamma(d).detach()),
             item_layers=t["item_layers"],
             item_degree=t["item_degree"],
-            item_template=table[rows.clamp_min(0)] * is_tpl.unsqueeze(1),
+            item_template=item_template,
             is_template=is_tpl,
             user_token=table[tmap.user_token].clone(),
             item_token=table[tmap.item_token].clone(),
@@ -398,6 +445,7 @@ def load_bundle(path: str | Path, *, device: str = "cpu", catalogue: bool = True
         bridges=bridges,
         item_maps=item_maps,
         catalogue_loaded=catalogue,
+        templates_loaded=templates,
     )
 
 

@@ -18,7 +18,6 @@ single writer (the service serialises them).
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.bundle import Bundle, BundleError, read_catalogue
+from model.bundle import Bundle, BundleError
 from model.columns import CatalogueColumns
 from model.encoders.records import BundleEncoders, EncoderRefused, EncoderSpec
 from model.nn.blend import ContentReducer, DomainBlend, profile
 from model.nn.foldin import MultiDomainEmbedder, project_content
 from model.nn.micrec import MICRec
-from model.serving_cache import CacheError, cache_key, load_array, open_cached, save_array
+from model.serving_arrays import cached_arrays, catalogue_of, derive_templates
 
 log = logging.getLogger("micrec.inference")
 
@@ -196,11 +195,12 @@ class InferenceEngine(_QueryStarts):
         cached = (
             None
             if cache_dir is None
-            else _cached_arrays(bundle, Path(cache_dir), vector_dtype, self._serving_items)
+            else cached_arrays(bundle, Path(cache_dir), vector_dtype, self.dim, self._serving_items)
         )
         if cached is None:
+            derive_templates(bundle)  # loaded with templates=False, but no cache to map
             vectors: dict[str, np.ndarray] = {}
-            columns = CatalogueColumns.from_catalogue(self._domain_order, _catalogue_of(bundle))
+            columns = CatalogueColumns.from_catalogue(self._domain_order, catalogue_of(bundle))
         else:
             vectors, columns = cached
         self._items = columns.items  # id -> domain number << 32 | row
@@ -225,9 +225,10 @@ class InferenceEngine(_QueryStarts):
         except EncoderRefused as err:  # one line: the load (or the start-up) stops here
             raise BundleError(f"{bundle.path}: {err}") from None
 
-    def _serving_items(self, domain: str, z: torch.Tensor) -> np.ndarray:
+    def _serving_items(self, domain: str, z: torch.Tensor, rows: slice | None = None) -> np.ndarray:
+        """Serving vectors of the items ``rows`` (None: all) from their model vectors z."""
         blend = self._blends.get(domain)
-        v = z if blend is None else blend.items(z)
+        v = z if blend is None else blend.items(z, rows)
         return np.ascontiguousarray(v.cpu().numpy(), dtype=np.float32)
 
     def _serving_users(
@@ -444,60 +445,6 @@ class InferenceEngine(_QueryStarts):
 
     def remove_item(self, item_id: str) -> None:
         self._added.pop(item_id, None)
-
-
-def _catalogue_of(bundle: Bundle) -> dict[str, dict[str, Any]]:
-    """The bundle's catalogue lists per domain: the loaded ones, or catalogue.json read now
-    (a bundle loaded with ``catalogue=False``; they are dropped once the columns exist)."""
-    if not bundle.catalogue_loaded:
-        return read_catalogue(bundle.path)
-    return {
-        d: {
-            "user_ids": s.user_ids,
-            "item_ids": s.item_ids,
-            "titles": s.titles,
-            "categories": s.categories,
-            "popularity": s.popularity,
-        }
-        for d, s in bundle.domains.items()
-    }
-
-
-def _cached_arrays(
-    bundle: Bundle,
-    cache_dir: Path,
-    dtype: str,
-    serving_items: Callable[[str, torch.Tensor], np.ndarray],
-) -> tuple[dict[str, np.ndarray], CatalogueColumns] | None:
-    """Serving vectors per domain and the catalogue columns from the memory-mapped cache
-    (built on a miss with ``serving_items``); the embedders' item template rows are
-    switched to the cached copy too. None when the cache cannot be written (then computed
-    in memory, as without one)."""
-    files = {d: Path(bundle.manifest["domain_files"][d]).stem for d in bundle.domains}
-
-    def build(tmp: Path) -> None:
-        for d, stem in files.items():
-            s = bundle.domains[d]
-            v = serving_items(d, s.embedder.item_vectors())
-            save_array(tmp, f"vectors-{stem}", v.astype(dtype))
-            save_array(tmp, f"template-{stem}", s.embedder.item_template.cpu().numpy())
-        order = list(bundle.domains)
-        CatalogueColumns.from_catalogue(order, _catalogue_of(bundle)).save(tmp, files)
-
-    key = cache_key(bundle.path / "manifest.json", {"engine": 2, "dtype": dtype})
-    try:
-        directory = open_cached(cache_dir, key, build)
-    except CacheError as err:
-        log.warning("%s; serving vectors are computed in memory", err)
-        return None
-    out = {}
-    for d, stem in files.items():
-        out[d] = load_array(directory, f"vectors-{stem}")
-        emb = bundle.domains[d].embedder
-        with warnings.catch_warnings():  # read-only by design: nothing writes to it
-            warnings.simplefilter("ignore", UserWarning)
-            emb.item_template = torch.from_numpy(load_array(directory, f"template-{stem}"))
-    return out, CatalogueColumns.load(directory, files)
 
 
 def _projected(model: MICRec, content: Mapping[str, np.ndarray]) -> torch.Tensor | None:

@@ -1,14 +1,19 @@
-"""Fixtures shared by every test folder: one milvus-lite server per session."""
+"""Fixtures shared by every test folder: one milvus-lite server and one pair of real tiny
+trained bundles per session."""
 
 from __future__ import annotations
 
 import importlib.util
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from bench.milvus_server import MilvusLiteServer
+
+if TYPE_CHECKING:
+    from tests.app.real_bundle import RealBundles
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +30,12 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusLi
 def milvus_prefix() -> str:
     """A collection prefix of this test's own (valid Milvus name start, <= 32 chars)."""
     return "t" + uuid.uuid4().hex[:16]
+
+
+@pytest.fixture(scope="session")
+def real(tmp_path_factory: pytest.TempPathFactory) -> RealBundles:
+    """Two real tiny trained bundles (tests/app/real_bundle.py), built once per session for
+    every test module that uses them."""
+    from tests.app.real_bundle import build_real_bundles
+
+    return build_real_bundles(tmp_path_factory.mktemp("real-bundle"))

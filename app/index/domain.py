@@ -368,6 +368,8 @@ def cache_key(domain: str, dim: int, params: BaseParams, source_key: str, n: int
     """The serving cache key of a base index: everything its content depends on."""
     doc = {"source": source_key, "domain": domain, "n": n, "dim": dim}
     doc |= dataclasses.asdict(params) | {"faiss": faiss.__version__}
+    if n > LARGE_ABOVE:  # large bases are scanned by inner product since this key
+        doc["large_scan"] = "inner_product, coarse breadth >= nprobe"
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
 
 

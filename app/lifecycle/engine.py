@@ -111,10 +111,12 @@ def load_engine(
     """
     from model.bundle import load_bundle
 
-    # With a serving cache the catalogue comes from its memory-mapped columns: the JSON
-    # (and one Python object per item) is read only by the process that builds the cache.
+    # With a serving cache the catalogue and the item template rows come from its
+    # memory-mapped files: the JSON (one Python object per item) is read and the template
+    # rows are computed only by the process that builds the cache.
+    cached = cache_root is not None
     return InferenceEngine.from_bundle(
-        load_bundle(path, device=device, catalogue=cache_root is None),
+        load_bundle(path, device=device, catalogue=not cached, templates=not cached),
         device=device,
         cache_dir=None if cache_root is None else cache_root(path),
         vector_dtype=vector_dtype,

@@ -169,15 +169,15 @@ class DomainBlend:
     def weights_for(self, user_type: str) -> BlendWeights:
         return self.weights.get(user_type, MODEL_ONLY)
 
-    def items(self, z: torch.Tensor) -> torch.Tensor:
-        """Serving item vectors [n, d + 1 + r] from model item vectors z [n, d]."""
-        parts = [z, self.prior.to(z.dtype).unsqueeze(1)]
+    def items(self, z: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        """Serving item vectors [n, d + 1 + r] from model item vectors z [n, d] of the
+        items ``rows`` (None: all; a slice lets a large domain be built in chunks)."""
+        at = slice(None) if rows is None else rows
+        parts = [z, self.prior[at].to(z.dtype).unsqueeze(1)]
         if self.content is not None:
-            c = (
-                self.content
-                if self.content_scale is None
-                else (self.content * self.content_scale.unsqueeze(1))
-            )
+            c = self.content[at]
+            if self.content_scale is not None:
+                c = c * self.content_scale[at].unsqueeze(1)
             parts.append(c.to(z.dtype))
         return torch.cat(parts, dim=1)
 

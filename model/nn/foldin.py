@@ -75,25 +75,33 @@ class DomainEmbedder:
     def dim(self) -> int:
         return self.item_layers.shape[2]
 
-    def item_vectors(self, low_degree_k: float | None = None) -> torch.Tensor:
+    def item_vectors(
+        self, low_degree_k: float | None = None, rows: slice | None = None
+    ) -> torch.Tensor:
         """z_i = mean of the item's layers: [n_items, d]; isolated items are scaled by
         ``cold_scale`` exactly as ``new_item_vector`` scales a registered item. With an
         item map, isolated items get their mapped vector and items with few interactions
         a mix: (d z_i + k m_i) / (k + d) for degree d and pseudo-count k
-        (``low_degree_k``, or the argument: the blend fit tries several)."""
-        z = self.item_layers.mean(dim=0)
+        (``low_degree_k``, or the argument: the blend fit tries several). ``rows``: only
+        the items of that contiguous range (step 1), the same values as those rows of the
+        whole (the serving cache builds a large domain in chunks)."""
+        lo, hi = (0, self.n_items) if rows is None else rows.indices(self.n_items)[:2]
+        z = self.item_layers[:, lo:hi].mean(dim=0)
+        degree = self.item_degree[lo:hi]
         if self.cold_scale != 1.0:
-            z = torch.where((self.item_degree == 0).unsqueeze(1), z * self.cold_scale, z)
+            z = torch.where((degree == 0).unsqueeze(1), z * self.cold_scale, z)
         if self.mapped_rows is not None and self.mapped is not None and len(self.mapped_rows):
+            inside = (self.mapped_rows >= lo) & (self.mapped_rows < hi)
             z = z.clone()
-            z[self.mapped_rows] = self.mapped.to(z.dtype)
+            z[self.mapped_rows[inside] - lo] = self.mapped[inside].to(z.dtype)
         k = self.low_degree_k if low_degree_k is None else low_degree_k
         if k > 0 and self.low_rows is not None and self.low_mapped is not None:
-            rows = self.low_rows
-            if len(rows):
-                d = self.item_degree[rows].to(z.dtype).unsqueeze(1)
+            inside = (self.low_rows >= lo) & (self.low_rows < hi)
+            local = self.low_rows[inside] - lo
+            if len(local):
+                d = degree[local].to(z.dtype).unsqueeze(1)
                 z = z.clone()
-                z[rows] = (d * z[rows] + k * self.low_mapped.to(z.dtype)) / (k + d)
+                z[local] = (d * z[local] + k * self.low_mapped[inside].to(z.dtype)) / (k + d)
         return z
 
     def attach_item_map(

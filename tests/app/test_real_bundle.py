@@ -49,7 +49,6 @@ from tests.app.real_bundle import (
     ADMIN,
     AUTH,
     RealBundles,
-    build_real_bundles,
     evaluation_top_k,
     local_items,
     real_settings,
@@ -60,11 +59,6 @@ from tests.app.real_bundle import (
 N = 20
 USERS_PER_DOMAIN = 7  # x 3 domains = 21 users for the parity check
 CD_USERS_PER_DOMAIN = 4
-
-
-@pytest.fixture(scope="session")
-def real(tmp_path_factory: pytest.TempPathFactory) -> RealBundles:
-    return build_real_bundles(tmp_path_factory.mktemp("real-bundle"))
 
 
 @pytest.fixture(scope="module")

@@ -94,3 +94,35 @@ def test_cold_item_vector_equals_graph_without_edges() -> None:
         assert torch.allclose(emb.new_item_vector(h), zi[0], atol=1e-6)
     isolated = emb.new_item_vector(h)
     assert torch.isfinite(isolated).all()
+
+
+def test_item_vectors_of_a_row_range_are_those_rows_of_the_whole() -> None:
+    """The serving cache builds a large domain in chunks: each chunk's item vectors (cold
+    scale, item-map rows and the low-degree mix included) are the whole's rows."""
+    from model.nn.foldin import DomainEmbedder
+
+    g = torch.Generator().manual_seed(0)
+    n, d = 50, 8
+    degree = torch.randint(0, 4, (n,), generator=g).float()
+    emb = DomainEmbedder(
+        domain="x",
+        alpha=1.0,
+        gamma=1.0,
+        item_layers=torch.randn(3, n, d, generator=g),
+        item_degree=degree,
+        item_template=torch.zeros(n, d),
+        is_template=torch.zeros(n),
+        user_token=torch.zeros(d),
+        item_token=torch.zeros(d),
+        item_content=None,
+        cold_scale=1.7,
+        mapped_rows=torch.tensor([1, 7, 8, 30, 49]),
+        mapped=torch.randn(5, d, generator=g),
+        low_rows=torch.tensor([0, 2, 9, 10, 31, 48]),
+        low_mapped=torch.randn(6, d, generator=g),
+        low_degree_k=2.0,
+    )
+    whole = emb.item_vectors()
+    for lo, hi in ((0, 7), (7, 9), (9, 31), (31, 50), (10, 10)):
+        assert torch.equal(emb.item_vectors(rows=slice(lo, hi)), whole[lo:hi]), (lo, hi)
+    assert torch.equal(emb.item_vectors(rows=slice(0, n)), whole)

@@ -63,3 +63,56 @@ def test_large_base_refuses_non_finite_vectors(small_large: None) -> None:
     index = DomainIndex("d", 8, exact_max_items=1_000, ivf_nlist=16)
     with pytest.raises(ValueError, match="NaN or inf"):
         index.build([f"i{k}" for k in range(6_000)], x)
+
+
+def test_large_float16_base_keeps_its_recall_when_one_item_is_far_longer(
+    small_large: None, tmp_path: Path
+) -> None:
+    """The lists are scanned by inner product, not by L2 over the augmented vectors: the
+    augmenting coordinate sqrt(R^2 - |x|^2) of short items is close to R, and stored in
+    float16 its rounding (~R * 5e-4) shifted L2 distances by more than the score gaps near
+    rank 100 of a dense catalogue, so the calibration could not reach its recall even
+    with every list probed and the service fell back to exact search (seen at 1e7 items)."""
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((30, 16)).astype(np.float32)
+    x = centres[rng.integers(0, 30, 12_000)] + 0.05 * rng.standard_normal((12_000, 16))
+    x[0] *= 100  # one long item sets R
+    np.save(tmp_path / "v.npy", x.astype(np.float16))
+    mapped = np.load(tmp_path / "v.npy", mmap_mode="r")
+    queries = (centres[rng.integers(0, 30, 100)] + 0.05 * rng.standard_normal((100, 16))).astype(
+        np.float32
+    )
+    index = DomainIndex(
+        "d", 16, exact_max_items=1_000, ivf_nlist=128, ivf_nprobe=8, dtype="float16"
+    )
+    index.build([f"i{k}" for k in range(len(x))], mapped, queries=queries)
+    cal = index.calibration
+    assert cal is not None and not cal.exact_instead and index.kind == "ivf"
+    assert cal.recall >= 0.95
+
+
+def test_probing_every_list_of_a_large_base_is_exact_search(
+    small_large: None, tmp_path: Path
+) -> None:
+    """nprobe = nlist scans every list, so the result is exact search's: the HNSW coarse
+    quantizer's breadth follows nprobe (with a fixed breadth of 128 a walk returned fewer
+    lists than asked for, and recall stayed below 1 at "every list"); saved and mapped back,
+    the index keeps that breadth."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((12_000, 64)).astype(np.float32)
+    queries = rng.standard_normal((50, 64)).astype(np.float32)
+    params = base_mod.BaseParams(exact_max_items=1_000, nlist=1024, nprobe=32)
+    built = base_mod.BaseIndex.build(x, params)
+    assert built.kind == "ivf"
+    built.save(tmp_path)
+    truth = base_mod.exact_top(x, queries, 100)
+    for index in (built, base_mod.BaseIndex.load(tmp_path)):
+        index.set_nprobe(1024)
+        found = index.search(queries, 100)[1]
+        hits = sum(
+            len(set(a.tolist()) & set(b.tolist())) for a, b in zip(truth, found, strict=True)
+        )
+        assert hits == 100 * len(queries)
+    mapped = base_mod.BaseIndex.load(tmp_path)
+    mapped.set_nprobe(300)
+    assert faiss.downcast_index(mapped.index.quantizer).hnsw.efSearch >= 300
