@@ -462,6 +462,6 @@ def fit_blend(
         model.config = replace(model.config, cross_domain_rule=best)
     log.info("cross-domain rule %s (pseudo-cold validation NDCG@20 per rule %s)", best, score)
     blend.weights = weights
-    blend.item_terms = {d: {t: v for t, v in ts.items() if v} for d, ts in terms.items()}
-    blend.item_terms = {d: ts for d, ts in blend.item_terms.items() if ts}
+    fitted = {d: {t: v for t, v in ts.items() if v} for d, ts in terms.items()}
+    blend.item_terms = {d: ts for d, ts in fitted.items() if ts}  # a term at 0 is no term
     return blend, report

@@ -14,8 +14,7 @@ from model.bundle import BundleError, load_bundle
 from model.inference import InferenceEngine
 from model.nn.blend import ITEM_TERMS, BlendWeights, ContentReducer, DomainBlend, profile
 from model.nn.config import BlendConfig
-from model.pipeline import build_bundle_from_model
-from tests.model.tiny_trained import train_tiny
+from tests.model.tiny_trained import train_tiny, write_tiny_bundle
 
 
 def test_one_inner_product_is_the_weighted_sum_of_the_parts() -> None:
@@ -172,17 +171,7 @@ def test_a_bundle_with_an_unknown_item_term_is_refused_in_one_line(trained, tmp_
 
 def _bundle(trained, out, **blend):  # type: ignore[no-untyped-def]
     _, cfg, ds, split, feats, model, _, _ = trained
-    return build_bundle_from_model(
-        out,
-        model=model,
-        split=split,
-        dataset=ds,
-        features=feats,
-        cfg=cfg,
-        encoders={"text": {"name": "minilm-l6-v2", "dim": 384}},
-        metrics={},
-        **blend,
-    )
+    return write_tiny_bundle(out, cfg, ds, split, feats, model, **blend)
 
 
 def test_bundle_round_trip_serves_the_blend(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -16,10 +16,9 @@ from model.inference import InferenceEngine
 from model.maps import fit_maps
 from model.nn.bridge import Bridges
 from model.nn.config import BlendConfig, BridgeConfig, ItemMapConfig
-from model.pipeline import build_bundle_from_model
 from model.rankers import MICRecRanker
 from model.runconfig import ConfigError, run_config_from_dict
-from tests.model.tiny_trained import train_tiny
+from tests.model.tiny_trained import train_tiny, write_tiny_bundle
 
 
 @pytest.fixture(scope="module")
@@ -39,17 +38,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
 def _bundle(trained, tmp_path):  # type: ignore[no-untyped-def]
     """The tiny trained model with its maps written as a bundle (text encoder recorded)."""
     _, cfg, ds, split, feats, model, maps = trained
-    return build_bundle_from_model(
-        tmp_path / "bundle",
-        model=model,
-        split=split,
-        dataset=ds,
-        features=feats,
-        cfg=cfg,
-        encoders={"text": {"name": "minilm-l6-v2", "dim": 384}},
-        metrics={},
-        maps=maps,
-    )
+    return write_tiny_bundle(tmp_path / "bundle", cfg, ds, split, feats, model, maps=maps)
 
 
 def test_pseudo_cold_users_are_old_shared_users_never_used_as_anchors(trained) -> None:  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ from model.data.loading import load_dataset
 from model.data.split import InductiveSplit, build_split
 from model.data.synth import SynthConfig, write_synthetic_catalogue
 from model.encoders.base import ItemFeatures
-from model.pipeline import load_features
+from model.pipeline import build_bundle_from_model, load_features
 from model.runconfig import RunConfig, load_run_config
 from model.training import Trainer
 
@@ -37,3 +37,27 @@ def train_tiny(
     feats = load_features(ds, cfg, progress=False)
     trained = Trainer(split, feats, cfg.model_config(), cfg.train).fit(progress=False).model
     return cfg, ds, split, feats, trained
+
+
+def write_tiny_bundle(
+    out: Path,
+    cfg: RunConfig,
+    ds: Dataset,
+    split: InductiveSplit,
+    feats: ItemFeatures | None,
+    model: Any,
+    **parts: Any,
+) -> Path:
+    """The tiny trained model written as a bundle (MiniLM recorded as its text encoder);
+    ``parts``: what else build_bundle_from_model takes (blend=, maps=, tuning=)."""
+    return build_bundle_from_model(
+        out,
+        model=model,
+        split=split,
+        dataset=ds,
+        features=feats,
+        cfg=cfg,
+        encoders={"text": {"name": "minilm-l6-v2", "dim": 384}},
+        metrics={},
+        **parts,
+    )

@@ -30,7 +30,7 @@ from bench.redis_server import RedisServer
 from tests.reliability.conftest import MAX_N
 from tests.reliability.procs import AUTH, ServiceProcess, record
 
-BOUND_S = 10.0  # bounds a failure only
+BOUND_S = 60.0  # a hang guard that ends a failing test, not a speed target (bench/ measures speed)
 SYNC_INTERVAL_S = 0.2  # the default MICREC_REPLICA_SYNC_INTERVAL_S (not overridden here)
 
 
