@@ -14,6 +14,9 @@ Further rows (``--only`` picks among all): both maps with the low-degree mix
 (``both_maps_mix``), with a blend item term fitted (``both_maps_cold``: the prior of items
 without interactions; ``both_maps_decay``: the content decay; model.nn.blend.ITEM_TERMS),
 and with twice the blend trials (``both_maps_x2``); every other row has both terms off.
+``both_maps_decay_cbridge`` and ``both_maps_decay_pbridge`` are ``both_maps_decay`` with
+cross-domain maps trained for them that also read the user's content profile in the other
+domain (``[bridge] content``), or are personalised (``[bridge] personal``).
 ``--checkpoint`` saves the trained backbone, or loads it when it exists, so more rows can
 be fitted on the same backbone later.
 Each row is scored on the test slices; most-popular and content kNN run on the same split.
@@ -36,7 +39,8 @@ from typing import Any
 
 import torch
 
-from model.blendfit import fit_blend
+from model.blendfit import fit_blend, fit_reducer
+from model.bridgefit import content_rows, fit_bridges
 from model.commands.runner import set_threads
 from model.data.loading import load_dataset
 from model.data.split import build_split
@@ -52,6 +56,11 @@ SLICES = ("all", "new_users", "cd_cold_users", "cold_items", "cold_items_vs_all"
 ROWS = ("no_maps", "item_map", "bridge", "both_maps")
 """The maps each blend row is fitted with (model.maps)."""
 BASELINES = ("popular", "content_knn")
+OTHER_BRIDGES: dict[str, dict[str, Any]] = {
+    "both_maps_decay_cbridge": {"content": True},
+    "both_maps_decay_pbridge": {"personal": 128},
+}
+"""Rows of ``both_maps_decay`` with other cross-domain maps ([bridge] keys changed)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,6 +161,23 @@ def main(argv: list[str] | None = None) -> int:
     out["maps_seconds"] = time.perf_counter() - t1
     out["maps_report"] = maps.report
     given = model.config.cross_domain_rule
+    wanted = set(args.only.split(",")) if args.only else None
+    other_bridges: dict[str, Any] = {}
+    for name, change in OTHER_BRIDGES.items():
+        if wanted is not None and name not in wanted:
+            continue
+        t1 = time.perf_counter()
+        reducer = fit_reducer(split, features, cfg.blend.content_dim)
+        if change.get("content") and reducer is None:
+            continue  # no content to read
+        other_bridges[name], out[f"{name}_bridge_report"] = fit_bridges(
+            model,
+            split,
+            features,
+            replace(cfg.bridge, **change),
+            content=None if reducer is None else content_rows(reducer, split, features),
+        )
+        out[f"{name}_bridge_seconds"] = time.perf_counter() - t1
     variants = {
         "no_maps": Maps(),
         "item_map": Maps(item_maps=maps.item_maps),
@@ -165,9 +191,15 @@ def main(argv: list[str] | None = None) -> int:
         # both maps, twice the blend trials, no term: what the terms' extra trials alone do
         "both_maps_x2": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
     }
-    terms = {"both_maps_cold": "cold_prior", "both_maps_decay": "content_decay"}
-    if args.only:
-        variants = {k: v for k, v in variants.items() if k in args.only.split(",")}
+    for name, bridges in other_bridges.items():
+        variants[name] = Maps(bridges=bridges, item_maps=maps.item_maps)
+    terms = {
+        "both_maps_cold": "cold_prior",
+        "both_maps_decay": "content_decay",
+        **{name: "content_decay" for name in OTHER_BRIDGES},
+    }
+    if wanted is not None:
+        variants = {k: v for k, v in variants.items() if k in wanted}
     for name, mp in variants.items():
         model.config.cross_domain_rule = given
         grid = cfg.item_map.low_degree_k if name == "both_maps_mix" else (0.0,)

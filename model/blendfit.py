@@ -376,8 +376,12 @@ def fit_blend(
     bridges: Bridges | None = None,
     item_maps: ItemMaps | None = None,
     low_degree_grid: Sequence[float] = (0.0,),
+    reducer: ContentReducer | None = None,
 ) -> tuple[Blend, dict[str, Any]]:
     """The blend of ``model`` fitted on ``split``'s validation interactions.
+
+    ``reducer``: the content PCA when the caller already fitted it (``fit_reducer``, as
+    the cross-domain maps that read content use the same one); None fits it here.
 
     With ``item_maps`` and a ``low_degree_grid`` beyond 0, the low-degree mix's
     pseudo-count is chosen per domain with the inductive type's blend (``_fit_inductive``)
@@ -396,7 +400,9 @@ def fit_blend(
     cfg = cfg or BlendConfig()
     if item_maps is not None:
         item_maps.low_degree_k.clear()  # this fit chooses it (k = 0 while it does)
-    blend = Blend(fit_reducer(split, features, cfg.content_dim), {})
+    if reducer is None:
+        reducer = fit_reducer(split, features, cfg.content_dim)
+    blend = Blend(reducer, {})
     rules = [model.config.cross_domain_rule]
     if bridges is not None and "bridge" not in rules:
         rules.append("bridge")

@@ -8,6 +8,10 @@ service computes for a request); their target is the set of their B training ite
 scored against every item of B by ``scale * <f(x)/|f(x)|, z_i>`` (the model part of the
 served score, model.nn.blend) with a softmax over B's catalogue. A tenth of the anchors is
 held back for early stopping. The backbone is frozen: only the maps learn.
+
+With ``[bridge] content`` and a content reducer (the blend's: one PCA for both), each
+anchor's input adds their content profile in A (model.nn.bridge), computed by
+``profiles_of`` exactly as the service computes it (model.nn.foldin).
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ import torch.nn.functional as F
 from model.data.split import InductiveSplit
 from model.encoders.base import ItemFeatures
 from model.evaluation import _group
-from model.nn.blend import DomainBlend
-from model.nn.bridge import Bridges, DomainMap, pair_key
+from model.nn.blend import ContentReducer, DomainBlend, profiles_of
+from model.nn.bridge import Bridges, DomainMap, HistoryItems, pair_key
 from model.nn.config import BridgeConfig
 from model.nn.earlystop import BestState
 from model.nn.foldin import DomainEmbedder, build_embedder
@@ -50,6 +54,17 @@ def serving_embedders(
     return out
 
 
+def content_rows(
+    reducer: ContentReducer, split: InductiveSplit, features: ItemFeatures | None
+) -> dict[str, torch.Tensor]:
+    """Every domain's items' content rows ``c`` ([n_items, r], the blend's, unscaled)."""
+    out = {}
+    for d, ds in split.domains.items():
+        raw = domain_features(features, ds.item_ids, reducer.modalities)[0]
+        out[d] = reducer.reduce(raw, ds.n_items)
+    return out
+
+
 def _anchors(split: InductiveSplit, src: str, dst: str) -> tuple[np.ndarray, np.ndarray]:
     """(dst local ids, src local ids) of the anchors of src -> dst."""
     s, t = split.domains[src], split.domains[dst]
@@ -70,6 +85,8 @@ def _anchors(split: InductiveSplit, src: str, dst: str) -> tuple[np.ndarray, np.
 def _loss(
     f: DomainMap,
     x: torch.Tensor,
+    prof: torch.Tensor | None,
+    hist: HistoryItems | None,
     items: torch.Tensor,
     positives: list[np.ndarray],
     target: torch.Tensor | None,
@@ -78,7 +95,7 @@ def _loss(
 ) -> torch.Tensor:
     """Mean over users of the mean softmax loss of their positives (+ EMCDR's MSE); with
     ``prior`` ([n_items]) the logits add ``prior_weight * prior`` (learned)."""
-    out = F.normalize(f(x), dim=1)
+    out = F.normalize(f(x, prof, hist), dim=1)
     logits = f.log_scale.exp() * (out @ items.T)
     if prior is not None:
         logits = logits + f.prior_weight * prior
@@ -95,6 +112,8 @@ def _loss(
 def _fit_pair(
     f: DomainMap,
     x: torch.Tensor,
+    prof: torch.Tensor | None,
+    hist: HistoryItems | None,
     items: torch.Tensor,
     positives: list[np.ndarray],
     target: torch.Tensor,
@@ -114,7 +133,9 @@ def _fit_pair(
         for b in range(0, len(train), cfg.batch_users):
             idx = train[b : b + cfg.batch_users]
             pos = [positives[k] for k in idx]
-            loss = _loss(f, x[idx], items, pos, target[idx], cfg.mse_weight, prior)
+            p = None if prof is None else prof[idx]
+            h = None if hist is None else hist.take(idx)
+            loss = _loss(f, x[idx], p, h, items, pos, target[idx], cfg.mse_weight, prior)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -123,7 +144,9 @@ def _fit_pair(
         f.eval()
         with torch.no_grad():
             pos = [positives[k] for k in back]
-            held = float(_loss(f, x[back], items, pos, target[back], 0.0, prior))
+            p = None if prof is None else prof[back]
+            h = None if hist is None else hist.take(back)
+            held = float(_loss(f, x[back], p, h, items, pos, target[back], 0.0, prior))
         if stop.update(held):
             break
     stop.restore()
@@ -144,10 +167,13 @@ def fit_bridges(
     cfg: BridgeConfig | None = None,
     *,
     embedders: dict[str, DomainEmbedder] | None = None,
+    content: dict[str, torch.Tensor] | None = None,
 ) -> tuple[Bridges | None, dict[str, Any]]:
     """The maps of every ordered domain pair with anchors, and a report per pair.
 
-    None (and an empty report) with the bridge disabled or fewer than two domains."""
+    ``content``: every domain's content rows (``content_rows``); the maps read content
+    profiles when ``cfg.content`` is on and it is given. None (and an empty report) with
+    the bridge disabled or fewer than two domains."""
     cfg = cfg or BridgeConfig()
     if not cfg.enabled or len(model.domains) < 2:
         return None, {}
@@ -155,7 +181,9 @@ def fit_bridges(
     # ``embedders``: the serving fold-in states when the caller already has them
     embedders = embedders or serving_embedders(model, split, features)
     pairs = [(s, t) for s in model.domains for t in model.domains if s != t]
-    bridges = Bridges(model.config.dim, cfg.hidden, pairs)
+    use_content = cfg.content and content is not None and bool(content)
+    r = int(next(iter(content.values())).shape[1]) if use_content and content else 0
+    bridges = Bridges(model.config.dim, cfg.hidden, pairs, content_dim=r, personal=cfg.personal)
     report: dict[str, Any] = {}
     for src, dst in pairs:
         t0 = time.perf_counter()
@@ -165,14 +193,17 @@ def fit_bridges(
             report[key] = {"anchors": len(dst_users), "trained": False}
             continue
         with torch.no_grad():
-            x = embedders[src].embed_users(_group(split.domains[src].train, src_users))
+            src_hist = _group(split.domains[src].train, src_users)
+            x = embedders[src].embed_users(src_hist)
+            prof = profiles_of(content[src], src_hist) if r and content else None
+            hist = embedders[src].history_items(src_hist) if cfg.personal else None
             own = _group(split.domains[dst].train, dst_users)
             target = embedders[dst].embed_users(own)
             items = embedders[dst].item_vectors()
         f = bridges.maps[pair_key(src, dst)]
         assert isinstance(f, DomainMap)
         prior = DomainBlend.prior_of(embedders[dst].item_degree.cpu()) if cfg.with_prior else None
-        rec = _fit_pair(f, x.detach(), items.detach(), own, target.detach(), cfg, prior)
+        rec = _fit_pair(f, x.detach(), prof, hist, items.detach(), own, target.detach(), cfg, prior)
         rec.update(trained=True, seconds=round(time.perf_counter() - t0, 2))
         report[key] = rec
         log.info("bridge %s: %s", key, rec)

@@ -190,6 +190,7 @@ class InferenceEngine(_QueryStarts):
             {d: s.embedder for d, s in bundle.domains.items()},
             bundle.model.config.cross_domain_rule,
             bundle.bridges,
+            {d: b.content for d, b in self._blends.items() if b.content is not None},
         )
         self._domain_order = list(bundle.domains)
         cached = (

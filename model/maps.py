@@ -7,10 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from model.bridgefit import fit_bridges, serving_embedders
+from model.bridgefit import content_rows, fit_bridges, serving_embedders
 from model.data.split import InductiveSplit
 from model.encoders.base import ItemFeatures
 from model.itemmapfit import fit_item_maps
+from model.nn.blend import ContentReducer
 from model.nn.bridge import Bridges
 from model.nn.config import BridgeConfig, ItemMapConfig
 from model.nn.itemmap import ItemMaps
@@ -31,10 +32,18 @@ def fit_maps(
     features: ItemFeatures | None,
     bridge: BridgeConfig | None = None,
     item_map: ItemMapConfig | None = None,
+    reducer: ContentReducer | None = None,
 ) -> Maps:
+    """``reducer``: the blend's content PCA (model.blendfit.fit_reducer), which the
+    cross-domain maps read content profiles through when ``[bridge] content`` is on."""
     # one forward pass over every domain's graph serves both fits
     wanted = (bridge is None or bridge.enabled) or (item_map is None or item_map.enabled)
     embedders = serving_embedders(model, split, features) if wanted else None
-    bridges, bridge_report = fit_bridges(model, split, features, bridge, embedders=embedders)
+    content = None
+    if bridge is not None and bridge.enabled and bridge.content and reducer is not None:
+        content = content_rows(reducer, split, features)
+    bridges, bridge_report = fit_bridges(
+        model, split, features, bridge, embedders=embedders, content=content
+    )
     item_maps, item_report = fit_item_maps(model, split, features, item_map, embedders=embedders)
     return Maps(bridges, item_maps, {"bridge": bridge_report, "item_map": item_report})

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.blendfit import fit_blend
+from model.blendfit import fit_blend, fit_reducer
 from model.bridgefit import serving_embedders
 from model.bundle import save_bundle
 from model.data.dataset import Dataset
@@ -288,7 +288,9 @@ def fit_served_model(
         if trainer.rank != 0:
             return ServedModel(result, None, None, cfg, rank=trainer.rank)
     if tuning is None:  # trained once: the maps and the blend are fitted here
-        maps = fit_maps(result.model, split, features, cfg.bridge, cfg.item_map)  # type: ignore[arg-type]
+        # one content PCA for the blend and the maps that read content profiles
+        reducer = fit_reducer(split, features, cfg.blend.content_dim) if cfg.blend.enabled else None
+        maps = fit_maps(result.model, split, features, cfg.bridge, cfg.item_map, reducer)  # type: ignore[arg-type]
         tuning = dict(maps.report)
         if cfg.blend.enabled:
             blend, blend_report = fit_blend(
@@ -298,6 +300,7 @@ def fit_served_model(
                 cfg.blend,
                 bridges=maps.bridges,
                 item_maps=maps.item_maps,
+                reducer=reducer,
                 low_degree_grid=cfg.item_map.low_degree_k,
             )
             tuning["blend"] = blend_report

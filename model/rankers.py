@@ -11,7 +11,7 @@ from torch import nn
 from model.data.split import InductiveSplit
 from model.encoders.base import ItemFeatures
 from model.evaluation import Scorer, _group
-from model.nn.blend import Blend, DomainBlend, profile
+from model.nn.blend import Blend, DomainBlend, profile, profiles_of
 from model.nn.bridge import Bridges
 from model.nn.config import MICRecConfig
 from model.nn.foldin import MultiDomainEmbedder, build_embedder
@@ -119,7 +119,6 @@ class MICRecRanker:
             embedders[d] = build_embedder(m, d, inp, calibrate=self.calibrate_cold)
             if self.item_maps is not None:
                 embedders[d].attach_item_map(self.item_maps, *self.map_feats[d])
-        md = MultiDomainEmbedder(embedders, self.cross_domain_rule, self.bridges)
         blends = {}
         if self.blend is not None:
             for d in m.domains:
@@ -127,6 +126,8 @@ class MICRecRanker:
                     np.bincount(graph[d][:, 1], minlength=self.split.domains[d].n_items)
                 )
                 blends[d] = self.blend.for_domain(d, degree, self.raw[d])
+        content = {d: b.content for d, b in blends.items() if b.content is not None}
+        md = MultiDomainEmbedder(embedders, self.cross_domain_rule, self.bridges, content)
         return _FoldInScorer(self, md, inputs, blends)
 
 
@@ -176,9 +177,7 @@ class _FoldInScorer:
             if want_profiles:
                 c = blend.content  # type: ignore[union-attr]
                 assert c is not None
-                prof = torch.stack(
-                    [profile([c[torch.as_tensor(np.unique(h))]], c.shape[1]) for h in own]
-                )
+                prof = profiles_of(c, own)
         return zu, types, prof
 
     @torch.no_grad()

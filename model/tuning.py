@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from model.blendfit import fit_blend
+from model.blendfit import fit_blend, fit_reducer
 from model.data.split import InductiveSplit
 from model.encoders.base import ItemFeatures
 from model.evaluation import PSEUDO_COLD_SLICE, evaluate
@@ -154,7 +154,8 @@ def served_validation(
     from model.rankers import MICRecRanker
 
     model = result.model
-    maps = fit_maps(model, split, features, bridge_cfg, item_map_cfg)  # type: ignore[arg-type]
+    reducer = fit_reducer(split, features, blend_cfg.content_dim)
+    maps = fit_maps(model, split, features, bridge_cfg, item_map_cfg, reducer)  # type: ignore[arg-type]
     if not use_item_map:
         maps.item_maps = None
     blend, report = fit_blend(
@@ -164,6 +165,7 @@ def served_validation(
         blend_cfg,
         bridges=maps.bridges,
         item_maps=maps.item_maps,
+        reducer=reducer,
     )
     val = evaluate(
         MICRecRanker(
@@ -291,7 +293,8 @@ def tune(
         best["number"],
         best["value"],
     )
-    maps = fit_maps(best["result"].model, split, features, bridge_cfg, item_map_cfg)
+    reducer = fit_reducer(split, features, blend_cfg.content_dim)
+    maps = fit_maps(best["result"].model, split, features, bridge_cfg, item_map_cfg, reducer)
     if not best["item_map"]:
         maps.item_maps = None
     blend, breport = fit_blend(
@@ -302,6 +305,7 @@ def tune(
         bridges=maps.bridges,
         item_maps=maps.item_maps,
         low_degree_grid=(item_map_cfg or ItemMapConfig()).low_degree_k,
+        reducer=reducer,
     )
     return TuneResult(
         model_config=best["mc"],

@@ -30,7 +30,7 @@ same two functions below, so the served ranking is the evaluated one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -220,6 +220,14 @@ def profile(parts: list[torch.Tensor], dim: int) -> torch.Tensor:
     if not rows or dim == 0:
         return torch.zeros(dim)
     return F.normalize(torch.cat(rows).mean(dim=0), dim=0)
+
+
+def profiles_of(c: torch.Tensor, histories: Sequence[np.ndarray]) -> torch.Tensor:
+    """Content profiles [b, r] of users from the rows of ``c`` ([n_items, r]) of their
+    history items (local ids; repeats count once)."""
+    if not histories:
+        return torch.zeros(0, int(c.shape[1]))
+    return torch.stack([profile([c[torch.as_tensor(np.unique(h))]], c.shape[1]) for h in histories])
 
 
 @dataclass

@@ -15,16 +15,69 @@ the user's fold-in from their domain-A items, computed exactly as the service co
 for a request, so training and serving read the same input. A user with history in
 several other domains gets the mean of their mapped vectors.
 
-Shapes: ``dim`` = the model's d; the input and output of every map are [b, d].
+With ``content_dim`` r > 0 the map also reads the user's content preference in A: ``p_u^A``,
+the normalised mean of the blend's content rows ``c_i`` (model.nn.blend.profile) over
+their A items. The content space is shared by every domain (one encoder, one PCA), so it
+can carry what the collaborative vector of A cannot: which kinds of B items the kind of
+things a user buys in A goes with.
+
+With ``personal`` = h > 0 the map is also personalised as in PTUPCDR (Zhu et al., WSDM
+2022): a characteristic encoder pools the user's A items with learned attention, a
+meta-network (hidden width h) turns that into a d x d matrix W_u, and W_u z_u^A is added to
+the shared map's output. Its last layer starts at zero, so training starts from the
+shared map and personalises only as far as the held-back anchors allow.
+
+Shapes: ``dim`` = the model's d; the input of every map is [b, d] (+ [b, r] profiles, +
+the users' A items as ``HistoryItems``), its output [b, d].
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+@dataclass(frozen=True)
+class HistoryItems:
+    """The history items of ``n_users`` users, flattened: item vectors [m, d] and the row
+    of the user each belongs to ([m], int64)."""
+
+    vectors: torch.Tensor
+    owner: torch.Tensor
+    n_users: int
+
+    def take(self, users: torch.Tensor | np.ndarray) -> HistoryItems:
+        """The items of the users ``users`` (rows, in that order)."""
+        pos = torch.full((self.n_users,), -1, dtype=torch.int64)
+        pos[torch.as_tensor(users, dtype=torch.int64)] = torch.arange(len(users))
+        new = pos[self.owner]
+        keep = new >= 0
+        return HistoryItems(self.vectors[keep], new[keep], len(users))
+
+
+class Characteristic(nn.Module):
+    """PTUPCDR's characteristic encoder: an attention-weighted mean of a user's items,
+    [m, d] item vectors -> [b, d] (a user without items gets 0)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.score = nn.Linear(dim, 1, bias=False)
+
+    def forward(self, items: HistoryItems) -> torch.Tensor:
+        b, v, owner = items.n_users, items.vectors, items.owner
+        logit = self.score(v).squeeze(1)
+        top = torch.full((b,), -torch.inf, dtype=v.dtype).scatter_reduce(
+            0, owner, logit, "amax", include_self=True
+        )
+        w = torch.exp(logit - top[owner])  # softmax per user, stable
+        den = torch.zeros(b, dtype=v.dtype).index_add(0, owner, w)
+        pooled = torch.zeros(b, v.shape[1], dtype=v.dtype).index_add(0, owner, w.unsqueeze(1) * v)
+        return pooled / den.clamp_min(1e-12).unsqueeze(1)
 
 
 def pair_key(src: str, dst: str) -> str:
@@ -33,18 +86,32 @@ def pair_key(src: str, dst: str) -> str:
 
 
 class DomainMap(nn.Module):
-    """f_{A->B}: [b, d] unit vectors of domain A -> [b, d] vectors in domain B's space.
+    """f_{A->B}: [b, d] unit vectors of domain A (and [b, r] content profiles when
+    ``content_dim`` = r > 0) -> [b, d] vectors in domain B's space.
 
     hidden = 0 is a linear map (EMCDR's linear variant); otherwise one hidden layer with a
     residual linear path, so the map starts close to a linear one and the nonlinearity
     only adds what the data supports.
     """
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, content_dim: int = 0, personal: int = 0) -> None:
         super().__init__()
-        self.linear = nn.Linear(dim, dim)
+        self.content_dim, self.personal = content_dim, personal
+        self.characteristic: Characteristic | None = None
+        self.meta: nn.Sequential | None = None
+        if personal > 0:
+            self.characteristic = Characteristic(dim)
+            self.meta = nn.Sequential(
+                nn.Linear(dim, personal), nn.GELU(), nn.Linear(personal, dim * dim)
+            )
+            last = self.meta[-1]
+            assert isinstance(last, nn.Linear)
+            nn.init.zeros_(last.weight)  # W_u = 0 at the start: the shared map alone
+            nn.init.zeros_(last.bias)
+        width = dim + content_dim
+        self.linear = nn.Linear(width, dim)
         self.mlp: nn.Module | None = (
-            nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+            nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, dim))
             if hidden > 0
             else None
         )
@@ -55,46 +122,98 @@ class DomainMap(nn.Module):
         map learns what popularity does not already explain, as the served blend adds
         the prior itself (model.nn.blend)."""
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.linear(z)
+    def forward(
+        self,
+        z: torch.Tensor,
+        profiles: torch.Tensor | None = None,
+        items: HistoryItems | None = None,
+    ) -> torch.Tensor:
+        """``z``: [b, d] unit vectors; ``profiles``: [b, r] (required iff content_dim > 0;
+        a zero row is a user with no content in A); ``items``: the users' A items
+        (required iff personal > 0)."""
+        x = z
+        if self.content_dim:
+            if profiles is None:
+                raise ValueError("this map reads content profiles: none given")
+            x = torch.cat([z, profiles.to(z.dtype)], dim=1)
+        out = self.linear(x)
         if self.mlp is not None:
-            out = out + self.mlp(z)
+            out = out + self.mlp(x)
+        if self.meta is not None and self.characteristic is not None:
+            if items is None:
+                raise ValueError("this map is personalised: the users' items are needed")
+            d = z.shape[1]
+            w = self.meta(self.characteristic(items)).view(-1, d, d)
+            out = out + torch.bmm(w, z.unsqueeze(2)).squeeze(2)
         return out
 
 
 class Bridges(nn.Module):
     """Every trained map of a model, keyed by (source, target) domain."""
 
-    def __init__(self, dim: int, hidden: int, pairs: list[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        pairs: list[tuple[str, str]],
+        content_dim: int = 0,
+        personal: int = 0,
+    ) -> None:
         super().__init__()
         self.dim, self.hidden = dim, hidden
+        self.content_dim, self.personal = content_dim, personal
         self.pairs = sorted(pairs)
-        self.maps = nn.ModuleDict({pair_key(s, t): DomainMap(dim, hidden) for s, t in self.pairs})
+        self.maps = nn.ModuleDict(
+            {pair_key(s, t): DomainMap(dim, hidden, content_dim, personal) for s, t in self.pairs}
+        )
 
     def has(self, src: str, dst: str) -> bool:
         return pair_key(src, dst) in self.maps
 
     @torch.no_grad()
-    def map(self, src: str, dst: str, z_src: torch.Tensor) -> torch.Tensor:
-        """Users' vectors in ``dst`` from their fold-in vectors in ``src``: [b, d]."""
+    def map(
+        self,
+        src: str,
+        dst: str,
+        z_src: torch.Tensor,
+        profiles: torch.Tensor | None = None,
+        items: HistoryItems | None = None,
+    ) -> torch.Tensor:
+        """Users' vectors in ``dst`` from their fold-in vectors in ``src`` [b, d] (and their
+        content profiles in ``src`` [b, r] when the maps read content, their ``src`` items
+        when they are personalised): [b, d]."""
         f = self.maps[pair_key(src, dst)]
-        return f(F.normalize(z_src, dim=1))
+        return f(
+            F.normalize(z_src, dim=1),
+            profiles if self.content_dim else None,
+            items if self.personal else None,
+        )
 
     def meta(self) -> dict[str, object]:
         """What the bundle manifest records to rebuild the modules."""
-        return {"dim": self.dim, "hidden": self.hidden, "pairs": [list(p) for p in self.pairs]}
+        return {
+            "dim": self.dim,
+            "hidden": self.hidden,
+            "content_dim": self.content_dim,
+            "personal": self.personal,
+            "pairs": [list(p) for p in self.pairs],
+        }
 
     @classmethod
     def from_state(cls, meta: Mapping[str, object], state: Mapping[str, torch.Tensor]) -> Bridges:
         raw_pairs, dim, hidden = meta["pairs"], meta["dim"], meta["hidden"]
+        # bundles written before the content input and the personalisation: neither
+        content_dim, personal = meta.get("content_dim", 0), meta.get("personal", 0)
         if (
             not isinstance(raw_pairs, list)
             or not isinstance(dim, int)
             or not isinstance(hidden, int)
+            or not isinstance(content_dim, int)
+            or not isinstance(personal, int)
         ):
             raise ValueError(f"bridge metadata malformed: {dict(meta)!r:.200}")
         pairs = [(str(p[0]), str(p[1])) for p in raw_pairs]
-        out = cls(dim, hidden, pairs)
+        out = cls(dim, hidden, pairs, content_dim, personal)
         out.load_state_dict(dict(state), strict=True)
         out.eval()
         return out

@@ -235,11 +235,19 @@ class BridgeConfig:
     Measured no better on validation, so off."""
     weight_decay: float = 1e-4
     """Adam weight decay."""
+    content: bool = False
+    """The map also reads the user's content profile in the other domain (the blend's
+    content rows, so it needs ``[blend]`` with content; without it the map reads the
+    collaborative vector alone)."""
+    personal: int = 0
+    """Personalise the map as PTUPCDR does: the hidden width of the meta-network that
+    turns an attention pooling of the user's items in the other domain into their own
+    d x d matrix (0 = one shared map for every user)."""
     seed: int = 0
     """Seed of the initialisation, batch order and held-back users."""
 
     def __post_init__(self) -> None:
-        _at_least(self, hidden=0, epochs=1, patience=1, batch_users=1)
+        _at_least(self, hidden=0, personal=0, epochs=1, patience=1, batch_users=1)
         _at_least(self, mse_weight=0.0, weight_decay=0.0)
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")

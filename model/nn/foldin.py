@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model.nn.bridge import Bridges
+from model.nn.blend import profiles_of
+from model.nn.bridge import Bridges, HistoryItems
 from model.nn.itemmap import ItemMaps
 from model.nn.micrec import DomainInputs, MICRec
 from model.nn.modules import ModalityAggregator
@@ -127,6 +128,20 @@ class DomainEmbedder:
 
     def _scale(self, c: torch.Tensor) -> torch.Tensor:
         return c.clamp_min(1.0).pow(self.alpha / 2 - 1)
+
+    def history_items(self, histories: Sequence[np.ndarray]) -> HistoryItems:
+        """The users' distinct graph items as the personalised cross-domain maps read them
+        (model.nn.bridge): each item's mean of layers, without the cold-item scaling or
+        item maps (the history items of a user are bought, so warm)."""
+        owner = [np.full(len(np.unique(h)), k, dtype=np.int64) for k, h in enumerate(histories)]
+        cols = [np.unique(np.asarray(h, dtype=np.int64)) for h in histories]
+        dev = self.item_layers.device
+        idx = torch.as_tensor(np.concatenate(cols) if cols else np.empty(0, np.int64), device=dev)
+        return HistoryItems(
+            self.item_layers[:, idx].mean(dim=0),
+            torch.as_tensor(np.concatenate(owner) if owner else np.empty(0, np.int64)),
+            len(histories),
+        )
 
     def embed_users(
         self,
@@ -291,7 +306,9 @@ class MultiDomainEmbedder:
 
     In-domain history -> fold-in ("inductive"); history only elsewhere -> the cross-domain
     rule ("cross_domain"); nothing -> user token only ("none", callers fall back).
-    ``bridges``: the trained cross-domain maps the rule "bridge" uses (model.nn.bridge).
+    ``bridges``: the trained cross-domain maps the rule "bridge" uses (model.nn.bridge);
+    ``content``: every domain's blend content rows ([n_items, r]), which maps that read
+    content profiles need (a domain without them gives zero profiles).
     """
 
     def __init__(
@@ -299,10 +316,12 @@ class MultiDomainEmbedder:
         embedders: dict[str, DomainEmbedder],
         rule: str = "content+aligned",
         bridges: Bridges | None = None,
+        content: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         self.embedders = embedders
         self.rule = rule
         self.bridges = bridges
+        self.content = dict(content or {})
 
     def embed(
         self,
@@ -405,8 +424,16 @@ class MultiDomainEmbedder:
                 continue
             idx = [k for k, h in enumerate(histories) if len(h.get(d, ()))]
             if idx:
-                out[idx] += self.bridges.map(
-                    d, domain, emb.embed_users([histories[k][d] for k in idx])
-                )
+                hs = [histories[k][d] for k in idx]
+                prof = None
+                if self.bridges.content_dim:
+                    c = self.content.get(d)
+                    prof = (
+                        profiles_of(c, hs)
+                        if c is not None
+                        else torch.zeros(len(idx), self.bridges.content_dim)
+                    )
+                items = emb.history_items(hs) if self.bridges.personal else None
+                out[idx] += self.bridges.map(d, domain, emb.embed_users(hs), prof, items)
                 count[idx] += 1
         return out / count.clamp_min(1.0)

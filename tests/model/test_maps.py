@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from model.blendfit import fit_blend
+from model.blendfit import fit_blend, fit_reducer
 from model.bridgefit import _anchors, fit_bridges
 from model.bundle import load_bundle
 from model.evaluation import PSEUDO_COLD_SLICE, build_slices, evaluate, slice_inputs
 from model.inference import InferenceEngine
 from model.maps import fit_maps
-from model.nn.bridge import Bridges
+from model.nn.blend import BlendWeights, profiles_of
+from model.nn.bridge import Bridges, HistoryItems
 from model.nn.config import BlendConfig, BridgeConfig, ItemMapConfig
-from model.rankers import MICRecRanker
+from model.rankers import MICRecRanker, other_domain_histories
 from model.runconfig import ConfigError, run_config_from_dict
 from tests.model.tiny_trained import train_tiny, write_tiny_bundle
 
@@ -213,3 +214,88 @@ def test_low_degree_items_are_served_the_mix_the_bundle_records(trained, tmp_pat
     engine = InferenceEngine.from_bundle(bundle)
     vecs = np.asarray(engine.catalogue(d).vectors)[:, : model.config.dim]
     np.testing.assert_allclose(vecs, served.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "change", [{"content": True}, {"personal": 16}], ids=["content", "personal"]
+)
+def test_bridges_reading_more_than_the_fold_in_are_served_as_evaluated(
+    trained, tmp_path, change
+) -> None:  # type: ignore[no-untyped-def]
+    """``[bridge] content``: the maps read the user's content profile in the other domain
+    (the blend's PCA); ``[bridge] personal``: each user's map adds their own matrix made
+    from their items there (PTUPCDR). Either way the service maps a user new to a domain
+    exactly as the offline evaluation does, from the same inputs."""
+    _, cfg, ds, split, feats, model, _ = trained
+    reducer = fit_reducer(split, feats, 16)
+    assert reducer is not None
+    maps = fit_maps(
+        model,
+        split,
+        feats,
+        BridgeConfig(epochs=8, **change),
+        ItemMapConfig(enabled=False),
+        reducer,
+    )
+    bridges = maps.bridges
+    assert bridges is not None
+    assert (bridges.content_dim, bridges.personal) == (
+        16 * ("content" in change),
+        change.get("personal", 0),
+    )
+    src, dst = sorted(split.domains)[:2]
+    # the extra input changes the map's output
+    z = torch.nn.functional.normalize(torch.randn(4, model.config.dim), dim=1)
+    p = torch.nn.functional.normalize(torch.randn(4, 16), dim=1)
+    owner = torch.arange(4).repeat_interleave(3)
+    h1 = HistoryItems(torch.randn(12, model.config.dim), owner, 4)
+    h2 = HistoryItems(torch.randn(12, model.config.dim), owner, 4)
+    assert not torch.allclose(bridges.map(src, dst, z, p, h1), bridges.map(src, dst, z, 0 * p, h2))
+    given = model.config.cross_domain_rule
+    try:
+        blend, _ = fit_blend(
+            model, split, feats, BlendConfig(trials=3), bridges=bridges, reducer=reducer
+        )
+        assert blend.reducer is reducer
+        blend.weights[dst]["cross_domain"] = BlendWeights(model=1.0, prior=0.5, content=0.5)
+        model.config.cross_domain_rule = "bridge"
+        out = write_tiny_bundle(
+            tmp_path / "b", cfg, ds, split, feats, model, blend=blend, maps=maps
+        )
+    finally:
+        model.config.cross_domain_rule = given
+    bundle = load_bundle(out)
+    assert bundle.bridges is not None
+    assert bundle.bridges.meta() == bridges.meta()
+    assert bundle.model.config.cross_domain_rule == "bridge"
+    ranker = MICRecRanker(
+        "probe", bundle.model, split, feats, blend=bundle.blend, bridges=bundle.bridges
+    )
+    scorer = ranker.bind(slice_inputs(split, dst, "standard"))
+    users = split.pseudo_cold_users(dst)[:6]
+    zu, types, prof = scorer.parts(dst, users, cross_domain=True)  # type: ignore[attr-defined]
+    assert set(types) == {"cross_domain"} and prof is not None
+    want = scorer.blends[dst].users(zu, "cross_domain", prof).numpy()  # type: ignore[attr-defined]
+    engine = InferenceEngine.from_bundle(bundle)
+    inputs = slice_inputs(split, dst, "standard")
+    hists = other_domain_histories(split, dst, users, inputs, ranker.maps)
+    checked = 0
+    for k, hist in enumerate(hists):
+        history = {d: [split.domains[d].item_ids[i] for i in items] for d, items in hist.items()}
+        got = engine.embed_user(dst, history)
+        assert got.method == "cross_domain"
+        np.testing.assert_allclose(got.vector, want[k], rtol=1e-4, atol=1e-5)
+        # the model part is the map of the fold-in and the extra input from that domain
+        (d, items), *more = hist.items()
+        if not more:
+            emb = scorer.md.embedders[d]  # type: ignore[attr-defined]
+            mapped = bundle.bridges.map(
+                d,
+                dst,
+                emb.embed_users([items]),
+                profiles_of(scorer.blends[d].content, [items]),  # type: ignore[attr-defined]
+                emb.history_items([items]),
+            )
+            torch.testing.assert_close(zu[k : k + 1], mapped)
+            checked += 1
+    assert checked
