@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -109,55 +110,103 @@ def _loss(
     return loss
 
 
-def _fit_pair(
+@dataclass
+class _PairData:
+    """One pair's anchors: fold-in vectors x [a, d], content profiles [a, r] or None, their
+    items in A (personal maps) or None, B's item vectors [n, d], each anchor's B items,
+    their own B vectors [a, d] (EMCDR's regression target), the prior [n] or None."""
+
+    x: torch.Tensor
+    prof: torch.Tensor | None
+    hist: HistoryItems | None
+    items: torch.Tensor
+    positives: list[np.ndarray]
+    target: torch.Tensor
+    prior: torch.Tensor | None
+
+    def loss(self, f: DomainMap, rows: np.ndarray, mse_weight: float) -> torch.Tensor:
+        return _loss(
+            f,
+            self.x[rows],
+            None if self.prof is None else self.prof[rows],
+            None if self.hist is None else self.hist.take(rows),
+            self.items,
+            [self.positives[k] for k in rows],
+            self.target[rows],
+            mse_weight,
+            self.prior,
+        )
+
+
+PERSONAL = ("characteristic.", "meta.")
+"""Parameter name prefixes of a map's personal part (model.nn.bridge.DomainMap)."""
+
+
+def _train(
     f: DomainMap,
-    x: torch.Tensor,
-    prof: torch.Tensor | None,
-    hist: HistoryItems | None,
-    items: torch.Tensor,
-    positives: list[np.ndarray],
-    target: torch.Tensor,
+    params: list[torch.nn.Parameter],
+    data: _PairData,
+    train: np.ndarray,
+    back: np.ndarray,
     cfg: BridgeConfig,
-    prior: torch.Tensor | None,
-) -> dict[str, Any]:
-    gen = np.random.default_rng(cfg.seed)
-    order = gen.permutation(len(x))
-    n_back = max(1, len(x) // 10) if len(x) >= 20 else 0
-    back, train = order[:n_back], order[n_back:]
-    opt = torch.optim.Adam(f.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen: np.random.Generator,
+    start: float | None = None,
+) -> tuple[int, float]:
+    """Adam on ``params`` only, early stopping on the held-back anchors ``back``; with
+    ``start`` (their loss now) the result is never worse than the parameters it began
+    from. Returns (epochs run, best held-back loss)."""
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     stop, epochs = BestState(f, cfg.patience), 0
+    if start is not None:
+        stop.start(start)
     for epoch in range(cfg.epochs):
         epochs = epoch + 1
         f.train()
         train = train[gen.permutation(len(train))]
         for b in range(0, len(train), cfg.batch_users):
-            idx = train[b : b + cfg.batch_users]
-            pos = [positives[k] for k in idx]
-            p = None if prof is None else prof[idx]
-            h = None if hist is None else hist.take(idx)
-            loss = _loss(f, x[idx], p, h, items, pos, target[idx], cfg.mse_weight, prior)
+            loss = data.loss(f, train[b : b + cfg.batch_users], cfg.mse_weight)
             opt.zero_grad()
             loss.backward()
             opt.step()
-        if not n_back:
+        if not len(back):
             continue
         f.eval()
         with torch.no_grad():
-            pos = [positives[k] for k in back]
-            p = None if prof is None else prof[back]
-            h = None if hist is None else hist.take(back)
-            held = float(_loss(f, x[back], p, h, items, pos, target[back], 0.0, prior))
+            held = float(data.loss(f, back, 0.0))
         if stop.update(held):
             break
     stop.restore()
     f.eval()
-    return {
-        "anchors": len(x),
+    return epochs, stop.best
+
+
+def _fit_pair(f: DomainMap, data: _PairData, cfg: BridgeConfig) -> dict[str, Any]:
+    """Train one map. A personal map trains in two stages, as PTUPCDR trains its
+    meta-network on trained embeddings: the shared map first (the personal part is zero
+    then), then only the personal part, from the shared map's best, so it personalises
+    only as far as it lowers the held-back anchors' loss."""
+    gen = np.random.default_rng(cfg.seed)
+    n = len(data.x)
+    order = gen.permutation(n)
+    n_back = max(1, n // 10) if n >= 20 else 0
+    back, train = order[:n_back], order[n_back:]
+    named = list(f.named_parameters())
+    shared = [p for name, p in named if not name.startswith(PERSONAL)]
+    personal = [p for name, p in named if name.startswith(PERSONAL)]
+    epochs, best = _train(f, shared, data, train, back, cfg, gen)
+    rec: dict[str, Any] = {
+        "anchors": n,
         "held_back": int(n_back),
         "epochs": epochs,
-        "held_back_loss": stop.best,
+        "held_back_loss": best,
         "prior_weight": float(f.prior_weight.detach()),
     }
+    if personal and n_back:
+        rec["shared_held_back_loss"] = best
+        rec["personal_epochs"], rec["held_back_loss"] = _train(
+            f, personal, data, train, back, cfg, gen, start=best
+        )
+    return rec
 
 
 def fit_bridges(
@@ -203,7 +252,8 @@ def fit_bridges(
         f = bridges.maps[pair_key(src, dst)]
         assert isinstance(f, DomainMap)
         prior = DomainBlend.prior_of(embedders[dst].item_degree.cpu()) if cfg.with_prior else None
-        rec = _fit_pair(f, x.detach(), prof, hist, items.detach(), own, target.detach(), cfg, prior)
+        data = _PairData(x.detach(), prof, hist, items.detach(), own, target.detach(), prior)
+        rec = _fit_pair(f, data, cfg)
         rec.update(trained=True, seconds=round(time.perf_counter() - t0, 2))
         report[key] = rec
         log.info("bridge %s: %s", key, rec)

@@ -97,17 +97,6 @@ class DomainMap(nn.Module):
     def __init__(self, dim: int, hidden: int, content_dim: int = 0, personal: int = 0) -> None:
         super().__init__()
         self.content_dim, self.personal = content_dim, personal
-        self.characteristic: Characteristic | None = None
-        self.meta: nn.Sequential | None = None
-        if personal > 0:
-            self.characteristic = Characteristic(dim)
-            self.meta = nn.Sequential(
-                nn.Linear(dim, personal), nn.GELU(), nn.Linear(personal, dim * dim)
-            )
-            last = self.meta[-1]
-            assert isinstance(last, nn.Linear)
-            nn.init.zeros_(last.weight)  # W_u = 0 at the start: the shared map alone
-            nn.init.zeros_(last.bias)
         width = dim + content_dim
         self.linear = nn.Linear(width, dim)
         self.mlp: nn.Module | None = (
@@ -115,6 +104,22 @@ class DomainMap(nn.Module):
             if hidden > 0
             else None
         )
+        self.characteristic: Characteristic | None = None
+        self.meta: nn.Sequential | None = None
+        if personal > 0:
+            # drawn from a forked generator, so the shared part (and every map made after
+            # this one) starts exactly as without the personal part: a comparison of the
+            # two differs only by it
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                self.characteristic = Characteristic(dim)
+                self.meta = nn.Sequential(
+                    nn.Linear(dim, personal), nn.GELU(), nn.Linear(personal, dim * dim)
+                )
+            last = self.meta[-1]
+            assert isinstance(last, nn.Linear)
+            nn.init.zeros_(last.weight)  # W_u = 0 at the start: the shared map alone
+            nn.init.zeros_(last.bias)
         self.log_scale = nn.Parameter(torch.tensor(2.0))
         """Softmax temperature of the ranking loss (training only; serving normalises)."""
         self.prior_weight = nn.Parameter(torch.tensor(0.0))

@@ -180,11 +180,12 @@ class BlendConfig:
     """Fit and serve the blend; false serves the model score alone."""
     trials: int = 30
     """Optuna trials per domain and user type (the three single-part corners included)."""
-    content_dim: int = 128
-    """r: PCA dimensions of the content part (0 disables the content part). Chosen on
-    amazon-arts-office validation among 64 / 128 / 384 (docs/results/quality.md): 384 is
-    best for cold and rarely bought items, 128 gets most of that gain with a serving
-    vector of 64 + 1 + 128 numbers instead of 449."""
+    content_dim: int = 384
+    """r: PCA dimensions of the content part (0 disables the content part). 384 (MiniLM's
+    full width) over 128 on validation with both maps and the content decay, 3 seeds
+    (docs/results/ablation/content-dim.md); it makes every serving vector 64 + 1 + 384
+    numbers instead of 193, so a catalogue past ~1e6 items per domain may prefer 128
+    (the index's memory and scan time grow with it: same page)."""
     max_users: int = 500
     """Validation users per slice in the fit (a seeded sample)."""
     main_tolerance: float = 0.02

@@ -17,6 +17,12 @@ class BestState:
         self._state: dict[str, torch.Tensor] | None = None
         self._stale = 0
 
+    def start(self, loss: float) -> None:
+        """Count the module as it is now, with ``loss``, as the best so far (a stage that
+        continues from trained parameters then never ends worse than it began)."""
+        self.best, self._stale = loss, 0
+        self._state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+
     def update(self, loss: float) -> bool:
         """Record one check's loss; True when training should stop."""
         if loss < self.best - self.min_delta:

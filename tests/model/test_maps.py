@@ -243,6 +243,10 @@ def test_bridges_reading_more_than_the_fold_in_are_served_as_evaluated(
         16 * ("content" in change),
         change.get("personal", 0),
     )
+    if "personal" in change:  # trained on the shared map's best: never worse held back
+        for rec in maps.report["bridge"].values():
+            assert rec["held_back_loss"] <= rec["shared_held_back_loss"]
+            assert rec["personal_epochs"] >= 1
     src, dst = sorted(split.domains)[:2]
     # the extra input changes the map's output
     z = torch.nn.functional.normalize(torch.randn(4, model.config.dim), dim=1)
@@ -299,3 +303,18 @@ def test_bridges_reading_more_than_the_fold_in_are_served_as_evaluated(
             torch.testing.assert_close(zu[k : k + 1], mapped)
             checked += 1
     assert checked
+
+
+def test_a_personal_map_starts_as_the_shared_map() -> None:
+    """The personal part is drawn from a forked generator and outputs 0 at the start, so a
+    personal map's comparison with the shared map differs only by what it learns."""
+    pairs = [("a", "b"), ("b", "a")]
+    torch.manual_seed(0)
+    plain = Bridges(8, 16, pairs)
+    torch.manual_seed(0)
+    personal = Bridges(8, 16, pairs, personal=4)
+    for name, value in plain.state_dict().items():
+        torch.testing.assert_close(personal.state_dict()[name], value)
+    z = torch.nn.functional.normalize(torch.randn(3, 8), dim=1)
+    items = HistoryItems(torch.randn(5, 8), torch.tensor([0, 0, 1, 2, 2]), 3)
+    torch.testing.assert_close(personal.map("a", "b", z, None, items), plain.map("a", "b", z))
