@@ -14,9 +14,10 @@ Further rows (``--only`` picks among all): both maps with the low-degree mix
 (``both_maps_mix``), with a blend item term fitted (``both_maps_cold``: the prior of items
 without interactions; ``both_maps_decay``: the content decay; model.nn.blend.ITEM_TERMS),
 and with twice the blend trials (``both_maps_x2``); every other row has both terms off.
-``both_maps_decay_cbridge`` and ``both_maps_decay_pbridge`` are ``both_maps_decay`` with
+``both_maps_decay_cbridge``, ``_pbridge`` and ``_ebridge`` are ``both_maps_decay`` with
 cross-domain maps trained for them that also read the user's content profile in the other
-domain (``[bridge] content``), or are personalised (``[bridge] personal``).
+domain (``[bridge] content``), are personalised (``[bridge] personal``), or are an
+ensemble of five (``[bridge] ensemble``).
 ``--checkpoint`` saves the trained backbone, or loads it when it exists, so more rows can
 be fitted on the same backbone later.
 Each row is scored on the test slices; most-popular and content kNN run on the same split.
@@ -59,6 +60,7 @@ BASELINES = ("popular", "content_knn")
 OTHER_BRIDGES: dict[str, dict[str, Any]] = {
     "both_maps_decay_cbridge": {"content": True},
     "both_maps_decay_pbridge": {"personal": 128},
+    "both_maps_decay_ebridge": {"ensemble": 5},
 }
 """Rows of ``both_maps_decay`` with other cross-domain maps ([bridge] keys changed)."""
 

@@ -29,7 +29,7 @@ from model.data.split import InductiveSplit
 from model.encoders.base import ItemFeatures
 from model.evaluation import _group
 from model.nn.blend import ContentReducer, DomainBlend, profiles_of
-from model.nn.bridge import Bridges, DomainMap, HistoryItems, pair_key
+from model.nn.bridge import Bridges, DomainMap, HistoryItems
 from model.nn.config import BridgeConfig
 from model.nn.earlystop import BestState
 from model.nn.foldin import DomainEmbedder, build_embedder
@@ -232,7 +232,14 @@ def fit_bridges(
     pairs = [(s, t) for s in model.domains for t in model.domains if s != t]
     use_content = cfg.content and content is not None and bool(content)
     r = int(next(iter(content.values())).shape[1]) if use_content and content else 0
-    bridges = Bridges(model.config.dim, cfg.hidden, pairs, content_dim=r, personal=cfg.personal)
+    bridges = Bridges(
+        model.config.dim,
+        cfg.hidden,
+        pairs,
+        content_dim=r,
+        personal=cfg.personal,
+        ensemble=cfg.ensemble,
+    )
     report: dict[str, Any] = {}
     for src, dst in pairs:
         t0 = time.perf_counter()
@@ -249,11 +256,12 @@ def fit_bridges(
             own = _group(split.domains[dst].train, dst_users)
             target = embedders[dst].embed_users(own)
             items = embedders[dst].item_vectors()
-        f = bridges.maps[pair_key(src, dst)]
-        assert isinstance(f, DomainMap)
         prior = DomainBlend.prior_of(embedders[dst].item_degree.cpu()) if cfg.with_prior else None
         data = _PairData(x.detach(), prof, hist, items.detach(), own, target.detach(), prior)
-        rec = _fit_pair(f, data, cfg)
+        members = [_fit_pair(f, data, cfg) for f in bridges.pair_maps(src, dst)]
+        rec = members[0]
+        if len(members) > 1:
+            rec["members_held_back_loss"] = [m["held_back_loss"] for m in members]
         rec.update(trained=True, seconds=round(time.perf_counter() - t0, 2))
         report[key] = rec
         log.info("bridge %s: %s", key, rec)

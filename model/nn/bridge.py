@@ -153,8 +153,17 @@ class DomainMap(nn.Module):
         return out
 
 
+def member_key(src: str, dst: str, k: int) -> str:
+    """State-dict key of the k-th member (k >= 1) of the map src -> dst's ensemble."""
+    return f"{pair_key(src, dst)}__{k}"
+
+
 class Bridges(nn.Module):
-    """Every trained map of a model, keyed by (source, target) domain."""
+    """Every trained map of a model, keyed by (source, target) domain.
+
+    ``ensemble`` = m > 1: each pair has m maps trained from different initialisations, and a
+    user's vector is the mean of their unit outputs (members 1..m-1 live in ``members``, so
+    a one-map bundle keeps its layout)."""
 
     def __init__(
         self,
@@ -163,14 +172,31 @@ class Bridges(nn.Module):
         pairs: list[tuple[str, str]],
         content_dim: int = 0,
         personal: int = 0,
+        ensemble: int = 1,
     ) -> None:
         super().__init__()
         self.dim, self.hidden = dim, hidden
-        self.content_dim, self.personal = content_dim, personal
+        self.content_dim, self.personal, self.ensemble = content_dim, personal, ensemble
         self.pairs = sorted(pairs)
         self.maps = nn.ModuleDict(
             {pair_key(s, t): DomainMap(dim, hidden, content_dim, personal) for s, t in self.pairs}
         )
+        # made after every first map, so those start as in a one-map model
+        self.members = nn.ModuleDict(
+            {
+                member_key(s, t, k): DomainMap(dim, hidden, content_dim, personal)
+                for k in range(1, ensemble)
+                for s, t in self.pairs
+            }
+        )
+
+    def pair_maps(self, src: str, dst: str) -> list[DomainMap]:
+        """The ensemble of the map src -> dst (one map unless ``ensemble`` > 1)."""
+        first = self.maps[pair_key(src, dst)]
+        rest = [self.members[member_key(src, dst, k)] for k in range(1, self.ensemble)]
+        out = [first, *rest]
+        assert all(isinstance(f, DomainMap) for f in out)
+        return out  # type: ignore[return-value]
 
     def has(self, src: str, dst: str) -> bool:
         return pair_key(src, dst) in self.maps
@@ -187,12 +213,13 @@ class Bridges(nn.Module):
         """Users' vectors in ``dst`` from their fold-in vectors in ``src`` [b, d] (and their
         content profiles in ``src`` [b, r] when the maps read content, their ``src`` items
         when they are personalised): [b, d]."""
-        f = self.maps[pair_key(src, dst)]
-        return f(
-            F.normalize(z_src, dim=1),
-            profiles if self.content_dim else None,
-            items if self.personal else None,
-        )
+        x = F.normalize(z_src, dim=1)
+        p, h = profiles if self.content_dim else None, items if self.personal else None
+        maps = self.pair_maps(src, dst)
+        if len(maps) == 1:
+            out: torch.Tensor = maps[0](x, p, h)
+            return out
+        return torch.stack([F.normalize(f(x, p, h), dim=1) for f in maps]).mean(dim=0)
 
     def meta(self) -> dict[str, object]:
         """What the bundle manifest records to rebuild the modules."""
@@ -201,6 +228,7 @@ class Bridges(nn.Module):
             "hidden": self.hidden,
             "content_dim": self.content_dim,
             "personal": self.personal,
+            "ensemble": self.ensemble,
             "pairs": [list(p) for p in self.pairs],
         }
 
@@ -209,16 +237,19 @@ class Bridges(nn.Module):
         raw_pairs, dim, hidden = meta["pairs"], meta["dim"], meta["hidden"]
         # bundles written before the content input and the personalisation: neither
         content_dim, personal = meta.get("content_dim", 0), meta.get("personal", 0)
+        ensemble = meta.get("ensemble", 1)
         if (
             not isinstance(raw_pairs, list)
             or not isinstance(dim, int)
             or not isinstance(hidden, int)
             or not isinstance(content_dim, int)
             or not isinstance(personal, int)
+            or not isinstance(ensemble, int)
+            or ensemble < 1
         ):
             raise ValueError(f"bridge metadata malformed: {dict(meta)!r:.200}")
         pairs = [(str(p[0]), str(p[1])) for p in raw_pairs]
-        out = cls(dim, hidden, pairs, content_dim, personal)
+        out = cls(dim, hidden, pairs, content_dim, personal, ensemble)
         out.load_state_dict(dict(state), strict=True)
         out.eval()
         return out

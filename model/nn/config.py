@@ -240,6 +240,9 @@ class BridgeConfig:
     """The map also reads the user's content profile in the other domain (the blend's
     content rows, so it needs ``[blend]`` with content; without it the map reads the
     collaborative vector alone)."""
+    ensemble: int = 1
+    """Maps per domain pair, each from its own initialisation; a user's vector is the mean
+    of their unit outputs (1 = one map)."""
     personal: int = 0
     """Personalise the map as PTUPCDR does: the hidden width of the meta-network that
     turns an attention pooling of the user's items in the other domain into their own
@@ -248,7 +251,7 @@ class BridgeConfig:
     """Seed of the initialisation, batch order and held-back users."""
 
     def __post_init__(self) -> None:
-        _at_least(self, hidden=0, personal=0, epochs=1, patience=1, batch_users=1)
+        _at_least(self, hidden=0, personal=0, ensemble=1, epochs=1, patience=1, batch_users=1)
         _at_least(self, mse_weight=0.0, weight_decay=0.0)
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")

@@ -217,7 +217,9 @@ def test_low_degree_items_are_served_the_mix_the_bundle_records(trained, tmp_pat
 
 
 @pytest.mark.parametrize(
-    "change", [{"content": True}, {"personal": 16}], ids=["content", "personal"]
+    "change",
+    [{"content": True}, {"personal": 16}, {"ensemble": 3}],
+    ids=["content", "personal", "ensemble"],
 )
 def test_bridges_reading_more_than_the_fold_in_are_served_as_evaluated(
     trained, tmp_path, change
@@ -239,9 +241,10 @@ def test_bridges_reading_more_than_the_fold_in_are_served_as_evaluated(
     )
     bridges = maps.bridges
     assert bridges is not None
-    assert (bridges.content_dim, bridges.personal) == (
+    assert (bridges.content_dim, bridges.personal, bridges.ensemble) == (
         16 * ("content" in change),
         change.get("personal", 0),
+        change.get("ensemble", 1),
     )
     if "personal" in change:  # trained on the shared map's best: never worse held back
         for rec in maps.report["bridge"].values():
@@ -254,7 +257,14 @@ def test_bridges_reading_more_than_the_fold_in_are_served_as_evaluated(
     owner = torch.arange(4).repeat_interleave(3)
     h1 = HistoryItems(torch.randn(12, model.config.dim), owner, 4)
     h2 = HistoryItems(torch.randn(12, model.config.dim), owner, 4)
-    assert not torch.allclose(bridges.map(src, dst, z, p, h1), bridges.map(src, dst, z, 0 * p, h2))
+    if "ensemble" in change:  # members from other inits; the user gets their unit mean
+        members = [torch.nn.functional.normalize(f(z), dim=1) for f in bridges.pair_maps(src, dst)]
+        assert len(members) == 3 and not torch.allclose(members[0], members[1])
+        torch.testing.assert_close(bridges.map(src, dst, z), torch.stack(members).mean(dim=0))
+    else:
+        assert not torch.allclose(
+            bridges.map(src, dst, z, p, h1), bridges.map(src, dst, z, 0 * p, h2)
+        )
     given = model.config.cross_domain_rule
     try:
         blend, _ = fit_blend(
