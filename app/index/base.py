@@ -59,6 +59,8 @@ ADD_CHUNK = 1 << 20
 
 INDEX_FILE = "index.faiss"
 META_FILE = "index.json"
+CENTROIDS_FILE = "centroids.npy"
+"""``ivf-pq``: the lists' centroids (the coarse quantizer holds their projections)."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ class BaseIndex:
         *,
         vectors: np.ndarray | None = None,
         rerank: int = 0,
+        centres: np.ndarray | None = None,
     ) -> None:
         # Any: faiss's stubs type IVF attributes (nprobe, nlist) on subclasses only.
         self.index = index
@@ -165,7 +168,8 @@ class BaseIndex:
         self.rerank = rerank
         """``ivf-pq``: candidates per query re-scored exactly."""
         self._keep: Any = None
-        self._centres = large.centroids(index) if kind == "ivf-pq" else None
+        self._centres = centres
+        """``ivf-pq``: the lists' centroids, for each probed list's term <q, centroid>."""
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -229,7 +233,7 @@ class BaseIndex:
         nlist = min(params.nlist or default_nlist(n), n)
         m = min(n, params.train_points_per_list * nlist)
         sample = np.sort(np.random.default_rng(0).choice(n, m, replace=False))
-        index, quantizer = large.build_pq(
+        index, quantizer, centres = large.build_pq(
             x,
             radius,
             nlist,
@@ -239,7 +243,7 @@ class BaseIndex:
             chunk=ADD_CHUNK,
         )
         set_probe(index, min(params.nprobe, nlist))
-        base = cls(index, "ivf-pq", dim, radius, vectors=x, rerank=params.rerank)
+        base = cls(index, "ivf-pq", dim, radius, vectors=x, rerank=params.rerank, centres=centres)
         base._keep = quantizer  # the index points at it; faiss's wrapper does not hold it
         if queries is not None and len(queries) and params.target_recall:
             cal = base._calibrate(x, queries, params)
@@ -319,6 +323,8 @@ class BaseIndex:
         meta = {"kind": self.kind, "dim": self.dim, "radius": self.radius, "calibration": cal}
         if self.kind == "ivf-pq":
             meta["rerank"] = self.rerank
+            assert self._centres is not None
+            np.save(directory / CENTROIDS_FILE, self._centres)
         (directory / META_FILE).write_text(json.dumps(meta))
 
     @classmethod
@@ -346,6 +352,7 @@ class BaseIndex:
             None if cal is None else IndexCalibration(**cal),
             vectors=vectors if kind == "ivf-pq" else None,
             rerank=int(meta.get("rerank", 0)),
+            centres=np.load(directory / CENTROIDS_FILE) if kind == "ivf-pq" else None,
         )
 
     # --- reads ---------------------------------------------------------------------------

@@ -12,10 +12,13 @@ whenever the true top k are among the candidates (recall is calibrated at build 
 for the other indexes). The codes are 1 byte per 4 dimensions in the index file; the
 vectors themselves are not stored twice.
 
-The inner-product handling is the large IVF index's (base.py): lists are chosen by L2 over
-the augmented vectors ``[x, sqrt(R^2 - |x|^2)]`` (k-means and the HNSW coarse quantizer),
-and scanned by inner product with the zero-padded query, which ignores the augmenting
-coordinate. The codes encode each item's residual from its list's centroid (4-bit codes of
+The inner-product handling: k-means partitions the augmented vectors
+``[x, sqrt(R^2 - |x|^2)]`` (all of length R) by L2, and the lists are scanned by inner
+product with the zero-padded query, which ignores the augmenting coordinate. A query's
+lists are those whose centroids, projected onto the sphere of radius R, are nearest to
+``[q, 0]`` (the HNSW coarse quantizer holds the projections): the centroids of points on
+that sphere lie inside it, at depths that vary by list, and plain L2 to them favoured the
+tightest lists whatever the query. The codes encode each item's residual from its list's centroid (4-bit codes of
 the vectors themselves ranked a real user's true top 100 so poorly that fewer than 30 %
 were among the best 2,000 candidates at 1e7 items); a list's inner-product term
 ``<q, centroid>`` is computed here and handed to FAISS with the lists to scan
@@ -80,34 +83,41 @@ def build_pq(
     train_points_per_list: int,
     train_iters: int,
     chunk: int,
-) -> tuple[Any, Any]:
+) -> tuple[Any, Any, np.ndarray]:
     """An IVF-PQ fast-scan index over the rows of ``x`` (labels 0..n-1), trained on the
     rows ``sample``, filled ``chunk`` rows at a time; returns (index, its HNSW quantizer:
-    the caller keeps it alive with the index).
+    the caller keeps it alive with the index, [nlist, width] centroids).
 
     Items are assigned to lists by a flat quantizer (one matrix product per chunk: on
-    4096 lists about twice as fast as walking the HNSW graph, and exact); the HNSW graph
-    over the same centroids then replaces it for queries, which probe a few lists each."""
+    4096 lists about twice as fast as walking the HNSW graph, and exact); an HNSW graph
+    over the centroids' projections then replaces it for queries (module docstring)."""
     width = coded_dim(x.shape[1])
     flat = faiss.IndexFlatL2(width)
     metric = faiss.METRIC_INNER_PRODUCT
     index = faiss.IndexIVFPQFastScan(flat, width, nlist, width // DIMS_PER_CODE, 4, metric)
     index.by_residual = True
+    # FAISS makes an inner-product IVF's k-means spherical (unit-length centroids): over
+    # the augmented vectors, all of length R, that undoes the transform (lists chosen by
+    # the direction of [q, 0] alone, residuals as long as the items). This partition is
+    # an L2 one.
+    index.cp.spherical = False
     index.cp.max_points_per_centroid = train_points_per_list
     index.cp.niter = train_iters
     index.train(index_rows(x[sample], radius, width))
     for start in range(0, x.shape[0], chunk):
         index.add(index_rows(x[start : start + chunk], radius, width))
+    centres = np.asarray(flat.reconstruct_n(0, nlist), dtype=np.float32)
     hnsw = faiss.IndexHNSWFlat(width, 32)
-    hnsw.add(flat.reconstruct_n(0, nlist))
+    hnsw.add(on_sphere(centres, radius))
     index.quantizer = hnsw
     set_probe(index, 1)
-    return index, hnsw
+    return index, hnsw, centres
 
 
-def centroids(index: Any) -> np.ndarray:
-    """[nlist, width] float32: the lists' centroids (the coarse quantizer's vectors)."""
-    return np.asarray(index.quantizer.reconstruct_n(0, index.nlist), dtype=np.float32)
+def on_sphere(centres: np.ndarray, radius: float) -> np.ndarray:
+    """The centroids scaled to length ``radius`` (what the coarse quantizer searches)."""
+    norms = np.linalg.norm(centres, axis=1, keepdims=True)
+    return np.ascontiguousarray(centres * (radius / np.maximum(norms, 1e-30)), dtype=np.float32)
 
 
 def rerank(
@@ -115,7 +125,7 @@ def rerank(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top ``fetch`` ([m, fetch] inner products, labels) of the ``max(depth, fetch)`` best
     candidates of the fast scan, re-scored exactly against ``vectors`` (rows = labels);
-    best first, -1 padded. ``centres``: :func:`centroids` of ``index``."""
+    best first, -1 padded. ``centres``: the lists' centroids (:func:`build_pq`)."""
     want = max(depth, fetch)
     padded = query_rows(q, index.d)
     _, lists = index.quantizer.search(padded, index.nprobe)
