@@ -135,6 +135,11 @@ def rerank(
     labels = np.full((q.shape[0], fetch), -1, dtype=np.int64)
     for row in range(q.shape[0]):
         found = np.sort(cand[row][cand[row] >= 0])  # ascending rows: fewer page jumps
+        if not len(found) and not q[row].any():
+            # Fast scan returns nothing for a zero query (its look-up tables are scaled by
+            # their range, 0 here), and the caller then widened its search to the whole
+            # catalogue; every item scores 0, so any rows are exact search's answer.
+            found = np.arange(min(want, vectors.shape[0]))
         if not len(found):
             continue
         exact = np.asarray(vectors[found], dtype=np.float32) @ q[row]

@@ -243,3 +243,18 @@ def test_large_base_lists_partition_the_augmented_vectors_and_are_chosen_by_dire
     found = index.search(queries[150:], 50)[1]
     hits = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(truth, found, strict=True))
     assert hits / (50 * 150) >= 0.95
+
+
+def test_a_zero_query_gets_items_from_a_large_base(small_large: None) -> None:
+    """A zero query (a user with nothing to embed from, e.g. a cross-domain user of a
+    bundle without bridges) scores every item 0. FAISS's fast scan returned no candidate
+    for it, so the recommender widened its search 4x at a time up to the whole catalogue
+    (1.3 s per request at 1e7 items); exact search returns k items at score 0."""
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((9_000, 16)).astype(np.float32)
+    index = DomainIndex("d", 16, exact_max_items=1_000, ivf_nlist=16, ivf_target_recall=None)
+    index.build([f"i{k}" for k in range(len(x))], x)
+    assert index.kind == "ivf-pq"
+    hits = index.search(np.zeros(16, np.float32), 10, exclude=[{"i0", "i3"}])[0]
+    assert len(hits) == 10 and {s for _, s in hits} == {0.0}
+    assert not {"i0", "i3"} & {i for i, _ in hits}
