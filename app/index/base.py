@@ -332,7 +332,7 @@ class BaseIndex:
         """The index saved in ``directory``, memory-mapped read-only (an ``ivf-pq`` index's
         fast-scan lists are read into memory: FAISS maps only plain inverted lists).
         ``vectors``: the rows an ``ivf-pq`` index re-ranks against (those it was built
-        from), required for that kind."""
+        from), required for that kind and ignored by the others."""
         meta = json.loads((directory / META_FILE).read_text())
         kind, dim = str(meta["kind"]), int(meta["dim"])
         flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY

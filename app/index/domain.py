@@ -63,9 +63,8 @@ Queries = np.ndarray | Callable[[], np.ndarray] | None
 
 
 class DomainIndex:
-    """Inner-product top-k search over the items of one domain. ``threads``: OpenMP
-    threads of its FAISS calls (module docstring); ``dtype``: storage of the base vectors
-    ("float32" or "float16")."""
+    """Inner-product top-k over one domain's items. ``threads``: OpenMP threads of its FAISS
+    calls (module docstring); ``dtype``: storage of the base vectors (float32 / float16)."""
 
     def __init__(
         self,
@@ -86,8 +85,7 @@ class DomainIndex:
             raise ValueError(f"dim must be >= 1, got {dim}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
-        self.domain = domain
-        self.dim = int(dim)
+        self.domain, self.dim = domain, int(dim)
         self.params = BaseParams(
             exact_max_items=int(exact_max_items),
             nlist=ivf_nlist,
@@ -158,8 +156,7 @@ class DomainIndex:
                 def write(tmp: Path) -> None:
                     self._build_base(ids, vectors, queries).save(tmp)
 
-                mapped = open_cached(cache_root, key, write)
-                base = BaseIndex.load(mapped, vectors if len(ids) > LARGE_ABOVE else None)
+                base = BaseIndex.load(open_cached(cache_root, key, write), vectors)
                 if len(base) != len(ids) or base.dim != self.dim:
                     raise ValueError(f"{self.domain}: cached index does not match the items")
             with self._rw.write():
