@@ -128,6 +128,13 @@ class IndexSettings(BaseModel):
         description="Bundle users searched to calibrate an IVF index's nprobe; 0 = no "
         "calibration (nprobe = ivf_nprobe).",
     )
+    ivf_rerank: int = Field(
+        1000,
+        ge=1,
+        description="Domains of more than 2M items are indexed with 4-bit product-quantised "
+        "codes (IVF-PQ fast scan): this many candidates per query are then re-scored exactly "
+        "against the serving vectors (recall/speed; nprobe is calibrated at this depth).",
+    )
     vector_dtype: Literal["float32", "float16"] = Field(
         "float32",
         description="Storage of the bundle's serving item vectors in the cache and index "

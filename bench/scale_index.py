@@ -176,7 +176,7 @@ def resume(args: argparse.Namespace, n: int, work: Path) -> dict[str, Any]:
     rec["dim"] = int(x.shape[1])
     if n <= LARGE_ABOVE:
         x = np.asarray(x, dtype=np.float32)
-    index = BaseIndex.load(work / "index")
+    index = BaseIndex.load(work / "index", x)  # an ivf-pq index re-ranks against x
     rec["kind"], rec["nlist"], rec["nprobe"] = index.kind, index.nlist, index.nprobe
     k = 100
     t = time.perf_counter()
@@ -210,7 +210,9 @@ def serve_probe(work: Path, calls: int) -> dict[str, Any]:
     proc = psutil.Process()
     before = proc.memory_full_info()
     t = time.perf_counter()
-    index = BaseIndex.load(work / "index")
+    # the serving vectors the service maps beside the index (an ivf-pq index re-ranks
+    # against them)
+    index = BaseIndex.load(work / "index", np.load(work / "vectors.npy", mmap_mode="r"))
     ids = StringColumn.load(work, "ids")
     lookup = IdLookup.load(work, "items")
     open_s = time.perf_counter() - t

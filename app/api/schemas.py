@@ -384,7 +384,10 @@ class IndexCalibrationInfo(BaseModel):
 
 
 class IndexInfo(BaseModel):
-    kind: str = Field(description='"flat" (exact) or "ivf" (approximate).')
+    kind: str = Field(
+        description='"flat" (exact), "ivf" (approximate) or "ivf-pq" (approximate, more than '
+        "2M items: product-quantised codes, candidates re-scored exactly)."
+    )
     size: int
     bundle_items: int
     registered_items: int

@@ -6,6 +6,10 @@ Kinds (chosen from the number of items):
 * ``"ivf"``: ``IndexIVFFlat`` over the vectors mapped from inner product to L2 (below),
   ``nlist`` ~ 4*sqrt(n) lists trained on (a sample of) the vectors, ``nprobe`` lists
   scanned per query; candidates are re-scored by exact inner product.
+* ``"ivf-pq"`` (n > ``LARGE_ABOVE``): IVF over 4-bit product-quantised codes scanned by
+  FAISS's fast scan, the best ``rerank`` candidates re-scored exactly against the serving
+  vectors the index was built from (app/index/large.py); ``nprobe`` calibrated at that
+  depth.
 
 Labels are the rows of the vectors the index was built from (0..n-1), so no id map is
 stored; an IVF index keeps an array direct map (8 bytes per item) to re-score candidates.
@@ -45,6 +49,9 @@ from typing import Any
 import faiss
 import numpy as np
 
+from app.index import large
+from app.index.large import set_probe
+
 LARGE_ABOVE = 2_000_000
 """Above this many items an IVF index is built a chunk at a time (``_build_large``)."""
 
@@ -52,6 +59,8 @@ ADD_CHUNK = 1 << 20
 
 INDEX_FILE = "index.faiss"
 META_FILE = "index.json"
+CENTROIDS_FILE = "centroids.npy"
+"""``ivf-pq``: the lists' centroids (the coarse quantizer holds their projections)."""
 
 
 @dataclass(frozen=True)
@@ -85,10 +94,14 @@ class BaseParams:
     # (recall is measured, bench/index_recall.py), and training dominates a build.
     train_iters: int = 10
     dtype: str = "float32"
+    rerank: int = 1000
+    """Bases over ``LARGE_ABOVE`` items (``ivf-pq``): candidates per query re-scored exactly."""
 
     def __post_init__(self) -> None:
         if self.nprobe < 1:
             raise ValueError(f"ivf_nprobe must be >= 1, got {self.nprobe}")
+        if self.rerank < 1:
+            raise ValueError(f"ivf_rerank must be >= 1, got {self.rerank}")
         if self.target_recall is not None and not 0 < self.target_recall <= 1:
             raise ValueError(f"ivf_target_recall must be in (0, 1], got {self.target_recall}")
         if self.dtype not in ("float32", "float16"):
@@ -105,21 +118,6 @@ def augment(x: np.ndarray, radius: float) -> np.ndarray:
 
 def pad_queries(q: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.hstack([q, np.zeros((q.shape[0], 1), q.dtype)]))
-
-
-COARSE_EF = 128
-"""The HNSW coarse quantizer's search breadth (large bases), raised to ``nprobe`` when
-more lists are probed: a graph walk returns at most that many lists, so with a fixed
-breadth "nprobe = 4096 of 4096" reached ~2,600 lists and recall stopped below target."""
-
-
-def set_probe(index: Any, nprobe: int) -> None:
-    """``nprobe`` lists per query, and a search breadth of the HNSW coarse quantizer (large
-    bases) that can return that many lists."""
-    index.nprobe = nprobe
-    quantizer = faiss.downcast_index(index.quantizer)
-    if isinstance(quantizer, faiss.IndexHNSW):
-        quantizer.hnsw.efSearch = max(COARSE_EF, nprobe)
 
 
 def exact_top(x: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -154,6 +152,10 @@ class BaseIndex:
         dim: int,
         radius: float = 0.0,
         calibration: IndexCalibration | None = None,
+        *,
+        vectors: np.ndarray | None = None,
+        rerank: int = 0,
+        centres: np.ndarray | None = None,
     ) -> None:
         # Any: faiss's stubs type IVF attributes (nprobe, nlist) on subclasses only.
         self.index = index
@@ -161,6 +163,13 @@ class BaseIndex:
         self.dim = dim
         self.radius = radius
         self.calibration = calibration
+        self.vectors = vectors
+        """``ivf-pq``: the vectors (rows = labels) the candidates are re-scored against."""
+        self.rerank = rerank
+        """``ivf-pq``: candidates per query re-scored exactly."""
+        self._keep: Any = None
+        self._centres = centres
+        """``ivf-pq``: the lists' centroids, for each probed list's term <q, centroid>."""
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -209,12 +218,12 @@ class BaseIndex:
     def _build_large(
         cls, x: np.ndarray, params: BaseParams, queries: np.ndarray | None
     ) -> BaseIndex:
-        """IVF over more than ``LARGE_ABOVE`` items, a chunk at a time: ``x`` may be a
-        float16 memory map (the serving cache's vectors), never copied whole. k-means runs
-        on a sample (``train_points_per_list`` per list, as FAISS would subsample) and the
-        coarse quantizer is an HNSW graph over the centroids, so assigning millions of
-        items costs a graph walk each rather than a scan of every centroid. Calibration
-        and the exact-instead rule are those of smaller indexes."""
+        """IVF-PQ fast scan with an exact re-rank over more than ``LARGE_ABOVE`` items
+        (app/index/large.py), a chunk at a time: ``x`` may be a float16 memory map (the
+        serving cache's vectors), never copied whole, and is what the re-rank reads (the
+        loaded index is given it again, :meth:`load`). k-means runs on a sample
+        (``train_points_per_list`` per list, as FAISS would subsample). Calibration and the
+        exact-instead rule are those of smaller indexes, at ``params.rerank`` candidates."""
         n, dim = x.shape
         radius = 0.0
         for start in range(0, n, ADD_CHUNK):
@@ -224,30 +233,18 @@ class BaseIndex:
         nlist = min(params.nlist or default_nlist(n), n)
         m = min(n, params.train_points_per_list * nlist)
         sample = np.sort(np.random.default_rng(0).choice(n, m, replace=False))
-        quantizer = faiss.IndexHNSWFlat(dim + 1, 32)
-        quantizer.hnsw.efSearch = COARSE_EF
-        # Lists are chosen by L2 over the augmented vectors (the quantizer above, k-means in
-        # L2: the inner-product transform) but scanned by inner product with the padded
-        # query, whose 0 ignores the augmenting coordinate: stored in float16 that
-        # coordinate (~R for short items) is rounded by ~R * 5e-4, which moved L2 distances
-        # by more than the score gaps near rank 100 of a dense catalogue (recall 0.91 with
-        # every list probed at 1e7 items); the inner product is that of the stored vectors.
-        sq = faiss.ScalarQuantizer.QT_fp16 if params.dtype == "float16" else None
-        metric = faiss.METRIC_INNER_PRODUCT
-        if sq is None:
-            index: Any = faiss.IndexIVFFlat(quantizer, dim + 1, nlist, metric)
-        else:
-            index = faiss.IndexIVFScalarQuantizer(quantizer, dim + 1, nlist, sq, metric)
-            index.by_residual = False
-        index.quantizer_trains_alone = 2  # k-means on a flat index, centroids into HNSW
-        index.cp.max_points_per_centroid = params.train_points_per_list
-        index.cp.niter = params.train_iters
-        index.train(augment(np.asarray(x[sample], dtype=np.float32), radius))
+        index, quantizer, centres = large.build_pq(
+            x,
+            radius,
+            nlist,
+            sample,
+            train_points_per_list=params.train_points_per_list,
+            train_iters=params.train_iters,
+            chunk=ADD_CHUNK,
+        )
         set_probe(index, min(params.nprobe, nlist))
-        for start in range(0, n, ADD_CHUNK):
-            index.add(augment(np.asarray(x[start : start + ADD_CHUNK], np.float32), radius))
-        index.set_direct_map_type(faiss.DirectMap.Array)  # type: ignore[attr-defined]
-        base = cls(index, "ivf", dim, radius)
+        base = cls(index, "ivf-pq", dim, radius, vectors=x, rerank=params.rerank, centres=centres)
+        base._keep = quantizer  # the index points at it; faiss's wrapper does not hold it
         if queries is not None and len(queries) and params.target_recall:
             cal = base._calibrate(x, queries, params)
             if 2 * cal.nprobe > cal.nlist:
@@ -297,12 +294,11 @@ class BaseIndex:
         t = time.perf_counter()
         k = min(100, x.shape[0])
         truth = exact_top(x, queries, k)
-        padded = pad_queries(queries)
         index = self.index
         nprobe, nlist = min(params.nprobe, index.nlist), index.nlist
         while True:
             set_probe(index, nprobe)
-            _, found = index.search(padded, k)
+            _, found = self._approximate(queries, k)
             hits = sum(
                 len(set(a.tolist()) & set(b.tolist())) for a, b in zip(truth, found, strict=True)
             )
@@ -325,47 +321,76 @@ class BaseIndex:
         faiss.write_index(self.index, str(directory / INDEX_FILE))
         cal = None if self.calibration is None else dataclasses.asdict(self.calibration)
         meta = {"kind": self.kind, "dim": self.dim, "radius": self.radius, "calibration": cal}
+        if self.kind == "ivf-pq":
+            meta["rerank"] = self.rerank
+            assert self._centres is not None
+            np.save(directory / CENTROIDS_FILE, self._centres)
         (directory / META_FILE).write_text(json.dumps(meta))
 
     @classmethod
-    def load(cls, directory: Path) -> BaseIndex:
-        """The index saved in ``directory``, memory-mapped read-only."""
+    def load(cls, directory: Path, vectors: np.ndarray | None = None) -> BaseIndex:
+        """The index saved in ``directory``, memory-mapped read-only (an ``ivf-pq`` index's
+        fast-scan lists are read into memory: FAISS maps only plain inverted lists).
+        ``vectors``: the rows an ``ivf-pq`` index re-ranks against (those it was built
+        from), required for that kind and ignored by the others."""
         meta = json.loads((directory / META_FILE).read_text())
+        kind, dim = str(meta["kind"]), int(meta["dim"])
         flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
         index = faiss.read_index(str(directory / INDEX_FILE), flags)
+        if kind == "ivf-pq" and (vectors is None or vectors.shape != (index.ntotal, dim)):
+            got = None if vectors is None else vectors.shape
+            raise ValueError(
+                f"an ivf-pq index of {index.ntotal} x {dim} needs those vectors to re-rank "
+                f"against, got {got}"
+            )
         cal = meta.get("calibration")
         return cls(
             index,
-            str(meta["kind"]),
-            int(meta["dim"]),
+            kind,
+            dim,
             float(meta["radius"]),
             None if cal is None else IndexCalibration(**cal),
+            vectors=vectors if kind == "ivf-pq" else None,
+            rerank=int(meta.get("rerank", 0)),
+            centres=np.load(directory / CENTROIDS_FILE) if kind == "ivf-pq" else None,
         )
 
     # --- reads ---------------------------------------------------------------------------
     @property
     def nprobe(self) -> int | None:
-        return int(self.index.nprobe) if self.kind == "ivf" else None
+        return int(self.index.nprobe) if self.kind != "flat" else None
 
     @property
     def nlist(self) -> int | None:
-        return int(self.index.nlist) if self.kind == "ivf" else None
+        return int(self.index.nlist) if self.kind != "flat" else None
 
     def set_nprobe(self, nprobe: int) -> None:
-        if self.kind == "ivf":
+        if self.kind != "flat":
             set_probe(self.index, min(nprobe, self.index.nlist))
 
     def reconstruct(self, labels: np.ndarray) -> np.ndarray:
         """[len(labels), dim] float32 stored vectors (float16 storage: the rounded values)."""
+        if self.vectors is not None:  # ivf-pq: the rows re-ranked against, not the codes
+            return np.asarray(self.vectors[labels], dtype=np.float32)
         out = np.asarray(self.index.reconstruct_batch(labels), dtype=np.float32)
         return out[:, : self.dim] if self.kind == "ivf" else out
+
+    def _approximate(self, q: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+        """What an approximate index finds for ``q``: ``ivf-pq`` re-ranked ([m, fetch]
+        inner products, labels), ``ivf`` the list scan's (labels in the same order)."""
+        if self.kind == "ivf-pq":
+            assert self.vectors is not None and self._centres is not None
+            return large.rerank(self.index, self._centres, self.vectors, q, self.rerank, fetch)
+        return self.index.search(pad_queries(q), fetch)
 
     def search(self, q: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
         """([m, fetch] inner products, [m, fetch] labels), best first, -1 padded (IVF: when
         the probed lists hold fewer candidates)."""
-        if self.kind != "ivf":
+        if self.kind == "flat":
             scores, labels = self.index.search(q, fetch)
             return scores, labels
+        if self.kind == "ivf-pq":
+            return self._approximate(q, fetch)
         _, cand = self.index.search(pad_queries(q), fetch)
         scores = np.full(cand.shape, -np.inf, dtype=np.float32)
         for row in range(q.shape[0]):

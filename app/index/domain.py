@@ -63,9 +63,8 @@ Queries = np.ndarray | Callable[[], np.ndarray] | None
 
 
 class DomainIndex:
-    """Inner-product top-k search over the items of one domain. ``threads``: OpenMP
-    threads of its FAISS calls (module docstring); ``dtype``: storage of the base vectors
-    ("float32" or "float16")."""
+    """Inner-product top-k over one domain's items. ``threads``: OpenMP threads of its FAISS
+    calls (module docstring); ``dtype``: storage of the base vectors (float32 / float16)."""
 
     def __init__(
         self,
@@ -80,13 +79,13 @@ class DomainIndex:
         ivf_train_points_per_list: int = 64,
         ivf_train_iters: int = 10,
         dtype: str = "float32",
+        ivf_rerank: int = 1000,
     ) -> None:
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
-        self.domain = domain
-        self.dim = int(dim)
+        self.domain, self.dim = domain, int(dim)
         self.params = BaseParams(
             exact_max_items=int(exact_max_items),
             nlist=ivf_nlist,
@@ -95,6 +94,7 @@ class DomainIndex:
             train_points_per_list=int(ivf_train_points_per_list),
             train_iters=int(ivf_train_iters),
             dtype=dtype,
+            rerank=int(ivf_rerank),
         )
         self.threads = threads
         self._rw = RWLock()
@@ -156,7 +156,7 @@ class DomainIndex:
                 def write(tmp: Path) -> None:
                     self._build_base(ids, vectors, queries).save(tmp)
 
-                base = BaseIndex.load(open_cached(cache_root, key, write))
+                base = BaseIndex.load(open_cached(cache_root, key, write), vectors)
                 if len(base) != len(ids) or base.dim != self.dim:
                     raise ValueError(f"{self.domain}: cached index does not match the items")
             with self._rw.write():
@@ -368,8 +368,10 @@ def cache_key(domain: str, dim: int, params: BaseParams, source_key: str, n: int
     """The serving cache key of a base index: everything its content depends on."""
     doc = {"source": source_key, "domain": domain, "n": n, "dim": dim}
     doc |= dataclasses.asdict(params) | {"faiss": faiss.__version__}
-    if n > LARGE_ABOVE:  # large bases are scanned by inner product since this key
-        doc["large_scan"] = "inner_product, coarse breadth >= nprobe"
+    if n > LARGE_ABOVE:  # large bases are IVF-PQ fast scan + exact re-rank since this key
+        doc["large_scan"] = "ivf-pq fast scan, exact re-rank"
+    else:  # the re-rank depth is that of large bases only: smaller ones keep their keys
+        doc.pop("rerank")
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
 
 

@@ -242,6 +242,7 @@ def build_domain_index(
         ivf_nlist=settings.ivf_nlist,
         ivf_nprobe=settings.ivf_nprobe,
         ivf_target_recall=settings.ivf_target_recall,
+        ivf_rerank=settings.ivf_rerank,
         threads=settings.faiss_threads,
         dtype=settings.vector_dtype,
     )
@@ -278,7 +279,7 @@ def build_domain_index(
             c.queries,
             c.seconds,
         )
-    elif index.kind == "ivf":
+    elif index.kind in ("ivf", "ivf-pq"):
         log.warning(
             "%s: IVF index not calibrated (no bundle users); nprobe %s", domain, index.nprobe
         )
