@@ -164,20 +164,18 @@ def main(argv: list[str] | None = None) -> int:
     out["maps_report"] = maps.report
     given = model.config.cross_domain_rule
     wanted = set(args.only.split(",")) if args.only else None
+    # one content PCA for every row's blend and the maps that read content
+    reducer = fit_reducer(split, features, cfg.blend.content_dim)
+    content = None if reducer is None else content_rows(reducer, split, features)
     other_bridges: dict[str, Any] = {}
     for name, change in OTHER_BRIDGES.items():
         if wanted is not None and name not in wanted:
             continue
-        t1 = time.perf_counter()
-        reducer = fit_reducer(split, features, cfg.blend.content_dim)
-        if change.get("content") and reducer is None:
+        if change.get("content") and content is None:
             continue  # no content to read
+        t1 = time.perf_counter()
         other_bridges[name], out[f"{name}_bridge_report"] = fit_bridges(
-            model,
-            split,
-            features,
-            replace(cfg.bridge, **change),
-            content=None if reducer is None else content_rows(reducer, split, features),
+            model, split, features, replace(cfg.bridge, **change), content=content
         )
         out[f"{name}_bridge_seconds"] = time.perf_counter() - t1
     variants = {
@@ -218,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             bridges=mp.bridges,
             item_maps=mp.item_maps,
             low_degree_grid=grid,
+            reducer=reducer,
         )
         out[f"{name}_low_degree"] = {
             d: {k: r["inductive"].get(k) for k in ("low_degree_k", "objective_by_low_degree_k")}

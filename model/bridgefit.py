@@ -230,8 +230,7 @@ def fit_bridges(
     # ``embedders``: the serving fold-in states when the caller already has them
     embedders = embedders or serving_embedders(model, split, features)
     pairs = [(s, t) for s in model.domains for t in model.domains if s != t]
-    use_content = cfg.content and content is not None and bool(content)
-    r = int(next(iter(content.values())).shape[1]) if use_content and content else 0
+    r = int(next(iter(content.values())).shape[1]) if cfg.content and content else 0
     bridges = Bridges(
         model.config.dim,
         cfg.hidden,

@@ -111,13 +111,12 @@ class BaseParams:
 def augment(x: np.ndarray, radius: float) -> np.ndarray:
     """[n, d] -> [n, d+1]: append sqrt(radius^2 - |x|^2), so |x'| = radius for every row and
     |q' - x'|^2 = |q|^2 + radius^2 - 2 q.x for a query q' = [q, 0]."""
-    sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
-    extra = np.sqrt(np.maximum(radius * radius - sq, 0.0))
-    return np.ascontiguousarray(np.hstack([x, extra[:, None]]), dtype=np.float32)
+    return large.index_rows(x, radius, x.shape[1] + 1)
 
 
 def pad_queries(q: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.hstack([q, np.zeros((q.shape[0], 1), q.dtype)]))
+    """[m, d] -> [m, d+1] float32: the queries with a zero appended."""
+    return large.query_rows(q, q.shape[1] + 1)
 
 
 def exact_top(x: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:

@@ -133,13 +133,15 @@ class DomainEmbedder:
         """The users' distinct graph items as the personalised cross-domain maps read them
         (model.nn.bridge): each item's mean of layers, without the cold-item scaling or
         item maps (the history items of a user are bought, so warm)."""
-        owner = [np.full(len(np.unique(h)), k, dtype=np.int64) for k, h in enumerate(histories)]
         cols = [np.unique(np.asarray(h, dtype=np.int64)) for h in histories]
-        dev = self.item_layers.device
-        idx = torch.as_tensor(np.concatenate(cols) if cols else np.empty(0, np.int64), device=dev)
+        owner = [np.full(len(c), k, dtype=np.int64) for k, c in enumerate(cols)]
+        empty = np.empty(0, dtype=np.int64)
+        idx = torch.as_tensor(
+            np.concatenate(cols) if cols else empty, device=self.item_layers.device
+        )
         return HistoryItems(
             self.item_layers[:, idx].mean(dim=0),
-            torch.as_tensor(np.concatenate(owner) if owner else np.empty(0, np.int64)),
+            torch.as_tensor(np.concatenate(owner) if owner else empty),
             len(histories),
         )
 
