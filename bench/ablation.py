@@ -14,6 +14,8 @@ Further rows (``--only`` picks among all): both maps with the low-degree mix
 (``both_maps_mix``), with a blend item term fitted (``both_maps_cold``: the prior of items
 without interactions; ``both_maps_decay``: the content decay; model.nn.blend.ITEM_TERMS),
 and with twice the blend trials (``both_maps_x2``); every other row has both terms off.
+``both_maps_decay_cp`` adds the cross-domain co-purchase block (model.nn.copurchase) to
+``both_maps_decay``; every other row has no block.
 ``both_maps_decay_cbridge``, ``_pbridge`` and ``_ebridge`` are ``both_maps_decay`` with
 cross-domain maps trained for them that also read the user's content profile in the other
 domain (``[bridge] content``), are personalised (``[bridge] personal``), or are an
@@ -63,6 +65,8 @@ OTHER_BRIDGES: dict[str, dict[str, Any]] = {
     "both_maps_decay_ebridge": {"ensemble": 5},
 }
 """Rows of ``both_maps_decay`` with other cross-domain maps ([bridge] keys changed)."""
+COPURCHASE_RANK = 64
+"""Rank of the ``both_maps_decay_cp`` row's co-purchase block when the config sets none."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         # both maps and an item term fitted on validation (model.nn.blend.ITEM_TERMS)
         "both_maps_cold": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
         "both_maps_decay": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
+        # and the cross-domain co-purchase block (rank: [blend] copurchase_rank, else 64)
+        "both_maps_decay_cp": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
         # both maps, twice the blend trials, no term: what the terms' extra trials alone do
         "both_maps_x2": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
     }
@@ -196,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     terms = {
         "both_maps_cold": "cold_prior",
         "both_maps_decay": "content_decay",
+        "both_maps_decay_cp": "content_decay",
         **{name: "content_decay" for name in OTHER_BRIDGES},
     }
     if wanted is not None:
@@ -212,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
                 trials=cfg.blend.trials * (2 if name == "both_maps_x2" else 1),
                 cold_prior=terms.get(name) == "cold_prior",
                 content_decay=terms.get(name) == "content_decay",
+                copurchase_rank=(cfg.blend.copurchase_rank or COPURCHASE_RANK)
+                if name == "both_maps_decay_cp"
+                else 0,
             ),
             bridges=mp.bridges,
             item_maps=mp.item_maps,

@@ -9,6 +9,8 @@ Layout::
                                degrees, content vectors, users' input histories (CSR)
     catalogue.json             per-domain user/item ids, titles, categories, popularity
     blend.safetensors          the score blend's content reducer (model.nn.blend), if any
+    copurchase.safetensors     the blend's cross-domain co-purchase factors
+                               (model.nn.copurchase), if any
     bridge.safetensors         the cross-domain maps (model.nn.bridge), if any
     itemmap.safetensors        the content -> item vector maps (model.nn.itemmap), if any
     tuning.json                every blend-fit and tuning trial (params -> validation NDCG)
@@ -39,6 +41,7 @@ from safetensors.torch import load_file, save_file
 from model.nn.blend import ITEM_TERMS, Blend, BlendWeights, ContentReducer, DomainBlend
 from model.nn.bridge import Bridges
 from model.nn.config import MICRecConfig
+from model.nn.copurchase import CoPurchase
 from model.nn.foldin import DomainEmbedder
 from model.nn.graph import TemplateMap
 from model.nn.itemmap import ItemMaps
@@ -189,6 +192,14 @@ def save_bundle(
             )
             blend_meta["reducer"] = {"modalities": list(r.modalities), "dims": list(r.dims)}
             files.append("blend.safetensors")
+        if blend.copurchase is not None:
+            cp = blend.copurchase
+            save_file(
+                {k: v.contiguous() for k, v in cp.tensors().items()},
+                str(tmp / "copurchase.safetensors"),
+            )
+            blend_meta["copurchase"] = cp.meta()
+            files.append("copurchase.safetensors")
     bridge_meta: dict[str, Any] | None = None
     if bridges is not None:
         state = {k: v.detach().cpu().contiguous() for k, v in bridges.state_dict().items()}
@@ -281,6 +292,8 @@ def verify_bundle(path: Path) -> dict[str, Any]:
     required = {"weights.safetensors", "catalogue.json", *manifest.get("domain_files", {}).values()}
     if (manifest.get("blend") or {}).get("reducer"):
         required.add("blend.safetensors")
+    if (manifest.get("blend") or {}).get("copurchase"):
+        required.add("copurchase.safetensors")
     if manifest.get("bridge"):
         required.add("bridge.safetensors")
     if manifest.get("item_map"):
@@ -473,4 +486,9 @@ def _load_blend(path: Path, meta: dict[str, Any] | None) -> Blend | None:
         raise BundleError(
             f"{path}: unknown blend item terms {unknown}; known: {sorted(ITEM_TERMS)}"
         )
-    return Blend(reducer, Blend.weights_from_json(meta["weights"]), query, terms)
+    copurchase = None
+    if meta.get("copurchase"):
+        copurchase = CoPurchase.from_state(
+            meta["copurchase"], load_file(str(path / "copurchase.safetensors"))
+        )
+    return Blend(reducer, Blend.weights_from_json(meta["weights"]), query, terms, copurchase)

@@ -151,6 +151,25 @@ class _QueryStarts:
         return UserEmbedding(vector=v.numpy().astype(np.float32), method="query", n_history=0)
 
 
+def _serving_users(
+    blend: DomainBlend | None,
+    z: torch.Tensor,
+    method: str,
+    content: list[list[torch.Tensor]],
+    copurchase: torch.Tensor | None = None,
+) -> np.ndarray:
+    """[b, dim] serving vectors from model vectors z [b, d]; ``content[k]``: the c rows of
+    the history items user k was embedded from (one tensor per part); ``copurchase``:
+    the users' co-purchase parts [b, q] (model.nn.copurchase; None: 0)."""
+    if blend is None:
+        return np.ascontiguousarray(z.cpu().numpy(), dtype=np.float32)
+    prof = None
+    if blend.content is not None:
+        prof = torch.stack([profile(parts, blend.content_dim) for parts in content])
+    v = blend.users(z, method, prof, copurchase)
+    return np.ascontiguousarray(v.cpu().numpy(), dtype=np.float32)
+
+
 class InferenceEngine(_QueryStarts):
     """Serves a trained MICRec bundle: user and item embeddings without retraining.
 
@@ -182,9 +201,11 @@ class InferenceEngine(_QueryStarts):
             d: s.blend for d, s in bundle.domains.items() if s.blend is not None
         }
         self._reducer = bundle.blend.reducer if bundle.blend is not None else None
-        blend_extra = next(iter(self._blends.values())).content_dim + 1 if self._blends else 0
+        self._copurchase = bundle.blend.copurchase if bundle.blend is not None else None
+        blend_extra = next(iter(self._blends.values())).extra_dim if self._blends else 0
         self.dim = self.model_dim + blend_extra
-        """Length of the serving vectors (model vector + the blend's prior and content)."""
+        """Length of the serving vectors (model vector + the blend's prior, content and
+        co-purchase block)."""
         self.encoders_info: dict[str, dict[str, Any]] = dict(bundle.manifest.get("encoders", {}))
         self._md = MultiDomainEmbedder(
             {d: s.embedder for d, s in bundle.domains.items()},
@@ -230,20 +251,6 @@ class InferenceEngine(_QueryStarts):
         """Serving vectors of the items ``rows`` (None: all) from their model vectors z."""
         blend = self._blends.get(domain)
         v = z if blend is None else blend.items(z, rows)
-        return np.ascontiguousarray(v.cpu().numpy(), dtype=np.float32)
-
-    def _serving_users(
-        self, domain: str, z: torch.Tensor, method: str, content: list[list[torch.Tensor]]
-    ) -> np.ndarray:
-        """[b, dim] serving vectors from model vectors z [b, d]; ``content[k]``: the c rows
-        of the history items user k was embedded from (one tensor per part)."""
-        blend = self._blends.get(domain)
-        if blend is None:
-            return np.ascontiguousarray(z.cpu().numpy(), dtype=np.float32)
-        prof = None
-        if blend.content is not None:
-            prof = torch.stack([profile(parts, blend.content_dim) for parts in content])
-        v = blend.users(z, method, prof)
         return np.ascontiguousarray(v.cpu().numpy(), dtype=np.float32)
 
     @classmethod
@@ -330,7 +337,10 @@ class InferenceEngine(_QueryStarts):
             # the domain's own history, or (cross-domain) every other domain's
             own = method == "inductive"
             parts = [self._profile_parts(domain, parsed[k], own) for k in rows]
-            served = self._serving_users(domain, z[rows], method, parts)
+            cop = None  # the co-purchase block reads users new to the domain
+            if self._copurchase is not None and method == "cross_domain":
+                cop = self._copurchase.users(domain, [parsed[k].local for k in rows])
+            served = _serving_users(self._blends.get(domain), z[rows], method, parts, cop)
             for k, v in zip(rows, served, strict=True):
                 out[k] = UserEmbedding(vector=v, method=method, n_history=parsed[k].n)
         return [out[k] for k in range(len(parsed))]
@@ -394,7 +404,7 @@ class InferenceEngine(_QueryStarts):
         z = s.embedder.embed_users(hists)
         c = self._blends[domain].content if domain in self._blends else None
         parts = [[] if c is None else [c[torch.as_tensor(h)]] for h in hists]
-        return self._serving_users(domain, z, "inductive", parts)
+        return _serving_users(self._blends.get(domain), z, "inductive", parts)
 
     # --- items ------------------------------------------------------------------------
     def content_modalities(self) -> list[str]:

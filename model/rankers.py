@@ -145,15 +145,19 @@ class _FoldInScorer:
     @torch.no_grad()
     def parts(
         self, domain: str, users: np.ndarray, *, cross_domain: bool
-    ) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
-        """Model user vectors [b, d], each user's type (model.nn.blend.USER_TYPES) and
-        content profiles [b, r] (None without a blend content part)."""
+    ) -> tuple[torch.Tensor, list[str], torch.Tensor | None, torch.Tensor | None]:
+        """Model user vectors [b, d], each user's type (model.nn.blend.USER_TYPES), content
+        profiles [b, r] (None without a blend content part) and co-purchase parts [b, q]
+        (users new to the domain only; None otherwise or without the block)."""
         blend = self.blends.get(domain)
         want_profiles = blend is not None and blend.content is not None
+        cop = None
         if cross_domain:
             hist = other_domain_histories(self.r.split, domain, users, self.inputs, self.r.maps)
             zu = self.md.cross_domain(domain, hist)
             types = ["cross_domain" if h else "none" for h in hist]
+            if self.r.blend is not None and self.r.blend.copurchase is not None:
+                cop = self.r.blend.copurchase.users(domain, hist)
             prof = None
             if want_profiles:
                 prof = torch.stack(
@@ -178,11 +182,11 @@ class _FoldInScorer:
                 c = blend.content  # type: ignore[union-attr]
                 assert c is not None
                 prof = profiles_of(c, own)
-        return zu, types, prof
+        return zu, types, prof, cop
 
     @torch.no_grad()
     def scores(self, domain: str, users: np.ndarray, *, cross_domain: bool) -> torch.Tensor:
-        zu, types, prof = self.parts(domain, users, cross_domain=cross_domain)
+        zu, types, prof, cop = self.parts(domain, users, cross_domain=cross_domain)
         blend = self.blends.get(domain)
         if blend is None:
             return zu @ self.items[domain].T
@@ -190,7 +194,12 @@ class _FoldInScorer:
         rows = torch.empty(len(users), items.shape[1])
         for t in set(types):
             idx = torch.as_tensor([k for k, x in enumerate(types) if x == t])
-            rows[idx] = blend.users(zu[idx], t, None if prof is None else prof[idx])
+            rows[idx] = blend.users(
+                zu[idx],
+                t,
+                None if prof is None else prof[idx],
+                None if cop is None else cop[idx],
+            )
         return rows @ items.T
 
 

@@ -287,7 +287,7 @@ def test_bridges_reading_more_than_the_fold_in_are_served_as_evaluated(
     )
     scorer = ranker.bind(slice_inputs(split, dst, "standard"))
     users = split.pseudo_cold_users(dst)[:6]
-    zu, types, prof = scorer.parts(dst, users, cross_domain=True)  # type: ignore[attr-defined]
+    zu, types, prof, _ = scorer.parts(dst, users, cross_domain=True)  # type: ignore[attr-defined]
     assert set(types) == {"cross_domain"} and prof is not None
     want = scorer.blends[dst].users(zu, "cross_domain", prof).numpy()  # type: ignore[attr-defined]
     engine = InferenceEngine.from_bundle(bundle)
