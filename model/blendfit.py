@@ -19,8 +19,8 @@ enqueued as the first trials. Slices per type (``VAL_SLICES``): users with histo
 domain are judged on all / new items / cold items / items with 1-5 and 6-20 training
 interactions, cross-domain cold users on their own slice. With ``copurchase_rank`` > 0 the
 co-purchase block (model.nn.copurchase) is fitted on the anchors first, and the
-cross-domain users' fit runs again with its weight searched, kept only if it beats the
-fit without it by more than a standard error (``_fit_copurchase_weight``).
+cross-domain users' choice is tried with the block at a few weights
+(model.copurchasefit).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.copurchasefit import fit_copurchase_block, fit_copurchase_weight
 from model.data.split import InductiveSplit
 from model.encoders.base import ItemFeatures
 from model.evaluation import (
@@ -47,7 +48,6 @@ from model.metrics import ndcg_at_k_from_topk, user_metrics
 from model.nn.blend import ITEM_TERMS, Blend, BlendWeights, ContentReducer, DomainBlend
 from model.nn.bridge import Bridges
 from model.nn.config import BlendConfig
-from model.nn.copurchase import fit_copurchase
 from model.nn.itemmap import ItemMaps
 from model.nn.micrec import MICRec
 from model.training import domain_features
@@ -60,10 +60,6 @@ VAL_SLICES: dict[str, tuple[str, ...]] = {
 }
 """Validation slices per user type; cross-domain cold users are judged on the pseudo-cold
 users (hundreds to thousands per domain) rather than the few real ones of validation."""
-COPURCHASE_GRID = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
-"""Weights of the co-purchase block tried (in units of its spread, as the other weights).
-Small: on amazon-arts-office it helped users new to a domain at 0.05-0.1 of the served
-score's spread and hurt from 0.25 on (docs/results/ablation/copurchase.md)."""
 CORNERS = (
     {"model": 1.0, "prior": 0.0, "content": 0.0},
     {"model": 0.0, "prior": 1.0, "content": 0.0},
@@ -369,56 +365,6 @@ def _term_starts(chosen: dict[str, float], terms: Sequence[str]) -> list[dict[st
     return out
 
 
-def _anchor_rows(split: InductiveSplit, domain: str) -> np.ndarray:
-    """The domain's training rows (old users x old items) the co-purchase block may count:
-    the pseudo-cold validation users' rows are left out, since validation hides exactly
-    those rows from them (as the cross-domain map never trains on them)."""
-    rows = split.domains[domain].train_old()
-    return rows[~np.isin(rows[:, 0], split.pseudo_cold_users(domain))]
-
-
-def _fit_copurchase_weight(
-    part: _SliceParts, cfg: BlendConfig, label: str, plain: list[dict[str, Any]]
-) -> tuple[BlendWeights, list[dict[str, Any]]]:
-    """The plain cross-domain fit's choice (``plain[-1]``) plus the co-purchase block at
-    each weight of ``COPURCHASE_GRID`` (the other weights fixed): the weight with the
-    highest validation NDCG@20 of the pseudo-cold users, 0 (no block) unless one beats it.
-
-    Why a short grid on the fixed choice: a search of every weight at once found, on
-    noise, combinations better by chance; one weight over six small values has little to
-    overfit. Why no one-standard-error rule here (the plain fit has one): on the 500
-    pseudo-cold users of the fit the block's gain is below one standard error, and the
-    rule refused it on every fit it was tried on, including those where validation and
-    test both rose (docs/results/ablation/copurchase.md)."""
-    sm, sp, sc, sq = part.spreads()
-    chosen = {k: float(v) for k, v in plain[-1]["chosen"].items()}
-    ref = plain[-1]["reference"]
-
-    def weights(p: dict[str, float]) -> BlendWeights:
-        return BlendWeights(
-            p["model"] / sm, p["prior"] / sp, p.get("content", 0.0) / sc, p["copurchase"] / sq
-        )
-
-    trials: list[dict[str, Any]] = []
-    for v in (0.0, *COPURCHASE_GRID):
-        p = {**chosen, "copurchase": v}
-        ndcg = part.ndcg(weights(p))
-        value = ndcg / ref[0][0] if ref[0][0] > 0 else 1.0
-        trials.append({"params": p, "val_ndcg@20": {part.name: ndcg}, "objective": value})
-    # max keeps the first of equals: 0 (no block) unless a weight does strictly better
-    params = dict(max(trials, key=lambda t: float(t["objective"]))["params"])
-    log.info("blend %s+copurchase: weight %.3g", label, params["copurchase"])
-    trials.append(
-        {
-            "chosen": params,
-            "main_ndcg": part.ndcg(weights(params)),
-            "objective": max(float(t["objective"]) for t in trials if t["params"] == params),
-            "reference": ref,
-        }
-    )
-    return weights(params), trials
-
-
 def _one_standard_error(
     part: _SliceParts,
     best: dict[str, float],
@@ -479,14 +425,7 @@ def fit_blend(
         reducer = fit_reducer(split, features, cfg.content_dim)
     blend = Blend(reducer, {})
     if cfg.copurchase_rank > 0:
-        blend.copurchase = fit_copurchase(
-            {
-                d: (ds.user_ids, ds.n_items, _anchor_rows(split, d))
-                for d, ds in split.domains.items()
-            },
-            cfg.copurchase_rank,
-            cfg.seed,
-        )
+        blend.copurchase = fit_copurchase_block(split, cfg.copurchase_rank, cfg.seed)
     rules = [model.config.cross_domain_rule]
     if bridges is not None and "bridge" not in rules:
         rules.append("bridge")
@@ -534,7 +473,7 @@ def fit_blend(
             part = cd[PSEUDO_COLD_SLICE].with_terms(terms.get(domain, {}))
             w, trials = _fit_type([part], part.pu is not None, cfg, f"{domain}/{rule}")
             if part.qu is not None:
-                w, trials = _fit_copurchase_weight(part, cfg, f"{domain}/{rule}", trials)
+                w, trials = fit_copurchase_weight(part, f"{domain}/{rule}", trials)
             cross[rule][domain] = (w, {"weights": w.to_dict(), "rule": rule, "trials": trials})
     score = {
         r: float(np.mean([t[1]["trials"][-1]["main_ndcg"] for t in by_d.values()]))

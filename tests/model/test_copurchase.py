@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.blendfit import _anchor_rows, _fit_copurchase_weight, _SliceParts, fit_blend
+from model.blendfit import _SliceParts, fit_blend
 from model.bundle import BundleError, load_bundle
+from model.copurchasefit import anchor_rows, fit_copurchase_weight
 from model.evaluation import slice_inputs
 from model.inference import InferenceEngine
 from model.nn.blend import BlendWeights
@@ -90,7 +91,7 @@ def test_the_weight_is_kept_only_when_validation_says_it_helps(informative: bool
     part = _parts(informative)
     plain_w = {"model": 0.0, "prior": 1.0}  # what the fit without the block chose
     plain = [{"chosen": plain_w, "reference": [[0.1], 0.1]}]
-    w, trials = _fit_copurchase_weight(part, BlendConfig(trials=10), "toy", plain)
+    w, trials = fit_copurchase_weight(part, "toy", plain)
     _, sp, _, _ = part.spreads()
     without = part.ndcg(BlendWeights(0.0, 1.0 / sp, 0.0))
     if informative:
@@ -113,11 +114,11 @@ def test_validation_rows_never_reach_the_fit(trained) -> None:  # type: ignore[n
     _, _, split, _, _ = trained
     for d in split.domains:
         pseudo = set(split.pseudo_cold_users(d).tolist())
-        assert pseudo and not pseudo & set(_anchor_rows(split, d)[:, 0].tolist())
+        assert pseudo and not pseudo & set(anchor_rows(split, d)[:, 0].tolist())
     dst = sorted(split.domains)[0]
     ds = split.domains[dst]
     before = fit_copurchase(
-        {d: (s.user_ids, s.n_items, _anchor_rows(split, d)) for d, s in split.domains.items()}, 4
+        {d: (s.user_ids, s.n_items, anchor_rows(split, d)) for d, s in split.domains.items()}, 4
     )
     theirs = np.isin(ds.train[:, 0], split.pseudo_cold_users(dst))
     saved = ds.train
@@ -125,7 +126,7 @@ def test_validation_rows_never_reach_the_fit(trained) -> None:  # type: ignore[n
     ds.train[theirs, 1] = (ds.train[theirs, 1] + 1) % ds.n_old_items  # other items
     try:
         after = fit_copurchase(
-            {d: (s.user_ids, s.n_items, _anchor_rows(split, d)) for d, s in split.domains.items()},
+            {d: (s.user_ids, s.n_items, anchor_rows(split, d)) for d, s in split.domains.items()},
             4,
         )
     finally:
