@@ -46,13 +46,14 @@ from model.blendfit import fit_blend, fit_reducer
 from model.bridgefit import content_rows, fit_bridges
 from model.commands.runner import set_threads
 from model.data.loading import load_dataset
-from model.data.split import build_split
+from model.data.split import InductiveSplit, build_split
+from model.encoders.base import ItemFeatures
 from model.evaluation import PSEUDO_COLD_SLICE, evaluate
 from model.maps import Maps, fit_maps
 from model.nn.micrec import MICRec
 from model.pipeline import load_features, restrict
 from model.rankers import ContentKNNRanker, MICRecRanker, PopularRanker
-from model.runconfig import load_run_config
+from model.runconfig import RunConfig, load_run_config
 from model.training import Trainer
 
 SLICES = ("all", "new_users", "cd_cold_users", "cold_items", "cold_items_vs_all", "deg_1-5")
@@ -67,6 +68,42 @@ OTHER_BRIDGES: dict[str, dict[str, Any]] = {
 """Rows of ``both_maps_decay`` with other cross-domain maps ([bridge] keys changed)."""
 COPURCHASE_RANK = 64
 """Rank of the ``both_maps_decay_cp`` row's co-purchase block when the config sets none."""
+
+
+def seeded_config(cfg: RunConfig, variant: str, seed: int) -> RunConfig:
+    """``cfg`` with ``variant`` and every seeded part (split, training, blend, maps) at
+    ``seed``, so seeds are independent repetitions."""
+    return replace(
+        cfg,
+        variant=variant,
+        data=replace(cfg.data, seed=seed),
+        train=replace(cfg.train, seed=seed),
+        blend=replace(cfg.blend, seed=seed),
+        bridge=replace(cfg.bridge, seed=seed),
+        item_map=replace(cfg.item_map, seed=seed),
+    )
+
+
+def backbone(
+    dataset_path: Path, cfg: RunConfig, checkpoint: Path | None
+) -> tuple[InductiveSplit, ItemFeatures | None, MICRec]:
+    """The split, features and trained backbone of ``cfg``: the weights are loaded from
+    ``checkpoint`` when it exists (our own file from an earlier run of the same split:
+    tensors only, no pickle), else trained and saved there (None: trained, not saved)."""
+    dataset = load_dataset(dataset_path, min_rating=cfg.data.min_rating)
+    split = restrict(build_split(dataset, cfg.data), cfg.domains)
+    features = load_features(dataset, cfg, progress=False)
+    trainer = Trainer(split, features, cfg.model_config(), cfg.train)
+    if checkpoint is not None and checkpoint.exists():
+        trainer.model.load_state_dict(torch.load(checkpoint, weights_only=True))
+        model = trainer.model
+    else:
+        model = trainer.fit(progress=False).model
+        if checkpoint is not None:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), checkpoint)
+    assert isinstance(model, MICRec)
+    return split, features, model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,30 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         for item in items:
             k, _, v = item.partition("=")
             over[section][k] = tomllib.loads(f"v = {v}")["v"]  # 3, 1e-3, [0, 1, 3], true
-    cfg = load_run_config(args.config, over)
-    cfg = replace(
-        cfg,
-        variant=args.variant,
-        data=replace(cfg.data, seed=args.seed),
-        train=replace(cfg.train, seed=args.seed),
-        blend=replace(cfg.blend, seed=args.seed),
-        bridge=replace(cfg.bridge, seed=args.seed),
-        item_map=replace(cfg.item_map, seed=args.seed),
-    )
-    dataset = load_dataset(args.dataset, min_rating=cfg.data.min_rating)
-    split = restrict(build_split(dataset, cfg.data), cfg.domains)
-    features = load_features(dataset, cfg, progress=False)
+    cfg = seeded_config(load_run_config(args.config, over), args.variant, args.seed)
     t0 = time.perf_counter()
-    trainer = Trainer(split, features, cfg.model_config(), cfg.train)
-    if args.checkpoint is not None and args.checkpoint.exists():
-        # our own file from an earlier run of the same split (tensors only, no pickle)
-        trainer.model.load_state_dict(torch.load(args.checkpoint, weights_only=True))
-        model = trainer.model
-    else:
-        model = trainer.fit(progress=False).model
-        if args.checkpoint is not None:
-            args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(model.state_dict(), args.checkpoint)
+    split, features, model = backbone(args.dataset, cfg, args.checkpoint)
     assert isinstance(model, MICRec)
     out: dict[str, Any] = {
         "label": args.label,

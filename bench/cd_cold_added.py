@@ -18,25 +18,20 @@ import json
 import logging
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from ablation import backbone, seeded_config
 from cd_cold_probe import TEST_SLICE, CoPurchaseRanker
 
 from model.blendfit import fit_blend
 from model.commands.runner import set_threads
-from model.data.loading import load_dataset
-from model.data.split import build_split
 from model.evaluation import PSEUDO_COLD_SLICE, Scorer, evaluate
 from model.maps import fit_maps
-from model.nn.micrec import MICRec
-from model.pipeline import load_features, restrict
 from model.rankers import MICRecRanker
 from model.runconfig import load_run_config
-from model.training import Trainer
 
 log = logging.getLogger("cd_cold_added")
 WEIGHTS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -126,27 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.sparsify:
         d, share = args.sparsify.split("=")
         over["data"]["sparsify"] = {d: float(share)}
-    cfg = load_run_config(args.config, over)
-    cfg = replace(
-        cfg,
-        variant=args.variant,
-        data=replace(cfg.data, seed=args.seed),
-        train=replace(cfg.train, seed=args.seed),
-        blend=replace(cfg.blend, seed=args.seed),
-        bridge=replace(cfg.bridge, seed=args.seed),
-        item_map=replace(cfg.item_map, seed=args.seed),
-    )
-    dataset = load_dataset(args.dataset, min_rating=cfg.data.min_rating)
-    split = restrict(build_split(dataset, cfg.data), cfg.domains)
-    features = load_features(dataset, cfg, progress=False)
-    trainer = Trainer(split, features, cfg.model_config(), cfg.train)
-    if args.checkpoint.exists():
-        trainer.model.load_state_dict(torch.load(args.checkpoint, weights_only=True))
-    else:
-        trainer.fit(progress=False)
-        torch.save(trainer.model.state_dict(), args.checkpoint)
-    model = trainer.model
-    assert isinstance(model, MICRec)
+    cfg = seeded_config(load_run_config(args.config, over), args.variant, args.seed)
+    split, features, model = backbone(args.dataset, cfg, args.checkpoint)
     maps = fit_maps(model, split, features, cfg.bridge, cfg.item_map)
     blend, _ = fit_blend(
         model,
