@@ -14,8 +14,9 @@ Further rows (``--only`` picks among all): both maps with the low-degree mix
 (``both_maps_mix``), with a blend item term fitted (``both_maps_cold``: the prior of items
 without interactions; ``both_maps_decay``: the content decay; model.nn.blend.ITEM_TERMS),
 and with twice the blend trials (``both_maps_x2``); every other row has both terms off.
-``both_maps_decay_cp`` adds the cross-domain co-purchase block (model.nn.copurchase) to
-``both_maps_decay``; every other row has no block.
+``both_maps_decay_cp`` adds the cross-domain co-purchase boost (model.nn.copurchase) to
+``both_maps_decay``, ``both_maps_decay_nocp`` is ``both_maps_decay`` without it (whatever
+the config says); the other rows follow ``[blend] copurchase``.
 ``both_maps_decay_cbridge``, ``_pbridge`` and ``_ebridge`` are ``both_maps_decay`` with
 cross-domain maps trained for them that also read the user's content profile in the other
 domain (``[bridge] content``), are personalised (``[bridge] personal``), or are an
@@ -66,8 +67,6 @@ OTHER_BRIDGES: dict[str, dict[str, Any]] = {
     "both_maps_decay_ebridge": {"ensemble": 5},
 }
 """Rows of ``both_maps_decay`` with other cross-domain maps ([bridge] keys changed)."""
-COPURCHASE_RANK = 64
-"""Rank of the ``both_maps_decay_cp`` row's co-purchase block when the config sets none."""
 
 
 def seeded_config(cfg: RunConfig, variant: str, seed: int) -> RunConfig:
@@ -104,6 +103,39 @@ def backbone(
             torch.save(model.state_dict(), checkpoint)
     assert isinstance(model, MICRec)
     return split, features, model
+
+
+def probe_arguments(ap: argparse.ArgumentParser) -> None:
+    """The arguments of the probes that reuse a saved backbone of this benchmark
+    (bench/cd_cold_added.py, bench/cd_cold_boost.py)."""
+    ap.add_argument("--dataset", type=Path, required=True)
+    ap.add_argument("--config", type=Path, default=Path("configs/bench-quality.toml"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--k-core", type=int, default=None)
+    ap.add_argument("--sparsify", default=None, help="DOMAIN=SHARE")
+    ap.add_argument("--variant", default="inmo")
+    ap.add_argument("--checkpoint", type=Path, required=True)
+    ap.add_argument("--label", required=True)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, required=True)
+
+
+def probe_backbone(
+    args: argparse.Namespace,
+) -> tuple[RunConfig, InductiveSplit, ItemFeatures | None, MICRec]:
+    """Logging and threads set, the seeded config of ``args`` (``probe_arguments``) and
+    its split, features and backbone (``backbone``)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    set_threads(args.threads)
+    over: dict[str, dict[str, Any]] = {"data": {}}
+    if args.k_core is not None:
+        over["data"]["k_core"] = args.k_core
+    if args.sparsify:
+        d, share = args.sparsify.split("=")
+        over["data"]["sparsify"] = {d: float(share)}
+    cfg = seeded_config(load_run_config(args.config, over), args.variant, args.seed)
+    split, features, model = backbone(args.dataset, cfg, args.checkpoint)
+    return cfg, split, features, model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         # both maps and an item term fitted on validation (model.nn.blend.ITEM_TERMS)
         "both_maps_cold": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
         "both_maps_decay": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
-        # and the cross-domain co-purchase block (rank: [blend] copurchase_rank, else 64)
+        # with and without the cross-domain co-purchase boost
         "both_maps_decay_cp": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
+        "both_maps_decay_nocp": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
         # both maps, twice the blend trials, no term: what the terms' extra trials alone do
         "both_maps_x2": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
     }
@@ -219,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         "both_maps_cold": "cold_prior",
         "both_maps_decay": "content_decay",
         "both_maps_decay_cp": "content_decay",
+        "both_maps_decay_nocp": "content_decay",
         **{name: "content_decay" for name in OTHER_BRIDGES},
     }
     if wanted is not None:
@@ -235,9 +269,9 @@ def main(argv: list[str] | None = None) -> int:
                 trials=cfg.blend.trials * (2 if name == "both_maps_x2" else 1),
                 cold_prior=terms.get(name) == "cold_prior",
                 content_decay=terms.get(name) == "content_decay",
-                copurchase_rank=(cfg.blend.copurchase_rank or COPURCHASE_RANK)
-                if name == "both_maps_decay_cp"
-                else 0,
+                copurchase={"both_maps_decay_cp": True, "both_maps_decay_nocp": False}.get(
+                    name, cfg.blend.copurchase
+                ),
             ),
             bridges=mp.bridges,
             item_maps=mp.item_maps,

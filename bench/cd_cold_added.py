@@ -18,20 +18,19 @@ import json
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from ablation import backbone, seeded_config
+from ablation import probe_arguments, probe_backbone
 from cd_cold_probe import TEST_SLICE, CoPurchaseRanker
 
 from model.blendfit import fit_blend
-from model.commands.runner import set_threads
 from model.evaluation import PSEUDO_COLD_SLICE, Scorer, evaluate
 from model.maps import fit_maps
 from model.rankers import MICRecRanker
-from model.runconfig import load_run_config
 
 log = logging.getLogger("cd_cold_added")
 WEIGHTS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -99,36 +98,18 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None and len(sys.argv) == 3 and sys.argv[1] == "--report":
         print("\n".join(report(Path(sys.argv[2]))))
         return 0
-    ap.add_argument("--dataset", type=Path, required=True)
-    ap.add_argument("--config", type=Path, default=Path("configs/bench-quality.toml"))
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--k-core", type=int, default=None)
-    ap.add_argument("--sparsify", default=None, help="DOMAIN=SHARE")
-    ap.add_argument("--variant", default="inmo")
-    ap.add_argument("--checkpoint", type=Path, required=True)
-    ap.add_argument("--label", required=True)
+    probe_arguments(ap)
     ap.add_argument(
         "--ranks", type=int, nargs="+", default=[0], help="0: exact co-purchase; r: rank r"
     )
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    set_threads(args.threads)
-    over: dict[str, dict[str, Any]] = {"data": {}}
-    if args.k_core is not None:
-        over["data"]["k_core"] = args.k_core
-    if args.sparsify:
-        d, share = args.sparsify.split("=")
-        over["data"]["sparsify"] = {d: float(share)}
-    cfg = seeded_config(load_run_config(args.config, over), args.variant, args.seed)
-    split, features, model = backbone(args.dataset, cfg, args.checkpoint)
+    cfg, split, features, model = probe_backbone(args)
     maps = fit_maps(model, split, features, cfg.bridge, cfg.item_map)
     blend, _ = fit_blend(
         model,
         split,
         features,
-        cfg.blend,
+        replace(cfg.blend, copurchase=False),  # the served model before the boost
         bridges=maps.bridges,
         item_maps=maps.item_maps,
     )

@@ -42,7 +42,8 @@ def pad_bundle(
     real one; ``blend=False`` writes it without the blend (model score alone). Each tensor's
     noise comes from its own generator (spawned from ``seed`` per domain), drawn row by
     row, so the bundle is the same whatever ``chunk`` (the tests compare chunk sizes).
-    Like the bundles padded before, it carries neither cross-domain bridges nor item maps.
+    Like the bundles padded before, it carries neither cross-domain bridges nor item maps;
+    the co-purchase transitions are kept (padded items have none).
     """
     import shutil
     import tempfile
@@ -70,6 +71,18 @@ def pad_bundle(
         if with_blend and (m.get("blend") or {}).get("reducer"):
             shutil.copyfile(src / "blend.safetensors", tmp / "blend.safetensors")
             files.append("blend.safetensors")
+        blend_meta = m.get("blend") if with_blend else None
+        if blend_meta and blend_meta.get("copurchase") and b.blend and b.blend.copurchase:
+            sizes = {d: max(n_items, b.domains[d].embedder.n_items) for d in m["domains"]}
+            sizes = {
+                d: n if domains is None or d in domains else b.domains[d].embedder.n_items
+                for d, n in sizes.items()
+            }
+            blend_meta = {
+                **blend_meta,
+                "copurchase": _pad_copurchase(b.blend.copurchase, sizes, tmp),
+            }
+            files.append("copurchase.safetensors")
         sums = {f: sha256_file(tmp / f) for f in files}
         digest = hashlib.sha256("".join(sums[f] for f in files).encode()).hexdigest()
         data = dict(m.get("data", {}))
@@ -87,7 +100,7 @@ def pad_bundle(
             **{k: m[k] for k in ("model_config", "domains", "domain_files", "feature_dims")},
             "alpha": m["alpha"],
             "encoders": m.get("encoders", {}),
-            "blend": m.get("blend") if with_blend else None,
+            "blend": blend_meta,
             "bridge": None,
             "item_map": None,
             "data": data,
@@ -102,6 +115,24 @@ def pad_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dst
+
+
+def _pad_copurchase(copurchase: Any, sizes: dict[str, int], out: Path) -> dict[str, Any]:
+    """The co-purchase transitions with every domain at ``sizes`` items (padded items have
+    no co-purchase: empty rows and columns), written to ``out``; returns their meta."""
+    import scipy.sparse as sp
+    from safetensors.torch import save_file
+
+    from model.nn.copurchase import CoPurchase
+
+    padded = CoPurchase(copurchase.top)
+    for (a, b), t in copurchase.transitions.items():
+        rows = np.concatenate([t.indptr, np.full(sizes[a] - t.shape[0], t.indptr[-1])])
+        padded.transitions[(a, b)] = sp.csr_matrix(
+            (t.data, t.indices, rows), shape=(sizes[a], sizes[b])
+        )
+    save_file(padded.tensors(), str(out / "copurchase.safetensors"))
+    return padded.meta()
 
 
 def _pad_domain(

@@ -17,10 +17,8 @@ and the objective above without the constraint (on amazon-arts-office it gave up
 12 % of ``all`` for the small slices; docs/results/quality.md). The three corners are
 enqueued as the first trials. Slices per type (``VAL_SLICES``): users with history in the
 domain are judged on all / new items / cold items / items with 1-5 and 6-20 training
-interactions, cross-domain cold users on their own slice. With ``copurchase_rank`` > 0 the
-co-purchase block (model.nn.copurchase) is fitted on the anchors first, and the
-cross-domain users' choice is tried with the block at a few weights
-(model.copurchasefit).
+interactions, cross-domain cold users on their own slice; with ``copurchase`` on, their
+choice is then tried with the co-purchase boost at a few weights (model.copurchasefit).
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.copurchasefit import fit_copurchase_block, fit_copurchase_weight
+from model.copurchasefit import fit_copurchase_for_rule
 from model.data.split import InductiveSplit
 from model.encoders.base import ItemFeatures
 from model.evaluation import (
@@ -48,6 +46,7 @@ from model.metrics import ndcg_at_k_from_topk, user_metrics
 from model.nn.blend import ITEM_TERMS, Blend, BlendWeights, ContentReducer, DomainBlend
 from model.nn.bridge import Bridges
 from model.nn.config import BlendConfig
+from model.nn.copurchase import CoPurchase
 from model.nn.itemmap import ItemMaps
 from model.nn.micrec import MICRec
 from model.training import domain_features
@@ -83,15 +82,11 @@ class _SliceParts:
     k: int
     items_at: Callable[[float], torch.Tensor] | None = field(default=None, repr=False)
     """Item vectors with a given low-degree mix pseudo-count (None without an item map)."""
-    qu: torch.Tensor | None = None  # [b, q] co-purchase parts (users new to the domain)
-    qi: torch.Tensor | None = None  # [n, q]
 
     def scores(self, w: BlendWeights) -> torch.Tensor:
         s = w.model * (self.zu @ self.zi.T) + w.prior * self.prior
         if self.pu is not None and self.ci is not None and w.content != 0:
             s = s + w.content * (self.pu @ self.ci.T)
-        if self.qu is not None and self.qi is not None and w.copurchase != 0:
-            s = s + w.copurchase * (self.qu @ self.qi.T)
         return s.masked_fill(self.exclude, -torch.inf)
 
     def with_terms(self, terms: dict[str, float]) -> _SliceParts:
@@ -111,7 +106,7 @@ class _SliceParts:
         top = torch.topk(self.scores(w), min(k, self.k), dim=1).indices.numpy()
         return user_metrics(top, self.targets, k)[1]
 
-    def spreads(self) -> tuple[float, float, float, float]:
+    def spreads(self) -> tuple[float, float, float]:
         """Typical spread over items of each part (mean over users of the std)."""
         m = float((self.zu @ self.zi.T).std(dim=1).mean())
         p = float(self.prior.std())
@@ -120,12 +115,14 @@ class _SliceParts:
             if self.pu is not None and self.ci is not None
             else 1.0
         )
-        q = (
-            float((self.qu @ self.qi.T).std(dim=1).mean())
-            if self.qu is not None and self.qi is not None
-            else 1.0
-        )
-        return max(m, 1e-12), max(p, 1e-12), max(c, 1e-12), max(q, 1e-12)
+        return max(m, 1e-12), max(p, 1e-12), max(c, 1e-12)
+
+    def score_spread(self, w: BlendWeights) -> float:
+        """Typical spread over the candidate items of the blended score at ``w``."""
+        s = self.scores(w).masked_fill(self.exclude, float("nan"))
+        mean = s.nanmean(dim=1, keepdim=True)
+        std = ((s - mean) ** 2).nanmean(dim=1).sqrt()
+        return max(float(std.nanmean()), 1e-12)
 
 
 def fit_reducer(
@@ -157,7 +154,7 @@ def _slice_parts(
         embedder = scorer.md.embedders[domain]
         pick = np.sort(rng.permutation(len(sl.users))[: cfg.max_users])
         users = sl.users[pick]
-        zu, _, prof, cop = scorer.parts(
+        zu, _, prof, _ = scorer.parts(
             domain, users, cross_domain=sl.input_kind in CROSS_DOMAIN_KINDS
         )
         blend = scorer.blends[domain]
@@ -180,8 +177,6 @@ def _slice_parts(
             targets=[sl.targets[k] for k in pick],
             k=int(sl.candidates.sum()),
             items_at=embedder.item_vectors if embedder.low_rows is not None else None,
-            qu=cop,
-            qi=blend.copurchase if cop is not None else None,
         )
     return out
 
@@ -208,7 +203,7 @@ def _fit_type(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sm, sp, sc, _ = parts[0].spreads()
+    sm, sp, sc = parts[0].spreads()
 
     def weights(p: dict[str, float]) -> BlendWeights:
         return BlendWeights(
@@ -424,8 +419,8 @@ def fit_blend(
     if reducer is None:
         reducer = fit_reducer(split, features, cfg.content_dim)
     blend = Blend(reducer, {})
-    if cfg.copurchase_rank > 0:
-        blend.copurchase = fit_copurchase_block(split, cfg.copurchase_rank, cfg.seed)
+    if cfg.copurchase:  # the rankers fit its transitions on each graph they bind
+        blend.copurchase = CoPurchase(top=cfg.copurchase_top)
     rules = [model.config.cross_domain_rule]
     if bridges is not None and "bridge" not in rules:
         rules.append("bridge")
@@ -447,6 +442,7 @@ def fit_blend(
     weights: dict[str, dict[str, BlendWeights]] = {}
     cross: dict[str, dict[str, tuple[BlendWeights, dict[str, Any]]]] = {r: {} for r in rules}
     terms: dict[str, dict[str, float]] = {}
+    units: dict[str, dict[str, float]] = {}  # rule -> domain -> spread of the served score
     for domain in model.domains:
         weights[domain] = {"none": BlendWeights(0.0, 1.0, 0.0)}
         report[domain] = {}
@@ -472,9 +468,13 @@ def fit_blend(
             # one item vector serves every user type: its terms are the inductive fit's
             part = cd[PSEUDO_COLD_SLICE].with_terms(terms.get(domain, {}))
             w, trials = _fit_type([part], part.pu is not None, cfg, f"{domain}/{rule}")
-            if part.qu is not None:
-                w, trials = fit_copurchase_weight(part, f"{domain}/{rule}", trials)
             cross[rule][domain] = (w, {"weights": w.to_dict(), "rule": rule, "trials": trials})
+            if blend.copurchase is not None:  # its weight: in units of this spread
+                units.setdefault(rule, {})[domain] = part.score_spread(w)
+    fitted = {d: {t: v for t, v in ts.items() if v} for d, ts in terms.items()}
+    blend.item_terms = {d: ts for d, ts in fitted.items() if ts}  # a term at 0 is no term
+    for rule, by_domain in units.items():
+        fit_copurchase_for_rule(blend, split, rankers[rule], cross[rule], by_domain)
     score = {
         r: float(np.mean([t[1]["trials"][-1]["main_ndcg"] for t in by_d.values()]))
         for r, by_d in cross.items()
@@ -493,6 +493,4 @@ def fit_blend(
         model.config = replace(model.config, cross_domain_rule=best)
     log.info("cross-domain rule %s (pseudo-cold validation NDCG@20 per rule %s)", best, score)
     blend.weights = weights
-    fitted = {d: {t: v for t, v in ts.items() if v} for d, ts in terms.items()}
-    blend.item_terms = {d: ts for d, ts in fitted.items() if ts}  # a term at 0 is no term
     return blend, report

@@ -9,8 +9,8 @@ Layout::
                                degrees, content vectors, users' input histories (CSR)
     catalogue.json             per-domain user/item ids, titles, categories, popularity
     blend.safetensors          the score blend's content reducer (model.nn.blend), if any
-    copurchase.safetensors     the blend's cross-domain co-purchase factors
-                               (model.nn.copurchase), if any
+    copurchase.safetensors     the blend's cross-domain co-purchase transitions (CSR,
+                               model.nn.copurchase), if any
     bridge.safetensors         the cross-domain maps (model.nn.bridge), if any
     itemmap.safetensors        the content -> item vector maps (model.nn.itemmap), if any
     tuning.json                every blend-fit and tuning trial (params -> validation NDCG)
@@ -488,7 +488,10 @@ def _load_blend(path: Path, meta: dict[str, Any] | None) -> Blend | None:
         )
     copurchase = None
     if meta.get("copurchase"):
-        copurchase = CoPurchase.from_state(
-            meta["copurchase"], load_file(str(path / "copurchase.safetensors"))
-        )
+        try:
+            copurchase = CoPurchase.from_state(
+                meta["copurchase"], load_file(str(path / "copurchase.safetensors"))
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise BundleError(f"{path}: copurchase.safetensors is not valid: {err}") from None
     return Blend(reducer, Blend.weights_from_json(meta["weights"]), query, terms, copurchase)

@@ -1,94 +1,96 @@
-"""Fitting the cross-domain co-purchase block (model.nn.copurchase) and its weight.
-
-The block is fitted once per blend fit on the anchors' training rows (``anchor_rows``);
-its weight is chosen for users new to a domain on top of the plain cross-domain fit
-(model.blendfit), on the pseudo-cold validation users.
+"""The weight of the cross-domain co-purchase boost (model.nn.copurchase), chosen for users
+new to a domain on top of the plain cross-domain fit (model.blendfit), on the pseudo-cold
+validation users (whose target-domain rows the transitions then do not count: the
+slice's inputs hide them).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
-
-import numpy as np
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
 
 from model.data.split import InductiveSplit
-from model.nn.blend import BlendWeights
-from model.nn.copurchase import CoPurchase, fit_copurchase
-
-
-class ValidationSlice(Protocol):
-    """What the weight fit reads of a validation slice (model.blendfit's slice parts)."""
-
-    name: str
-
-    def spreads(self) -> tuple[float, float, float, float]: ...
-
-    def ndcg(self, w: BlendWeights, k: int = 20) -> float: ...
-
+from model.evaluation import PSEUDO_COLD_SLICE, evaluate
+from model.nn.blend import Blend, BlendWeights
 
 log = logging.getLogger(__name__)
 
-COPURCHASE_GRID = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
-"""Weights of the co-purchase block tried (in units of its spread, as the other weights).
-Small: on amazon-arts-office it helped users new to a domain at 0.05-0.1 of the served
-score's spread and hurt from 0.25 on (docs/results/ablation/copurchase.md)."""
+COPURCHASE_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+"""Weights of the co-purchase boost tried, in units of the spread of the user's served
+score over items (the boost is in [0, 1], 1 for the user's best co-purchased item). The
+probe that motivated it chose 0.5-2 on amazon-arts-office
+(docs/results/ablation/copurchase.md)."""
+
+NdcgByDomain = Callable[[Mapping[str, BlendWeights]], Mapping[str, float]]
+"""Validation NDCG@20 of every pseudo-cold user per domain, the cross-domain weights of
+each domain given (model.blendfit evaluates the blend being fitted)."""
 
 
-def anchor_rows(split: InductiveSplit, domain: str) -> np.ndarray:
-    """The domain's training rows (old users x old items) the co-purchase block may count:
-    the pseudo-cold validation users' rows are left out, since validation hides exactly
-    those rows from them (as the cross-domain map never trains on them)."""
-    rows = split.domains[domain].train_old()
-    return rows[~np.isin(rows[:, 0], split.pseudo_cold_users(domain))]
+def fit_copurchase_weights(
+    plain: Mapping[str, BlendWeights], units: Mapping[str, float], ndcg: NdcgByDomain
+) -> tuple[dict[str, BlendWeights], dict[str, dict[str, Any]]]:
+    """Per domain, the plain cross-domain fit's weights (``plain``) plus the co-purchase
+    boost at each value of ``COPURCHASE_GRID`` x ``units[domain]`` (the spread of the
+    domain's served score): the value with the highest validation NDCG@20 over *every*
+    pseudo-cold user, 0 (no boost) unless one does strictly better. Returns the weights
+    and per domain a record {"unit", "chosen", "val_ndcg@20": {grid value: NDCG}}.
 
-
-def fit_copurchase_weight(
-    part: ValidationSlice, label: str, plain: list[dict[str, Any]]
-) -> tuple[BlendWeights, list[dict[str, Any]]]:
-    """The plain cross-domain fit's choice (``plain[-1]``) plus the co-purchase block at
-    each weight of ``COPURCHASE_GRID`` (the other weights fixed): the weight with the
-    highest validation NDCG@20 of the pseudo-cold users, 0 (no block) unless one beats it.
-
-    Why a short grid on the fixed choice: a search of every weight at once found, on
-    noise, combinations better by chance; one weight over six small values has little to
-    overfit. Why no one-standard-error rule here (the plain fit has one): on the 500
-    pseudo-cold users of the fit the block's gain was below one standard error, and the
-    rule refused it on all four seed-0 fits it was tried on (arts-office and office at
-    10 %; docs/results/ablation/copurchase.md)."""
-    sm, sp, sc, sq = part.spreads()
-    chosen = {k: float(v) for k, v in plain[-1]["chosen"].items()}
-    ref = plain[-1]["reference"]
-
-    def weights(p: dict[str, float]) -> BlendWeights:
-        return BlendWeights(
-            p["model"] / sm, p["prior"] / sp, p.get("content", 0.0) / sc, p["copurchase"] / sq
-        )
-
-    trials: list[dict[str, Any]] = []
-    for v in (0.0, *COPURCHASE_GRID):
-        p = {**chosen, "copurchase": v}
-        ndcg = part.ndcg(weights(p))
-        value = ndcg / ref[0][0] if ref[0][0] > 0 else 1.0
-        trials.append({"params": p, "val_ndcg@20": {part.name: ndcg}, "objective": value})
-    # max keeps the first of equals: 0 (no block) unless a weight does strictly better
-    params = dict(max(trials, key=lambda t: float(t["objective"]))["params"])
-    log.info("blend %s+copurchase: weight %.3g", label, params["copurchase"])
-    trials.append(
-        {
-            "chosen": params,
-            "main_ndcg": part.ndcg(weights(params)),
-            "objective": max(float(t["objective"]) for t in trials if t["params"] == params),
-            "reference": ref,
+    Why every pseudo-cold user and not the blend's seeded sample of ``max_users``: on the
+    500-user sample the best value moved to the edge of the grid by chance (8 on
+    amazon-arts-office seed 0, where all 818 users, and test, peaked at 1-2 and 8 was
+    below no boost; docs/results/ablation/copurchase.md). Why a short grid on the fixed
+    choice: a search of every weight at once found, on noise, combinations better by
+    chance; one weight over six values has little to overfit. Domains are independent
+    (a domain's users are ranked with its own weights), so one evaluation per value
+    serves every domain."""
+    curves: dict[str, dict[float, float]] = {d: {} for d in plain}
+    for g in (0.0, *COPURCHASE_GRID):
+        trial = {d: replace(w, copurchase=g * units[d]) for d, w in plain.items()}
+        for d, v in ndcg(trial).items():
+            if d in curves:
+                curves[d][g] = float(v)
+    out: dict[str, BlendWeights] = {}
+    report: dict[str, dict[str, Any]] = {}
+    for d, curve in curves.items():
+        # max keeps the first of equals: 0 (no boost) unless a value does strictly better
+        best = max(curve, key=lambda g: curve[g]) if curve else 0.0
+        out[d] = replace(plain[d], copurchase=best * units[d])
+        report[d] = {
+            "unit": units[d],
+            "chosen": best,
+            "val_ndcg@20": {f"{g:g}": v for g, v in curve.items()},
         }
-    )
-    return weights(params), trials
+        log.info("blend %s/cross_domain+copurchase: %g x the score spread", d, best)
+    return out, report
 
 
-def fit_copurchase_block(split: InductiveSplit, rank: int, seed: int = 0) -> CoPurchase | None:
-    """The block of ``split``'s domains at ``rank``, from their anchor rows."""
-    return fit_copurchase(
-        {d: (ds.user_ids, ds.n_items, anchor_rows(split, d)) for d, ds in split.domains.items()},
-        rank,
-        seed,
-    )
+def fit_copurchase_for_rule(
+    blend: Blend,
+    split: InductiveSplit,
+    ranker: Any,
+    cross: dict[str, tuple[BlendWeights, dict[str, Any]]],
+    units: dict[str, float],
+) -> None:
+    """The co-purchase boost's weight of each domain for one cross-domain rule
+    (model.copurchasefit), on every pseudo-cold validation user: ``cross`` is updated (its
+    weights, and its record's main NDCG, which chooses the rule, on the same users)."""
+
+    def ndcg(trial: Mapping[str, BlendWeights]) -> dict[str, float]:
+        saved = blend.weights
+        blend.weights = {d: {"cross_domain": w} for d, w in trial.items()}
+        try:  # the ranker reads the blend's weights when it binds
+            res = evaluate(ranker, split, ks=(20,), stage="val", only=[PSEUDO_COLD_SLICE])
+        finally:
+            blend.weights = saved
+        return {d: float(res[d][PSEUDO_COLD_SLICE]["ndcg@20"] or 0.0) for d in trial}
+
+    plain = {d: w for d, (w, _) in cross.items() if d in units}
+    chosen, report = fit_copurchase_weights(plain, units, ndcg)
+    for d, w in chosen.items():
+        rec = cross[d][1]
+        rec["weights"] = w.to_dict()
+        rec["copurchase"] = report[d]
+        rec["trials"][-1]["main_ndcg"] = report[d]["val_ndcg@20"][f"{report[d]['chosen']:g}"]
+        cross[d] = (w, rec)

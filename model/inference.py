@@ -5,6 +5,7 @@
     cat = engine.catalogue("office")            # ids, vectors [n, d], popularity, ...
     emb = engine.embed_user("office", {"office": ["i1", "i2"], "arts": ["i9"]})
     emb.vector @ cat.vectors.T                  # scores; emb.method says how it was embedded
+                                                # (+ emb.boost's scores: see UserEmbedding)
     content = engine.encode_content(text="red mug", image=None)   # {"text": [384] float32}
     vec = engine.add_item("new-1", "kitchen", content)            # [d]; usable in histories
     engine.remove_item("new-1")
@@ -51,6 +52,18 @@ class UserEmbedding:
     vector: np.ndarray
     method: str
     n_history: int
+    boost: ItemBoost | None = None
+    """Scores added to some items' inner product (the co-purchase boost of a user new to
+    the domain, model.nn.copurchase): the served score of item i is ``<vector, v_i>`` +
+    its boost (0 for an item not listed). None: the inner product alone."""
+
+
+@dataclass(frozen=True)
+class ItemBoost:
+    """``scores[k]`` (float32, already weighted, > 0) is added to ``item_ids[k]``'s score."""
+
+    item_ids: list[str]
+    scores: np.ndarray
 
 
 @dataclass
@@ -152,21 +165,16 @@ class _QueryStarts:
 
 
 def _serving_users(
-    blend: DomainBlend | None,
-    z: torch.Tensor,
-    method: str,
-    content: list[list[torch.Tensor]],
-    copurchase: torch.Tensor | None = None,
+    blend: DomainBlend | None, z: torch.Tensor, method: str, content: list[list[torch.Tensor]]
 ) -> np.ndarray:
     """[b, dim] serving vectors from model vectors z [b, d]; ``content[k]``: the c rows of
-    the history items user k was embedded from (one tensor per part); ``copurchase``:
-    the users' co-purchase parts [b, q] (model.nn.copurchase; None: 0)."""
+    the history items user k was embedded from (one tensor per part)."""
     if blend is None:
         return np.ascontiguousarray(z.cpu().numpy(), dtype=np.float32)
     prof = None
     if blend.content is not None:
         prof = torch.stack([profile(parts, blend.content_dim) for parts in content])
-    v = blend.users(z, method, prof, copurchase)
+    v = blend.users(z, method, prof)
     return np.ascontiguousarray(v.cpu().numpy(), dtype=np.float32)
 
 
@@ -204,8 +212,7 @@ class InferenceEngine(_QueryStarts):
         self._copurchase = bundle.blend.copurchase if bundle.blend is not None else None
         blend_extra = next(iter(self._blends.values())).extra_dim if self._blends else 0
         self.dim = self.model_dim + blend_extra
-        """Length of the serving vectors (model vector + the blend's prior, content and
-        co-purchase block)."""
+        """Length of the serving vectors (model vector + the blend's prior and content)."""
         self.encoders_info: dict[str, dict[str, Any]] = dict(bundle.manifest.get("encoders", {}))
         self._md = MultiDomainEmbedder(
             {d: s.embedder for d, s in bundle.domains.items()},
@@ -337,13 +344,27 @@ class InferenceEngine(_QueryStarts):
             # the domain's own history, or (cross-domain) every other domain's
             own = method == "inductive"
             parts = [self._profile_parts(domain, parsed[k], own) for k in rows]
-            cop = None  # the co-purchase block reads users new to the domain
-            if self._copurchase is not None and method == "cross_domain":
-                cop = self._copurchase.users(domain, [parsed[k].local for k in rows])
-            served = _serving_users(self._blends.get(domain), z[rows], method, parts, cop)
-            for k, v in zip(rows, served, strict=True):
-                out[k] = UserEmbedding(vector=v, method=method, n_history=parsed[k].n)
+            served = _serving_users(self._blends.get(domain), z[rows], method, parts)
+            boosts = self._boosts(domain, method, [parsed[k] for k in rows])
+            for k, v, b in zip(rows, served, boosts, strict=True):
+                out[k] = UserEmbedding(vector=v, method=method, n_history=parsed[k].n, boost=b)
         return [out[k] for k in range(len(parsed))]
+
+    def _boosts(
+        self, domain: str, method: str, parsed: Sequence[_ParsedHistory]
+    ) -> list[ItemBoost | None]:
+        """The co-purchase boost of each user (users new to the domain whose blend has a
+        co-purchase weight; None for the others and for users without one)."""
+        blend = self._blends.get(domain)
+        weight = 0.0 if blend is None else blend.weights_for(method).copurchase
+        if self._copurchase is None or method != "cross_domain" or weight == 0:
+            return [None] * len(parsed)
+        cat = self._catalogues[domain]
+        rows = self._copurchase.boost_rows(domain, [p.local for p in parsed], len(cat.vectors))
+        return [
+            ItemBoost(cat.item_ids_at(r), (weight * v).astype(np.float32)) if len(r) else None
+            for r, v in rows
+        ]
 
     def _parse_history(self, history: Mapping[str, Sequence[str]]) -> _ParsedHistory:
         """Item ids -> bundle rows per domain, and the content of registered items."""

@@ -146,6 +146,13 @@ def build_bundle_from_model(
             "popularity": np.bincount(ds.train[:, 1], minlength=ds.n_items),
         }
         histories[d] = ds.train
+    if blend is not None and blend.copurchase is not None:  # on the graph it serves with
+        blend.copurchase = blend.copurchase.on_graph(
+            {
+                d: (split.domains[d].user_ids, split.domains[d].n_items, histories[d])
+                for d in histories
+            }
+        )
     if blend is not None and blends:
         report = fit_query(blend, blends, split, dataset, features, encoders, cfg)
         if report:

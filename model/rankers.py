@@ -4,6 +4,7 @@ content kNN. Each implements ``model.evaluation.Ranker``."""
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,6 +15,7 @@ from model.evaluation import Scorer, _group
 from model.nn.blend import Blend, DomainBlend, profile, profiles_of
 from model.nn.bridge import Bridges
 from model.nn.config import MICRecConfig
+from model.nn.copurchase import CoPurchase
 from model.nn.foldin import MultiDomainEmbedder, build_embedder
 from model.nn.graph import TemplateMap
 from model.nn.itemmap import ItemMaps
@@ -128,7 +130,16 @@ class MICRecRanker:
                 blends[d] = self.blend.for_domain(d, degree, self.raw[d])
         content = {d: b.content for d, b in blends.items() if b.content is not None}
         md = MultiDomainEmbedder(embedders, self.cross_domain_rule, self.bridges, content)
-        return _FoldInScorer(self, md, inputs, blends)
+        copurchase = None
+        if self.blend is not None and self.blend.copurchase is not None:
+            # fitted on the graph scored with, as the item vectors are (a bundle's: its own)
+            copurchase = self.blend.copurchase.on_graph(
+                {
+                    d: (self.split.domains[d].user_ids, self.split.domains[d].n_items, graph[d])
+                    for d in m.domains
+                }
+            )
+        return _FoldInScorer(self, md, inputs, blends, copurchase)
 
 
 class _FoldInScorer:
@@ -138,17 +149,20 @@ class _FoldInScorer:
         md: MultiDomainEmbedder,
         inputs: dict[str, np.ndarray],
         blends: dict[str, DomainBlend],
+        copurchase: CoPurchase | None = None,
     ) -> None:
         self.r, self.md, self.inputs, self.blends = ranker, md, inputs, blends
+        self.copurchase = copurchase
         self.items = {d: e.item_vectors() for d, e in md.embedders.items()}
 
     @torch.no_grad()
     def parts(
         self, domain: str, users: np.ndarray, *, cross_domain: bool
-    ) -> tuple[torch.Tensor, list[str], torch.Tensor | None, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, list[str], torch.Tensor | None, sp.csr_matrix | None]:
         """Model user vectors [b, d], each user's type (model.nn.blend.USER_TYPES), content
-        profiles [b, r] (None without a blend content part) and co-purchase parts [b, q]
-        (users new to the domain only; None otherwise or without the block)."""
+        profiles [b, r] (None without a blend content part) and co-purchase boosts
+        [b, n_items] (model.nn.copurchase; users new to the domain only; None otherwise or
+        without co-purchase)."""
         blend = self.blends.get(domain)
         want_profiles = blend is not None and blend.content is not None
         cop = None
@@ -156,8 +170,8 @@ class _FoldInScorer:
             hist = other_domain_histories(self.r.split, domain, users, self.inputs, self.r.maps)
             zu = self.md.cross_domain(domain, hist)
             types = ["cross_domain" if h else "none" for h in hist]
-            if self.r.blend is not None and self.r.blend.copurchase is not None:
-                cop = self.r.blend.copurchase.users(domain, hist)
+            if self.copurchase is not None:
+                cop = self.copurchase.boosts(domain, hist, self.r.split.domains[domain].n_items)
             prof = None
             if want_profiles:
                 prof = torch.stack(
@@ -192,15 +206,16 @@ class _FoldInScorer:
             return zu @ self.items[domain].T
         items = blend.items(self.items[domain])
         rows = torch.empty(len(users), items.shape[1])
+        boost = torch.zeros(len(users), 1)
         for t in set(types):
             idx = torch.as_tensor([k for k, x in enumerate(types) if x == t])
-            rows[idx] = blend.users(
-                zu[idx],
-                t,
-                None if prof is None else prof[idx],
-                None if cop is None else cop[idx],
-            )
-        return rows @ items.T
+            rows[idx] = blend.users(zu[idx], t, None if prof is None else prof[idx])
+            boost[idx] = blend.weights_for(t).copurchase
+        out = rows @ items.T
+        if cop is not None and bool(boost.any()):
+            # the re-ranking stage of the service (app/serving/copurchase.py), on every item
+            out += boost * torch.from_numpy(cop.toarray())
+        return out
 
 
 class PopularRanker:

@@ -230,7 +230,10 @@ def tune(
     )
     for p in designed[: max(1, tune_cfg.trials)]:
         study.enqueue_trial(p)
-    trial_blend = replace(blend_cfg, trials=tune_cfg.blend_trials)
+    # without the co-purchase boost: its weight is fitted on every pseudo-cold user (a few
+    # full evaluations), it changes only users new to a domain and only after the map, so
+    # it is fitted once, on the chosen trial's refit below, not in every trial
+    trial_blend = replace(blend_cfg, trials=tune_cfg.blend_trials, copurchase=False)
     records: list[dict[str, Any]] = []
     best: dict[str, Any] = {}
     t_start = time.perf_counter()

@@ -13,7 +13,9 @@ The steps of one request:
 2. answer from the user's top-N list when the request allows it (app/serving/topn.py);
 3. embed the user (fold-in; batched);
 4. on a top-N miss, compute the user's list and answer from it;
-5. rank with the domain index (batched; one request at a time with a category filter);
+5. rank with the domain index (batched; one request at a time with a category filter),
+   then re-rank with the co-purchase boost of a user new to the domain, if any
+   (app/serving/copurchase.py);
 6. fill what the model could not with the fallback chain (app/serving/fallbacks.py).
 """
 
@@ -42,6 +44,7 @@ from app.lifecycle.popularity import PopularityBook
 from app.lifecycle.state import ModelState
 from app.runtime.telemetry import Metrics
 from app.serving import fallbacks
+from app.serving.copurchase import rerank
 from app.serving.topn import Entry, TopNCache, compute_entry, history_fingerprint
 from app.settings import Settings
 from model.inference import UserEmbedding
@@ -342,6 +345,26 @@ class Answerer:
                 index = w.state.indexes[w.q.domain]
                 if len(w.items) < min(w.q.n, len(index)):
                     outcomes.run(k, lambda: self._rank_one(w))  # noqa: B023
+        for k, w in live:
+            if outcomes.open(k) and w.embedding is not None and w.embedding.boost is not None:
+                outcomes.run(k, lambda: self._boost(w))  # noqa: B023
+
+    @staticmethod
+    def _boost(w: _Work) -> None:
+        """The co-purchase stage on the model's top n (the same exclusions and filter)."""
+        assert w.embedding is not None and w.embedding.boost is not None
+        q, state, excluded = w.q, w.state, w.excluded
+        prefix = q.prefix
+
+        def keep(iid: str) -> bool:
+            return iid not in excluded and (
+                prefix is None or category_matches(state.categories_of(iid), prefix)
+            )
+
+        vector = np.asarray(w.embedding.vector, dtype=np.float32).reshape(-1)
+        hits = [(it.item_id, it.score) for it in w.items]
+        ranked = rerank(state.indexes[q.domain], vector, hits, w.embedding.boost, q.n, keep)
+        w.items = [RecommendedItem(item_id=i, score=s, source=w.source) for i, s in ranked]
 
     @staticmethod
     def _rank_together(group: list[_Work]) -> None:

@@ -50,6 +50,7 @@ import numpy as np
 
 from app.lifecycle.engine import embedding_method
 from app.lifecycle.state import ModelState
+from app.serving.copurchase import rerank
 from model.inference import UserEmbedding
 
 log = logging.getLogger("micrec.service")
@@ -76,6 +77,10 @@ def compute_entry(
     seen = {i for ids in by_domain.values() for i in ids}
     vector = np.asarray(embedding.vector, dtype=np.float32).reshape(-1)
     hits = index.search(vector.reshape(1, -1), cache.items, exclude=[seen])[0]
+    full = len(hits) >= cache.items
+    boost = embedding.boost
+    if boost is not None:  # a user new to the domain: the co-purchase stage
+        hits = rerank(index, vector, hits, boost, cache.items, lambda iid: iid not in seen)
     return Entry(
         generation=state.generation,
         fingerprint=fingerprint,
@@ -86,7 +91,8 @@ def compute_entry(
         method=method,
         items_used=embedding.n_history,
         known_user=bool(by_domain),
-        full=len(hits) >= cache.items,
+        full=full,
+        boosted=frozenset(boost.item_ids) if boost is not None else frozenset(),
     )
 
 
@@ -109,6 +115,9 @@ class Entry:
     known_user: bool
     full: bool
     """The list has ``topn_cache_items`` items (else the index had fewer to give)."""
+    boosted: frozenset[str] = frozenset()
+    """Items whose score has a co-purchase boost (app/serving/copurchase.py): a change
+    to one of them cannot be judged by its inner product alone."""
     id_set: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -181,7 +190,7 @@ class TopNCache:
             seen = version
             if d != domain:
                 continue
-            if item_id in entry.id_set:
+            if item_id in entry.id_set or item_id in entry.boosted:
                 return False
             if vector is not None and (
                 not entry.full or float(vector @ entry.vector) >= floor - margin

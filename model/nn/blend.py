@@ -1,7 +1,7 @@
 """The served score: the model's score blended with an item prior and a content match.
 
     s(u, i) = w_model * <z_u / |z_u|, z_i> + w_prior * prior_i + w_content * <p_u, c_i>
-              (+ w_copurchase * <q_u, v_i>)
+              (+ w_copurchase * c_u[i] for users new to the domain)
 
 - ``prior_i = log(1 + deg_i) / log(1 + max deg)``: the item's training degree, the
   popularity prior of popularity-aware inference (PDA, Zhang et al., SIGIR 2021, adjusts
@@ -18,17 +18,18 @@
   ``r`` dimensions by a PCA fitted on the training items, L2-normalised; ``p_u``: the
   L2-normalised mean of ``c`` over the user's history items (content kNN, the baseline
   that ranks new and rarely bought items best).
-- ``q_u``, ``v_i`` (with ``[blend] copurchase_rank`` > 0): the cross-domain co-purchase
-  block of model.nn.copurchase, what anchors who bought the user's other-domain items
-  bought here; fitted for users new to the domain (0 for the other types).
+- ``c_u[i]`` (with ``[blend] copurchase``): the cross-domain co-purchase boost of
+  model.nn.copurchase, what anchors who bought the user's other-domain items bought here
+  (sparse, in [0, 1]); weighted for users new to the domain only. It is not part of the
+  inner product below: the service re-ranks the index's answer with it
+  (app/serving/copurchase.py) and the offline evaluation adds it to the full scores.
 - The weights depend on the domain and on how the user was embedded (``USER_TYPES``) and
   are fitted on the validation split (``model.blendfit``); the corners (model only, prior
   only, content only) are part of the search, so on validation the blend is never below
   any of its parts.
 
 Why one inner product: the score is linear in three parts, so the item vector
-``[z_i, prior_i, c_i, v_i]`` and the user vector ``[w_m z_u/|z_u|, w_p, w_c p_u, w_q q_u]``
-give it as a single dot product. The FAISS index of the service and the offline evaluation use the
+``[z_i, prior_i, c_i]`` and the user vector ``[w_m z_u/|z_u|, w_p, w_c p_u]`` give it as a single dot product. The FAISS index of the service and the offline evaluation use the
 same two functions below, so the served ranking is the evaluated one.
 """
 
@@ -65,7 +66,7 @@ class BlendWeights:
     prior: float = 0.0
     content: float = 0.0
     copurchase: float = 0.0
-    """Weight of the cross-domain co-purchase block (model.nn.copurchase; 0 = unused)."""
+    """Weight of the cross-domain co-purchase boost (model.nn.copurchase; 0 = unused)."""
 
     def to_dict(self) -> dict[str, float]:
         out = {"model": self.model, "prior": self.prior, "content": self.content}
@@ -160,8 +161,6 @@ class DomainBlend:
     """The prior of an item without training interactions (also a registered item's)."""
     content_scale: torch.Tensor | None = None
     """[n_items] factor of each item's content row in its serving vector (None: 1)."""
-    copurchase: torch.Tensor | None = None
-    """[n_items, q] the items' co-purchase block (model.nn.copurchase V; None: no block)."""
 
     @staticmethod
     def prior_of(degree: torch.Tensor, cold_prior: float = 0.0) -> torch.Tensor:
@@ -180,13 +179,9 @@ class DomainBlend:
         return 0 if self.content is None else int(self.content.shape[1])
 
     @property
-    def copurchase_dim(self) -> int:
-        return 0 if self.copurchase is None else int(self.copurchase.shape[1])
-
-    @property
     def extra_dim(self) -> int:
-        """What the blend adds to the model vector: the prior, content, co-purchase."""
-        return 1 + self.content_dim + self.copurchase_dim
+        """What the blend adds to the model vector: the prior and the content part."""
+        return 1 + self.content_dim
 
     def weights_for(self, user_type: str) -> BlendWeights:
         return self.weights.get(user_type, MODEL_ONLY)
@@ -201,18 +196,14 @@ class DomainBlend:
             if self.content_scale is not None:
                 c = c * self.content_scale[at].unsqueeze(1)
             parts.append(c.to(z.dtype))
-        if self.copurchase is not None:
-            parts.append(self.copurchase[at].to(z.dtype))
         return torch.cat(parts, dim=1)
 
     def new_item(self, z: torch.Tensor, content: torch.Tensor | None) -> torch.Tensor:
-        """Serving vector of an item registered after training ([d] + cold prior + c, and
-        no co-purchase: nobody bought it in training)."""
+        """Serving vector of an item registered after training ([d] + cold prior + c; no
+        co-purchase boost: nobody bought it in training)."""
         parts = [z, z.new_full((1,), self.cold_prior)]
         if self.content is not None:
             parts.append(z.new_zeros(self.content_dim) if content is None else content)
-        if self.copurchase is not None:
-            parts.append(z.new_zeros(self.copurchase_dim))
         return torch.cat(parts)
 
     def users(
@@ -220,11 +211,9 @@ class DomainBlend:
         z: torch.Tensor,
         user_type: str,
         profiles: torch.Tensor | None,
-        copurchase: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Serving user vectors [b, d + 1 + r (+ q)] from model vectors z [b, d], content
-        profiles [b, r] (normalised mean of the history's c; None = no content) and
-        co-purchase parts [b, q] (model.nn.copurchase.CoPurchase.users; None = 0)."""
+        """Serving user vectors [b, d + 1 + r] from model vectors z [b, d] and content
+        profiles [b, r] (normalised mean of the history's c; None = no content)."""
         w = self.weights_for(user_type)
         parts = [
             w.model * F.normalize(z, dim=1),
@@ -234,9 +223,6 @@ class DomainBlend:
             if profiles is None:
                 profiles = z.new_zeros(len(z), self.content_dim)
             parts.append(w.content * profiles.to(z.dtype))
-        if self.copurchase is not None:
-            q = z.new_zeros(len(z), self.copurchase_dim) if copurchase is None else copurchase
-            parts.append(w.copurchase * q.to(z.dtype))
         return torch.cat(parts, dim=1)
 
     def query_user(self, c: torch.Tensor, model_dim: int) -> torch.Tensor:
@@ -251,7 +237,6 @@ class DomainBlend:
                 c.new_zeros(model_dim),
                 c.new_full((1,), w.prior),
                 w.content * c.to(torch.float32),
-                c.new_zeros(self.copurchase_dim),
             ]
         )
 
@@ -284,7 +269,7 @@ class Blend:
     item_terms: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per domain, the fitted item terms (``ITEM_TERMS``; a missing one is 0)."""
     copurchase: CoPurchase | None = None
-    """The cross-domain co-purchase factors (None: no co-purchase block)."""
+    """The cross-domain co-purchase transitions (None: no co-purchase boost)."""
 
     def for_domain(
         self,
@@ -310,16 +295,7 @@ class Blend:
             content_scale=None
             if content is None
             else DomainBlend.content_scale_of(degree.cpu(), terms.get("content_decay", 0.0)),
-            copurchase=self.copurchase_items(domain, len(degree)),
         )
-
-    def copurchase_items(self, domain: str, n_items: int) -> torch.Tensor | None:
-        """The domain's co-purchase block [n_items, q] (zeros for a domain no anchor bought
-        in, so every domain's serving vectors have one length); None without the block."""
-        if self.copurchase is None:
-            return None
-        v = self.copurchase.items.get(domain)
-        return torch.zeros(n_items, self.copurchase.rank) if v is None else v
 
     def weights_json(self) -> dict[str, dict[str, dict[str, float]]]:
         return {d: {t: w.to_dict() for t, w in ws.items()} for d, ws in self.weights.items()}

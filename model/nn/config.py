@@ -200,17 +200,21 @@ class BlendConfig:
     degree, (1 + deg)^-d (model.nn.blend); false: 0, every content row at full weight.
     On by default: chosen on validation on every amazon-arts-office fit measured
     (docs/results/ablation/item-terms.md); a dataset without content is unaffected."""
-    copurchase_rank: int = 0
-    """q: rank of the cross-domain co-purchase block for users new to a domain
-    (model.nn.copurchase; 0 = no block). Each serving vector grows by q numbers; its
-    weight is fitted on the pseudo-cold validation users and kept only where it raises
-    their validation NDCG@20. Off: at rank 64 it left users new to a domain unchanged on
-    test, 3 seeds (docs/results/ablation/copurchase.md)."""
+    copurchase: bool = True
+    """Fit the cross-domain co-purchase boost for users new to a domain (model.nn.copurchase:
+    what the anchors who bought the user's other-domain items bought here; the service
+    re-ranks the index's answer with it). Its weight is fitted on every pseudo-cold
+    validation user and kept only where it raises their validation NDCG@20; on by
+    default: it did not lower users new to a domain on test in any fit measured
+    (docs/results/ablation/copurchase.md)."""
+    copurchase_top: int = 200
+    """Co-purchased target items kept per source item (the largest shares): bounds the
+    bundle's co-purchase file and a boost's size however large the catalogues."""
     seed: int = 0
     """Seed of the user sample and of the TPE sampler."""
 
     def __post_init__(self) -> None:
-        _at_least(self, trials=3, content_dim=0, max_users=1, copurchase_rank=0)
+        _at_least(self, trials=3, content_dim=0, max_users=1, copurchase_top=1)
         if not 0.0 <= self.main_tolerance < 1.0:
             raise ValueError(f"main_tolerance must be in [0, 1), got {self.main_tolerance}")
 

@@ -1,28 +1,28 @@
 """Cross-domain co-purchase: what users of both domains bought in one domain given the other.
 
-For a target domain B and every other domain A, over the anchor users (old users with
-training interactions in both, the pseudo-cold validation users excluded, as for the
-cross-domain map of model.nn.bridge):
+For a target domain B and every other domain A, over the anchor users (users with
+interactions in both in the graph the model scores with: a bundle's training graph, or
+the inputs an evaluation binds, which hide the evaluated users' target-domain rows):
 
     P_AB[i, j] = (anchors who bought i in A and j in B) / (pairs (i, j') over all j')
 
-the probability that an anchor who bought ``i`` bought ``j``. Stacking every other domain's
-rows, ``[P_AB; P_CB; ...]`` ([sum n_A, n_B]) is factored by a truncated SVD of rank r:
-``P ~ L V^T`` with ``L = U S``. Then
+the probability that an anchor who bought ``i`` bought ``j`` (each row keeps its
+``top`` largest entries: a bounded size per source item however large the catalogues).
+A user new to B (history only in other domains) gets the boost
 
-- item ``j`` of B carries ``V[j]`` ([r]) in its serving vector (0 for items no anchor
-  bought there: held-out new items and items registered after training);
-- a user new to B (history only in other domains) carries ``q_u = normalise(mean over
-  their other-domain items i of L[i])``, the low-rank form of their items' co-purchase
-  distribution over B.
+    c_u[j] = b_u[j] / max_j' b_u[j'],   b_u = sum over the user's other-domain items i of P[i]
 
-``<q_u, V[j]>`` is one more block of the served inner product (model.nn.blend), weighted
-per domain and user type by the blend fit on validation. Why: item-to-item co-occurrence
-remembers which items go together across domains, where the cross-domain map only sees
-the user's folded-in vector. Why the SVD: a sparse co-occurrence row cannot be served as
-one inner product; its rank-r factors can. Measured (docs/results/ablation/copurchase.md):
-the exact co-occurrence added to the map on test, this rank-64 form did not; off by
-default (``[blend] copurchase_rank = 0``).
+(in [0, 1]; the user's best co-purchased item gets 1), and the served score of item j is
+``s(u, j) + w_copurchase * c_u[j]`` with the domain's weight for users new to it
+(model.nn.blend.BlendWeights, fitted on the pseudo-cold validation users).
+
+Why exact and not one more block of the inner product: the gain is in the sharp item
+pairs of the co-occurrence, which a low-rank factorisation loses (a rank-64 and a rank-256
+SVD block were built and measured: no gain; docs/results/ablation/copurchase.md). Why it
+is still exactly servable: ``c_u`` is sparse and nonnegative, so an item outside it keeps
+its index score, and the top n of ``s + w c`` is within the index's top n plus the
+items of ``c_u`` scored exactly (app/serving/copurchase.py does that re-ranking; the
+offline evaluation adds ``w c_u`` to the full score matrix).
 """
 
 from __future__ import annotations
@@ -34,65 +34,115 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
-import torch.nn.functional as F
-from scipy.sparse.linalg import svds
+
+DEFAULT_TOP = 200
+"""Entries kept per source item (``[blend] copurchase_top``)."""
 
 
 @dataclass
 class CoPurchase:
-    """Fitted factors: ``items[B]`` = V of B ([n_B, r]); ``sources[(A, B)]`` = the rows of
-    L for A's items ([n_A, r])."""
+    """``transitions[(A, B)]``: P_AB as CSR [n_A, n_B] (source items x target items),
+    ``top`` entries per source item at most. Like item vectors, the transitions belong to
+    a graph: :meth:`on_graph` fits them for another one with the same ``top``."""
 
-    rank: int
-    items: dict[str, torch.Tensor] = field(default_factory=dict)
-    sources: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
+    top: int = DEFAULT_TOP
+    transitions: dict[tuple[str, str], sp.csr_matrix] = field(default_factory=dict)
 
-    def users(self, target: str, histories: Sequence[Mapping[str, np.ndarray]]) -> torch.Tensor:
-        """[b, r] user parts for ``target`` from each user's items in other domains (local
-        ids; the ``target`` entry is ignored; an item past a domain's rows, one registered
-        after training, has no co-purchase and is skipped). A user with none gets 0."""
-        out = torch.zeros(len(histories), self.rank)
-        for k, h in enumerate(histories):
-            rows = [
-                src[torch.as_tensor(ids[ids < len(src)])]
-                for d, items in h.items()
-                if d != target
-                and (src := self.sources.get((d, target))) is not None
-                and len(ids := np.unique(np.asarray(items, dtype=np.int64)))
-            ]
-            rows = [r for r in rows if len(r)]
-            if rows:
-                out[k] = F.normalize(torch.cat(rows).mean(dim=0), dim=0)
-        return out
+    def on_graph(self, domains: Mapping[str, tuple[Sequence[str], int, np.ndarray]]) -> CoPurchase:
+        """The transitions of ``domains`` (see :func:`fit_copurchase`) with this ``top``."""
+        return fit_copurchase(domains, self.top)
+
+    @property
+    def nnz(self) -> int:
+        return sum(int(m.nnz) for m in self.transitions.values())
+
+    def boosts(
+        self, target: str, histories: Sequence[Mapping[str, np.ndarray]], n_items: int
+    ) -> sp.csr_matrix:
+        """[b, n_items] ``c_u`` of each user from their items in other domains (local ids;
+        the ``target`` entry is ignored; an item past a domain's rows, one registered after
+        training, has no co-purchase and is skipped). A user with none gets an empty row.
+        ``n_items``: the target's items (its transitions' columns must be as many)."""
+        n_t = n_items
+        for (_, t), m in self.transitions.items():
+            if t == target and m.shape[1] != n_items:
+                raise ValueError(f"co-purchase of {target} has {m.shape[1]} items, not {n_items}")
+        out: list[sp.csr_matrix] = []
+        for h in histories:
+            row = sp.csr_matrix((1, n_t), dtype=np.float32)
+            for d, items in h.items():
+                m = self.transitions.get((d, target))
+                if d == target or m is None:
+                    continue
+                ids = np.unique(np.asarray(items, dtype=np.int64))
+                ids = ids[(ids >= 0) & (ids < m.shape[0])]
+                if len(ids):
+                    row = row + sp.csr_matrix(m[ids].sum(axis=0, dtype=np.float32))
+            top = row.max() if row.nnz else 0.0
+            if top > 0:
+                row = row / top
+            out.append(sp.csr_matrix(row, dtype=np.float32))
+        if not out:
+            return sp.csr_matrix((0, n_t), dtype=np.float32)
+        return sp.vstack(out, format="csr").astype(np.float32)
+
+    def boost_rows(
+        self, target: str, histories: Sequence[Mapping[str, np.ndarray]], n_items: int
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`boosts` per user as (target item rows int64, values float32): the sparse
+        form the service re-ranks with."""
+        m = self.boosts(target, histories, n_items)
+        return [
+            (
+                m.indices[m.indptr[k] : m.indptr[k + 1]].astype(np.int64),
+                m.data[m.indptr[k] : m.indptr[k + 1]].astype(np.float32),
+            )
+            for k in range(m.shape[0])
+        ]
 
     # --- bundle ------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
+        pairs = sorted(self.transitions)
         return {
-            "rank": self.rank,
-            "domains": sorted(self.items),
-            "pairs": [list(p) for p in sorted(self.sources)],
+            "top": self.top,
+            "pairs": [list(p) for p in pairs],
+            "shapes": [list(self.transitions[p].shape) for p in pairs],
         }
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        m = self.meta()
-        out = {f"items.{k}": self.items[d] for k, d in enumerate(m["domains"])}
-        out.update({f"sources.{k}": self.sources[(s, t)] for k, (s, t) in enumerate(m["pairs"])})
+        out: dict[str, torch.Tensor] = {}
+        for k, p in enumerate(sorted(self.transitions)):
+            m = self.transitions[p]
+            out[f"{k}.indptr"] = torch.from_numpy(m.indptr.astype(np.int64))
+            out[f"{k}.indices"] = torch.from_numpy(m.indices.astype(np.int64))
+            out[f"{k}.data"] = torch.from_numpy(m.data.astype(np.float32))
         return out
 
     @classmethod
     def from_state(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> CoPurchase:
-        rank = int(meta["rank"])
-        items = {d: tensors[f"items.{k}"].float() for k, d in enumerate(meta["domains"])}
-        sources = {
-            (str(s), str(t)): tensors[f"sources.{k}"].float()
-            for k, (s, t) in enumerate(meta["pairs"])
-        }
-        for name, x in [*items.items(), *sources.items()]:
-            if x.ndim != 2 or x.shape[1] != rank:
-                raise ValueError(
-                    f"co-purchase factor {name} has shape {tuple(x.shape)}, rank {rank}"
-                )
-        return cls(rank, items, sources)
+        """Checked: shapes, offsets and indices must describe a valid CSR matrix of
+        nonnegative finite values (a bundle file is untrusted input)."""
+        out = cls(top=int(meta["top"]))
+        for k, (pair, shape) in enumerate(zip(meta["pairs"], meta["shapes"], strict=True)):
+            name = f"co-purchase {pair[0]} -> {pair[1]}"
+            rows, cols = int(shape[0]), int(shape[1])
+            indptr = tensors[f"{k}.indptr"].numpy()
+            indices = tensors[f"{k}.indices"].numpy()
+            data = tensors[f"{k}.data"].numpy()
+            if rows < 0 or cols < 0 or indptr.shape != (rows + 1,) or indptr[0] != 0:
+                raise ValueError(f"{name}: offsets do not match shape {rows} x {cols}")
+            if np.any(np.diff(indptr) < 0):
+                raise ValueError(f"{name}: offsets are not increasing")
+            if len(indices) != len(data) or int(indptr[-1]) != len(data):
+                raise ValueError(f"{name}: {len(indices)} indices for {len(data)} values")
+            if len(indices) and (indices.min() < 0 or indices.max() >= cols):
+                raise ValueError(f"{name}: an item index is outside 0..{cols - 1}")
+            if not np.all(np.isfinite(data)) or np.any(data < 0):
+                raise ValueError(f"{name}: values must be finite and nonnegative")
+            out.transitions[(str(pair[0]), str(pair[1]))] = sp.csr_matrix(
+                (data, indices, indptr), shape=(rows, cols)
+            )
+        return out
 
 
 def _binary(pairs: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -101,20 +151,38 @@ def _binary(pairs: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
     return m
 
 
+def _top_per_row(m: sp.csr_matrix, top: int) -> sp.csr_matrix:
+    """``m`` with only the ``top`` largest entries of each row (ties: the lower index)."""
+    if top <= 0:
+        return m
+    lengths = np.diff(m.indptr)
+    if not len(lengths) or lengths.max() <= top:
+        return m
+    keep = np.zeros(m.nnz, dtype=bool)
+    for r in np.flatnonzero(lengths > 0):
+        lo, hi = m.indptr[r], m.indptr[r + 1]
+        if hi - lo <= top:
+            keep[lo:hi] = True
+        else:
+            order = np.lexsort((m.indices[lo:hi], -m.data[lo:hi]))[:top]
+            keep[lo + order] = True
+    rows = np.repeat(np.arange(m.shape[0]), lengths)
+    return sp.csr_matrix((m.data[keep], (rows[keep], m.indices[keep])), shape=m.shape)
+
+
 def fit_copurchase(
-    domains: Mapping[str, tuple[list[str], int, np.ndarray]],
-    rank: int,
-    seed: int = 0,
-) -> CoPurchase | None:
-    """Factors from each domain's ``(user ids, n_items, anchor pairs [n, 2])``: the pairs
-    are (local user, local item) rows of the users allowed to count (the caller leaves
-    out whoever validation will judge). None when no target has co-purchase rows."""
-    out = CoPurchase(rank)
+    domains: Mapping[str, tuple[Sequence[str], int, np.ndarray]], top: int = DEFAULT_TOP
+) -> CoPurchase:
+    """P_AB for every ordered pair of domains from each domain's ``(user ids, n_items,
+    pairs [n, 2])``: the pairs are the graph's (local user, local item) rows (the caller
+    leaves out whatever the users it will judge must not have). Users are matched across
+    domains by id; a pair of domains without a shared user has no transitions."""
+    out = CoPurchase(top)
     names = sorted(domains)
     for t in names:
         t_users, t_items, t_pairs = domains[t]
         where = {u: k for k, u in enumerate(t_users)}
-        blocks: list[sp.csr_matrix] = []
+        b = _binary(t_pairs, (len(t_users), t_items))
         for s in names:
             if s == t:
                 continue
@@ -124,31 +192,11 @@ def fit_copurchase(
             link = sp.csr_matrix(
                 (np.ones(len(ok)), (ok, in_t[ok])), shape=(len(s_users), len(t_users))
             )
-            co = (
-                _binary(s_pairs, (len(s_users), s_items)).T
-                @ link
-                @ _binary(t_pairs, (len(t_users), t_items))
-            ).tocsr()
-            total = np.asarray(co.sum(axis=1)).ravel()
-            blocks.append((sp.diags(1.0 / np.maximum(total, 1.0)) @ co).tocsr())
-        if not blocks:
-            continue
-        stacked = sp.vstack(blocks).tocsr()
-        k = min(rank, min(stacked.shape) - 1)
-        if stacked.nnz == 0 or k < 1:
-            continue
-        # svds' start vector is drawn from its random_state: seeded, so a fit repeats
-        u, s_vals, vt = svds(stacked, k=k, random_state=seed)
-        left = np.zeros((stacked.shape[0], rank), dtype=np.float32)
-        right = np.zeros((t_items, rank), dtype=np.float32)
-        left[:, :k] = u * s_vals
-        right[:, :k] = vt.T
-        out.items[t] = torch.from_numpy(right)
-        at = 0
-        for s in names:
-            if s == t:
+            co = (_binary(s_pairs, (len(s_users), s_items)).T @ link @ b).tocsr()
+            if co.nnz == 0:
                 continue
-            n = domains[s][1]
-            out.sources[(s, t)] = torch.from_numpy(left[at : at + n].copy())
-            at += n
-    return out if out.items else None
+            total = np.asarray(co.sum(axis=1)).ravel()
+            p = (sp.diags(1.0 / np.maximum(total, 1.0)) @ co).tocsr().astype(np.float32)
+            p.sort_indices()
+            out.transitions[(s, t)] = _top_per_row(p, top)
+    return out

@@ -129,10 +129,14 @@ def cross_domain_history(real: RealBundles, domain: str, raw_user: str) -> list[
 
 
 def engine_top(engine: InferenceEngine, domain: str, history: list[str], n: int) -> list[str]:
-    """Top-n of ``domain`` straight from the library (history items masked)."""
+    """Top-n of ``domain`` straight from the library (history items masked): inner product
+    + the co-purchase boost of a user new to the domain (model.inference.UserEmbedding)."""
     emb = engine.embed_user(domain, {"any": history})
     cat = engine.catalogue(domain)
     scores = cat.vectors @ emb.vector
+    if emb.boost is not None:
+        rows = {i: k for k, i in enumerate(cat.item_ids)}
+        scores[[rows[i] for i in emb.boost.item_ids]] += emb.boost.scores
     scores[[k for k, i in enumerate(cat.item_ids) if i in set(history)]] = -np.inf
     return [cat.item_ids[k] for k in np.argsort(-scores, kind="stable")[:n]]
 

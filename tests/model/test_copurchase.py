@@ -1,6 +1,7 @@
-"""The cross-domain co-purchase block (model.nn.copurchase): what it fits, what validation
-may not leak into it, how its weight is chosen (model.blendfit), and that the service
-serves it exactly as the offline evaluation scores it."""
+"""The cross-domain co-purchase boost (model.nn.copurchase): what it fits, what validation
+may not leak into it, how its weight is chosen (model.copurchasefit), and that the engine
+scores it exactly as the offline evaluation does (the service's re-ranking stage:
+tests/app/serving/test_copurchase.py)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from model.blendfit import _SliceParts, fit_blend
+from model.blendfit import fit_blend
 from model.bundle import BundleError, load_bundle
-from model.copurchasefit import anchor_rows, fit_copurchase_weight
+from model.copurchasefit import COPURCHASE_GRID, fit_copurchase_weights
 from model.evaluation import slice_inputs
 from model.inference import InferenceEngine
-from model.nn.blend import BlendWeights
+from model.nn.blend import Blend, BlendWeights
 from model.nn.config import BlendConfig
 from model.nn.copurchase import CoPurchase, fit_copurchase
 from model.rankers import MICRecRanker, other_domain_histories
@@ -32,74 +33,79 @@ def _toy() -> dict[str, tuple[list[str], int, np.ndarray]]:
     return {"a": (a_users, 3, a), "b": (b_users, 3, b)}
 
 
-def test_the_block_ranks_what_anchors_bought_with_the_users_items() -> None:
-    cp = fit_copurchase(_toy(), rank=2)
-    assert cp is not None and cp.rank == 2
-    assert cp.items["b"].shape == (3, 2) and cp.sources[("a", "b")].shape == (3, 2)
-    # rank 2 holds P exactly: a0 -> b0, a1 -> b1; a2 and b2 have no anchor pairs
-    recon = cp.sources[("a", "b")] @ cp.items["b"].T
-    torch.testing.assert_close(recon, torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 0]]))
-    q = cp.users("b", [{"a": np.array([0])}, {"a": np.array([1, 1])}, {"a": np.array([2])}])
-    s = q @ cp.items["b"].T
-    assert s[0].argmax() == 0 and s[1].argmax() == 1
-    torch.testing.assert_close(s[2], torch.zeros(3))  # only items nobody co-bought: 0
-    # the target domain's own history and rows past the source (registered items) are not read
-    q2 = cp.users("b", [{"a": np.array([0, 7]), "b": np.array([1])}])
-    torch.testing.assert_close(q2, q[:1])
+def test_the_boost_ranks_what_anchors_bought_with_the_users_items() -> None:
+    cp = fit_copurchase(_toy())
+    assert set(cp.transitions) == {("a", "b"), ("b", "a")}
+    # a0 -> b0, a1 -> b1; a2 and b2 have no anchor pairs
+    np.testing.assert_allclose(
+        cp.transitions[("a", "b")].toarray(), [[1.0, 0, 0], [0, 1, 0], [0, 0, 0]]
+    )
+    c = cp.boosts("b", [{"a": np.array([0])}, {"a": np.array([1, 1])}, {"a": np.array([2])}], 3)
+    np.testing.assert_allclose(c.toarray(), [[1.0, 0, 0], [0, 1, 0], [0, 0, 0]])
+    # the target domain's own history and rows past the source (registered items) are not
+    # read; a user with items of both kinds is max-normalised to 1
+    c2 = cp.boosts("b", [{"a": np.array([0, 7]), "b": np.array([1])}, {"a": np.array([0, 1])}], 3)
+    np.testing.assert_allclose(c2.toarray(), [[1.0, 0, 0], [1.0, 1.0, 0]])
+    rows = cp.boost_rows("b", [{"a": np.array([1])}, {}], 3)
+    assert rows[0][0].tolist() == [1] and rows[0][1].tolist() == [1.0]
+    assert len(rows[1][0]) == 0
+    with pytest.raises(ValueError, match="3 items, not 4"):
+        cp.boosts("b", [{"a": np.array([0])}], 4)
 
 
-def test_factors_round_trip_and_a_wrong_shape_is_refused() -> None:
-    cp = fit_copurchase(_toy(), rank=2)
+def test_each_source_item_keeps_its_largest_shares() -> None:
+    """``top`` bounds a source item's row: the largest shares stay, ties by item order."""
+    users = [f"u{k}" for k in range(6)]
+    # every user bought a0; in b, u0-u2 bought b0, u3-u4 b1, u5 b2
+    a = np.array([[k, 0] for k in range(6)])
+    b = np.array([[0, 0], [1, 0], [2, 0], [3, 1], [4, 1], [5, 2]])
+    full = fit_copurchase({"a": (users, 1, a), "b": (users, 3, b)}, top=0)
+    two = fit_copurchase({"a": (users, 1, a), "b": (users, 3, b)}, top=2)
+    assert full is not None and two is not None
+    np.testing.assert_allclose(full.transitions[("a", "b")].toarray(), [[0.5, 2 / 6, 1 / 6]])
+    np.testing.assert_allclose(two.transitions[("a", "b")].toarray(), [[0.5, 2 / 6, 0.0]])
+
+
+def test_transitions_round_trip_and_a_corrupt_file_is_refused() -> None:
+    cp = fit_copurchase(_toy())
     assert cp is not None
     back = CoPurchase.from_state(cp.meta(), cp.tensors())
     for name, t in cp.tensors().items():
         torch.testing.assert_close(back.tensors()[name], t)
-    bad = dict(cp.tensors())
-    bad["items.0"] = torch.zeros(3, 5)
-    with pytest.raises(ValueError, match="rank 2"):
-        CoPurchase.from_state(cp.meta(), bad)
+    corrupt = {
+        "0.indices": (torch.tensor([0, 9]), "outside 0..2"),
+        "0.data": (torch.tensor([1.0, -1.0]), "nonnegative"),
+        "0.indptr": (torch.tensor([0, 2, 1, 2]), "not increasing"),
+    }
+    for name, (value, message) in corrupt.items():
+        bad = dict(cp.tensors())
+        bad[name] = value
+        with pytest.raises(ValueError, match=message):
+            CoPurchase.from_state(cp.meta(), bad)
 
 
-def _parts(informative: bool, seed: int = 0) -> _SliceParts:
-    """300 users, 50 items bought by popularity (the prior knows it; the model part
-    knows nothing); the co-purchase part points at each user's target (``informative``)
-    or away from it."""
-    g = torch.Generator().manual_seed(seed)
-    b, n, q = 300, 50, 8
-    popularity = torch.linspace(1.0, 0.02, n)
-    targets = torch.multinomial(popularity, b, replacement=True, generator=g)
-    qi = torch.nn.functional.normalize(torch.randn(n, q, generator=g), dim=1)
-    qu = qi[targets] if informative else -qi[targets]
-    return _SliceParts(
-        name="cd_pseudo_cold",
-        zu=torch.nn.functional.normalize(torch.randn(b, 4, generator=g), dim=1),
-        zi=torch.randn(n, 4, generator=g),
-        prior=popularity,
-        degree=torch.ones(n),
-        pu=None,
-        ci=None,
-        exclude=torch.zeros(b, n, dtype=torch.bool),
-        targets=[np.array([int(t)]) for t in targets],
-        k=n,
-        qu=qu,
-        qi=qi,
-    )
+def test_each_domain_keeps_the_weight_its_validation_users_prefer() -> None:
+    """One evaluation per grid value serves every domain; a domain keeps the value with the
+    best validation NDCG, and no boost unless a value does strictly better (ties: none)."""
+    calls: list[dict[str, float]] = []
 
+    def ndcg(trial):  # type: ignore[no-untyped-def]
+        g = {d: w.copurchase / units[d] for d, w in trial.items()}
+        calls.append(g)
+        return {
+            "helped": 0.10 - 0.01 * (g["helped"] - 2.0) ** 2,  # peaks at 2
+            "misled": 0.05 - 0.001 * g["misled"],  # falls with any boost
+            "flat": 0.03,  # no difference at all
+        }
 
-@pytest.mark.parametrize("informative", [True, False])
-def test_the_weight_is_kept_only_when_validation_says_it_helps(informative: bool) -> None:
-    part = _parts(informative)
-    plain_w = {"model": 0.0, "prior": 1.0}  # what the fit without the block chose
-    plain = [{"chosen": plain_w, "reference": [[0.1], 0.1]}]
-    w, trials = fit_copurchase_weight(part, "toy", plain)
-    _, sp, _, _ = part.spreads()
-    without = part.ndcg(BlendWeights(0.0, 1.0 / sp, 0.0))
-    if informative:
-        assert w.copurchase > 0
-        assert trials[-1]["main_ndcg"] > without
-    else:  # a block that misleads is never kept: the plain choice stays
-        assert w.copurchase == 0
-        assert trials[-1]["main_ndcg"] == pytest.approx(without)
+    plain = {d: BlendWeights(0.5, 0.2, 0.1) for d in ("helped", "misled", "flat")}
+    units = {"helped": 0.5, "misled": 2.0, "flat": 1.0}
+    chosen, report = fit_copurchase_weights(plain, units, ndcg)
+    assert len(calls) == 1 + len(COPURCHASE_GRID)
+    assert chosen["helped"] == replace(plain["helped"], copurchase=2.0 * 0.5)
+    assert chosen["misled"] == plain["misled"] and chosen["flat"] == plain["flat"]
+    assert report["helped"]["chosen"] == 2.0 and report["misled"]["chosen"] == 0.0
+    assert report["helped"]["val_ndcg@20"]["2"] == pytest.approx(0.10)
 
 
 @pytest.fixture(scope="module")
@@ -109,77 +115,82 @@ def trained(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
 
 
 def test_validation_rows_never_reach_the_fit(trained) -> None:  # type: ignore[no-untyped-def]
-    """The pseudo-cold users' rows (validation hides them from those users) are left out:
-    the fit is the same whatever they bought in that domain."""
-    _, _, split, _, _ = trained
-    for d in split.domains:
-        pseudo = set(split.pseudo_cold_users(d).tolist())
-        assert pseudo and not pseudo & set(anchor_rows(split, d)[:, 0].tolist())
+    """The transitions the pseudo-cold validation slice is scored with are fitted on its
+    inputs, which hide those users' target-domain rows: they are the same whatever the
+    users bought there (a fit on ``train`` would change)."""
+    _, _, split, feats, model = trained
     dst = sorted(split.domains)[0]
     ds = split.domains[dst]
-    before = fit_copurchase(
-        {d: (s.user_ids, s.n_items, anchor_rows(split, d)) for d, s in split.domains.items()}, 4
-    )
+    blend = Blend(None, {}, copurchase=CoPurchase())
+    ranker = MICRecRanker("probe", model, split, feats, blend=blend)
+
+    def fitted() -> tuple[CoPurchase, CoPurchase]:
+        hidden = ranker.bind(slice_inputs(split, dst, "cd_pseudo")).copurchase  # type: ignore[attr-defined]
+        full = ranker.bind(slice_inputs(split, dst, "standard")).copurchase  # type: ignore[attr-defined]
+        return hidden, full
+
+    before, full_before = fitted()
     theirs = np.isin(ds.train[:, 0], split.pseudo_cold_users(dst))
+    assert theirs.any()
     saved = ds.train
     ds.train = ds.train.copy()
     ds.train[theirs, 1] = (ds.train[theirs, 1] + 1) % ds.n_old_items  # other items
     try:
-        after = fit_copurchase(
-            {d: (s.user_ids, s.n_items, anchor_rows(split, d)) for d, s in split.domains.items()},
-            4,
-        )
+        after, full_after = fitted()
     finally:
         ds.train = saved
-    assert before is not None and after is not None
     for name, t in before.tensors().items():
         torch.testing.assert_close(after.tensors()[name], t)
+    changed = [
+        name
+        for name, t in full_before.tensors().items()
+        if t.shape != full_after.tensors()[name].shape
+        or not torch.equal(t, full_after.tensors()[name])
+    ]
+    assert changed  # the check can see a leak: the full inputs' fit moves
 
 
 def test_users_new_to_a_domain_are_served_as_evaluated(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """A bundle with the block: the service's user vector (block included) and item
-    vectors equal the offline evaluation's, so the served ranking is the evaluated one."""
+    """A bundle with the boost: the engine's inner product + its boost equals the offline
+    evaluation's score of every item, so the served ranking is the evaluated one."""
     cfg, ds, split, feats, model = trained
-    blend, _ = fit_blend(
-        model, split, feats, BlendConfig(trials=3, content_dim=8, copurchase_rank=4)
-    )
-    assert blend.copurchase is not None and blend.copurchase.rank == 4
+    blend, _ = fit_blend(model, split, feats, BlendConfig(trials=3, content_dim=8, copurchase=True))
+    assert blend.copurchase is not None  # fitted on the bundle's graph when it is written
     dst = sorted(split.domains)[0]
-    # a nonzero weight, so the block is part of the compared vectors whatever the fit chose
+    # a nonzero weight, so the boost is part of the compared scores whatever the fit chose
     w = blend.weights[dst].get("cross_domain", BlendWeights())
     blend.weights[dst]["cross_domain"] = replace(w, copurchase=0.7)
     out = write_tiny_bundle(tmp_path / "b", cfg, ds, split, feats, model, blend=blend)
     bundle = load_bundle(out)
     assert bundle.blend is not None and bundle.blend.copurchase is not None
+    assert bundle.blend.copurchase.nnz > 0
     ranker = MICRecRanker("probe", bundle.model, split, feats, blend=bundle.blend)
     inputs = slice_inputs(split, dst, "standard")
     scorer = ranker.bind(inputs)
     users = split.pseudo_cold_users(dst)[:6]
-    zu, types, prof, cop = scorer.parts(dst, users, cross_domain=True)  # type: ignore[attr-defined]
-    assert set(types) == {"cross_domain"} and cop is not None and bool(cop.abs().sum() > 0)
-    blend_d = scorer.blends[dst]  # type: ignore[attr-defined]
-    want = blend_d.users(zu, "cross_domain", prof, cop).numpy()
+    want = scorer.scores(dst, users, cross_domain=True).numpy()
     engine = InferenceEngine.from_bundle(bundle)
-    assert engine.dim == model.config.dim + 1 + 8 + 4
+    assert engine.dim == model.config.dim + 1 + 8  # the boost is no part of the vectors
+    cat = engine.catalogue(dst)
     hists = other_domain_histories(split, dst, users, inputs, ranker.maps)
+    boosted = 0
     for k, hist in enumerate(hists):
         history = {d: [split.domains[d].item_ids[i] for i in items] for d, items in hist.items()}
         got = engine.embed_user(dst, history)
         assert got.method == "cross_domain"
-        np.testing.assert_allclose(got.vector, want[k], rtol=1e-4, atol=1e-5)
-        # the block's part of the vector is the weighted co-purchase part, not zeros
-        np.testing.assert_allclose(got.vector[-4:], 0.7 * cop[k].numpy(), rtol=1e-4, atol=1e-6)
-    items = scorer.items[dst]  # type: ignore[attr-defined]
-    np.testing.assert_allclose(
-        engine.catalogue(dst).vectors[:5], blend_d.items(items)[:5].numpy(), rtol=1e-4, atol=1e-5
-    )
+        scores = cat.vectors @ got.vector
+        if got.boost is not None:
+            boosted += 1
+            rows = [cat.item_ids.index(i) for i in got.boost.item_ids]
+            assert float(got.boost.scores.max()) == pytest.approx(0.7)  # the best item: w x 1
+            scores[rows] += got.boost.scores
+        np.testing.assert_allclose(scores, want[k], rtol=1e-4, atol=1e-5)
+    assert boosted >= 3  # the comparison covers the boost
 
 
-def test_a_bundle_missing_the_factors_file_is_refused(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_bundle_missing_the_transitions_file_is_refused(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
     cfg, ds, split, feats, model = trained
-    blend, _ = fit_blend(
-        model, split, feats, BlendConfig(trials=3, content_dim=0, copurchase_rank=2)
-    )
+    blend, _ = fit_blend(model, split, feats, BlendConfig(trials=3, content_dim=0, copurchase=True))
     out = write_tiny_bundle(tmp_path / "b", cfg, ds, split, feats, model, blend=blend)
     (out / "copurchase.safetensors").unlink()
     with pytest.raises(BundleError):
