@@ -51,6 +51,8 @@ from model.data.split import InductiveSplit, build_split
 from model.encoders.base import ItemFeatures
 from model.evaluation import PSEUDO_COLD_SLICE, evaluate
 from model.maps import Maps, fit_maps
+from model.nn.blend import Blend
+from model.nn.config import BlendConfig
 from model.nn.micrec import MICRec
 from model.pipeline import load_features, restrict
 from model.rankers import ContentKNNRanker, MICRecRanker, PopularRanker
@@ -136,6 +138,31 @@ def probe_backbone(
     cfg = seeded_config(load_run_config(args.config, over), args.variant, args.seed)
     split, features, model = backbone(args.dataset, cfg, args.checkpoint)
     return cfg, split, features, model
+
+
+def served_row(
+    cfg: RunConfig,
+    split: InductiveSplit,
+    features: ItemFeatures | None,
+    model: MICRec,
+    blend_cfg: BlendConfig,
+) -> tuple[MICRecRanker, Blend, dict[str, Any], Maps]:
+    """A probe's served model on a backbone: both maps fitted with ``cfg``'s settings, the
+    blend with ``blend_cfg``; returns the ranker, the blend, its fit report and the maps."""
+    maps = fit_maps(model, split, features, cfg.bridge, cfg.item_map)
+    blend, report = fit_blend(
+        model, split, features, blend_cfg, bridges=maps.bridges, item_maps=maps.item_maps
+    )
+    ranker = MICRecRanker(
+        "served",
+        model,
+        split,
+        features,
+        blend=blend,
+        bridges=maps.bridges,
+        item_maps=maps.item_maps,
+    )
+    return ranker, blend, report, maps
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,12 +24,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from ablation import probe_arguments, probe_backbone
+from ablation import probe_arguments, probe_backbone, served_row
 from cd_cold_probe import TEST_SLICE, CoPurchaseRanker
 
-from model.blendfit import fit_blend
 from model.evaluation import PSEUDO_COLD_SLICE, Scorer, evaluate
-from model.maps import fit_maps
 from model.rankers import MICRecRanker
 
 log = logging.getLogger("cd_cold_added")
@@ -104,24 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     cfg, split, features, model = probe_backbone(args)
-    maps = fit_maps(model, split, features, cfg.bridge, cfg.item_map)
-    blend, _ = fit_blend(
-        model,
-        split,
-        features,
-        replace(cfg.blend, copurchase=False),  # the served model before the boost
-        bridges=maps.bridges,
-        item_maps=maps.item_maps,
-    )
-    served = MICRecRanker(
-        "served",
-        model,
-        split,
-        features,
-        blend=blend,
-        bridges=maps.bridges,
-        item_maps=maps.item_maps,
-    )
+    # the served model before the boost
+    served, *_ = served_row(cfg, split, features, model, replace(cfg.blend, copurchase=False))
     out: dict[str, Any] = {
         "label": args.label,
         "seed": args.seed,

@@ -24,12 +24,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ablation import probe_arguments, probe_backbone
+from ablation import probe_arguments, probe_backbone, served_row
 
-from model.blendfit import fit_blend
 from model.evaluation import PSEUDO_COLD_SLICE, evaluate
-from model.maps import fit_maps
-from model.rankers import MICRecRanker, PopularRanker
+from model.rankers import PopularRanker
 
 log = logging.getLogger("cd_cold_boost")
 TEST_SLICE = "cd_cold_users"
@@ -86,14 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     probe_arguments(ap)
     args = ap.parse_args(argv)
     cfg, split, features, model = probe_backbone(args)
-    maps = fit_maps(model, split, features, cfg.bridge, cfg.item_map)
-    blend, rep = fit_blend(
-        model,
+    ranker, blend, rep, _ = served_row(
+        cfg,
         split,
         features,
+        model,
         replace(cfg.blend, cold_prior=False, content_decay=True, copurchase=True),
-        bridges=maps.bridges,
-        item_maps=maps.item_maps,
     )
     units, chosen = {}, {}
     for d, by_type in rep.items():
@@ -118,15 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         for d, unit in units.items():
             w = base[d]["cross_domain"]
             blend.weights[d]["cross_domain"] = replace(w, copurchase=g * unit)
-        ranker = MICRecRanker(
-            "served",
-            model,
-            split,
-            features,
-            blend=blend,
-            bridges=maps.bridges,
-            item_maps=maps.item_maps,
-        )
+        # the ranker reads the blend's weights each time it binds
         val = evaluate(ranker, split, ks=(20,), stage="val", only=[PSEUDO_COLD_SLICE])
         test = evaluate(ranker, split, ks=(20,), only=[TEST_SLICE])
         out["val"][f"{g:g}"] = {d: val[d][PSEUDO_COLD_SLICE]["ndcg@20"] for d in val}
