@@ -266,14 +266,13 @@ class DomainIndex:
             return self._reconstruct(np.array([label], dtype=np.int64))[0].copy()
 
     def score(self, query: np.ndarray, ids: Sequence[str]) -> list[tuple[str, float]]:
-        """Exact inner products of ``query`` ([dim]) with the stored vectors of ``ids``;
-        ids not in the index are left out. For filters that leave few candidates, where an
-        approximate search would have to fetch most of the index to find them."""
+        """Exact inner products of ``query`` ([dim]) with the stored vectors of ``ids`` (ids
+        not in the index left out): for selective filters and the co-purchase stage, where
+        a search would have to fetch most of the index to find them."""
         q = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(-1))
         if q.shape[0] != self.dim or not np.isfinite(q).all():
             raise ValueError(f"{self.domain}: query must be {self.dim} finite numbers")
         with self._rw.read():
-            # one label lookup per id (the co-purchase stage scores up to ~1e3 ids a request)
             found = [(i, label) for i in ids if (label := self._label(i)) is not None]
             if not found:
                 return []
