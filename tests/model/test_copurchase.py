@@ -5,6 +5,7 @@ tests/app/serving/test_copurchase.py)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -194,4 +195,16 @@ def test_a_bundle_missing_the_transitions_file_is_refused(trained, tmp_path) -> 
     out = write_tiny_bundle(tmp_path / "b", cfg, ds, split, feats, model, blend=blend)
     (out / "copurchase.safetensors").unlink()
     with pytest.raises(BundleError):
+        load_bundle(out)
+
+
+def test_a_bundle_with_the_old_low_rank_block_is_refused_in_one_line(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Bundles written with the removed low-rank block (``copurchase_rank``) say so."""
+    cfg, ds, split, feats, model = trained
+    blend, _ = fit_blend(model, split, feats, BlendConfig(trials=3, content_dim=0, copurchase=True))
+    out = write_tiny_bundle(tmp_path / "b", cfg, ds, split, feats, model, blend=blend)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["blend"]["copurchase"] = {"rank": 4, "domains": [], "pairs": []}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="low-rank co-purchase block is no longer served"):
         load_bundle(out)
