@@ -489,7 +489,7 @@ def _load_blend(path: Path, meta: dict[str, Any] | None) -> Blend | None:
     copurchase = None
     if meta.get("copurchase"):
         if "rank" in meta["copurchase"]:  # the low-rank block of an earlier version (off)
-            raise BundleError(f"{path}: its low-rank co-purchase block is no longer served; retrain")
+            raise BundleError(f"{path}: low-rank co-purchase block no longer served; retrain")
         try:
             copurchase = CoPurchase.from_state(
                 meta["copurchase"], load_file(str(path / "copurchase.safetensors"))

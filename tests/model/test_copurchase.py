@@ -206,5 +206,5 @@ def test_a_bundle_with_the_old_low_rank_block_is_refused_in_one_line(trained, tm
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["blend"]["copurchase"] = {"rank": 4, "domains": [], "pairs": []}
     (out / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match="low-rank co-purchase block is no longer served"):
+    with pytest.raises(BundleError, match="low-rank co-purchase block no longer served"):
         load_bundle(out)
