@@ -155,7 +155,7 @@ def _slice_parts(
         pick = np.sort(rng.permutation(len(sl.users))[: cfg.max_users])
         users = sl.users[pick]
         zu, _, prof, _ = scorer.parts(
-            domain, users, cross_domain=sl.input_kind in CROSS_DOMAIN_KINDS
+            domain, users, cross_domain=sl.input_kind in CROSS_DOMAIN_KINDS, boosts=False
         )
         blend = scorer.blends[domain]
         exclude = torch.zeros(len(users), ds.n_items, dtype=torch.bool)

@@ -157,12 +157,12 @@ class _FoldInScorer:
 
     @torch.no_grad()
     def parts(
-        self, domain: str, users: np.ndarray, *, cross_domain: bool
+        self, domain: str, users: np.ndarray, *, cross_domain: bool, boosts: bool = True
     ) -> tuple[torch.Tensor, list[str], torch.Tensor | None, sp.csr_matrix | None]:
         """Model user vectors [b, d], each user's type (model.nn.blend.USER_TYPES), content
         profiles [b, r] (None without a blend content part) and co-purchase boosts
         [b, n_items] (model.nn.copurchase; users new to the domain only; None otherwise or
-        without co-purchase)."""
+        without co-purchase, or ``boosts`` False: the blend fit reads no boosts here)."""
         blend = self.blends.get(domain)
         want_profiles = blend is not None and blend.content is not None
         cop = None
@@ -170,7 +170,7 @@ class _FoldInScorer:
             hist = other_domain_histories(self.r.split, domain, users, self.inputs, self.r.maps)
             zu = self.md.cross_domain(domain, hist)
             types = ["cross_domain" if h else "none" for h in hist]
-            if self.copurchase is not None:
+            if self.copurchase is not None and boosts:
                 cop = self.copurchase.boosts(domain, hist, self.r.split.domains[domain].n_items)
             prof = None
             if want_profiles:

@@ -63,28 +63,31 @@ class CoPurchase:
         the ``target`` entry is ignored; an item past a domain's rows, one registered after
         training, has no co-purchase and is skipped). A user with none gets an empty row.
         ``n_items``: the target's items (its transitions' columns must be as many)."""
-        n_t = n_items
         for (_, t), m in self.transitions.items():
             if t == target and m.shape[1] != n_items:
                 raise ValueError(f"co-purchase of {target} has {m.shape[1]} items, not {n_items}")
-        out: list[sp.csr_matrix] = []
-        for h in histories:
-            row = sp.csr_matrix((1, n_t), dtype=np.float32)
-            for d, items in h.items():
-                m = self.transitions.get((d, target))
-                if d == target or m is None:
-                    continue
-                ids = np.unique(np.asarray(items, dtype=np.int64))
+        total = sp.csr_matrix((len(histories), n_items), dtype=np.float32)
+        for (d, t), m in self.transitions.items():
+            if t != target or d == target:
+                continue
+            users, items = [], []
+            for k, h in enumerate(histories):
+                ids = np.unique(np.asarray(h.get(d, ()), dtype=np.int64))
                 ids = ids[(ids >= 0) & (ids < m.shape[0])]
-                if len(ids):
-                    row = row + sp.csr_matrix(m[ids].sum(axis=0, dtype=np.float32))
-            top = row.max() if row.nnz else 0.0
-            if top > 0:
-                row = row / top
-            out.append(sp.csr_matrix(row, dtype=np.float32))
-        if not out:
-            return sp.csr_matrix((0, n_t), dtype=np.float32)
-        return sp.vstack(out, format="csr").astype(np.float32)
+                users.append(np.full(len(ids), k))
+                items.append(ids)
+            if histories:  # users x source items, one per distinct item: a sum of P rows
+                pick = sp.csr_matrix(
+                    (
+                        np.ones(sum(map(len, items)), dtype=np.float32),
+                        (np.concatenate(users), np.concatenate(items)),
+                    ),
+                    shape=(len(histories), m.shape[0]),
+                )
+                total = (total + pick @ m).tocsr()
+        top = total.max(axis=1).toarray().ravel() if total.nnz else np.zeros(len(histories))
+        scale = np.divide(1.0, top, out=np.zeros_like(top), where=top > 0)
+        return (sp.diags(scale.astype(np.float32)) @ total).tocsr().astype(np.float32)
 
     def boost_rows(
         self, target: str, histories: Sequence[Mapping[str, np.ndarray]], n_items: int
