@@ -14,9 +14,10 @@ Further rows (``--only`` picks among all): both maps with the low-degree mix
 (``both_maps_mix``), with a blend item term fitted (``both_maps_cold``: the prior of items
 without interactions; ``both_maps_decay``: the content decay; model.nn.blend.ITEM_TERMS),
 and with twice the blend trials (``both_maps_x2``); every other row has both terms off.
-``both_maps_decay_cp`` adds the cross-domain co-purchase boost (model.nn.copurchase) to
-``both_maps_decay``, ``both_maps_decay_nocp`` is ``both_maps_decay`` without it (whatever
-the config says); the other rows follow ``[blend] copurchase``.
+``both_maps_decay_cp`` adds the cross-domain co-purchase boost (model.nn.copurchase) of
+users new to a domain to ``both_maps_decay``, ``both_maps_decay_cpw`` the boost of users
+with history in the domain too, ``both_maps_decay_nocp`` is ``both_maps_decay`` without
+any (``COPURCHASE_ROWS``, whatever the config says); the other rows follow the config.
 ``both_maps_decay_cbridge``, ``_pbridge`` and ``_ebridge`` are ``both_maps_decay`` with
 cross-domain maps trained for them that also read the user's content profile in the other
 domain (``[bridge] content``), are personalised (``[bridge] personal``), or are an
@@ -61,6 +62,12 @@ from model.training import Trainer
 
 SLICES = ("all", "new_users", "cd_cold_users", "cold_items", "cold_items_vs_all", "deg_1-5")
 ROWS = ("no_maps", "item_map", "bridge", "both_maps")
+COPURCHASE_ROWS = {
+    "both_maps_decay_nocp": (False, False),
+    "both_maps_decay_cp": (True, False),
+    "both_maps_decay_cpw": (True, True),
+}
+"""([blend] copurchase, copurchase_warm) of the rows that set them whatever the config says."""
 """The maps each blend row is fitted with (model.maps)."""
 BASELINES = ("popular", "content_knn")
 OTHER_BRIDGES: dict[str, dict[str, Any]] = {
@@ -269,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         "both_maps_decay": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
         # with and without the cross-domain co-purchase boost
         "both_maps_decay_cp": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
+        "both_maps_decay_cpw": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
         "both_maps_decay_nocp": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
         # both maps, twice the blend trials, no term: what the terms' extra trials alone do
         "both_maps_x2": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
@@ -279,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         "both_maps_cold": "cold_prior",
         "both_maps_decay": "content_decay",
         "both_maps_decay_cp": "content_decay",
+        "both_maps_decay_cpw": "content_decay",
         "both_maps_decay_nocp": "content_decay",
         **{name: "content_decay" for name in OTHER_BRIDGES},
     }
@@ -296,9 +305,8 @@ def main(argv: list[str] | None = None) -> int:
                 trials=cfg.blend.trials * (2 if name == "both_maps_x2" else 1),
                 cold_prior=terms.get(name) == "cold_prior",
                 content_decay=terms.get(name) == "content_decay",
-                copurchase={"both_maps_decay_cp": True, "both_maps_decay_nocp": False}.get(
-                    name, cfg.blend.copurchase
-                ),
+                copurchase=COPURCHASE_ROWS.get(name, (cfg.blend.copurchase,))[0],
+                copurchase_warm=COPURCHASE_ROWS.get(name, (0, cfg.blend.copurchase_warm))[-1],
             ),
             bridges=mp.bridges,
             item_maps=mp.item_maps,

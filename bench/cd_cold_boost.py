@@ -4,6 +4,11 @@
         --checkpoint /tmp/ckpt/arts-office-inmo-s0.pt --label arts-office \
         --out docs/results/ablation/copurchase-rerank/weights
 
+``--variants 0:0,1:0.5`` repeats the curve for transitions fitted with other exponents
+``ANCHOR_NORM:POP`` (model.nn.copurchase.CoPurchase), one file each
+(LABEL-sSEED-aA-pP.json; the fit's weight for a variant is the best validation value
+of the fit's grid, as model.copurchasefit chooses it).
+
 On a saved backbone, the ``both_maps_decay_cp`` row of bench/ablation.py (both maps,
 content decay, blend with the co-purchase boost fitted on validation), then the boost's
 weight of every domain set to each value of a grid (in units of the score spread, as
@@ -26,7 +31,9 @@ from typing import Any
 
 from ablation import probe_arguments, probe_backbone, served_row
 
+from model.copurchasefit import COPURCHASE_GRID
 from model.evaluation import PSEUDO_COLD_SLICE, evaluate
+from model.nn.copurchase import CoPurchase
 from model.rankers import PopularRanker
 
 log = logging.getLogger("cd_cold_boost")
@@ -82,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     probe_arguments(ap)
+    ap.add_argument("--variants", default="0:0", help="ANCHOR_NORM:POP,... (default 0:0)")
     args = ap.parse_args(argv)
     cfg, split, features, model = probe_backbone(args)
     ranker, blend, rep, _ = served_row(
@@ -97,32 +105,51 @@ def main(argv: list[str] | None = None) -> int:
         if fit is not None:
             units[d] = float(fit["unit"])
             chosen[d] = float(fit["chosen"])
-    out: dict[str, Any] = {
-        "label": args.label,
-        "seed": args.seed,
-        "machine": f"{os.cpu_count()} cores, {args.threads} thread(s), load {os.getloadavg()[0]:.1f}",
-        "rule": model.config.cross_domain_rule,
-        "units": units,
-        "chosen": chosen,
-        "val": {},
-        "test": {},
-    }
     pop = evaluate(PopularRanker(split), split, ks=(20,), only=[TEST_SLICE])
-    out["popular_test"] = {d: pop[d][TEST_SLICE]["ndcg@20"] for d in pop}
     base = {d: dict(ws) for d, ws in blend.weights.items()}
-    for g in GRID:
-        for d, unit in units.items():
-            w = base[d]["cross_domain"]
-            blend.weights[d]["cross_domain"] = replace(w, copurchase=g * unit)
-        # the ranker reads the blend's weights each time it binds
-        val = evaluate(ranker, split, ks=(20,), stage="val", only=[PSEUDO_COLD_SLICE])
-        test = evaluate(ranker, split, ks=(20,), only=[TEST_SLICE])
-        out["val"][f"{g:g}"] = {d: val[d][PSEUDO_COLD_SLICE]["ndcg@20"] for d in val}
-        out["test"][f"{g:g}"] = {d: test[d][TEST_SLICE]["ndcg@20"] for d in test}
-        log.info("w %g: val %s test %s", g, out["val"][f"{g:g}"], out["test"][f"{g:g}"])
-    path = args.out / f"{args.label}-s{args.seed}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1, default=float))
+    variants = [tuple(float(x) for x in v.split(":")) for v in args.variants.split(",")]
+    for anchor_norm, pop_exp in variants:
+        assert blend.copurchase is not None
+        blend.copurchase = CoPurchase(blend.copurchase.top, anchor_norm=anchor_norm, pop=pop_exp)
+        out: dict[str, Any] = {
+            "label": args.label,
+            "seed": args.seed,
+            "machine": f"{os.cpu_count()} cores, {args.threads} thread(s), "
+            f"load {os.getloadavg()[0]:.1f}",
+            "rule": model.config.cross_domain_rule,
+            "anchor_norm": anchor_norm,
+            "pop": pop_exp,
+            "units": units,
+            "chosen": dict(chosen),
+            "val": {},
+            "test": {},
+            "popular_test": {d: pop[d][TEST_SLICE]["ndcg@20"] for d in pop},
+        }
+        for g in GRID:
+            for d, unit in units.items():
+                w = base[d]["cross_domain"]
+                blend.weights[d]["cross_domain"] = replace(w, copurchase=g * unit)
+            # the ranker reads the blend's weights (and transitions) each time it binds
+            val = evaluate(ranker, split, ks=(20,), stage="val", only=[PSEUDO_COLD_SLICE])
+            test = evaluate(ranker, split, ks=(20,), only=[TEST_SLICE])
+            out["val"][f"{g:g}"] = {d: val[d][PSEUDO_COLD_SLICE]["ndcg@20"] for d in val}
+            out["test"][f"{g:g}"] = {d: test[d][TEST_SLICE]["ndcg@20"] for d in test}
+            log.info(
+                "a %g p %g w %g: val %s test %s",
+                anchor_norm,
+                pop_exp,
+                g,
+                out["val"][f"{g:g}"],
+                out["test"][f"{g:g}"],
+            )
+        if (anchor_norm, pop_exp) != (0.0, 0.0):  # the fit ran with 0:0; the others as it would
+            for d in units:
+                curve = {g: out["val"][f"{g:g}"][d] or 0.0 for g in (0.0, *COPURCHASE_GRID)}
+                out["chosen"][d] = max(curve, key=lambda g: curve[g])
+        tag = "" if (anchor_norm, pop_exp) == (0.0, 0.0) else f"-a{anchor_norm:g}-p{pop_exp:g}"
+        path = args.out / f"{args.label}-s{args.seed}{tag}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=1, default=float))
     print("\n".join([*report(args.out), "", *summary(args.out)]))
     return 0
 

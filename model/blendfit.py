@@ -17,8 +17,9 @@ and the objective above without the constraint (on amazon-arts-office it gave up
 12 % of ``all`` for the small slices; docs/results/quality.md). The three corners are
 enqueued as the first trials. Slices per type (``VAL_SLICES``): users with history in the
 domain are judged on all / new items / cold items / items with 1-5 and 6-20 training
-interactions, cross-domain cold users on their own slice; with ``copurchase`` on, their
-choice is then tried with the co-purchase boost at a few weights (model.copurchasefit).
+interactions, cross-domain cold users on their own slice; with ``copurchase`` on, each
+type's choice is then tried with the co-purchase boost at a few weights
+(model.copurchasefit).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.copurchasefit import fit_copurchase_for_rule
+from model.copurchasefit import fit_copurchase_for_rule, fit_warm_copurchase
 from model.data.split import InductiveSplit
 from model.encoders.base import ItemFeatures
 from model.evaluation import (
@@ -443,6 +444,7 @@ def fit_blend(
     cross: dict[str, dict[str, tuple[BlendWeights, dict[str, Any]]]] = {r: {} for r in rules}
     terms: dict[str, dict[str, float]] = {}
     units: dict[str, dict[str, float]] = {}  # rule -> domain -> spread of the served score
+    warm_units: dict[str, float] = {}  # domain -> that of users with history in it
     for domain in model.domains:
         weights[domain] = {"none": BlendWeights(0.0, 1.0, 0.0)}
         report[domain] = {}
@@ -461,6 +463,8 @@ def fit_blend(
                 item_maps.low_degree_k[domain] = k
             terms[domain] = {t: float(trials[-1]["chosen"].get(t, 0.0)) for t in ITEM_TERMS}
             report[domain]["inductive"]["item_terms"] = terms[domain]
+            if blend.copurchase is not None and cfg.copurchase_warm:
+                warm_units[domain] = chosen[0].with_terms(terms[domain]).score_spread(w)
         for rule in rules:
             cd = _slice_parts(rankers[rule], split, domain, cfg, set(VAL_SLICES["cross_domain"]))
             if PSEUDO_COLD_SLICE not in cd:
@@ -493,4 +497,8 @@ def fit_blend(
         model.config = replace(model.config, cross_domain_rule=best)
     log.info("cross-domain rule %s (pseudo-cold validation NDCG@20 per rule %s)", best, score)
     blend.weights = weights
+    if warm_units:  # users with history in the domain: their boost, on their own slices
+        fit_warm_copurchase(
+            blend, split, rankers[best], VAL_SLICES["inductive"], warm_units, report
+        )
     return blend, report

@@ -53,8 +53,8 @@ class UserEmbedding:
     method: str
     n_history: int
     boost: ItemBoost | None = None
-    """Scores added to some items' inner product (the co-purchase boost of a user new to
-    the domain, model.nn.copurchase): the served score of item i is ``<vector, v_i>`` +
+    """Scores added to some items' inner product (the co-purchase boost from the user's
+    other-domain items, model.nn.copurchase): the served score of item i is ``<vector, v_i>`` +
     its boost (0 for an item not listed). None: the inner product alone."""
 
 
@@ -353,11 +353,12 @@ class InferenceEngine(_QueryStarts):
     def _boosts(
         self, domain: str, method: str, parsed: Sequence[_ParsedHistory]
     ) -> list[ItemBoost | None]:
-        """The co-purchase boost of each user (users new to the domain whose blend has a
-        co-purchase weight; None for the others and for users without one)."""
+        """The co-purchase boost of each user from their other-domain items (users of a
+        type, ``method``, the blend has a co-purchase weight for; None for the others
+        and for users without one)."""
         blend = self._blends.get(domain)
         weight = 0.0 if blend is None else blend.weights_for(method).copurchase
-        if self._copurchase is None or method != "cross_domain" or weight == 0:
+        if self._copurchase is None or weight == 0:
             return [None] * len(parsed)
         cat = self._catalogues[domain]
         rows = self._copurchase.boost_rows(domain, [p.local for p in parsed], len(cat.vectors))

@@ -161,17 +161,28 @@ class _FoldInScorer:
     ) -> tuple[torch.Tensor, list[str], torch.Tensor | None, sp.csr_matrix | None]:
         """Model user vectors [b, d], each user's type (model.nn.blend.USER_TYPES), content
         profiles [b, r] (None without a blend content part) and co-purchase boosts
-        [b, n_items] (model.nn.copurchase; users new to the domain only; None otherwise or
-        without co-purchase, or ``boosts`` False: the blend fit reads no boosts here)."""
+        [b, n_items] from the users' other-domain items (model.nn.copurchase; None without
+        co-purchase, where the users' type has no co-purchase weight, or with ``boosts``
+        False: the blend fit reads no boosts here)."""
         blend = self.blends.get(domain)
         want_profiles = blend is not None and blend.content is not None
         cop = None
-        if cross_domain:
+        want_boosts = (
+            boosts
+            and self.copurchase is not None
+            and blend is not None
+            and blend.weights_for("cross_domain" if cross_domain else "inductive").copurchase != 0
+        )
+        hist = None
+        if cross_domain or want_boosts:
             hist = other_domain_histories(self.r.split, domain, users, self.inputs, self.r.maps)
+        if want_boosts:
+            assert self.copurchase is not None and hist is not None
+            cop = self.copurchase.boosts(domain, hist, self.r.split.domains[domain].n_items)
+        if cross_domain:
+            assert hist is not None
             zu = self.md.cross_domain(domain, hist)
             types = ["cross_domain" if h else "none" for h in hist]
-            if self.copurchase is not None and boosts:
-                cop = self.copurchase.boosts(domain, hist, self.r.split.domains[domain].n_items)
             prof = None
             if want_profiles:
                 prof = torch.stack(

@@ -207,6 +207,11 @@ class BlendConfig:
     validation user and kept only where it raises their validation NDCG@20; on by
     default: it did not lower users new to a domain on test in any fit measured
     (docs/results/ablation/copurchase.md)."""
+    copurchase_warm: bool = True
+    """With ``copurchase``: also fit the boost for users with history in the domain (from
+    their items in the other domains; the same transitions), its own weight, kept only
+    where it raises the validation objective of these users (``all`` and the item slices
+    the blend judges them on, model.copurchasefit)."""
     copurchase_top: int = 200
     """Co-purchased target items kept per source item (the largest shares): bounds the
     bundle's co-purchase file and a boost's size however large the catalogues."""

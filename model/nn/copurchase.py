@@ -47,10 +47,20 @@ class CoPurchase:
 
     top: int = DEFAULT_TOP
     transitions: dict[tuple[str, str], sp.csr_matrix] = field(default_factory=dict)
+    anchor_norm: float = 0.0
+    """Each anchor's target items weigh ``(their number)^-anchor_norm``: 0 counts item pairs
+    (a heavy buyer's many items weigh as much as everyone else's), 1 gives every anchor one
+    vote spread over their items."""
+    pop: float = 0.0
+    """Target item j's entries are divided by ``(its buyers)^pop`` before each row is
+    normalised: 0 keeps the raw co-purchase share (which leans to what is popular anyway,
+    and the blend has a popularity prior already), larger values favour what is specific
+    to the source item."""
 
     def on_graph(self, domains: Mapping[str, tuple[Sequence[str], int, np.ndarray]]) -> CoPurchase:
-        """The transitions of ``domains`` (see :func:`fit_copurchase`) with this ``top``."""
-        return fit_copurchase(domains, self.top)
+        """The transitions of ``domains`` (see :func:`fit_copurchase`) with this ``top``
+        and these exponents."""
+        return fit_copurchase(domains, self.top, anchor_norm=self.anchor_norm, pop=self.pop)
 
     @property
     def nnz(self) -> int:
@@ -108,6 +118,8 @@ class CoPurchase:
         pairs = sorted(self.transitions)
         return {
             "top": self.top,
+            "anchor_norm": self.anchor_norm,
+            "pop": self.pop,
             "pairs": [list(p) for p in pairs],
             "shapes": [list(self.transitions[p].shape) for p in pairs],
         }
@@ -125,7 +137,11 @@ class CoPurchase:
     def from_state(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> CoPurchase:
         """Checked: shapes, offsets and indices must describe a valid CSR matrix of
         nonnegative finite values (a bundle file is untrusted input)."""
-        out = cls(top=int(meta["top"]))
+        out = cls(
+            top=int(meta["top"]),
+            anchor_norm=float(meta.get("anchor_norm", 0.0)),
+            pop=float(meta.get("pop", 0.0)),
+        )
         for k, (pair, shape) in enumerate(zip(meta["pairs"], meta["shapes"], strict=True)):
             name = f"co-purchase {pair[0]} -> {pair[1]}"
             rows, cols = int(shape[0]), int(shape[1])
@@ -154,6 +170,14 @@ def _binary(pairs: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
     return m
 
 
+def _power(counts: np.ndarray, exponent: float) -> np.ndarray:
+    """``counts ** exponent`` with 0 where a count is 0 (nothing to weigh)."""
+    out = np.zeros(len(counts), dtype=np.float64)
+    ok = counts > 0
+    out[ok] = counts[ok].astype(np.float64) ** exponent
+    return out
+
+
 def _top_per_row(m: sp.csr_matrix, top: int) -> sp.csr_matrix:
     """``m`` with only the ``top`` largest entries of each row (ties: the lower index)."""
     if top <= 0:
@@ -174,18 +198,27 @@ def _top_per_row(m: sp.csr_matrix, top: int) -> sp.csr_matrix:
 
 
 def fit_copurchase(
-    domains: Mapping[str, tuple[Sequence[str], int, np.ndarray]], top: int = DEFAULT_TOP
+    domains: Mapping[str, tuple[Sequence[str], int, np.ndarray]],
+    top: int = DEFAULT_TOP,
+    *,
+    anchor_norm: float = 0.0,
+    pop: float = 0.0,
 ) -> CoPurchase:
     """P_AB for every ordered pair of domains from each domain's ``(user ids, n_items,
     pairs [n, 2])``: the pairs are the graph's (local user, local item) rows (the caller
     leaves out whatever the users it will judge must not have). Users are matched across
     domains by id; a pair of domains without a shared user has no transitions."""
-    out = CoPurchase(top)
+    out = CoPurchase(top, anchor_norm=anchor_norm, pop=pop)
     names = sorted(domains)
     for t in names:
         t_users, t_items, t_pairs = domains[t]
         where = {u: k for k, u in enumerate(t_users)}
         b = _binary(t_pairs, (len(t_users), t_items))
+        if anchor_norm:
+            b = sp.diags(_power(np.asarray(b.sum(axis=1)).ravel(), -anchor_norm)) @ b
+        if pop:
+            b = b @ sp.diags(_power(np.asarray(b.astype(bool).sum(axis=0)).ravel(), -pop))
+        b = b.tocsr()
         for s in names:
             if s == t:
                 continue

@@ -14,7 +14,7 @@ import torch
 
 from model.blendfit import fit_blend
 from model.bundle import BundleError, load_bundle
-from model.copurchasefit import COPURCHASE_GRID, fit_copurchase_weights
+from model.copurchasefit import COPURCHASE_GRID, fit_copurchase_weights, warm_objective
 from model.evaluation import slice_inputs
 from model.inference import InferenceEngine
 from model.nn.blend import Blend, BlendWeights
@@ -65,6 +65,41 @@ def test_each_source_item_keeps_its_largest_shares() -> None:
     assert full is not None and two is not None
     np.testing.assert_allclose(full.transitions[("a", "b")].toarray(), [[0.5, 2 / 6, 1 / 6]])
     np.testing.assert_allclose(two.transitions[("a", "b")].toarray(), [[0.5, 2 / 6, 0.0]])
+
+
+def test_anchor_votes_and_the_popularity_exponent() -> None:
+    """``anchor_norm`` 1: an anchor's target items share one vote; ``pop``: a target item's
+    entries fall with its buyers; both survive the bundle round trip."""
+    users = [f"u{k}" for k in range(4)]
+    a = np.array([[k, 0] for k in range(4)])  # everyone bought a0
+    # u0 bought b0 and b1; u1, u2, u3 bought b1 only
+    b = np.array([[0, 0], [0, 1], [1, 1], [2, 1], [3, 1]])
+    graph = {"a": (users, 1, a), "b": (users, 2, b)}
+    plain = fit_copurchase(graph, top=0).transitions[("a", "b")].toarray()
+    np.testing.assert_allclose(plain, [[1 / 5, 4 / 5]])  # item pairs: 1 of 5 went to b0
+    votes = fit_copurchase(graph, top=0, anchor_norm=1.0).transitions[("a", "b")].toarray()
+    np.testing.assert_allclose(votes, [[0.5 / 4, 3.5 / 4]])  # u0's vote split in two
+    pop = fit_copurchase(graph, top=0, pop=1.0).transitions[("a", "b")].toarray()
+    np.testing.assert_allclose(pop, [[0.5, 0.5]])  # b1's 4 buyers: 4 pairs / 4, b0: 1 / 1
+    cp = fit_copurchase(graph, top=0, anchor_norm=1.0, pop=0.5)
+    back = CoPurchase.from_state(cp.meta(), cp.tensors())
+    assert (back.anchor_norm, back.pop) == (1.0, 0.5)
+    assert back.on_graph(graph).transitions[("a", "b")].toarray() == pytest.approx(
+        cp.transitions[("a", "b")].toarray()
+    )
+
+
+def test_the_boost_of_users_with_history_must_pay_for_what_it_costs() -> None:
+    """The warm fit's objective: the gain on ``all`` minus every loss on the item slices,
+    both against the blend without the boost."""
+    base = {"all": 0.10, "cold_items": 0.04, "deg_1-5": 0.02}
+    assert warm_objective(base, base, "all") == pytest.approx(1.0)
+    gain = {"all": 0.11, "cold_items": 0.04, "deg_1-5": 0.021}  # +10 % on all, nothing lost
+    assert warm_objective(gain, base, "all") == pytest.approx(1.10)
+    costly = {"all": 0.105, "cold_items": 0.03, "deg_1-5": 0.02}  # +5 %, cold items -25 %
+    assert warm_objective(costly, base, "all") < warm_objective(base, base, "all")
+    # a slice where the blend without the boost scores 0 cannot be judged: ratio 1
+    assert warm_objective({"all": 0.1, "x": 0.5}, {"all": 0.1, "x": 0.0}, "all") == 1.0
 
 
 def test_transitions_round_trip_and_a_corrupt_file_is_refused() -> None:
@@ -151,16 +186,22 @@ def test_validation_rows_never_reach_the_fit(trained) -> None:  # type: ignore[n
     assert changed  # the check can see a leak: the full inputs' fit moves
 
 
-def test_users_new_to_a_domain_are_served_as_evaluated(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("user_type", ["cross_domain", "inductive"])
+def test_users_are_served_with_the_boost_as_evaluated(trained, tmp_path, user_type) -> None:  # type: ignore[no-untyped-def]
     """A bundle with the boost: the engine's inner product + its boost equals the offline
-    evaluation's score of every item, so the served ranking is the evaluated one."""
+    evaluation's score of every item, so the served ranking is the evaluated one; for
+    users new to the domain and for users with history there too (their boost from their
+    other-domain items, ``[blend] copurchase_warm``)."""
     cfg, ds, split, feats, model = trained
-    blend, _ = fit_blend(model, split, feats, BlendConfig(trials=3, content_dim=8, copurchase=True))
+    blend, report = fit_blend(
+        model, split, feats, BlendConfig(trials=3, content_dim=8, copurchase=True)
+    )
     assert blend.copurchase is not None  # fitted on the bundle's graph when it is written
     dst = sorted(split.domains)[0]
+    assert "copurchase" in report[dst]["inductive"]  # the warm fit ran (on by default)
     # a nonzero weight, so the boost is part of the compared scores whatever the fit chose
-    w = blend.weights[dst].get("cross_domain", BlendWeights())
-    blend.weights[dst]["cross_domain"] = replace(w, copurchase=0.7)
+    w = blend.weights[dst].get(user_type, BlendWeights())
+    blend.weights[dst][user_type] = replace(w, copurchase=0.7)
     out = write_tiny_bundle(tmp_path / "b", cfg, ds, split, feats, model, blend=blend)
     bundle = load_bundle(out)
     assert bundle.blend is not None and bundle.blend.copurchase is not None
@@ -168,8 +209,8 @@ def test_users_new_to_a_domain_are_served_as_evaluated(trained, tmp_path) -> Non
     ranker = MICRecRanker("probe", bundle.model, split, feats, blend=bundle.blend)
     inputs = slice_inputs(split, dst, "standard")
     scorer = ranker.bind(inputs)
-    users = split.pseudo_cold_users(dst)[:6]
-    want = scorer.scores(dst, users, cross_domain=True).numpy()
+    users = split.pseudo_cold_users(dst)[:6]  # users of both domains
+    want = scorer.scores(dst, users, cross_domain=user_type == "cross_domain").numpy()
     engine = InferenceEngine.from_bundle(bundle)
     assert engine.dim == model.config.dim + 1 + 8  # the boost is no part of the vectors
     cat = engine.catalogue(dst)
@@ -177,8 +218,11 @@ def test_users_new_to_a_domain_are_served_as_evaluated(trained, tmp_path) -> Non
     boosted = 0
     for k, hist in enumerate(hists):
         history = {d: [split.domains[d].item_ids[i] for i in items] for d, items in hist.items()}
+        if user_type == "inductive":
+            own = inputs[dst][inputs[dst][:, 0] == users[k], 1]
+            history[dst] = [split.domains[dst].item_ids[i] for i in own]
         got = engine.embed_user(dst, history)
-        assert got.method == "cross_domain"
+        assert got.method == user_type
         scores = cat.vectors @ got.vector
         if got.boost is not None:
             boosted += 1

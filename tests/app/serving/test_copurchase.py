@@ -1,7 +1,8 @@
 """The co-purchase re-ranking stage (app/serving/copurchase.py): the index's top n plus the
 boosted items gives the exact top n of inner product + boost, with exclusions, filters
 and removed items; and through the real app (HTTP, the live path and the top-N cache),
-users new to a domain get the offline evaluation's top 20 with the boost included."""
+users new to a domain and users with history in it get the offline evaluation's top 20
+with the boost included."""
 
 from __future__ import annotations
 
@@ -67,27 +68,31 @@ def test_rerank_is_the_exact_top_n_of_score_plus_boost(seed: int) -> None:
 # --- through the real app ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def boosted_bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A tiny trained bundle with the co-purchase boost fitted and its weight set to a
-    value that reorders lists (whatever the fit chose on so little data)."""
+    """A tiny trained bundle with the co-purchase boost fitted and its weights (users new to
+    a domain, users with history in it) set to a value that reorders lists (whatever the
+    fit chose on so little data)."""
     root = tmp_path_factory.mktemp("cp-app")
     cfg, ds, split, feats, model = train_tiny(root, users=400, epochs=6)
     blend, _ = fit_blend(model, split, feats, BlendConfig(trials=3, content_dim=8, copurchase=True))
     for d in blend.weights:
-        w = blend.weights[d].get("cross_domain", BlendWeights())
-        blend.weights[d]["cross_domain"] = replace(w, copurchase=0.5)
+        for user_type in ("cross_domain", "inductive"):
+            w = blend.weights[d].get(user_type, BlendWeights())
+            blend.weights[d][user_type] = replace(w, copurchase=0.5)
     out = write_tiny_bundle(root / "bundle", cfg, ds, split, feats, model, blend=blend)
     yield {"root": root, "bundle": out, "split": split, "features": feats}
 
 
-def _evaluation_top(b: dict[str, Any], domain: str, users: np.ndarray, k: int) -> list[list[str]]:
-    """The offline evaluation's cross-domain top ``k`` (train and val of ``domain`` masked)."""
+def _evaluation_top(
+    b: dict[str, Any], domain: str, users: np.ndarray, k: int, *, cross_domain: bool = True
+) -> list[list[str]]:
+    """The offline evaluation's top ``k`` (train and val of ``domain`` masked)."""
     bundle = load_bundle(b["bundle"])
     split = b["split"]
     ranker = MICRecRanker(
         "micrec", bundle.model, split, b["features"], blend=bundle.blend, bridges=bundle.bridges
     )
     scores = ranker.bind(slice_inputs(split, domain, "standard")).scores(
-        domain, users, cross_domain=True
+        domain, users, cross_domain=cross_domain
     )
     assert scores is not None
     ds = split.domains[domain]
@@ -141,6 +146,46 @@ def test_http_top_20_of_users_new_to_a_domain_equals_evaluation(
                     @ engine.embed_user(domain, {"any": history}).vector
                 )
                 plain[[ds.item_ids.index(i) for i in masked + history if i in ds.item_ids]] = -1e9
+                changed += int([ds.item_ids[k] for k in np.argsort(-plain)[:20]] != expected)
+                checked += 1
+    assert checked >= 10 and changed >= checked // 2, (changed, checked)
+
+
+def test_http_top_20_of_users_with_history_in_the_domain_equals_evaluation(
+    boosted_bundle: dict[str, Any], tmp_path: Path
+) -> None:
+    """Users with history in the domain and in another one, their boost from the other
+    domain's items: inline history (the live path) answers the evaluation's top 20, and
+    the boost changes most of these lists."""
+    b = boosted_bundle
+    split = b["split"]
+    settings = real_settings(b["bundle"], tmp_path, max_n=100)
+    changed = checked = 0
+    with running_real(settings) as client:
+        engine = client.app.state.service.served.state.engine  # type: ignore[attr-defined]
+        for domain in sorted(split.domains):
+            ds = split.domains[domain]
+            users = split.pseudo_cold_users(domain)[:8]  # old users of both domains
+            want = _evaluation_top(b, domain, users, 20, cross_domain=False)
+            for u, expected in zip(users, want, strict=True):
+                raw = ds.user_ids[u]
+                own = [ds.item_ids[i] for i in ds.train[ds.train[:, 0] == u, 1]]
+                other = [
+                    split.domains[d].item_ids[i]
+                    for d in sorted(split.domains)
+                    if d != domain and raw in (o := split.domains[d]).user_ids
+                    for i in o.train[o.train[:, 0] == o.user_ids.index(raw), 1]
+                ]
+                assert own and other
+                seen_val = [ds.item_ids[i] for i in ds.val[ds.val[:, 0] == u, 1]]
+                live = _post(client, {"history": own + other, "exclude": seen_val}, domain)
+                assert live["user_embedding"] == "inductive"
+                assert [it["item_id"] for it in live["items"]] == expected
+                plain = (
+                    engine.catalogue(domain).vectors
+                    @ engine.embed_user(domain, {"any": own + other}).vector
+                )
+                plain[[ds.item_ids.index(i) for i in own + seen_val]] = -1e9
                 changed += int([ds.item_ids[k] for k in np.argsort(-plain)[:20]] != expected)
                 checked += 1
     assert checked >= 10 and changed >= checked // 2, (changed, checked)
