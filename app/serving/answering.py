@@ -14,7 +14,7 @@ The steps of one request:
 3. embed the user (fold-in; batched);
 4. on a top-N miss, compute the user's list and answer from it;
 5. rank with the domain index (batched; one request at a time with a category filter),
-   then re-rank with the co-purchase boost of a user new to the domain, if any
+   then re-rank with the user's co-purchase boost, if any
    (app/serving/copurchase.py);
 6. fill what the model could not with the fallback chain (app/serving/fallbacks.py).
 """

@@ -1,5 +1,5 @@
-"""The co-purchase re-ranking stage: the index's answer for a user new to the domain,
-re-ranked with their co-purchase boost (model.nn.copurchase; ``UserEmbedding.boost``).
+"""The co-purchase re-ranking stage: the index's answer for a user with items in another
+domain, re-ranked with their co-purchase boost (model.nn.copurchase; ``UserEmbedding.boost``).
 
 The served score is ``<u, v_i> + boost_i`` with ``boost_i >= 0`` for the few items the
 boost lists and 0 for every other item. So an item outside the list that belongs to the

@@ -79,7 +79,7 @@ def compute_entry(
     hits = index.search(vector.reshape(1, -1), cache.items, exclude=[seen])[0]
     full = len(hits) >= cache.items
     boost = embedding.boost
-    if boost is not None:  # a user new to the domain: the co-purchase stage
+    if boost is not None:  # items in another domain: the co-purchase stage
         hits = rerank(index, vector, hits, boost, cache.items, lambda iid: iid not in seen)
     return Entry(
         generation=state.generation,

@@ -1,7 +1,7 @@
 """The served score: the model's score blended with an item prior and a content match.
 
     s(u, i) = w_model * <z_u / |z_u|, z_i> + w_prior * prior_i + w_content * <p_u, c_i>
-              (+ w_copurchase * c_u[i] for users new to the domain)
+              (+ w_copurchase * c_u[i] for users with items in other domains)
 
 - ``prior_i = log(1 + deg_i) / log(1 + max deg)``: the item's training degree, the
   popularity prior of popularity-aware inference (PDA, Zhang et al., SIGIR 2021, adjusts
@@ -20,7 +20,8 @@
   that ranks new and rarely bought items best).
 - ``c_u[i]`` (with ``[blend] copurchase``): the cross-domain co-purchase boost of
   model.nn.copurchase, what anchors who bought the user's other-domain items bought here
-  (sparse, in [0, 1]); weighted for users new to the domain only. It is not part of the
+  (sparse, in [0, 1]); weighted per user type (users new to the domain, and with
+  ``[blend] copurchase_warm`` users with history in it too). It is not part of the
   inner product below: the service re-ranks the index's answer with it
   (app/serving/copurchase.py) and the offline evaluation adds it to the full scores.
 - The weights depend on the domain and on how the user was embedded (``USER_TYPES``) and

@@ -8,13 +8,14 @@ the inputs an evaluation binds, which hide the evaluated users' target-domain ro
 
 the probability that an anchor who bought ``i`` bought ``j`` (each row keeps its
 ``top`` largest entries: a bounded size per source item however large the catalogues).
-A user new to B (history only in other domains) gets the boost
+A user of B with items in other domains gets the boost
 
     c_u[j] = b_u[j] / max_j' b_u[j'],   b_u = sum over the user's other-domain items i of P[i]
 
 (in [0, 1]; the user's best co-purchased item gets 1), and the served score of item j is
-``s(u, j) + w_copurchase * c_u[j]`` with the domain's weight for users new to it
-(model.nn.blend.BlendWeights, fitted on the pseudo-cold validation users).
+``s(u, j) + w_copurchase * c_u[j]`` with the domain's weight for the user's type
+(model.nn.blend.BlendWeights, fitted on validation by model.copurchasefit: users new to
+B on the pseudo-cold validation users, users with history in B too on their slices).
 
 Why exact and not one more block of the inner product: the gain is in the sharp item
 pairs of the co-occurrence, which a low-rank factorisation loses (a rank-64 and a rank-256
