@@ -102,12 +102,13 @@ def fit_copurchase_for_rule(
         cross[d] = (w, rec)
 
 
-def warm_objective(ndcg: Mapping[str, float], base: Mapping[str, float], main: str) -> float:
-    """model.blendfit's objective with the blend without the boost as the reference:
-    r_main - sum over the other slices of max(0, 1 - r_s), r_s = NDCG_s / base NDCG_s (1
-    where the base scores 0). So the boost is kept only where what it adds to ``all``
-    outweighs what it takes from new, cold or rarely bought items."""
-    r = {s: (v / base[s] if base.get(s) else 1.0) for s, v in ndcg.items()}
+def warm_objective(ndcg: Mapping[str, float], best_part: Mapping[str, float], main: str) -> float:
+    """model.blendfit's objective: r_main - sum over the other slices of max(0, 1 - r_s),
+    r_s = NDCG_s / the best single part's NDCG_s (1 where that is 0). So the boost may
+    take from new, cold or rarely bought items only what keeps them at their best single
+    part (content kNN, mostly), as the blend itself may; what it adds to ``all`` pays
+    for any loss below that."""
+    r = {s: (v / best_part[s] if best_part.get(s) else 1.0) for s, v in ndcg.items()}
     return r[main] - sum(max(0.0, 1.0 - v) for s, v in r.items() if s != main)
 
 
@@ -122,23 +123,38 @@ def fit_warm_copurchase(
     """Per domain, the co-purchase weight of users with history in it ("inductive"): the
     value of ``COPURCHASE_GRID`` x ``units[domain]`` (the spread of their served score)
     with the highest :func:`warm_objective` on the validation ``slices`` (the first is
-    the main one) over every validation user, 0 unless one does strictly better. Sets
-    ``blend.weights`` and, in ``report[domain]["inductive"]``, the weights and the fit
-    ({"unit", "chosen", "objective", "val_ndcg@20"} under "copurchase")."""
+    the main one) over every validation user, 0 unless one does strictly better. The
+    single parts (model, prior, content alone) are scored on the same users and item
+    vectors. Sets ``blend.weights`` and, in ``report[domain]["inductive"]``, the weights
+    and the fit ({"unit", "chosen", "objective", "val_ndcg@20"} under "copurchase")."""
     saved = {d: dict(ws) for d, ws in blend.weights.items()}
+
+    def scored(weights: Mapping[str, BlendWeights]) -> dict[str, dict[str, float]]:
+        for d, w in weights.items():
+            blend.weights[d]["inductive"] = w
+        # the ranker reads the blend's weights each time it binds
+        res = evaluate(ranker, split, ks=(20,), stage="val", only=list(slices))
+        return {
+            d: {s: float(res[d][s]["ndcg@20"] or 0.0) for s in slices if s in res.get(d, {})}
+            for d in weights
+        }
+
+    corners = [BlendWeights(1.0, 0.0, 0.0), BlendWeights(0.0, 1.0, 0.0)]
+    if blend.reducer is not None:
+        corners.append(BlendWeights(0.0, 0.0, 1.0))
+    best_part: dict[str, dict[str, float]] = {d: {} for d in units}
+    for c in corners:
+        for d, v in scored({d: c for d in units}).items():
+            for s, x in v.items():
+                best_part[d][s] = max(best_part[d].get(s, 0.0), x)
     curves: dict[str, dict[float, dict[str, float]]] = {d: {} for d in units}
     for g in (0.0, *COPURCHASE_GRID):
-        for d, unit in units.items():
-            blend.weights[d]["inductive"] = replace(saved[d]["inductive"], copurchase=g * unit)
-        res = evaluate(ranker, split, ks=(20,), stage="val", only=list(slices))
-        for d in units:
-            curves[d][g] = {
-                s: float(res[d][s]["ndcg@20"] or 0.0) for s in slices if s in res.get(d, {})
-            }
+        trial = {d: replace(saved[d]["inductive"], copurchase=g * u) for d, u in units.items()}
+        for d, v in scored(trial).items():
+            curves[d][g] = v
     for d, curve in curves.items():
-        base = curve[0.0]
         main = slices[0]
-        value = {g: warm_objective(v, base, main) for g, v in curve.items()}
+        value = {g: warm_objective(v, best_part[d], main) for g, v in curve.items()}
         # max keeps the first of equals: 0 (no boost) unless a value does strictly better
         best = max(value, key=lambda g: value[g])
         blend.weights[d]["inductive"] = replace(saved[d]["inductive"], copurchase=best * units[d])
@@ -147,13 +163,14 @@ def fit_warm_copurchase(
         record["copurchase"] = {
             "unit": units[d],
             "chosen": best,
+            "best_single_part": best_part[d],
             "objective": {f"{g:g}": round(v, 6) for g, v in value.items()},
             "val_ndcg@20": {f"{g:g}": v for g, v in curve.items()},
         }
         log.info(
-            "blend %s/inductive+copurchase: %g x the score spread (objective %.4f, all %s)",
+            "blend %s/inductive+copurchase: %g x the score spread (objective %s, all %s)",
             d,
             best,
-            value[best],
+            np.round(list(value.values()), 4).tolist(),
             np.round([curve[g].get(main, 0.0) for g in curve], 4).tolist(),
         )
