@@ -97,7 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         split,
         features,
         model,
-        replace(cfg.blend, cold_prior=False, content_decay=True, copurchase=True),
+        replace(
+            cfg.blend,
+            cold_prior=False,
+            content_decay=True,
+            copurchase=True,
+            copurchase_warm=False,
+            copurchase_pop=(0.0,),
+        ),
     )
     units, chosen = {}, {}
     for d, by_type in rep.items():
@@ -110,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     variants = [tuple(float(x) for x in v.split(":")) for v in args.variants.split(",")]
     for anchor_norm, pop_exp in variants:
         assert blend.copurchase is not None
-        blend.copurchase = CoPurchase(blend.copurchase.top, anchor_norm=anchor_norm, pop=pop_exp)
+        blend.copurchase = CoPurchase(
+            blend.copurchase.top,
+            anchor_norm=anchor_norm,
+            pop={d: pop_exp for d in split.domains},
+        )
         out: dict[str, Any] = {
             "label": args.label,
             "seed": args.seed,

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.copurchasefit import fit_copurchase_for_rule, fit_warm_copurchase
+from model.copurchasefit import chosen_pop, fit_copurchase_for_rule, fit_warm_copurchase
 from model.data.split import InductiveSplit
 from model.encoders.base import ItemFeatures
 from model.evaluation import (
@@ -478,7 +478,9 @@ def fit_blend(
     fitted = {d: {t: v for t, v in ts.items() if v} for d, ts in terms.items()}
     blend.item_terms = {d: ts for d, ts in fitted.items() if ts}  # a term at 0 is no term
     for rule, by_domain in units.items():
-        fit_copurchase_for_rule(blend, split, rankers[rule], cross[rule], by_domain)
+        fit_copurchase_for_rule(
+            blend, split, rankers[rule], cross[rule], by_domain, cfg.copurchase_pop
+        )
     score = {
         r: float(np.mean([t[1]["trials"][-1]["main_ndcg"] for t in by_d.values()]))
         for r, by_d in cross.items()
@@ -497,6 +499,8 @@ def fit_blend(
         model.config = replace(model.config, cross_domain_rule=best)
     log.info("cross-domain rule %s (pseudo-cold validation NDCG@20 per rule %s)", best, score)
     blend.weights = weights
+    if blend.copurchase is not None:  # the chosen rule's transitions serve every type
+        blend.copurchase.pop = chosen_pop(cross.get(best, {}))
     if warm_units:  # users with history in the domain: their boost, on their own slices
         fit_warm_copurchase(
             blend, split, rankers[best], VAL_SLICES["inductive"], warm_units, report

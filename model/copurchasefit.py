@@ -11,7 +11,7 @@ validation on top of the plain blend fit (model.blendfit):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -78,28 +78,52 @@ def fit_copurchase_for_rule(
     ranker: Any,
     cross: dict[str, tuple[BlendWeights, dict[str, Any]]],
     units: dict[str, float],
+    pops: Sequence[float] = (0.0,),
 ) -> None:
-    """The co-purchase boost's weight of each domain for one cross-domain rule
-    (model.copurchasefit), on every pseudo-cold validation user: ``cross`` is updated (its
-    weights, and its record's main NDCG, which chooses the rule, on the same users)."""
+    """The co-purchase boost's weight of each domain for one cross-domain rule, on every
+    pseudo-cold validation user, for transitions fitted with each popularity exponent of
+    ``pops`` (``CoPurchase.pop``): per domain the (exponent, weight) with the highest
+    validation NDCG@20, the first of equals (list 0 first: no discount unless one does
+    strictly better). ``cross`` is updated: its weights, its record's main NDCG (which
+    chooses the rule, on the same users) and the exponent
+    (``record["copurchase"]["pop"]``; :func:`chosen_pop` reads them back)."""
+    assert blend.copurchase is not None
 
     def ndcg(trial: Mapping[str, BlendWeights]) -> dict[str, float]:
         saved = blend.weights
         blend.weights = {d: {"cross_domain": w} for d, w in trial.items()}
-        try:  # the ranker reads the blend's weights when it binds
+        try:  # the ranker reads the blend's weights (and transitions) when it binds
             res = evaluate(ranker, split, ks=(20,), stage="val", only=[PSEUDO_COLD_SLICE])
         finally:
             blend.weights = saved
         return {d: float(res[d][PSEUDO_COLD_SLICE]["ndcg@20"] or 0.0) for d in trial}
 
     plain = {d: w for d, (w, _) in cross.items() if d in units}
-    chosen, report = fit_copurchase_weights(plain, units, ndcg)
-    for d, w in chosen.items():
+    saved_pop = dict(blend.copurchase.pop)
+    best: dict[str, tuple[float, float, BlendWeights, dict[str, Any]]] = {}
+    by_pop: dict[str, dict[str, Any]] = {d: {} for d in plain}
+    for p in pops:
+        blend.copurchase.pop = {d: p for d in split.domains}
+        chosen, report = fit_copurchase_weights(plain, units, ndcg)
+        for d, w in chosen.items():
+            value = report[d]["val_ndcg@20"][f"{report[d]['chosen']:g}"]
+            by_pop[d][f"{p:g}"] = report[d]
+            if d not in best or value > best[d][0]:
+                best[d] = (value, p, w, report[d])
+    blend.copurchase.pop = saved_pop
+    for d, (value, p, w, fit) in best.items():
         rec = cross[d][1]
         rec["weights"] = w.to_dict()
-        rec["copurchase"] = report[d]
-        rec["trials"][-1]["main_ndcg"] = report[d]["val_ndcg@20"][f"{report[d]['chosen']:g}"]
+        rec["copurchase"] = {**fit, "pop": p, "by_pop": by_pop[d]}
+        rec["trials"][-1]["main_ndcg"] = value
         cross[d] = (w, rec)
+        log.info("blend %s/cross_domain+copurchase: popularity exponent %g", d, p)
+
+
+def chosen_pop(cross: Mapping[str, tuple[BlendWeights, Mapping[str, Any]]]) -> dict[str, float]:
+    """The popularity exponent :func:`fit_copurchase_for_rule` chose per domain (0 where
+    it did not run)."""
+    return {d: float(rec.get("copurchase", {}).get("pop", 0.0)) for d, (_, rec) in cross.items()}
 
 
 def warm_objective(ndcg: Mapping[str, float], best_part: Mapping[str, float], main: str) -> float:

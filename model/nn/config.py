@@ -212,6 +212,11 @@ class BlendConfig:
     their items in the other domains; the same transitions), its own weight, kept only
     where it raises the validation objective of these users (``all`` and the item slices
     the blend judges them on, model.copurchasefit)."""
+    copurchase_pop: tuple[float, ...] = (0.0, 0.5)
+    """Popularity exponents of the transitions tried per domain for users new to it
+    (model.nn.copurchase ``CoPurchase.pop``: a target item's shares divided by its
+    buyers^pop), chosen with the boost's weight on the pseudo-cold validation users; the
+    first of equals wins, so list 0 first. ``[0.0]``: no discount, one fit fewer."""
     copurchase_top: int = 200
     """Co-purchased target items kept per source item (the largest shares): bounds the
     bundle's co-purchase file and a boost's size however large the catalogues."""
@@ -220,6 +225,11 @@ class BlendConfig:
 
     def __post_init__(self) -> None:
         _at_least(self, trials=3, content_dim=0, max_users=1, copurchase_top=1)
+        self.copurchase_pop = tuple(float(p) for p in self.copurchase_pop)
+        if not self.copurchase_pop or not all(0.0 <= p <= 2.0 for p in self.copurchase_pop):
+            raise ValueError(
+                f"copurchase_pop must list exponents in [0, 2], got {list(self.copurchase_pop)}"
+            )
         if not 0.0 <= self.main_tolerance < 1.0:
             raise ValueError(f"main_tolerance must be in [0, 1), got {self.main_tolerance}")
 

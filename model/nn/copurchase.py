@@ -52,11 +52,12 @@ class CoPurchase:
     """Each anchor's target items weigh ``(their number)^-anchor_norm``: 0 counts item pairs
     (a heavy buyer's many items weigh as much as everyone else's), 1 gives every anchor one
     vote spread over their items."""
-    pop: float = 0.0
-    """Target item j's entries are divided by ``(its buyers)^pop`` before each row is
-    normalised: 0 keeps the raw co-purchase share (which leans to what is popular anyway,
-    and the blend has a popularity prior already), larger values favour what is specific
-    to the source item."""
+    pop: dict[str, float] = field(default_factory=dict)
+    """Per target domain (absent: 0), item j's entries are divided by ``(its
+    buyers)^pop`` before each row is normalised: 0 keeps the raw co-purchase share (which
+    leans to what is popular anyway, and the blend has a popularity prior already),
+    larger values favour what is specific to the source item. model.copurchasefit
+    chooses it per domain on validation."""
 
     def on_graph(self, domains: Mapping[str, tuple[Sequence[str], int, np.ndarray]]) -> CoPurchase:
         """The transitions of ``domains`` (see :func:`fit_copurchase`) with this ``top``
@@ -120,7 +121,7 @@ class CoPurchase:
         return {
             "top": self.top,
             "anchor_norm": self.anchor_norm,
-            "pop": self.pop,
+            "pop": dict(sorted(self.pop.items())),
             "pairs": [list(p) for p in pairs],
             "shapes": [list(self.transitions[p].shape) for p in pairs],
         }
@@ -141,8 +142,10 @@ class CoPurchase:
         out = cls(
             top=int(meta["top"]),
             anchor_norm=float(meta.get("anchor_norm", 0.0)),
-            pop=float(meta.get("pop", 0.0)),
+            pop={str(d): float(v) for d, v in dict(meta.get("pop") or {}).items()},
         )
+        if not all(np.isfinite(v) and v >= 0 for v in (out.anchor_norm, *out.pop.values())):
+            raise ValueError("co-purchase exponents must be finite and nonnegative")
         for k, (pair, shape) in enumerate(zip(meta["pairs"], meta["shapes"], strict=True)):
             name = f"co-purchase {pair[0]} -> {pair[1]}"
             rows, cols = int(shape[0]), int(shape[1])
@@ -203,12 +206,13 @@ def fit_copurchase(
     top: int = DEFAULT_TOP,
     *,
     anchor_norm: float = 0.0,
-    pop: float = 0.0,
+    pop: Mapping[str, float] | None = None,
 ) -> CoPurchase:
     """P_AB for every ordered pair of domains from each domain's ``(user ids, n_items,
     pairs [n, 2])``: the pairs are the graph's (local user, local item) rows (the caller
     leaves out whatever the users it will judge must not have). Users are matched across
     domains by id; a pair of domains without a shared user has no transitions."""
+    pop = dict(pop or {})
     out = CoPurchase(top, anchor_norm=anchor_norm, pop=pop)
     names = sorted(domains)
     for t in names:
@@ -217,8 +221,9 @@ def fit_copurchase(
         b = _binary(t_pairs, (len(t_users), t_items))
         if anchor_norm:
             b = sp.diags(_power(np.asarray(b.sum(axis=1)).ravel(), -anchor_norm)) @ b
-        if pop:
-            b = b @ sp.diags(_power(np.asarray(b.astype(bool).sum(axis=0)).ravel(), -pop))
+        if pop.get(t):
+            buyers = np.asarray(b.astype(bool).sum(axis=0)).ravel()
+            b = b @ sp.diags(_power(buyers, -pop[t]))
         b = b.tocsr()
         for s in names:
             if s == t:

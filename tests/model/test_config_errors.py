@@ -38,6 +38,10 @@ BAD_CONFIGS = [
     ('[model]\nmodalities = ["txt"]', "[model] modalities ['txt'] unknown"),
     ('[train]\ndevice = "tpu"', "[train] device 'tpu' is not a torch device"),
     ("[train]\nepoch = 3", "[train] unknown keys ['epoch']"),
+    (
+        "[blend]\ncopurchase_pop = [0, 5]",
+        "[blend] copurchase_pop must list exponents in [0, 2], got [0.0, 5.0]",
+    ),
     ("[trian]\nepochs = 3", "unknown config sections ['trian']"),
     ("train = 3", "[train] must be a table of keys, got 3"),
     ('[model]\nvariant = "nope"', "[model] variant = 'nope': unknown; choose from"),

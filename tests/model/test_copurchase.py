@@ -7,15 +7,24 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+import model.copurchasefit as copurchasefit
 from model.blendfit import fit_blend
 from model.bundle import BundleError, load_bundle
-from model.copurchasefit import COPURCHASE_GRID, fit_copurchase_weights, warm_objective
-from model.evaluation import slice_inputs
+from model.copurchasefit import (
+    COPURCHASE_GRID,
+    chosen_pop,
+    fit_copurchase_for_rule,
+    fit_copurchase_weights,
+    warm_objective,
+)
+from model.evaluation import PSEUDO_COLD_SLICE, slice_inputs
 from model.inference import InferenceEngine
 from model.nn.blend import Blend, BlendWeights
 from model.nn.config import BlendConfig
@@ -79,11 +88,18 @@ def test_anchor_votes_and_the_popularity_exponent() -> None:
     np.testing.assert_allclose(plain, [[1 / 5, 4 / 5]])  # item pairs: 1 of 5 went to b0
     votes = fit_copurchase(graph, top=0, anchor_norm=1.0).transitions[("a", "b")].toarray()
     np.testing.assert_allclose(votes, [[0.5 / 4, 3.5 / 4]])  # u0's vote split in two
-    pop = fit_copurchase(graph, top=0, pop=1.0).transitions[("a", "b")].toarray()
-    np.testing.assert_allclose(pop, [[0.5, 0.5]])  # b1's 4 buyers: 4 pairs / 4, b0: 1 / 1
-    cp = fit_copurchase(graph, top=0, anchor_norm=1.0, pop=0.5)
+    pop = fit_copurchase(graph, top=0, pop={"b": 1.0})
+    # b1's 4 buyers: 4 pairs / 4, b0's 1: 1 / 1; the exponent is the target domain's
+    np.testing.assert_allclose(pop.transitions[("a", "b")].toarray(), [[0.5, 0.5]])
+    np.testing.assert_allclose(
+        pop.transitions[("b", "a")].toarray(),
+        fit_copurchase(graph, top=0).transitions[("b", "a")].toarray(),
+    )
+    cp = fit_copurchase(graph, top=0, anchor_norm=1.0, pop={"b": 0.5})
     back = CoPurchase.from_state(cp.meta(), cp.tensors())
-    assert (back.anchor_norm, back.pop) == (1.0, 0.5)
+    assert (back.anchor_norm, back.pop) == (1.0, {"b": 0.5})
+    with pytest.raises(ValueError, match="nonnegative"):
+        CoPurchase.from_state({**cp.meta(), "pop": {"b": -1.0}}, cp.tensors())
     assert back.on_graph(graph).transitions[("a", "b")].toarray() == pytest.approx(
         cp.transitions[("a", "b")].toarray()
     )
@@ -144,6 +160,40 @@ def test_each_domain_keeps_the_weight_its_validation_users_prefer() -> None:
     assert chosen["misled"] == plain["misled"] and chosen["flat"] == plain["flat"]
     assert report["helped"]["chosen"] == 2.0 and report["misled"]["chosen"] == 0.0
     assert report["helped"]["val_ndcg@20"]["2"] == pytest.approx(0.10)
+
+
+def test_each_domain_keeps_the_popularity_exponent_its_validation_users_prefer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each exponent of ``pops`` refits the transitions (the ranker binds the blend's
+    transitions); a domain keeps the (exponent, weight) with the best validation NDCG,
+    the first exponent unless another does strictly better; the rule's record keeps it."""
+    blend = Blend(None, {}, copurchase=CoPurchase())
+    assert blend.copurchase is not None
+
+    def fake_evaluate(ranker: Any, split: Any, **kw: Any) -> dict[str, Any]:
+        assert kw["only"] == [PSEUDO_COLD_SLICE] and kw["stage"] == "val"
+        pop, boosted = (
+            blend.copurchase.pop,
+            {  # type: ignore[union-attr]
+                d: blend.weights[d]["cross_domain"].copurchase > 0 for d in blend.weights
+            },
+        )
+        value = {
+            "a": 0.10 + 0.02 * pop["a"] * boosted["a"],  # the discount helps a's boost
+            "b": 0.10 + 0.01 * boosted["b"] - 0.02 * pop["b"] * boosted["b"],
+        }
+        return {d: {PSEUDO_COLD_SLICE: {"ndcg@20": v}} for d, v in value.items()}
+
+    monkeypatch.setattr(copurchasefit, "evaluate", fake_evaluate)
+    split = SimpleNamespace(domains={"a": None, "b": None})
+    cross = {d: (BlendWeights(0.5, 0.2, 0.1), {"trials": [{}]}) for d in ("a", "b")}
+    fit_copurchase_for_rule(blend, split, None, cross, {"a": 1.0, "b": 1.0}, (0.0, 0.5))  # type: ignore[arg-type]
+    assert chosen_pop(cross) == {"a": 0.5, "b": 0.0}
+    assert blend.copurchase.pop == {}  # the caller sets the chosen rule's exponents
+    assert cross["a"][0].copurchase > 0 and cross["b"][0].copurchase > 0
+    assert cross["a"][1]["trials"][-1]["main_ndcg"] == pytest.approx(0.11)
+    assert set(cross["a"][1]["copurchase"]["by_pop"]) == {"0", "0.5"}
 
 
 @pytest.fixture(scope="module")
