@@ -25,26 +25,20 @@ type's choice is then tried with the co-purchase boost at a few weights
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from model.blendparts import SliceParts, slice_parts
 from model.copurchasefit import chosen_pop, fit_copurchase_for_rule, fit_warm_copurchase
 from model.data.split import InductiveSplit
 from model.encoders.base import ItemFeatures
 from model.evaluation import (
-    CROSS_DOMAIN_KINDS,
     PSEUDO_COLD_SLICE,
-    build_slices,
-    seen_pairs,
-    slice_inputs,
 )
-from model.metrics import ndcg_at_k_from_topk, user_metrics
-from model.nn.blend import ITEM_TERMS, Blend, BlendWeights, ContentReducer, DomainBlend
+from model.nn.blend import ITEM_TERMS, Blend, BlendWeights, ContentReducer
 from model.nn.bridge import Bridges
 from model.nn.config import BlendConfig
 from model.nn.copurchase import CoPurchase
@@ -67,65 +61,6 @@ CORNERS = (
 )
 
 
-@dataclass
-class _SliceParts:
-    """One validation slice, precomputed: the blend's parts for a user sample."""
-
-    name: str
-    zu: torch.Tensor  # [b, d] unit model user vectors
-    zi: torch.Tensor  # [n, d]
-    prior: torch.Tensor  # [n]
-    degree: torch.Tensor  # [n] training interactions of each item (the item terms' input)
-    pu: torch.Tensor | None  # [b, r]
-    ci: torch.Tensor | None  # [n, r]
-    exclude: torch.Tensor  # bool [b, n]: not a candidate, or already seen
-    targets: list[np.ndarray]
-    k: int
-    items_at: Callable[[float], torch.Tensor] | None = field(default=None, repr=False)
-    """Item vectors with a given low-degree mix pseudo-count (None without an item map)."""
-
-    def scores(self, w: BlendWeights) -> torch.Tensor:
-        s = w.model * (self.zu @ self.zi.T) + w.prior * self.prior
-        if self.pu is not None and self.ci is not None and w.content != 0:
-            s = s + w.content * (self.pu @ self.ci.T)
-        return s.masked_fill(self.exclude, -torch.inf)
-
-    def with_terms(self, terms: dict[str, float]) -> _SliceParts:
-        """The same slice with the item terms (model.nn.blend.ITEM_TERMS) applied to the
-        prior and content rows it was built with (which have none)."""
-        cold = terms.get("cold_prior", 0.0)
-        prior = self.prior.masked_fill(self.degree == 0, cold) if cold else self.prior
-        scale = DomainBlend.content_scale_of(self.degree, terms.get("content_decay", 0.0))
-        ci = self.ci if self.ci is None or scale is None else self.ci * scale.unsqueeze(1)
-        return replace(self, prior=prior, ci=ci)
-
-    def ndcg(self, w: BlendWeights, k: int = 20) -> float:
-        top = torch.topk(self.scores(w), min(k, self.k), dim=1).indices.numpy()
-        return ndcg_at_k_from_topk(top, self.targets, k)
-
-    def per_user_ndcg(self, w: BlendWeights, k: int = 20) -> np.ndarray:
-        top = torch.topk(self.scores(w), min(k, self.k), dim=1).indices.numpy()
-        return user_metrics(top, self.targets, k)[1]
-
-    def spreads(self) -> tuple[float, float, float]:
-        """Typical spread over items of each part (mean over users of the std)."""
-        m = float((self.zu @ self.zi.T).std(dim=1).mean())
-        p = float(self.prior.std())
-        c = (
-            float((self.pu @ self.ci.T).std(dim=1).mean())
-            if self.pu is not None and self.ci is not None
-            else 1.0
-        )
-        return max(m, 1e-12), max(p, 1e-12), max(c, 1e-12)
-
-    def score_spread(self, w: BlendWeights) -> float:
-        """Typical spread over the candidate items of the blended score at ``w``."""
-        s = self.scores(w).masked_fill(self.exclude, float("nan"))
-        mean = s.nanmean(dim=1, keepdim=True)
-        std = ((s - mean) ** 2).nanmean(dim=1).sqrt()
-        return max(float(std.nanmean()), 1e-12)
-
-
 def fit_reducer(
     split: InductiveSplit, features: ItemFeatures | None, dim: int
 ) -> ContentReducer | None:
@@ -138,52 +73,8 @@ def fit_reducer(
     return ContentReducer.fit(feats, masks, dim) if feats else None
 
 
-def _slice_parts(
-    ranker: Any, split: InductiveSplit, domain: str, cfg: BlendConfig, wanted: set[str]
-) -> dict[str, _SliceParts]:
-    ds = split.domains[domain]
-    rng = np.random.default_rng(cfg.seed)
-    scorers: dict[str, Any] = {}
-    seen = seen_pairs(ds, "val")
-    out: dict[str, _SliceParts] = {}
-    for sl in build_slices(split, domain, stage="val"):
-        if sl.name not in wanted or len(sl.users) == 0:
-            continue
-        if sl.input_kind not in scorers:
-            scorers[sl.input_kind] = ranker.bind(slice_inputs(split, domain, sl.input_kind))
-        scorer = scorers[sl.input_kind]
-        embedder = scorer.md.embedders[domain]
-        pick = np.sort(rng.permutation(len(sl.users))[: cfg.max_users])
-        users = sl.users[pick]
-        zu, _, prof, _ = scorer.parts(
-            domain, users, cross_domain=sl.input_kind in CROSS_DOMAIN_KINDS, boosts=False
-        )
-        blend = scorer.blends[domain]
-        exclude = torch.zeros(len(users), ds.n_items, dtype=torch.bool)
-        exclude[:, torch.as_tensor(~sl.candidates)] = True
-        row = np.full(ds.n_users, -1)
-        row[users] = np.arange(len(users))
-        r = row[seen[:, 0]]
-        ok = r >= 0
-        exclude[torch.as_tensor(r[ok]), torch.as_tensor(seen[ok, 1])] = True
-        out[sl.name] = _SliceParts(
-            name=sl.name,
-            zu=F.normalize(zu, dim=1),
-            zi=scorer.items[domain],
-            prior=blend.prior,
-            degree=embedder.item_degree.cpu().float(),
-            pu=prof,
-            ci=blend.content,
-            exclude=exclude,
-            targets=[sl.targets[k] for k in pick],
-            k=int(sl.candidates.sum()),
-            items_at=embedder.item_vectors if embedder.low_rows is not None else None,
-        )
-    return out
-
-
 def _fit_type(
-    parts: list[_SliceParts],
+    parts: list[SliceParts],
     has_content: bool,
     cfg: BlendConfig,
     label: str,
@@ -278,7 +169,7 @@ def _fit_type(
 
 
 def _fit_inductive(
-    chosen: list[_SliceParts],
+    chosen: list[SliceParts],
     cfg: BlendConfig,
     label: str,
     grid: Sequence[float],
@@ -305,7 +196,7 @@ def _fit_inductive(
 
 
 def _fit_with_terms(
-    parts: list[_SliceParts],
+    parts: list[SliceParts],
     has_content: bool,
     cfg: BlendConfig,
     label: str,
@@ -362,7 +253,7 @@ def _term_starts(chosen: dict[str, float], terms: Sequence[str]) -> list[dict[st
 
 
 def _one_standard_error(
-    part: _SliceParts,
+    part: SliceParts,
     best: dict[str, float],
     corners: list[dict[str, Any]],
     weights: Any,
@@ -448,7 +339,7 @@ def fit_blend(
     for domain in model.domains:
         weights[domain] = {"none": BlendWeights(0.0, 1.0, 0.0)}
         report[domain] = {}
-        parts = _slice_parts(rankers[rules[0]], split, domain, cfg, set(VAL_SLICES["inductive"]))
+        parts = slice_parts(rankers[rules[0]], split, domain, cfg, set(VAL_SLICES["inductive"]))
         chosen = [parts[n] for n in VAL_SLICES["inductive"] if n in parts]
         if chosen:
             w, trials, k, by_k = _fit_inductive(chosen, cfg, f"{domain}/inductive", low_degree_grid)
@@ -466,7 +357,7 @@ def fit_blend(
             if blend.copurchase is not None and cfg.copurchase_warm:
                 warm_units[domain] = chosen[0].with_terms(terms[domain]).score_spread(w)
         for rule in rules:
-            cd = _slice_parts(rankers[rule], split, domain, cfg, set(VAL_SLICES["cross_domain"]))
+            cd = slice_parts(rankers[rule], split, domain, cfg, set(VAL_SLICES["cross_domain"]))
             if PSEUDO_COLD_SLICE not in cd:
                 continue
             # one item vector serves every user type: its terms are the inductive fit's
