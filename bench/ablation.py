@@ -331,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         out[f"{name}_weights"] = blend.weights_json()
         out[f"{name}_item_terms"] = blend.item_terms
+        out[f"{name}_copurchase_pop"] = None if blend.copurchase is None else blend.copurchase.pop
     out["seconds"] = time.perf_counter() - t0
     path = args.out / "runs" / f"{args.label}-{args.variant}-s{args.seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
