@@ -254,10 +254,11 @@ def test_users_are_served_with_the_boost_as_evaluated(trained, tmp_path, user_ty
     # a nonzero weight, so the boost is part of the compared scores whatever the fit chose
     w = blend.weights[dst].get(user_type, BlendWeights())
     blend.weights[dst][user_type] = replace(w, copurchase=0.7)
+    blend.copurchase.pop = {dst: 0.5}  # a discounted domain: refitted on the bundle's graph
     out = write_tiny_bundle(tmp_path / "b", cfg, ds, split, feats, model, blend=blend)
     bundle = load_bundle(out)
     assert bundle.blend is not None and bundle.blend.copurchase is not None
-    assert bundle.blend.copurchase.nnz > 0
+    assert bundle.blend.copurchase.nnz > 0 and bundle.blend.copurchase.pop == {dst: 0.5}
     ranker = MICRecRanker("probe", bundle.model, split, feats, blend=bundle.blend)
     inputs = slice_inputs(split, dst, "standard")
     scorer = ranker.bind(inputs)
