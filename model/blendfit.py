@@ -312,7 +312,7 @@ def fit_blend(
         reducer = fit_reducer(split, features, cfg.content_dim)
     blend = Blend(reducer, {})
     if cfg.copurchase:  # the rankers fit its transitions on each graph they bind
-        blend.copurchase = CoPurchase(top=cfg.copurchase_top)
+        blend.copurchase = CoPurchase(top=cfg.copurchase_top, max_items=cfg.copurchase_max_items)
     rules = [model.config.cross_domain_rule]
     if bridges is not None and "bridge" not in rules:
         rules.append("bridge")

@@ -217,6 +217,10 @@ class BlendConfig:
     (model.nn.copurchase ``CoPurchase.pop``: a target item's shares divided by its
     buyers^pop), chosen with the boost's weight on the pseudo-cold validation users; the
     first of equals wins, so list 0 first. ``[0.0]``: no discount, one fit fewer."""
+    copurchase_max_items: int = 0
+    """A user's boost keeps its largest this many items (0: all): bounds the service's
+    re-ranking cost for users with long histories in other domains; the evaluation and
+    the weight fit cut the same way."""
     copurchase_top: int = 200
     """Co-purchased target items kept per source item (the largest shares): bounds the
     bundle's co-purchase file and a boost's size however large the catalogues."""
@@ -224,7 +228,9 @@ class BlendConfig:
     """Seed of the user sample and of the TPE sampler."""
 
     def __post_init__(self) -> None:
-        _at_least(self, trials=3, content_dim=0, max_users=1, copurchase_top=1)
+        _at_least(
+            self, trials=3, content_dim=0, max_users=1, copurchase_top=1, copurchase_max_items=0
+        )
         self.copurchase_pop = tuple(float(p) for p in self.copurchase_pop)
         if not self.copurchase_pop or not all(0.0 <= p <= 2.0 for p in self.copurchase_pop):
             raise ValueError(

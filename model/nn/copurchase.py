@@ -59,10 +59,17 @@ class CoPurchase:
     larger values favour what is specific to the source item. model.copurchasefit
     chooses it per domain on validation."""
 
+    max_items: int = 0
+    """A user's boost keeps its ``max_items`` largest entries (0: all). Bounds what the
+    service's re-ranking stage scores for a user with a long history elsewhere; the
+    evaluation cuts the same way (both call :meth:`boosts`)."""
+
     def on_graph(self, domains: Mapping[str, tuple[Sequence[str], int, np.ndarray]]) -> CoPurchase:
-        """The transitions of ``domains`` (see :func:`fit_copurchase`) with this ``top``
-        and these exponents."""
-        return fit_copurchase(domains, self.top, anchor_norm=self.anchor_norm, pop=self.pop)
+        """The transitions of ``domains`` (see :func:`fit_copurchase`) with this ``top``,
+        these exponents and this ``max_items``."""
+        out = fit_copurchase(domains, self.top, anchor_norm=self.anchor_norm, pop=self.pop)
+        out.max_items = self.max_items
+        return out
 
     @property
     def nnz(self) -> int:
@@ -97,6 +104,8 @@ class CoPurchase:
                     shape=(len(histories), m.shape[0]),
                 )
                 total = (total + pick @ m).tocsr()
+        if self.max_items > 0:
+            total = _top_per_row(total, self.max_items)
         top = total.max(axis=1).toarray().ravel() if total.nnz else np.zeros(len(histories))
         scale = np.divide(1.0, top, out=np.zeros_like(top), where=top > 0)
         return (sp.diags(scale.astype(np.float32)) @ total).tocsr().astype(np.float32)
@@ -121,6 +130,7 @@ class CoPurchase:
         return {
             "top": self.top,
             "anchor_norm": self.anchor_norm,
+            "max_items": self.max_items,
             "pop": dict(sorted(self.pop.items())),
             "pairs": [list(p) for p in pairs],
             "shapes": [list(self.transitions[p].shape) for p in pairs],
@@ -142,10 +152,13 @@ class CoPurchase:
         out = cls(
             top=int(meta["top"]),
             anchor_norm=float(meta.get("anchor_norm", 0.0)),
+            max_items=int(meta.get("max_items", 0)),
             pop={str(d): float(v) for d, v in dict(meta.get("pop") or {}).items()},
         )
         if not all(np.isfinite(v) and v >= 0 for v in (out.anchor_norm, *out.pop.values())):
             raise ValueError("co-purchase exponents must be finite and nonnegative")
+        if out.max_items < 0:
+            raise ValueError(f"co-purchase max_items must be >= 0, got {out.max_items}")
         for k, (pair, shape) in enumerate(zip(meta["pairs"], meta["shapes"], strict=True)):
             name = f"co-purchase {pair[0]} -> {pair[1]}"
             rows, cols = int(shape[0]), int(shape[1])

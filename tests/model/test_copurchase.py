@@ -76,6 +76,26 @@ def test_each_source_item_keeps_its_largest_shares() -> None:
     np.testing.assert_allclose(two.transitions[("a", "b")].toarray(), [[0.5, 2 / 6, 0.0]])
 
 
+def test_a_boost_keeps_its_largest_items_when_capped() -> None:
+    """``max_items``: each user's boost keeps its largest entries (ties: the lower item),
+    normalised after the cut; it survives the bundle round trip and a refit."""
+    users = [f"u{k}" for k in range(6)]
+    a = np.array([[k, 0] for k in range(6)])  # everyone bought a0
+    b = np.array([[0, 0], [1, 0], [2, 0], [3, 1], [4, 1], [5, 2]])  # b0 x3, b1 x2, b2 x1
+    graph = {"a": (users, 1, a), "b": (users, 3, b)}
+    cp = fit_copurchase(graph, top=0)
+    full = cp.boosts("b", [{"a": np.array([0])}], 3).toarray()
+    np.testing.assert_allclose(full, [[1.0, 2 / 3, 1 / 3]])
+    cp.max_items = 2
+    np.testing.assert_allclose(
+        cp.boosts("b", [{"a": np.array([0])}], 3).toarray(), [[1.0, 2 / 3, 0]]
+    )
+    back = CoPurchase.from_state(cp.meta(), cp.tensors())
+    assert back.max_items == 2 and back.on_graph(graph).max_items == 2
+    with pytest.raises(ValueError, match="max_items"):
+        CoPurchase.from_state({**cp.meta(), "max_items": -1}, cp.tensors())
+
+
 def test_anchor_votes_and_the_popularity_exponent() -> None:
     """``anchor_norm`` 1: an anchor's target items share one vote; ``pop``: a target item's
     entries fall with its buyers; both survive the bundle round trip."""
@@ -255,6 +275,7 @@ def test_users_are_served_with_the_boost_as_evaluated(trained, tmp_path, user_ty
     w = blend.weights[dst].get(user_type, BlendWeights())
     blend.weights[dst][user_type] = replace(w, copurchase=0.7)
     blend.copurchase.pop = {dst: 0.5}  # a discounted domain: refitted on the bundle's graph
+    blend.copurchase.max_items = 3  # and cut boosts: the evaluation cuts the same way
     out = write_tiny_bundle(tmp_path / "b", cfg, ds, split, feats, model, blend=blend)
     bundle = load_bundle(out)
     assert bundle.blend is not None and bundle.blend.copurchase is not None
@@ -269,6 +290,7 @@ def test_users_are_served_with_the_boost_as_evaluated(trained, tmp_path, user_ty
     cat = engine.catalogue(dst)
     hists = other_domain_histories(split, dst, users, inputs, ranker.maps)
     boosted = 0
+    lengths: list[int] = []
     for k, hist in enumerate(hists):
         history = {d: [split.domains[d].item_ids[i] for i in items] for d, items in hist.items()}
         if user_type == "inductive":
@@ -279,11 +301,15 @@ def test_users_are_served_with_the_boost_as_evaluated(trained, tmp_path, user_ty
         scores = cat.vectors @ got.vector
         if got.boost is not None:
             boosted += 1
+            lengths.append(len(got.boost.item_ids))
             rows = [cat.item_ids.index(i) for i in got.boost.item_ids]
             assert float(got.boost.scores.max()) == pytest.approx(0.7)  # the best item: w x 1
             scores[rows] += got.boost.scores
         np.testing.assert_allclose(scores, want[k], rtol=1e-4, atol=1e-5)
     assert boosted >= 3  # the comparison covers the boost
+    uncut = replace(scorer.copurchase, max_items=0)  # type: ignore[attr-defined]
+    longest = np.diff(uncut.boosts(dst, hists, split.domains[dst].n_items).indptr).max()
+    assert max(lengths) == 3 < longest  # ... and the cut: longer boosts were cut to 3
 
 
 def test_a_bundle_missing_the_transitions_file_is_refused(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
