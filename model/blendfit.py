@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from model.blendparts import SliceParts, slice_parts
+from model.blendparts import SliceParts, blend_objective, slice_parts
 from model.copurchasefit import chosen_pop, fit_copurchase_for_rule, fit_warm_copurchase
 from model.data.split import InductiveSplit
 from model.encoders.base import ItemFeatures
@@ -127,10 +127,11 @@ def _fit_type(
             judged = [pt.with_terms(p) for pt in parts]
         w = weights(p)
         ndcg = {pt.name: pt.ndcg(w) for pt in judged}
-        ratios = [v / b if b > 0 else 1.0 for v, b in zip(ndcg.values(), best_part, strict=True)]
-        value = ratios[0] - sum(max(0.0, 1.0 - r) for r in ratios[1:])
-        if ndcg[parts[0].name] < floor:
-            value = ratios[0] - 10.0
+        best_of = dict(zip(ndcg, best_part, strict=True))
+        main = parts[0].name
+        value = blend_objective(ndcg, best_of, main)
+        if ndcg[main] < floor:  # r_main alone, minus 10
+            value = blend_objective({main: ndcg[main]}, best_of, main) - 10.0
         trials.append({"params": p, "val_ndcg@20": ndcg, "objective": value})
         return value
 

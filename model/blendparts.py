@@ -4,7 +4,7 @@ item parts, so a trial's blended NDCG@20 is a few matrix products (no re-binding
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -17,6 +17,15 @@ from model.evaluation import CROSS_DOMAIN_KINDS, build_slices, seen_pairs, slice
 from model.metrics import ndcg_at_k_from_topk, user_metrics
 from model.nn.blend import BlendWeights, DomainBlend
 from model.nn.config import BlendConfig
+
+
+def blend_objective(ndcg: Mapping[str, float], best_part: Mapping[str, float], main: str) -> float:
+    """The blend fit's objective: r_main - sum over the other slices of max(0, 1 - r_s),
+    r_s = NDCG_s / the best single part's NDCG_s (1 where that is 0). The other slices
+    (new, cold, rarely bought items) may lose only down to their best single part
+    (content kNN, mostly); what the main slice gains pays for any loss below that."""
+    r = {s: (v / best_part[s] if best_part.get(s) else 1.0) for s, v in ndcg.items()}
+    return r[main] - sum(max(0.0, 1.0 - v) for s, v in r.items() if s != main)
 
 
 @dataclass

@@ -5,7 +5,8 @@ validation on top of the plain blend fit (model.blendfit):
   the transitions then do not count: the slice's inputs hide them), NDCG@20;
 - users with history in the domain (``[blend] copurchase_warm``): on the validation slices
   the blend judges them on (``all`` and the new / cold / rarely bought item slices), the
-  objective of model.blendfit measured against the blend without the boost.
+  blend fit's objective (``model.blendparts.blend_objective``, against the best single
+  part of each slice).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from model.blendparts import blend_objective
 from model.data.split import InductiveSplit
 from model.evaluation import PSEUDO_COLD_SLICE, evaluate
 from model.nn.blend import Blend, BlendWeights
@@ -126,16 +128,6 @@ def chosen_pop(cross: Mapping[str, tuple[BlendWeights, Mapping[str, Any]]]) -> d
     return {d: float(rec.get("copurchase", {}).get("pop", 0.0)) for d, (_, rec) in cross.items()}
 
 
-def warm_objective(ndcg: Mapping[str, float], best_part: Mapping[str, float], main: str) -> float:
-    """model.blendfit's objective: r_main - sum over the other slices of max(0, 1 - r_s),
-    r_s = NDCG_s / the best single part's NDCG_s (1 where that is 0). So the boost may
-    take from new, cold or rarely bought items only what keeps them at their best single
-    part (content kNN, mostly), as the blend itself may; what it adds to ``all`` pays
-    for any loss below that."""
-    r = {s: (v / best_part[s] if best_part.get(s) else 1.0) for s, v in ndcg.items()}
-    return r[main] - sum(max(0.0, 1.0 - v) for s, v in r.items() if s != main)
-
-
 def fit_warm_copurchase(
     blend: Blend,
     split: InductiveSplit,
@@ -146,7 +138,7 @@ def fit_warm_copurchase(
 ) -> None:
     """Per domain, the co-purchase weight of users with history in it ("inductive"): the
     value of ``COPURCHASE_GRID`` x ``units[domain]`` (the spread of their served score)
-    with the highest :func:`warm_objective` on the validation ``slices`` (the first is
+    with the highest :func:`blend_objective` on the validation ``slices`` (the first is
     the main one) over every validation user, 0 unless one does strictly better. The
     single parts (model, prior, content alone) are scored on the same users and item
     vectors. Sets ``blend.weights`` and, in ``report[domain]["inductive"]``, the weights
@@ -176,9 +168,9 @@ def fit_warm_copurchase(
         trial = {d: replace(saved[d]["inductive"], copurchase=g * u) for d, u in units.items()}
         for d, v in scored(trial).items():
             curves[d][g] = v
+    main = slices[0]
     for d, curve in curves.items():
-        main = slices[0]
-        value = {g: warm_objective(v, best_part[d], main) for g, v in curve.items()}
+        value = {g: blend_objective(v, best_part[d], main) for g, v in curve.items()}
         # max keeps the first of equals: 0 (no boost) unless a value does strictly better
         best = max(value, key=lambda g: value[g])
         blend.weights[d]["inductive"] = replace(saved[d]["inductive"], copurchase=best * units[d])

@@ -16,13 +16,13 @@ import torch
 
 import model.copurchasefit as copurchasefit
 from model.blendfit import fit_blend
+from model.blendparts import blend_objective
 from model.bundle import BundleError, load_bundle
 from model.copurchasefit import (
     COPURCHASE_GRID,
     chosen_pop,
     fit_copurchase_for_rule,
     fit_copurchase_weights,
-    warm_objective,
 )
 from model.evaluation import PSEUDO_COLD_SLICE, slice_inputs
 from model.inference import InferenceEngine
@@ -130,14 +130,14 @@ def test_the_boost_of_users_with_history_must_pay_for_what_it_costs() -> None:
     shortfall below its best single part; a loss that keeps a slice above it is free."""
     best = {"all": 0.10, "cold_items": 0.04, "deg_1-5": 0.02}
     base = {"all": 0.10, "cold_items": 0.05, "deg_1-5": 0.02}
-    assert warm_objective(base, best, "all") == pytest.approx(1.0)
+    assert blend_objective(base, best, "all") == pytest.approx(1.0)
     gain = {"all": 0.11, "cold_items": 0.045, "deg_1-5": 0.02}  # cold items still above
-    assert warm_objective(gain, best, "all") == pytest.approx(1.10)
+    assert blend_objective(gain, best, "all") == pytest.approx(1.10)
     costly = {"all": 0.105, "cold_items": 0.03, "deg_1-5": 0.02}  # cold items -25 % below
-    assert warm_objective(costly, best, "all") == pytest.approx(1.05 - 0.25)
-    assert warm_objective(costly, best, "all") < warm_objective(base, best, "all")
+    assert blend_objective(costly, best, "all") == pytest.approx(1.05 - 0.25)
+    assert blend_objective(costly, best, "all") < blend_objective(base, best, "all")
     # a slice whose single parts all score 0 cannot be judged: ratio 1
-    assert warm_objective({"all": 0.1, "x": 0.5}, {"all": 0.1, "x": 0.0}, "all") == 1.0
+    assert blend_objective({"all": 0.1, "x": 0.5}, {"all": 0.1, "x": 0.0}, "all") == 1.0
 
 
 def test_transitions_round_trip_and_a_corrupt_file_is_refused() -> None:
