@@ -17,7 +17,10 @@ and with twice the blend trials (``both_maps_x2``); every other row has both ter
 ``both_maps_decay_cp`` adds the cross-domain co-purchase boost (model.nn.copurchase) of
 users new to a domain to ``both_maps_decay``, ``both_maps_decay_cpw`` the boost of users
 with history in the domain too, ``both_maps_decay_nocp`` is ``both_maps_decay`` without
-any (``COPURCHASE_ROWS``, whatever the config says); the other rows follow the config.
+any (``COPURCHASE_ROWS``, whatever the config says); ``both_maps_decay_cpw_own`` is
+``both_maps_decay_cpw`` with users' content profile from their own items only (no
+other-domain profile mixed in: ``[blend] profile_other = [0.0]``); the other rows follow
+the config.
 ``both_maps_decay_cbridge``, ``_pbridge`` and ``_ebridge`` are ``both_maps_decay`` with
 cross-domain maps trained for them that also read the user's content profile in the other
 domain (``[bridge] content``), are personalised (``[bridge] personal``), or are an
@@ -66,6 +69,7 @@ COPURCHASE_ROWS = {
     "both_maps_decay_nocp": (False, False),
     "both_maps_decay_cp": (True, False),
     "both_maps_decay_cpw": (True, True),
+    "both_maps_decay_cpw_own": (True, True),
 }
 """([blend] copurchase, copurchase_warm) of the rows that set them whatever the config says."""
 """The maps each blend row is fitted with (model.maps)."""
@@ -277,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         # with and without the cross-domain co-purchase boost
         "both_maps_decay_cp": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
         "both_maps_decay_cpw": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
+        "both_maps_decay_cpw_own": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
         "both_maps_decay_nocp": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
         # both maps, twice the blend trials, no term: what the terms' extra trials alone do
         "both_maps_x2": Maps(bridges=maps.bridges, item_maps=maps.item_maps),
@@ -288,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         "both_maps_decay": "content_decay",
         "both_maps_decay_cp": "content_decay",
         "both_maps_decay_cpw": "content_decay",
+        "both_maps_decay_cpw_own": "content_decay",
         "both_maps_decay_nocp": "content_decay",
         **{name: "content_decay" for name in OTHER_BRIDGES},
     }
@@ -307,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                 content_decay=terms.get(name) == "content_decay",
                 copurchase=COPURCHASE_ROWS.get(name, (cfg.blend.copurchase,))[0],
                 copurchase_warm=COPURCHASE_ROWS.get(name, (0, cfg.blend.copurchase_warm))[-1],
+                profile_other=(0.0,) if name.endswith("_own") else cfg.blend.profile_other,
             ),
             bridges=mp.bridges,
             item_maps=mp.item_maps,
@@ -332,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         out[f"{name}_weights"] = blend.weights_json()
         out[f"{name}_item_terms"] = blend.item_terms
         out[f"{name}_copurchase_pop"] = None if blend.copurchase is None else blend.copurchase.pop
+        out[f"{name}_profile_other"] = blend.profile_other
     out["seconds"] = time.perf_counter() - t0
     path = args.out / "runs" / f"{args.label}-{args.variant}-s{args.seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

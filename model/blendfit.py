@@ -17,7 +17,9 @@ and the objective above without the constraint (on amazon-arts-office it gave up
 12 % of ``all`` for the small slices; docs/results/quality.md). The three corners are
 enqueued as the first trials. Slices per type (``VAL_SLICES``): users with history in the
 domain are judged on all / new items / cold items / items with 1-5 and 6-20 training
-interactions, cross-domain cold users on their own slice; with ``copurchase`` on, each
+interactions, cross-domain cold users on their own slice; users with history are fitted
+again with their other-domain content profile mixed in at each ``profile_other`` weight
+(kept only if the objective rises); with ``copurchase`` on, each
 type's choice is then tried with the co-purchase boost at a few weights
 (model.copurchasefit).
 """
@@ -196,6 +198,33 @@ def _fit_inductive(
     return w, trials, best_k, scores
 
 
+def _fit_profile_other(
+    chosen: list[SliceParts],
+    cfg: BlendConfig,
+    label: str,
+    fitted: tuple[BlendWeights, list[dict[str, Any]]],
+) -> tuple[BlendWeights, list[dict[str, Any]], float, dict[str, float]]:
+    """The inductive type's blend for each weight of the other-domain content profile in
+    ``cfg.profile_other`` (model.nn.blend.DomainBlend.mix_profiles), after ``fitted`` (the
+    weights and trials without it); returns the weights, trials, chosen weight and every
+    weight's objective. Judged against the same references as ``fitted``; a weight > 0 is
+    kept only if its objective is higher, so users keep their own profile unless
+    validation says their other domains' items tell more."""
+    w, trials = fitted
+    best_a, best_obj = 0.0, float(trials[-1]["objective"])
+    scores = {"0": best_obj}
+    if chosen[0].pu_other is None:
+        return w, trials, best_a, scores
+    ref = trials[-1]["reference"]
+    for a in sorted(set(cfg.profile_other) - {0.0}):
+        parts_a = [pt.with_profile_other(a) for pt in chosen]
+        wa, ta = _fit_with_terms(parts_a, True, cfg, f"{label} other={a:g}", (ref[0], ref[1]))
+        scores[f"{a:g}"] = float(ta[-1]["objective"])
+        if scores[f"{a:g}"] > best_obj:
+            w, trials, best_a, best_obj = wa, ta, a, scores[f"{a:g}"]
+    return w, trials, best_a, scores
+
+
 def _fit_with_terms(
     parts: list[SliceParts],
     has_content: bool,
@@ -343,13 +372,22 @@ def fit_blend(
         parts = slice_parts(rankers[rules[0]], split, domain, cfg, set(VAL_SLICES["inductive"]))
         chosen = [parts[n] for n in VAL_SLICES["inductive"] if n in parts]
         if chosen:
-            w, trials, k, by_k = _fit_inductive(chosen, cfg, f"{domain}/inductive", low_degree_grid)
+            label = f"{domain}/inductive"
+            w, trials, k, by_k = _fit_inductive(chosen, cfg, label, low_degree_grid)
+            if k:  # the other-domain profile is fitted on the chosen item vectors
+                chosen = [replace(pt, zi=pt.items_at(k)) for pt in chosen]  # type: ignore[misc]
+            w, trials, a, by_a = _fit_profile_other(chosen, cfg, label, (w, trials))
+            chosen = [pt.with_profile_other(a) for pt in chosen]
+            if a:
+                blend.profile_other[domain] = a
             weights[domain]["inductive"] = w
             report[domain]["inductive"] = {
                 "weights": w.to_dict(),
                 "trials": trials,
                 "low_degree_k": k,
                 "objective_by_low_degree_k": by_k,
+                "profile_other": a,
+                "objective_by_profile_other": by_a,
             }
             if item_maps is not None:
                 item_maps.low_degree_k[domain] = k

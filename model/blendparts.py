@@ -44,6 +44,9 @@ class SliceParts:
     k: int
     items_at: Callable[[float], torch.Tensor] | None = field(default=None, repr=False)
     """Item vectors with a given low-degree mix pseudo-count (None without an item map)."""
+    pu_other: torch.Tensor | None = None
+    """[b, r] the users' content profiles from their other-domain items (None: not
+    computed; zero rows for users without any): ``with_profile_other``'s input."""
 
     def scores(self, w: BlendWeights) -> torch.Tensor:
         s = w.model * (self.zu @ self.zi.T) + w.prior * self.prior
@@ -59,6 +62,14 @@ class SliceParts:
         scale = DomainBlend.content_scale_of(self.degree, terms.get("content_decay", 0.0))
         ci = self.ci if self.ci is None or scale is None else self.ci * scale.unsqueeze(1)
         return replace(self, prior=prior, ci=ci)
+
+    def with_profile_other(self, weight: float) -> SliceParts:
+        """The same slice with the users' other-domain profiles mixed into theirs at
+        ``weight`` (model.nn.blend.DomainBlend.mix_profiles, the served arithmetic)."""
+        if not weight or self.pu is None or self.pu_other is None:
+            return self
+        mixed = DomainBlend(self.prior, self.ci, profile_other=weight)
+        return replace(self, pu=mixed.mix_profiles(self.pu, self.pu_other))
 
     def ndcg(self, w: BlendWeights, k: int = 20) -> float:
         top = torch.topk(self.scores(w), min(k, self.k), dim=1).indices.numpy()
@@ -107,10 +118,14 @@ def slice_parts(
         embedder = scorer.md.embedders[domain]
         pick = np.sort(rng.permutation(len(sl.users))[: cfg.max_users])
         users = sl.users[pick]
-        zu, _, prof, _ = scorer.parts(
-            domain, users, cross_domain=sl.input_kind in CROSS_DOMAIN_KINDS, boosts=False
-        )
+        cross = sl.input_kind in CROSS_DOMAIN_KINDS
+        # the profiles as the ranker's blend mixes them (unmixed in model.blendfit, which
+        # chooses the other-domain profile's weight from ``pu_other`` afterwards)
+        zu, _, prof, _ = scorer.parts(domain, users, cross_domain=cross, boosts=False)
         blend = scorer.blends[domain]
+        other = None
+        if prof is not None and not cross and any(cfg.profile_other):
+            other = scorer.other_profiles(scorer.histories(domain, users), blend.content_dim)
         exclude = torch.zeros(len(users), ds.n_items, dtype=torch.bool)
         exclude[:, torch.as_tensor(~sl.candidates)] = True
         row = np.full(ds.n_users, -1)
@@ -130,5 +145,6 @@ def slice_parts(
             targets=[sl.targets[k] for k in pick],
             k=int(sl.candidates.sum()),
             items_at=embedder.item_vectors if embedder.low_rows is not None else None,
+            pu_other=other,
         )
     return out

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -185,6 +186,8 @@ def save_bundle(
             blend_meta["query"] = {d: w.to_dict() for d, w in blend.query.items()}
         if blend.item_terms:
             blend_meta["item_terms"] = {d: dict(t) for d, t in blend.item_terms.items()}
+        if blend.profile_other:
+            blend_meta["profile_other"] = dict(blend.profile_other)
         if blend.reducer is not None:
             r = blend.reducer
             save_file(
@@ -486,6 +489,9 @@ def _load_blend(path: Path, meta: dict[str, Any] | None) -> Blend | None:
         raise BundleError(
             f"{path}: unknown blend item terms {unknown}; known: {sorted(ITEM_TERMS)}"
         )
+    other = {d: float(v) for d, v in (meta.get("profile_other") or {}).items()}
+    if not all(math.isfinite(v) and v >= 0 for v in other.values()):
+        raise BundleError(f"{path}: blend profile_other must be finite and >= 0, got {other}")
     copurchase = None
     if meta.get("copurchase"):
         if "rank" in meta["copurchase"]:  # the low-rank block of an earlier version (off)
@@ -496,4 +502,4 @@ def _load_blend(path: Path, meta: dict[str, Any] | None) -> Blend | None:
             )
         except (KeyError, TypeError, ValueError) as err:
             raise BundleError(f"{path}: copurchase.safetensors is not valid: {err}") from None
-    return Blend(reducer, Blend.weights_from_json(meta["weights"]), query, terms, copurchase)
+    return Blend(reducer, Blend.weights_from_json(meta["weights"]), query, terms, copurchase, other)

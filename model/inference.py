@@ -165,15 +165,24 @@ class _QueryStarts:
 
 
 def _serving_users(
-    blend: DomainBlend | None, z: torch.Tensor, method: str, content: list[list[torch.Tensor]]
+    blend: DomainBlend | None,
+    z: torch.Tensor,
+    method: str,
+    content: list[list[torch.Tensor]],
+    other: list[list[torch.Tensor]] | None = None,
 ) -> np.ndarray:
     """[b, dim] serving vectors from model vectors z [b, d]; ``content[k]``: the c rows of
-    the history items user k was embedded from (one tensor per part)."""
+    the history items user k was embedded from (one tensor per part); ``other[k]``: those
+    of their items in other domains, for a blend that mixes them into the profile of users
+    with history in the domain (DomainBlend.mix_profiles; None: not mixed)."""
     if blend is None:
         return np.ascontiguousarray(z.cpu().numpy(), dtype=np.float32)
     prof = None
     if blend.content is not None:
-        prof = torch.stack([profile(parts, blend.content_dim) for parts in content])
+        dim = blend.content_dim
+        prof = torch.stack([profile(parts, dim) for parts in content])
+        if other is not None and method == "inductive":
+            prof = blend.mix_profiles(prof, torch.stack([profile(p, dim) for p in other]))
     v = blend.users(z, method, prof)
     return np.ascontiguousarray(v.cpu().numpy(), dtype=np.float32)
 
@@ -344,7 +353,11 @@ class InferenceEngine(_QueryStarts):
             # the domain's own history, or (cross-domain) every other domain's
             own = method == "inductive"
             parts = [self._profile_parts(domain, parsed[k], own) for k in rows]
-            served = _serving_users(self._blends.get(domain), z[rows], method, parts)
+            blend = self._blends.get(domain)
+            other = None
+            if own and blend is not None and blend.profile_other:
+                other = [self._profile_parts(domain, parsed[k], False) for k in rows]
+            served = _serving_users(blend, z[rows], method, parts, other)
             boosts = self._boosts(domain, method, [parsed[k] for k in rows])
             for k, v, b in zip(rows, served, boosts, strict=True):
                 out[k] = UserEmbedding(vector=v, method=method, n_history=parsed[k].n, boost=b)
@@ -412,7 +425,9 @@ class InferenceEngine(_QueryStarts):
 
         Real queries for checking an approximate index against exact search: users spread
         evenly over the bundle's user list (deterministic), each embedded from their
-        history in ``domain`` exactly as a request would embed them.
+        history in ``domain`` as a request would embed them (without the other-domain
+        content profile a blend may mix in for users who have one: what is measured is
+        the index's recall, for which a realistic query is enough).
         """
         self._check_domain(domain)
         s = self.bundle.domains[domain]

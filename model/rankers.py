@@ -173,41 +173,55 @@ class _FoldInScorer:
             and blend is not None
             and blend.weights_for("cross_domain" if cross_domain else "inductive").copurchase != 0
         )
+        # users with history here: their other-domain profile mixed in (DomainBlend)
+        mix = not cross_domain and blend is not None and want_profiles and blend.profile_other != 0
         hist = None
-        if cross_domain or want_boosts:
-            hist = other_domain_histories(self.r.split, domain, users, self.inputs, self.r.maps)
+        if cross_domain or want_boosts or mix:
+            hist = self.histories(domain, users)
         if want_boosts:
             assert self.copurchase is not None and hist is not None
             cop = self.copurchase.boosts(domain, hist, self.r.split.domains[domain].n_items)
+        prof = None
         if cross_domain:
             assert hist is not None
             zu = self.md.cross_domain(domain, hist)
             types = ["cross_domain" if h else "none" for h in hist]
-            prof = None
             if want_profiles:
-                prof = torch.stack(
-                    [
-                        profile(
-                            [
-                                c[torch.as_tensor(np.unique(v))]
-                                for d, v in h.items()
-                                if (c := self.blends[d].content) is not None
-                            ],
-                            blend.content_dim,  # type: ignore[union-attr]
-                        )
-                        for h in hist
-                    ]
-                )
+                prof = self.other_profiles(hist, blend.content_dim)  # type: ignore[union-attr]
         else:
             own = _group(self.inputs[domain], users)
             zu = self.md.embedders[domain].embed_users(own)
             types = ["inductive" if len(h) else "none" for h in own]
-            prof = None
             if want_profiles:
-                c = blend.content  # type: ignore[union-attr]
-                assert c is not None
-                prof = profiles_of(c, own)
+                assert blend is not None and blend.content is not None
+                prof = profiles_of(blend.content, own)
+                if mix:
+                    assert hist is not None
+                    prof = blend.mix_profiles(prof, self.other_profiles(hist, blend.content_dim))
         return zu, types, prof, cop
+
+    def other_profiles(self, hist: list[dict[str, np.ndarray]], dim: int) -> torch.Tensor:
+        """Content profiles [b, r] of users from their items in other domains (``hist``,
+        model.rankers.other_domain_histories; a zero row for a user without any)."""
+        if not hist:
+            return torch.zeros(0, dim)
+        return torch.stack(
+            [
+                profile(
+                    [
+                        c[torch.as_tensor(np.unique(v))]
+                        for d, v in h.items()
+                        if (c := self.blends[d].content) is not None
+                    ],
+                    dim,
+                )
+                for h in hist
+            ]
+        )
+
+    def histories(self, domain: str, users: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """The users' bound input items in every other domain."""
+        return other_domain_histories(self.r.split, domain, users, self.inputs, self.r.maps)
 
     @torch.no_grad()
     def scores(self, domain: str, users: np.ndarray, *, cross_domain: bool) -> torch.Tensor:

@@ -17,7 +17,12 @@
 - ``c_i``: the item's frozen encoder features (all modalities, concatenated) reduced to
   ``r`` dimensions by a PCA fitted on the training items, L2-normalised; ``p_u``: the
   L2-normalised mean of ``c`` over the user's history items (content kNN, the baseline
-  that ranks new and rarely bought items best).
+  that ranks new and rarely bought items best). One reducer serves every domain, so a
+  user's profile from their items in other domains lives in the same space:
+  ``profile_other`` (the domain's, fitted; 0 = off) mixes it into the profile of a user
+  with history in the domain, ``p_u = norm(p_own + profile_other * p_other)`` (content
+  transfer across domains for existing customers: what they bought elsewhere says what
+  they like when their history here is short).
 - ``c_u[i]`` (with ``[blend] copurchase``): the cross-domain co-purchase boost of
   model.nn.copurchase, what anchors who bought the user's other-domain items bought here
   (sparse, in [0, 1]); weighted per user type (users new to the domain, and with
@@ -162,6 +167,9 @@ class DomainBlend:
     """The prior of an item without training interactions (also a registered item's)."""
     content_scale: torch.Tensor | None = None
     """[n_items] factor of each item's content row in its serving vector (None: 1)."""
+    profile_other: float = 0.0
+    """Weight of a user's other-domain content profile in the profile of a user with
+    history in this domain (``mix_profiles``; 0: their own items only)."""
 
     @staticmethod
     def prior_of(degree: torch.Tensor, cold_prior: float = 0.0) -> torch.Tensor:
@@ -226,6 +234,14 @@ class DomainBlend:
             parts.append(w.content * profiles.to(z.dtype))
         return torch.cat(parts, dim=1)
 
+    def mix_profiles(self, own: torch.Tensor, other: torch.Tensor | None) -> torch.Tensor:
+        """Profiles [b, r] of users with history in the domain: ``norm(own +
+        profile_other * other)`` from their unit profiles over their items here (``own``)
+        and in the other domains (``other``, zero rows for users without any)."""
+        if not self.profile_other or other is None:
+            return own
+        return F.normalize(own + self.profile_other * other.to(own.dtype), dim=1)
+
     def query_user(self, c: torch.Tensor, model_dim: int) -> torch.Tensor:
         """Serving vector [d + 1 + r] of a query reduced to ``c`` [r]: the score is
         ``query.prior * prior_i + query.content * <c, c_i>`` (no model part: a query
@@ -271,6 +287,9 @@ class Blend:
     """Per domain, the fitted item terms (``ITEM_TERMS``; a missing one is 0)."""
     copurchase: CoPurchase | None = None
     """The cross-domain co-purchase transitions (None: no co-purchase boost)."""
+    profile_other: dict[str, float] = field(default_factory=dict)
+    """Per domain, the fitted weight of the other-domain content profile of users with
+    history there (``DomainBlend.profile_other``; a missing domain is 0)."""
 
     def for_domain(
         self,
@@ -296,6 +315,7 @@ class Blend:
             content_scale=None
             if content is None
             else DomainBlend.content_scale_of(degree.cpu(), terms.get("content_decay", 0.0)),
+            profile_other=self.profile_other.get(domain, 0.0) if content is not None else 0.0,
         )
 
     def weights_json(self) -> dict[str, dict[str, dict[str, float]]]:

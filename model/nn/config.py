@@ -200,6 +200,12 @@ class BlendConfig:
     degree, (1 + deg)^-d (model.nn.blend); false: 0, every content row at full weight.
     On by default: chosen on validation on every amazon-arts-office fit measured
     (docs/results/ablation/item-terms.md); a dataset without content is unaffected."""
+    profile_other: tuple[float, ...] = (0.0, 0.25, 0.5)
+    """Weights of a user's content profile from their other-domain items mixed into the
+    profile of a user with history in the domain (model.nn.blend: ``p_u = norm(p_own +
+    w p_other)``), tried per domain with the inductive blend on validation; 0 is always
+    tried and wins unless another is strictly better. ``[0.0]``: off, one fit fewer per
+    domain."""
     copurchase: bool = True
     """Fit the cross-domain co-purchase boost for users new to a domain (model.nn.copurchase:
     what the anchors who bought the user's other-domain items bought here; the service
@@ -235,6 +241,11 @@ class BlendConfig:
         if not self.copurchase_pop or not all(0.0 <= p <= 2.0 for p in self.copurchase_pop):
             raise ValueError(
                 f"copurchase_pop must list exponents in [0, 2], got {list(self.copurchase_pop)}"
+            )
+        self.profile_other = tuple(float(p) for p in self.profile_other)
+        if not self.profile_other or not all(0.0 <= p <= 4.0 for p in self.profile_other):
+            raise ValueError(
+                f"profile_other must list weights in [0, 4], got {list(self.profile_other)}"
             )
         if not 0.0 <= self.main_tolerance < 1.0:
             raise ValueError(f"main_tolerance must be in [0, 1), got {self.main_tolerance}")

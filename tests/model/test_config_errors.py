@@ -42,6 +42,10 @@ BAD_CONFIGS = [
         "[blend]\ncopurchase_pop = [0, 5]",
         "[blend] copurchase_pop must list exponents in [0, 2], got [0.0, 5.0]",
     ),
+    (
+        "[blend]\nprofile_other = [-1]",
+        "[blend] profile_other must list weights in [0, 4], got [-1.0]",
+    ),
     ("[trian]\nepochs = 3", "unknown config sections ['trian']"),
     ("train = 3", "[train] must be a table of keys, got 3"),
     ('[model]\nvariant = "nope"', "[model] variant = 'nope': unknown; choose from"),

@@ -2,7 +2,7 @@
 boosted items gives the exact top n of inner product + boost, with exclusions, filters
 and removed items; and through the real app (HTTP, the live path and the top-N cache),
 users new to a domain and users with history in it get the offline evaluation's top 20
-with the boost included."""
+with the boost (and the other-domain content profile) included."""
 
 from __future__ import annotations
 
@@ -70,14 +70,16 @@ def test_rerank_is_the_exact_top_n_of_score_plus_boost(seed: int) -> None:
 def boosted_bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A tiny trained bundle with the co-purchase boost fitted and its weights (users new to
     a domain, users with history in it) set to a value that reorders lists (whatever the
-    fit chose on so little data)."""
+    fit chose on so little data), and users' other-domain content profile mixed into
+    theirs (``profile_other``, with a content weight for it to count)."""
     root = tmp_path_factory.mktemp("cp-app")
     cfg, ds, split, feats, model = train_tiny(root, users=400, epochs=6)
     blend, _ = fit_blend(model, split, feats, BlendConfig(trials=3, content_dim=8, copurchase=True))
     for d in blend.weights:
         for user_type in ("cross_domain", "inductive"):
             w = blend.weights[d].get(user_type, BlendWeights())
-            blend.weights[d][user_type] = replace(w, copurchase=0.5)
+            blend.weights[d][user_type] = replace(w, copurchase=0.5, content=w.content or 2.0)
+    blend.profile_other = dict.fromkeys(blend.weights, 0.5)
     out = write_tiny_bundle(root / "bundle", cfg, ds, split, feats, model, blend=blend)
     yield {"root": root, "bundle": out, "split": split, "features": feats}
 
