@@ -27,7 +27,7 @@ type's choice is then tried with the co-purchase boost at a few weights
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -75,6 +75,33 @@ def fit_reducer(
     return ContentReducer.fit(feats, masks, dim) if feats else None
 
 
+def _weights_of(parts: list[SliceParts]) -> Callable[[dict[str, float]], BlendWeights]:
+    """Parameters in units of each part's spread on ``parts[0]`` -> blend weights."""
+    sm, sp, sc = parts[0].spreads()
+    return lambda p: BlendWeights(p["model"] / sm, p["prior"] / sp, p.get("content", 0.0) / sc)
+
+
+def _judge(
+    parts: list[SliceParts],
+    p: dict[str, float],
+    reference: tuple[list[float], float],
+    cfg: BlendConfig,
+    weights: Callable[[dict[str, float]], BlendWeights] | None = None,
+) -> tuple[float, dict[str, float]]:
+    """(objective, validation NDCG@20 per slice) of the parameters ``p`` (with any item
+    terms in it applied) against ``reference`` = (best single part per slice, the model
+    alone's NDCG@20 on the main slice): ``blend_objective``, or r_main - 10 where the main
+    slice loses more than ``cfg.main_tolerance`` of the model alone's."""
+    w = (weights or _weights_of(parts))(p)
+    judged = [pt.with_terms(p) for pt in parts] if any(t in p for t in ITEM_TERMS) else parts
+    ndcg = {pt.name: pt.ndcg(w) for pt in judged}
+    best_of = dict(zip(ndcg, reference[0], strict=True))
+    main = parts[0].name
+    if ndcg[main] < (1.0 - cfg.main_tolerance) * reference[1]:
+        return blend_objective({main: ndcg[main]}, best_of, main) - 10.0, ndcg
+    return blend_objective(ndcg, best_of, main), ndcg
+
+
 def _fit_type(
     parts: list[SliceParts],
     has_content: bool,
@@ -97,22 +124,13 @@ def _fit_type(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sm, sp, sc = parts[0].spreads()
-
-    def weights(p: dict[str, float]) -> BlendWeights:
-        return BlendWeights(
-            p["model"] / sm,
-            p["prior"] / sp,
-            p.get("content", 0.0) / sc,
-        )
-
+    weights = _weights_of(parts)
     corner_ndcg = [
         [pt.ndcg(weights(c)) for c in CORNERS if has_content or c["content"] == 0] for pt in parts
     ]
     best_part = [max(v) for v in corner_ndcg] if reference is None else reference[0]
     # the main slice may lose at most main_tolerance of what the model alone scores there
     model_main = corner_ndcg[0][0] if reference is None else reference[1]
-    floor = (1.0 - cfg.main_tolerance) * model_main
     trials: list[dict[str, Any]] = []
 
     def objective(trial: optuna.Trial) -> float:
@@ -122,18 +140,9 @@ def _fit_type(
         }
         if has_content:
             p["content"] = trial.suggest_float("content", 0.0, 1.0)
-        judged = parts
-        if terms:
-            for t in terms:
-                p[t] = trial.suggest_float(t, *ITEM_TERMS[t])
-            judged = [pt.with_terms(p) for pt in parts]
-        w = weights(p)
-        ndcg = {pt.name: pt.ndcg(w) for pt in judged}
-        best_of = dict(zip(ndcg, best_part, strict=True))
-        main = parts[0].name
-        value = blend_objective(ndcg, best_of, main)
-        if ndcg[main] < floor:  # r_main alone, minus 10
-            value = blend_objective({main: ndcg[main]}, best_of, main) - 10.0
+        for t in terms:
+            p[t] = trial.suggest_float(t, *ITEM_TERMS[t])
+        value, ndcg = _judge(parts, p, (best_part, model_main), cfg, weights)
         trials.append({"params": p, "val_ndcg@20": ndcg, "objective": value})
         return value
 
@@ -204,25 +213,41 @@ def _fit_profile_other(
     label: str,
     fitted: tuple[BlendWeights, list[dict[str, Any]]],
 ) -> tuple[BlendWeights, list[dict[str, Any]], float, dict[str, float]]:
-    """The inductive type's blend for each weight of the other-domain content profile in
-    ``cfg.profile_other`` (model.nn.blend.DomainBlend.mix_profiles), after ``fitted`` (the
-    weights and trials without it); returns the weights, trials, chosen weight and every
-    weight's objective. Judged against the same references as ``fitted``; a weight > 0 is
-    kept only if its objective is higher, so users keep their own profile unless
-    validation says their other domains' items tell more."""
+    """The weight of the users' other-domain content profile (``cfg.profile_other``;
+    model.nn.blend.DomainBlend.mix_profiles) for the inductive type, after ``fitted`` (the
+    weights and trials without it); returns the weights, trials, chosen weight and each
+    weight's objective at ``fitted``'s parameters.
+
+    Each weight is judged with ``fitted``'s parameters and references (a paired
+    comparison: the same blend, only the profiles differ), so no search noise decides it;
+    0 wins unless another is strictly higher. The blend is then searched again at the
+    chosen weight, started from those parameters, so its objective is at least that one.
+    Why paired: separate searches per weight differ by TPE's luck as much as by the
+    weight (docs/results/ablation/profile-other.md)."""
     w, trials = fitted
-    best_a, best_obj = 0.0, float(trials[-1]["objective"])
-    scores = {"0": best_obj}
+    params, ref = trials[-1]["chosen"], trials[-1]["reference"]
+    scores = {"0": float(trials[-1]["objective"])}
     if chosen[0].pu_other is None:
-        return w, trials, best_a, scores
-    ref = trials[-1]["reference"]
+        return w, trials, 0.0, scores
     for a in sorted(set(cfg.profile_other) - {0.0}):
         parts_a = [pt.with_profile_other(a) for pt in chosen]
-        wa, ta = _fit_with_terms(parts_a, True, cfg, f"{label} other={a:g}", (ref[0], ref[1]))
-        scores[f"{a:g}"] = float(ta[-1]["objective"])
-        if scores[f"{a:g}"] > best_obj:
-            w, trials, best_a, best_obj = wa, ta, a, scores[f"{a:g}"]
-    return w, trials, best_a, scores
+        scores[f"{a:g}"] = _judge(parts_a, params, (ref[0], ref[1]), cfg)[0]
+    best = max(scores, key=lambda k: scores[k])  # the first of equals: "0"
+    if scores[best] <= scores["0"]:
+        return w, trials, 0.0, scores
+    a = float(best)
+    terms = [t for t in ITEM_TERMS if t in params]
+    wa, ta = _fit_type(
+        [pt.with_profile_other(a) for pt in chosen],
+        True,
+        cfg,
+        f"{label} profile_other={best}",
+        (ref[0], ref[1]),
+        terms,
+        [params],
+        cfg.trials,
+    )
+    return wa, ta, a, scores
 
 
 def _fit_with_terms(

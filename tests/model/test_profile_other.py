@@ -42,26 +42,28 @@ def trained(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
 
 
 def test_each_domain_keeps_the_weight_with_the_best_validation_objective(trained) -> None:  # type: ignore[no-untyped-def]
-    """Every weight of the grid is fitted and recorded; the chosen one has the highest
-    objective (0 unless another is strictly higher), the blend and the chosen trial
-    agree with it, and ``[0.0]`` fits nothing more."""
+    """Every weight of the grid is judged at the parameters fitted without it and
+    recorded; the chosen one has the highest objective (0 unless another is strictly
+    higher), the blend agrees, the search at the chosen weight ends at least that high,
+    and ``[0.0]`` judges nothing more."""
     _, _, split, feats, model = trained
-    cfg = BlendConfig(trials=4, content_dim=8, copurchase=False, profile_other=(0.0, 0.5, 2.0))
-    blend, report = fit_blend(model, split, feats, cfg)
+    blend, report = fit_blend(
+        model, split, feats, BlendConfig(trials=4, content_dim=8, copurchase=False)
+    )
+    chose = []
     for d in split.domains:
         r = report[d]["inductive"]
         by = r["objective_by_profile_other"]
-        assert set(by) == {"0", "0.5", "2"}
+        assert set(by) == {"0", "0.25", "0.5"}  # the default grid
         best = max(by.values())
         want = 0.0 if by["0"] == best else float(next(k for k, v in by.items() if v == best))
         assert r["profile_other"] == want
         assert blend.profile_other.get(d, 0.0) == want
-        assert r["trials"][-1]["objective"] == pytest.approx(by[f"{want:g}"])
-    _, off = fit_blend(model, split, feats, BlendConfig(trials=4, content_dim=8, copurchase=False))
-    assert all(
-        set(off[d]["inductive"]["objective_by_profile_other"]) == {"0", "0.25", "0.5"}
-        for d in split.domains
-    )
+        assert r["trials"][-1]["objective"] >= by[f"{want:g}"] - 1e-9
+        if want:  # searched again at the chosen weight, from the parameters judged
+            assert r["trials"][-1]["objective"] > by["0"]
+        chose.append(want)
+    assert any(chose)  # this data has a domain where the mix helps: both branches run
     _, none = fit_blend(
         model,
         split,
@@ -71,6 +73,7 @@ def test_each_domain_keeps_the_weight_with_the_best_validation_objective(trained
     assert all(
         none[d]["inductive"]["objective_by_profile_other"].keys() == {"0"} for d in split.domains
     )
+    assert all(none[d]["inductive"]["profile_other"] == 0.0 for d in split.domains)
 
 
 def test_users_with_history_are_served_with_the_mix_as_evaluated(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
