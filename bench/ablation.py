@@ -340,6 +340,11 @@ def main(argv: list[str] | None = None) -> int:
         out[f"{name}_item_terms"] = blend.item_terms
         out[f"{name}_copurchase_pop"] = None if blend.copurchase is None else blend.copurchase.pop
         out[f"{name}_profile_other"] = blend.profile_other
+        out[f"{name}_profile_other_objectives"] = {
+            d: r["inductive"].get("objective_by_profile_other")
+            for d, r in rep.items()
+            if "inductive" in r
+        }
     out["seconds"] = time.perf_counter() - t0
     path = args.out / "runs" / f"{args.label}-{args.variant}-s{args.seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -216,38 +216,38 @@ def _fit_profile_other(
     """The weight of the users' other-domain content profile (``cfg.profile_other``;
     model.nn.blend.DomainBlend.mix_profiles) for the inductive type, after ``fitted`` (the
     weights and trials without it); returns the weights, trials, chosen weight and each
-    weight's objective at ``fitted``'s parameters.
+    weight's objective.
 
-    Each weight is judged with ``fitted``'s parameters and references (a paired
-    comparison: the same blend, only the profiles differ), so no search noise decides it;
-    0 wins unless another is strictly higher. The blend is then searched again at the
-    chosen weight, started from those parameters, so its objective is at least that one.
-    Why paired: separate searches per weight differ by TPE's luck as much as by the
-    weight (docs/results/ablation/profile-other.md)."""
+    With more than one weight in the grid, each (0 included) gets the same search: from
+    ``fitted``'s parameters, ``cfg.trials`` trials, against ``fitted``'s references; the
+    highest objective wins, 0 on ties. Why the same search for 0 too: separate searches
+    differ by TPE's luck, and a weight judged at the parameters fitted without it loses
+    to a slice those parameters were not chosen for (docs/results/ablation/profile-other.md)."""
     w, trials = fitted
+    grid = sorted(set(cfg.profile_other) | {0.0})
+    if chosen[0].pu_other is None or len(grid) == 1:
+        return w, trials, 0.0, {"0": float(trials[-1]["objective"])}
     params, ref = trials[-1]["chosen"], trials[-1]["reference"]
-    scores = {"0": float(trials[-1]["objective"])}
-    if chosen[0].pu_other is None:
-        return w, trials, 0.0, scores
-    for a in sorted(set(cfg.profile_other) - {0.0}):
-        parts_a = [pt.with_profile_other(a) for pt in chosen]
-        scores[f"{a:g}"] = _judge(parts_a, params, (ref[0], ref[1]), cfg)[0]
-    best = max(scores, key=lambda k: scores[k])  # the first of equals: "0"
-    if scores[best] <= scores["0"]:
-        return w, trials, 0.0, scores
-    a = float(best)
     terms = [t for t in ITEM_TERMS if t in params]
-    wa, ta = _fit_type(
-        [pt.with_profile_other(a) for pt in chosen],
-        True,
-        cfg,
-        f"{label} profile_other={best}",
-        (ref[0], ref[1]),
-        terms,
-        [params],
-        cfg.trials,
-    )
-    return wa, ta, a, scores
+    scores: dict[str, float] = {}
+    best: tuple[BlendWeights, list[dict[str, Any]], float] | None = None
+    for a in grid:
+        wa, ta = _fit_type(
+            [pt.with_profile_other(a) for pt in chosen],
+            True,
+            cfg,
+            f"{label} profile_other={a:g}",
+            (ref[0], ref[1]),
+            terms,
+            [params],
+            cfg.trials,
+        )
+        scores[f"{a:g}"] = float(ta[-1]["objective"])
+        if best is None or scores[f"{a:g}"] > best[1][-1]["objective"]:
+            best = (wa, ta, a)
+    assert best is not None
+    log.info("blend %s: objective by other-domain profile weight %s", label, scores)
+    return best[0], best[1], best[2], scores
 
 
 def _fit_with_terms(
