@@ -10,7 +10,7 @@ Layout::
     catalogue.json             per-domain user/item ids, titles, categories, popularity
     blend.safetensors          the score blend's content reducer (model.nn.blend), if any
     copurchase.safetensors     the blend's cross-domain co-purchase transitions (CSR,
-                               model.nn.copurchase), if any
+                               model.nn.copurchase), if any (both: model.bundle_blend)
     bridge.safetensors         the cross-domain maps (model.nn.bridge), if any
     itemmap.safetensors        the content -> item vector maps (model.nn.itemmap), if any
     tuning.json                every blend-fit and tuning trial (params -> validation NDCG)
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -39,10 +38,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.nn.blend import ITEM_TERMS, Blend, BlendWeights, ContentReducer, DomainBlend
+from model.bundle_blend import read_blend, write_blend
+from model.nn.blend import Blend, DomainBlend
 from model.nn.bridge import Bridges
 from model.nn.config import MICRecConfig
-from model.nn.copurchase import CoPurchase
 from model.nn.foldin import DomainEmbedder
 from model.nn.graph import TemplateMap
 from model.nn.itemmap import ItemMaps
@@ -181,28 +180,8 @@ def save_bundle(
     files = ["weights.safetensors", "catalogue.json", *domain_files.values()]
     blend_meta: dict[str, Any] | None = None
     if blend is not None:
-        blend_meta = {"weights": blend.weights_json(), "reducer": None}
-        if blend.query:
-            blend_meta["query"] = {d: w.to_dict() for d, w in blend.query.items()}
-        if blend.item_terms:
-            blend_meta["item_terms"] = {d: dict(t) for d, t in blend.item_terms.items()}
-        if blend.profile_other:
-            blend_meta["profile_other"] = dict(blend.profile_other)
-        if blend.reducer is not None:
-            r = blend.reducer
-            save_file(
-                {k: v.contiguous() for k, v in r.tensors().items()}, str(tmp / "blend.safetensors")
-            )
-            blend_meta["reducer"] = {"modalities": list(r.modalities), "dims": list(r.dims)}
-            files.append("blend.safetensors")
-        if blend.copurchase is not None:
-            cp = blend.copurchase
-            save_file(
-                {k: v.contiguous() for k, v in cp.tensors().items()},
-                str(tmp / "copurchase.safetensors"),
-            )
-            blend_meta["copurchase"] = cp.meta()
-            files.append("copurchase.safetensors")
+        blend_meta, blend_files = write_blend(tmp, blend)
+        files += blend_files
     bridge_meta: dict[str, Any] | None = None
     if bridges is not None:
         state = {k: v.detach().cpu().contiguous() for k, v in bridges.state_dict().items()}
@@ -390,7 +369,6 @@ def load_bundle(
             load_file(str(path / "weights.safetensors"), device=device), strict=True
         )
         model.eval()
-        blend = _load_blend(path, manifest.get("blend"))
         bridges = None
         if manifest.get("bridge"):
             bridges = Bridges.from_state(
@@ -403,6 +381,10 @@ def load_bundle(
             )
     except (KeyError, ValueError, RuntimeError, TypeError, json.JSONDecodeError) as err:
         raise BundleError(f"{path}: bundle does not match this model code ({err})") from err
+    try:
+        blend = read_blend(path, manifest.get("blend"))
+    except (KeyError, ValueError, TypeError) as err:
+        raise BundleError(f"{path}: {err}") from None
     domains: dict[str, DomainState] = {}
     distinct: dict[str, str] = {}
     for d in manifest["domains"]:
@@ -463,43 +445,3 @@ def load_bundle(
         catalogue_loaded=catalogue,
         templates_loaded=templates,
     )
-
-
-def _load_blend(path: Path, meta: dict[str, Any] | None) -> Blend | None:
-    """The score blend recorded in the manifest (None for bundles without one)."""
-    if meta is None:
-        return None
-    reducer = None
-    if meta.get("reducer"):
-        t = load_file(str(path / "blend.safetensors"))
-        reducer = ContentReducer(
-            modalities=tuple(meta["reducer"]["modalities"]),
-            dims=tuple(int(x) for x in meta["reducer"]["dims"]),
-            mean=t["reducer_mean"],
-            basis=t["reducer_basis"],
-        )
-    query = {
-        d: BlendWeights(**{k: float(v) for k, v in w.items()})
-        for d, w in (meta.get("query") or {}).items()
-    }
-    raw = meta.get("item_terms") or {}
-    terms = {d: {t: float(v) for t, v in ts.items()} for d, ts in raw.items()}
-    unknown = sorted({t for ts in terms.values() for t in ts} - set(ITEM_TERMS))
-    if unknown:  # a newer version's term: serving without it would rank differently
-        raise BundleError(
-            f"{path}: unknown blend item terms {unknown}; known: {sorted(ITEM_TERMS)}"
-        )
-    other = {d: float(v) for d, v in (meta.get("profile_other") or {}).items()}
-    if not all(math.isfinite(v) and v >= 0 for v in other.values()):
-        raise BundleError(f"{path}: blend profile_other must be finite and >= 0, got {other}")
-    copurchase = None
-    if meta.get("copurchase"):
-        if "rank" in meta["copurchase"]:  # the low-rank block of an earlier version (off)
-            raise BundleError(f"{path}: low-rank co-purchase block no longer served; retrain")
-        try:
-            copurchase = CoPurchase.from_state(
-                meta["copurchase"], load_file(str(path / "copurchase.safetensors"))
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            raise BundleError(f"{path}: copurchase.safetensors is not valid: {err}") from None
-    return Blend(reducer, Blend.weights_from_json(meta["weights"]), query, terms, copurchase, other)
