@@ -111,6 +111,7 @@ def _fit_type(
     terms: Sequence[str] = (),
     start: Sequence[dict[str, float]] = (),
     n_trials: int | None = None,
+    fixed: dict[str, float] | None = None,
 ) -> tuple[BlendWeights, list[dict[str, Any]]]:
     """Optuna search of one (domain, user type); returns the weights and every trial (the
     last record, ``{"chosen": params, "main_ndcg": ..., "objective": ...}``, names the
@@ -120,7 +121,8 @@ def _fit_type(
     vectors (the low-degree mix) have comparable objectives. ``terms``: item terms
     (model.nn.blend.ITEM_TERMS) searched too (the corners have them at 0, so the blend
     without them is one of the trials). ``start``: parameters tried after the corners;
-    ``n_trials``: the trials in all (default ``cfg.trials``)."""
+    ``n_trials``: the trials in all (default ``cfg.trials``); ``fixed``: item terms held at
+    these values in every trial (recorded with each trial's parameters)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -142,6 +144,7 @@ def _fit_type(
             p["content"] = trial.suggest_float("content", 0.0, 1.0)
         for t in terms:
             p[t] = trial.suggest_float(t, *ITEM_TERMS[t])
+        p.update(fixed or {})
         value, ndcg = _judge(parts, p, (best_part, model_main), cfg, weights)
         trials.append({"params": p, "val_ndcg@20": ndcg, "objective": value})
         return value
@@ -158,8 +161,8 @@ def _fit_type(
         study.enqueue_trial(dict(params))
     study.optimize(objective, n_trials=max(n_trials or cfg.trials, len(CORNERS) + len(start)))
     best = study.best_trial
-    params = dict(best.params)
-    if len(parts) == 1 and not terms:
+    params = {**best.params, **(fixed or {})}
+    if len(parts) == 1 and not terms and not fixed:
         params = _one_standard_error(parts[0], params, trials[: len(corner_ndcg[0])], weights)
     log.info(
         "blend %s: objective %.3f with %s (best single part per slice %s)",
@@ -168,7 +171,7 @@ def _fit_type(
         {k: round(v, 3) for k, v in params.items()},
         {pt.name: round(b, 4) for pt, b in zip(parts, best_part, strict=True)},
     )
-    main = parts[0].with_terms(params) if terms else parts[0]
+    main = parts[0].with_terms(params) if terms or fixed else parts[0]
     trials.append(
         {
             "chosen": params,
@@ -215,20 +218,24 @@ def _fit_profile_other(
 ) -> tuple[BlendWeights, list[dict[str, Any]], float, dict[str, float]]:
     """The weight of the users' other-domain content profile (``cfg.profile_other``;
     model.nn.blend.DomainBlend.mix_profiles) for the inductive type, after ``fitted`` (the
-    weights and trials without it); returns the weights, trials, chosen weight and each
-    weight's objective.
+    weights and trials without it, on ``chosen``); returns the weights, trials, chosen
+    weight and each weight's objective.
 
-    With more than one weight in the grid, each (0 included) gets the same search: from
-    ``fitted``'s parameters, ``cfg.trials`` trials, against ``fitted``'s references; the
-    highest objective wins, 0 on ties. Why the same search for 0 too: separate searches
-    differ by TPE's luck, and a weight judged at the parameters fitted without it loses
-    to a slice those parameters were not chosen for (docs/results/ablation/profile-other.md)."""
+    The item side stays as ``fitted`` chose it (one item vector serves every user type,
+    so a profile weight must not move what users new to the domain are ranked against);
+    only the three weights are searched again. Each profile weight, 0 included, gets the
+    same search: from ``fitted``'s parameters, ``cfg.trials`` trials, against ``fitted``'s
+    references; the highest objective wins, 0 on ties. Why the same search for 0 too:
+    separate searches differ by TPE's luck, and a weight judged at the parameters fitted
+    without it loses to slices those parameters were not chosen for
+    (docs/results/ablation/profile-other.md)."""
     w, trials = fitted
     grid = sorted(set(cfg.profile_other) | {0.0})
     if chosen[0].pu_other is None or len(grid) == 1:
         return w, trials, 0.0, {"0": float(trials[-1]["objective"])}
-    params, ref = trials[-1]["chosen"], trials[-1]["reference"]
-    terms = [t for t in ITEM_TERMS if t in params]
+    ref = trials[-1]["reference"]
+    params = dict(trials[-1]["chosen"])
+    fixed = {t: params.pop(t) for t in ITEM_TERMS if t in params}
     scores: dict[str, float] = {}
     best: tuple[BlendWeights, list[dict[str, Any]], float] | None = None
     for a in grid:
@@ -238,9 +245,9 @@ def _fit_profile_other(
             cfg,
             f"{label} profile_other={a:g}",
             (ref[0], ref[1]),
-            terms,
-            [params],
-            cfg.trials,
+            start=[params],
+            n_trials=cfg.trials,
+            fixed=fixed,
         )
         scores[f"{a:g}"] = float(ta[-1]["objective"])
         if best is None or scores[f"{a:g}"] > best[1][-1]["objective"]:
@@ -399,7 +406,9 @@ def fit_blend(
         if chosen:
             label = f"{domain}/inductive"
             w, trials, k, by_k = _fit_inductive(chosen, cfg, label, low_degree_grid)
-            if k:  # the other-domain profile is fitted on the chosen item vectors
+            # the item side is settled here (mix, terms); the profile weight is user side
+            terms[domain] = {t: float(trials[-1]["chosen"].get(t, 0.0)) for t in ITEM_TERMS}
+            if k:
                 chosen = [replace(pt, zi=pt.items_at(k)) for pt in chosen]  # type: ignore[misc]
             w, trials, a, by_a = _fit_profile_other(chosen, cfg, label, (w, trials))
             chosen = [pt.with_profile_other(a) for pt in chosen]
@@ -411,13 +420,12 @@ def fit_blend(
                 "trials": trials,
                 "low_degree_k": k,
                 "objective_by_low_degree_k": by_k,
+                "item_terms": terms[domain],
                 "profile_other": a,
                 "objective_by_profile_other": by_a,
             }
             if item_maps is not None:
                 item_maps.low_degree_k[domain] = k
-            terms[domain] = {t: float(trials[-1]["chosen"].get(t, 0.0)) for t in ITEM_TERMS}
-            report[domain]["inductive"]["item_terms"] = terms[domain]
             if blend.copurchase is not None and cfg.copurchase_warm:
                 warm_units[domain] = chosen[0].with_terms(terms[domain]).score_spread(w)
         for rule in rules:

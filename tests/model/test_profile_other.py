@@ -16,7 +16,7 @@ from model.blendfit import fit_blend
 from model.bundle import BundleError, load_bundle
 from model.evaluation import slice_inputs
 from model.inference import InferenceEngine
-from model.nn.blend import BlendWeights, DomainBlend
+from model.nn.blend import ITEM_TERMS, BlendWeights, DomainBlend
 from model.nn.config import BlendConfig
 from model.rankers import MICRecRanker, other_domain_histories
 from tests.model.tiny_trained import train_tiny, write_tiny_bundle
@@ -44,8 +44,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
 def test_each_domain_keeps_the_weight_with_the_best_validation_objective(trained) -> None:  # type: ignore[no-untyped-def]
     """Every weight of the grid (0 too) gets the same search from the parameters fitted
     without the mix, recorded; the chosen one has the highest objective (0 unless another
-    is strictly higher), its search is the one kept, the blend agrees, and ``[0.0]``
-    searches nothing more."""
+    is strictly higher), its search is the one kept, the blend agrees, ``[0.0]`` searches
+    nothing more, and the item side is the fit without the mix's."""
     _, _, split, feats, model = trained
     blend, report = fit_blend(
         model, split, feats, BlendConfig(trials=4, content_dim=8, copurchase=False)
@@ -64,7 +64,7 @@ def test_each_domain_keeps_the_weight_with_the_best_validation_objective(trained
             assert by[f"{want:g}"] > by["0"]
         chose.append(want)
     assert any(chose)  # this data has a domain where the mix helps: both branches run
-    _, none = fit_blend(
+    without, none = fit_blend(
         model,
         split,
         feats,
@@ -74,6 +74,12 @@ def test_each_domain_keeps_the_weight_with_the_best_validation_objective(trained
         none[d]["inductive"]["objective_by_profile_other"].keys() == {"0"} for d in split.domains
     )
     assert all(none[d]["inductive"]["profile_other"] == 0.0 for d in split.domains)
+    # user side only: the item terms (one item vector serves every user type) are the
+    # ones the fit without the mix chose, and the kept search records them
+    assert blend.item_terms == without.item_terms
+    for d in split.domains:
+        chosen = report[d]["inductive"]["trials"][-1]["chosen"]
+        assert {t: chosen.get(t, 0.0) for t in ITEM_TERMS} == none[d]["inductive"]["item_terms"]
 
 
 def test_users_with_history_are_served_with_the_mix_as_evaluated(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
