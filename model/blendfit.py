@@ -225,10 +225,11 @@ def _fit_profile_other(
     so a profile weight must not move what users new to the domain are ranked against);
     only the three weights are searched again. Each profile weight, 0 included, gets the
     same search: from ``fitted``'s parameters, ``cfg.trials`` trials, against ``fitted``'s
-    references; the highest objective wins, 0 on ties. Why the same search for 0 too:
-    separate searches differ by TPE's luck, and a weight judged at the parameters fitted
-    without it loses to slices those parameters were not chosen for
-    (docs/results/ablation/profile-other.md)."""
+    references; the highest objective wins, 0 on ties, and when 0 wins the blend stays
+    as ``fitted`` chose it (its search only measured what more trials alone give). Why
+    the same search for 0 too: separate searches differ by TPE's luck, and a weight
+    judged at the parameters fitted without it loses to slices those parameters were not
+    chosen for (docs/results/ablation/profile-other.md)."""
     w, trials = fitted
     grid = sorted(set(cfg.profile_other) | {0.0})
     if chosen[0].pu_other is None or len(grid) == 1:
@@ -254,6 +255,8 @@ def _fit_profile_other(
             best = (wa, ta, a)
     assert best is not None
     log.info("blend %s: objective by other-domain profile weight %s", label, scores)
+    if best[2] == 0.0:  # no mix: the blend as fitted (0's search was the yardstick only)
+        return w, trials, 0.0, scores
     return best[0], best[1], best[2], scores
 
 

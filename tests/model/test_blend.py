@@ -86,14 +86,13 @@ def test_fit_searches_the_corners_first_and_keeps_the_best_validation_objective(
         for user_type, r in by_type.items():
             trials, chosen = r["trials"][:-1], r["trials"][-1]["chosen"]
             corners = [t["params"] for t in trials[:3]]
-            # a pass with item terms (on by default) has them at 0 in its corners; the
-            # inductive pass kept from the profile-weight searches holds the terms the
-            # fit chose before them (model.blendfit._fit_profile_other)
+            # a pass with item terms (on by default) has them at 0 in its corners; an
+            # inductive pass kept from a profile-weight search (a weight > 0 chosen) holds
+            # the terms the fit chose before it (model.blendfit._fit_profile_other)
             assert [{k: v for k, v in c.items() if k not in ITEM_TERMS} for c in corners] == [
                 dict(c) for c in CORNERS
             ], (domain, user_type)
-            searched = len(r.get("objective_by_profile_other", {})) > 1
-            held = r["item_terms"] if searched else {}
+            held = r["item_terms"] if r.get("profile_other") else {}
             assert all(c.get(t, 0.0) == held.get(t, 0.0) for c in corners for t in ITEM_TERMS)
             best = max(trials, key=lambda t: t["objective"])["params"]
             if user_type == "inductive":

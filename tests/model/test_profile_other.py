@@ -44,11 +44,18 @@ def trained(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
 def test_each_domain_keeps_the_weight_with_the_best_validation_objective(trained) -> None:  # type: ignore[no-untyped-def]
     """Every weight of the grid (0 too) gets the same search from the parameters fitted
     without the mix, recorded; the chosen one has the highest objective (0 unless another
-    is strictly higher), its search is the one kept, the blend agrees, ``[0.0]`` searches
-    nothing more, and the item side is the fit without the mix's."""
+    is strictly higher), its search is kept (for 0: the blend fitted without the mix),
+    the blend agrees, ``[0.0]`` searches nothing more, and the item side is the fit
+    without the mix's."""
     _, _, split, feats, model = trained
     blend, report = fit_blend(
         model, split, feats, BlendConfig(trials=4, content_dim=8, copurchase=False)
+    )
+    without, none = fit_blend(
+        model,
+        split,
+        feats,
+        BlendConfig(trials=4, content_dim=8, copurchase=False, profile_other=(0.0,)),
     )
     chose = []
     for d in split.domains:
@@ -59,17 +66,13 @@ def test_each_domain_keeps_the_weight_with_the_best_validation_objective(trained
         want = 0.0 if by["0"] == best else float(next(k for k, v in by.items() if v == best))
         assert r["profile_other"] == want
         assert blend.profile_other.get(d, 0.0) == want
-        assert r["trials"][-1]["objective"] == pytest.approx(by[f"{want:g}"])
-        if want:
+        if want:  # the search at the chosen weight is kept
             assert by[f"{want:g}"] > by["0"]
+            assert r["trials"][-1]["objective"] == pytest.approx(by[f"{want:g}"])
+        else:  # the blend as fitted without the mix
+            assert r["weights"] == none[d]["inductive"]["weights"]
         chose.append(want)
     assert any(chose)  # this data has a domain where the mix helps: both branches run
-    without, none = fit_blend(
-        model,
-        split,
-        feats,
-        BlendConfig(trials=4, content_dim=8, copurchase=False, profile_other=(0.0,)),
-    )
     assert all(
         none[d]["inductive"]["objective_by_profile_other"].keys() == {"0"} for d in split.domains
     )
