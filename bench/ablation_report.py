@@ -22,7 +22,7 @@ ROW_NAMES = {
     "both_maps_decay": "+ blend + both maps + content decay",
     "both_maps_decay_cp": "+ blend + both maps + content decay + co-purchase",
     "both_maps_decay_cpw": "+ blend + both maps + content decay + co-purchase (all users)",
-    "both_maps_decay_cpw_own": "the row above, content profile from the own domain only",
+    "both_maps_decay_cpw_own": "+ blend + both maps + content decay + co-purchase (all users), own-domain content profile only",
     "both_maps_decay_nocp": "+ blend + both maps + content decay, no co-purchase",
     "both_maps_x2": "+ blend (2 x trials) + both maps",
 }
