@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     faiss.omp_set_num_threads(1)
     from app.index.domain import DomainIndex
     from app.serving.copurchase import rerank
-    from model.inference import ItemBoost
+    from model.serving_types import ItemBoost
 
     rng = np.random.default_rng(0)
     out: dict[str, object] = {

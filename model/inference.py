@@ -34,59 +34,9 @@ from model.nn.blend import ContentReducer, DomainBlend, profile
 from model.nn.foldin import MultiDomainEmbedder, project_content
 from model.nn.micrec import MICRec
 from model.serving_arrays import cached_arrays, catalogue_of, derive_templates
+from model.serving_types import DomainCatalogue, ItemBoost, UserEmbedding
 
 log = logging.getLogger("micrec.inference")
-
-USER_METHODS = ("inductive", "cross_domain", "none", "query")
-
-
-@dataclass(frozen=True)
-class UserEmbedding:
-    """A user's serving vector in one domain and how it was obtained.
-
-    method: "inductive" (history in the target domain), "cross_domain" (history only in
-    other domains), "none" (no usable history: the caller must fall back), "query" (no
-    history: started from a text or a picture, ``query_vector``).
-    """
-
-    vector: np.ndarray
-    method: str
-    n_history: int
-    boost: ItemBoost | None = None
-    """Scores added to some items' inner product (the co-purchase boost from the user's
-    other-domain items, model.nn.copurchase): the served score of item i is ``<vector, v_i>`` +
-    its boost (0 for an item not listed). None: the inner product alone."""
-
-
-@dataclass(frozen=True)
-class ItemBoost:
-    """``scores[k]`` (float32, already weighted, > 0) is added to ``item_ids[k]``'s score."""
-
-    item_ids: list[str]
-    scores: np.ndarray
-
-
-@dataclass
-class DomainCatalogue:
-    """The servable bundle items of one domain: ``vectors`` float32 [n_items, dim] (inner
-    product with a user's vector = the served score, the blend's parts included),
-    ``popularity`` int64 training degree, titles/categories for display and filters.
-    With a serving cache ``vectors`` is a read-only memory map (float32 or float16) and
-    ids, titles and categories are memory-mapped columns (model/columns.py), shared by
-    every worker; any sequence of strings works (test doubles pass lists).
-    ``unreachable``: (count, first) of the ids not in normal form, None = not counted."""
-
-    domain: str
-    item_ids: Sequence[str]
-    vectors: np.ndarray
-    popularity: np.ndarray
-    categories: Sequence[str]
-    titles: Sequence[str]
-    unreachable: tuple[int, str] | None = None
-
-    def item_ids_at(self, rows: np.ndarray) -> list[str]:
-        ids = self.item_ids
-        return [ids[r] for r in np.asarray(rows).tolist()]
 
 
 @dataclass
@@ -162,6 +112,22 @@ class _QueryStarts:
             raise ValueError("this model has no content part to match a query in")
         v = blend.query_user(c, self.model_dim)
         return UserEmbedding(vector=v.numpy().astype(np.float32), method="query", n_history=0)
+
+
+def _profile_parts(
+    blends: Mapping[str, DomainBlend], domain: str, p: _ParsedHistory, own: bool
+) -> list[torch.Tensor]:
+    """The blend's content rows of a user's items in ``domain`` (``own``) or in the other
+    domains (not ``own``): what their content profile is the mean of."""
+    parts: list[torch.Tensor] = []
+    for d, rows_k in p.local.items():
+        c = blends[d].content if d in blends else None
+        if c is not None and (d == domain) == own:
+            parts.append(c[torch.as_tensor(np.unique(rows_k))])
+    for d, rows in p.reduced.items():
+        if (d == domain) == own:
+            parts.append(torch.stack(rows))
+    return parts
 
 
 def _serving_users(
@@ -352,11 +318,11 @@ class InferenceEngine(_QueryStarts):
             # the content profile reads the same items the model vector was built from:
             # the domain's own history, or (cross-domain) every other domain's
             own = method == "inductive"
-            parts = [self._profile_parts(domain, parsed[k], own) for k in rows]
+            parts = [_profile_parts(self._blends, domain, parsed[k], own) for k in rows]
             blend = self._blends.get(domain)
             other = None
             if own and blend is not None and blend.profile_other:
-                other = [self._profile_parts(domain, parsed[k], False) for k in rows]
+                other = [_profile_parts(self._blends, domain, parsed[k], False) for k in rows]
             served = _serving_users(blend, z[rows], method, parts, other)
             boosts = self._boosts(domain, method, [parsed[k] for k in rows])
             for k, v, b in zip(rows, served, boosts, strict=True):
@@ -406,18 +372,6 @@ class InferenceEngine(_QueryStarts):
             reduced=reduced,
             n=sum(len(v) for v in local.values()) + sum(len(v) for v in extra.values()),
         )
-
-    def _profile_parts(self, domain: str, p: _ParsedHistory, own: bool) -> list[torch.Tensor]:
-        """The blend's content rows of the items a user's vector was built from."""
-        parts: list[torch.Tensor] = []
-        for d, rows_k in p.local.items():
-            c = self._blends[d].content if d in self._blends else None
-            if c is not None and (d == domain) == own:
-                parts.append(c[torch.as_tensor(np.unique(rows_k))])
-        for d, rows in p.reduced.items():
-            if (d == domain) == own:
-                parts.append(torch.stack(rows))
-        return parts
 
     @torch.no_grad()
     def sample_user_vectors(self, domain: str, limit: int) -> np.ndarray:

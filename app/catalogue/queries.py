@@ -12,7 +12,7 @@ from app.catalogue.content import decode_base64_image, open_image
 from app.lifecycle.state import ModelState
 from app.settings import Settings
 from model.encoders.records import EncoderUnavailable
-from model.inference import UserEmbedding
+from model.serving_types import UserEmbedding
 
 
 class QueryEmbedder:

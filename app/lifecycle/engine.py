@@ -14,7 +14,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from model.encoders.records import EncoderSpec
-from model.inference import DomainCatalogue, InferenceEngine, UserEmbedding
+from model.inference import InferenceEngine
+from model.serving_types import DomainCatalogue, UserEmbedding
 
 EmbeddingMethod = Literal["inductive", "cross_domain", "none", "query"]
 """How the engine embedded a user (``UserEmbedding.method``); "none" = no usable history,

@@ -47,7 +47,7 @@ from app.serving import fallbacks
 from app.serving.copurchase import rerank
 from app.serving.topn import Entry, TopNCache, compute_entry, history_fingerprint
 from app.settings import Settings
-from model.inference import UserEmbedding
+from model.serving_types import UserEmbedding
 
 log = logging.getLogger("micrec.service")
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from app.index.protocol import ItemIndex
-from model.inference import ItemBoost
+from model.serving_types import ItemBoost
 
 
 def rerank(

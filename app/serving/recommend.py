@@ -34,7 +34,7 @@ from app.serving.answering import NOT_REQUESTED, Answerer, Job, Query, UserLooku
 from app.serving.model_thread import ModelThread
 from app.serving.topn import TopNCache, compute_entry, history_fingerprint
 from app.store.base import StoreUnavailable, UserRead
-from model.inference import UserEmbedding
+from model.serving_types import UserEmbedding
 
 T = TypeVar("T")
 

@@ -51,7 +51,7 @@ import numpy as np
 from app.lifecycle.engine import embedding_method
 from app.lifecycle.state import ModelState
 from app.serving.copurchase import rerank
-from model.inference import UserEmbedding
+from model.serving_types import UserEmbedding
 
 log = logging.getLogger("micrec.service")
 

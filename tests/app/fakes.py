@@ -41,7 +41,7 @@ from app.store.base import (
 from app.store.online import HourCounts, OnlineCounts, RecommendationRecord, StoredRecommendation
 from model.bundle import BundleError
 from model.encoders.records import EncoderUnavailable
-from model.inference import DomainCatalogue, UserEmbedding
+from model.serving_types import DomainCatalogue, UserEmbedding
 from tests.app.fakes_online import MemoryRecommendations
 
 FAKE_MANIFEST = "fake-bundle.json"

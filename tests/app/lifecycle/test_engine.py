@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from app.lifecycle.engine import Engine, embedding_method
-from model.inference import USER_METHODS, UserEmbedding
+from model.serving_types import USER_METHODS, UserEmbedding
 from tests.app.fakes import FakeEngineFactory
 
 

@@ -20,10 +20,10 @@ from app.serving.copurchase import rerank
 from model.blendfit import fit_blend
 from model.bundle import load_bundle
 from model.evaluation import _masked_topk, slice_inputs
-from model.inference import ItemBoost
 from model.nn.blend import BlendWeights
 from model.nn.config import BlendConfig
 from model.rankers import MICRecRanker
+from model.serving_types import ItemBoost
 from tests.app.real_bundle import AUTH, real_settings, running_real
 from tests.model.tiny_trained import train_tiny, write_tiny_bundle
 
