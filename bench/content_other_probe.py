@@ -7,7 +7,7 @@ vectors only.)
 
 Users with history in the domain are scored with ``norm(p_own + w p_other)``, p the
 normalised mean text vector of their items here / in the other domains (the arithmetic of
-model.nn.blend.DomainBlend.mix_profiles, on the raw encoder vectors as content kNN uses
+model.nn.blend.mix_profiles, on the raw encoder vectors as content kNN uses
 them), for w in ``--weights``; NDCG@20 (%) of every slice on validation and on test.
 Writes OUT/LABEL-sSEED.json and prints the table.
 """
@@ -31,6 +31,7 @@ from model.commands.runner import set_threads
 from model.data.loading import load_dataset
 from model.data.split import build_split
 from model.evaluation import Scorer, evaluate
+from model.nn.blend import mix_profiles
 from model.pipeline import load_features, restrict
 from model.rankers import ContentKNNRanker, other_domain_histories
 from model.runconfig import load_run_config
@@ -68,8 +69,8 @@ class _MixedScorer:
             parts = [v[h] for d, h in by_domain.items() if (v := self.r.vecs[d]) is not None]
             if parts:
                 other[k] = torch.cat(parts).mean(0)
-        mixed = F.normalize(own, dim=1) + self.r.weight * F.normalize(other, dim=1)
-        return F.normalize(mixed, dim=1) @ items.T
+        mixed = mix_profiles(F.normalize(own, dim=1), F.normalize(other, dim=1), self.r.weight)
+        return mixed @ items.T
 
 
 def main() -> int:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from model.data.split import InductiveSplit
 from model.evaluation import CROSS_DOMAIN_KINDS, build_slices, seen_pairs, slice_inputs
 from model.metrics import ndcg_at_k_from_topk, user_metrics
-from model.nn.blend import BlendWeights, DomainBlend
+from model.nn.blend import BlendWeights, DomainBlend, mix_profiles
 from model.nn.config import BlendConfig
 
 
@@ -65,11 +65,10 @@ class SliceParts:
 
     def with_profile_other(self, weight: float) -> SliceParts:
         """The same slice with the users' other-domain profiles mixed into theirs at
-        ``weight`` (model.nn.blend.DomainBlend.mix_profiles, the served arithmetic)."""
+        ``weight`` (model.nn.blend.mix_profiles, the served arithmetic)."""
         if not weight or self.pu is None or self.pu_other is None:
             return self
-        mixed = DomainBlend(self.prior, self.ci, profile_other=weight)
-        return replace(self, pu=mixed.mix_profiles(self.pu, self.pu_other))
+        return replace(self, pu=mix_profiles(self.pu, self.pu_other, weight))
 
     def ndcg(self, w: BlendWeights, k: int = 20) -> float:
         top = torch.topk(self.scores(w), min(k, self.k), dim=1).indices.numpy()

@@ -238,9 +238,7 @@ class DomainBlend:
         """Profiles [b, r] of users with history in the domain: ``norm(own +
         profile_other * other)`` from their unit profiles over their items here (``own``)
         and in the other domains (``other``, zero rows for users without any)."""
-        if not self.profile_other or other is None:
-            return own
-        return F.normalize(own + self.profile_other * other.to(own.dtype), dim=1)
+        return mix_profiles(own, other, self.profile_other)
 
     def query_user(self, c: torch.Tensor, model_dim: int) -> torch.Tensor:
         """Serving vector [d + 1 + r] of a query reduced to ``c`` [r]: the score is
@@ -256,6 +254,15 @@ class DomainBlend:
                 w.content * c.to(torch.float32),
             ]
         )
+
+
+def mix_profiles(own: torch.Tensor, other: torch.Tensor | None, weight: float) -> torch.Tensor:
+    """``norm(own + weight * other)`` row by row ([b, r]); ``own`` unchanged for weight 0
+    or no ``other``. The one arithmetic of the other-domain profile (served, evaluated,
+    fitted)."""
+    if not weight or other is None:
+        return own
+    return F.normalize(own + weight * other.to(own.dtype), dim=1)
 
 
 def profile(parts: list[torch.Tensor], dim: int) -> torch.Tensor:
