@@ -279,6 +279,7 @@ def fit_served_model(
             "chosen": tuned.chosen,
             "blend": tuned.blend_report,
             "budget": tuned.budget,
+            "floors": tuned.floors,
             **maps.report,
         }
     else:

@@ -359,9 +359,13 @@ class TuneConfig:
     blend_trials: int = 20
     """Blend-fit trials per domain and user type inside each tuning trial (the final
     model's blend is refitted with [blend] trials)."""
+    baseline_floor: float = 1.0
+    """A trial's objective loses the share by which any of its validation slices falls
+    below this multiple of the best baseline there (most popular, content kNN;
+    model.tuning.search_objective). 0 = the plain mean of the slices."""
 
     def __post_init__(self) -> None:
-        _at_least(self, trials=0, blend_trials=3, budget_trainings=1.0)
+        _at_least(self, trials=0, blend_trials=3, budget_trainings=1.0, baseline_floor=0.0)
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
 
