@@ -123,6 +123,8 @@ def run_method(
             "peak_memory_mb": served.result.peak_memory_mb,
             "chosen_config": served.cfg.model.to_dict(),
             "tuning_trials": (served.tuning or {}).get("trials"),
+            "tuning_floors": (served.tuning or {}).get("floors"),
+            "profile_other": dict(served.blend.profile_other) if served.blend else None,
             "blend_weights": served.blend.weights_json() if served.blend else None,
             "cross_domain_rule": served.cfg.model.cross_domain_rule,
             "maps": served.maps.report,
