@@ -17,8 +17,9 @@ never read):
   the item map are fitted (model.maps), the score blend (model.blendfit) is fitted and
   chooses the cross-domain rule, and the objective is the mean over domains and over the
   slices all / new items / cold items / cold items among all items / pseudo-cold users of
-  the blended validation NDCG@20 (each slice counts once), charged for every slice below
-  the best baseline (most popular, content kNN) on validation (``search_objective``);
+  the blended validation NDCG@20 (each slice counts once); optionally
+  (``[tune] baseline_floor`` > 0) charged for every slice below the best baseline (most
+  popular, content kNN) on validation (``search_objective``);
 - the budget: at most ``trials`` trials, and no new trial once the search has run
   ``budget_trainings`` times as long as its first trial (``timeout_s`` caps it in
   seconds). tuning.json records every trial's parameters, per-domain validation NDCG@20,

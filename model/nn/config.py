@@ -359,10 +359,12 @@ class TuneConfig:
     blend_trials: int = 20
     """Blend-fit trials per domain and user type inside each tuning trial (the final
     model's blend is refitted with [blend] trials)."""
-    baseline_floor: float = 1.0
+    baseline_floor: float = 0.0
     """A trial's objective loses the share by which any of its validation slices falls
     below this multiple of the best baseline there (most popular, content kNN;
-    model.tuning.search_objective). 0 = the plain mean of the slices."""
+    model.tuning.search_objective). 0 (the default) = the plain mean of the slices: at
+    1.0 it never bound on amazon-arts-office and moved sparse office's choice without a
+    gain on test (docs/results/quality.md, 2026-12-06 session 9)."""
 
     def __post_init__(self) -> None:
         _at_least(self, trials=0, blend_trials=3, budget_trainings=1.0, baseline_floor=0.0)

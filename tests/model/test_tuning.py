@@ -25,7 +25,7 @@ def tuned(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
         {
             "features": {"image": "none", "cache_dir": str(root / "cache")},
             "train": {"epochs": 6, "patience": 100, "batch_size": 512, "lr": 0.005},
-            "tune": {"trials": 3, "blend_trials": 5},
+            "tune": {"trials": 3, "blend_trials": 5, "baseline_floor": 1.0},
             "blend": {"trials": 8, "max_users": 200},
         },
     )
