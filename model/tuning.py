@@ -222,10 +222,10 @@ def search_objective(
     slices (each slice once), times 1 - the summed relative shortfalls of the slices
     below ``floor`` x their best baseline (``baseline_floors``), never below 0.
 
-    Why the charge: a plain mean lets a trial that gains a little on the large slices
-    buy a loss on a small one (users new to a domain are a few % NDCG; new items >10 %),
-    down to most popular, which the product must never serve below. ``floor`` 0: the
-    plain mean."""
+    Why the charge: a plain mean lets a trial that gains a little on the slices with large
+    NDCG (new items) buy a loss on one with small NDCG (users new to a domain), down to
+    most popular. ``floor`` 0 (the default of ``[tune] baseline_floor``): the plain mean;
+    the charge was measured not to pay on test (docs/results/quality.md, session 9)."""
     vals = [v for r in per.values() for v in r.values() if v is not None]
     if not vals:
         return 0.0
