@@ -86,7 +86,7 @@ def chosen(run: dict[str, Any]) -> str:
     """The search's chosen trial (highest objective): its number and parts."""
     trials = [
         t
-        for t in run["train"].get("micrec", {}).get("tuning_trials", [])
+        for t in run["train"].get("micrec", {}).get("tuning_trials") or []
         if t.get("objective") is not None
     ]
     if not trials:

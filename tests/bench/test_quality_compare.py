@@ -26,6 +26,10 @@ def test_matches_seeds_across_files_and_takes_ratios(tmp_path: Path, capsys) -> 
     )
     a0 = _results(tmp_path / "a0.json", [0], {"micrec": [0.12]})
     a1 = _results(tmp_path / "a1.json", [1], {"micrec": [0.24]})
+    # a run trained once (no search) records its trials as null
+    run = json.loads(a1.read_text())
+    run["train"] = {"micrec": [{"tuning_trials": None}]}
+    a1.write_text(json.dumps(run))
     assert (
         main(["--before", str(before), "--after", str(a0), str(a1), "--baselines", str(before)])
         == 0
@@ -33,7 +37,7 @@ def test_matches_seeds_across_files_and_takes_ratios(tmp_path: Path, capsys) -> 
     out = capsys.readouterr().out
     # means over seeds 0 and 1: before 15.00, after 18.00, popular 5.00
     assert "| a | all | 15.00 | 18.00 | 1.20 | 5.00 | 3.60 |" in out
-    assert "seed 1: before no search recorded" in out
+    assert "seed 1: before no search recorded; after no search recorded" in out
 
 
 def test_a_seed_missing_from_the_baselines_is_refused(tmp_path: Path) -> None:
