@@ -7,6 +7,7 @@ Real processes on a real Redis with a simulated population: tests/e2e/test_canar
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +176,9 @@ def test_the_rule_rolls_a_worse_canary_back_decided_by_one_replica(
         assert served_by(first, inside) == served_by(second, inside) == "fake-v3"
         assert store.get_canary() is not None and store.get_canary().decided is None  # type: ignore[union-attr]
         online["fake-v3"] = Arm("fake-v3", impressions=1000, clicks=50)  # worse, enough
+        # a replica applies the rule at most every canary_check_s (1 ms here): without the
+        # pause a fast machine ticks again within it and nobody judges the new numbers
+        time.sleep(0.005)
         first.follower.tick()  # type: ignore[union-attr]
         second.follower.tick()  # type: ignore[union-attr]
     finally:
