@@ -151,11 +151,12 @@ def served_validation(
     *,
     use_item_map: bool = True,
     floors: dict[str, dict[str, float]] | None = None,
-    floor: float = 1.0,
+    floor: float = 0.0,
 ) -> tuple[float, dict[str, dict[str, float | None]], Blend, dict[str, Any]]:
     """(objective, {domain: {slice: val NDCG@20}}, blend, blend report) of a trained model
     served as ``micrec train`` serves it (cross-domain and item maps, then the blend);
-    the objective is ``search_objective`` against ``floors`` (none: the plain mean)."""
+    the objective is ``search_objective`` against ``floors`` at ``floor`` (as ``[tune]
+    baseline_floor``, off by default: the plain mean)."""
     from model.rankers import MICRecRanker
 
     model = result.model
