@@ -5,9 +5,9 @@ validation on top of the plain blend fit (model.blendfit):
   the transitions then do not count: the slice's inputs hide them), NDCG@20;
 - users with history in the domain (``[blend] copurchase_warm``): on the validation slices
   the blend judges them on (``all`` and the new / cold / rarely bought item slices), the
-  blend fit's objective (``model.blendparts.blend_objective``), with every slice but
-  ``all`` charged for what it loses against the blend without the boost (see
-  :func:`fit_warm_copurchase`).
+  blend fit's objective (``model.blendparts.blend_objective``), with a slice already
+  below its best single part charged for what it loses against the blend without the
+  boost (see :func:`fit_warm_copurchase`).
 """
 
 from __future__ import annotations
@@ -142,17 +142,20 @@ def fit_warm_copurchase(
     with the highest :func:`blend_objective` on the validation ``slices`` (the first is
     the main one) over every validation user, 0 unless one does strictly better. The
     main slice is judged against its best single part (model, prior, content alone,
-    scored on the same users and item vectors); every other slice against the higher of
-    its best single part and the blend without the boost. Sets ``blend.weights`` and, in
-    ``report[domain]["inductive"]``, the weights and the fit ({"unit", "chosen",
-    "reference", "objective", "val_ndcg@20"} under "copurchase").
+    scored on the same users and item vectors); every other slice against the lower of
+    its best single part and the blend without the boost. So, as in the blend fit, a
+    slice may lose for free down to its best single part; a slice the blend left below
+    it is charged for every relative point the boost takes from it. Sets
+    ``blend.weights`` and, in ``report[domain]["inductive"]``, the weights and the fit
+    ({"unit", "chosen", "reference", "objective", "val_ndcg@20"} under "copurchase").
 
-    Why the blend without the boost as the other slices' yardstick: the blend fit has
-    already traded ``all`` against the item slices; the boost adds only to warm items
-    (a cold item has no co-purchase), so judged against the single parts alone it could
-    buy a little ``all`` with cold items ranked among all items wherever those stay
-    above content kNN or were below it already (what sparse office showed, on validation
-    and more on test: docs/results/quality/2026-12-07-warm-charge)."""
+    Why the lower of the two: the boost adds only to warm items (a cold item has no
+    co-purchase). Where the blend already leaves cold items among all below content kNN
+    (sparse office), a loss there measured against content kNN is discounted by how far
+    below it the slice is, and the boost bought a little ``all`` with a slice that
+    misses its floor already (docs/results/quality/2026-12-07-warm-charge). Why not the
+    blend without the boost for every slice: that charged losses above the floor too and
+    chose no boost where it helped ``all`` (docs/results/ablation/copurchase.md)."""
     saved = {d: dict(ws) for d, ws in blend.weights.items()}
 
     def scored(weights: Mapping[str, BlendWeights]) -> dict[str, dict[str, float]]:
@@ -182,7 +185,7 @@ def fit_warm_copurchase(
     for d, curve in curves.items():
         plain = curve[0.0]  # the blend without the boost
         reference = {
-            s: best_part[d].get(s, 0.0) if s == main else max(best_part[d].get(s, 0.0), v)
+            s: best_part[d].get(s, 0.0) if s == main else min(best_part[d].get(s, 0.0), v)
             for s, v in plain.items()
         }
         value = {g: blend_objective(v, reference, main) for g, v in curve.items()}
