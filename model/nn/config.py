@@ -217,7 +217,8 @@ class BlendConfig:
     """With ``copurchase``: also fit the boost for users with history in the domain (from
     their items in the other domains; the same transitions), its own weight, kept only
     where it raises the validation objective of these users (``all`` and the item slices
-    the blend judges them on, model.copurchasefit)."""
+    the blend judges them on; a slice already below its best single part is charged for
+    any loss: model.copurchasefit.fit_warm_copurchase)."""
     copurchase_pop: tuple[float, ...] = (0.0, 0.5)
     """Popularity exponents of the transitions tried per domain for users new to it
     (model.nn.copurchase ``CoPurchase.pop``: a target item's shares divided by its
