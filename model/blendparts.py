@@ -28,6 +28,20 @@ def blend_objective(ndcg: Mapping[str, float], best_part: Mapping[str, float], m
     return r[main] - sum(max(0.0, 1.0 - v) for s, v in r.items() if s != main)
 
 
+def addon_reference(
+    best_part: Mapping[str, float], plain: Mapping[str, float], main: str
+) -> dict[str, float]:
+    """The yardstick per slice of a part added after the blend is fitted (the co-purchase
+    boost of users with history in the domain, their other-domain profile mix), for
+    ``blend_objective``: the best single part, except for a slice other than ``main`` that
+    the blend without the addition (``plain``: its NDCG per slice) leaves below its best
+    single part, which is judged against ``plain``'s own NDCG. So a slice may lose for
+    free down to its best single part, as in the blend fit, and a slice below it already
+    is charged for every relative point the addition takes from it (against the single
+    part alone the loss would be discounted by how far below it the slice is)."""
+    return {s: b if s == main else min(b, plain.get(s, b)) for s, b in best_part.items()}
+
+
 @dataclass
 class SliceParts:
     """One validation slice, precomputed: the blend's parts for a user sample."""

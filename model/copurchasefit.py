@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from model.blendparts import blend_objective
+from model.blendparts import addon_reference, blend_objective
 from model.data.split import InductiveSplit
 from model.evaluation import PSEUDO_COLD_SLICE, evaluate
 from model.nn.blend import Blend, BlendWeights
@@ -140,12 +140,12 @@ def fit_warm_copurchase(
     """Per domain, the co-purchase weight of users with history in it ("inductive"): the
     value of ``COPURCHASE_GRID`` x ``units[domain]`` (the spread of their served score)
     with the highest :func:`blend_objective` on the validation ``slices`` (the first is
-    the main one) over every validation user, 0 unless one does strictly better. The
-    main slice is judged against its best single part (model, prior, content alone,
-    scored on the same users and item vectors); every other slice against the lower of
-    its best single part and the blend without the boost. So, as in the blend fit, a
-    slice may lose for free down to its best single part; a slice the blend left below
-    it is charged for every relative point the boost takes from it. Sets
+    the main one) over every validation user, 0 unless one does strictly better. Each
+    slice is judged against ``model.blendparts.addon_reference`` of its best single part
+    (model, prior, content alone, scored on the same users and item vectors) and the
+    blend without the boost: a slice may lose for free down to its best single part, as
+    in the blend fit, and one the blend left below it is charged for every relative
+    point the boost takes from it. Sets
     ``blend.weights`` and, in ``report[domain]["inductive"]``, the weights and the fit
     ({"unit", "chosen", "reference", "objective", "val_ndcg@20"} under "copurchase").
 
@@ -183,11 +183,7 @@ def fit_warm_copurchase(
             curves[d][g] = v
     main = slices[0]
     for d, curve in curves.items():
-        plain = curve[0.0]  # the blend without the boost
-        reference = {
-            s: best_part[d].get(s, 0.0) if s == main else min(best_part[d].get(s, 0.0), v)
-            for s, v in plain.items()
-        }
+        reference = addon_reference(best_part[d], curve[0.0], main)  # 0.0: no boost
         value = {g: blend_objective(v, reference, main) for g, v in curve.items()}
         # max keeps the first of equals: 0 (no boost) unless a value does strictly better
         best = max(value, key=lambda g: value[g])
