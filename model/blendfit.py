@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from model.blendparts import SliceParts, addon_reference, blend_objective, slice_parts
+from model.blendparts import SliceParts, blend_objective, slice_parts
 from model.copurchasefit import chosen_pop, fit_copurchase_for_rule, fit_warm_copurchase
 from model.data.split import InductiveSplit
 from model.encoders.base import ItemFeatures
@@ -215,12 +215,11 @@ def _fit_profile_other(
     cfg: BlendConfig,
     label: str,
     fitted: tuple[BlendWeights, list[dict[str, Any]]],
-) -> tuple[BlendWeights, list[dict[str, Any]], float, dict[str, float], dict[str, float]]:
+) -> tuple[BlendWeights, list[dict[str, Any]], float, dict[str, float]]:
     """The weight of the users' other-domain content profile (``cfg.profile_other``;
     model.nn.blend.DomainBlend.mix_profiles) for the inductive type, after ``fitted`` (the
     weights and trials without it, on ``chosen``); returns the weights, trials, chosen
-    weight, each weight's objective and the yardstick per slice they were judged against
-    (empty when no weight but 0 was tried).
+    weight and each weight's objective.
 
     The item side stays as ``fitted`` chose it (one item vector serves every user type,
     so a profile weight must not move what users new to the domain are ranked against);
@@ -230,23 +229,13 @@ def _fit_profile_other(
     as ``fitted`` chose it (its search only measured what more trials alone give). Why
     the same search for 0 too: separate searches differ by TPE's luck, and a weight
     judged at the parameters fitted without it loses to slices those parameters were not
-    chosen for (docs/results/ablation/profile-other.md).
-
-    Every search is judged, like the co-purchase boost of these users
-    (model.copurchasefit.fit_warm_copurchase), against each slice's best single part or,
-    where ``fitted`` left the slice below it, against ``fitted``'s own NDCG there: a
-    slice may lose for free down to its best single part, and one already below it is
-    charged for every relative point the mix takes from it."""
+    chosen for (docs/results/ablation/profile-other.md)."""
     w, trials = fitted
     grid = sorted(set(cfg.profile_other) | {0.0})
     if chosen[0].pu_other is None or len(grid) == 1:
-        return w, trials, 0.0, {"0": float(trials[-1]["objective"])}, {}
+        return w, trials, 0.0, {"0": float(trials[-1]["objective"])}
     ref = trials[-1]["reference"]
     params = dict(trials[-1]["chosen"])
-    _, plain = _judge(chosen, trials[-1]["chosen"], (ref[0], ref[1]), cfg)
-    names = [pt.name for pt in chosen]
-    yardstick = addon_reference(dict(zip(names, ref[0], strict=True)), plain, names[0])
-    ref = [[yardstick[n] for n in names], ref[1]]
     fixed = {t: params.pop(t) for t in ITEM_TERMS if t in params}
     scores: dict[str, float] = {}
     best: tuple[BlendWeights, list[dict[str, Any]], float] | None = None
@@ -267,8 +256,8 @@ def _fit_profile_other(
     assert best is not None
     log.info("blend %s: objective by other-domain profile weight %s", label, scores)
     if best[2] == 0.0:  # no mix: the blend as fitted (0's search was the yardstick only)
-        return w, trials, 0.0, scores, yardstick
-    return best[0], best[1], best[2], scores, yardstick
+        return w, trials, 0.0, scores
+    return best[0], best[1], best[2], scores
 
 
 def _fit_with_terms(
@@ -424,7 +413,7 @@ def fit_blend(
             terms[domain] = {t: float(trials[-1]["chosen"].get(t, 0.0)) for t in ITEM_TERMS}
             if k:
                 chosen = [replace(pt, zi=pt.items_at(k)) for pt in chosen]  # type: ignore[misc]
-            w, trials, a, by_a, yardstick = _fit_profile_other(chosen, cfg, label, (w, trials))
+            w, trials, a, by_a = _fit_profile_other(chosen, cfg, label, (w, trials))
             chosen = [pt.with_profile_other(a) for pt in chosen]
             if a:
                 blend.profile_other[domain] = a
@@ -437,7 +426,6 @@ def fit_blend(
                 "item_terms": terms[domain],
                 "profile_other": a,
                 "objective_by_profile_other": by_a,
-                "profile_other_reference": yardstick,
             }
             if item_maps is not None:
                 item_maps.low_degree_k[domain] = k

@@ -32,7 +32,8 @@ def addon_reference(
     best_part: Mapping[str, float], plain: Mapping[str, float], main: str
 ) -> dict[str, float]:
     """The yardstick per slice of a part added after the blend is fitted (the co-purchase
-    boost of users with history in the domain, their other-domain profile mix), for
+    boost of users with history in the domain; the profile mix was tried with it too and
+    is not judged so: docs/results/quality/2026-12-07-warm-charge), for
     ``blend_objective``: the best single part, except for a slice other than ``main`` that
     the blend without the addition (``plain``: its NDCG per slice) leaves below its best
     single part, which is judged against ``plain``'s own NDCG. So a slice may lose for

@@ -16,7 +16,7 @@ import torch
 
 import model.copurchasefit as copurchasefit
 from model.blendfit import fit_blend
-from model.blendparts import blend_objective
+from model.blendparts import addon_reference, blend_objective
 from model.bundle import BundleError, load_bundle
 from model.copurchasefit import (
     COPURCHASE_GRID,
@@ -179,6 +179,16 @@ def test_the_boost_of_users_with_history_must_pay_for_what_it_costs(
     assert above["reference"] == {"all": 0.10, "cold_items_vs_all": 0.03}
     assert above["chosen"] == COPURCHASE_GRID[0]
     assert blend.weights["above"]["inductive"] == replace(plain, copurchase=COPURCHASE_GRID[0])
+
+
+def test_the_warm_boosts_yardstick_is_the_lower_of_the_floor_and_the_plain_blend() -> None:
+    best = {"all": 0.10, "cold": 0.06, "rare": 0.02}
+    plain = {"all": 0.12, "cold": 0.05, "rare": 0.03}
+    ref = addon_reference(best, plain, "all")
+    assert ref == {"all": 0.10, "cold": 0.05, "rare": 0.02}
+    # a loss from 0.05 to 0.045 costs 10 % against the plain blend, not 8.3 % of the floor
+    boosted = {"all": 0.12, "cold": 0.045, "rare": 0.025}  # rare stays above its floor
+    assert blend_objective(boosted, ref, "all") == pytest.approx(1.2 - 0.1)
 
 
 def test_transitions_round_trip_and_a_corrupt_file_is_refused() -> None:
