@@ -143,11 +143,9 @@ def fit_warm_copurchase(
     the main one) over every validation user, 0 unless one does strictly better. Each
     slice is judged against ``model.blendparts.addon_reference`` of its best single part
     (model, prior, content alone, scored on the same users and item vectors) and the
-    blend without the boost: a slice may lose for free down to its best single part, as
-    in the blend fit, and one the blend left below it is charged for every relative
-    point the boost takes from it. Sets
-    ``blend.weights`` and, in ``report[domain]["inductive"]``, the weights and the fit
-    ({"unit", "chosen", "reference", "objective", "val_ndcg@20"} under "copurchase").
+    blend without the boost. Sets ``blend.weights`` and, in
+    ``report[domain]["inductive"]``, the weights and the fit ({"unit", "chosen",
+    "reference", "objective", "val_ndcg@20"} under "copurchase").
 
     Why the lower of the two: the boost adds only to warm items (a cold item has no
     co-purchase). Where the blend already leaves cold items among all below content kNN
