@@ -153,6 +153,20 @@ def run_method(
     return evaluate(ranker, split), info
 
 
+def seeded(base: RunConfig, seed: int) -> RunConfig:
+    """``base`` with every seeded part at ``seed`` (the split, the training, the search,
+    the blend's user sample, the maps' initialisation), so seeds are independent
+    repetitions; bench/ablation_served.py repeats runs with it."""
+    return replace(
+        base,
+        data=replace(base.data, seed=seed),
+        train=replace(base.train, seed=seed),
+        tune=replace(base.tune, seed=seed),
+        blend=replace(base.blend, seed=seed),
+        bridge=replace(base.bridge, seed=seed),
+    )
+
+
 def mean_std(per_seed: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     mean: dict[str, Any] = {}
     std: dict[str, Any] = {}
@@ -300,16 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     for i, seed in enumerate(args.seeds):
-        # every seeded part follows the run's seed (the search, the blend's user sample,
-        # the maps' initialisation), so seeds are independent repetitions
-        cfg = replace(
-            base,
-            data=replace(base.data, seed=seed),
-            train=replace(base.train, seed=seed),
-            tune=replace(base.tune, seed=seed),
-            blend=replace(base.blend, seed=seed),
-            bridge=replace(base.bridge, seed=seed),
-        )
+        cfg = seeded(base, seed)
         split = restrict(build_split(dataset, cfg.data), cfg.domains)
         for m in methods:
             if len(per_seed[m]) > i or args.report_only:
