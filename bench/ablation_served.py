@@ -11,7 +11,8 @@ row with one group of parts turned off, every slice, seed by seed.
     python bench/ablation_served.py import --from RUN/results.json --seed-index 0 --seed 0 \
         --label arts-office --out docs/results/ablation/served
     # the tables from every run under --out
-    python bench/ablation_served.py report --out docs/results/ablation/served
+    python bench/ablation_served.py report --out docs/results/ablation/served \
+        > docs/results/ablation/served/tables.md
 
 Every row starts from the chosen trial's ``[model]`` keys and learning rate (``--lr``, or
 read from the run's trials), is trained once (``[tune] trials = 1``) and goes through
@@ -19,8 +20,9 @@ the served recipe (model.pipeline.fit_served_model via bench/quality.py's ``micr
 so the blend, its cross-domain rule and the maps are fitted on validation per row.
 A row whose configuration equals the served one (the search had already turned those
 parts off) is not trained again: it is recorded as the served row's numbers, marked.
-Runs land in OUT/runs/LABEL-sSEED-ROW.json; ``report`` writes OUT/README tables to
-stdout (mean +- std over seeds per row and slice, and each row over the served row).
+Runs land in OUT/runs/LABEL-sSEED-ROW.json; ``report`` prints the tables (mean +- std
+over seeds per row and slice, and each row over the served row on the same seeds) as
+markdown: ``> OUT/tables.md``.
 """
 
 from __future__ import annotations
@@ -211,6 +213,7 @@ def collect(out: Path) -> dict[str, dict[int, dict[str, dict[str, Any]]]]:
 def report(args: argparse.Namespace) -> None:
     table = collect(args.out)
     lines: list[str] = []
+    ratios: dict[str, dict[str, list[float]]] = {}  # "label / domain" -> row -> per slice
     for label, seeds in table.items():
         domains = list(next(iter(seeds.values()))["served"]["results"])
         lines += [f"## {label} (seeds {', '.join(str(s) for s in sorted(seeds))})", ""]
@@ -218,6 +221,7 @@ def report(args: argparse.Namespace) -> None:
             lines += [f"**{dom}** (test NDCG@20 %, mean +- std over seeds; x served)", ""]
             lines.append("| row | " + " | ".join(NAMES[s] for s in SLICES) + " |")
             lines.append("|---" * (len(SLICES) + 1) + "|")
+            panel = ratios.setdefault(f"{label} / {dom}", {})
             for row in ROWS:
                 vals = _values(seeds, row, dom, row)
                 served = _values(seeds, "served", dom, row)  # the same seeds as the row
@@ -225,20 +229,65 @@ def report(args: argparse.Namespace) -> None:
                     continue
                 same = sum(seeds[s][row]["same"] for s in seeds if row in seeds[s])
                 name = row + (f" ({same} of {len(vals['all'])} = served)" if same else "")
-                cells = []
+                cells, panel[row] = [], []
                 for s in SLICES:
                     v = vals[s]
+                    ratio = float("nan")
                     if not v or any(x is None for x in v):
                         cells.append("n/a")
+                        panel[row].append(ratio)
                         continue
                     cell = f"{np.mean(v):.2f} +- {np.std(v):.2f}"
-                    if row != "served" and served[s] and np.mean(served[s]) > 0:
-                        # a ratio of means over the same seeds
-                        cell += f" ({np.mean(v) / np.mean(served[s]):.2f})"
+                    if served[s] and np.mean(served[s]) > 0:
+                        ratio = float(np.mean(v) / np.mean(served[s]))  # means of the same seeds
+                        if row != "served":
+                            cell += f" ({ratio:.2f})"
                     cells.append(cell)
+                    panel[row].append(ratio)
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
             lines.append("")
     sys.stdout.write("\n".join(lines) + "\n")
+    if args.plot:
+        heatmaps(ratios, args.plot)
+
+
+def heatmaps(ratios: dict[str, dict[str, list[float]]], path: Path) -> None:
+    """One panel per data set and domain: each row's NDCG@20 over the served row's, per
+    slice (blue: the part helps, i.e. removing it loses; red: removing it gains)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(ratios)
+    cols = 2
+    rows_n = (len(panels) + cols - 1) // cols
+    height = 1.6 + 0.38 * max(len(r) for r in ratios.values())
+    fig, axes = plt.subplots(
+        rows_n, cols, figsize=(13, height * rows_n), squeeze=False, layout="constrained"
+    )
+    for ax, key in zip(axes.flat, panels, strict=False):
+        names = [r for r in ratios[key] if r != "served"]
+        grid = np.array([ratios[key][r] for r in names], dtype=float)
+        im = ax.imshow(
+            np.log2(np.clip(grid, 1e-3, None)),
+            cmap="coolwarm_r",
+            vmin=-0.5,
+            vmax=0.5,
+            aspect="auto",
+        )
+        ax.set_xticks(range(len(SLICES)), [NAMES[s] for s in SLICES], rotation=30, ha="right")
+        ax.set_yticks(range(len(names)), names)
+        for (i, j), v in np.ndenumerate(grid):
+            ax.text(
+                j, i, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=7
+            )
+        ax.set_title(f"{key}: row / served (test NDCG@20)", fontsize=9)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="log2(row / served)")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
 
 
 def _values(
@@ -273,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--seed-index", type=int, default=0)
         p.add_argument("--seed", type=int, required=True)
         p.add_argument("--label", required=True)
-    for p in (r, i, sub.add_parser("report")):
+    rep = sub.add_parser("report")
+    rep.add_argument("--plot", type=Path, default=None, help="a PNG of every row / served")
+    for p in (r, i, rep):
         p.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     if args.cmd == "run":
