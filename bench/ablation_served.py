@@ -19,7 +19,8 @@ read from the run's trials), is trained once (``[tune] trials = 1``) and goes th
 the served recipe (model.pipeline.fit_served_model via bench/quality.py's ``micrec``),
 so the blend, its cross-domain rule and the maps are fitted on validation per row.
 A row whose configuration equals the served one (the search had already turned those
-parts off) is not trained again: it is recorded as the served row's numbers, marked.
+parts off) or another row's is not trained again: it is recorded as that row's numbers,
+marked.
 Runs land in OUT/runs/LABEL-sSEED-ROW.json; ``report`` prints the tables (mean +- std
 over seeds per row and slice, and each row over the served row on the same seeds) as
 markdown: ``> OUT/tables.md``.
@@ -80,6 +81,8 @@ ROWS: dict[str, dict[str, dict[str, Any]]] = {
 }
 """Row name -> the run-config sections it overrides on top of the chosen trial."""
 SLICES = ("all", "new_users", "cd_cold_users", "cold_items", "cold_items_vs_all", "deg_1-5")
+VAL_SLICES = ("all", "cd_pseudo_cold")
+"""Validation slices shown next to the test ones: does validation see what test shows?"""
 NAMES = {
     "all": "all",
     "new_users": "new to the system",
@@ -87,6 +90,7 @@ NAMES = {
     "cold_items": "cold items",
     "cold_items_vs_all": "cold items among all",
     "deg_1-5": "items with 1-5",
+    "cd_pseudo_cold": "pseudo-cold users (new to the domain)",
 }
 
 
@@ -136,9 +140,12 @@ def run(args: argparse.Namespace) -> None:
     features = load_features(dataset, replace(cfg, variant="micrec"), progress=False)
     split = restrict(build_split(dataset, cfg.data), cfg.domains)
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
+    # configurations already scored (the chosen one is the served row's, run or imported)
+    known: dict[str, tuple[RunConfig, bool]] = {"served": (cfg, features is None)}
     for row in args.rows.split(","):
         row_cfg = row_config(cfg, row)
         no_features = "none" in ROWS[row].get("features", {}) or features is None
+        twin = next((k for k, v in known.items() if v == (row_cfg, no_features) and k != row), None)
         record: dict[str, Any] = {
             "label": args.label,
             "seed": args.seed,
@@ -150,10 +157,11 @@ def run(args: argparse.Namespace) -> None:
             "lr": lr,
             "overrides": ROWS[row],
         }
-        if row != "served" and row_cfg == cfg and (no_features == (features is None)):
-            record["same_as"] = "served"
-            log.info("%s seed %d %s: the served configuration already", args.label, args.seed, row)
+        if twin is not None:
+            record["same_as"] = twin
+            log.info("%s seed %d %s: the configuration of %s", args.label, args.seed, row, twin)
         else:
+            known[row] = (row_cfg, no_features)
             t0 = time.perf_counter()
             load = os.getloadavg()[0]
             res, info = run_method(
@@ -203,9 +211,13 @@ def collect(out: Path) -> dict[str, dict[int, dict[str, dict[str, Any]]]]:
     for label, seeds in runs.items():
         for seed, rows in seeds.items():
             for row, r in rows.items():
-                src = rows.get("served") if r.get("same_as") == "served" else r
+                src = rows.get(r["same_as"]) if r.get("same_as") else r
                 if src is not None and "results" in src:
-                    entry = {"results": src["results"], "same": r.get("same_as") == "served"}
+                    entry = {
+                        "results": src["results"],
+                        "val": src.get("info", {}).get("val"),
+                        "same": r.get("same_as"),
+                    }
                     table.setdefault(label, {}).setdefault(seed, {})[row] = entry
     return table
 
@@ -219,16 +231,20 @@ def report(args: argparse.Namespace) -> None:
         lines += [f"## {label} (seeds {', '.join(str(s) for s in sorted(seeds))})", ""]
         for dom in domains:
             lines += [f"**{dom}** (test NDCG@20 %, mean +- std over seeds; x served)", ""]
-            lines.append("| row | " + " | ".join(NAMES[s] for s in SLICES) + " |")
-            lines.append("|---" * (len(SLICES) + 1) + "|")
+            head = [NAMES[s] for s in SLICES] + [f"validation: {NAMES[s]}" for s in VAL_SLICES]
+            lines.append("| row | " + " | ".join(head) + " |")
+            lines.append("|---" * (len(head) + 1) + "|")
             panel = ratios.setdefault(f"{label} / {dom}", {})
             for row in ROWS:
                 vals = _values(seeds, row, dom, row)
                 served = _values(seeds, "served", dom, row)  # the same seeds as the row
                 if not vals["all"]:
                     continue
-                same = sum(seeds[s][row]["same"] for s in seeds if row in seeds[s])
-                name = row + (f" ({same} of {len(vals['all'])} = served)" if same else "")
+                twins = [seeds[s][row]["same"] for s in sorted(seeds) if row in seeds[s]]
+                name = row + "".join(
+                    f" ({twins.count(t)} of {len(twins)} = {t})"
+                    for t in sorted(set(twins) - {None})
+                )
                 cells, panel[row] = [], []
                 for s in SLICES:
                     v = vals[s]
@@ -244,7 +260,9 @@ def report(args: argparse.Namespace) -> None:
                             cell += f" ({ratio:.2f})"
                     cells.append(cell)
                     panel[row].append(ratio)
-                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+                lines.append(
+                    f"| {name} | " + " | ".join(cells + _val_cells(seeds, row, dom)) + " |"
+                )
             lines.append("")
     sys.stdout.write("\n".join(lines) + "\n")
     if args.plot:
@@ -290,16 +308,38 @@ def heatmaps(ratios: dict[str, dict[str, list[float]]], path: Path) -> None:
     plt.close(fig)
 
 
-def _values(
-    seeds: dict[int, dict[str, Any]], row: str, dom: str, paired: str
-) -> dict[str, list[Any]]:
-    """Per slice, ``row``'s test NDCG@20 (%) over the seeds that have ``paired`` and served."""
-    out: dict[str, list[Any]] = {s: [] for s in SLICES}
-    for seed in sorted(seeds):
-        if paired not in seeds[seed] or "served" not in seeds[seed]:
+def _val_cells(seeds: dict[int, dict[str, Any]], row: str, dom: str) -> list[str]:
+    """The validation columns: the row's mean and its ratio to served, same seeds."""
+    vals = _values(seeds, row, dom, row, "val", VAL_SLICES)
+    served = _values(seeds, "served", dom, row, "val", VAL_SLICES)
+    cells = []
+    for s in VAL_SLICES:
+        v, b = vals[s], served[s]
+        if not v or any(x is None for x in v + b):
+            cells.append("n/a")
             continue
-        res = seeds[seed][row]["results"][dom]
-        for s in SLICES:
+        ratio = f" ({np.mean(v) / np.mean(b):.2f})" if row != "served" and np.mean(b) > 0 else ""
+        cells.append(f"{np.mean(v):.2f}{ratio}")
+    return cells
+
+
+def _values(
+    seeds: dict[int, dict[str, Any]],
+    row: str,
+    dom: str,
+    paired: str,
+    stage: str = "results",
+    slices: tuple[str, ...] = SLICES,
+) -> dict[str, list[Any]]:
+    """Per slice, ``row``'s NDCG@20 (%) on test (``stage="results"``) or validation
+    (``"val"``) over the seeds where ``paired`` and served both have that stage."""
+    out: dict[str, list[Any]] = {s: [] for s in slices}
+    for seed in sorted(seeds):
+        runs = seeds[seed]
+        if any(runs.get(r, {}).get(stage) is None for r in (paired, "served")):
+            continue
+        res = runs[row][stage][dom]
+        for s in slices:
             v = res.get(s, {}).get("ndcg@20")
             out[s].append(None if v is None else 100 * v)
     return out

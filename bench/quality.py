@@ -129,6 +129,9 @@ def run_method(
             "cross_domain_rule": served.cfg.model.cross_domain_rule,
             "maps": served.maps.report,
         }
+        # the validation slices the blend was fitted on, next to the test ones: whether
+        # validation sees a difference that test shows (bench/ablation_served.py)
+        info["val"] = evaluate(served_ranker, split, stage="val")
         return evaluate(served_ranker, split), info
     if method == "micrec-no-blend":
         method = "micrec"

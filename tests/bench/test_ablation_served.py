@@ -72,26 +72,34 @@ def test_every_row_applies_to_a_run_config_and_turns_its_parts_off(served: Any) 
     assert served.row_config(cfg, "served") == cfg
 
 
-def _record(out: Path, seed: int, row: str, all_: float | None, **extra: Any) -> None:
+def _record(
+    out: Path, seed: int, row: str, all_: float | None, val: float | None = None, **extra: Any
+) -> None:
     (out / "runs").mkdir(parents=True, exist_ok=True)
     rec: dict[str, Any] = {"label": "toy", "seed": seed, "row": row, **extra}
     if all_ is not None:
         rec["results"] = {"a": {"all": {"ndcg@20": all_}, "cold_items": {"ndcg@20": None}}}
+        rec["info"] = {"val": None if val is None else {"a": {"all": {"ndcg@20": val}}}}
     (out / "runs" / f"toy-s{seed}-{row}.json").write_text(json.dumps(rec))
 
 
 def test_report_resolves_rows_equal_to_served_and_gives_ratios(
     served: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _record(tmp_path, 0, "served", 0.10)
-    _record(tmp_path, 1, "served", 0.20)
+    _record(tmp_path, 0, "served", 0.10, val=0.30)
+    _record(tmp_path, 1, "served", 0.20)  # imported from a run without validation numbers
     _record(tmp_path, 0, "inmo-blend", None, same_as="served")
     _record(tmp_path, 1, "inmo-blend", 0.10)
-    _record(tmp_path, 0, "no-transfer", 0.05)
-    served.main(["report", "--out", str(tmp_path)])
+    _record(tmp_path, 0, "no-transfer", 0.05, val=0.15)
+    _record(tmp_path, 0, "no-alignment", None, same_as="no-transfer")
+    served.main(["report", "--out", str(tmp_path), "--plot", str(tmp_path / "rows.png")])
     out = capsys.readouterr().out
     assert "| served | 15.00 +- 5.00 |" in out
     # seed 0 is the served configuration (10.0), seed 1 trained (10.0): mean 10 / 15
     assert "| inmo-blend (1 of 2 = served) | 10.00 +- 0.00 (0.67) |" in out
-    assert "| no-transfer | 5.00 +- 0.00 (0.50) |" in out
+    # ratios over the seeds both rows ran (seed 0): test 5 / 10, validation 15 / 30
+    assert "| no-transfer | 5.00 +- 0.00 (0.50) | n/a |" in out
+    assert out.count("| 15.00 (0.50) |") == 2  # no-transfer and its twin no-alignment
+    assert "| no-alignment (1 of 1 = no-transfer) | 5.00 +- 0.00 (0.50) |" in out
     assert "n/a" in out  # a slice without a value is not averaged as zero
+    assert (tmp_path / "rows.png").stat().st_size > 0
