@@ -59,6 +59,11 @@ def write_report(out: Path) -> Path:
         "has its weights (and, with the cross-domain map, its cross-domain rule) fitted on",
         "validation only. Rows of one backbone share the trained backbone.",
         "",
+        "These backbones are trained as configured, without the search, and the rows predate",
+        "parts of today's blend (the co-purchase boost of users with history in a domain, the",
+        "profile mix); the ablation of the served default, on the configuration the search",
+        "chose, is [served.md](served.md).",
+        "",
     ]
     for label, rs in sorted(by_label.items()):
         domains = sorted(rs[0]["popular"])

@@ -231,7 +231,9 @@ def report(args: argparse.Namespace) -> None:
         lines += [f"## {label} (seeds {', '.join(str(s) for s in sorted(seeds))})", ""]
         for dom in domains:
             lines += [f"**{dom}** (test NDCG@20 %, mean +- std over seeds; x served)", ""]
-            head = [NAMES[s] for s in SLICES] + [f"validation: {NAMES[s]}" for s in VAL_SLICES]
+            head = [NAMES[s] for s in SLICES] + [
+                f"validation: {NAMES[s]} [seeds]" for s in VAL_SLICES
+            ]
             lines.append("| row | " + " | ".join(head) + " |")
             lines.append("|---" * (len(head) + 1) + "|")
             panel = ratios.setdefault(f"{label} / {dom}", {})
@@ -264,9 +266,33 @@ def report(args: argparse.Namespace) -> None:
                     f"| {name} | " + " | ".join(cells + _val_cells(seeds, row, dom)) + " |"
                 )
             lines.append("")
-    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.write("\n".join(summary(ratios) + lines) + "\n")
     if args.plot:
         heatmaps(ratios, args.plot)
+
+
+SUMMARY_ROWS = ("no-content", "no-transfer", "inmo-blend")
+"""The rows the summary compares with served: the seed paper's parts and INMO + blend."""
+SUMMARY_SLICES = ("all", "cd_cold_users", "cold_items_vs_all", "deg_1-5")
+
+
+def summary(ratios: dict[str, dict[str, list[float]]]) -> list[str]:
+    """One line per data set and domain: each summary row over served on the key slices."""
+    head = [f"{r}: {NAMES[s]}" for r in SUMMARY_ROWS for s in SUMMARY_SLICES]
+    lines = [
+        "## Summary: row / served, test NDCG@20 (means over the same seeds)",
+        "",
+        "| data / domain | " + " | ".join(head) + " |",
+        "|---" * (len(head) + 1) + "|",
+    ]
+    for key, rows in ratios.items():
+        cells = []
+        for r in SUMMARY_ROWS:
+            for s in SUMMARY_SLICES:
+                v = rows.get(r, [float("nan")] * len(SLICES))[SLICES.index(s)]
+                cells.append("n/a" if np.isnan(v) else f"{v:.2f}")
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def heatmaps(ratios: dict[str, dict[str, list[float]]], path: Path) -> None:
@@ -319,7 +345,8 @@ def _val_cells(seeds: dict[int, dict[str, Any]], row: str, dom: str) -> list[str
             cells.append("n/a")
             continue
         ratio = f" ({np.mean(v) / np.mean(b):.2f})" if row != "served" and np.mean(b) > 0 else ""
-        cells.append(f"{np.mean(v):.2f}{ratio}")
+        # rows scored before validation was recorded have fewer seeds here than on test
+        cells.append(f"{np.mean(v):.2f}{ratio} [{len(v)}]")
     return cells
 
 

@@ -99,7 +99,9 @@ def test_report_resolves_rows_equal_to_served_and_gives_ratios(
     assert "| inmo-blend (1 of 2 = served) | 10.00 +- 0.00 (0.67) |" in out
     # ratios over the seeds both rows ran (seed 0): test 5 / 10, validation 15 / 30
     assert "| no-transfer | 5.00 +- 0.00 (0.50) | n/a |" in out
-    assert out.count("| 15.00 (0.50) |") == 2  # no-transfer and its twin no-alignment
+    assert out.count("| 15.00 (0.50) [1] |") == 2  # no-transfer and its twin no-alignment
     assert "| no-alignment (1 of 1 = no-transfer) | 5.00 +- 0.00 (0.50) |" in out
     assert "n/a" in out  # a slice without a value is not averaged as zero
+    # the summary: no-content never ran (n/a), no-transfer and inmo-blend over served on `all`
+    assert "| toy / a | n/a | n/a | n/a | n/a | 0.50 | n/a | n/a | n/a | 0.67 |" in out
     assert (tmp_path / "rows.png").stat().st_size > 0
