@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 from machine import git_commit
-from quality import run_method, seeded
+from quality import run_method, seeded, with_overrides
 
 from model.commands.runner import set_threads
 from model.data.loading import load_dataset
@@ -114,22 +114,18 @@ def chosen_trial(run: dict[str, Any], index: int, lr: float | None) -> tuple[dic
 
 
 def row_config(cfg: RunConfig, row: str) -> RunConfig:
-    over = ROWS[row]
-    return replace(
-        cfg,
-        model=replace(cfg.model, **over.get("model", {})),
-        bridge=replace(cfg.bridge, **over.get("bridge", {})),
-        item_map=replace(cfg.item_map, **over.get("item_map", {})),
-        blend=replace(cfg.blend, **over.get("blend", {})),
-    )
+    return with_overrides(cfg, ROWS[row])  # its "features" entry is read by ``run``
 
 
 def run(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     prior = json.loads(args.src.read_text())
     model_keys, lr = chosen_trial(prior, args.seed_index, args.lr)
-    over: dict[str, dict[str, Any]] = {"model": model_keys, "train": {"lr": lr}}
-    over["tune"] = {"trials": 1}
+    over: dict[str, dict[str, Any]] = {
+        "model": model_keys,
+        "train": {"lr": lr},
+        "tune": {"trials": 1},
+    }
     if args.sparsify:
         dom, share = args.sparsify.split("=")
         over["data"] = {"sparsify": {dom: float(share)}}

@@ -93,16 +93,7 @@ def run_method(
         return evaluate(ContentKNNRanker(split, features), split), {}
     t0 = time.perf_counter()
     if method in SERVED:
-        over = SERVED[method]
-        run = replace(
-            cfg,
-            tune=replace(cfg.tune, **over.get("tune", {})),
-            bridge=replace(cfg.bridge, **over.get("bridge", {})),
-            item_map=replace(cfg.item_map, **over.get("item_map", {})),
-            blend=replace(cfg.blend, **over.get("blend", {})),
-            model=replace(cfg.model, **over.get("model", {})),
-            variant=over.get("variant", cfg.variant),
-        )
+        run = with_overrides(cfg, SERVED[method])
         served = fit_served_model(split, features, run, progress=progress, label=method)
         model = served.result.model
         served_ranker = MICRecRanker(
@@ -154,6 +145,20 @@ def run_method(
         "peak_memory_mb": res.peak_memory_mb,
     }
     return evaluate(ranker, split), info
+
+
+def with_overrides(cfg: RunConfig, over: dict[str, Any]) -> RunConfig:
+    """``cfg`` with the keys of ``over``'s sections (tune, bridge, item_map, blend, model)
+    replaced and its ``variant``, if given (``SERVED``, bench/ablation_served.py's rows)."""
+    return replace(
+        cfg,
+        tune=replace(cfg.tune, **over.get("tune", {})),
+        bridge=replace(cfg.bridge, **over.get("bridge", {})),
+        item_map=replace(cfg.item_map, **over.get("item_map", {})),
+        blend=replace(cfg.blend, **over.get("blend", {})),
+        model=replace(cfg.model, **over.get("model", {})),
+        variant=over.get("variant", cfg.variant),
+    )
 
 
 def seeded(base: RunConfig, seed: int) -> RunConfig:
