@@ -78,6 +78,10 @@ ROWS: dict[str, dict[str, dict[str, Any]]] = {
     "no-profile-mix": {"blend": {"profile_other": (0.0,)}},
     # INMO's backbone (no content in the graph, no alignment) with every served part after it
     "inmo-blend": {"model": {"modalities": (), "cross_domain_weight": 0.0}},
+    # probes of a part that is off by default, added to the chosen trial: the backbone's
+    # hidden-history transfer loss (model.nn.config.MICRecConfig.transfer_weight)
+    "plus-transfer-0.1": {"model": {"transfer_weight": 0.1}},
+    "plus-transfer-0.5": {"model": {"transfer_weight": 0.5}},
 }
 """Row name -> the run-config sections it overrides on top of the chosen trial."""
 SLICES = ("all", "new_users", "cd_cold_users", "cold_items", "cold_items_vs_all", "deg_1-5")

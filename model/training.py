@@ -2,7 +2,8 @@
 
 One step samples a BPR batch in every domain, runs each domain's full propagation once
 (inductive layer-0 with drop-interaction) and, when enabled, aligns overlapping users
-across domain pairs. An epoch has ceil(max_D |train_D| / batch) steps, so a single-domain
+across domain pairs and trains the hidden-history transfer loss (an overlapping user's
+vector in one domain ranks their items in the other). An epoch has ceil(max_D |train_D| / batch) steps, so a single-domain
 run is exactly INMO's schedule (as many samples as training interactions).
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -64,6 +66,13 @@ class BPRSampler:
             neg[bad] = self.rng.integers(0, self.n_items, int(bad.sum()))
             bad = self.is_positive(u, neg)
         return u, pos, neg
+
+    def positives(self, users: np.ndarray) -> np.ndarray:
+        """One uniformly drawn training item of each of ``users`` (who must have one): [n]."""
+        k = np.searchsorted(self.users, users)
+        return self.items_col[
+            self.start[k] + (self.rng.random(len(users)) * self.deg[k]).astype(np.int64)
+        ]
 
 
 def domain_features(
@@ -149,16 +158,20 @@ class StepLoss(nn.Module):
         self.t = [trainer]  # a list keeps the trainer out of the module tree
 
     def forward(
-        self, bpr: dict[str, tuple[torch.Tensor, ...]], cd_picks: list[torch.Tensor]
+        self,
+        bpr: dict[str, tuple[torch.Tensor, ...]],
+        cd_picks: list[torch.Tensor],
+        transfer: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         t = self.t[0]
         model, mc = self.model, t.mc
         losses: dict[str, torch.Tensor] = {}
         z_users: dict[str, torch.Tensor] = {}
+        z_items: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=t.device)
         for d, (u, p, n) in bpr.items():
             zu, zi, _ = model(d, t.inputs[d], drop=mc.drop_interaction, generator=t.gen)
-            z_users[d] = zu
+            z_users[d], z_items[d] = zu, zi
             loss = bpr_loss((zu[u] * zi[p]).sum(-1), (zu[u] * zi[n]).sum(-1))
             losses[f"bpr/{d}"] = loss.detach()
             if mc.cold_item_weight > 0 and isinstance(model, MICRec) and model.content is not None:
@@ -187,6 +200,15 @@ class StepLoss(nn.Module):
                 cd = cd + symmetric_info_nce(qa, qb, mc.temperature)
             losses["cd"] = cd.detach()
             total = total + mc.cross_domain_weight * cd
+        if transfer and isinstance(model, MICRec) and model.transfer is not None:
+            tr = torch.zeros((), device=t.device)
+            for (src, dst, _, _), (us, pos) in zip(t.transfer_pairs, transfer, strict=True):
+                # the user's dst history is hidden: their src vector alone ranks dst's items
+                query = model.transfer_map(src, dst)(z_users[src][us])
+                n_old = t.split.domains[dst].n_old_items
+                tr = tr + F.cross_entropy(query @ z_items[dst][:n_old].T, pos)
+            losses["transfer"] = tr.detach()
+            total = total + mc.transfer_weight * tr
         return total, losses
 
 
@@ -253,6 +275,18 @@ class Trainer:
                     ua, ub = overlap_pairs(split, a, b, self.train_pairs)
                     if len(ua) >= 2:
                         self.cd_pairs.append((a, b, ua, ub))
+        # ordered pairs (src, dst, src ids, dst ids) of the transfer loss's anchors: users
+        # with training items in both, minus dst's pseudo-cold validation users (validation
+        # judges users new to a domain on them, so no cross-domain mapping trains on them)
+        self.transfer_pairs: list[tuple[str, str, np.ndarray, np.ndarray]] = []
+        if model_config.transfer_weight > 0:
+            for a_idx, a in enumerate(self.domains):
+                for b in self.domains[a_idx + 1 :]:
+                    ua, ub = overlap_pairs(split, a, b, self.train_pairs)
+                    for src, dst, us, ud in ((a, b, ua, ub), (b, a, ub, ua)):
+                        keep = ~np.isin(ud, split.pseudo_cold_users(dst))
+                        if keep.sum() >= 2:
+                            self.transfer_pairs.append((src, dst, us[keep], ud[keep]))
         self.val = {d: validation_targets(split.domains[d]) for d in self.domains}
         self.rank, self.world = distributed_rank_world()
         self.loss_module: nn.Module = StepLoss(self)
@@ -272,8 +306,15 @@ class Trainer:
             1, math.ceil(max(len(p) for p in self.train_pairs.values()) / self.tc.batch_size)
         )
 
-    def sample(self) -> tuple[dict[str, tuple[torch.Tensor, ...]], list[torch.Tensor]]:
-        """One step's BPR triples per domain and overlapping-user picks per domain pair."""
+    def sample(
+        self,
+    ) -> tuple[
+        dict[str, tuple[torch.Tensor, ...]],
+        list[torch.Tensor],
+        list[tuple[torch.Tensor, torch.Tensor]],
+    ]:
+        """One step's BPR triples per domain, overlapping-user picks per domain pair and,
+        per ordered pair of the transfer loss, (src user ids, one dst training item each)."""
         bpr = {
             d: tuple(torch.as_tensor(x, device=self.device) for x in s.sample(self.tc.batch_size))
             for d, s in self.samplers.items()
@@ -287,12 +328,23 @@ class Trainer:
             )
             for _, _, ua, _ in self.cd_pairs
         ]
-        return bpr, cd
+        transfer = []
+        for _, dst, us, ud in self.transfer_pairs:
+            k = self.rng.choice(
+                len(us), size=min(self.mc.cross_domain_batch, len(us)), replace=False
+            )
+            transfer.append(
+                (
+                    torch.as_tensor(us[k], device=self.device),
+                    torch.as_tensor(self.samplers[dst].positives(ud[k]), device=self.device),
+                )
+            )
+        return bpr, cd, transfer
 
     def step(self) -> dict[str, float]:
         self.model.train()
-        bpr, cd = self.sample()
-        total, losses = self.loss_module(bpr, cd)
+        bpr, cd, transfer = self.sample()
+        total, losses = self.loss_module(bpr, cd, transfer)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()

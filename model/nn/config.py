@@ -61,6 +61,13 @@ class MICRecConfig:
     """Overlapping users per contrastive batch."""
     temperature: float = 0.2
     """InfoNCE temperature tau."""
+    transfer_weight: float = 0.0
+    """Weight of the hidden-history transfer loss (0 disables it): for overlapping users
+    (not the pseudo-cold validation users), their vector in domain A, built from their A
+    history alone, goes through a trained map f_{A->B} (model.nn.modules.TransferMap) and
+    has to rank one of their B training items with a softmax over all of B's items, in
+    both directions. The user's B history is hidden from the query, as DropoutNet hides an
+    item's interactions, so training itself practises serving users new to a domain."""
     cross_domain_rule: str = "content+aligned"
     """How a user with no history in a domain is served: "content" (content preference of
     their other-domain items), "aligned" (their other-domain representation), both
@@ -87,7 +94,7 @@ class MICRecConfig:
             raise ValueError(f"cold_item_weight must be >= 0, got {self.cold_item_weight}")
         _at_least(self, dim=1, n_layers=0, cross_domain_batch=1)
         _at_least(self, init_std=0.0, self_enhanced_weight=0.0, l2_weight=0.0)
-        _at_least(self, cross_domain_weight=0.0)
+        _at_least(self, cross_domain_weight=0.0, transfer_weight=0.0)
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0 < self.alpha_decay <= 1:

@@ -2,7 +2,8 @@
 
 One ``MICRec`` serves any number of domains. Parameters per domain: the template table T
 (|T_U| + |T_I| + 2 rows: template users, template items, user token, item token) and the
-self-enhanced vector w. Shared: modality projections, gamma, alignment head. The parameter
+self-enhanced vector w. Shared: modality projections, gamma, alignment head (and, with
+``transfer_weight`` > 0, one transfer map per ordered pair of domains). The parameter
 count never grows with the number of users or items (templates are fixed after training).
 """
 
@@ -22,7 +23,7 @@ from model.nn.graph import (
     normalized_adjacency,
     template_incidence,
 )
-from model.nn.modules import AlignmentHead, ModalityAggregator, propagate
+from model.nn.modules import AlignmentHead, ModalityAggregator, TransferMap, propagate
 
 
 @dataclass
@@ -86,6 +87,11 @@ def domain_key(domain: str) -> str:
     return "d_" + domain.replace(".", "_")
 
 
+def transfer_key(src: str, dst: str) -> str:
+    """ModuleDict key of the transfer map from ``src`` to ``dst``."""
+    return f"{domain_key(src)}__to__{domain_key(dst)}"
+
+
 class MICRec(nn.Module):
     alpha: torch.Tensor
 
@@ -124,6 +130,16 @@ class MICRec(nn.Module):
         self.head: AlignmentHead | None = (
             AlignmentHead(d) if config.cross_domain_weight > 0 else None
         )
+        self.transfer: nn.ModuleDict | None = None
+        if config.transfer_weight > 0 and len(self.domains) > 1:
+            self.transfer = nn.ModuleDict(
+                {
+                    transfer_key(a, b): TransferMap(d)
+                    for a in self.domains
+                    for b in self.domains
+                    if a != b
+                }
+            )
         # alpha is state, not a parameter: annealed by the trainer, saved with the best epoch
         self.register_buffer("alpha", torch.tensor(float(config.alpha_init)))
 
@@ -147,6 +163,13 @@ class MICRec(nn.Module):
         emb = self.tables[domain_key(domain)]
         assert isinstance(emb, nn.Embedding)
         return emb.weight
+
+    def transfer_map(self, src: str, dst: str) -> TransferMap:
+        """f_{src->dst} of the hidden-history transfer loss (``transfer_weight`` > 0)."""
+        assert self.transfer is not None
+        fmap = self.transfer[transfer_key(src, dst)]
+        assert isinstance(fmap, TransferMap)
+        return fmap
 
     def domain_gamma(self, domain: str) -> torch.Tensor:
         """The content weight gamma used in ``domain`` (a scalar parameter)."""

@@ -52,6 +52,31 @@ class AlignmentHead(nn.Module):
         return F.normalize(self.net(z), dim=-1)
 
 
+class TransferMap(nn.Module):
+    """f_{A->B} of the hidden-history transfer loss: a user's normalised vector in domain A
+    -> a query in domain B's item space, [b, d] -> [b, d] (a linear map plus a residual
+    one-hidden-layer MLP whose last layer starts at zero).
+
+    Trained inside the backbone (``MICRecConfig.transfer_weight``): the user's B history is
+    hidden (their A vector is built from A alone) and the query has to rank their B items,
+    so B's item vectors are shaped to be predictable from A, which the cross-domain map
+    fitted after training (model.nn.bridge) then serves.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, dim)
+        self.residual = nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim))
+        last = self.residual[2]
+        assert isinstance(last, nn.Linear)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = F.normalize(z, dim=-1)
+        return self.linear(x) + self.residual(x)
+
+
 def bpr_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     """mean softplus(s(u,j) - s(u,i)) for positive scores ``pos`` and negatives ``neg`` ([b])."""
     return F.softplus(neg - pos).mean()
