@@ -80,6 +80,7 @@ ROWS: dict[str, dict[str, dict[str, Any]]] = {
     "inmo-blend": {"model": {"modalities": (), "cross_domain_weight": 0.0}},
     # probes of a part that is off by default, added to the chosen trial: the backbone's
     # hidden-history transfer loss (model.nn.config.MICRecConfig.transfer_weight)
+    "plus-transfer-0.02": {"model": {"transfer_weight": 0.02}},
     "plus-transfer-0.1": {"model": {"transfer_weight": 0.1}},
     "plus-transfer-0.5": {"model": {"transfer_weight": 0.5}},
 }
