@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -57,22 +56,23 @@ class BPRSampler:
 
     def sample(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(users, positives, negatives), each int64 [n]."""
-        k = self.rng.integers(0, len(self.users), n)
-        pos = self.items_col[self.start[k] + (self.rng.random(n) * self.deg[k]).astype(np.int64)]
-        u = self.users[k]
-        neg = self.rng.integers(0, self.n_items, n)
+        u = self.users[self.rng.integers(0, len(self.users), n)]
+        pos, neg = self.items_of(u)
+        return u, pos, neg
+
+    def items_of(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One uniformly drawn training item of each user in ``u`` (who must have one) and
+        one uniform negative: (positives, negatives), each int64 [len(u)]."""
+        k = np.searchsorted(self.users, u)
+        pos = self.items_col[
+            self.start[k] + (self.rng.random(len(u)) * self.deg[k]).astype(np.int64)
+        ]
+        neg = self.rng.integers(0, self.n_items, len(u))
         bad = self.is_positive(u, neg)
         while bad.any():  # resample negatives that hit a positive (rare: data is sparse)
             neg[bad] = self.rng.integers(0, self.n_items, int(bad.sum()))
             bad = self.is_positive(u, neg)
-        return u, pos, neg
-
-    def positives(self, users: np.ndarray) -> np.ndarray:
-        """One uniformly drawn training item of each of ``users`` (who must have one): [n]."""
-        k = np.searchsorted(self.users, users)
-        return self.items_col[
-            self.start[k] + (self.rng.random(len(users)) * self.deg[k]).astype(np.int64)
-        ]
+        return pos, neg
 
 
 def domain_features(
@@ -161,7 +161,7 @@ class StepLoss(nn.Module):
         self,
         bpr: dict[str, tuple[torch.Tensor, ...]],
         cd_picks: list[torch.Tensor],
-        transfer: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        transfer: list[tuple[torch.Tensor, ...]] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         t = self.t[0]
         model, mc = self.model, t.mc
@@ -202,11 +202,13 @@ class StepLoss(nn.Module):
             total = total + mc.cross_domain_weight * cd
         if transfer and isinstance(model, MICRec) and model.transfer is not None:
             tr = torch.zeros((), device=t.device)
-            for (src, dst, _, _), (us, pos) in zip(t.transfer_pairs, transfer, strict=True):
-                # the user's dst history is hidden: their src vector alone ranks dst's items
+            for (src, dst, _, _), (us, pos, neg) in zip(t.transfer_pairs, transfer, strict=True):
+                # the user's dst history is hidden: their src vector alone ranks dst's items,
+                # with dst's own BPR loss (a softmax over all of dst's items pulled every
+                # item vector and cut in-domain quality: docs/results/ablation/transfer.md)
                 query = model.transfer_map(src, dst)(z_users[src][us])
-                n_old = t.split.domains[dst].n_old_items
-                tr = tr + F.cross_entropy(query @ z_items[dst][:n_old].T, pos)
+                zi = z_items[dst]
+                tr = tr + bpr_loss((query * zi[pos]).sum(-1), (query * zi[neg]).sum(-1))
             losses["transfer"] = tr.detach()
             total = total + mc.transfer_weight * tr
         return total, losses
@@ -311,10 +313,11 @@ class Trainer:
     ) -> tuple[
         dict[str, tuple[torch.Tensor, ...]],
         list[torch.Tensor],
-        list[tuple[torch.Tensor, torch.Tensor]],
+        list[tuple[torch.Tensor, ...]],
     ]:
         """One step's BPR triples per domain, overlapping-user picks per domain pair and,
-        per ordered pair of the transfer loss, (src user ids, one dst training item each)."""
+        per ordered pair of the transfer loss, (src user ids, a dst training item and a dst
+        negative each)."""
         bpr = {
             d: tuple(torch.as_tensor(x, device=self.device) for x in s.sample(self.tc.batch_size))
             for d, s in self.samplers.items()
@@ -333,11 +336,9 @@ class Trainer:
             k = self.rng.choice(
                 len(us), size=min(self.mc.cross_domain_batch, len(us)), replace=False
             )
+            pos, neg = self.samplers[dst].items_of(ud[k])
             transfer.append(
-                (
-                    torch.as_tensor(us[k], device=self.device),
-                    torch.as_tensor(self.samplers[dst].positives(ud[k]), device=self.device),
-                )
+                tuple(torch.as_tensor(x, device=self.device) for x in (us[k], pos, neg))
             )
         return bpr, cd, transfer
 
