@@ -267,7 +267,8 @@ def report(args: argparse.Namespace) -> None:
                     f"| {name} | " + " | ".join(cells + _val_cells(seeds, row, dom)) + " |"
                 )
             lines.append("")
-    sys.stdout.write("\n".join(summary(ratios) + lines) + "\n")
+    rows = tuple(args.summary_rows.split(","))
+    sys.stdout.write("\n".join(summary(ratios, rows) + lines) + "\n")
     if args.plot:
         heatmaps(ratios, args.plot)
 
@@ -277,20 +278,22 @@ SUMMARY_ROWS = ("no-content", "no-transfer", "inmo-blend")
 SUMMARY_SLICES = ("all", "cd_cold_users", "cold_items_vs_all", "deg_1-5")
 
 
-def summary(ratios: dict[str, dict[str, list[float]]]) -> list[str]:
-    """One line per data set and domain: each summary row over served on the key slices."""
-    head = [f"{r}: {NAMES[s]}" for r in SUMMARY_ROWS for s in SUMMARY_SLICES]
+def summary(
+    ratios: dict[str, dict[str, list[float]]], rows: tuple[str, ...] = SUMMARY_ROWS
+) -> list[str]:
+    """One line per data set and domain: each of ``rows`` over served on the key slices."""
+    head = [f"{r}: {NAMES[s]}" for r in rows for s in SUMMARY_SLICES]
     lines = [
         "## Summary: row / served, test NDCG@20 (means over the same seeds)",
         "",
         "| data / domain | " + " | ".join(head) + " |",
         "|---" * (len(head) + 1) + "|",
     ]
-    for key, rows in ratios.items():
+    for key, panel in ratios.items():
         cells = []
-        for r in SUMMARY_ROWS:
+        for r in rows:
             for s in SUMMARY_SLICES:
-                v = rows.get(r, [float("nan")] * len(SLICES))[SLICES.index(s)]
+                v = panel.get(r, [float("nan")] * len(SLICES))[SLICES.index(s)]
                 cells.append("n/a" if np.isnan(v) else f"{v:.2f}")
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return [*lines, ""]
@@ -392,11 +395,17 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--label", required=True)
     rep = sub.add_parser("report")
     rep.add_argument("--plot", type=Path, default=None, help="a PNG of every row / served")
+    rep.add_argument(
+        "--summary-rows",
+        default=",".join(SUMMARY_ROWS),
+        help="the rows of the summary table (comma-separated)",
+    )
     for p in (r, i, rep):
         p.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    if args.cmd == "run":
-        unknown = [x for x in args.rows.split(",") if x not in ROWS]
+    if args.cmd in ("run", "report"):
+        given = args.rows if args.cmd == "run" else args.summary_rows
+        unknown = [x for x in given.split(",") if x not in ROWS]
         if unknown:
             ap.error(f"unknown rows {unknown}; choose from {sorted(ROWS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

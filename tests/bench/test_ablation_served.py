@@ -105,3 +105,15 @@ def test_report_resolves_rows_equal_to_served_and_gives_ratios(
     # the summary: no-content never ran (n/a), no-transfer and inmo-blend over served on `all`
     assert "| toy / a | n/a | n/a | n/a | n/a | 0.50 | n/a | n/a | n/a | 0.67 |" in out
     assert (tmp_path / "rows.png").stat().st_size > 0
+
+
+def test_report_summary_rows_are_chosen_and_checked(
+    served: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ratios = {"data / a": {"plus-transfer-0.1": [1.1, 0.5, 0.9, 0.8, 0.7, 0.6]}}
+    lines = served.summary(ratios, ("plus-transfer-0.1",))
+    assert "plus-transfer-0.1: all" in lines[2]
+    assert lines[4] == "| data / a | 1.10 | 0.90 | 0.70 | 0.60 |"
+    with pytest.raises(SystemExit):
+        served.main(["report", "--out", "x", "--summary-rows", "no-such-row"])
+    assert "unknown rows ['no-such-row']" in capsys.readouterr().err
