@@ -46,6 +46,7 @@ from model.nn.config import BlendConfig
 from model.nn.copurchase import CoPurchase
 from model.nn.itemmap import ItemMaps
 from model.nn.micrec import MICRec
+from model.rulechoice import choose_rule, pseudo_cold_per_user
 from model.training import domain_features
 
 log = logging.getLogger(__name__)
@@ -452,7 +453,15 @@ def fit_blend(
         for r, by_d in cross.items()
         if by_d
     }
-    best = max(score, key=lambda r: score[r]) if score else rules[0]
+    best, why = (
+        choose_rule(
+            score,
+            lambda r: pseudo_cold_per_user(blend, split, rankers[r], cross[r]),
+            one_se=cfg.rule_one_se,
+        )
+        if score
+        else (rules[0], {})
+    )
     for domain, (w, rec) in cross.get(best, {}).items():
         weights[domain]["cross_domain"] = w
         rec["rules_val_ndcg@20"] = {
@@ -460,10 +469,13 @@ def fit_blend(
             for r, by_d in cross.items()
             if domain in by_d
         }
+        rec["rule_choice"] = why
         report[domain]["cross_domain"] = rec
     if best != model.config.cross_domain_rule:
         model.config = replace(model.config, cross_domain_rule=best)
-    log.info("cross-domain rule %s (pseudo-cold validation NDCG@20 per rule %s)", best, score)
+    log.info(
+        "cross-domain rule %s (pseudo-cold validation NDCG@20 per rule %s; %s)", best, score, why
+    )
     blend.weights = weights
     if blend.copurchase is not None:  # the chosen rule's transitions serve every type
         blend.copurchase.pop = chosen_pop(cross.get(best, {}))

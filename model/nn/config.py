@@ -238,6 +238,11 @@ class BlendConfig:
     copurchase_top: int = 200
     """Co-purchased target items kept per source item (the largest shares): bounds the
     bundle's co-purchase file and a boost's size however large the catalogues."""
+    rule_one_se: bool = True
+    """Users new to a domain are served by the trained cross-domain map (rule ``bridge``)
+    unless the configured rule beats it on the pseudo-cold validation users by more than
+    one standard error of the paired per-user difference (model.rulechoice); false: the
+    higher validation mean wins, however small the difference."""
     seed: int = 0
     """Seed of the user sample and of the TPE sampler."""
 

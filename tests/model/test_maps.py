@@ -96,18 +96,25 @@ def test_trained_bridge_ranks_pseudo_cold_users_better_than_an_untrained_one(tra
         assert rec["trained"] and rec["anchors"] > 0
 
 
-def test_blend_fit_chooses_the_cross_domain_rule_on_validation(trained) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("one_se", [False, True])
+def test_blend_fit_chooses_the_cross_domain_rule_on_validation(trained, one_se: bool) -> None:  # type: ignore[no-untyped-def]
     _, _, _, split, feats, model, maps = trained
     given = model.config.cross_domain_rule
     try:
-        _, report = fit_blend(model, split, feats, BlendConfig(trials=6), bridges=maps.bridges)
+        cfg = BlendConfig(trials=6, rule_one_se=one_se)
+        _, report = fit_blend(model, split, feats, cfg, bridges=maps.bridges)
         chosen = model.config.cross_domain_rule
         for d in split.domains:
             rec = report[d]["cross_domain"]
             scores = rec["rules_val_ndcg@20"]
             assert set(scores) == {given, "bridge"}
             assert rec["rule"] == chosen
-            assert scores[chosen] == max(scores.values()) or len(split.domains) > 2
+            why = rec["rule_choice"]
+            if why["by"] == "highest score":  # the leader is the map, or the rule is off
+                assert scores[chosen] == max(scores.values()) or len(split.domains) > 2
+            else:  # another rule led: it serves only if its gain is beyond one SE
+                assert one_se and why["leader"] == given
+                assert (chosen == given) == (why["paired_gain"] > why["se"])
     finally:
         model.config.cross_domain_rule = given
 
