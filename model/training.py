@@ -3,8 +3,9 @@
 One step samples a BPR batch in every domain, runs each domain's full propagation once
 (inductive layer-0 with drop-interaction) and, when enabled, aligns overlapping users
 across domain pairs and trains the hidden-history transfer loss (an overlapping user's
-vector in one domain ranks their items in the other). An epoch has ceil(max_D |train_D| / batch) steps, so a single-domain
-run is exactly INMO's schedule (as many samples as training interactions).
+vector in one domain ranks their items in the other). An epoch has
+ceil(max_D |train_D| / batch) steps, so a single-domain run is exactly INMO's schedule
+(as many samples as training interactions).
 """
 
 from __future__ import annotations

@@ -65,9 +65,10 @@ class MICRecConfig:
     """Weight of the hidden-history transfer loss (0 disables it): for overlapping users
     (not the pseudo-cold validation users), their vector in domain A, built from their A
     history alone, goes through a trained map f_{A->B} (model.nn.modules.TransferMap) and
-    has to rank one of their B training items with a softmax over all of B's items, in
+    has to rank one of their B training items above a random B item (B's BPR loss), in
     both directions. The user's B history is hidden from the query, as DropoutNet hides an
-    item's interactions, so training itself practises serving users new to a domain."""
+    item's interactions, so training itself practises serving users new to a domain.
+    Off: no consistent gain on the search's chosen trials (docs/results/ablation/transfer.md)."""
     cross_domain_rule: str = "content+aligned"
     """How a user with no history in a domain is served: "content" (content preference of
     their other-domain items), "aligned" (their other-domain representation), both
