@@ -86,6 +86,10 @@ class CoPurchase:
             if t == target and m.shape[1] != n_items:
                 raise ValueError(f"co-purchase of {target} has {m.shape[1]} items, not {n_items}")
         total = sp.csr_matrix((len(histories), n_items), dtype=np.float32)
+        sources = {d for d, t in self.transitions if t == target and d != target}
+        if not any(len(h.get(d, ())) for h in histories for d in sources):
+            return total  # nobody has items elsewhere: skip the sparse products (the
+            # service's inline-history batches are mostly such users)
         for (d, t), m in self.transitions.items():
             if t != target or d == target:
                 continue

@@ -62,6 +62,12 @@ def test_the_boost_ranks_what_anchors_bought_with_the_users_items() -> None:
     assert len(rows[1][0]) == 0
     with pytest.raises(ValueError, match="3 items, not 4"):
         cp.boosts("b", [{"a": np.array([0])}], 4)
+    # a batch where nobody has items elsewhere: empty rows of the right shape and type
+    # (the shortcut the service takes for such batches), and the size is still checked
+    none = cp.boosts("b", [{"b": np.array([0, 1])}, {}], 3)
+    assert none.shape == (2, 3) and none.nnz == 0 and none.dtype == np.float32
+    with pytest.raises(ValueError, match="3 items, not 4"):
+        cp.boosts("b", [{}], 4)
 
 
 def test_each_source_item_keeps_its_largest_shares() -> None:
