@@ -75,6 +75,21 @@ def start_bare(bench: Bench, stack: ExitStack, workers: int) -> ServerProcess:
     return server
 
 
+def point_row(point: dict[str, Any], group: str, bare_rps: float) -> dict[str, Any]:
+    """One variant's numbers at one load point (``Bench.run_point``'s result), its
+    throughput also as a share of the bare endpoint's measured right before it."""
+    res = point["groups"][group]
+    return {
+        "rps": res["throughput_rps"],
+        "p50_ms": res["p50_ms"],
+        "p99_ms": res["p99_ms"],
+        "errors": res["errors"],
+        "cpu_ms_per_req": point["server_cpu_s"] / max(1, res["count"]) * 1000,
+        "x_bare": res["throughput_rps"] / bare_rps,
+        "loadavg": point["loadavg_1m_max"],
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--variant", action="append", required=True, type=parse_variant)
@@ -112,16 +127,7 @@ def main() -> int:
                 for name, server in servers.items():
                     g = {"name": "mix", "tasks": c, "path": "/v1/recommend", "bodies": mix}
                     p = bench.run_point(server, {"kind": name, "concurrency": c}, [g], a.window)
-                    res = p["groups"]["mix"]
-                    row[name] = {
-                        "rps": res["throughput_rps"],
-                        "p50_ms": res["p50_ms"],
-                        "p99_ms": res["p99_ms"],
-                        "errors": res["errors"],
-                        "cpu_ms_per_req": p["server_cpu_s"] / max(1, res["count"]) * 1000,
-                        "x_bare": res["throughput_rps"] / row["bare"],
-                        "loadavg": p["loadavg_1m_max"],
-                    }
+                    row[name] = point_row(p, "mix", row["bare"])
                 report["rounds"].append(row)
     bench.loadavg.stop()
     report["loadavg_samples"] = bench.loadavg.samples

@@ -6,8 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -16,6 +19,23 @@ from serve_common import PAD_SEED, log
 
 PAD_CHUNK = 1 << 18
 """Padded items generated and written per step (~0.5 GB of temporaries per step)."""
+
+
+@contextmanager
+def staged_dir(dst: Path, prefix: str) -> Iterator[Path]:
+    """A fresh folder beside ``dst`` to write a bundle into; when the block ends without
+    an error it replaces ``dst`` (so a reader never sees a half-written bundle), and it is
+    removed when the block fails."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=dst.parent))
+    try:
+        yield tmp
+        if dst.exists():
+            shutil.rmtree(dst)
+        os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def pad_bundle(
@@ -45,17 +65,12 @@ def pad_bundle(
     Like the bundles padded before, it carries neither cross-domain bridges nor item maps;
     the co-purchase transitions are kept (padded items have none).
     """
-    import shutil
-    import tempfile
-
     from model.bundle import FORMAT_VERSION, load_bundle, sha256_file
 
     b = load_bundle(src)
     m = b.manifest
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=dst.parent))
-    try:
+    with staged_dir(dst, ".bundle-") as tmp:
         shutil.copyfile(src / "weights.safetensors", tmp / "weights.safetensors")
         files = ["weights.safetensors", "catalogue.json"]
         with_blend = blend and b.blend is not None
@@ -108,12 +123,6 @@ def pad_bundle(
             "sha256": sums,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=float))
-        if dst.exists():
-            shutil.rmtree(dst)
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst
 
 

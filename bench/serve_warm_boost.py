@@ -41,16 +41,15 @@ import shlex
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from machine import busy_processes, git_commit, host_facts
-from serve_ab import start_bare, start_variant
+from serve_ab import point_row, start_bare, start_variant
 from serve_bench import Bench
-from serve_bundles import ensure_bundle
+from serve_bundles import ensure_bundle, staged_dir
 from serve_common import ROOT, log
 from serve_http import http_json, seed_and_warm
 from serve_procs import ServerProcess
@@ -107,21 +106,13 @@ def write_warm_copy(src: Path, dst: Path, weight: float | None = None) -> dict[s
     if (dst / "manifest.json").is_file() and (dst / "manifest.json").read_text() == text:
         log(f"reusing {dst}")
     else:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".warm-", dir=dst.parent))
-        try:
+        with staged_dir(dst, ".warm-") as tmp:
             for name in manifest["sha256"]:
                 try:
                     os.link(src / name, tmp / name)
                 except OSError:
                     shutil.copyfile(src / name, tmp / name)
             (tmp / "manifest.json").write_text(text)
-            if dst.exists():
-                shutil.rmtree(dst)
-            os.replace(tmp, dst)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     checked = verify_bundle(dst)  # the listed files' sha256, as the loader checks them
     blend = read_blend(dst, checked["blend"])
     assert blend is not None and blend.copurchase is not None
@@ -287,16 +278,7 @@ def main() -> int:
                         }
                         meta = {"kind": name, "set": set_name, "concurrency": c}
                         p = bench.run_point(servers[name], meta, [g], a.window)
-                        res = p["groups"][set_name]
-                        row[f"{name}/{set_name}"] = {
-                            "rps": res["throughput_rps"],
-                            "p50_ms": res["p50_ms"],
-                            "p99_ms": res["p99_ms"],
-                            "errors": res["errors"],
-                            "cpu_ms_per_req": p["server_cpu_s"] / max(1, res["count"]) * 1000,
-                            "x_bare": res["throughput_rps"] / row["bare"],
-                            "loadavg": p["loadavg_1m_max"],
-                        }
+                        row[f"{name}/{set_name}"] = point_row(p, set_name, row["bare"])
                 report["rounds"].append(row)
     bench.loadavg.stop()
     report["loadavg_samples"] = bench.loadavg.samples

@@ -75,6 +75,34 @@ def fit_copurchase_weights(
     return out, report
 
 
+def evaluate_pseudo_cold(
+    blend: Blend,
+    split: InductiveSplit,
+    ranker: Any,
+    weights: Mapping[str, BlendWeights],
+    *,
+    domains: Sequence[str] | None = None,
+    per_user: dict[tuple[str, str], dict[str, np.ndarray]] | None = None,
+) -> dict[str, dict[str, dict[str, float | None]]]:
+    """The pseudo-cold validation slice evaluated with ``weights`` as the blend's
+    cross-domain weights per domain (the blend's own weights are restored after);
+    ``per_user`` as in model.evaluation.evaluate."""
+    saved = blend.weights
+    blend.weights = {d: {"cross_domain": w} for d, w in weights.items()}
+    try:  # the ranker reads the blend's weights (and transitions) when it binds
+        return evaluate(
+            ranker,
+            split,
+            domains=domains,
+            ks=(20,),
+            stage="val",
+            only=[PSEUDO_COLD_SLICE],
+            per_user=per_user,
+        )
+    finally:
+        blend.weights = saved
+
+
 def fit_copurchase_for_rule(
     blend: Blend,
     split: InductiveSplit,
@@ -93,12 +121,7 @@ def fit_copurchase_for_rule(
     assert blend.copurchase is not None
 
     def ndcg(trial: Mapping[str, BlendWeights]) -> dict[str, float]:
-        saved = blend.weights
-        blend.weights = {d: {"cross_domain": w} for d, w in trial.items()}
-        try:  # the ranker reads the blend's weights (and transitions) when it binds
-            res = evaluate(ranker, split, ks=(20,), stage="val", only=[PSEUDO_COLD_SLICE])
-        finally:
-            blend.weights = saved
+        res = evaluate_pseudo_cold(blend, split, ranker, trial)
         return {d: float(res[d][PSEUDO_COLD_SLICE]["ndcg@20"] or 0.0) for d in trial}
 
     plain = {d: w for d, (w, _) in cross.items() if d in units}

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from model.copurchasefit import chosen_pop
+from model.copurchasefit import chosen_pop, evaluate_pseudo_cold
 from model.data.split import InductiveSplit
-from model.evaluation import PSEUDO_COLD_SLICE, evaluate
+from model.evaluation import PSEUDO_COLD_SLICE
 from model.nn.blend import Blend, BlendWeights
 
 PREFERRED_RULE = "bridge"
@@ -37,24 +37,16 @@ def pseudo_cold_per_user(
     """Validation NDCG@20 of every pseudo-cold user of the domains in ``cross`` (sorted
     domains, each slice's own user order), served with one rule's fitted cross-domain
     weights and co-purchase exponent (``ranker`` is that rule's): [n_users]."""
-    saved_weights = blend.weights
     saved_pop = dict(blend.copurchase.pop) if blend.copurchase is not None else None
-    blend.weights = {d: {"cross_domain": w} for d, (w, _) in cross.items()}
     if blend.copurchase is not None:
         blend.copurchase.pop = {**blend.copurchase.pop, **chosen_pop(cross)}
     per_user: dict[tuple[str, str], dict[str, np.ndarray]] = {}
-    try:  # the ranker reads the blend's weights (and transitions) when it binds
-        evaluate(
-            ranker,
-            split,
-            domains=sorted(cross),
-            ks=(20,),
-            stage="val",
-            only=[PSEUDO_COLD_SLICE],
-            per_user=per_user,
+    try:
+        weights = {d: w for d, (w, _) in cross.items()}
+        evaluate_pseudo_cold(
+            blend, split, ranker, weights, domains=sorted(cross), per_user=per_user
         )
     finally:
-        blend.weights = saved_weights
         if blend.copurchase is not None and saved_pop is not None:
             blend.copurchase.pop = saved_pop
     parts = [per_user[(d, PSEUDO_COLD_SLICE)]["ndcg@20"] for d in sorted(cross)]
