@@ -225,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sparsify", default=None, help="DOMAIN=SHARE applied to every run")
     ap.add_argument("--k-core", type=int, default=None, help="[data] k_core of every run")
     ap.add_argument(
+        "--overlap-ratio",
+        type=float,
+        default=None,
+        help="[data] overlap_ratio of every run: the share of users that keep every domain",
+    )
+    ap.add_argument(
         "--sparsify-sweep", default=None, help="DOMAIN:1.0,0.5,0.3,0.1 -> micrec vs inmo gain plot"
     )
     ap.add_argument(
@@ -269,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["data"] = {"sparsify": {d: float(share)}}
     if args.k_core is not None:
         overrides.setdefault("data", {})["k_core"] = args.k_core
+    if args.overlap_ratio is not None:
+        overrides.setdefault("data", {})["overlap_ratio"] = args.overlap_ratio
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
