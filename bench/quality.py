@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from machine import cpu_model, git_commit
+from quality_compare import by_seed
 
 from model.commands.runner import set_threads
 from model.data.loading import load_dataset
@@ -257,11 +258,21 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the (method, seed) runs and sweep points already in OUT/results.json",
     )
     ap.add_argument(
+        "--combine",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="RESULTS_JSON",
+        help="take the runs of --seeds from these results.json files (seeds run in separate "
+        "processes), then write the tables as --report-only does",
+    )
+    ap.add_argument(
         "--report-only",
         action="store_true",
         help="train nothing: rewrite the tables and plots from OUT/results.json (implies --resume)",
     )
     args = ap.parse_args(argv)
+    args.report_only = args.report_only or bool(args.combine)
     args.resume = args.resume or args.report_only
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     set_threads(args.threads)
@@ -315,6 +326,18 @@ def main(argv: list[str] | None = None) -> int:
             per_seed[m] = old.get("per_seed", {}).get(m, [])
             infos[m] = old.get("train", {}).get(m, [])
         sweep = old.get("sparsify_sweep", {})
+    if args.combine:
+        runs = by_seed(args.combine)
+        missing = [
+            (m, s)
+            for s in args.seeds
+            for m in methods
+            if m not in runs.get(s, {}).get("per_seed", {})
+        ]
+        if missing:
+            ap.error(f"--combine: no run of (method, seed) {missing} in the files given")
+        per_seed = {m: [runs[s]["per_seed"][m] for s in args.seeds] for m in methods}
+        infos = {m: [runs[s]["train"].get(m, {}) for s in args.seeds] for m in methods}
 
     def checkpoint() -> None:
         previous.write_text(
@@ -330,12 +353,12 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     for i, seed in enumerate(args.seeds):
+        todo = [m for m in methods if len(per_seed[m]) <= i and not args.report_only]
+        if not todo:  # a report of runs already made needs no split
+            continue
         cfg = seeded(base, seed)
         split = restrict(build_split(dataset, cfg.data), cfg.domains)
-        for m in methods:
-            if len(per_seed[m]) > i or args.report_only:
-                log.info("seed %d: %s already done", seed, m)
-                continue
+        for m in todo:
             log.info("seed %d: %s", seed, m)
             res, info = run_method(m, cfg, split, features, progress=args.progress)
             per_seed[m].append(res)
