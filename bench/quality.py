@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 from machine import cpu_model, git_commit
-from quality_compare import by_seed
+from quality_compare import combine
 
 from model.commands.runner import set_threads
 from model.data.loading import load_dataset
@@ -311,12 +311,22 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     dataset = load_dataset(args.dataset, min_rating=base.data.min_rating)
-    features = load_features(dataset, replace(base, variant="micrec"), progress=args.progress)
+    loaded: list[Any] = []
+
+    def features() -> Any:
+        """The content features, encoded (or read from the cache) once something trains:
+        a report of finished runs never touches the encoders."""
+        if not loaded:
+            loaded.append(
+                load_features(dataset, replace(base, variant="micrec"), progress=args.progress)
+            )
+        return loaded[0]
+
     per_seed: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     infos: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     sweep: dict[str, Any] = {}
     previous = args.out / "results.json"
-    if args.resume and previous.exists():
+    if args.resume and previous.exists() and not args.combine:
         # A multi-hour run can be extended (more methods) or continued after an
         # interruption; runs are only reused for the same seed order.
         old = json.loads(previous.read_text())
@@ -327,17 +337,10 @@ def main(argv: list[str] | None = None) -> int:
             infos[m] = old.get("train", {}).get(m, [])
         sweep = old.get("sparsify_sweep", {})
     if args.combine:
-        runs = by_seed(args.combine)
-        missing = [
-            (m, s)
-            for s in args.seeds
-            for m in methods
-            if m not in runs.get(s, {}).get("per_seed", {})
-        ]
-        if missing:
-            ap.error(f"--combine: no run of (method, seed) {missing} in the files given")
-        per_seed = {m: [runs[s]["per_seed"][m] for s in args.seeds] for m in methods}
-        infos = {m: [runs[s]["train"].get(m, {}) for s in args.seeds] for m in methods}
+        try:
+            per_seed, infos = combine(args.combine, args.seeds, methods, base.to_dict())
+        except ValueError as e:
+            ap.error(f"--combine: {e}")
 
     def checkpoint() -> None:
         previous.write_text(
@@ -360,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         split = restrict(build_split(dataset, cfg.data), cfg.domains)
         for m in todo:
             log.info("seed %d: %s", seed, m)
-            res, info = run_method(m, cfg, split, features, progress=args.progress)
+            res, info = run_method(m, cfg, split, features(), progress=args.progress)
             per_seed[m].append(res)
             infos[m].append(info)
             log.info(
@@ -386,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             for m in ("inmo", "micrec"):
                 if m in row:
                     continue
-                res, _ = run_method(m, cfg, split, features, progress=args.progress)
+                res, _ = run_method(m, cfg, split, features(), progress=args.progress)
                 row[m] = res[dom]
             sweep[str(share)] = row
             checkpoint()

@@ -42,6 +42,29 @@ def by_seed(files: list[Path]) -> dict[int, dict[str, Any]]:
     return out
 
 
+def combine(
+    files: list[Path], seeds: list[int], methods: list[str], config: dict[str, Any]
+) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    """(per_seed, train) of bench/quality.py for ``seeds`` in that order, taken from runs
+    made in separate processes; ValueError (one line) if a file was run with another
+    configuration than ``config`` (its data, model and blend settings: a table of runs of
+    other settings would compare nothing) or no file holds a (method, seed)."""
+    ours = json.loads(json.dumps(config))
+    for f in files:
+        theirs = json.loads(f.read_text()).get("meta", {}).get("config")
+        if theirs is not None and theirs != ours:
+            raise ValueError(f"{f} was run with another configuration than this command's")
+    runs = by_seed(files)
+    missing = [
+        (m, s) for s in seeds for m in methods if m not in runs.get(s, {}).get("per_seed", {})
+    ]
+    if missing:
+        raise ValueError(f"no run of (method, seed) {missing} in the files given")
+    per_seed = {m: [runs[s]["per_seed"][m] for s in seeds] for m in methods}
+    train = {m: [runs[s]["train"].get(m, {}) for s in seeds] for m in methods}
+    return per_seed, train
+
+
 def ndcg(result: dict[str, Any], domain: str, slice_name: str) -> float | None:
     v = result.get(domain, {}).get(slice_name, {}).get("ndcg@20")
     return None if v is None else 100.0 * v

@@ -72,3 +72,20 @@ def test_a_seed_no_file_holds_is_refused(
         )
     assert e.value.code == 2
     assert "no run of (method, seed) [('popular', 2)]" in capsys.readouterr().err
+
+
+def test_runs_of_other_settings_are_refused(
+    setup: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _run(setup, tmp_path / "s0", "--seeds", "0", "--overlap-ratio", "0.5")
+    with pytest.raises(SystemExit) as e:
+        _run(
+            setup,
+            tmp_path / "all",
+            "--seeds",
+            "0",
+            "--combine",
+            str(tmp_path / "s0" / "results.json"),
+        )
+    assert e.value.code == 2
+    assert "was run with another configuration" in capsys.readouterr().err
