@@ -1,6 +1,6 @@
 """bench/quality.py --combine: seeds run in separate processes make one report, with the
 runs of each seed exactly as they were, in the order of --seeds; a (method, seed) that no
-file holds is refused."""
+file holds, and runs made with other settings, are refused."""
 
 from __future__ import annotations
 
@@ -56,36 +56,25 @@ def test_combines_seeds_run_apart(setup: tuple[Path, Path], tmp_path: Path) -> N
     assert "Seeds per method: popular 2" in report
 
 
-def test_a_seed_no_file_holds_is_refused(
-    setup: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("made_with", "combined_seeds", "message"),
+    [
+        ((), ("0", "2"), "no run of (method, seed) [('popular', 2)]"),
+        (("--overlap-ratio", "0.5"), ("0",), "was run with another configuration"),
+    ],
+    ids=["a seed no file holds", "runs of other settings"],
+)
+def test_refused(
+    setup: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    made_with: tuple[str, ...],
+    combined_seeds: tuple[str, ...],
+    message: str,
 ) -> None:
-    _run(setup, tmp_path / "s0", "--seeds", "0")
+    _run(setup, tmp_path / "s0", "--seeds", "0", *made_with)
+    combine = ("--combine", str(tmp_path / "s0" / "results.json"))
     with pytest.raises(SystemExit) as e:
-        _run(
-            setup,
-            tmp_path / "all",
-            "--seeds",
-            "0",
-            "2",
-            "--combine",
-            str(tmp_path / "s0" / "results.json"),
-        )
+        _run(setup, tmp_path / "all", "--seeds", *combined_seeds, *combine)
     assert e.value.code == 2
-    assert "no run of (method, seed) [('popular', 2)]" in capsys.readouterr().err
-
-
-def test_runs_of_other_settings_are_refused(
-    setup: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    _run(setup, tmp_path / "s0", "--seeds", "0", "--overlap-ratio", "0.5")
-    with pytest.raises(SystemExit) as e:
-        _run(
-            setup,
-            tmp_path / "all",
-            "--seeds",
-            "0",
-            "--combine",
-            str(tmp_path / "s0" / "results.json"),
-        )
-    assert e.value.code == 2
-    assert "was run with another configuration" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
